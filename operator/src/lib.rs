@@ -1,0 +1,1 @@
+//! The Contact operator: turns each `ContactTenant` into a running, isolated tenant and keeps it so.

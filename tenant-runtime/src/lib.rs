@@ -1,0 +1,1 @@
+//! The Contact tenant runtime: one binary that serves a tenant's API, UI and channel webhooks.

@@ -1,0 +1,1 @@
+//! Harnesses that start real parts for tests: a kube-apiserver with etcd, and PostgreSQL.
