@@ -1,1 +1,13 @@
 //! The Contact operator: turns each `ContactTenant` into a running, isolated tenant and keeps it so.
+//!
+//! Layout mirrors the reconcile pipeline: `reconcile` (dereference → validate → build → apply →
+//! status, plus the controller wiring), `build` (one pure `build_<kind>` per child), `maintenance`
+//! (window math), `lifecycle` (trial, suspension, deletion grace). `run` wires leader election,
+//! the HTTP endpoints and the controller together for `main`.
+
+pub mod build;
+pub mod clock;
+pub mod config;
+pub mod labels;
+pub mod maintenance;
+pub mod reconcile;

@@ -1,0 +1,48 @@
+//! NetworkPolicy: only the ingress controller's namespace and the tenant's own namespace may reach
+//! the runtime. Egress stays open: the runtime calls the Conversation API and its database.
+
+use super::{names, owned_meta, selector_labels};
+use crate::labels::RUNTIME_PORT;
+use crate::reconcile::validate::ValidatedTenant;
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// Builds the NetworkPolicy; `ingress_namespace` is the ingress controller's namespace.
+pub fn build_network_policy(t: &ValidatedTenant, ingress_namespace: &str) -> NetworkPolicy {
+    // `kubernetes.io/metadata.name` is set by the API server on every namespace (1.21+), so it
+    // selects a namespace by name without asking admins to label anything.
+    let ns = |name: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                name.to_string(),
+            )])),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    NetworkPolicy {
+        metadata: owned_meta(t, names::network_policy(&t.name), "runtime"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(t)),
+                ..Default::default()
+            }),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![ns(ingress_namespace), ns(&t.namespace)]),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(RUNTIME_PORT)),
+                    protocol: Some("TCP".into()),
+                    ..Default::default()
+                }]),
+            }]),
+            ..Default::default()
+        }),
+    }
+}

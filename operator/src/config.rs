@@ -1,0 +1,32 @@
+//! Operator-wide configuration that is not part of any tenant: defaults and the mapping from a
+//! tenant's `hostingLocation` to the nodes that may run it.
+
+use std::collections::BTreeMap;
+
+/// Settings shared by every reconcile. Built from flags/env in `args`, or directly in tests.
+#[derive(Debug, Clone)]
+pub struct OperatorConfig {
+    /// Runtime image used when a tenant does not pin one.
+    pub default_image: String,
+    /// Namespace of the ingress controller, the only outside namespace allowed to reach a runtime.
+    pub ingress_namespace: String,
+    /// `hostingLocation` → node labels required of nodes running that tenant. Empty map: no
+    /// affinity at all (development clusters); non-empty: unknown locations are rejected.
+    pub locations: BTreeMap<String, BTreeMap<String, String>>,
+    /// Image of the CloudNativePG operand, when tenants use `cloudNativePG`.
+    pub cnpg_image: Option<String>,
+    /// How often a healthy tenant is reconciled even without events (drift repair, trial expiry).
+    pub resync: std::time::Duration,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        Self {
+            default_image: "ghcr.io/contact-dev/contact-runtime:latest".into(),
+            ingress_namespace: "ingress-nginx".into(),
+            locations: BTreeMap::new(),
+            cnpg_image: None,
+            resync: std::time::Duration::from_secs(300),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! The reconcile pipeline and the controller that drives it.
+
+pub mod validate;

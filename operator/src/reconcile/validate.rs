@@ -1,0 +1,366 @@
+//! Step 2 of the pipeline: turn the user's `ContactTenant` (plus what `dereference` read) into a
+//! `ValidatedTenant` the builders can trust. Pure: no client, no clock.
+//!
+//! Everything the builders need is parsed here once ("parse, don't validate"), so a bad field
+//! becomes one precise condition instead of a half-applied tenant. The CRD's admission rules catch
+//! most mistakes; this catches what needs operator configuration (hosting locations) or cross-field
+//! reasoning (SQLite is single-writer, so it cannot have two replicas).
+
+use crate::config::OperatorConfig;
+use crate::maintenance::{self, WeeklyWindow};
+use chrono::{DateTime, Utc};
+use contact_crds::v1alpha1::{ContactTenant, DatabaseSpec};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+/// Why a tenant's spec cannot be built; each variant maps to a condition reason.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object lacks a namespace or uid (never true for objects read from the API server).
+    #[error("tenant has no {0}")]
+    MissingMetadata(&'static str),
+    /// The maintenance window does not parse.
+    #[error("invalid maintenance window")]
+    MaintenanceWindow(#[source] maintenance::Error),
+    /// `hostingLocation` is not one the operator was configured with.
+    #[error("unknown hosting location {location:?}; known: {known}")]
+    UnknownHostingLocation {
+        /// The location asked for.
+        location: String,
+        /// Comma-separated known locations.
+        known: String,
+    },
+    /// `trial.endsAt` is not RFC 3339.
+    #[error("invalid trial end {0:?}: expected RFC 3339, e.g. 2027-06-13T00:00:00Z")]
+    TrialEnd(String),
+    /// SQLite is embedded and single-writer: more than one replica would corrupt it.
+    #[error(
+        "sqlite supports exactly 1 replica, got {0}; use postgres or cloudNativePG to scale out"
+    )]
+    SqliteReplicas(i32),
+    /// Negative replica count.
+    #[error("replicas must be >= 0, got {0}")]
+    NegativeReplicas(i32),
+    /// Two channels share a name.
+    #[error("duplicate channel name {0:?}")]
+    DuplicateChannel(String),
+}
+
+impl Error {
+    /// One-word CamelCase reason for the Ready condition and Events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MissingMetadata(_) => "MissingMetadata",
+            Error::MaintenanceWindow(_) => "InvalidMaintenanceWindow",
+            Error::UnknownHostingLocation { .. } => "UnknownHostingLocation",
+            Error::TrialEnd(_) => "InvalidTrialEnd",
+            Error::SqliteReplicas(_) => "SqliteReplicas",
+            Error::NegativeReplicas(_) => "InvalidReplicas",
+            Error::DuplicateChannel(_) => "DuplicateChannel",
+        }
+    }
+}
+
+/// The database a tenant runs on, with what the builders need of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Database {
+    /// Embedded SQLite on a PVC of the StatefulSet.
+    Sqlite {
+        /// PVC size.
+        size: String,
+        /// Storage class, if not the cluster default.
+        storage_class: Option<String>,
+    },
+    /// External PostgreSQL, URL read from a Secret key.
+    Postgres {
+        /// Secret holding the URL.
+        secret_name: String,
+        /// Key of the URL in that Secret.
+        key: String,
+    },
+    /// A CloudNativePG `Cluster` the operator creates.
+    CloudNativePg {
+        /// Number of PostgreSQL instances.
+        instances: i64,
+        /// Volume size per instance.
+        size: String,
+    },
+}
+
+impl Database {
+    /// Short name, used in labels and pending-change messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Database::Sqlite { .. } => "sqlite",
+            Database::Postgres { .. } => "postgres",
+            Database::CloudNativePg { .. } => "cloudnativepg",
+        }
+    }
+}
+
+/// One channel's Conversation API settings, as the runtime's config file describes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    /// Channel name, unique in the tenant.
+    pub name: String,
+    /// Channel type (SMS, WHATSAPP, ...), as the CRD spells it.
+    pub channel_type: String,
+    /// Conversation API region (us, eu, br).
+    pub region: String,
+    /// Sinch project id.
+    pub project_id: String,
+    /// Conversation API app id.
+    pub app_id: String,
+    /// Secret holding the OAuth2 client credentials.
+    pub credentials_secret: String,
+    /// Key of the key id in that Secret.
+    pub key_id_key: String,
+    /// Key of the key secret in that Secret.
+    pub key_secret_key: String,
+    /// Secret holding the webhook signing secret.
+    pub webhook_secret: String,
+    /// Key of the signing secret in that Secret.
+    pub webhook_key: String,
+}
+
+/// Backup settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Backups {
+    /// Cron schedule (5 fields).
+    pub schedule: String,
+    /// Days of backups kept.
+    pub retain_days: u32,
+    /// Backup PVC size.
+    pub size: String,
+    /// Storage class, if not the cluster default.
+    pub storage_class: Option<String>,
+}
+
+/// A tenant whose spec has been checked and parsed; the only input of the builders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedTenant {
+    /// ContactTenant name (also the base name of every child).
+    pub name: String,
+    /// Namespace of the tenant and all its children.
+    pub namespace: String,
+    /// UID, for owner references.
+    pub uid: String,
+    /// Human name shown in the UI.
+    pub display_name: String,
+    /// Public host name.
+    pub host: String,
+    /// IngressClass, if set.
+    pub ingress_class: Option<String>,
+    /// TLS Secret for the host, if set.
+    pub tls_secret: Option<String>,
+    /// Channels.
+    pub channels: Vec<Channel>,
+    /// Routing settings, passed through to the runtime's config as given.
+    pub routing: serde_json::Value,
+    /// Retention settings, passed through to the runtime's config as given.
+    pub retention: serde_json::Value,
+    /// Backups, if enabled.
+    pub backups: Option<Backups>,
+    /// Maintenance window; `None` means restart-requiring changes apply at once.
+    pub window: Option<WeeklyWindow>,
+    /// Database.
+    pub database: Database,
+    /// Runtime image.
+    pub image: String,
+    /// Replicas asked for (before suspension/trial scale-down).
+    pub replicas: i32,
+    /// Runtime resources.
+    pub resources: ResourceRequirements,
+    /// Node labels required by the hosting location.
+    pub node_labels: BTreeMap<String, String>,
+    /// Hosting location name.
+    pub hosting_location: String,
+    /// End of the trial, if any.
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    /// Days data is kept after deletion.
+    pub data_grace_days: u32,
+    /// Suspended by the platform team.
+    pub suspend: bool,
+    /// `contact.dev/apply-now: "true"` is set.
+    pub apply_now: bool,
+}
+
+/// Default resources: a runtime must always have requests so the scheduler can place it fairly.
+pub fn default_resources() -> ResourceRequirements {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_string(), Quantity("100m".into())),
+            ("memory".to_string(), Quantity("128Mi".into())),
+        ])),
+        limits: Some(BTreeMap::from([(
+            "memory".to_string(),
+            Quantity("512Mi".into()),
+        )])),
+        ..Default::default()
+    }
+}
+
+/// Default days data is kept after a tenant is deleted.
+pub const DEFAULT_DATA_GRACE_DAYS: u32 = 30;
+
+/// Checks and parses a tenant.
+pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<ValidatedTenant, Error> {
+    let spec = &tenant.spec;
+    let namespace = tenant
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let uid = tenant.uid().ok_or(Error::MissingMetadata("uid"))?;
+
+    let window = spec
+        .maintenance_window
+        .as_ref()
+        .map(|w| {
+            let day = serde_json::to_value(&w.day)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            WeeklyWindow::parse(&day, &w.start, &w.duration, &w.time_zone)
+        })
+        .transpose()
+        .map_err(Error::MaintenanceWindow)?;
+
+    let node_labels = if config.locations.is_empty() {
+        BTreeMap::new()
+    } else {
+        config
+            .locations
+            .get(&spec.hosting_location)
+            .cloned()
+            .ok_or_else(|| Error::UnknownHostingLocation {
+                location: spec.hosting_location.clone(),
+                known: config
+                    .locations
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?
+    };
+
+    let trial_ends_at = spec
+        .trial
+        .as_ref()
+        .map(|t| {
+            DateTime::parse_from_rfc3339(&t.ends_at)
+                .map(|d| d.with_timezone(&Utc))
+                .map_err(|_| Error::TrialEnd(t.ends_at.clone()))
+        })
+        .transpose()?;
+
+    let database = match &spec.database {
+        DatabaseSpec::Sqlite(s) => Database::Sqlite {
+            size: s.storage.size.clone(),
+            storage_class: s.storage.storage_class_name.clone(),
+        },
+        DatabaseSpec::Postgres(p) => Database::Postgres {
+            secret_name: p.secret_ref.name.clone(),
+            key: p.secret_ref.key.clone(),
+        },
+        DatabaseSpec::CloudNativePg(c) => Database::CloudNativePg {
+            instances: i64::from(c.instances),
+            size: c
+                .storage
+                .as_ref()
+                .map_or_else(|| "10Gi".to_string(), |s| s.size.clone()),
+        },
+    };
+
+    let runtime = spec.runtime.as_ref();
+    let replicas = runtime.and_then(|r| r.replicas).unwrap_or(1);
+    if replicas < 0 {
+        return Err(Error::NegativeReplicas(replicas));
+    }
+    if matches!(database, Database::Sqlite { .. }) && replicas > 1 {
+        return Err(Error::SqliteReplicas(replicas));
+    }
+
+    let mut channels: Vec<Channel> = Vec::with_capacity(spec.channels.len());
+    for c in &spec.channels {
+        if channels.iter().any(|x| x.name == c.name) {
+            return Err(Error::DuplicateChannel(c.name.clone()));
+        }
+        let api = &c.conversation_api;
+        channels.push(Channel {
+            name: c.name.clone(),
+            channel_type: enum_str(&c.type_),
+            region: enum_str(&api.region),
+            project_id: api.project_id.clone(),
+            app_id: api.app_id.clone(),
+            credentials_secret: api.credentials_secret_ref.name.clone(),
+            key_id_key: api
+                .credentials_secret_ref
+                .key_id_key
+                .clone()
+                .unwrap_or_else(|| "key-id".into()),
+            key_secret_key: api
+                .credentials_secret_ref
+                .key_secret_key
+                .clone()
+                .unwrap_or_else(|| "key-secret".into()),
+            webhook_secret: api.webhook_secret_ref.name.clone(),
+            webhook_key: api.webhook_secret_ref.key.clone(),
+        });
+    }
+
+    Ok(ValidatedTenant {
+        name: tenant.name_any(),
+        namespace,
+        uid,
+        display_name: spec.display_name.clone(),
+        host: spec.ingress.host.clone(),
+        ingress_class: spec.ingress.class_name.clone(),
+        tls_secret: spec.ingress.tls.as_ref().map(|t| t.secret_name.clone()),
+        channels,
+        routing: spec.routing.as_ref().map_or(serde_json::Value::Null, |r| {
+            serde_json::to_value(r).unwrap_or_default()
+        }),
+        retention: spec
+            .retention
+            .as_ref()
+            .map_or(serde_json::Value::Null, |r| {
+                serde_json::to_value(r).unwrap_or_default()
+            }),
+        backups: spec.backups.as_ref().map(|b| Backups {
+            schedule: b.schedule.clone(),
+            retain_days: b.retain_days,
+            size: b.storage.size.clone(),
+            storage_class: b.storage.storage_class_name.clone(),
+        }),
+        window,
+        database,
+        image: runtime
+            .and_then(|r| r.image.clone())
+            .unwrap_or_else(|| config.default_image.clone()),
+        replicas,
+        resources: runtime
+            .and_then(|r| r.resources.clone())
+            .unwrap_or_else(default_resources),
+        node_labels,
+        hosting_location: spec.hosting_location.clone(),
+        trial_ends_at,
+        data_grace_days: spec
+            .deletion
+            .as_ref()
+            .map_or(DEFAULT_DATA_GRACE_DAYS, |d| d.data_grace_days),
+        suspend: spec.suspend,
+        apply_now: tenant
+            .annotations()
+            .get(crate::labels::APPLY_NOW)
+            .is_some_and(|v| v == "true"),
+    })
+}
+
+/// The serde spelling of a unit enum variant (the CRD's own wire format).
+fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
