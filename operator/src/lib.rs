@@ -9,5 +9,7 @@ pub mod build;
 pub mod clock;
 pub mod config;
 pub mod labels;
+pub mod lifecycle;
 pub mod maintenance;
+pub mod metrics;
 pub mod reconcile;

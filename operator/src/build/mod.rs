@@ -26,7 +26,7 @@ mod workload;
 pub use backup::{build_backup_cronjob, build_backup_pvc};
 pub use cnpg::{build_cnpg_cluster, cnpg_api_resource};
 pub use config_map::{RuntimeConfig, build_config_map};
-pub use ingress::build_ingress;
+pub use ingress::{build_ingress, url as ingress_url};
 pub use network_policy::build_network_policy;
 pub use pdb::build_pdb;
 pub use secret::{SECRET_KEYS, build_secret};

@@ -1,3 +1,864 @@
 //! The reconcile pipeline and the controller that drives it.
+//!
+//! One reconcile of a `ContactTenant` runs, in order:
+//! 1. `dereference`: read referenced Secrets, the generated key Secret and the live workload;
+//! 2. `validate`: parse the spec into a `ValidatedTenant` (pure);
+//! 3. `build`: one pure `build_<kind>` per child, then `gating` decides (pure) whether the
+//!    restart-requiring part may go now or waits for the maintenance window;
+//! 4. `apply`: server-side apply, one field manager, `force`, skipping unchanged objects;
+//! 5. `status`: conditions + url + window + pending changes, patched only when changed, with one
+//!    Event per condition transition.
+//!
+//! Deletion runs through a finalizer: the runtime goes at once, the data is detached and kept for
+//! the grace period (`lifecycle::grace`).
 
+pub mod apply;
+pub mod dereference;
+pub mod gating;
+pub mod status;
 pub mod validate;
+
+use crate::build::{self, Workload, names};
+use crate::clock::Clock;
+use crate::config::OperatorConfig;
+use crate::labels;
+use crate::lifecycle::{self, Phase, grace};
+use crate::maintenance::WindowState;
+use crate::metrics::Metrics;
+use apply::Outcome;
+use contact_crds::v1alpha1::ContactTenant;
+use dereference::{Dereferenced, ExistingWorkload};
+use futures::StreamExt;
+use gating::{Decision, RestartFacts};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use status::{Cond, Desired};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, instrument, warn};
+
+/// Everything a reconcile needs besides the tenant.
+pub struct Ctx {
+    /// API client.
+    pub client: Client,
+    /// Operator-wide settings.
+    pub config: OperatorConfig,
+    /// Source of "now" (injectable for tests).
+    pub clock: Arc<dyn Clock>,
+    /// Event recorder (events.k8s.io).
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ctx {
+    /// A context with the given parts; events are reported as `contact-operator` / `instance`.
+    pub fn new(
+        client: Client,
+        config: OperatorConfig,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: labels::FIELD_MANAGER.into(),
+                instance,
+            },
+        );
+        Self {
+            client,
+            config,
+            clock,
+            recorder,
+            metrics,
+        }
+    }
+}
+
+/// A reconcile failure (transient: the API server said no). Spec problems are not errors: they
+/// end up in conditions.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading referenced or existing objects failed.
+    #[error("failed to read referenced objects")]
+    Dereference(#[from] dereference::Error),
+    /// Applying or deleting a child failed.
+    #[error("failed to apply children")]
+    Apply(#[from] apply::Error),
+    /// Writing the status failed.
+    #[error("failed to update status")]
+    Status(#[from] status::Error),
+    /// Detaching, re-attaching or purging data failed.
+    #[error("failed to handle tenant data")]
+    Grace(#[from] grace::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("failed to manage the finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Short category for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Dereference(_) => "dereference",
+            Error::Apply(_) => "apply",
+            Error::Status(_) => "status",
+            Error::Grace(_) => "grace",
+            Error::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// How long to wait before retrying a tenant whose referenced Secret is missing (the Secret
+/// watch usually triggers sooner).
+pub const SECRET_RETRY: Duration = Duration::from_secs(30);
+
+/// Reconciles one tenant (the controller's callback; tests call it directly).
+#[instrument(skip_all, fields(tenant = %tenant.name_any(), ns = tenant.namespace().unwrap_or_default()))]
+pub async fn reconcile(tenant: Arc<ContactTenant>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let ns = tenant.namespace().unwrap_or_default();
+    let api: Api<ContactTenant> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, labels::FINALIZER, tenant, |event| async {
+        match event {
+            FinalizerEvent::Apply(t) => apply_tenant(&t, &ctx).await,
+            FinalizerEvent::Cleanup(t) => cleanup_tenant(&t, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(Box::new(other)),
+    });
+    ctx.metrics.reconciled(started.elapsed());
+    result
+}
+
+/// What to do after a failed reconcile: count it and retry soon (only transient failures get
+/// here; invalid specs are conditions and wait for a change).
+pub fn error_policy(tenant: Arc<ContactTenant>, error: &Error, ctx: Arc<Ctx>) -> Action {
+    ctx.metrics.failed(error.category());
+    warn!(tenant = %tenant.name_any(), error = %error_chain(error), "reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}
+
+/// The error with its causes, for logs and condition messages.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn conditions_for_problem(reason: &str, message: &str) -> Vec<Cond> {
+    vec![
+        Cond::new("Ready", Some(false), reason, message),
+        Cond::new("Provisioned", Some(false), reason, message),
+        Cond::new("DatabaseReady", None, "NotProvisioned", ""),
+        Cond::new("IngressReady", None, "NotProvisioned", ""),
+        Cond::new("BackupsHealthy", None, "NotProvisioned", ""),
+        Cond::new("MaintenancePending", Some(false), "NothingPending", ""),
+        Cond::new("TrialExpired", None, "NotProvisioned", ""),
+    ]
+}
+
+async fn publish_status(tenant: &ContactTenant, ctx: &Ctx, desired: &Desired) -> Result<(), Error> {
+    let api: Api<ContactTenant> =
+        Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
+    let (transitions, _) = status::update(&api, tenant, desired, ctx.clock.now()).await?;
+    let oref = tenant.object_ref(&());
+    for c in transitions {
+        let ev = Event {
+            type_: if c.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: c.reason.clone(),
+            note: Some(
+                format!(
+                    "{}={}: {}",
+                    c.type_,
+                    c.status
+                        .map_or("Unknown", |b| if b { "True" } else { "False" }),
+                    c.message
+                )
+                .chars()
+                .take(1000)
+                .collect(),
+            ),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        // Events are best effort: failing to record one must not fail the reconcile.
+        if let Err(e) = ctx.recorder.publish(&ev, &oref).await {
+            warn!(error = %e, "failed to publish event");
+        }
+    }
+    let key = format!(
+        "{}/{}",
+        tenant.namespace().unwrap_or_default(),
+        tenant.name_any()
+    );
+    ctx.metrics.set_conditions(
+        &key,
+        Some(
+            desired
+                .conditions
+                .iter()
+                .map(|c| {
+                    let s = c
+                        .status
+                        .map_or("Unknown", |b| if b { "True" } else { "False" });
+                    (c.type_.to_string(), s.to_string())
+                })
+                .collect(),
+        ),
+    );
+    Ok(())
+}
+
+async fn note(ctx: &Ctx, tenant: &ContactTenant, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &tenant.object_ref(&())).await {
+        warn!(error = %e, "failed to publish event");
+    }
+}
+
+fn facts_of_existing(w: &ExistingWorkload) -> Option<RestartFacts> {
+    match w {
+        ExistingWorkload::StatefulSet(s) => RestartFacts::from_annotation(&s.metadata),
+        ExistingWorkload::Deployment(d) => RestartFacts::from_annotation(&d.metadata),
+    }
+}
+
+fn ready_replicas(w: Option<&ExistingWorkload>) -> i32 {
+    match w {
+        Some(ExistingWorkload::StatefulSet(s)) => s
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+        Some(ExistingWorkload::Deployment(d)) => d
+            .status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0),
+        None => 0,
+    }
+}
+
+fn database_identity(v: &validate::ValidatedTenant) -> String {
+    match &v.database {
+        validate::Database::CloudNativePg { instances, size } => {
+            format!("cloudnativepg({instances}×{size})")
+        }
+        d => d.kind().to_string(),
+    }
+}
+
+/// The Apply branch of the finalizer: the whole pipeline for a live tenant.
+async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error> {
+    let now = ctx.clock.now();
+    let generation = tenant.metadata.generation;
+    let name = tenant.name_any();
+    let ns = tenant.namespace().unwrap_or_default();
+
+    // 1. dereference
+    let deref: Dereferenced = dereference::dereference(&ctx.client, tenant).await?;
+    if let Some(first) = deref.secret_problems.first() {
+        let message = deref
+            .secret_problems
+            .iter()
+            .map(|p| p.message())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let desired = Desired {
+            observed_generation: generation,
+            conditions: conditions_for_problem(first.reason(), &message),
+            url: None,
+            next_maintenance_window: None,
+            pending_changes: Vec::new(),
+        };
+        publish_status(tenant, ctx, &desired).await?;
+        return Ok(Action::requeue(SECRET_RETRY));
+    }
+
+    // 2. validate
+    let v = match validate::validate(tenant, &ctx.config) {
+        Ok(v) => v,
+        Err(e) => {
+            let desired = Desired {
+                observed_generation: generation,
+                conditions: conditions_for_problem(e.reason(), &error_chain(&e)),
+                url: None,
+                next_maintenance_window: None,
+                pending_changes: Vec::new(),
+            };
+            publish_status(tenant, ctx, &desired).await?;
+            // Only a spec change can fix it.
+            return Ok(Action::await_change());
+        }
+    };
+
+    // 3. build (pure), lifecycle and gating decisions (pure)
+    let phase = lifecycle::phase(&v, now);
+    let replicas = lifecycle::effective_replicas(&v, phase);
+    let window: Option<WindowState> = v.window.map(|w| w.state_at(now));
+    let occurrence = window.map(|s| s.occurrence());
+
+    let service_account = build::build_service_account(&v);
+    let keys = build::build_secret(&v, &deref.keys, &mut rand::rng());
+    let config_map = build::build_config_map(&v, occurrence);
+    let service = build::build_service(&v);
+    let network_policy = build::build_network_policy(&v, &ctx.config.ingress_namespace);
+    let ingress = build::build_ingress(&v);
+    let backup_pvc = build::build_backup_pvc(&v);
+    let backup_job = build::build_backup_cronjob(&v, phase.scaled_down());
+    let cnpg = build::build_cnpg_cluster(&v, ctx.config.cnpg_image.as_deref());
+    let mut workload = build::build_workload(&v, replicas);
+
+    let desired_facts = RestartFacts::of(&workload, database_identity(&v));
+    // The live workload of the kind we want, else of the other kind (a database change).
+    let live_workload = deref
+        .workloads
+        .iter()
+        .find(|w| {
+            matches!(
+                (w, &workload),
+                (ExistingWorkload::StatefulSet(_), Workload::StatefulSet(_))
+                    | (ExistingWorkload::Deployment(_), Workload::Deployment(_))
+            )
+        })
+        .or_else(|| deref.workloads.first());
+    let live_facts = live_workload.and_then(facts_of_existing);
+    let decision = gating::decide(
+        &desired_facts,
+        live_facts.as_ref(),
+        window.as_ref(),
+        v.apply_now,
+    );
+
+    // 4. apply, in dependency order: identity and config before the workload that mounts them.
+    grace::reattach(&ctx.client, &ns, &name).await?;
+    let client = &ctx.client;
+    let mut applied = 0usize;
+    let mut count = |o: Outcome| applied += usize::from(o == Outcome::Applied);
+    let deleted = |d: bool| {
+        if d {
+            Outcome::Applied
+        } else {
+            Outcome::Unchanged
+        }
+    };
+    count(
+        apply::apply(
+            &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
+            service_account,
+        )
+        .await?,
+    );
+    count(apply::apply(&Api::<Secret>::namespaced(client.clone(), &ns), keys).await?);
+    count(
+        apply::apply(
+            &Api::<ConfigMap>::namespaced(client.clone(), &ns),
+            config_map,
+        )
+        .await?,
+    );
+    count(apply::apply(&Api::<Service>::namespaced(client.clone(), &ns), service).await?);
+    count(
+        apply::apply(
+            &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
+            network_policy,
+        )
+        .await?,
+    );
+    if let Some(pvc) = backup_pvc {
+        count(
+            apply::apply(
+                &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns),
+                pvc,
+            )
+            .await?,
+        );
+    }
+
+    let mut cnpg_missing = false;
+    let mut cnpg_live: Option<DynamicObject> = None;
+    let pdb_api = Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns);
+    let sts_api = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    let deploy_api = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let cnpg_api =
+        Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &build::cnpg_api_resource());
+    let pending = match &decision {
+        Decision::Apply { changes } => {
+            if let Some(cluster) = cnpg {
+                cnpg_live = cnpg_api.get_opt(&names::cnpg(&name)).await.ok().flatten();
+                match apply::apply_dynamic(&cnpg_api, cluster, cnpg_live.as_ref()).await {
+                    Ok(o) => count(o),
+                    // No CloudNativePG CRD on this cluster: say so in a condition, not a crash.
+                    Err(e) if matches!(e.kube(), kube::Error::Api(s) if s.code == 404) => {
+                        cnpg_missing = true
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let facts = desired_facts.to_annotation();
+            match &mut workload {
+                Workload::StatefulSet(s) => {
+                    s.annotations_mut()
+                        .insert(gating::RESTART_FACTS.into(), facts);
+                    let live = deref.workloads.iter().find_map(|w| match w {
+                        ExistingWorkload::StatefulSet(s) => Some(s),
+                        ExistingWorkload::Deployment(_) => None,
+                    });
+                    count(apply::apply_with_live(&sts_api, s.clone(), live).await?);
+                    count(deleted(
+                        apply::delete_if_ours(&deploy_api, &names::runtime(&name)).await?,
+                    ));
+                }
+                Workload::Deployment(d) => {
+                    d.annotations_mut()
+                        .insert(gating::RESTART_FACTS.into(), facts);
+                    let live = deref.workloads.iter().find_map(|w| match w {
+                        ExistingWorkload::Deployment(d) => Some(d),
+                        ExistingWorkload::StatefulSet(_) => None,
+                    });
+                    count(apply::apply_with_live(&deploy_api, d.clone(), live).await?);
+                    count(deleted(
+                        apply::delete_if_ours(&sts_api, &names::runtime(&name)).await?,
+                    ));
+                }
+            }
+            match build::build_pdb(&v, replicas) {
+                Some(pdb) => count(apply::apply(&pdb_api, pdb).await?),
+                None => {
+                    count(deleted(
+                        apply::delete_if_ours(&pdb_api, &names::runtime(&name)).await?,
+                    ));
+                }
+            }
+            if !changes.is_empty() && live_facts.is_some() {
+                note(
+                    ctx,
+                    tenant,
+                    EventType::Normal,
+                    "RestartChangesApplied",
+                    changes.join("; "),
+                )
+                .await;
+            }
+            Vec::new()
+        }
+        Decision::Hold { pending } => pending.clone(),
+    };
+
+    let cron_api = Api::<CronJob>::namespaced(client.clone(), &ns);
+    let cron_live = match backup_job {
+        Some(job) => {
+            let live = cron_api
+                .get_opt(&names::backup_job(&name))
+                .await
+                .ok()
+                .flatten();
+            count(apply::apply_with_live(&cron_api, job, live.as_ref()).await?);
+            live
+        }
+        None => {
+            count(deleted(
+                apply::delete_if_ours(&cron_api, &names::backup_job(&name)).await?,
+            ));
+            None
+        }
+    };
+    let ing_api = Api::<Ingress>::namespaced(client.clone(), &ns);
+    let ing_live = ing_api.get_opt(&names::runtime(&name)).await.ok().flatten();
+    count(apply::apply_with_live(&ing_api, ingress, ing_live.as_ref()).await?);
+    if applied > 0 {
+        info!(applied, "applied changed children");
+    }
+
+    // 5. status
+    let ready = ready_replicas(live_workload);
+    let mut conditions = Vec::new();
+    conditions.push(match phase {
+        Phase::Suspended => Cond::new(
+            "Ready",
+            Some(false),
+            "Suspended",
+            "suspended: runtime scaled to zero, data kept",
+        ),
+        Phase::TrialExpired => Cond::new(
+            "Ready",
+            Some(false),
+            "TrialExpired",
+            "trial ended: runtime scaled to zero, data kept",
+        ),
+        Phase::Active if replicas > 0 && ready >= replicas => Cond::new(
+            "Ready",
+            Some(true),
+            "RuntimeReady",
+            format!("{ready}/{replicas} replicas ready"),
+        ),
+        Phase::Active => Cond::new(
+            "Ready",
+            Some(false),
+            "RuntimeNotReady",
+            format!("{ready}/{replicas} replicas ready"),
+        ),
+    });
+    conditions.push(Cond::new(
+        "Provisioned",
+        Some(true),
+        "Applied",
+        "all children applied",
+    ));
+    conditions.push(match &v.database {
+        validate::Database::Sqlite { .. } if ready > 0 => Cond::new(
+            "DatabaseReady",
+            Some(true),
+            "SqliteReady",
+            "embedded SQLite on its volume",
+        ),
+        validate::Database::Sqlite { .. } if phase.scaled_down() => Cond::new(
+            "DatabaseReady",
+            Some(false),
+            phase.reason(),
+            "runtime scaled to zero; the SQLite volume is kept",
+        ),
+        validate::Database::Sqlite { .. } => Cond::new(
+            "DatabaseReady",
+            Some(false),
+            "WaitingForRuntime",
+            "embedded SQLite opens when the runtime starts",
+        ),
+        validate::Database::Postgres { secret_name, .. } => Cond::new(
+            "DatabaseReady",
+            Some(true),
+            "SecretResolved",
+            format!("database URL from secret {secret_name}"),
+        ),
+        validate::Database::CloudNativePg { instances, .. } => {
+            if cnpg_missing {
+                Cond::new(
+                    "DatabaseReady",
+                    Some(false),
+                    "CloudNativePGNotInstalled",
+                    "the postgresql.cnpg.io Cluster CRD is not installed",
+                )
+            } else {
+                let ready = cnpg_live
+                    .as_ref()
+                    .and_then(|c| c.data.get("status")?.get("readyInstances")?.as_i64())
+                    .unwrap_or(0);
+                if ready >= *instances {
+                    Cond::new(
+                        "DatabaseReady",
+                        Some(true),
+                        "ClusterReady",
+                        format!("{ready}/{instances} instances ready"),
+                    )
+                } else {
+                    Cond::new(
+                        "DatabaseReady",
+                        Some(false),
+                        "ClusterNotReady",
+                        format!("{ready}/{instances} instances ready"),
+                    )
+                }
+            }
+        }
+    });
+    let has_address = ing_live
+        .as_ref()
+        .and_then(|i| i.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref())
+        .is_some_and(|l| !l.is_empty());
+    conditions.push(if has_address {
+        Cond::new(
+            "IngressReady",
+            Some(true),
+            "AddressAssigned",
+            format!("serving {}", v.host),
+        )
+    } else {
+        Cond::new(
+            "IngressReady",
+            Some(false),
+            "AwaitingAddress",
+            "the ingress controller has not assigned an address yet",
+        )
+    });
+    conditions.push(backups_condition(&v, cron_live.as_ref(), now));
+    conditions.push(match (&decision, &window) {
+        (Decision::Hold { pending }, Some(w)) => Cond::new(
+            "MaintenancePending",
+            Some(true),
+            "WaitingForWindow",
+            format!(
+                "{} wait for the maintenance window opening at {}",
+                pending.join("; "),
+                w.occurrence().start.to_rfc3339()
+            ),
+        ),
+        _ => Cond::new("MaintenancePending", Some(false), "NothingPending", ""),
+    });
+    conditions.push(match (phase, v.trial_ends_at) {
+        (Phase::TrialExpired, Some(end)) => Cond::new(
+            "TrialExpired",
+            Some(true),
+            "TrialEnded",
+            format!("trial ended at {}", end.to_rfc3339()),
+        ),
+        (_, Some(end)) => Cond::new(
+            "TrialExpired",
+            Some(false),
+            "TrialActive",
+            format!("trial ends at {}", end.to_rfc3339()),
+        ),
+        (_, None) => Cond::new("TrialExpired", Some(false), "NoTrial", ""),
+    });
+    let desired = Desired {
+        observed_generation: generation,
+        conditions,
+        url: Some(build::ingress_url(&v)),
+        next_maintenance_window: occurrence.map(|o| o.start),
+        pending_changes: pending,
+    };
+    publish_status(tenant, ctx, &desired).await?;
+
+    // Wake up at the next moment something changes by itself: the window opening or closing
+    // (apply held changes; refresh the window in the ConfigMap), or the trial ending.
+    let mut wake =
+        chrono::Duration::from_std(ctx.config.resync).unwrap_or(chrono::Duration::minutes(5));
+    if let Some(w) = window {
+        let boundary = match w {
+            WindowState::Open { current } => current.end,
+            WindowState::Closed { next } => next.start,
+        };
+        wake = wake.min(boundary - now);
+    }
+    if let Some(t) = lifecycle::until_trial_end(&v, now) {
+        wake = wake.min(t);
+    }
+    let wake = wake
+        .to_std()
+        .unwrap_or_default()
+        .max(Duration::from_secs(1));
+    Ok(Action::requeue(wake))
+}
+
+fn backups_condition(
+    v: &validate::ValidatedTenant,
+    live: Option<&CronJob>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Cond {
+    if v.backups.is_none() {
+        return Cond::new(
+            "BackupsHealthy",
+            None,
+            "NotConfigured",
+            "spec.backups is not set",
+        );
+    }
+    let st = live.and_then(|c| c.status.as_ref());
+    let secs = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.as_ref().map(|t| t.0.as_second())
+    };
+    let last_ok = st.and_then(|s| secs(&s.last_successful_time));
+    let last_run = st.and_then(|s| secs(&s.last_schedule_time));
+    match (last_ok, last_run) {
+        (Some(ok), Some(run)) if run > ok && now.timestamp() - ok > 36 * 3600 => Cond::new(
+            "BackupsHealthy",
+            Some(false),
+            "BackupOverdue",
+            "the last scheduled backup did not succeed",
+        ),
+        (Some(_), _) => Cond::new(
+            "BackupsHealthy",
+            Some(true),
+            "LastBackupSucceeded",
+            "the last backup succeeded",
+        ),
+        (None, Some(run)) if now.timestamp() - run > 36 * 3600 => Cond::new(
+            "BackupsHealthy",
+            Some(false),
+            "BackupOverdue",
+            "no backup has succeeded yet",
+        ),
+        _ => Cond::new(
+            "BackupsHealthy",
+            None,
+            "NoBackupYet",
+            "no backup has run yet",
+        ),
+    }
+}
+
+/// The Cleanup branch of the finalizer: remove the runtime at once, detach the data.
+async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error> {
+    let now = ctx.clock.now();
+    let ns = tenant.namespace().unwrap_or_default();
+    let name = tenant.name_any();
+    let c = &ctx.client;
+    // The garbage collector would remove owned children too, but only after the tenant object is
+    // gone; removing the runtime here stops it at once, before data is detached.
+    apply::delete_if_ours(
+        &Api::<StatefulSet>::namespaced(c.clone(), &ns),
+        &names::runtime(&name),
+    )
+    .await?;
+    apply::delete_if_ours(
+        &Api::<Deployment>::namespaced(c.clone(), &ns),
+        &names::runtime(&name),
+    )
+    .await?;
+    apply::delete_if_ours(
+        &Api::<CronJob>::namespaced(c.clone(), &ns),
+        &names::backup_job(&name),
+    )
+    .await?;
+    apply::delete_if_ours(
+        &Api::<Ingress>::namespaced(c.clone(), &ns),
+        &names::runtime(&name),
+    )
+    .await?;
+    apply::delete_if_ours(
+        &Api::<Service>::namespaced(c.clone(), &ns),
+        &names::runtime(&name),
+    )
+    .await?;
+    apply::delete_if_ours(
+        &Api::<PodDisruptionBudget>::namespaced(c.clone(), &ns),
+        &names::runtime(&name),
+    )
+    .await?;
+    apply::delete_if_ours(
+        &Api::<NetworkPolicy>::namespaced(c.clone(), &ns),
+        &names::network_policy(&name),
+    )
+    .await?;
+    apply::delete_if_ours(
+        &Api::<ConfigMap>::namespaced(c.clone(), &ns),
+        &names::config(&name),
+    )
+    .await?;
+    apply::delete_if_ours(
+        &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
+        &names::runtime(&name),
+    )
+    .await?;
+    let grace_days = tenant
+        .spec
+        .deletion
+        .as_ref()
+        .map_or(validate::DEFAULT_DATA_GRACE_DAYS, |d| d.data_grace_days);
+    let detached = grace::detach(c, tenant, grace_days, now).await?;
+    let purge = now + chrono::Duration::days(i64::from(grace_days));
+    note(
+        ctx,
+        tenant,
+        EventType::Normal,
+        "DataDetached",
+        format!(
+            "runtime removed; {} data object(s) kept until {} ({})",
+            detached.len(),
+            purge.to_rfc3339(),
+            detached
+                .iter()
+                .map(|d| format!("{}/{}", d.kind, d.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    )
+    .await;
+    ctx.metrics.set_conditions(&format!("{ns}/{name}"), None);
+    Ok(Action::await_change())
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run_controller(
+    ctx: Arc<Ctx>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::FIELD_MANAGER
+    ));
+    let controller = Controller::new(
+        Api::<ContactTenant>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let store = controller.store();
+    controller
+        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client.clone()), owned.clone())
+        .owns(Api::<Ingress>::all(client.clone()), owned.clone())
+        .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone())
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            owned.clone(),
+        )
+        .owns(Api::<CronJob>::all(client.clone()), owned.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+        .owns(Api::<ServiceAccount>::all(client.clone()), owned)
+        // Secrets are not owned (channel secrets are the user's; the key Secret is data), so map
+        // each Secret event to the tenants that refer to it, or that it belongs to by label.
+        .watches(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default(),
+            move |secret: Secret| {
+                let ns = secret.namespace().unwrap_or_default();
+                let name = secret.name_any();
+                let owner_label = secret.labels().get(labels::TENANT).cloned();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
+                    .filter(|t| {
+                        owner_label.as_deref() == Some(t.name_any().as_str())
+                            || dereference::referenced_secret_names(t).contains(&name)
+                    })
+                    .map(|t| ObjectRef::from_obj(&*t))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .with_config(controller::Config::default().concurrency(16))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(tenant = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,155 @@
+//! Prometheus metrics of the operator: reconciles, failures by category, reconcile duration, and
+//! tenants by condition (so "how many tenants are not Ready" is one query, no kube-state-metrics).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Labels of the failure counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Error category (see `reconcile::Error::category`).
+    pub category: String,
+}
+
+/// Labels of the tenants-by-condition gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConditionLabels {
+    /// Condition type.
+    pub condition: String,
+    /// True, False or Unknown.
+    pub status: String,
+}
+
+/// The operator's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    failures: Family<ErrorLabels, Counter>,
+    duration: Histogram,
+    tenants: Family<ConditionLabels, Gauge>,
+    by_tenant: Mutex<HashMap<String, Vec<(String, String)>>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("contact_operator");
+        let reconciles = Counter::default();
+        let failures = Family::<ErrorLabels, Counter>::default();
+        let duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let tenants = Family::<ConditionLabels, Gauge>::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by category",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of one reconcile",
+            duration.clone(),
+        );
+        registry.register(
+            "tenants",
+            "Tenants by condition and status",
+            tenants.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            tenants,
+            by_tenant: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records one reconcile and how long it took.
+    pub fn reconciled(&self, took: Duration) {
+        self.reconciles.inc();
+        self.duration.observe(took.as_secs_f64());
+    }
+
+    /// Records a failed reconcile.
+    pub fn failed(&self, category: &str) {
+        self.failures
+            .get_or_create(&ErrorLabels {
+                category: category.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records a tenant's current conditions (`None` when the tenant is gone) and recomputes the
+    /// gauge, so it always equals the count over live tenants.
+    pub fn set_conditions(&self, tenant: &str, conditions: Option<Vec<(String, String)>>) {
+        let mut map = self.by_tenant.lock().unwrap_or_else(|e| e.into_inner());
+        match conditions {
+            Some(c) => {
+                map.insert(tenant.to_string(), c);
+            }
+            None => {
+                map.remove(tenant);
+            }
+        }
+        self.tenants.clear();
+        for conds in map.values() {
+            for (condition, status) in conds {
+                self.tenants
+                    .get_or_create(&ConditionLabels {
+                        condition: condition.clone(),
+                        status: status.clone(),
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    /// OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_gauge_counts_live_tenants() {
+        let m = Metrics::default();
+        m.set_conditions("a/x", Some(vec![("Ready".into(), "True".into())]));
+        m.set_conditions("a/y", Some(vec![("Ready".into(), "False".into())]));
+        m.set_conditions("a/y", Some(vec![("Ready".into(), "True".into())]));
+        let text = m.encode();
+        assert!(
+            text.contains("contact_operator_tenants{condition=\"Ready\",status=\"True\"} 2"),
+            "{text}"
+        );
+        assert!(!text.contains("status=\"False\"} 1"), "{text}");
+        m.set_conditions("a/x", None);
+        assert!(m.encode().contains("status=\"True\"} 1"));
+        m.reconciled(Duration::from_millis(20));
+        m.failed("kube");
+        let text = m.encode();
+        assert!(
+            text.contains("contact_operator_reconciles_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("contact_operator_reconcile_failures_total{category=\"kube\"} 1"),
+            "{text}"
+        );
+    }
+}

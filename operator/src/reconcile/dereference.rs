@@ -1,0 +1,225 @@
+//! Step 1 of the pipeline: read what the spec refers to and what already exists, so the later
+//! steps are pure. A referenced Secret that is missing, or lacks a key, is not an error of the
+//! operator but of the tenant's setup: it becomes a `SecretProblem` that the status step turns into
+//! a condition with a precise reason and an Event, and the reconcile requeues (no crash loop).
+
+use crate::build::names;
+use crate::labels;
+use contact_crds::v1alpha1::{ContactTenant, DatabaseSpec};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Failure to read from the API server (not a missing object: that is data, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A GET failed for another reason than 404.
+    #[error("failed to read {kind} {name}")]
+    Read {
+        /// Kind read.
+        kind: &'static str,
+        /// Name read.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What is wrong with a referenced Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretProblem {
+    /// The Secret does not exist.
+    NotFound {
+        /// Secret name.
+        secret: String,
+        /// Who refers to it (e.g. `channel whatsapp-main credentials`).
+        used_by: String,
+    },
+    /// The Secret exists but lacks the key.
+    KeyMissing {
+        /// Secret name.
+        secret: String,
+        /// Missing key.
+        key: String,
+        /// Who refers to it.
+        used_by: String,
+    },
+}
+
+impl SecretProblem {
+    /// Condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SecretProblem::NotFound { .. } => "SecretNotFound",
+            SecretProblem::KeyMissing { .. } => "SecretKeyMissing",
+        }
+    }
+
+    /// Human message.
+    pub fn message(&self) -> String {
+        match self {
+            SecretProblem::NotFound { secret, used_by } => {
+                format!("secret {secret:?} (for {used_by}) not found")
+            }
+            SecretProblem::KeyMissing {
+                secret,
+                key,
+                used_by,
+            } => {
+                format!("secret {secret:?} (for {used_by}) has no key {key:?}")
+            }
+        }
+    }
+}
+
+/// The workload that exists now, whichever kind.
+#[derive(Debug, Clone)]
+pub enum ExistingWorkload {
+    /// A StatefulSet.
+    StatefulSet(StatefulSet),
+    /// A Deployment.
+    Deployment(Deployment),
+}
+
+/// Everything read from the API server for one reconcile.
+#[derive(Debug, Clone, Default)]
+pub struct Dereferenced {
+    /// Problems with referenced Secrets, in spec order.
+    pub secret_problems: Vec<SecretProblem>,
+    /// Current data of the generated key Secret (empty if it does not exist yet).
+    pub keys: BTreeMap<String, ByteString>,
+    /// Whether the key Secret exists.
+    pub keys_exist: bool,
+    /// The StatefulSet and/or Deployment that exist now.
+    pub workloads: Vec<ExistingWorkload>,
+}
+
+/// A Secret key the tenant refers to, and who refers to it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SecretRef {
+    /// Secret name.
+    pub name: String,
+    /// Key in it.
+    pub key: String,
+    /// Who refers to it.
+    pub used_by: String,
+}
+
+/// Every Secret key the spec refers to (channel credentials, webhook secrets, PostgreSQL URL).
+pub fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
+    let mut out = Vec::new();
+    for c in &t.spec.channels {
+        let api = &c.conversation_api;
+        let cred = &api.credentials_secret_ref;
+        for key in [
+            cred.key_id_key.clone().unwrap_or_else(|| "key-id".into()),
+            cred.key_secret_key
+                .clone()
+                .unwrap_or_else(|| "key-secret".into()),
+        ] {
+            out.push(SecretRef {
+                name: cred.name.clone(),
+                key,
+                used_by: format!("channel {} credentials", c.name),
+            });
+        }
+        out.push(SecretRef {
+            name: api.webhook_secret_ref.name.clone(),
+            key: api.webhook_secret_ref.key.clone(),
+            used_by: format!("channel {} webhook", c.name),
+        });
+    }
+    if let DatabaseSpec::Postgres(p) = &t.spec.database {
+        out.push(SecretRef {
+            name: p.secret_ref.name.clone(),
+            key: p.secret_ref.key.clone(),
+            used_by: "database".into(),
+        });
+    }
+    out
+}
+
+/// Names of the Secrets a tenant refers to (for mapping Secret events back to tenants).
+pub fn referenced_secret_names(t: &ContactTenant) -> BTreeSet<String> {
+    referenced_secrets(t).into_iter().map(|r| r.name).collect()
+}
+
+async fn get_opt<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.map_err(|source| Error::Read {
+        kind,
+        name: name.to_string(),
+        source,
+    })
+}
+
+/// Reads referenced Secrets, the key Secret and the existing workload.
+pub async fn dereference(client: &Client, t: &ContactTenant) -> Result<Dereferenced, Error> {
+    let ns = t.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut out = Dereferenced::default();
+
+    // Each Secret is read once, however many channels use it.
+    let mut cache: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    for r in referenced_secrets(t) {
+        if !cache.contains_key(&r.name) {
+            let s = get_opt(&secrets, "Secret", &r.name).await?;
+            cache.insert(r.name.clone(), s);
+        }
+        let problem = match cache.get(&r.name) {
+            Some(Some(s)) => {
+                let has = s.data.as_ref().is_some_and(|d| d.contains_key(&r.key))
+                    || s.string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(&r.key));
+                (!has).then(|| SecretProblem::KeyMissing {
+                    secret: r.name.clone(),
+                    key: r.key.clone(),
+                    used_by: r.used_by.clone(),
+                })
+            }
+            _ => Some(SecretProblem::NotFound {
+                secret: r.name.clone(),
+                used_by: r.used_by.clone(),
+            }),
+        };
+        // One message per Secret is enough for a missing Secret; keys are reported one by one.
+        if let Some(p) = problem
+            && !out.secret_problems.iter().any(|q| matches!((q, &p), (SecretProblem::NotFound { secret: a, .. }, SecretProblem::NotFound { secret: b, .. }) if a == b))
+        {
+            out.secret_problems.push(p);
+        }
+    }
+
+    let name = t.name_any();
+    if let Some(keys) = get_opt(&secrets, "Secret", &names::keys(&name)).await? {
+        out.keys = keys.data.unwrap_or_default();
+        out.keys_exist = true;
+    }
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    if let Some(s) = get_opt(&sts, "StatefulSet", &names::runtime(&name)).await?
+        && is_ours(&s.metadata)
+    {
+        out.workloads.push(ExistingWorkload::StatefulSet(s));
+    }
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    if let Some(d) = get_opt(&deploys, "Deployment", &names::runtime(&name)).await?
+        && is_ours(&d.metadata)
+    {
+        out.workloads.push(ExistingWorkload::Deployment(d));
+    }
+    Ok(out)
+}
+
+/// Whether an object was made by this operator (never touch a same-named object we did not make).
+pub fn is_ours(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(labels::MANAGED_BY))
+        .is_some_and(|v| v == labels::FIELD_MANAGER)
+}

@@ -1,0 +1,286 @@
+//! Step 5 of the pipeline: the tenant's status (conditions with `observedGeneration`, url, next
+//! maintenance window, pending changes), patched through the status subresource by server-side
+//! apply, and only when it changed. Condition transitions are returned so the caller publishes
+//! one Event per transition.
+
+use crate::labels;
+use chrono::{DateTime, Utc};
+use contact_crds::v1alpha1::ContactTenant;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use serde_json::{Value, json};
+
+/// Condition types, in the order they are written.
+pub const CONDITION_TYPES: &[&str] = &[
+    "Ready",
+    "Provisioned",
+    "DatabaseReady",
+    "IngressReady",
+    "BackupsHealthy",
+    "MaintenancePending",
+    "TrialExpired",
+];
+
+/// Failure to write the status.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The status patch failed.
+    #[error("failed to patch status of {0}")]
+    Patch(String, #[source] kube::Error),
+}
+
+/// A condition as the reconciler decides it, before transition bookkeeping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cond {
+    /// Condition type.
+    pub type_: &'static str,
+    /// `Some(true)` True, `Some(false)` False, `None` Unknown.
+    pub status: Option<bool>,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human message.
+    pub message: String,
+}
+
+impl Cond {
+    /// A condition.
+    pub fn new(
+        type_: &'static str,
+        status: Option<bool>,
+        reason: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    fn status_str(&self) -> &'static str {
+        match self.status {
+            Some(true) => "True",
+            Some(false) => "False",
+            None => "Unknown",
+        }
+    }
+
+    /// Whether this condition describes a problem (for the Event type).
+    pub fn is_warning(&self) -> bool {
+        match self.type_ {
+            "MaintenancePending" => false,
+            "TrialExpired" => self.status == Some(true),
+            _ => {
+                self.status == Some(false)
+                    && !matches!(
+                        self.reason.as_str(),
+                        "Suspended"
+                            | "Progressing"
+                            | "AwaitingAddress"
+                            | "WaitingForRuntime"
+                            | "RuntimeNotReady"
+                            | "Disabled"
+                    )
+            }
+        }
+    }
+}
+
+/// The status the reconciler wants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Generation acted on.
+    pub observed_generation: Option<i64>,
+    /// Conditions (every type in `CONDITION_TYPES` should be present).
+    pub conditions: Vec<Cond>,
+    /// Public URL.
+    pub url: Option<String>,
+    /// Open-or-next window start.
+    pub next_maintenance_window: Option<DateTime<Utc>>,
+    /// Changes waiting for the window.
+    pub pending_changes: Vec<String>,
+}
+
+fn to_time(t: DateTime<Utc>) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(t.timestamp()).unwrap_or_default())
+}
+
+/// Turns decided conditions into API conditions, keeping `lastTransitionTime` of conditions whose
+/// status did not change. Returns the conditions and those that transitioned.
+pub fn conditions(
+    desired: &Desired,
+    previous: &[Condition],
+    now: DateTime<Utc>,
+) -> (Vec<Condition>, Vec<Cond>) {
+    let mut out = Vec::new();
+    let mut transitions = Vec::new();
+    for c in &desired.conditions {
+        let prev = previous.iter().find(|p| p.type_ == c.type_);
+        let changed = prev.is_none_or(|p| p.status != c.status_str());
+        if prev.is_none_or(|p| p.status != c.status_str() || p.reason != c.reason) {
+            transitions.push(c.clone());
+        }
+        let last_transition_time = match prev {
+            Some(p) if !changed => p.last_transition_time.clone(),
+            _ => to_time(now),
+        };
+        out.push(Condition {
+            type_: c.type_.to_string(),
+            status: c.status_str().to_string(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            observed_generation: desired.observed_generation,
+            last_transition_time,
+        });
+    }
+    (out, transitions)
+}
+
+/// The status object as JSON (only the fields this operator owns).
+pub fn render(desired: &Desired, conditions: &[Condition]) -> Value {
+    let mut s = json!({ "conditions": conditions });
+    if let Some(g) = desired.observed_generation {
+        s["observedGeneration"] = json!(g);
+    }
+    if let Some(u) = &desired.url {
+        s["url"] = json!(u);
+    }
+    if let Some(w) = desired.next_maintenance_window {
+        s["nextMaintenanceWindow"] = json!(w.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    if !desired.pending_changes.is_empty() {
+        s["pendingChanges"] = json!(desired.pending_changes);
+    }
+    s
+}
+
+fn is_empty(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        _ => false,
+    }
+}
+
+/// Whether the live status differs from `rendered` in any field we own (absent, null and empty
+/// are the same thing, since the CRD types may serialize defaults either way).
+pub fn differs(live: &Value, rendered: &Value) -> bool {
+    const OWNED: &[&str] = &[
+        "conditions",
+        "observedGeneration",
+        "url",
+        "nextMaintenanceWindow",
+        "pendingChanges",
+    ];
+    OWNED.iter().any(|k| {
+        let (a, b) = (live.get(*k), rendered.get(*k));
+        if is_empty(a) && is_empty(b) {
+            return false;
+        }
+        a != b
+    })
+}
+
+/// Patches the status if it differs from the live one. Returns the transitions and whether a
+/// write happened.
+pub async fn update(
+    api: &Api<ContactTenant>,
+    tenant: &ContactTenant,
+    desired: &Desired,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Cond>, bool), Error> {
+    let live = tenant
+        .status
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null);
+    let previous: Vec<Condition> = live
+        .get("conditions")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+    let (conds, transitions) = conditions(desired, &previous, now);
+    let rendered = render(desired, &conds);
+    if !differs(&live, &rendered) {
+        return Ok((transitions, false));
+    }
+    let patch = json!({
+        "apiVersion": "contact.dev/v1alpha1",
+        "kind": "ContactTenant",
+        "status": rendered,
+    });
+    let name = tenant.name_any();
+    api.patch_status(
+        &name,
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::Patch(name, e))?;
+    Ok((transitions, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn desired(ready: bool) -> Desired {
+        Desired {
+            observed_generation: Some(2),
+            conditions: vec![
+                Cond::new(
+                    "Ready",
+                    Some(ready),
+                    if ready {
+                        "RuntimeReady"
+                    } else {
+                        "RuntimeNotReady"
+                    },
+                    "m",
+                ),
+                Cond::new("TrialExpired", Some(false), "NoTrial", ""),
+            ],
+            url: Some("https://x".into()),
+            next_maintenance_window: None,
+            pending_changes: vec![],
+        }
+    }
+
+    #[test]
+    fn transition_time_moves_only_on_status_change() {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .expect("t");
+        let t1 = t0 + chrono::Duration::minutes(5);
+        let (c0, tr0) = conditions(&desired(false), &[], t0);
+        assert_eq!(tr0.len(), 2, "first visit: every condition is a transition");
+        let (c1, tr1) = conditions(&desired(false), &c0, t1);
+        assert!(tr1.is_empty());
+        assert_eq!(c1, c0);
+        assert!(!differs(
+            &render(&desired(false), &c0),
+            &render(&desired(false), &c1)
+        ));
+        let (c2, tr2) = conditions(&desired(true), &c1, t1);
+        assert_eq!(tr2.len(), 1);
+        assert_eq!(c2[0].last_transition_time, to_time(t1));
+        assert_eq!(c2[1].last_transition_time, to_time(t0));
+        assert!(differs(
+            &render(&desired(false), &c1),
+            &render(&desired(true), &c2)
+        ));
+        assert!(c2.iter().all(|c| c.observed_generation == Some(2)));
+    }
+
+    #[test]
+    fn empty_and_absent_are_equal() {
+        let a = json!({"conditions": [], "url": "u"});
+        let b = json!({"url": "u", "pendingChanges": []});
+        assert!(!differs(&a, &b));
+        assert!(differs(&a, &json!({"url": "v"})));
+    }
+}
