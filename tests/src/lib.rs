@@ -3,6 +3,7 @@
 
 pub mod controlplane;
 pub mod kube_helpers;
+pub mod tools;
 
 use std::path::PathBuf;
 
