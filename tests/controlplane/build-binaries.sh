@@ -10,12 +10,23 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 CACHE="${CONTACT_TESTBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/contact-testbin}"
-OUT="$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION"
+# The folder name carries a build revision: bump it when this script changes what it builds.
+OUT="$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-r2"
 
 if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" ]]; then
   echo "$OUT"
   exit 0
 fi
+
+# Several test processes may ask at once: one builds, the others wait for it.
+mkdir -p "$OUT"
+exec 9>"$OUT/.lock"
+flock 9
+if [[ -x "$OUT/kube-apiserver" && -x "$OUT/etcd" ]]; then
+  echo "$OUT"
+  exit 0
+fi
+command -v go >/dev/null || { echo "build-binaries.sh: Go is required to build kube-apiserver and etcd" >&2; exit 1; }
 
 mkdir -p "$OUT/src/apiserver" "$OUT/src/etcd"
 export GOFLAGS="${GOFLAGS:--buildvcs=false}" CGO_ENABLED=0
@@ -52,7 +63,14 @@ func main() {
 }
 GO
   go mod tidy >/dev/null
-  go build -trimpath -ldflags='-s -w' -o "$OUT/kube-apiserver" .
+  # Stamp the version the way the upstream build does, so /version and the apiserver's
+  # compatibility (emulation) version say 1.X rather than v0.0.0-master.
+  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  go build -trimpath -ldflags="$ldflags" -o "$OUT/kube-apiserver.tmp" . && mv "$OUT/kube-apiserver.tmp" "$OUT/kube-apiserver"
 )
 
 # etcd: a one-line main over etcdmain, the same entry point the upstream binary uses.
@@ -78,7 +96,7 @@ import (
 func main() { etcdmain.Main(os.Args) }
 GO
   go mod tidy >/dev/null
-  go build -trimpath -ldflags='-s -w' -o "$OUT/etcd" .
+  go build -trimpath -ldflags='-s -w' -o "$OUT/etcd.tmp" . && mv "$OUT/etcd.tmp" "$OUT/etcd"
 )
 
 echo "$OUT"

@@ -1,1 +1,13 @@
-//! Harnesses that start real parts for tests: a kube-apiserver with etcd, and PostgreSQL.
+//! Harnesses that start real parts for tests (a kube-apiserver with etcd), and helpers to put
+//! the project's own YAML (CRDs, examples) into them.
+
+pub mod controlplane;
+pub mod kube_helpers;
+pub mod tools;
+
+use std::path::PathBuf;
+
+/// The repository root, for tests that read committed files (examples, generated YAML).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
