@@ -130,7 +130,8 @@ pub fn build_backup_cronjob(t: &ValidatedTenant, suspend: bool) -> Option<CronJo
         metadata: owned_meta(t, names::backup_job(&t.name), "backup"),
         spec: CronJobSpec {
             schedule: b.schedule.clone(),
-            suspend: Some(suspend),
+            time_zone: b.time_zone.clone(),
+            suspend: Some(suspend || b.suspend),
             // Two backups at once would compete for the same RWO volume and the same files.
             concurrency_policy: Some("Forbid".into()),
             successful_jobs_history_limit: Some(3),
@@ -150,7 +151,6 @@ pub fn build_backup_cronjob(t: &ValidatedTenant, suspend: bool) -> Option<CronJo
                     ..Default::default()
                 }),
             },
-            ..Default::default()
         },
         ..Default::default()
     })

@@ -52,6 +52,11 @@ pub struct ChannelConfig {
     pub project_id: String,
     /// App id.
     pub app_id: String,
+    /// Conversation API base URL.
+    pub api_base_url: String,
+    /// OAuth2 token URL override.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_url: Option<String>,
     /// File holding the OAuth2 key id.
     pub key_id_file: String,
     /// File holding the OAuth2 key secret.
@@ -88,6 +93,8 @@ impl RuntimeConfig {
                     region: c.region.clone(),
                     project_id: c.project_id.clone(),
                     app_id: c.app_id.clone(),
+                    api_base_url: c.api_base_url.clone(),
+                    auth_url: c.auth_url.clone(),
                     key_id_file: format!(
                         "{}/{}",
                         secret_mount_path(&c.credentials_secret),

@@ -10,8 +10,12 @@ use k8s_openapi::api::networking::v1::{
 
 /// Builds the Ingress.
 pub fn build_ingress(t: &ValidatedTenant) -> Ingress {
+    let mut metadata = owned_meta(t, names::runtime(&t.name), "runtime");
+    if !t.ingress_annotations.is_empty() {
+        metadata.annotations = Some(t.ingress_annotations.clone());
+    }
     Ingress {
-        metadata: owned_meta(t, names::runtime(&t.name), "runtime"),
+        metadata,
         spec: Some(IngressSpec {
             ingress_class_name: t.ingress_class.clone(),
             tls: t.tls_secret.as_ref().map(|s| {

@@ -5,7 +5,7 @@
 
 use crate::build::names;
 use crate::labels;
-use contact_crds::v1alpha1::{ContactTenant, DatabaseSpec};
+use contact_crds::v1alpha1::{ContactTenant, DatabaseKind};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
@@ -114,12 +114,7 @@ pub fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
     for c in &t.spec.channels {
         let api = &c.conversation_api;
         let cred = &api.credentials_secret_ref;
-        for key in [
-            cred.key_id_key.clone().unwrap_or_else(|| "key-id".into()),
-            cred.key_secret_key
-                .clone()
-                .unwrap_or_else(|| "key-secret".into()),
-        ] {
+        for key in [cred.key_id_key.clone(), cred.key_secret_key.clone()] {
             out.push(SecretRef {
                 name: cred.name.clone(),
                 key,
@@ -132,7 +127,7 @@ pub fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
             used_by: format!("channel {} webhook", c.name),
         });
     }
-    if let DatabaseSpec::Postgres(p) = &t.spec.database {
+    if let DatabaseKind::Postgres(p) = t.spec.database.kind() {
         out.push(SecretRef {
             name: p.secret_ref.name.clone(),
             key: p.secret_ref.key.clone(),

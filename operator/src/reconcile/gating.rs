@@ -81,25 +81,61 @@ impl RestartFacts {
     }
 
     /// Human descriptions of what differs from `old`, most specific first; empty if nothing does.
-    pub fn changes_from(&self, old: &RestartFacts) -> Vec<String> {
+    pub fn changes_from(&self, old: &RestartFacts) -> Vec<Change> {
         let mut out = Vec::new();
         if self.database != old.database || self.kind != old.kind {
-            out.push(format!("database: {} → {}", old.database, self.database));
+            out.push(Change::new(
+                "database",
+                format!("database: {} → {}", old.database, self.database),
+            ));
         }
         if self.image != old.image {
-            out.push(format!("image: {} → {}", old.image, self.image));
+            out.push(Change::new(
+                "image",
+                format!("image: {} → {}", old.image, self.image),
+            ));
         }
         if self.resources != old.resources {
-            out.push("resources".to_string());
+            out.push(Change::new("resources", "resources change".to_string()));
         }
         if self.replicas != old.replicas {
-            out.push(format!("replicas: {} → {}", old.replicas, self.replicas));
+            out.push(Change::new(
+                "replicas",
+                format!("replicas: {} → {}", old.replicas, self.replicas),
+            ));
         }
         if out.is_empty() && self.template != old.template {
-            out.push("pod template".to_string());
+            out.push(Change::new(
+                "podTemplate",
+                "pod template change (e.g. a new channel secret mount)".to_string(),
+            ));
         }
         out
     }
+}
+
+/// One restart-requiring change: which part, and from what to what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The part that changes: `database`, `image`, `resources`, `replicas` or `podTemplate`.
+    pub field: &'static str,
+    /// Human description, e.g. `image: a → b`.
+    pub description: String,
+}
+
+impl Change {
+    fn new(field: &'static str, description: String) -> Self {
+        Self { field, description }
+    }
+}
+
+/// The descriptions of `changes`, joined for a message.
+pub fn describe(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|c| c.description.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What to do with the workload in this reconcile.
@@ -108,12 +144,12 @@ pub enum Decision {
     /// Apply it now; `changes` lists what restarts (empty for creation or no change).
     Apply {
         /// Restart-requiring changes being applied.
-        changes: Vec<String>,
+        changes: Vec<Change>,
     },
     /// Keep the existing workload; apply `pending` when the window opens.
     Hold {
         /// What waits.
-        pending: Vec<String>,
+        pending: Vec<Change>,
     },
 }
 
@@ -191,7 +227,7 @@ mod tests {
         assert_eq!(
             d,
             Decision::Hold {
-                pending: vec!["image: a → b".into()]
+                pending: vec![Change::new("image", "image: a → b".into())]
             }
         );
         assert!(matches!(
@@ -226,20 +262,22 @@ mod tests {
         let mut new = facts("b", 3);
         new.database = "cloudnativepg".into();
         new.resources = "r2".into();
+        let got: Vec<_> = new
+            .changes_from(&facts("a", 1))
+            .into_iter()
+            .map(|c| (c.field, c.description))
+            .collect();
         assert_eq!(
-            new.changes_from(&facts("a", 1)),
+            got,
             vec![
-                "database: postgres → cloudnativepg".to_string(),
-                "image: a → b".into(),
-                "resources".into(),
-                "replicas: 1 → 3".into()
+                ("database", "database: postgres → cloudnativepg".to_string()),
+                ("image", "image: a → b".into()),
+                ("resources", "resources change".into()),
+                ("replicas", "replicas: 1 → 3".into())
             ]
         );
         let mut tpl = facts("a", 1);
         tpl.template = "other".into();
-        assert_eq!(
-            tpl.changes_from(&facts("a", 1)),
-            vec!["pod template".to_string()]
-        );
+        assert_eq!(tpl.changes_from(&facts("a", 1))[0].field, "podTemplate");
     }
 }

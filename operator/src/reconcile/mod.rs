@@ -470,7 +470,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                     tenant,
                     EventType::Normal,
                     "RestartChangesApplied",
-                    changes.join("; "),
+                    gating::describe(changes),
                 )
                 .await;
             }
@@ -622,7 +622,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
             "WaitingForWindow",
             format!(
                 "{} wait for the maintenance window opening at {}",
-                pending.join("; "),
+                gating::describe(pending),
                 w.occurrence().start.to_rfc3339()
             ),
         ),
@@ -647,7 +647,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         observed_generation: generation,
         conditions,
         url: Some(build::ingress_url(&v)),
-        next_maintenance_window: occurrence.map(|o| o.start),
+        next_maintenance_window: occurrence,
         pending_changes: pending,
     };
     publish_status(tenant, ctx, &desired).await?;
@@ -773,11 +773,7 @@ async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Err
         &names::runtime(&name),
     )
     .await?;
-    let grace_days = tenant
-        .spec
-        .deletion
-        .as_ref()
-        .map_or(validate::DEFAULT_DATA_GRACE_DAYS, |d| d.data_grace_days);
+    let grace_days = tenant.spec.deletion.data_grace_days;
     let detached = grace::detach(c, tenant, grace_days, now).await?;
     let purge = now + chrono::Duration::days(i64::from(grace_days));
     note(

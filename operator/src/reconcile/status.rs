@@ -97,10 +97,10 @@ pub struct Desired {
     pub conditions: Vec<Cond>,
     /// Public URL.
     pub url: Option<String>,
-    /// Open-or-next window start.
-    pub next_maintenance_window: Option<DateTime<Utc>>,
+    /// The window open now, or the next one.
+    pub next_maintenance_window: Option<crate::maintenance::Occurrence>,
     /// Changes waiting for the window.
-    pub pending_changes: Vec<String>,
+    pub pending_changes: Vec<crate::reconcile::gating::Change>,
 }
 
 fn to_time(t: DateTime<Utc>) -> Time {
@@ -147,11 +147,16 @@ pub fn render(desired: &Desired, conditions: &[Condition]) -> Value {
     if let Some(u) = &desired.url {
         s["url"] = json!(u);
     }
+    let ts = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     if let Some(w) = desired.next_maintenance_window {
-        s["nextMaintenanceWindow"] = json!(w.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        s["nextMaintenanceWindow"] = json!({ "start": ts(w.start), "end": ts(w.end) });
     }
     if !desired.pending_changes.is_empty() {
-        s["pendingChanges"] = json!(desired.pending_changes);
+        s["pendingChanges"] = desired
+            .pending_changes
+            .iter()
+            .map(|c| json!({ "field": c.field, "description": c.description }))
+            .collect();
     }
     s
 }

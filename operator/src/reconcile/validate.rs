@@ -9,7 +9,7 @@
 use crate::config::OperatorConfig;
 use crate::maintenance::{self, WeeklyWindow};
 use chrono::{DateTime, Utc};
-use contact_crds::v1alpha1::{ContactTenant, DatabaseSpec};
+use contact_crds::v1alpha1::{ContactTenant, DatabaseKind};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
@@ -112,6 +112,10 @@ pub struct Channel {
     pub project_id: String,
     /// Conversation API app id.
     pub app_id: String,
+    /// Conversation API base URL (regional default unless overridden).
+    pub api_base_url: String,
+    /// OAuth2 token URL override, if any.
+    pub auth_url: Option<String>,
     /// Secret holding the OAuth2 client credentials.
     pub credentials_secret: String,
     /// Key of the key id in that Secret.
@@ -129,6 +133,10 @@ pub struct Channel {
 pub struct Backups {
     /// Cron schedule (5 fields).
     pub schedule: String,
+    /// IANA time zone of the schedule (CronJob `timeZone`), if not the controller's.
+    pub time_zone: Option<String>,
+    /// Backups paused by the user.
+    pub suspend: bool,
     /// Days of backups kept.
     pub retain_days: u32,
     /// Backup PVC size.
@@ -154,6 +162,8 @@ pub struct ValidatedTenant {
     pub ingress_class: Option<String>,
     /// TLS Secret for the host, if set.
     pub tls_secret: Option<String>,
+    /// Extra annotations for the Ingress (ingress-controller settings).
+    pub ingress_annotations: BTreeMap<String, String>,
     /// Channels.
     pub channels: Vec<Channel>,
     /// Routing settings, passed through to the runtime's config as given.
@@ -202,9 +212,6 @@ pub fn default_resources() -> ResourceRequirements {
     }
 }
 
-/// Default days data is kept after a tenant is deleted.
-pub const DEFAULT_DATA_GRACE_DAYS: u32 = 30;
-
 /// Checks and parses a tenant.
 pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<ValidatedTenant, Error> {
     let spec = &tenant.spec;
@@ -213,28 +220,21 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
         .ok_or(Error::MissingMetadata("namespace"))?;
     let uid = tenant.uid().ok_or(Error::MissingMetadata("uid"))?;
 
-    let window = spec
-        .maintenance_window
-        .as_ref()
-        .map(|w| {
-            let day = serde_json::to_value(&w.day)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            WeeklyWindow::parse(&day, &w.start, &w.duration, &w.time_zone)
-        })
-        .transpose()
+    let w = &spec.maintenance_window;
+    let day = enum_str(&w.day);
+    let window = WeeklyWindow::parse(&day, &w.start, &w.duration, &w.time_zone)
         .map_err(Error::MaintenanceWindow)?;
 
+    let hosting_location = spec.hosting_location.clone().unwrap_or_default();
     let node_labels = if config.locations.is_empty() {
         BTreeMap::new()
     } else {
         config
             .locations
-            .get(&spec.hosting_location)
+            .get(&hosting_location)
             .cloned()
             .ok_or_else(|| Error::UnknownHostingLocation {
-                location: spec.hosting_location.clone(),
+                location: hosting_location.clone(),
                 known: config
                     .locations
                     .keys()
@@ -247,33 +247,26 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
     let trial_ends_at = spec
         .trial
         .as_ref()
-        .map(|t| {
-            DateTime::parse_from_rfc3339(&t.ends_at)
-                .map(|d| d.with_timezone(&Utc))
-                .map_err(|_| Error::TrialEnd(t.ends_at.clone()))
-        })
+        .map(|t| to_chrono(&t.ends_at).ok_or_else(|| Error::TrialEnd(t.ends_at.0.to_string())))
         .transpose()?;
 
-    let database = match &spec.database {
-        DatabaseSpec::Sqlite(s) => Database::Sqlite {
-            size: s.storage.size.clone(),
-            storage_class: s.storage.storage_class_name.clone(),
+    let database = match spec.database.kind() {
+        DatabaseKind::Sqlite(s) => Database::Sqlite {
+            size: s.storage.0.clone(),
+            storage_class: s.storage_class_name.clone(),
         },
-        DatabaseSpec::Postgres(p) => Database::Postgres {
+        DatabaseKind::Postgres(p) => Database::Postgres {
             secret_name: p.secret_ref.name.clone(),
             key: p.secret_ref.key.clone(),
         },
-        DatabaseSpec::CloudNativePg(c) => Database::CloudNativePg {
+        DatabaseKind::CloudNativePg(c) => Database::CloudNativePg {
             instances: i64::from(c.instances),
-            size: c
-                .storage
-                .as_ref()
-                .map_or_else(|| "10Gi".to_string(), |s| s.size.clone()),
+            size: c.storage.0.clone(),
         },
     };
 
-    let runtime = spec.runtime.as_ref();
-    let replicas = runtime.and_then(|r| r.replicas).unwrap_or(1);
+    let runtime = &spec.runtime;
+    let replicas = runtime.replicas;
     if replicas < 0 {
         return Err(Error::NegativeReplicas(replicas));
     }
@@ -289,25 +282,23 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
         let api = &c.conversation_api;
         channels.push(Channel {
             name: c.name.clone(),
-            channel_type: enum_str(&c.type_),
+            channel_type: enum_str(&c.channel_type),
             region: enum_str(&api.region),
             project_id: api.project_id.clone(),
             app_id: api.app_id.clone(),
+            api_base_url: api
+                .api_base_url
+                .clone()
+                .unwrap_or_else(|| api.region.api_base_url().to_string()),
+            auth_url: api.auth_url.clone(),
             credentials_secret: api.credentials_secret_ref.name.clone(),
-            key_id_key: api
-                .credentials_secret_ref
-                .key_id_key
-                .clone()
-                .unwrap_or_else(|| "key-id".into()),
-            key_secret_key: api
-                .credentials_secret_ref
-                .key_secret_key
-                .clone()
-                .unwrap_or_else(|| "key-secret".into()),
+            key_id_key: api.credentials_secret_ref.key_id_key.clone(),
+            key_secret_key: api.credentials_secret_ref.key_secret_key.clone(),
             webhook_secret: api.webhook_secret_ref.name.clone(),
             webhook_key: api.webhook_secret_ref.key.clone(),
         });
     }
+    let b = &spec.backups;
 
     Ok(ValidatedTenant {
         name: tenant.name_any(),
@@ -317,44 +308,46 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
         host: spec.ingress.host.clone(),
         ingress_class: spec.ingress.class_name.clone(),
         tls_secret: spec.ingress.tls.as_ref().map(|t| t.secret_name.clone()),
+        ingress_annotations: spec.ingress.annotations.clone(),
         channels,
-        routing: spec.routing.as_ref().map_or(serde_json::Value::Null, |r| {
-            serde_json::to_value(r).unwrap_or_default()
-        }),
-        retention: spec
-            .retention
-            .as_ref()
-            .map_or(serde_json::Value::Null, |r| {
-                serde_json::to_value(r).unwrap_or_default()
-            }),
-        backups: spec.backups.as_ref().map(|b| Backups {
+        routing: serde_json::to_value(&spec.routing).unwrap_or_default(),
+        retention: serde_json::to_value(&spec.retention).unwrap_or_default(),
+        backups: Some(Backups {
             schedule: b.schedule.clone(),
+            time_zone: b.time_zone.clone(),
             retain_days: b.retain_days,
-            size: b.storage.size.clone(),
+            size: b.storage.size.0.clone(),
             storage_class: b.storage.storage_class_name.clone(),
+            suspend: b.suspend,
         }),
-        window,
+        window: Some(window),
         database,
         image: runtime
-            .and_then(|r| r.image.clone())
+            .image
+            .clone()
             .unwrap_or_else(|| config.default_image.clone()),
         replicas,
-        resources: runtime
-            .and_then(|r| r.resources.clone())
-            .unwrap_or_else(default_resources),
+        resources: runtime.resources.clone().unwrap_or_else(default_resources),
         node_labels,
-        hosting_location: spec.hosting_location.clone(),
+        hosting_location,
         trial_ends_at,
-        data_grace_days: spec
-            .deletion
-            .as_ref()
-            .map_or(DEFAULT_DATA_GRACE_DAYS, |d| d.data_grace_days),
+        data_grace_days: spec.deletion.data_grace_days,
         suspend: spec.suspend,
         apply_now: tenant
             .annotations()
             .get(crate::labels::APPLY_NOW)
             .is_some_and(|v| v == "true"),
     })
+}
+
+/// Converts an API `Time` to chrono.
+pub fn to_chrono(
+    t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(
+        t.0.as_second(),
+        u32::try_from(t.0.subsec_nanosecond()).unwrap_or(0),
+    )
 }
 
 /// The serde spelling of a unit enum variant (the CRD's own wire format).
