@@ -8,6 +8,7 @@
 pub mod build;
 pub mod clock;
 pub mod config;
+pub mod instrument;
 pub mod labels;
 pub mod lifecycle;
 pub mod maintenance;

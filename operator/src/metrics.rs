@@ -79,6 +79,11 @@ impl Metrics {
         self.duration.observe(took.as_secs_f64());
     }
 
+    /// Reconciles run so far.
+    pub fn reconciles(&self) -> u64 {
+        self.reconciles.get()
+    }
+
     /// Records a failed reconcile.
     pub fn failed(&self, category: &str) {
         self.failures

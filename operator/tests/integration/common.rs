@@ -1,0 +1,238 @@
+//! Shared fixtures: a control plane with the CRD, a namespace, a tenant, a context with a
+//! manual clock, and a helper that reconciles the way the controller would.
+
+use chrono::{DateTime, TimeZone, Utc};
+use contact_crds::v1alpha1::ContactTenant;
+use contact_operator::clock::ManualClock;
+use contact_operator::config::OperatorConfig;
+use contact_operator::instrument::{RequestCounter, counting_client};
+use contact_operator::metrics::Metrics;
+use contact_operator::reconcile::{Ctx, reconcile};
+use contact_tests::controlplane::ControlPlane;
+use contact_tests::kube_helpers::install_crds;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Namespace every test uses.
+pub const NS: &str = "tenant-acme";
+
+/// A Wednesday, far from the default Saturday 22:00 UTC window.
+pub fn wednesday() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0)
+        .single()
+        .expect("valid")
+}
+
+/// The control plane, an admin client and a counted client for the operator.
+pub struct Env {
+    /// Keeps the processes alive.
+    pub _cp: ControlPlane,
+    /// Admin client for setting up and asserting.
+    pub admin: Client,
+    /// Context the operator runs with.
+    pub ctx: Arc<Ctx>,
+    /// The operator's clock.
+    pub clock: ManualClock,
+    /// Requests the operator sent.
+    pub counter: RequestCounter,
+}
+
+/// Starts a control plane, installs the CRD, creates the namespace and the channel Secret.
+pub async fn env() -> Env {
+    env_with(OperatorConfig::default(), true).await
+}
+
+/// `env` with a given operator configuration; `with_secret` creates the channel Secret.
+pub async fn env_with(config: OperatorConfig, with_secret: bool) -> Env {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let admin = cp.client();
+    install_crds(&admin, &contact_crds::crds_yaml().expect("crd yaml"))
+        .await
+        .expect("CRD installs");
+    Api::<Namespace>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NS.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    if with_secret {
+        put_secret(
+            &admin,
+            "acme-sinch",
+            &[
+                ("key-id", "id"),
+                ("key-secret", "s3cr3t"),
+                ("webhook-secret", "hook"),
+            ],
+        )
+        .await;
+    }
+    let (client, counter) = counting_client(cp.config().clone()).expect("client");
+    let clock = ManualClock::new(wednesday());
+    let ctx = Arc::new(Ctx::new(
+        client,
+        config,
+        Arc::new(clock.clone()),
+        Arc::new(Metrics::default()),
+        Some("test".into()),
+    ));
+    Env {
+        _cp: cp,
+        admin,
+        ctx,
+        clock,
+        counter,
+    }
+}
+
+/// Creates or replaces a Secret in `NS`.
+pub async fn put_secret(client: &Client, name: &str, data: &[(&str, &str)]) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), NS)
+        .patch(
+            name,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("secret applied");
+}
+
+/// The tenant `acme` as JSON, to tweak before creating.
+pub fn tenant_json() -> serde_json::Value {
+    json!({
+        "apiVersion": "contact.dev/v1alpha1",
+        "kind": "ContactTenant",
+        "metadata": { "name": "acme", "namespace": NS },
+        "spec": {
+            "displayName": "Acme Support",
+            "hostingLocation": "eu-ireland",
+            "ingress": { "host": "acme.contact.example.com", "className": "nginx", "tls": { "secretName": "acme-tls" } },
+            "channels": [{
+                "name": "whatsapp-main",
+                "type": "WHATSAPP",
+                "conversationApi": {
+                    "region": "eu", "projectId": "p1", "appId": "a1",
+                    "credentialsSecretRef": { "name": "acme-sinch" },
+                    "webhookSecretRef": { "name": "acme-sinch", "key": "webhook-secret" }
+                }
+            }],
+            "maintenanceWindow": { "day": "Saturday", "start": "22:00", "duration": "4h", "timeZone": "UTC" },
+            "database": { "sqlite": { "storage": "5Gi" } },
+            "runtime": { "image": "ghcr.io/contact-dev/contact-runtime:1.0.0", "replicas": 1 },
+            "deletion": { "dataGraceDays": 30 }
+        }
+    })
+}
+
+/// The tenants API in `NS`.
+pub fn tenants(client: &Client) -> Api<ContactTenant> {
+    Api::namespaced(client.clone(), NS)
+}
+
+/// Creates a tenant from JSON.
+pub async fn create_tenant(client: &Client, tenant: serde_json::Value) -> ContactTenant {
+    let t: ContactTenant = serde_json::from_value(tenant).expect("tenant json");
+    tenants(client)
+        .create(&PostParams::default(), &t)
+        .await
+        .expect("tenant created")
+}
+
+/// Merge-patches the tenant.
+pub async fn patch_tenant(client: &Client, patch: serde_json::Value) {
+    tenants(client)
+        .patch("acme", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("tenant patched");
+}
+
+/// Reads the tenant and reconciles it once, as the controller would.
+pub async fn reconcile_once(env: &Env) -> Action {
+    let t = tenants(&env.admin)
+        .get("acme")
+        .await
+        .expect("tenant exists");
+    reconcile(Arc::new(t), env.ctx.clone())
+        .await
+        .expect("reconcile succeeds")
+}
+
+/// Reconciles until the finalizer is in place and one full pass has run (what the controller
+/// does on creation: the finalizer patch triggers the second pass).
+pub async fn settle(env: &Env) -> Action {
+    reconcile_once(env).await;
+    reconcile_once(env).await
+}
+
+/// The condition `type_` of the live tenant as (status, reason, message).
+pub async fn condition(client: &Client, type_: &str) -> Option<(String, String, String)> {
+    let t = tenants(client).get("acme").await.ok()?;
+    let v = serde_json::to_value(t.status?).ok()?;
+    v["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                c["message"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+}
+
+/// The live tenant status as JSON.
+pub async fn status(client: &Client) -> serde_json::Value {
+    let t = tenants(client).get("acme").await.expect("tenant");
+    serde_json::to_value(t.status).expect("status json")
+}
+
+/// Reasons of the Events recorded about the tenant.
+pub async fn event_reasons(client: &Client) -> Vec<String> {
+    Api::<Event>::namespaced(client.clone(), NS)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("acme"))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+/// Whether an object's owner references point at the tenant as controller.
+pub fn owned_by_tenant<K: kube::Resource>(obj: &K, tenant: &ContactTenant) -> bool {
+    obj.owner_references().iter().any(|o| {
+        o.kind == "ContactTenant"
+            && o.name == "acme"
+            && Some(&o.uid) == tenant.uid().as_ref()
+            && o.controller == Some(true)
+    })
+}

@@ -1,0 +1,256 @@
+//! Creating a tenant: every child exists with the expected fields, owned children point at the
+//! tenant, data-bearing children do not, the status says what happened, Events were recorded.
+
+use crate::common::*;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn sqlite_tenant_gets_every_child() {
+    let env = env().await;
+    create_tenant(&env.admin, tenant_json()).await;
+    let action = settle(&env).await;
+    // The next wake-up is the window opening (Saturday 22:00 UTC), not later than the resync.
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+
+    let c = &env.admin;
+    let tenant = tenants(c).get("acme").await.expect("tenant");
+    assert!(
+        tenant
+            .finalizers()
+            .iter()
+            .any(|f| f == "contact.dev/finalizer")
+    );
+
+    let sa = Api::<ServiceAccount>::namespaced(c.clone(), NS)
+        .get("acme")
+        .await
+        .expect("sa");
+    assert_eq!(sa.automount_service_account_token, Some(false));
+    assert!(owned_by_tenant(&sa, &tenant));
+
+    let sts = Api::<StatefulSet>::namespaced(c.clone(), NS)
+        .get("acme")
+        .await
+        .expect("statefulset");
+    assert!(owned_by_tenant(&sts, &tenant));
+    assert_eq!(sts.spec.replicas, Some(1));
+    let pod = sts.spec.template.spec.clone().expect("pod");
+    assert_eq!(
+        pod.containers[0].image.as_deref(),
+        Some("ghcr.io/contact-dev/contact-runtime:1.0.0")
+    );
+    let sc = pod.containers[0]
+        .security_context
+        .clone()
+        .expect("security");
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(
+        sc.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(
+        sts.spec.volume_claim_templates.as_ref().map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        Api::<Deployment>::namespaced(c.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none(),
+        "SQLite runs a StatefulSet, not a Deployment"
+    );
+
+    let svc = Api::<Service>::namespaced(c.clone(), NS)
+        .get("acme")
+        .await
+        .expect("service");
+    assert!(owned_by_tenant(&svc, &tenant));
+    let ing = Api::<Ingress>::namespaced(c.clone(), NS)
+        .get("acme")
+        .await
+        .expect("ingress");
+    assert!(owned_by_tenant(&ing, &tenant));
+    let spec = ing.spec.expect("ingress spec");
+    assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
+    assert_eq!(
+        spec.rules.expect("rules")[0].host.as_deref(),
+        Some("acme.contact.example.com")
+    );
+    let np = Api::<NetworkPolicy>::namespaced(c.clone(), NS)
+        .get("acme-runtime")
+        .await
+        .expect("netpol");
+    assert!(owned_by_tenant(&np, &tenant));
+    let cm = Api::<ConfigMap>::namespaced(c.clone(), NS)
+        .get("acme-config")
+        .await
+        .expect("configmap");
+    assert!(owned_by_tenant(&cm, &tenant));
+    let cfg: serde_json::Value =
+        serde_json::from_str(&cm.data.expect("data")["runtime.json"]).expect("runtime.json");
+    assert_eq!(cfg["channels"][0]["name"], "whatsapp-main");
+    assert_eq!(cfg["maintenance"]["nextStart"], "2026-11-28T22:00:00+00:00");
+    let cj = Api::<CronJob>::namespaced(c.clone(), NS)
+        .get("acme-backup")
+        .await
+        .expect("cronjob");
+    assert!(owned_by_tenant(&cj, &tenant));
+    assert_eq!(cj.spec.schedule, "0 2 * * *");
+    assert!(
+        Api::<PodDisruptionBudget>::namespaced(c.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none(),
+        "no PDB for a single replica"
+    );
+
+    // Data-bearing children: labelled, never owned.
+    let keys = Api::<Secret>::namespaced(c.clone(), NS)
+        .get("acme-keys")
+        .await
+        .expect("keys");
+    assert!(keys.owner_references().is_empty());
+    assert_eq!(
+        keys.labels().get("contact.dev/tenant").map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(keys.data.as_ref().map(|d| d.len()), Some(3));
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), NS)
+        .get("acme-backups")
+        .await
+        .expect("backup pvc");
+    assert!(pvc.owner_references().is_empty());
+    assert_eq!(
+        pvc.labels().get("contact.dev/data").map(String::as_str),
+        Some("true")
+    );
+
+    let st = status(c).await;
+    assert_eq!(st["observedGeneration"], 1);
+    assert_eq!(st["url"], "https://acme.contact.example.com");
+    assert_eq!(st["nextMaintenanceWindow"]["start"], "2026-11-28T22:00:00Z");
+    assert_eq!(
+        condition(c, "Provisioned").await.map(|c| c.0),
+        Some("True".into())
+    );
+    // No kubelet here: the runtime never becomes ready, and says so.
+    assert_eq!(
+        condition(c, "Ready").await.map(|c| (c.0, c.1)),
+        Some(("False".into(), "RuntimeNotReady".into()))
+    );
+    assert_eq!(
+        condition(c, "MaintenancePending").await.map(|c| c.0),
+        Some("False".into())
+    );
+    assert_eq!(
+        condition(c, "TrialExpired").await.map(|c| c.1),
+        Some("NoTrial".into())
+    );
+    let reasons = event_reasons(c).await;
+    assert!(reasons.iter().any(|r| r == "Applied"), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn postgres_tenant_gets_a_deployment_and_a_pdb() {
+    let env = env().await;
+    put_secret(
+        &env.admin,
+        "acme-db",
+        &[("uri", "postgres://u:p@db/contact")],
+    )
+    .await;
+    let mut t = tenant_json();
+    t["spec"]["database"] = json!({ "postgres": { "secretRef": { "name": "acme-db" } } });
+    t["spec"]["runtime"]["replicas"] = json!(3);
+    create_tenant(&env.admin, t).await;
+    settle(&env).await;
+    let c = &env.admin;
+    let d = Api::<Deployment>::namespaced(c.clone(), NS)
+        .get("acme")
+        .await
+        .expect("deployment");
+    assert_eq!(d.spec.replicas, Some(3));
+    let pdb = Api::<PodDisruptionBudget>::namespaced(c.clone(), NS)
+        .get("acme")
+        .await
+        .expect("pdb");
+    assert!(pdb.spec.and_then(|s| s.max_unavailable).is_some());
+    assert!(
+        Api::<StatefulSet>::namespaced(c.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert_eq!(
+        condition(c, "DatabaseReady").await.map(|c| (c.0, c.1)),
+        Some(("True".into(), "SecretResolved".into()))
+    );
+}
+
+#[tokio::test]
+async fn cloudnativepg_without_its_crd_is_a_condition_not_a_crash() {
+    let env = env().await;
+    let mut t = tenant_json();
+    t["spec"]["database"] = json!({ "cloudNativePG": { "instances": 3 } });
+    t["spec"]["runtime"]["replicas"] = json!(2);
+    create_tenant(&env.admin, t).await;
+    settle(&env).await;
+    assert_eq!(
+        condition(&env.admin, "DatabaseReady")
+            .await
+            .map(|c| (c.0, c.1)),
+        Some(("False".into(), "CloudNativePGNotInstalled".into()))
+    );
+    assert!(
+        Api::<Deployment>::namespaced(env.admin.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_some(),
+        "the runtime is still provisioned"
+    );
+}
+
+#[tokio::test]
+async fn unknown_hosting_location_is_reported_and_nothing_is_built() {
+    let mut config = contact_operator::config::OperatorConfig::default();
+    config.locations.insert(
+        "us-east".into(),
+        [(
+            "topology.kubernetes.io/region".to_string(),
+            "us-east-1".to_string(),
+        )]
+        .into(),
+    );
+    let env = env_with(config, true).await;
+    create_tenant(&env.admin, tenant_json()).await;
+    let action = settle(&env).await;
+    assert_eq!(action, Action::await_change());
+    let (status, reason, message) = condition(&env.admin, "Ready").await.expect("Ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "UnknownHostingLocation")
+    );
+    assert!(message.contains("us-east"), "{message}");
+    assert!(
+        Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}

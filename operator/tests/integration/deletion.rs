@@ -1,0 +1,225 @@
+//! Deletion grace: deleting a tenant removes its runtime at once, detaches and stamps its data,
+//! the sweeper purges the data only after the grace period, and re-creating the tenant within
+//! the grace period re-attaches the data with its keys intact.
+
+use crate::common::*;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use contact_operator::lifecycle::grace;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, VolumeResourceRequirements};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
+
+/// What the StatefulSet controller would create from the volume claim template (no
+/// controller-manager runs here). It carries an owner reference to the tenant to prove detach
+/// removes it.
+async fn sqlite_pvc(client: &Client, tenant_uid: &str) {
+    let labels: BTreeMap<String, String> = [
+        ("contact.dev/tenant", "acme"),
+        ("contact.dev/data", "true"),
+        ("contact.dev/component", "data"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let pvc = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data-acme-0".into()),
+            labels: Some(labels),
+            owner_references: Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "contact.dev/v1alpha1".into(),
+                    kind: "ContactTenant".into(),
+                    name: "acme".into(),
+                    uid: tenant_uid.into(),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some([("storage".to_string(), Quantity("5Gi".into()))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &pvc)
+        .await
+        .expect("pvc");
+}
+
+fn stamp(obj: &impl kube::Resource, key: &str) -> Option<DateTime<Utc>> {
+    obj.annotations()
+        .get(key)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .map(|d| d.with_timezone(&Utc))
+}
+
+async fn delete_and_cleanup(env: &Env) {
+    tenants(&env.admin)
+        .delete("acme", &DeleteParams::default())
+        .await
+        .expect("delete");
+    // The finalizer holds the object; the operator's cleanup releases it.
+    reconcile_once(env).await;
+    assert!(
+        tenants(&env.admin)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none(),
+        "finalizer removed"
+    );
+}
+
+/// Gone, or terminating (PVCs keep `kubernetes.io/pvc-protection` until a controller-manager,
+/// absent here, releases it).
+async fn purged<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .expect("get")
+        .is_none_or(|o| o.meta().deletion_timestamp.is_some())
+}
+
+#[tokio::test]
+async fn runtime_goes_at_once_data_after_the_grace_period() {
+    let env = env().await;
+    let t = create_tenant(&env.admin, tenant_json()).await;
+    settle(&env).await;
+    sqlite_pvc(&env.admin, &t.uid().unwrap_or_default()).await;
+    let c = &env.admin;
+
+    delete_and_cleanup(&env).await;
+    let now = wednesday();
+    for gone in [
+        Api::<StatefulSet>::namespaced(c.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none(),
+        Api::<Service>::namespaced(c.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none(),
+        Api::<Ingress>::namespaced(c.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none(),
+        Api::<NetworkPolicy>::namespaced(c.clone(), NS)
+            .get_opt("acme-runtime")
+            .await
+            .expect("get")
+            .is_none(),
+        Api::<CronJob>::namespaced(c.clone(), NS)
+            .get_opt("acme-backup")
+            .await
+            .expect("get")
+            .is_none(),
+        Api::<ConfigMap>::namespaced(c.clone(), NS)
+            .get_opt("acme-config")
+            .await
+            .expect("get")
+            .is_none(),
+        Api::<ServiceAccount>::namespaced(c.clone(), NS)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none(),
+    ] {
+        assert!(gone, "the runtime is removed at once");
+    }
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(c.clone(), NS);
+    let secrets = Api::<Secret>::namespaced(c.clone(), NS);
+    for pvc in ["data-acme-0", "acme-backups"] {
+        let p = pvcs.get(pvc).await.expect("data kept");
+        assert!(p.owner_references().is_empty(), "{pvc} detached");
+        assert_eq!(stamp(&p, "contact.dev/tenant-deleted-at"), Some(now));
+        assert_eq!(
+            stamp(&p, "contact.dev/purge-after"),
+            Some(now + ChronoDuration::days(30))
+        );
+    }
+    let keys = secrets.get("acme-keys").await.expect("keys kept");
+    assert_eq!(
+        stamp(&keys, "contact.dev/purge-after"),
+        Some(now + ChronoDuration::days(30))
+    );
+    assert!(event_reasons(c).await.iter().any(|r| r == "DataDetached"));
+
+    // Within the grace period the sweeper leaves everything alone.
+    let purged_early = grace::sweep(&env.ctx.client, now + ChronoDuration::days(29))
+        .await
+        .expect("sweep");
+    assert!(purged_early.is_empty(), "{purged_early:?}");
+    assert!(
+        pvcs.get("data-acme-0")
+            .await
+            .expect("kept")
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+
+    // After it, the data goes.
+    let purged_now = grace::sweep(&env.ctx.client, now + ChronoDuration::days(30))
+        .await
+        .expect("sweep");
+    let mut names: Vec<_> = purged_now.iter().map(|d| d.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, vec!["acme-backups", "acme-keys", "data-acme-0"]);
+    assert!(purged(&pvcs, "data-acme-0").await);
+    assert!(purged(&pvcs, "acme-backups").await);
+    assert!(purged(&secrets, "acme-keys").await);
+}
+
+#[tokio::test]
+async fn recreating_within_grace_reattaches_the_data() {
+    let env = env().await;
+    let t = create_tenant(&env.admin, tenant_json()).await;
+    settle(&env).await;
+    sqlite_pvc(&env.admin, &t.uid().unwrap_or_default()).await;
+    let secrets = Api::<Secret>::namespaced(env.admin.clone(), NS);
+    let keys_before = secrets.get("acme-keys").await.expect("keys").data;
+
+    delete_and_cleanup(&env).await;
+    env.clock.advance(ChronoDuration::days(3));
+    create_tenant(&env.admin, tenant_json()).await;
+    settle(&env).await;
+
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(env.admin.clone(), NS);
+    for pvc in ["data-acme-0", "acme-backups"] {
+        let p = pvcs.get(pvc).await.expect("pvc");
+        assert!(
+            !p.annotations().contains_key("contact.dev/purge-after"),
+            "{pvc} re-attached"
+        );
+    }
+    let keys = secrets.get("acme-keys").await.expect("keys");
+    assert!(!keys.annotations().contains_key("contact.dev/purge-after"));
+    assert_eq!(
+        keys.data, keys_before,
+        "same keys: sessions, backups and admin password still valid"
+    );
+    // A late sweep finds nothing to purge: the tenant exists and the marks are gone.
+    let purged = grace::sweep(&env.ctx.client, wednesday() + ChronoDuration::days(60))
+        .await
+        .expect("sweep");
+    assert!(purged.is_empty(), "{purged:?}");
+}

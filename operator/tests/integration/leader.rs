@@ -1,0 +1,1 @@
+//! Leader election (filled in with the run module).

@@ -1,0 +1,113 @@
+//! Trial expiry and suspension: the runtime scales to zero at once (no window), Ready says why,
+//! the data stays; lifting the suspension brings the runtime back.
+
+use crate::common::*;
+use chrono::Duration as ChronoDuration;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
+use kube::api::Api;
+use serde_json::json;
+
+async fn replicas(env: &Env) -> Option<i32> {
+    Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
+        .get("acme")
+        .await
+        .expect("sts")
+        .spec
+        .replicas
+}
+
+#[tokio::test]
+async fn trial_expiry_scales_to_zero_and_keeps_data() {
+    let env = env().await;
+    let mut t = tenant_json();
+    let ends = wednesday() + ChronoDuration::hours(1);
+    t["spec"]["trial"] =
+        json!({ "endsAt": ends.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) });
+    create_tenant(&env.admin, t).await;
+    let action = settle(&env).await;
+    assert_eq!(replicas(&env).await, Some(1));
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(300)),
+        "resync (5 min) comes before the trial end (1 h)"
+    );
+    assert_eq!(
+        condition(&env.admin, "TrialExpired").await.map(|c| c.1),
+        Some("TrialActive".into())
+    );
+    let keys_before = Api::<Secret>::namespaced(env.admin.clone(), NS)
+        .get("acme-keys")
+        .await
+        .expect("keys")
+        .data;
+
+    env.clock.advance(ChronoDuration::hours(2));
+    reconcile_once(&env).await;
+    assert_eq!(
+        replicas(&env).await,
+        Some(0),
+        "scaled to zero outside the window: nothing to disturb"
+    );
+    assert_eq!(
+        condition(&env.admin, "Ready").await.map(|c| (c.0, c.1)),
+        Some(("False".into(), "TrialExpired".into()))
+    );
+    assert_eq!(
+        condition(&env.admin, "TrialExpired").await.map(|c| c.0),
+        Some("True".into())
+    );
+    let cj = Api::<CronJob>::namespaced(env.admin.clone(), NS)
+        .get("acme-backup")
+        .await
+        .expect("cronjob");
+    assert_eq!(cj.spec.suspend, Some(true), "no new backups while expired");
+    assert!(
+        Api::<PersistentVolumeClaim>::namespaced(env.admin.clone(), NS)
+            .get_opt("acme-backups")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    let keys_after = Api::<Secret>::namespaced(env.admin.clone(), NS)
+        .get("acme-keys")
+        .await
+        .expect("keys")
+        .data;
+    assert_eq!(
+        keys_before, keys_after,
+        "generated keys are never regenerated"
+    );
+    assert!(
+        event_reasons(&env.admin)
+            .await
+            .iter()
+            .any(|r| r == "TrialEnded")
+    );
+}
+
+#[tokio::test]
+async fn suspension_scales_to_zero_and_back() {
+    let env = env().await;
+    create_tenant(&env.admin, tenant_json()).await;
+    settle(&env).await;
+    patch_tenant(&env.admin, json!({ "spec": { "suspend": true } })).await;
+    reconcile_once(&env).await;
+    assert_eq!(replicas(&env).await, Some(0));
+    assert_eq!(
+        condition(&env.admin, "Ready").await.map(|c| c.1),
+        Some("Suspended".into())
+    );
+    patch_tenant(&env.admin, json!({ "spec": { "suspend": false } })).await;
+    reconcile_once(&env).await;
+    assert_eq!(
+        replicas(&env).await,
+        Some(1),
+        "resuming disturbs nothing running: at once"
+    );
+    assert_eq!(
+        condition(&env.admin, "Ready").await.map(|c| c.1),
+        Some("RuntimeNotReady".into())
+    );
+}

@@ -1,0 +1,13 @@
+//! Integration tests of the operator on a real kube-apiserver + etcd (no controller-manager: no
+//! pods, no garbage collection; the tests assert on the objects the operator writes).
+//!
+//! One test binary, one module per behaviour, each test on its own fresh control plane.
+
+mod common;
+mod create;
+mod deletion;
+mod gating;
+mod idle;
+mod leader;
+mod lifecycle;
+mod secrets;
