@@ -15,6 +15,8 @@ pub struct OperatorConfig {
     pub locations: BTreeMap<String, BTreeMap<String, String>>,
     /// Image of the CloudNativePG operand, when tenants use `cloudNativePG`.
     pub cnpg_image: Option<String>,
+    /// Only tenants in these namespaces are reconciled (empty: all namespaces).
+    pub watch_namespaces: Vec<String>,
     /// How often a healthy tenant is reconciled even without events (drift repair, trial expiry).
     pub resync: std::time::Duration,
 }
@@ -27,6 +29,7 @@ impl Default for OperatorConfig {
             locations: BTreeMap::new(),
             cnpg_image: None,
             resync: std::time::Duration::from_secs(300),
+            watch_namespaces: Vec::new(),
         }
     }
 }

@@ -5,12 +5,15 @@
 //! (window math), `lifecycle` (trial, suspension, deletion grace). `run` wires leader election,
 //! the HTTP endpoints and the controller together for `main`.
 
+pub mod args;
 pub mod build;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod instrument;
 pub mod labels;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod metrics;
 pub mod reconcile;
+pub mod run;

@@ -15,7 +15,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     /// Error category (see `reconcile::Error::category`).
-    pub category: String,
+    pub error: String,
 }
 
 /// Labels of the tenants-by-condition gauge.
@@ -47,8 +47,8 @@ impl Default for Metrics {
         let tenants = Family::<ConditionLabels, Gauge>::default();
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
-            "reconcile_failures",
-            "Reconciles that failed, by category",
+            "reconcile_errors",
+            "Reconciles that failed, by error category",
             failures.clone(),
         );
         registry.register(
@@ -88,7 +88,7 @@ impl Metrics {
     pub fn failed(&self, category: &str) {
         self.failures
             .get_or_create(&ErrorLabels {
-                category: category.to_string(),
+                error: category.to_string(),
             })
             .inc();
     }
@@ -153,7 +153,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("contact_operator_reconcile_failures_total{category=\"kube\"} 1"),
+            text.contains("contact_operator_reconcile_errors_total{error=\"kube\"} 1"),
             "{text}"
         );
     }

@@ -132,6 +132,10 @@ pub const SECRET_RETRY: Duration = Duration::from_secs(30);
 pub async fn reconcile(tenant: Arc<ContactTenant>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let started = Instant::now();
     let ns = tenant.namespace().unwrap_or_default();
+    // Tenants outside the namespaces this operator is limited to belong to another operator.
+    if !ctx.config.watch_namespaces.is_empty() && !ctx.config.watch_namespaces.contains(&ns) {
+        return Ok(Action::await_change());
+    }
     let api: Api<ContactTenant> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, labels::FINALIZER, tenant, |event| async {
         match event {

@@ -1,1 +1,131 @@
-//! Leader election (filled in with the run module).
+//! Two operator replicas on one control plane: exactly one leads (and reconciles); when it stops,
+//! the other takes over.
+
+use crate::common::*;
+use contact_operator::config::OperatorConfig;
+use contact_operator::http::Health;
+use contact_operator::metrics::Metrics;
+use contact_operator::run::{LeaseSettings, Settings, run};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+struct Replica {
+    health: Arc<Health>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), contact_operator::run::Error>>,
+}
+
+fn start(env: &Env, identity: &str) -> Replica {
+    let settings = Settings {
+        config: OperatorConfig::default(),
+        lease: Some(LeaseSettings {
+            namespace: "default".into(),
+            name: "contact-operator".into(),
+            identity: identity.into(),
+            duration_secs: 4,
+            grace_secs: 1,
+        }),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        sweep_interval: Duration::from_secs(3600),
+        instance: Some(identity.into()),
+    };
+    let health = Arc::new(Health::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(run(
+        env.admin.clone(),
+        settings,
+        Arc::new(Metrics::default()),
+        health.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Replica {
+        health,
+        stop: Some(stop),
+        task,
+    }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_leader_among_two_and_failover() {
+    let env = env().await;
+    let mut a = start(&env, "replica-a");
+    let mut b = start(&env, "replica-b");
+
+    wait_for("a leader", Duration::from_secs(30), || {
+        a.health.is_leader() || b.health.is_leader()
+    })
+    .await;
+    // Never two leaders at once, sampled over several lease renewals.
+    for _ in 0..50 {
+        assert!(
+            !(a.health.is_leader() && b.health.is_leader()),
+            "two leaders"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (leader, follower, leader_id, follower_id) = if a.health.is_leader() {
+        (&mut a, &mut b, "replica-a", "replica-b")
+    } else {
+        (&mut b, &mut a, "replica-b", "replica-a")
+    };
+    let lease = Api::<Lease>::namespaced(env.admin.clone(), "default")
+        .get("contact-operator")
+        .await
+        .expect("lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(leader_id)
+    );
+
+    // The leader reconciles.
+    create_tenant(&env.admin, tenant_json()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition(&env.admin, "Provisioned")
+        .await
+        .is_some_and(|c| c.0 == "True")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the leader never provisioned the tenant"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The leader stops: the follower takes over.
+    let _ = leader.stop.take().map(|s| s.send(()));
+    let stopped = tokio::time::timeout(Duration::from_secs(30), &mut leader.task).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(())))),
+        "a stopped leader exits cleanly: {stopped:?}"
+    );
+    let f = follower.health.clone();
+    wait_for("the follower to take over", Duration::from_secs(30), || {
+        f.is_leader()
+    })
+    .await;
+    let lease = Api::<Lease>::namespaced(env.admin.clone(), "default")
+        .get("contact-operator")
+        .await
+        .expect("lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(follower_id)
+    );
+
+    let _ = follower.stop.take().map(|s| s.send(()));
+    let _ = tokio::time::timeout(Duration::from_secs(30), &mut follower.task).await;
+}

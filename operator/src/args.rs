@@ -1,0 +1,190 @@
+//! Command-line flags, each also settable by environment variable (the Helm chart sets the
+//! `CONTACT_*` variables).
+
+use crate::config::OperatorConfig;
+use crate::run::{LeaseSettings, Settings};
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The Contact operator.
+#[derive(Debug, Parser)]
+#[command(name = "contact-operator", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller (with leader election unless disabled).
+    Run(RunArgs),
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Runtime image for tenants that do not pin `spec.runtime.image`.
+    #[arg(
+        long,
+        env = "CONTACT_RUNTIME_IMAGE",
+        default_value = "ghcr.io/contact-dev/contact-runtime:latest"
+    )]
+    pub runtime_image: String,
+    /// Elect a leader through a Lease so several replicas are safe.
+    #[arg(long, env = "CONTACT_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "CONTACT_LEASE_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "CONTACT_LEASE_NAME", default_value = "contact-operator")]
+    pub lease_name: String,
+    /// This replica's identity (the pod name).
+    #[arg(long, env = "CONTACT_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Only reconcile tenants in these namespaces (comma-separated; empty: all).
+    #[arg(
+        long,
+        env = "CONTACT_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// JSON map of hosting location to required node labels.
+    #[arg(long, env = "CONTACT_HOSTING_LOCATIONS", default_value = "{}")]
+    pub hosting_locations: String,
+    /// Namespace of the ingress controller (admitted by tenants' NetworkPolicies).
+    #[arg(
+        long,
+        env = "CONTACT_INGRESS_CONTROLLER_NAMESPACE",
+        default_value = "ingress-nginx"
+    )]
+    pub ingress_controller_namespace: String,
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "CONTACT_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "CONTACT_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Seconds between reconciles of an unchanged tenant.
+    #[arg(long, env = "CONTACT_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Seconds between sweeps of data past its deletion grace period.
+    #[arg(long, env = "CONTACT_SWEEP_INTERVAL_SECONDS", default_value_t = 600)]
+    pub sweep_interval_seconds: u64,
+    /// PostgreSQL image for CloudNativePG clusters (CloudNativePG's default if unset).
+    #[arg(long, env = "CONTACT_CNPG_IMAGE")]
+    pub cnpg_image: Option<String>,
+}
+
+/// A flag value that does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `--hosting-locations` is not a JSON map of maps of strings.
+    #[error(
+        "invalid --hosting-locations (expected JSON like {{\"eu-ireland\":{{\"topology.kubernetes.io/region\":\"eu-west-1\"}}}})"
+    )]
+    HostingLocations(#[source] serde_json::Error),
+}
+
+impl RunArgs {
+    /// Turns the flags into run settings.
+    pub fn settings(self) -> Result<Settings, Error> {
+        let RunArgs {
+            runtime_image,
+            leader_election,
+            lease_namespace,
+            lease_name,
+            pod_name,
+            watch_namespaces,
+            hosting_locations,
+            ingress_controller_namespace,
+            metrics_addr,
+            log_format: _,
+            resync_seconds,
+            sweep_interval_seconds,
+            cnpg_image,
+        } = self;
+        let locations: BTreeMap<String, BTreeMap<String, String>> =
+            serde_json::from_str(&hosting_locations).map_err(Error::HostingLocations)?;
+        let identity =
+            pod_name.unwrap_or_else(|| format!("contact-operator-{}", std::process::id()));
+        Ok(Settings {
+            config: OperatorConfig {
+                default_image: runtime_image,
+                ingress_namespace: ingress_controller_namespace,
+                locations,
+                cnpg_image,
+                resync: Duration::from_secs(resync_seconds.max(1)),
+                watch_namespaces: watch_namespaces
+                    .into_iter()
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+            },
+            lease: leader_election.then(|| LeaseSettings {
+                namespace: lease_namespace,
+                name: lease_name,
+                identity: identity.clone(),
+                duration_secs: 15,
+                grace_secs: 5,
+            }),
+            http_addr: metrics_addr,
+            sweep_interval: Duration::from_secs(sweep_interval_seconds.max(1)),
+            instance: Some(identity),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_env_parse_into_settings() {
+        let cli = Cli::try_parse_from([
+            "contact-operator",
+            "run",
+            "--leader-election=false",
+            "--hosting-locations",
+            r#"{"eu-ireland":{"topology.kubernetes.io/region":"eu-west-1"}}"#,
+            "--watch-namespaces",
+            "a,b",
+            "--metrics-addr",
+            "127.0.0.1:9090",
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command;
+        let s = args.settings().expect("settings");
+        assert!(s.lease.is_none());
+        assert_eq!(
+            s.config.locations["eu-ireland"]["topology.kubernetes.io/region"],
+            "eu-west-1"
+        );
+        assert_eq!(
+            s.config.watch_namespaces,
+            vec!["a".to_string(), "b".to_string()]
+        );
+        assert_eq!(s.http_addr.port(), 9090);
+    }
+
+    #[test]
+    fn bad_locations_are_refused() {
+        let cli = Cli::try_parse_from(["contact-operator", "run", "--hosting-locations", "[1]"])
+            .expect("parses");
+        let Command::Run(args) = cli.command;
+        assert!(args.settings().is_err());
+    }
+}
