@@ -94,9 +94,9 @@ async fn one_leader_among_two_and_failover() {
     // The leader reconciles.
     create_tenant(&env.admin, tenant_json()).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !condition(&env.admin, "Provisioned")
+    while condition(&env.admin, "Provisioned")
         .await
-        .is_some_and(|c| c.0 == "True")
+        .is_none_or(|c| c.0 != "True")
     {
         assert!(
             Instant::now() < deadline,
