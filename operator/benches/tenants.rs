@@ -1,0 +1,264 @@
+//! Benchmark: N tenants (default 500) on a local control plane.
+//!
+//! Measures, in one run on one fresh kube-apiserver + etcd:
+//! - operator: time from creating N `ContactTenant`s until every tenant is provisioned (all its
+//!   children applied, status written), API requests per tenant (by method), and the growth of
+//!   this process's RSS while the controller worked (the operator runs in-process);
+//! - idle: requests made by a full resync of all N tenants once they are applied (expected: reads
+//!   only, zero writes);
+//! - baseline: the same child objects, built by the same pure builders, applied with a plain
+//!   server-side-apply loop (same concurrency, no reads, no status, no events) into another
+//!   namespace: the floor any operator pays for writing those objects.
+//!
+//! Run: `cargo bench -p contact-operator --bench tenants` (env `BENCH_TENANTS=N` to change N).
+//! Needs the cached control-plane binaries (`tests/controlplane/build-binaries.sh`).
+
+use contact_crds::v1alpha1::ContactTenant;
+use contact_operator::build;
+use contact_operator::clock::SystemClock;
+use contact_operator::config::OperatorConfig;
+use contact_operator::instrument::{RequestCounter, counting_client};
+use contact_operator::labels::FIELD_MANAGER;
+use contact_operator::metrics::Metrics;
+use contact_operator::reconcile::validate::validate;
+use contact_operator::reconcile::{Ctx, run_controller};
+use contact_tests::controlplane::ControlPlane;
+use contact_tests::kube_helpers::install_crds;
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const CONCURRENCY: usize = 16;
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn tenant(ns: &str, i: usize) -> ContactTenant {
+    serde_json::from_value(json!({
+        "apiVersion": "contact.dev/v1alpha1",
+        "kind": "ContactTenant",
+        "metadata": { "name": format!("t{i}"), "namespace": ns },
+        "spec": {
+            "displayName": format!("Tenant {i}"),
+            "ingress": { "host": format!("t{i}.contact.example.com"), "className": "nginx" },
+            "channels": [{
+                "name": "whatsapp-main", "type": "WHATSAPP",
+                "conversationApi": {
+                    "region": "eu", "projectId": "p", "appId": "a",
+                    "credentialsSecretRef": { "name": "sinch" },
+                    "webhookSecretRef": { "name": "sinch" }
+                }
+            }],
+            "runtime": { "image": "ghcr.io/contact-dev/contact-runtime:1.0.0" }
+        }
+    }))
+    .expect("tenant json")
+}
+
+async fn namespace_with_secret(client: &Client, ns: &str) {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("sinch".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [("key-id", "i"), ("key-secret", "s"), ("webhook-secret", "w")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+}
+
+async fn provisioned(client: &Client, ns: &str) -> usize {
+    let list = Api::<ContactTenant>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    list.items
+        .iter()
+        .filter(|t| {
+            t.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| c.type_ == "Provisioned" && c.status == "True")
+            })
+        })
+        .count()
+}
+
+async fn ssa<K>(client: &Client, ns: &str, obj: K)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Api::<K>::namespaced(client.clone(), ns)
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+        .await
+        .expect("apply");
+}
+
+fn report(label: &str, counter: &RequestCounter, n: usize) {
+    let by = counter.by_method();
+    let total = counter.total();
+    let writes: u64 = by.iter().filter(|(m, _)| m.as_str() != "GET").map(|(_, c)| c).sum();
+    println!(
+        "{label:<10} requests: {total} total, {:.1}/tenant ({:.1} writes/tenant) {by:?}",
+        total as f64 / n as f64,
+        writes as f64 / n as f64
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::var("BENCH_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let cp = ControlPlane::start().await.expect("control plane");
+    let admin = cp.client();
+    install_crds(&admin, &contact_crds::crds_yaml().expect("crd")).await.expect("crd installs");
+    namespace_with_secret(&admin, "bench").await;
+    namespace_with_secret(&admin, "baseline").await;
+    println!("tenants: {n}, concurrency: {CONCURRENCY}, cpus: {}", std::thread::available_parallelism().map_or(0, |p| p.get()));
+
+    // --- operator
+    let (client, counter) = counting_client(cp.config().clone()).expect("client");
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Ctx::new(client, OperatorConfig::default(), Arc::new(SystemClock), metrics.clone(), Some("bench".into())));
+    let rss_before = rss_kib("VmRSS:");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(ctx.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let peak = Arc::new(AtomicU64::new(rss_before));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib("VmRSS:"), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let tenants_api = Api::<ContactTenant>::namespaced(admin.clone(), "bench");
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let api = tenants_api.clone();
+            async move {
+                api.create(&PostParams::default(), &tenant("bench", i)).await.expect("create tenant");
+            }
+        })
+        .await;
+    let created = started.elapsed();
+    loop {
+        if provisioned(&admin, "bench").await == n {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1800), "operator did not finish");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let operator_time = started.elapsed();
+    let sts = Api::<StatefulSet>::namespaced(admin.clone(), "bench").list(&ListParams::default()).await.expect("sts").items.len();
+    assert_eq!(sts, n, "every tenant has its workload");
+    println!("operator   created {n} tenants in {:.2}s; all provisioned after {:.2}s ({:.1} tenants/s)", created.as_secs_f64(), operator_time.as_secs_f64(), n as f64 / operator_time.as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(2)).await; // let own-write watch events drain
+    report("operator", &counter, n);
+    println!(
+        "operator   RSS: {} MiB before controller, peak {} MiB during, growth {} MiB (process VmHWM {} MiB)",
+        rss_before / 1024,
+        peak.load(Ordering::Relaxed) / 1024,
+        peak.load(Ordering::Relaxed).saturating_sub(rss_before) / 1024,
+        rss_kib("VmHWM:") / 1024
+    );
+
+    // --- idle: a full pass over every applied tenant
+    counter.reset();
+    let idle_start = Instant::now();
+    let all = tenants_api.list(&ListParams::default()).await.expect("list").items;
+    futures::stream::iter(all)
+        .for_each_concurrent(CONCURRENCY, |t| {
+            let ctx = ctx.clone();
+            async move {
+                contact_operator::reconcile::reconcile(Arc::new(t), ctx).await.expect("reconcile");
+            }
+        })
+        .await;
+    println!("idle       full resync of {n} tenants in {:.2}s", idle_start.elapsed().as_secs_f64());
+    report("idle", &counter, n);
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), controller).await;
+    sampler.abort();
+
+    // --- baseline: same objects, plain SSA loop
+    let (plain, plain_counter) = counting_client(cp.config().clone()).expect("client");
+    let config = OperatorConfig::default();
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .for_each_concurrent(CONCURRENCY, |i| {
+            let client = plain.clone();
+            let config = config.clone();
+            async move {
+                let mut t = tenant("baseline", i);
+                t.meta_mut().uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
+                let v = validate(&t, &config).expect("valid");
+                let ns = "baseline";
+                ssa(&client, ns, build::build_service_account(&v)).await;
+                ssa(&client, ns, build::build_secret(&v, &Default::default(), &mut rand::rng())).await;
+                ssa(&client, ns, build::build_config_map(&v, None)).await;
+                ssa(&client, ns, build::build_service(&v)).await;
+                ssa(&client, ns, build::build_network_policy(&v, "ingress-nginx")).await;
+                if let Some(p) = build::build_backup_pvc(&v) {
+                    ssa::<PersistentVolumeClaim>(&client, ns, p).await;
+                }
+                match build::build_workload(&v, v.replicas) {
+                    build::Workload::StatefulSet(s) => ssa(&client, ns, s).await,
+                    build::Workload::Deployment(d) => ssa::<Deployment>(&client, ns, d).await,
+                }
+                if let Some(c) = build::build_backup_cronjob(&v, false) {
+                    ssa::<CronJob>(&client, ns, c).await;
+                }
+                ssa::<Ingress>(&client, ns, build::build_ingress(&v)).await;
+            }
+        })
+        .await;
+    let baseline_time = started.elapsed();
+    println!("baseline   applied the same objects for {n} tenants in {:.2}s ({:.1} tenants/s)", baseline_time.as_secs_f64(), n as f64 / baseline_time.as_secs_f64());
+    report("baseline", &plain_counter, n);
+    println!("ratio      operator/baseline time: {:.2}", operator_time.as_secs_f64() / baseline_time.as_secs_f64());
+}

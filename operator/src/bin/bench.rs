@@ -1,2 +1,0 @@
-//! Benchmark placeholder (filled in later).
-fn main() {}
