@@ -96,10 +96,14 @@ async fn namespace_with_secret(client: &Client, ns: &str) {
             ..Default::default()
         },
         data: Some(
-            [("key-id", "i"), ("key-secret", "s"), ("webhook-secret", "w")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-                .collect(),
+            [
+                ("key-id", "i"),
+                ("key-secret", "s"),
+                ("webhook-secret", "w"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+            .collect(),
         ),
         ..Default::default()
     };
@@ -118,7 +122,9 @@ async fn provisioned(client: &Client, ns: &str) -> usize {
         .iter()
         .filter(|t| {
             t.status.as_ref().is_some_and(|s| {
-                s.conditions.iter().any(|c| c.type_ == "Provisioned" && c.status == "True")
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Provisioned" && c.status == "True")
             })
         })
         .count()
@@ -126,11 +132,19 @@ async fn provisioned(client: &Client, ns: &str) -> usize {
 
 async fn ssa<K>(client: &Client, ns: &str, obj: K)
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
     Api::<K>::namespaced(client.clone(), ns)
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&obj))
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
         .await
         .expect("apply");
 }
@@ -138,7 +152,11 @@ where
 fn report(label: &str, counter: &RequestCounter, n: usize) {
     let by = counter.by_method();
     let total = counter.total();
-    let writes: u64 = by.iter().filter(|(m, _)| m.as_str() != "GET").map(|(_, c)| c).sum();
+    let writes: u64 = by
+        .iter()
+        .filter(|(m, _)| m.as_str() != "GET")
+        .map(|(_, c)| c)
+        .sum();
     println!(
         "{label:<10} requests: {total} total, {:.1}/tenant ({:.1} writes/tenant) {by:?}",
         total as f64 / n as f64,
@@ -148,18 +166,32 @@ fn report(label: &str, counter: &RequestCounter, n: usize) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let n: usize = std::env::var("BENCH_TENANTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
+    let n: usize = std::env::var("BENCH_TENANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
     let cp = ControlPlane::start().await.expect("control plane");
     let admin = cp.client();
-    install_crds(&admin, &contact_crds::crds_yaml().expect("crd")).await.expect("crd installs");
+    install_crds(&admin, &contact_crds::crds_yaml().expect("crd"))
+        .await
+        .expect("crd installs");
     namespace_with_secret(&admin, "bench").await;
     namespace_with_secret(&admin, "baseline").await;
-    println!("tenants: {n}, concurrency: {CONCURRENCY}, cpus: {}", std::thread::available_parallelism().map_or(0, |p| p.get()));
+    println!(
+        "tenants: {n}, concurrency: {CONCURRENCY}, cpus: {}",
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
 
     // --- operator
     let (client, counter) = counting_client(cp.config().clone()).expect("client");
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Ctx::new(client, OperatorConfig::default(), Arc::new(SystemClock), metrics.clone(), Some("bench".into())));
+    let ctx = Arc::new(Ctx::new(
+        client,
+        OperatorConfig::default(),
+        Arc::new(SystemClock),
+        metrics.clone(),
+        Some("bench".into()),
+    ));
     let rss_before = rss_kib("VmRSS:");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(run_controller(ctx.clone(), async move {
@@ -181,7 +213,9 @@ async fn main() {
         .for_each_concurrent(CONCURRENCY, |i| {
             let api = tenants_api.clone();
             async move {
-                api.create(&PostParams::default(), &tenant("bench", i)).await.expect("create tenant");
+                api.create(&PostParams::default(), &tenant("bench", i))
+                    .await
+                    .expect("create tenant");
             }
         })
         .await;
@@ -190,13 +224,26 @@ async fn main() {
         if provisioned(&admin, "bench").await == n {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(1800), "operator did not finish");
+        assert!(
+            started.elapsed() < Duration::from_secs(1800),
+            "operator did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let operator_time = started.elapsed();
-    let sts = Api::<StatefulSet>::namespaced(admin.clone(), "bench").list(&ListParams::default()).await.expect("sts").items.len();
+    let sts = Api::<StatefulSet>::namespaced(admin.clone(), "bench")
+        .list(&ListParams::default())
+        .await
+        .expect("sts")
+        .items
+        .len();
     assert_eq!(sts, n, "every tenant has its workload");
-    println!("operator   created {n} tenants in {:.2}s; all provisioned after {:.2}s ({:.1} tenants/s)", created.as_secs_f64(), operator_time.as_secs_f64(), n as f64 / operator_time.as_secs_f64());
+    println!(
+        "operator   created {n} tenants in {:.2}s; all provisioned after {:.2}s ({:.1} tenants/s)",
+        created.as_secs_f64(),
+        operator_time.as_secs_f64(),
+        n as f64 / operator_time.as_secs_f64()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await; // let own-write watch events drain
     report("operator", &counter, n);
     println!(
@@ -210,16 +257,25 @@ async fn main() {
     // --- idle: a full pass over every applied tenant
     counter.reset();
     let idle_start = Instant::now();
-    let all = tenants_api.list(&ListParams::default()).await.expect("list").items;
+    let all = tenants_api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items;
     futures::stream::iter(all)
         .for_each_concurrent(CONCURRENCY, |t| {
             let ctx = ctx.clone();
             async move {
-                contact_operator::reconcile::reconcile(Arc::new(t), ctx).await.expect("reconcile");
+                contact_operator::reconcile::reconcile(Arc::new(t), ctx)
+                    .await
+                    .expect("reconcile");
             }
         })
         .await;
-    println!("idle       full resync of {n} tenants in {:.2}s", idle_start.elapsed().as_secs_f64());
+    println!(
+        "idle       full resync of {n} tenants in {:.2}s",
+        idle_start.elapsed().as_secs_f64()
+    );
     report("idle", &counter, n);
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), controller).await;
@@ -239,10 +295,20 @@ async fn main() {
                 let v = validate(&t, &config).expect("valid");
                 let ns = "baseline";
                 ssa(&client, ns, build::build_service_account(&v)).await;
-                ssa(&client, ns, build::build_secret(&v, &Default::default(), &mut rand::rng())).await;
+                ssa(
+                    &client,
+                    ns,
+                    build::build_secret(&v, &Default::default(), &mut rand::rng()),
+                )
+                .await;
                 ssa(&client, ns, build::build_config_map(&v, None)).await;
                 ssa(&client, ns, build::build_service(&v)).await;
-                ssa(&client, ns, build::build_network_policy(&v, "ingress-nginx")).await;
+                ssa(
+                    &client,
+                    ns,
+                    build::build_network_policy(&v, "ingress-nginx"),
+                )
+                .await;
                 if let Some(p) = build::build_backup_pvc(&v) {
                     ssa::<PersistentVolumeClaim>(&client, ns, p).await;
                 }
@@ -258,7 +324,14 @@ async fn main() {
         })
         .await;
     let baseline_time = started.elapsed();
-    println!("baseline   applied the same objects for {n} tenants in {:.2}s ({:.1} tenants/s)", baseline_time.as_secs_f64(), n as f64 / baseline_time.as_secs_f64());
+    println!(
+        "baseline   applied the same objects for {n} tenants in {:.2}s ({:.1} tenants/s)",
+        baseline_time.as_secs_f64(),
+        n as f64 / baseline_time.as_secs_f64()
+    );
     report("baseline", &plain_counter, n);
-    println!("ratio      operator/baseline time: {:.2}", operator_time.as_secs_f64() / baseline_time.as_secs_f64());
+    println!(
+        "ratio      operator/baseline time: {:.2}",
+        operator_time.as_secs_f64() / baseline_time.as_secs_f64()
+    );
 }

@@ -206,7 +206,12 @@ pub async fn update(
         .get("conditions")
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
-    let (conds, transitions) = conditions(desired, &previous, now);
+    let (conds, mut transitions) = conditions(desired, &previous, now);
+    // On the first visit every condition "transitions" from nothing; seven Events saying so
+    // would bury the one that matters. Report provisioning and problems only.
+    if previous.is_empty() {
+        transitions.retain(|c| c.type_ == "Provisioned" || c.is_warning());
+    }
     let rendered = render(desired, &conds);
     if !differs(&live, &rendered) {
         return Ok((transitions, false));
