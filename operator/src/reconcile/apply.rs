@@ -9,6 +9,7 @@
 //! fields against server-defaulted objects) is fragile, and a forced apply on every resync would
 //! write N objects per tenant per period.
 
+use super::cache::{self, Cached, Caches};
 use crate::labels;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -124,33 +125,42 @@ where
     Ok(Outcome::Applied)
 }
 
-/// Reads the live object, then applies `desired` if it differs.
-pub async fn apply<K>(api: &Api<K>, desired: K) -> Result<Outcome, Error>
+/// Looks up the live object (cache or GET), then applies `desired` if it differs.
+pub async fn apply<K>(caches: Option<&Caches>, api: &Api<K>, desired: K) -> Result<Outcome, Error>
 where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-    K::DynamicType: Default,
+    K: Cached + Serialize,
 {
     let name = desired.name_any();
-    let live = api.get_opt(&name).await.map_err(|source| Error::Read {
-        kind: K::kind(&K::DynamicType::default()).to_string(),
-        name: name.clone(),
-        source,
-    })?;
+    let ns = desired.namespace().unwrap_or_default();
+    let live = cache::live(caches, api, &ns, &name)
+        .await
+        .map_err(|source| Error::Read {
+            kind: K::kind(&()).to_string(),
+            name: name.clone(),
+            source,
+        })?;
     apply_with_live(api, desired, live.as_ref()).await
 }
 
-/// Deletes an object we made if it exists (reads first, so an absent object costs no write).
-pub async fn delete_if_ours<K>(api: &Api<K>, name: &str) -> Result<bool, Error>
+/// Deletes an object we made if it exists. The existence check goes through the cache when
+/// there is one, so an absent object costs no request at all.
+pub async fn delete_if_ours<K>(
+    caches: Option<&Caches>,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> Result<bool, Error>
 where
-    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
-    K::DynamicType: Default,
+    K: Cached + Serialize,
 {
-    let kind = || K::kind(&K::DynamicType::default()).to_string();
-    let live = api.get_opt(name).await.map_err(|source| Error::Read {
-        kind: kind(),
-        name: name.to_string(),
-        source,
-    })?;
+    let kind = || K::kind(&()).to_string();
+    let live = cache::live(caches, api, ns, name)
+        .await
+        .map_err(|source| Error::Read {
+            kind: kind(),
+            name: name.to_string(),
+            source,
+        })?;
     let Some(live) = live else { return Ok(false) };
     if live.meta().deletion_timestamp.is_some() || !super::dereference::is_ours(live.meta()) {
         return Ok(false);

@@ -3,6 +3,7 @@
 //! operator but of the tenant's setup: it becomes a `SecretProblem` that the status step turns into
 //! a condition with a precise reason and an Event, and the reconcile requeues (no crash loop).
 
+use super::cache::{self, Cached, Caches};
 use crate::build::names;
 use crate::labels;
 use contact_crds::v1alpha1::{ContactTenant, DatabaseKind};
@@ -93,6 +94,9 @@ pub struct Dereferenced {
     pub keys: BTreeMap<String, ByteString>,
     /// Whether the key Secret exists.
     pub keys_exist: bool,
+    /// Whether the key Secret is marked for purge: the tenant's data was detached by a deletion
+    /// and must be re-attached (all data objects are detached together, so one mark suffices).
+    pub keys_detached: bool,
     /// The StatefulSet and/or Deployment that exist now.
     pub workloads: Vec<ExistingWorkload>,
 }
@@ -153,8 +157,28 @@ where
     })
 }
 
+async fn cached<K: Cached>(
+    caches: Option<&Caches>,
+    api: &Api<K>,
+    ns: &str,
+    kind: &'static str,
+    name: &str,
+) -> Result<Option<K>, Error> {
+    cache::live(caches, api, ns, name)
+        .await
+        .map_err(|source| Error::Read {
+            kind,
+            name: name.to_string(),
+            source,
+        })
+}
+
 /// Reads referenced Secrets, the key Secret and the existing workload.
-pub async fn dereference(client: &Client, t: &ContactTenant) -> Result<Dereferenced, Error> {
+pub async fn dereference(
+    client: &Client,
+    caches: Option<&Caches>,
+    t: &ContactTenant,
+) -> Result<Dereferenced, Error> {
     let ns = t.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let mut out = Dereferenced::default();
@@ -192,18 +216,19 @@ pub async fn dereference(client: &Client, t: &ContactTenant) -> Result<Dereferen
     }
 
     let name = t.name_any();
-    if let Some(keys) = get_opt(&secrets, "Secret", &names::keys(&name)).await? {
+    if let Some(keys) = cached(caches, &secrets, &ns, "Secret", &names::keys(&name)).await? {
+        out.keys_detached = keys.annotations().contains_key(labels::PURGE_AFTER);
         out.keys = keys.data.unwrap_or_default();
         out.keys_exist = true;
     }
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
-    if let Some(s) = get_opt(&sts, "StatefulSet", &names::runtime(&name)).await?
+    if let Some(s) = cached(caches, &sts, &ns, "StatefulSet", &names::runtime(&name)).await?
         && is_ours(&s.metadata)
     {
         out.workloads.push(ExistingWorkload::StatefulSet(s));
     }
     let deploys: Api<Deployment> = Api::namespaced(client.clone(), &ns);
-    if let Some(d) = get_opt(&deploys, "Deployment", &names::runtime(&name)).await?
+    if let Some(d) = cached(caches, &deploys, &ns, "Deployment", &names::runtime(&name)).await?
         && is_ours(&d.metadata)
     {
         out.workloads.push(ExistingWorkload::Deployment(d));

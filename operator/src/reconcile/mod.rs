@@ -13,6 +13,7 @@
 //! the grace period (`lifecycle::grace`).
 
 pub mod apply;
+pub mod cache;
 pub mod dereference;
 pub mod gating;
 pub mod status;
@@ -42,7 +43,10 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{
+    WatchStreamExt, reflector,
+    watcher::{self, watcher},
+};
 use kube::{Client, Resource, ResourceExt};
 use status::{Cond, Desired};
 use std::sync::Arc;
@@ -61,6 +65,8 @@ pub struct Ctx {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Caches of managed objects, set by `run_controller` (empty: every read is a GET).
+    pub caches: std::sync::OnceLock<cache::Caches>,
 }
 
 impl Ctx {
@@ -85,6 +91,7 @@ impl Ctx {
             clock,
             recorder,
             metrics,
+            caches: std::sync::OnceLock::new(),
         }
     }
 }
@@ -294,7 +301,8 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     let ns = tenant.namespace().unwrap_or_default();
 
     // 1. dereference
-    let deref: Dereferenced = dereference::dereference(&ctx.client, tenant).await?;
+    let caches = ctx.caches.get();
+    let deref: Dereferenced = dereference::dereference(&ctx.client, caches, tenant).await?;
     if let Some(first) = deref.secret_problems.first() {
         let message = deref
             .secret_problems
@@ -369,7 +377,21 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     );
 
     // 4. apply, in dependency order: identity and config before the workload that mounts them.
-    grace::reattach(&ctx.client, &ns, &name).await?;
+    if deref.keys_detached {
+        let back = grace::reattach(&ctx.client, &ns, &name).await?;
+        let what = back
+            .iter()
+            .map(|d| format!("{}/{}", d.kind, d.name))
+            .collect::<Vec<_>>();
+        note(
+            ctx,
+            tenant,
+            EventType::Normal,
+            "DataReattached",
+            what.join(", "),
+        )
+        .await;
+    }
     let client = &ctx.client;
     let mut applied = 0usize;
     let mut count = |o: Outcome| applied += usize::from(o == Outcome::Applied);
@@ -382,22 +404,39 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     };
     count(
         apply::apply(
+            caches,
             &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
             service_account,
         )
         .await?,
     );
-    count(apply::apply(&Api::<Secret>::namespaced(client.clone(), &ns), keys).await?);
     count(
         apply::apply(
+            caches,
+            &Api::<Secret>::namespaced(client.clone(), &ns),
+            keys,
+        )
+        .await?,
+    );
+    count(
+        apply::apply(
+            caches,
             &Api::<ConfigMap>::namespaced(client.clone(), &ns),
             config_map,
         )
         .await?,
     );
-    count(apply::apply(&Api::<Service>::namespaced(client.clone(), &ns), service).await?);
     count(
         apply::apply(
+            caches,
+            &Api::<Service>::namespaced(client.clone(), &ns),
+            service,
+        )
+        .await?,
+    );
+    count(
+        apply::apply(
+            caches,
             &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
             network_policy,
         )
@@ -406,6 +445,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     if let Some(pvc) = backup_pvc {
         count(
             apply::apply(
+                caches,
                 &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns),
                 pvc,
             )
@@ -444,7 +484,8 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                     });
                     count(apply::apply_with_live(&sts_api, s.clone(), live).await?);
                     count(deleted(
-                        apply::delete_if_ours(&deploy_api, &names::runtime(&name)).await?,
+                        apply::delete_if_ours(caches, &deploy_api, &ns, &names::runtime(&name))
+                            .await?,
                     ));
                 }
                 Workload::Deployment(d) => {
@@ -456,15 +497,17 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                     });
                     count(apply::apply_with_live(&deploy_api, d.clone(), live).await?);
                     count(deleted(
-                        apply::delete_if_ours(&sts_api, &names::runtime(&name)).await?,
+                        apply::delete_if_ours(caches, &sts_api, &ns, &names::runtime(&name))
+                            .await?,
                     ));
                 }
             }
             match build::build_pdb(&v, replicas) {
-                Some(pdb) => count(apply::apply(&pdb_api, pdb).await?),
+                Some(pdb) => count(apply::apply(caches, &pdb_api, pdb).await?),
                 None => {
                     count(deleted(
-                        apply::delete_if_ours(&pdb_api, &names::runtime(&name)).await?,
+                        apply::delete_if_ours(caches, &pdb_api, &ns, &names::runtime(&name))
+                            .await?,
                     ));
                 }
             }
@@ -486,8 +529,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     let cron_api = Api::<CronJob>::namespaced(client.clone(), &ns);
     let cron_live = match backup_job {
         Some(job) => {
-            let live = cron_api
-                .get_opt(&names::backup_job(&name))
+            let live = cache::live(caches, &cron_api, &ns, &names::backup_job(&name))
                 .await
                 .ok()
                 .flatten();
@@ -496,13 +538,16 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         }
         None => {
             count(deleted(
-                apply::delete_if_ours(&cron_api, &names::backup_job(&name)).await?,
+                apply::delete_if_ours(caches, &cron_api, &ns, &names::backup_job(&name)).await?,
             ));
             None
         }
     };
     let ing_api = Api::<Ingress>::namespaced(client.clone(), &ns);
-    let ing_live = ing_api.get_opt(&names::runtime(&name)).await.ok().flatten();
+    let ing_live = cache::live(caches, &ing_api, &ns, &names::runtime(&name))
+        .await
+        .ok()
+        .flatten();
     count(apply::apply_with_live(&ing_api, ingress, ing_live.as_ref()).await?);
     if applied > 0 {
         info!(applied, "applied changed children");
@@ -733,47 +778,65 @@ async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Err
     // The garbage collector would remove owned children too, but only after the tenant object is
     // gone; removing the runtime here stops it at once, before data is detached.
     apply::delete_if_ours(
+        None,
         &Api::<StatefulSet>::namespaced(c.clone(), &ns),
+        &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
+        None,
         &Api::<Deployment>::namespaced(c.clone(), &ns),
+        &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
+        None,
         &Api::<CronJob>::namespaced(c.clone(), &ns),
+        &ns,
         &names::backup_job(&name),
     )
     .await?;
     apply::delete_if_ours(
+        None,
         &Api::<Ingress>::namespaced(c.clone(), &ns),
+        &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
+        None,
         &Api::<Service>::namespaced(c.clone(), &ns),
+        &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
+        None,
         &Api::<PodDisruptionBudget>::namespaced(c.clone(), &ns),
+        &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
+        None,
         &Api::<NetworkPolicy>::namespaced(c.clone(), &ns),
+        &ns,
         &names::network_policy(&name),
     )
     .await?;
     apply::delete_if_ours(
+        None,
         &Api::<ConfigMap>::namespaced(c.clone(), &ns),
+        &ns,
         &names::config(&name),
     )
     .await?;
     apply::delete_if_ours(
+        None,
         &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
+        &ns,
         &names::runtime(&name),
     )
     .await?;
@@ -817,19 +880,65 @@ pub async fn run_controller(
         watcher::Config::default(),
     );
     let store = controller.store();
+
+    // One reflector per managed kind: its stream triggers reconciles (as `owns` would) and its
+    // store serves the reconciler's reads (see `cache`).
+    macro_rules! reflect {
+        ($k:ty) => {{
+            let (reader, writer) = reflector::store::<$k>();
+            let stream = watcher(Api::<$k>::all(client.clone()), owned.clone())
+                .default_backoff()
+                .reflect(writer)
+                .touched_objects();
+            (reader, stream)
+        }};
+    }
+    let (statefulsets, sts_s) = reflect!(StatefulSet);
+    let (deployments, deploy_s) = reflect!(Deployment);
+    let (services, svc_s) = reflect!(Service);
+    let (ingresses, ing_s) = reflect!(Ingress);
+    let (network_policies, np_s) = reflect!(NetworkPolicy);
+    let (pdbs, pdb_s) = reflect!(PodDisruptionBudget);
+    let (cronjobs, cron_s) = reflect!(CronJob);
+    let (config_maps, cm_s) = reflect!(ConfigMap);
+    let (service_accounts, sa_s) = reflect!(ServiceAccount);
+    let (pvcs, pvc_s) = reflect!(PersistentVolumeClaim);
+    let (secrets, keys_s) = reflect!(Secret);
+    let caches = cache::Caches {
+        statefulsets,
+        deployments,
+        services,
+        ingresses,
+        network_policies,
+        pdbs,
+        cronjobs,
+        config_maps,
+        service_accounts,
+        pvcs,
+        secrets,
+        ready: Arc::default(),
+    };
+    if ctx.caches.set(caches.clone()).is_ok() {
+        tokio::spawn(async move { caches.wait_ready().await });
+    }
+    // Data-bearing objects carry no owner reference: map them back by their tenant label.
+    fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<ContactTenant>> {
+        let tenant = obj.labels().get(labels::TENANT)?;
+        Some(ObjectRef::new(tenant).within(&obj.namespace()?))
+    }
+
     controller
-        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<Service>::all(client.clone()), owned.clone())
-        .owns(Api::<Ingress>::all(client.clone()), owned.clone())
-        .owns(Api::<NetworkPolicy>::all(client.clone()), owned.clone())
-        .owns(
-            Api::<PodDisruptionBudget>::all(client.clone()),
-            owned.clone(),
-        )
-        .owns(Api::<CronJob>::all(client.clone()), owned.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
-        .owns(Api::<ServiceAccount>::all(client.clone()), owned)
+        .owns_stream(sts_s)
+        .owns_stream(deploy_s)
+        .owns_stream(svc_s)
+        .owns_stream(ing_s)
+        .owns_stream(np_s)
+        .owns_stream(pdb_s)
+        .owns_stream(cron_s)
+        .owns_stream(cm_s)
+        .owns_stream(sa_s)
+        .watches_stream(pvc_s, by_tenant_label)
+        .watches_stream(keys_s, by_tenant_label)
         // Secrets are not owned (channel secrets are the user's; the key Secret is data), so map
         // each Secret event to the tenants that refer to it, or that it belongs to by label.
         .watches(
