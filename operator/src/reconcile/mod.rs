@@ -460,10 +460,13 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     let deploy_api = Api::<Deployment>::namespaced(client.clone(), &ns);
     let cnpg_api =
         Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &build::cnpg_api_resource());
+    if cnpg.is_some() {
+        // Read whether or not the Cluster may change now: its readiness feeds DatabaseReady.
+        cnpg_live = cnpg_api.get_opt(&names::cnpg(&name)).await.ok().flatten();
+    }
     let pending = match &decision {
         Decision::Apply { changes } => {
             if let Some(cluster) = cnpg {
-                cnpg_live = cnpg_api.get_opt(&names::cnpg(&name)).await.ok().flatten();
                 match apply::apply_dynamic(&cnpg_api, cluster, cnpg_live.as_ref()).await {
                     Ok(o) => count(o),
                     // No CloudNativePG CRD on this cluster: say so in a condition, not a crash.
