@@ -146,6 +146,20 @@ pub fn referenced_secret_names(t: &ContactTenant) -> BTreeSet<String> {
     referenced_secrets(t).into_iter().map(|r| r.name).collect()
 }
 
+/// The tenants in `ns` that refer to Secret `name` (for mapping Secret events to reconciles).
+pub fn tenants_for_secret(
+    tenants: &[std::sync::Arc<ContactTenant>],
+    ns: &str,
+    name: &str,
+) -> Vec<kube::runtime::reflector::ObjectRef<ContactTenant>> {
+    tenants
+        .iter()
+        .filter(|t| t.namespace().as_deref() == Some(ns))
+        .filter(|t| referenced_secret_names(t).contains(name))
+        .map(|t| kube::runtime::reflector::ObjectRef::from_obj(&**t))
+        .collect()
+}
+
 async fn get_opt<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -242,4 +256,72 @@ pub fn is_ours(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta
         .as_ref()
         .and_then(|l| l.get(labels::MANAGED_BY))
         .is_some_and(|v| v == labels::FIELD_MANAGER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::sync::Arc;
+
+    fn tenant(ns: &str, name: &str, secret: &str, db_secret: Option<&str>) -> Arc<ContactTenant> {
+        let mut spec = json!({
+            "displayName": "x",
+            "ingress": { "host": "x.example.com" },
+            "channels": [{
+                "name": "sms", "type": "SMS",
+                "conversationApi": {
+                    "region": "us", "projectId": "p", "appId": "a",
+                    "credentialsSecretRef": { "name": secret },
+                    "webhookSecretRef": { "name": format!("{secret}-hook") }
+                }
+            }]
+        });
+        if let Some(db) = db_secret {
+            spec["database"] = json!({ "postgres": { "secretRef": { "name": db } } });
+        }
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "contact.dev/v1alpha1", "kind": "ContactTenant",
+                "metadata": { "name": name, "namespace": ns }, "spec": spec
+            }))
+            .expect("tenant"),
+        )
+    }
+
+    #[test]
+    fn refs_cover_credentials_webhook_and_database() {
+        let t = tenant("a", "t1", "sinch", Some("db"));
+        let refs = referenced_secrets(&t);
+        let keys: Vec<_> = refs
+            .iter()
+            .map(|r| (r.name.as_str(), r.key.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("sinch", "key-id"),
+                ("sinch", "key-secret"),
+                ("sinch-hook", "webhook-secret"),
+                ("db", "uri")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_secret_maps_to_the_tenants_of_its_namespace_that_use_it() {
+        let all = vec![
+            tenant("a", "t1", "sinch", None),
+            tenant("a", "t2", "other", Some("sinch")),
+            tenant("a", "t3", "other", None),
+            tenant("b", "t4", "sinch", None),
+        ];
+        let names: Vec<_> = tenants_for_secret(&all, "a", "sinch")
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, vec!["t1".to_string(), "t2".to_string()]);
+        assert_eq!(tenants_for_secret(&all, "a", "sinch-hook").len(), 1);
+        assert!(tenants_for_secret(&all, "c", "sinch").is_empty());
+    }
 }

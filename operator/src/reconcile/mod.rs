@@ -39,6 +39,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, DynamicObject};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -942,25 +943,20 @@ pub async fn run_controller(
         .owns_stream(sa_s)
         .watches_stream(pvc_s, by_tenant_label)
         .watches_stream(keys_s, by_tenant_label)
-        // Secrets are not owned (channel secrets are the user's; the key Secret is data), so map
-        // each Secret event to the tenants that refer to it, or that it belongs to by label.
-        .watches(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default(),
-            move |secret: Secret| {
+        // Channel and database Secrets are the user's, not owned: map each Secret event to the
+        // tenants that refer to it (the generated key Secret is mapped by label above).
+        .watches_stream(
+            // Metadata only: the name is all the mapping needs, and Secret data never has to
+            // sit in this process's memory.
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            move |secret| {
                 let ns = secret.namespace().unwrap_or_default();
-                let name = secret.name_any();
-                let owner_label = secret.labels().get(labels::TENANT).cloned();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|t| t.namespace().as_deref() == Some(ns.as_str()))
-                    .filter(|t| {
-                        owner_label.as_deref() == Some(t.name_any().as_str())
-                            || dereference::referenced_secret_names(t).contains(&name)
-                    })
-                    .map(|t| ObjectRef::from_obj(&*t))
-                    .collect::<Vec<_>>()
+                dereference::tenants_for_secret(&store.state(), &ns, &secret.name_any())
             },
         )
         .with_config(controller::Config::default().concurrency(16))

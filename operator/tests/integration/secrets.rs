@@ -83,3 +83,53 @@ async fn missing_secret_then_missing_key_then_recovery() {
             .is_some()
     );
 }
+
+/// With the controller running, creating the missing Secret wakes the tenant through the Secret
+/// watch, before the 30 s retry would have.
+#[tokio::test]
+async fn the_secret_watch_wakes_the_tenant() {
+    let env = env_with(Default::default(), false).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(contact_operator::reconcile::run_controller(
+        env.ctx.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    create_tenant(&env.admin, tenant_json()).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while condition(&env.admin, "Ready")
+        .await
+        .is_none_or(|c| c.1 != "SecretNotFound")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no SecretNotFound condition"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    put_secret(
+        &env.admin,
+        "acme-sinch",
+        &[
+            ("key-id", "i"),
+            ("key-secret", "s"),
+            ("webhook-secret", "w"),
+        ],
+    )
+    .await;
+    // Strictly less than SECRET_RETRY after the last reconcile: only the watch can explain it.
+    let deadline = tokio::time::Instant::now() + SECRET_RETRY - std::time::Duration::from_secs(5);
+    while condition(&env.admin, "Provisioned")
+        .await
+        .is_none_or(|c| c.0 != "True")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the Secret watch did not wake the tenant"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), controller).await;
+}
