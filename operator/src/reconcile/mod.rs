@@ -486,6 +486,12 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                         ExistingWorkload::StatefulSet(s) => Some(s),
                         ExistingWorkload::Deployment(_) => None,
                     });
+                    // volumeClaimTemplates are immutable once the StatefulSet exists: sending a
+                    // new size would fail every apply. Keep the live templates; resizing is
+                    // done on the PVC itself (storage classes with allowVolumeExpansion).
+                    if let Some(live) = live {
+                        s.spec.volume_claim_templates = live.spec.volume_claim_templates.clone();
+                    }
                     count(apply::apply_with_live(&sts_api, s.clone(), live).await?);
                     count(deleted(
                         apply::delete_if_ours(caches, &deploy_api, &ns, &names::runtime(&name))
