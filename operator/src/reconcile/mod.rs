@@ -443,15 +443,20 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         )
         .await?,
     );
-    if let Some(pvc) = backup_pvc {
-        count(
-            apply::apply(
-                caches,
-                &Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns),
-                pvc,
-            )
-            .await?,
-        );
+    if let Some(mut pvc) = backup_pvc {
+        let pvc_api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+        let live = cache::live(caches, &pvc_api, &ns, &names::backup_pvc(&name))
+            .await
+            .map_err(|source| apply::Error::Read {
+                kind: "PersistentVolumeClaim".into(),
+                name: names::backup_pvc(&name),
+                source,
+            })?;
+        // A bound claim's spec is (mostly) immutable: keep it as it is and manage only labels.
+        if let Some(live) = &live {
+            pvc.spec = live.spec.clone();
+        }
+        count(apply::apply_with_live(&pvc_api, pvc, live.as_ref()).await?);
     }
 
     let mut cnpg_missing = false;

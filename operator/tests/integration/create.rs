@@ -256,7 +256,7 @@ async fn unknown_hosting_location_is_reported_and_nothing_is_built() {
 }
 
 #[tokio::test]
-async fn changing_sqlite_storage_does_not_break_the_statefulset() {
+async fn changing_storage_sizes_does_not_break_applies() {
     let env = env().await;
     create_tenant(&env.admin, tenant_json()).await;
     settle(&env).await;
@@ -264,7 +264,8 @@ async fn changing_sqlite_storage_does_not_break_the_statefulset() {
     patch_tenant(
         &env.admin,
         json!({ "metadata": { "annotations": { "contact.dev/apply-now": "true" } },
-                "spec": { "database": { "sqlite": { "storage": "20Gi" } } } }),
+                "spec": { "database": { "sqlite": { "storage": "20Gi" } },
+                          "backups": { "storage": { "size": "50Gi" } } } }),
     )
     .await;
     reconcile_once(&env).await;
