@@ -7,7 +7,9 @@
 
 pub mod app;
 pub mod channels;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod metrics;

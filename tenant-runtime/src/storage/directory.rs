@@ -96,6 +96,11 @@ pub struct NewCategory {
     pub skill_ids: Vec<String>,
 }
 
+/// `(id, email, display_name, role, created_at)`
+type UserRow = (String, String, String, String, i64);
+/// `(id, name, description, created_at)`
+type CategoryRow = (String, String, String, i64);
+
 fn conflict_on_unique(e: sqlx::Error, what: &str) -> Error {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what.to_owned()),
@@ -143,7 +148,7 @@ impl Store {
 
     /// One user.
     pub async fn user(&self, id: &str) -> Result<User> {
-        let (row, skills): (Option<(String, String, String, String, i64)>, Vec<(String, bool)>) =
+        let (row, skills): (Option<UserRow>, Vec<(String, bool)>) =
             on_pool!(self, |pool| {
                 let row = sqlx::query_as(
                     "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1",
@@ -269,7 +274,7 @@ impl Store {
 
     /// Every category, by name.
     pub async fn categories(&self) -> Result<Vec<Category>> {
-        let (rows, links): (Vec<(String, String, String, i64)>, Vec<(String, String)>) =
+        let (rows, links): (Vec<CategoryRow>, Vec<(String, String)>) =
             on_pool!(self, |pool| {
                 let rows = sqlx::query_as(
                     "SELECT id, name, description, created_at FROM categories ORDER BY name",

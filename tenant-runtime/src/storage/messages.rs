@@ -183,6 +183,9 @@ impl MessageRow {
     }
 }
 
+/// `(id, display_name, created_at)`
+type ContactRow = (String, Option<String>, i64);
+
 fn corrupt(e: crate::domain::Error) -> Error {
     Error::Corrupt(e.to_string())
 }
@@ -204,7 +207,7 @@ const SELECT_MESSAGE_BY_KEY: &str = "SELECT id, conversation_id, direction, exte
 impl Store {
     /// One contact with its identities.
     pub async fn contact(&self, id: &str) -> Result<Contact> {
-        let (row, identities): (Option<(String, Option<String>, i64)>, Vec<(String, String)>) =
+        let (row, identities): (Option<ContactRow>, Vec<(String, String)>) =
             on_pool!(self, |pool| {
                 let row = sqlx::query_as("SELECT id, display_name, created_at FROM contacts WHERE id = $1")
                     .bind(id)
