@@ -19,6 +19,8 @@ pub enum DbGuard {
     Sqlite(tempfile::TempDir),
     /// A database on the shared PostgreSQL (dropped with the server).
     Postgres,
+    /// The caller keeps the database alive.
+    External,
 }
 
 /// Which database a test runs on.
