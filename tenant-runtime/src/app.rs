@@ -50,6 +50,7 @@ impl Application {
             &settings.database_url,
             &ConnectOptions {
                 max_connections: settings.database_max_connections,
+                sqlite_fsync_each_commit: settings.sqlite_fsync_each_commit,
                 ..ConnectOptions::default()
             },
         )

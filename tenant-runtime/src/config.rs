@@ -82,6 +82,9 @@ pub struct Settings {
     pub database_url: String,
     /// Largest database pool.
     pub database_max_connections: u32,
+    /// SQLite only: fsync every commit (default). `false` trades power-loss durability of the
+    /// last commits for speed; process crashes lose nothing either way.
+    pub sqlite_fsync_each_commit: bool,
     /// Bearer token protecting `/api/v1` (until login exists); `None` leaves the API open.
     pub api_token: Option<Secret>,
     /// Inbound webhook checks.
@@ -100,6 +103,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             database_url: "sqlite:contact.sqlite".to_owned(),
             database_max_connections: 16,
+            sqlite_fsync_each_commit: true,
             api_token: None,
             webhook: WebhookSettings::default(),
             outbox: OutboxSettings::default(),

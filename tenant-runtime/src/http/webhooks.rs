@@ -33,6 +33,7 @@ pub struct WebhookAck {
     post,
     path = "/webhooks/sinch/{channel_app}",
     tag = "webhooks",
+    security(()),
     params(("channel_app" = String, Path, description = "Name of the configured channel app")),
     request_body(content = Object, description = "A Conversation API callback, signed with the app's webhook secret"),
     responses(

@@ -136,6 +136,9 @@ pub struct ConnectOptions {
     pub max_connections: u32,
     /// How long SQLite waits on a locked database before giving up.
     pub busy_timeout: Duration,
+    /// SQLite: fsync every commit (`synchronous=FULL`). With `false` (`NORMAL` in WAL mode) a
+    /// commit survives a process crash but the last ones may be lost on power failure.
+    pub sqlite_fsync_each_commit: bool,
 }
 
 impl Default for ConnectOptions {
@@ -143,6 +146,7 @@ impl Default for ConnectOptions {
         Self {
             max_connections: 16,
             busy_timeout: Duration::from_secs(10),
+            sqlite_fsync_each_commit: true,
         }
     }
 }
@@ -154,10 +158,13 @@ impl Store {
             let connect = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // NORMAL in WAL mode is durable against process crashes (the kill test) and
-                // loses at most the last transactions on power loss; FULL would fsync every
-                // commit. Operators who want FULL can set it in the URL.
-                .synchronous(SqliteSynchronous::Normal)
+                // A webhook is acknowledged only after its commit, so by default every commit is
+                // fsynced (FULL). NORMAL is durable against process crashes only.
+                .synchronous(if options.sqlite_fsync_each_commit {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
                 .foreign_keys(true)
                 .busy_timeout(options.busy_timeout);
             let in_memory = url.contains(":memory:");
