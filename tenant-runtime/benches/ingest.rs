@@ -49,7 +49,10 @@ fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     for backend in ["sqlite", "postgres"] {
         let url = |tag: &str| match backend {
-            "sqlite" => format!("sqlite:{}", dir.path().join(format!("{tag}.sqlite")).display()),
+            "sqlite" => format!(
+                "sqlite:{}",
+                dir.path().join(format!("{tag}.sqlite")).display()
+            ),
             _ => pg.create_database().expect("create database"),
         };
         let (webhook_url, raw_url) = (url("webhook"), url("raw"));
@@ -233,7 +236,8 @@ async fn prepare_conversations(store: &Store) -> Arc<Vec<String>> {
 async fn raw_insert(store: &Store, i: u64, conversation_id: &str) {
     let now = now_ms();
     let (nonce, message_id) = (new_id(), new_id());
-    let content = serde_json::json!({ "type": "text", "text": format!("benchmark message {i}") }).to_string();
+    let content =
+        serde_json::json!({ "type": "text", "text": format!("benchmark message {i}") }).to_string();
     macro_rules! tx {
         ($tx:expr) => {{
             let mut tx = $tx;

@@ -110,7 +110,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, with the outbox sender and housekeeping running.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let addr = self.local_addr();
         let sender = tokio::spawn(self.sender.clone().run());
         let housekeeping = tokio::spawn(housekeeping(self.state.store.clone()));

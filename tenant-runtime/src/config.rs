@@ -405,7 +405,10 @@ channels:
         assert_eq!(app.webhook_secret.expose(), "from-env");
         assert_eq!(app.key_secret.expose(), "s3");
         assert_eq!(app.api_base(), "https://us.conversation.api.sinch.com");
-        assert!(!format!("{settings:?}").contains("s3"), "secrets stay out of Debug");
+        assert!(
+            !format!("{settings:?}").contains("s3"),
+            "secrets stay out of Debug"
+        );
     }
 
     #[test]

@@ -63,9 +63,21 @@ pub async fn seed(store: &Store) -> anyhow::Result<()> {
     if !store.users().await?.is_empty() {
         return Ok(());
     }
-    let english = store.create_skill(&NewSkill { name: "english".into() }).await?;
-    let german = store.create_skill(&NewSkill { name: "german".into() }).await?;
-    let billing = store.create_skill(&NewSkill { name: "billing".into() }).await?;
+    let english = store
+        .create_skill(&NewSkill {
+            name: "english".into(),
+        })
+        .await?;
+    let german = store
+        .create_skill(&NewSkill {
+            name: "german".into(),
+        })
+        .await?;
+    let billing = store
+        .create_skill(&NewSkill {
+            name: "billing".into(),
+        })
+        .await?;
     store
         .create_category(&NewCategory {
             name: "Billing".into(),
@@ -88,7 +100,12 @@ pub async fn seed(store: &Store) -> anyhow::Result<()> {
         skill_ids: skills,
     };
     store
-        .create_user(&user("admin@demo.contact", "Ada Admin", Role::Admin, vec![]))
+        .create_user(&user(
+            "admin@demo.contact",
+            "Ada Admin",
+            Role::Admin,
+            vec![],
+        ))
         .await?;
     store
         .create_user(&user(

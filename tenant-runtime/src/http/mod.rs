@@ -69,7 +69,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .route("/webhooks/sinch/{channel_app}", post(webhooks::sinch_webhook))
+        .route(
+            "/webhooks/sinch/{channel_app}",
+            post(webhooks::sinch_webhook),
+        )
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -170,14 +170,22 @@ impl Store {
             let in_memory = url.contains(":memory:");
             let pool = SqlitePoolOptions::new()
                 // An in-memory database exists per connection: keep exactly one.
-                .max_connections(if in_memory { 1 } else { options.max_connections })
+                .max_connections(if in_memory {
+                    1
+                } else {
+                    options.max_connections
+                })
                 .min_connections(if in_memory { 1 } else { 0 })
                 .idle_timeout(if in_memory {
                     None
                 } else {
                     Some(Duration::from_secs(600))
                 })
-                .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(1800)) })
+                .max_lifetime(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(1800))
+                })
                 .connect_with(connect)
                 .await?;
             Ok(Store::Sqlite(pool))
@@ -211,20 +219,22 @@ impl Store {
     /// Applies the embedded migrations that are not applied yet.
     pub async fn migrate(&self) -> Result<()> {
         let migrator = self.migrator();
-        on_pool!(self, |pool| migrator.run(pool).await.map_err(Error::Migrate))
+        on_pool!(self, |pool| migrator
+            .run(pool)
+            .await
+            .map_err(Error::Migrate))
     }
 
     /// Readiness: the database answers and every embedded migration is applied.
     pub async fn ready(&self) -> Result<bool> {
         let applied: Vec<i64> = on_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-                .fetch_all(pool)
-                .await?
+            sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(pool)
+            .await?
         });
-        Ok(self
-            .migrator()
-            .iter()
-            .all(|m| applied.contains(&m.version)))
+        Ok(self.migrator().iter().all(|m| applied.contains(&m.version)))
     }
 
     /// Closes the pool, waiting for connections to be returned.
