@@ -370,3 +370,62 @@ async fn messages_give_up_after_max_attempts() {
     );
     assert_eq!(h.store.outbox_count("failed").await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn short_lived_tokens_are_refreshed_before_expiry() {
+    let (url, guard) = common::database_url(Db::Sqlite);
+    // Tokens live 2 s: the client refreshes after 1 s (half the lifetime for short tokens).
+    let h = Harness::start_full(url, guard, |_| {}, |sim| sim.token_ttl_secs = 2).await;
+    let conv = customer_writes(&h, "wa", ChannelType::Whatsapp).await;
+    for n in 1..=3 {
+        let r = reply(
+            &h,
+            &conv,
+            json!({ "type": "text", "text": format!("reply {n}") }),
+        )
+        .await;
+        assert_eq!(r.status(), 202);
+        eventually(10, "sent", || async {
+            (h.store.outbox_count("sent").await.unwrap() == n).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    // Each send succeeded at the first attempt: no 401 from an expired token.
+    let convs = h.store.messages(&conv).await.unwrap();
+    for m in convs
+        .iter()
+        .filter(|m| m.direction == contact_runtime::domain::Direction::Outbound)
+    {
+        assert_eq!(h.store.outbox_row(&m.id).await.unwrap().1, 1, "{m:?}");
+    }
+}
+
+#[tokio::test]
+async fn simulator_refuses_bad_credentials_and_bearers() {
+    let h = Harness::start(Db::Sqlite, |_| {}).await;
+    let r = h
+        .http
+        .post(format!("{}/oauth2/token", h.sim_url))
+        .basic_auth("test-key", Some("wrong"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = h
+        .http
+        .post(format!(
+            "{}/v1/projects/test-project/messages:send",
+            h.sim_url
+        ))
+        .bearer_auth("forged")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["status"], "UNAUTHENTICATED");
+    assert_eq!(err["error"]["code"], 401);
+}

@@ -130,6 +130,16 @@ impl Harness {
 
     /// Starts both on an existing database URL.
     pub async fn start_on(url: String, guard: DbGuard, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_full(url, guard, tweak, |_| {}).await
+    }
+
+    /// Starts both, adjusting the runtime's and the simulator's settings.
+    pub async fn start_full(
+        url: String,
+        guard: DbGuard,
+        tweak: impl FnOnce(&mut Settings),
+        sim_tweak: impl FnOnce(&mut SimSettings),
+    ) -> Self {
         let listen = free_addr();
         let sim_addr = free_addr();
         let mut settings = settings(&url, listen, sim_addr);
@@ -137,6 +147,7 @@ impl Harness {
         let runtime_url = format!("http://{listen}");
         let mut sim_settings = SimSettings::for_runtime(&settings, sim_addr, &runtime_url);
         sim_settings.report_delay_ms = 20;
+        sim_tweak(&mut sim_settings);
         let sim = Simulator::bind(sim_settings).await.expect("bind simulator");
         let simulator = tokio::spawn(async move {
             let _ = sim.run_until(std::future::pending()).await;
