@@ -412,4 +412,20 @@ async fn probes_and_auth() {
     let err: Value = r.json().await.unwrap();
     assert_eq!(err["error"]["code"], "invalid_query");
     assert_eq!(get("/nowhere").await.unwrap().status(), 404);
+    // axum's own refusals come in the same JSON shape.
+    let r = get("/webhooks/sinch/wa").await.unwrap();
+    assert_eq!(r.status(), 405);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "method_not_allowed");
+    let r = h
+        .http
+        .post(format!("{}/webhooks/sinch/wa", h.url))
+        .body(vec![b'x'; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "payload_too_large");
+    assert_eq!(h.store.count("webhook_nonces").await.unwrap(), 0);
 }

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         )
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -104,4 +105,42 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         }
         .into_response()
     }
+}
+
+/// Errors produced by axum itself (405, 413, …) come as plain text; rewrite them into the same
+/// JSON shape as every other error so clients parse one format.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status.as_u16() {
+        405 => "method_not_allowed",
+        408 => "timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        _ => "error",
+    };
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let body = error::ErrorBody {
+        error: error::ErrorDetail {
+            code: code.to_owned(),
+            message: status
+                .canonical_reason()
+                .unwrap_or("request failed")
+                .to_owned(),
+        },
+    };
+    let mut rewritten = (status, axum::Json(body)).into_response();
+    if let Some(allow) = allow {
+        rewritten
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    rewritten
 }
