@@ -17,6 +17,7 @@ use contact_runtime::channels::simulator::{
 };
 use contact_runtime::domain::ChannelType;
 use contact_runtime::storage::{ConnectOptions, Store};
+use futures::StreamExt as _;
 use serde_json::{Value, json};
 
 /// Kills the runtime process if the test ends early.
@@ -70,9 +71,9 @@ async fn progress(http: &reqwest::Client, sim: &str) -> StreamProgress {
         .unwrap()
 }
 
-/// Sends one reply per conversation (idempotent per conversation); retries while the runtime is
-/// down. Returns the reply message ids.
-async fn reply_to_all(http: &reqwest::Client, url: &str) -> HashSet<String> {
+/// Sends one reply per conversation (idempotent per conversation, eight at a time); retries
+/// while the runtime is down. Returns the reply message ids.
+async fn reply_to_all(http: reqwest::Client, url: String) -> HashSet<String> {
     let convs: Vec<Value> = loop {
         match http
             .get(format!("{url}/api/v1/conversations?limit=500"))
@@ -84,29 +85,37 @@ async fn reply_to_all(http: &reqwest::Client, url: &str) -> HashSet<String> {
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     };
-    let mut ids = HashSet::new();
-    for c in convs {
-        let conv = c["id"].as_str().unwrap().to_owned();
-        loop {
-            let r = http
-                .post(format!("{url}/api/v1/conversations/{conv}/messages"))
-                .bearer_auth("crash-token")
-                .header("Idempotency-Key", format!("reply-{conv}"))
-                .json(&json!({ "content": { "type": "text", "text": "Thanks, we are looking into it." } }))
-                .send()
-                .await;
-            match r {
-                Ok(r) if r.status().is_success() => {
-                    let m: Value = r.json().await.unwrap();
-                    ids.insert(m["id"].as_str().unwrap().to_owned());
-                    break;
+    futures::stream::iter(convs)
+        .map(|c| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let conv = c["id"].as_str().unwrap().to_owned();
+                loop {
+                    let r = http
+                        .post(format!("{url}/api/v1/conversations/{conv}/messages"))
+                        .bearer_auth("crash-token")
+                        // The same key on every try: a request that committed before the kill
+                        // but lost its response returns the first message instead of a second.
+                        .header("Idempotency-Key", format!("reply-{conv}"))
+                        .json(&json!({ "content": { "type": "text", "text": "Thanks, we are looking into it." } }))
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            let m: Value = r.json().await.unwrap();
+                            break m["id"].as_str().unwrap().to_owned();
+                        }
+                        Ok(r) if r.status().is_client_error() => {
+                            panic!("reply refused: {}", r.status())
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
                 }
-                Ok(r) if r.status().is_client_error() => panic!("reply refused: {}", r.status()),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
-        }
-    }
-    ids
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,13 +191,17 @@ channels:
         .unwrap();
     assert_eq!(r.status(), 202);
 
-    // Let a good part of the stream land, queue a reply to every conversation so far, and kill
-    // the runtime while both the stream and the outbox are in flight.
-    eventually(120, "30% acknowledged", || async {
-        (progress(&http, &sim_url).await.acknowledged >= count * 3 / 10).then_some(())
+    // Once a fifth of the stream landed, agents start replying to every conversation so far;
+    // at half the stream the runtime is killed, with webhooks, replies and outbox in flight.
+    eventually(120, "20% acknowledged", || async {
+        (progress(&http, &sim_url).await.acknowledged >= count / 5).then_some(())
     })
     .await;
-    let mut replies = reply_to_all(&http, &url).await;
+    let first_replies = tokio::spawn(reply_to_all(http.clone(), url.clone()));
+    eventually(120, "50% acknowledged", || async {
+        (progress(&http, &sim_url).await.acknowledged >= count / 2).then_some(())
+    })
+    .await;
     runtime.kill();
     let at_kill = progress(&http, &sim_url).await;
     assert!(
@@ -199,6 +212,7 @@ channels:
 
     let mut runtime = Runtime::spawn(&config);
     wait_ready(&http, &url).await;
+    let mut replies = first_replies.await.unwrap();
     let done = eventually(180, "stream finished", || async {
         let p = progress(&http, &sim_url).await;
         p.done.then_some(p)
@@ -208,7 +222,7 @@ channels:
     assert_eq!(done.acknowledged, count);
     assert!(done.attempts > count, "the outage forced retries: {done:?}");
     // Replies for the rest (same keys again for the first ones: no second message).
-    replies.extend(reply_to_all(&http, &url).await);
+    replies.extend(reply_to_all(http.clone(), url.clone()).await);
 
     let store = Store::connect(
         &format!("sqlite:{}", db.display()),
