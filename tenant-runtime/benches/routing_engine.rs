@@ -1,0 +1,2 @@
+//! Routing engine benchmark (filled in below).
+fn main() {}

@@ -1,0 +1,904 @@
+//! The allocation engine: which waiting conversation goes to which agent, and why.
+//!
+//! # Rules
+//!
+//! * Conversations are served by priority (higher first), then by queue position (earliest
+//!   `enqueued_at`), then by id. Each is considered once per run; one that finds no eligible
+//!   agent is skipped (it does not block the conversations behind it).
+//! * An agent is *eligible* for automatic allocation when they are available, connected, have
+//!   auto-allocate on, have free capacity and hold every required skill **active** at the required
+//!   minimum level, after the conversation's widening ([`RoutingSettings::widening`]). An agent
+//!   the conversation was returned by (unassign) is not eligible for it.
+//! * A conversation pinned to an agent (transfer) goes only to that agent, when they are
+//!   available, connected, have free capacity and the skills; auto-allocate is ignored because a
+//!   transfer is an explicit human decision.
+//! * Otherwise the contact's last agent wins if they served the contact inside the sticky window
+//!   and are eligible now (sticky routing does not wait for a busy agent).
+//! * Otherwise the eligible agent with the lowest **load ratio** (load / capacity, compared
+//!   exactly by cross-multiplication) wins; with a uniform capacity this is the least absolute
+//!   load. Ties go to the agent idle longest (least recently assigned, never-assigned first), then
+//!   to the lowest id.
+//! * Every assignment updates the agent's load and last-assignment time before the next
+//!   conversation is considered.
+//!
+//! # Efficiency
+//!
+//! Skill names are interned to bit positions; a conversation's requirements are interned once
+//! and resolved, per widening, into a [`Need`] (a skill mask plus minimum levels). A run keeps,
+//! per need it meets, an ordered set of the eligible agents keyed by rank, built lazily and
+//! updated on each assignment, so picking an agent is `O(log agents)` and a need no agent can
+//! meet is skipped in `O(1)` for the rest of the run. The run ends early once no reachable agent
+//! has free capacity. [`super::naive`] is the straightforward scan this replaces; the property
+//! tests check both produce the same decisions.
+//!
+//! # Incremental runs
+//!
+//! After any run, no waiting conversation has an eligible agent (a skipped conversation had
+//! none when considered, and agents only lose eligibility during a run). So when an event makes
+//! only some agents newly eligible (capacity freed, came online, skill or auto-allocate turned
+//! on) and adds some conversations to the queue, a run only needs those conversations against all
+//! agents and the other waiting conversations against those agents: [`Scope::Incremental`].
+//! Time can break this (a wait crossing a widening threshold); [`super::state::RoutingState`]
+//! falls back to a full run then.
+
+use std::{
+    cmp::{Ordering, Reverse},
+    collections::{BTreeSet, HashMap, HashSet},
+};
+
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+
+use super::{
+    explain::{CandidateFacts, Decision, Exclusion, ExplainLevel, Explanation, Verdict, WinReason},
+    model::{
+        Agent, AgentId, AgentStatus, ConversationId, Level, RoutingSettings, SkillRequirement,
+        Snapshot, WaitingConversation, Widening,
+    },
+};
+
+/// Runs a full allocation over a snapshot and returns the decisions in the order taken.
+///
+/// Agent and conversation ids must be unique within the snapshot.
+pub fn allocate(snapshot: &Snapshot, explain: ExplainLevel) -> Vec<Decision> {
+    let mut index = Index::new(
+        snapshot.agents.iter().cloned(),
+        snapshot.waiting.iter().cloned(),
+    );
+    index.run(&snapshot.settings, snapshot.now, &Scope::Full, explain)
+}
+
+/// Why a manual pick was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PickError {
+    /// No such agent.
+    #[error("agent {0} is unknown")]
+    UnknownAgent(AgentId),
+    /// No such conversation.
+    #[error("conversation {0} is unknown")]
+    UnknownConversation(ConversationId),
+    /// The conversation is not in the queue (snapshot view: it is assigned or closed).
+    #[error("conversation {0} is not waiting")]
+    NotWaiting(ConversationId),
+    /// The conversation is already assigned.
+    #[error("conversation {conversation} is already assigned to agent {agent}")]
+    AlreadyAssigned {
+        /// The conversation.
+        conversation: ConversationId,
+        /// Its agent.
+        agent: AgentId,
+    },
+    /// The conversation is closed.
+    #[error("conversation {0} is closed")]
+    Closed(ConversationId),
+    /// Offline agents cannot take conversations.
+    #[error("agent {0} is offline")]
+    AgentOffline(AgentId),
+    /// The agent is at capacity.
+    #[error("agent {agent} is at capacity ({load}/{capacity})")]
+    AgentAtCapacity {
+        /// The agent.
+        agent: AgentId,
+        /// Open conversations.
+        load: u32,
+        /// Capacity.
+        capacity: u32,
+    },
+    /// The agent lacks a required skill (after widening).
+    #[error("agent {agent} cannot take it: {reason}")]
+    AgentLacksSkill {
+        /// The agent.
+        agent: AgentId,
+        /// Which skill and how.
+        reason: Exclusion,
+    },
+    /// The conversation was transferred to another agent.
+    #[error("conversation {conversation} is reserved for agent {agent}")]
+    PinnedToOther {
+        /// The conversation.
+        conversation: ConversationId,
+        /// The agent it is reserved for.
+        agent: AgentId,
+    },
+}
+
+/// Checks a manual pick against a snapshot (the conversation must be waiting) and returns the
+/// decision. The persistence layer then claims the conversation atomically (see `ROUTING.md`):
+/// two agents picking the same conversation are both accepted here, and one claim fails.
+pub fn pick(
+    snapshot: &Snapshot,
+    agent: AgentId,
+    conversation: ConversationId,
+) -> Result<Decision, PickError> {
+    let agent = snapshot
+        .agents
+        .iter()
+        .find(|a| a.id == agent)
+        .ok_or(PickError::UnknownAgent(agent))?;
+    let conversation = snapshot
+        .waiting
+        .iter()
+        .find(|c| c.id == conversation)
+        .ok_or(PickError::NotWaiting(conversation))?;
+    check_pick(agent, conversation, &snapshot.settings, snapshot.now)
+}
+
+/// The pick rules on plain data: available or away (not offline), free capacity, the skills
+/// after widening, and not reserved for someone else. Auto-allocate does not matter.
+pub(crate) fn check_pick(
+    agent: &Agent,
+    conversation: &WaitingConversation,
+    settings: &RoutingSettings,
+    now: DateTime<Utc>,
+) -> Result<Decision, PickError> {
+    if agent.status == AgentStatus::Offline {
+        return Err(PickError::AgentOffline(agent.id));
+    }
+    if let Some(pinned) = conversation.pinned_agent.filter(|p| *p != agent.id) {
+        return Err(PickError::PinnedToOther {
+            conversation: conversation.id,
+            agent: pinned,
+        });
+    }
+    if agent.free() == 0 {
+        return Err(PickError::AgentAtCapacity {
+            agent: agent.id,
+            load: agent.load,
+            capacity: agent.capacity,
+        });
+    }
+    let widening = settings.widening(conversation.enqueued_at, now);
+    if let Some(reason) = skill_gap(agent, &conversation.required_skills, widening) {
+        return Err(PickError::AgentLacksSkill {
+            agent: agent.id,
+            reason,
+        });
+    }
+    Ok(Decision {
+        conversation: conversation.id,
+        agent: agent.id,
+        explanation: Explanation {
+            reason: WinReason::ManualPick,
+            winner: facts(agent),
+            runner_up: None,
+            widening,
+            considered: Vec::new(),
+        },
+    })
+}
+
+/// Whether a requirement still applies under a widening, and with which minimum level.
+pub(crate) fn effective(
+    requirement: &SkillRequirement,
+    widening: Widening,
+) -> Option<Option<Level>> {
+    if requirement.optional && widening.optional_dropped {
+        return None;
+    }
+    Some(if widening.levels_relaxed {
+        None
+    } else {
+        requirement.min_level
+    })
+}
+
+/// The first required skill (in the requirement's order) the agent does not meet, on plain data.
+pub(crate) fn skill_gap(
+    agent: &Agent,
+    requirements: &[SkillRequirement],
+    widening: Widening,
+) -> Option<Exclusion> {
+    requirements.iter().find_map(|requirement| {
+        let min_level = effective(requirement, widening)?;
+        let skill = requirement.skill.clone();
+        match agent.skills.get(&requirement.skill) {
+            None => Some(Exclusion::MissingSkill { skill }),
+            Some(held) if !held.active => Some(Exclusion::InactiveSkill { skill }),
+            Some(held) => match min_level {
+                Some(required) if held.level.unwrap_or(0) < required => {
+                    Some(Exclusion::LevelTooLow {
+                        skill,
+                        level: held.level,
+                        required,
+                    })
+                }
+                _ => None,
+            },
+        }
+    })
+}
+
+/// The first reason an agent cannot receive a conversation automatically, on plain data.
+/// `pinned` relaxes the auto-allocate rule (transfers).
+pub(crate) fn exclusion(
+    agent: &Agent,
+    conversation: &WaitingConversation,
+    widening: Widening,
+) -> Option<Exclusion> {
+    if let Some(pinned) = conversation.pinned_agent.filter(|p| *p != agent.id) {
+        return Some(Exclusion::PinnedToOther { agent: pinned });
+    }
+    let pinned = conversation.pinned_agent == Some(agent.id);
+    if !pinned && conversation.avoid_agent == Some(agent.id) {
+        return Some(Exclusion::ReturnedByAgent);
+    }
+    if agent.status != AgentStatus::Available {
+        return Some(Exclusion::NotAvailable {
+            status: agent.status,
+        });
+    }
+    if !agent.is_reachable() {
+        return Some(Exclusion::Disconnected);
+    }
+    if !pinned && !agent.auto_allocate {
+        return Some(Exclusion::AutoAllocateOff);
+    }
+    if agent.free() == 0 {
+        return Some(Exclusion::AtCapacity {
+            load: agent.load,
+            capacity: agent.capacity,
+        });
+    }
+    skill_gap(agent, &conversation.required_skills, widening)
+}
+
+fn facts(agent: &Agent) -> CandidateFacts {
+    CandidateFacts {
+        agent: agent.id,
+        load: agent.load,
+        capacity: agent.capacity,
+        last_assigned_at: agent.last_assigned_at,
+    }
+}
+
+/// Compares two agents by the ranking rule: load ratio, then idle longest, then id.
+pub(crate) fn compare_rank(a: &Agent, b: &Agent) -> Ordering {
+    RankKey::of(a, 0).cmp(&RankKey::of(b, 0))
+}
+
+/// The ranking key of an eligible agent; smaller is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RankKey {
+    load: u32,
+    capacity: u32,
+    last_assigned_at: Option<DateTime<Utc>>,
+    agent: AgentId,
+    slot: usize,
+}
+
+impl RankKey {
+    fn of(agent: &Agent, slot: usize) -> Self {
+        Self {
+            load: agent.load,
+            capacity: agent.capacity,
+            last_assigned_at: agent.last_assigned_at,
+            agent: agent.id,
+            slot,
+        }
+    }
+
+    fn ratio_cmp(&self, other: &Self) -> Ordering {
+        (u64::from(self.load) * u64::from(other.capacity))
+            .cmp(&(u64::from(other.load) * u64::from(self.capacity)))
+    }
+
+    /// Why `self` beats `runner_up`.
+    fn win_reason(&self, runner_up: Option<&Self>) -> WinReason {
+        let Some(other) = runner_up else {
+            return WinReason::OnlyCandidate;
+        };
+        if self.ratio_cmp(other) == Ordering::Less {
+            WinReason::LeastLoaded
+        } else if self.last_assigned_at < other.last_assigned_at {
+            WinReason::IdleLongest
+        } else {
+            WinReason::LowestId
+        }
+    }
+}
+
+impl Ord for RankKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // `None < Some(_)`: an agent never assigned counts as idle longest.
+        self.ratio_cmp(other)
+            .then_with(|| self.last_assigned_at.cmp(&other.last_assigned_at))
+            .then_with(|| self.agent.cmp(&other.agent))
+    }
+}
+
+impl PartialOrd for RankKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// What a run covers.
+#[derive(Debug, Clone)]
+pub(crate) enum Scope {
+    /// Every waiting conversation against every agent.
+    Full,
+    /// `conversations` against every agent; every other waiting conversation only against
+    /// `agents`. Correct only when, before the event, no waiting conversation had an eligible
+    /// agent (see the module docs).
+    Incremental {
+        /// Agents that may have become eligible for conversations already waiting.
+        agents: Vec<AgentId>,
+        /// Conversations that (re)entered the queue.
+        conversations: Vec<ConversationId>,
+    },
+}
+
+/// A set of skill positions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Mask(Vec<u64>);
+
+impl Mask {
+    fn set(&mut self, bit: usize) {
+        let word = bit / 64;
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
+        self.0[word] |= 1 << (bit % 64);
+    }
+
+    fn contains_all(&self, other: &Mask) -> bool {
+        other
+            .0
+            .iter()
+            .enumerate()
+            .all(|(i, want)| want & !self.0.get(i).copied().unwrap_or(0) == 0)
+    }
+}
+
+/// Effective requirements after widening: skills that must be active, and minimum levels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+struct Need {
+    mask: Mask,
+    levels: Vec<(usize, Level)>,
+}
+
+/// An agent with their skills compiled to positions.
+#[derive(Debug, Clone)]
+struct Slot {
+    agent: Agent,
+    active: Mask,
+    /// Level by skill position; 0 when unleveled or not held.
+    levels: Vec<Level>,
+}
+
+impl Slot {
+    fn meets(&self, need: &Need) -> bool {
+        self.active.contains_all(&need.mask)
+            && need
+                .levels
+                .iter()
+                .all(|&(skill, min)| self.levels.get(skill).copied().unwrap_or(0) >= min)
+    }
+
+    /// Available, connected, free capacity: may receive pinned conversations.
+    fn open(&self) -> bool {
+        self.agent.is_reachable() && self.agent.free() > 0
+    }
+
+    /// May receive conversations automatically (skills aside).
+    fn auto_open(&self) -> bool {
+        self.open() && self.agent.auto_allocate
+    }
+}
+
+/// Interning of skills, requirement lists and needs.
+#[derive(Debug, Clone, Default)]
+struct Matcher {
+    skills: HashMap<String, usize>,
+    requirements: Vec<Vec<SkillRequirement>>,
+    requirement_ids: HashMap<Vec<SkillRequirement>, usize>,
+    /// Need per requirement list and widening (index: levels_relaxed + 2 * optional_dropped).
+    requirement_needs: Vec<[Option<usize>; 4]>,
+    needs: Vec<Need>,
+    need_ids: HashMap<Need, usize>,
+}
+
+impl Matcher {
+    fn skill(&mut self, name: &str) -> usize {
+        if let Some(&position) = self.skills.get(name) {
+            return position;
+        }
+        let position = self.skills.len();
+        self.skills.insert(name.to_string(), position);
+        position
+    }
+
+    fn requirement(&mut self, list: &[SkillRequirement]) -> usize {
+        if let Some(&id) = self.requirement_ids.get(list) {
+            return id;
+        }
+        let id = self.requirements.len();
+        self.requirements.push(list.to_vec());
+        self.requirement_ids.insert(list.to_vec(), id);
+        self.requirement_needs.push([None; 4]);
+        id
+    }
+
+    fn need(&mut self, requirement: usize, widening: Widening) -> usize {
+        let slot =
+            usize::from(widening.levels_relaxed) + 2 * usize::from(widening.optional_dropped);
+        if let Some(need) = self.requirement_needs[requirement][slot] {
+            return need;
+        }
+        let mut need = Need::default();
+        for index in 0..self.requirements[requirement].len() {
+            let required = &self.requirements[requirement][index];
+            let Some(min_level) = effective(required, widening) else {
+                continue;
+            };
+            let name = required.skill.clone();
+            let position = self.skill(&name);
+            need.mask.set(position);
+            if let Some(min) = min_level {
+                need.levels.push((position, min));
+            }
+        }
+        need.levels.sort_unstable();
+        let id = match self.need_ids.get(&need) {
+            Some(&id) => id,
+            None => {
+                let id = self.needs.len();
+                self.needs.push(need.clone());
+                self.need_ids.insert(need, id);
+                id
+            }
+        };
+        self.requirement_needs[requirement][slot] = Some(id);
+        id
+    }
+
+    fn compile(&mut self, agent: Agent) -> Slot {
+        let mut active = Mask::default();
+        let mut levels = Vec::new();
+        for (name, held) in &agent.skills {
+            let position = self.skill(name);
+            if held.active {
+                active.set(position);
+            }
+            if levels.len() <= position {
+                levels.resize(position + 1, 0);
+            }
+            levels[position] = held.level.unwrap_or(0);
+        }
+        Slot {
+            agent,
+            active,
+            levels,
+        }
+    }
+}
+
+/// Queue order: priority (higher first), enqueued-at, id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct QueueKey(Reverse<i32>, DateTime<Utc>, ConversationId);
+
+impl QueueKey {
+    fn of(conversation: &WaitingConversation) -> Self {
+        Self(
+            Reverse(conversation.priority),
+            conversation.enqueued_at,
+            conversation.id,
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Queued {
+    conversation: WaitingConversation,
+    requirement: usize,
+}
+
+/// Compiled agents and queue, kept across runs by [`super::state::RoutingState`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Index {
+    matcher: Matcher,
+    slots: Vec<Slot>,
+    slot_of: HashMap<AgentId, usize>,
+    order: BTreeSet<QueueKey>,
+    queued: HashMap<ConversationId, Queued>,
+    /// Enqueue times of waiting conversations, to find widening thresholds crossed.
+    enqueue_times: BTreeSet<(DateTime<Utc>, ConversationId)>,
+}
+
+impl Index {
+    /// Compiles agents and waiting conversations.
+    pub(crate) fn new(
+        agents: impl IntoIterator<Item = Agent>,
+        waiting: impl IntoIterator<Item = WaitingConversation>,
+    ) -> Self {
+        let mut index = Self::default();
+        for agent in agents {
+            index.put_agent(agent);
+        }
+        for conversation in waiting {
+            index.enqueue(conversation);
+        }
+        index
+    }
+
+    /// Adds or replaces an agent.
+    pub(crate) fn put_agent(&mut self, agent: Agent) {
+        let id = agent.id;
+        let slot = self.matcher.compile(agent);
+        match self.slot_of.get(&id) {
+            Some(&position) => self.slots[position] = slot,
+            None => {
+                self.slot_of.insert(id, self.slots.len());
+                self.slots.push(slot);
+            }
+        }
+    }
+
+    /// The agent, if known.
+    pub(crate) fn agent(&self, id: AgentId) -> Option<&Agent> {
+        self.slot_of.get(&id).map(|&slot| &self.slots[slot].agent)
+    }
+
+    /// All agents, in registration order.
+    pub(crate) fn agents(&self) -> impl Iterator<Item = &Agent> {
+        self.slots.iter().map(|slot| &slot.agent)
+    }
+
+    /// Changes an agent and recompiles their skills.
+    pub(crate) fn update_agent(&mut self, id: AgentId, change: impl FnOnce(&mut Agent)) -> bool {
+        let Some(&position) = self.slot_of.get(&id) else {
+            return false;
+        };
+        let mut agent = self.slots[position].agent.clone();
+        change(&mut agent);
+        self.slots[position] = self.matcher.compile(agent);
+        true
+    }
+
+    /// Changes an agent's load bookkeeping (no skill recompilation).
+    pub(crate) fn update_load(&mut self, id: AgentId, change: impl FnOnce(&mut Agent)) -> bool {
+        let Some(&position) = self.slot_of.get(&id) else {
+            return false;
+        };
+        change(&mut self.slots[position].agent);
+        true
+    }
+
+    /// Puts a conversation in the queue (replacing it if already there).
+    pub(crate) fn enqueue(&mut self, conversation: WaitingConversation) {
+        self.dequeue(conversation.id);
+        let requirement = self.matcher.requirement(&conversation.required_skills);
+        self.order.insert(QueueKey::of(&conversation));
+        self.enqueue_times
+            .insert((conversation.enqueued_at, conversation.id));
+        self.queued.insert(
+            conversation.id,
+            Queued {
+                conversation,
+                requirement,
+            },
+        );
+    }
+
+    /// Takes a conversation out of the queue.
+    pub(crate) fn dequeue(&mut self, id: ConversationId) -> Option<WaitingConversation> {
+        let queued = self.queued.remove(&id)?;
+        self.order.remove(&QueueKey::of(&queued.conversation));
+        self.enqueue_times
+            .remove(&(queued.conversation.enqueued_at, id));
+        Some(queued.conversation)
+    }
+
+    /// Waiting conversations in queue order.
+    pub(crate) fn waiting_in_order(&self) -> impl Iterator<Item = &WaitingConversation> {
+        self.order
+            .iter()
+            .map(|key| &self.queued[&key.2].conversation)
+    }
+
+    /// Number of waiting conversations.
+    pub(crate) fn waiting_len(&self) -> usize {
+        self.queued.len()
+    }
+
+    /// Whether some waiting conversation crossed a widening threshold in `(since, now]`.
+    pub(crate) fn widening_crossed(
+        &self,
+        settings: &RoutingSettings,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
+        [
+            settings.relax_levels_after_secs,
+            settings.drop_optional_after_secs,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|secs| {
+            let after = super::model::secs_delta(secs);
+            // enqueued_at + after in (since, now]  <=>  enqueued_at in (since - after, now - after]
+            let low = since - after;
+            let high = now - after;
+            self.enqueue_times
+                .range((low, ConversationId(i64::MAX))..)
+                .next()
+                .is_some_and(|(at, _)| *at <= high)
+        })
+    }
+
+    /// The next instant a waiting conversation crosses a widening threshold, after `now`.
+    pub(crate) fn next_widening(
+        &self,
+        settings: &RoutingSettings,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        [
+            settings.relax_levels_after_secs,
+            settings.drop_optional_after_secs,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|secs| {
+            let after = super::model::secs_delta(secs);
+            self.enqueue_times
+                .range((now - after, ConversationId(i64::MAX))..)
+                .next()
+                .map(|(at, _)| *at + after)
+        })
+        .min()
+    }
+
+    /// Runs an allocation, applies its decisions to the index (loads, last-assignment times,
+    /// queue) and returns them in the order taken.
+    pub(crate) fn run(
+        &mut self,
+        settings: &RoutingSettings,
+        now: DateTime<Utc>,
+        scope: &Scope,
+        explain: ExplainLevel,
+    ) -> Vec<Decision> {
+        let Self {
+            matcher,
+            slots,
+            slot_of,
+            order,
+            queued,
+            enqueue_times,
+        } = self;
+        let (focus_slots, focus_conversations): (Vec<usize>, HashSet<ConversationId>) = match scope
+        {
+            Scope::Full => (Vec::new(), HashSet::new()),
+            Scope::Incremental {
+                agents,
+                conversations,
+            } => (
+                agents
+                    .iter()
+                    .filter_map(|id| slot_of.get(id).copied())
+                    .collect(),
+                conversations
+                    .iter()
+                    .copied()
+                    .filter(|id| queued.contains_key(id))
+                    .collect(),
+            ),
+        };
+        let full = matches!(scope, Scope::Full);
+        let mut sets = CandidateSets::new(slots.len());
+        let mut open_slots = slots.iter().filter(|slot| slot.open()).count();
+        let mut focus_left = focus_conversations.len();
+        let mut decisions = Vec::new();
+
+        for key in order.iter() {
+            if open_slots == 0 {
+                break;
+            }
+            let entry = &queued[&key.2];
+            let conversation = &entry.conversation;
+            let in_focus = full || focus_conversations.contains(&conversation.id);
+            if in_focus && !full {
+                focus_left -= 1;
+            }
+            if !in_focus && !focus_slots.iter().any(|&s| slots[s].open()) {
+                if focus_left == 0 {
+                    break;
+                }
+                continue;
+            }
+            let widening = settings.widening(conversation.enqueued_at, now);
+            let need_id = matcher.need(entry.requirement, widening);
+            let need = &matcher.needs[need_id];
+            // May this agent be considered for this conversation in this scope?
+            let in_scope = |slot: usize| in_focus || focus_slots.contains(&slot);
+
+            let choice: Option<(usize, WinReason, Option<RankKey>)> =
+                if let Some(pinned) = conversation.pinned_agent {
+                    slot_of
+                        .get(&pinned)
+                        .copied()
+                        .filter(|&s| in_scope(s) && slots[s].open() && slots[s].meets(need))
+                        .map(|s| (s, WinReason::Pinned, None))
+                } else {
+                    let avoid = conversation
+                        .avoid_agent
+                        .and_then(|id| slot_of.get(&id).copied());
+                    let eligible =
+                        |s: usize| Some(s) != avoid && slots[s].auto_open() && slots[s].meets(need);
+                    let sticky = conversation
+                        .last_agent
+                        .filter(|last| settings.sticky_applies(last, now))
+                        .and_then(|last| slot_of.get(&last.agent).copied())
+                        .filter(|&s| in_scope(s) && eligible(s));
+                    // The ranking winner and runner-up (excluding the sticky agent as runner-up).
+                    let ranked: Vec<RankKey> = if in_focus {
+                        sets.best(need_id, need, slots, 3)
+                            .into_iter()
+                            .filter(|k| Some(k.slot) != avoid)
+                            .collect()
+                    } else {
+                        let mut keys: Vec<RankKey> = focus_slots
+                            .iter()
+                            .copied()
+                            .filter(|&s| eligible(s))
+                            .map(|s| RankKey::of(&slots[s].agent, s))
+                            .collect();
+                        keys.sort_unstable();
+                        keys.dedup();
+                        keys
+                    };
+                    match sticky {
+                        Some(s) => {
+                            let served_at = conversation.last_agent.map(|l| l.served_at);
+                            let runner = ranked.iter().find(|k| k.slot != s).copied();
+                            served_at.map(|served_at| (s, WinReason::Sticky { served_at }, runner))
+                        }
+                        None => ranked.first().map(|winner| {
+                            let runner = ranked.get(1).copied();
+                            (winner.slot, winner.win_reason(runner.as_ref()), runner)
+                        }),
+                    }
+                };
+
+            let Some((slot, reason, runner_up)) = choice else {
+                continue;
+            };
+            let considered = match explain {
+                ExplainLevel::Summary => Vec::new(),
+                ExplainLevel::Full => verdicts(slots, conversation, widening),
+            };
+            let explanation = Explanation {
+                reason,
+                winner: facts(&slots[slot].agent),
+                runner_up: runner_up.map(|k| facts(&slots[k.slot].agent)),
+                widening,
+                considered,
+            };
+            decisions.push(Decision {
+                conversation: conversation.id,
+                agent: slots[slot].agent.id,
+                explanation,
+            });
+
+            // Apply the assignment so later conversations see it.
+            let old = RankKey::of(&slots[slot].agent, slot);
+            let agent = &mut slots[slot].agent;
+            agent.load += 1;
+            agent.last_assigned_at = Some(now);
+            let new = RankKey::of(agent, slot);
+            let still_open = slots[slot].auto_open();
+            sets.moved(slot, old, new, still_open);
+            if !slots[slot].open() {
+                open_slots -= 1;
+            }
+        }
+
+        for decision in &decisions {
+            if let Some(q) = queued.remove(&decision.conversation) {
+                order.remove(&QueueKey::of(&q.conversation));
+                enqueue_times.remove(&(q.conversation.enqueued_at, q.conversation.id));
+            }
+        }
+        decisions
+    }
+}
+
+/// Every agent's verdict for a conversation, ranked agents first by rank.
+fn verdicts(
+    slots: &[Slot],
+    conversation: &WaitingConversation,
+    widening: Widening,
+) -> Vec<Verdict> {
+    let mut ranked: Vec<&Agent> = Vec::new();
+    let mut excluded = Vec::new();
+    for slot in slots {
+        match exclusion(&slot.agent, conversation, widening) {
+            None => ranked.push(&slot.agent),
+            Some(reason) => excluded.push(Verdict::Excluded {
+                agent: slot.agent.id,
+                reason,
+            }),
+        }
+    }
+    ranked.sort_by(|a, b| compare_rank(a, b));
+    let mut out: Vec<Verdict> = ranked
+        .into_iter()
+        .zip(1..)
+        .map(|(agent, rank)| Verdict::Ranked {
+            rank,
+            facts: facts(agent),
+        })
+        .collect();
+    excluded.sort_by_key(|v| match v {
+        Verdict::Excluded { agent, .. } => *agent,
+        Verdict::Ranked { facts, .. } => facts.agent,
+    });
+    out.extend(excluded);
+    out
+}
+
+/// Per need, the agents eligible for automatic allocation ordered by rank; built lazily.
+struct CandidateSets {
+    sets: HashMap<usize, BTreeSet<RankKey>>,
+    /// The needs each slot is a member of.
+    member_of: Vec<Vec<usize>>,
+}
+
+impl CandidateSets {
+    fn new(slots: usize) -> Self {
+        Self {
+            sets: HashMap::new(),
+            member_of: vec![Vec::new(); slots],
+        }
+    }
+
+    /// Up to `n` best candidates for a need.
+    fn best(&mut self, need_id: usize, need: &Need, slots: &[Slot], n: usize) -> Vec<RankKey> {
+        let member_of = &mut self.member_of;
+        let set = self.sets.entry(need_id).or_insert_with(|| {
+            let mut set = BTreeSet::new();
+            for (position, slot) in slots.iter().enumerate() {
+                if slot.auto_open() && slot.meets(need) {
+                    set.insert(RankKey::of(&slot.agent, position));
+                    member_of[position].push(need_id);
+                }
+            }
+            set
+        });
+        set.iter().take(n).copied().collect()
+    }
+
+    /// An agent's key changed (assignment); drop them from every set when no longer open.
+    fn moved(&mut self, slot: usize, old: RankKey, new: RankKey, still_open: bool) {
+        for need in &self.member_of[slot] {
+            if let Some(set) = self.sets.get_mut(need) {
+                set.remove(&old);
+                if still_open {
+                    set.insert(new);
+                }
+            }
+        }
+        if !still_open {
+            self.member_of[slot].clear();
+        }
+    }
+}
