@@ -19,6 +19,8 @@ pub mod naive;
 pub mod state;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 pub use categorize::{Categorized, Inbound, MatchedBy, categorize};

@@ -10,7 +10,10 @@
 //! capacity being freed (close, unassign, transfer), a skill being activated, auto-allocate
 //! being turned on, an agent profile being (re)registered, and [`Event::Tick`] (the periodic sweep,
 //! which also picks up skill widening as time passes). Events that only remove eligibility
-//! (away, disconnect, skill deactivated, auto-allocate off) do not run it.
+//! (away, disconnect, skill deactivated, auto-allocate off, closing a waiting conversation) do not
+//! run it, unless a waiting conversation crossed a widening threshold since the last run: then
+//! any event runs a full sweep. So after every accepted event no waiting conversation has an
+//! eligible agent (the property tests check this).
 //!
 //! The state is the single writer's view (see `ROUTING.md`): the service feeds it events in
 //! order, persists each decision with an atomic claim, and feeds back failures as events.
@@ -316,14 +319,12 @@ impl RoutingState {
         now: DateTime<Utc>,
         force_full: bool,
     ) -> Result<Vec<Decision>, EventError> {
-        let scope = self.change(event, now)?;
-        let Some(scope) = scope else {
-            return Ok(Vec::new());
-        };
-        let scope = if force_full || self.needs_full_run(now) {
-            Scope::Full
-        } else {
-            scope
+        let scope = match self.change(event, now)? {
+            // Time crossed a widening threshold since the last run: sweep whatever the event.
+            _ if self.needs_full_run(now) => Scope::Full,
+            None => return Ok(Vec::new()),
+            Some(_) if force_full => Scope::Full,
+            Some(scope) => scope,
         };
         Ok(self.allocate(now, &scope))
     }
