@@ -38,12 +38,15 @@
 //! only some agents newly eligible (capacity freed, came online, skill or auto-allocate turned
 //! on) and adds some conversations to the queue, a run only needs those conversations against all
 //! agents and the other waiting conversations against those agents: [`Scope::Incremental`].
-//! Time can break this (a wait crossing a widening threshold); [`super::state::RoutingState`]
-//! falls back to a full run then.
+//! Time could break this (a wait crossing a widening threshold), so
+//! [`super::state::RoutingState`] evaluates widening at the instant of its last sweep
+//! ([`super::state::Event::Tick`]), not at each event: between sweeps eligibility only changes
+//! through events.
 
 use std::{
     cmp::{Ordering, Reverse},
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeSet, BinaryHeap, HashMap},
+    hash::{BuildHasherDefault, Hasher},
 };
 
 use chrono::{DateTime, Utc};
@@ -65,7 +68,13 @@ pub fn allocate(snapshot: &Snapshot, explain: ExplainLevel) -> Vec<Decision> {
         snapshot.agents.iter().cloned(),
         snapshot.waiting.iter().cloned(),
     );
-    index.run(&snapshot.settings, snapshot.now, &Scope::Full, explain)
+    index.run(
+        &snapshot.settings,
+        snapshot.now,
+        snapshot.now,
+        &Scope::Full,
+        explain,
+    )
 }
 
 /// Why a manual pick was refused.
@@ -409,13 +418,13 @@ impl Slot {
 /// Interning of skills, requirement lists and needs.
 #[derive(Debug, Clone, Default)]
 struct Matcher {
-    skills: HashMap<String, usize>,
+    skills: FxHashMap<String, usize>,
     requirements: Vec<Vec<SkillRequirement>>,
-    requirement_ids: HashMap<Vec<SkillRequirement>, usize>,
+    requirement_ids: FxHashMap<Vec<SkillRequirement>, usize>,
     /// Need per requirement list and widening (index: levels_relaxed + 2 * optional_dropped).
     requirement_needs: Vec<[Option<usize>; 4]>,
     needs: Vec<Need>,
-    need_ids: HashMap<Need, usize>,
+    need_ids: FxHashMap<Need, usize>,
 }
 
 impl Matcher {
@@ -507,10 +516,20 @@ impl QueueKey {
     }
 }
 
+/// Waiting conversations sharing a requirement list and a pin: the unit an incremental run
+/// skips at once when a newly eligible agent cannot meet it.
+type BucketKey = (usize, Option<AgentId>);
+
 #[derive(Debug, Clone)]
 struct Queued {
     conversation: WaitingConversation,
     requirement: usize,
+}
+
+impl Queued {
+    fn bucket(&self) -> BucketKey {
+        (self.requirement, self.conversation.pinned_agent)
+    }
 }
 
 /// Compiled agents and queue, kept across runs by [`super::state::RoutingState`].
@@ -518,10 +537,11 @@ struct Queued {
 pub(crate) struct Index {
     matcher: Matcher,
     slots: Vec<Slot>,
-    slot_of: HashMap<AgentId, usize>,
+    slot_of: FxHashMap<AgentId, usize>,
     order: BTreeSet<QueueKey>,
-    queued: HashMap<ConversationId, Queued>,
-    /// Enqueue times of waiting conversations, to find widening thresholds crossed.
+    queued: FxHashMap<ConversationId, Queued>,
+    buckets: FxHashMap<BucketKey, BTreeSet<QueueKey>>,
+    /// Enqueue times of waiting conversations, to find the next widening threshold.
     enqueue_times: BTreeSet<(DateTime<Utc>, ConversationId)>,
 }
 
@@ -575,7 +595,7 @@ impl Index {
         true
     }
 
-    /// Changes an agent's load bookkeeping (no skill recompilation).
+    /// Changes an agent's status, toggle or load bookkeeping (no skill recompilation).
     pub(crate) fn update_load(&mut self, id: AgentId, change: impl FnOnce(&mut Agent)) -> bool {
         let Some(&position) = self.slot_of.get(&id) else {
             return false;
@@ -588,24 +608,29 @@ impl Index {
     pub(crate) fn enqueue(&mut self, conversation: WaitingConversation) {
         self.dequeue(conversation.id);
         let requirement = self.matcher.requirement(&conversation.required_skills);
-        self.order.insert(QueueKey::of(&conversation));
-        self.enqueue_times
-            .insert((conversation.enqueued_at, conversation.id));
-        self.queued.insert(
-            conversation.id,
-            Queued {
-                conversation,
-                requirement,
-            },
-        );
+        let key = QueueKey::of(&conversation);
+        let queued = Queued {
+            conversation,
+            requirement,
+        };
+        self.order.insert(key);
+        self.buckets.entry(queued.bucket()).or_default().insert(key);
+        self.enqueue_times.insert((key.1, key.2));
+        self.queued.insert(key.2, queued);
     }
 
     /// Takes a conversation out of the queue.
     pub(crate) fn dequeue(&mut self, id: ConversationId) -> Option<WaitingConversation> {
         let queued = self.queued.remove(&id)?;
-        self.order.remove(&QueueKey::of(&queued.conversation));
-        self.enqueue_times
-            .remove(&(queued.conversation.enqueued_at, id));
+        let key = QueueKey::of(&queued.conversation);
+        self.order.remove(&key);
+        if let Some(bucket) = self.buckets.get_mut(&queued.bucket()) {
+            bucket.remove(&key);
+            if bucket.is_empty() {
+                self.buckets.remove(&queued.bucket());
+            }
+        }
+        self.enqueue_times.remove(&(key.1, id));
         Some(queued.conversation)
     }
 
@@ -621,36 +646,12 @@ impl Index {
         self.queued.len()
     }
 
-    /// Whether some waiting conversation crossed a widening threshold in `(since, now]`.
-    pub(crate) fn widening_crossed(
-        &self,
-        settings: &RoutingSettings,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> bool {
-        [
-            settings.relax_levels_after_secs,
-            settings.drop_optional_after_secs,
-        ]
-        .into_iter()
-        .flatten()
-        .any(|secs| {
-            let after = super::model::secs_delta(secs);
-            // enqueued_at + after in (since, now]  <=>  enqueued_at in (since - after, now - after]
-            let low = since - after;
-            let high = now - after;
-            self.enqueue_times
-                .range((low, ConversationId(i64::MAX))..)
-                .next()
-                .is_some_and(|(at, _)| *at <= high)
-        })
-    }
-
-    /// The next instant a waiting conversation crosses a widening threshold, after `now`.
+    /// The first instant after `clock` at which a waiting conversation crosses a widening
+    /// threshold.
     pub(crate) fn next_widening(
         &self,
         settings: &RoutingSettings,
-        now: DateTime<Utc>,
+        clock: DateTime<Utc>,
     ) -> Option<DateTime<Utc>> {
         [
             settings.relax_levels_after_secs,
@@ -661,7 +662,7 @@ impl Index {
         .filter_map(|secs| {
             let after = super::model::secs_delta(secs);
             self.enqueue_times
-                .range((now - after, ConversationId(i64::MAX))..)
+                .range((clock - after, ConversationId(i64::MAX))..)
                 .next()
                 .map(|(at, _)| *at + after)
         })
@@ -669,11 +670,14 @@ impl Index {
     }
 
     /// Runs an allocation, applies its decisions to the index (loads, last-assignment times,
-    /// queue) and returns them in the order taken.
+    /// queue) and returns them in the order taken. `now` is the decision time (sticky window,
+    /// last-assignment time); `widening_clock` is the instant skill widening is evaluated at
+    /// (the same for a snapshot; the last sweep for [`super::state::RoutingState`]).
     pub(crate) fn run(
         &mut self,
         settings: &RoutingSettings,
         now: DateTime<Utc>,
+        widening_clock: DateTime<Utc>,
         scope: &Scope,
         explain: ExplainLevel,
     ) -> Vec<Decision> {
@@ -683,39 +687,78 @@ impl Index {
             slot_of,
             order,
             queued,
+            buckets,
             enqueue_times,
         } = self;
-        let (focus_slots, focus_conversations): (Vec<usize>, HashSet<ConversationId>) = match scope
-        {
-            Scope::Full => (Vec::new(), HashSet::new()),
-            Scope::Incremental {
-                agents,
-                conversations,
-            } => (
-                agents
-                    .iter()
-                    .filter_map(|id| slot_of.get(id).copied())
-                    .collect(),
-                conversations
-                    .iter()
-                    .copied()
-                    .filter(|id| queued.contains_key(id))
-                    .collect(),
-            ),
-        };
         let full = matches!(scope, Scope::Full);
+        let mut focus_slots: Vec<usize> = Vec::new();
+        let mut focus_keys: Vec<QueueKey> = Vec::new();
+        if let Scope::Incremental {
+            agents,
+            conversations,
+        } = scope
+        {
+            focus_slots = agents
+                .iter()
+                .filter_map(|id| slot_of.get(id).copied())
+                .collect();
+            focus_slots.sort_unstable();
+            focus_slots.dedup();
+            focus_keys = conversations
+                .iter()
+                .filter_map(|id| queued.get(id))
+                .map(|q| QueueKey::of(&q.conversation))
+                .collect();
+            focus_keys.sort_unstable();
+            focus_keys.dedup();
+        }
+
+        // The conversations to look at, in queue order: all of them in a full run; otherwise the
+        // focus conversations merged with the buckets some focus agent could serve at the
+        // widest widening the settings allow.
+        let keys: Box<dyn Iterator<Item = QueueKey> + '_> = if full {
+            Box::new(order.iter().copied())
+        } else {
+            let widest = Widening {
+                levels_relaxed: settings.relax_levels_after_secs.is_some(),
+                optional_dropped: settings.drop_optional_after_secs.is_some(),
+            };
+            let mut sources: Vec<Box<dyn Iterator<Item = QueueKey> + '_>> =
+                vec![Box::new(focus_keys.clone().into_iter())];
+            let mut relevant: Vec<(&BucketKey, &BTreeSet<QueueKey>)> = buckets
+                .iter()
+                .filter(|((requirement, pinned), _)| {
+                    let need_id = matcher.need(*requirement, widest);
+                    let need = &matcher.needs[need_id];
+                    focus_slots.iter().any(|&s| {
+                        let slot = &slots[s];
+                        let may = match pinned {
+                            Some(agent) => slot.agent.id == *agent && slot.open(),
+                            None => slot.auto_open(),
+                        };
+                        may && slot.meets(need)
+                    })
+                })
+                .collect();
+            // Deterministic source order (ties are impossible: keys are unique).
+            relevant.sort_unstable_by_key(|(key, _)| **key);
+            for (_, bucket) in relevant {
+                sources.push(Box::new(bucket.iter().copied()));
+            }
+            Box::new(Merge::new(sources))
+        };
+
         let mut sets = CandidateSets::new(slots.len());
         let mut open_slots = slots.iter().filter(|slot| slot.open()).count();
-        let mut focus_left = focus_conversations.len();
+        let mut focus_left = focus_keys.len();
         let mut decisions = Vec::new();
+        let mut ranked: Vec<RankKey> = Vec::with_capacity(3);
 
-        for key in order.iter() {
+        for key in keys {
             if open_slots == 0 {
                 break;
             }
-            let entry = &queued[&key.2];
-            let conversation = &entry.conversation;
-            let in_focus = full || focus_conversations.contains(&conversation.id);
+            let in_focus = full || focus_keys.binary_search(&key).is_ok();
             if in_focus && !full {
                 focus_left -= 1;
             }
@@ -725,7 +768,9 @@ impl Index {
                 }
                 continue;
             }
-            let widening = settings.widening(conversation.enqueued_at, now);
+            let entry = &queued[&key.2];
+            let conversation = &entry.conversation;
+            let widening = settings.widening(conversation.enqueued_at, widening_clock);
             let need_id = matcher.need(entry.requirement, widening);
             let need = &matcher.needs[need_id];
             // May this agent be considered for this conversation in this scope?
@@ -749,29 +794,29 @@ impl Index {
                         .filter(|last| settings.sticky_applies(last, now))
                         .and_then(|last| slot_of.get(&last.agent).copied())
                         .filter(|&s| in_scope(s) && eligible(s));
-                    // The ranking winner and runner-up (excluding the sticky agent as runner-up).
-                    let ranked: Vec<RankKey> = if in_focus {
-                        sets.best(need_id, need, slots, 3)
-                            .into_iter()
-                            .filter(|k| Some(k.slot) != avoid)
-                            .collect()
+                    // The best candidates by rank (up to three, to find the runner-up).
+                    ranked.clear();
+                    if in_focus {
+                        sets.best(need_id, need, slots, avoid, &mut ranked);
                     } else {
-                        let mut keys: Vec<RankKey> = focus_slots
-                            .iter()
-                            .copied()
-                            .filter(|&s| eligible(s))
-                            .map(|s| RankKey::of(&slots[s].agent, s))
-                            .collect();
-                        keys.sort_unstable();
-                        keys.dedup();
-                        keys
-                    };
-                    match sticky {
-                        Some(s) => {
-                            let served_at = conversation.last_agent.map(|l| l.served_at);
-                            let runner = ranked.iter().find(|k| k.slot != s).copied();
-                            served_at.map(|served_at| (s, WinReason::Sticky { served_at }, runner))
+                        for &s in &focus_slots {
+                            if eligible(s) {
+                                ranked.push(RankKey::of(&slots[s].agent, s));
+                            }
                         }
+                        ranked.sort_unstable();
+                    }
+                    match sticky {
+                        Some(s) => conversation.last_agent.map(|last| {
+                            let runner = ranked.iter().find(|k| k.slot != s).copied();
+                            (
+                                s,
+                                WinReason::Sticky {
+                                    served_at: last.served_at,
+                                },
+                                runner,
+                            )
+                        }),
                         None => ranked.first().map(|winner| {
                             let runner = ranked.get(1).copied();
                             (winner.slot, winner.win_reason(runner.as_ref()), runner)
@@ -814,11 +859,57 @@ impl Index {
 
         for decision in &decisions {
             if let Some(q) = queued.remove(&decision.conversation) {
-                order.remove(&QueueKey::of(&q.conversation));
-                enqueue_times.remove(&(q.conversation.enqueued_at, q.conversation.id));
+                let key = QueueKey::of(&q.conversation);
+                order.remove(&key);
+                if let Some(bucket) = buckets.get_mut(&q.bucket()) {
+                    bucket.remove(&key);
+                    if bucket.is_empty() {
+                        buckets.remove(&q.bucket());
+                    }
+                }
+                enqueue_times.remove(&(key.1, key.2));
             }
         }
         decisions
+    }
+}
+
+/// Merges sorted key streams into one sorted stream without duplicates.
+struct Merge<'a> {
+    sources: Vec<Box<dyn Iterator<Item = QueueKey> + 'a>>,
+    heads: BinaryHeap<Reverse<(QueueKey, usize)>>,
+    last: Option<QueueKey>,
+}
+
+impl<'a> Merge<'a> {
+    fn new(mut sources: Vec<Box<dyn Iterator<Item = QueueKey> + 'a>>) -> Self {
+        let heads = sources
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, source)| source.next().map(|key| Reverse((key, i))))
+            .collect();
+        Self {
+            sources,
+            heads,
+            last: None,
+        }
+    }
+}
+
+impl Iterator for Merge<'_> {
+    type Item = QueueKey;
+
+    fn next(&mut self) -> Option<QueueKey> {
+        loop {
+            let Reverse((key, source)) = self.heads.pop()?;
+            if let Some(next) = self.sources[source].next() {
+                self.heads.push(Reverse((next, source)));
+            }
+            if self.last != Some(key) {
+                self.last = Some(key);
+                return Some(key);
+            }
+        }
     }
 }
 
@@ -858,7 +949,7 @@ fn verdicts(
 
 /// Per need, the agents eligible for automatic allocation ordered by rank; built lazily.
 struct CandidateSets {
-    sets: HashMap<usize, BTreeSet<RankKey>>,
+    sets: Vec<Option<BTreeSet<RankKey>>>,
     /// The needs each slot is a member of.
     member_of: Vec<Vec<usize>>,
 }
@@ -866,15 +957,25 @@ struct CandidateSets {
 impl CandidateSets {
     fn new(slots: usize) -> Self {
         Self {
-            sets: HashMap::new(),
+            sets: Vec::new(),
             member_of: vec![Vec::new(); slots],
         }
     }
 
-    /// Up to `n` best candidates for a need.
-    fn best(&mut self, need_id: usize, need: &Need, slots: &[Slot], n: usize) -> Vec<RankKey> {
+    /// Pushes up to three best candidates for a need, skipping `avoid`.
+    fn best(
+        &mut self,
+        need_id: usize,
+        need: &Need,
+        slots: &[Slot],
+        avoid: Option<usize>,
+        out: &mut Vec<RankKey>,
+    ) {
+        if self.sets.len() <= need_id {
+            self.sets.resize_with(need_id + 1, || None);
+        }
         let member_of = &mut self.member_of;
-        let set = self.sets.entry(need_id).or_insert_with(|| {
+        let set = self.sets[need_id].get_or_insert_with(|| {
             let mut set = BTreeSet::new();
             for (position, slot) in slots.iter().enumerate() {
                 if slot.auto_open() && slot.meets(need) {
@@ -884,13 +985,18 @@ impl CandidateSets {
             }
             set
         });
-        set.iter().take(n).copied().collect()
+        out.extend(
+            set.iter()
+                .filter(|k| Some(k.slot) != avoid)
+                .take(3)
+                .copied(),
+        );
     }
 
     /// An agent's key changed (assignment); drop them from every set when no longer open.
     fn moved(&mut self, slot: usize, old: RankKey, new: RankKey, still_open: bool) {
-        for need in &self.member_of[slot] {
-            if let Some(set) = self.sets.get_mut(need) {
+        for &need in &self.member_of[slot] {
+            if let Some(Some(set)) = self.sets.get_mut(need) {
                 set.remove(&old);
                 if still_open {
                     set.insert(new);
@@ -902,3 +1008,47 @@ impl CandidateSets {
         }
     }
 }
+
+/// A fast, non-cryptographic hasher (FxHash) for the engine's internal maps. Keys are ids and
+/// tenant-configured names, not attacker-chosen at volume, so flooding resistance is not needed.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let mut rest = [0u8; 8];
+        rest[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+        self.add(u64::from_le_bytes(rest));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_i64(&mut self, i: i64) {
+        self.add(i as u64);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A `HashMap` with [`FxHasher`].
+pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;

@@ -442,8 +442,11 @@ fn run_sequence(
         }
         check_state(&incremental)?;
         if let Ok(decisions) = &outcome {
-            check_step(&incremental, decisions, now)?;
-            let left = naive::allocate(&incremental.snapshot(now));
+            check_step(&incremental, decisions)?;
+            let clock = incremental
+                .widening_clock()
+                .expect("set by the first event");
+            let left = naive::allocate(&incremental.snapshot(clock));
             prop_assert!(left.is_empty(), "still routable after {:?}: {:?}", op, left);
         }
         log.push(format!("{outcome:?}"));
@@ -486,11 +489,7 @@ fn check_state(state: &RoutingState) -> Result<(), TestCaseError> {
 }
 
 /// The decisions of one step respect capacity and skills at that instant.
-fn check_step(
-    state: &RoutingState,
-    decisions: &[Decision],
-    now: DateTime<Utc>,
-) -> Result<(), TestCaseError> {
+fn check_step(state: &RoutingState, decisions: &[Decision]) -> Result<(), TestCaseError> {
     let mut seen = HashSet::new();
     for d in decisions {
         prop_assert!(seen.insert(d.conversation));
@@ -498,7 +497,8 @@ fn check_step(
         prop_assert!(w.load < w.capacity, "assigned over capacity: {:?}", w);
         let agent = state.agent(d.agent).expect("agent");
         let conversation = state.conversation(d.conversation).expect("conversation");
-        prop_assert!(meets_skills(agent, conversation, now, state.settings()));
+        let clock = state.widening_clock().expect("set by the first event");
+        prop_assert!(meets_skills(agent, conversation, clock, state.settings()));
         prop_assert!(agent.is_reachable());
     }
     Ok(())

@@ -11,9 +11,13 @@
 //! being turned on, an agent profile being (re)registered, and [`Event::Tick`] (the periodic sweep,
 //! which also picks up skill widening as time passes). Events that only remove eligibility
 //! (away, disconnect, skill deactivated, auto-allocate off, closing a waiting conversation) do not
-//! run it, unless a waiting conversation crossed a widening threshold since the last run: then
-//! any event runs a full sweep. So after every accepted event no waiting conversation has an
-//! eligible agent (the property tests check this).
+//! run it.
+//!
+//! Skill widening is evaluated at the instant of the last sweep, not at each event, so that
+//! between sweeps eligibility changes only through events and runs can stay incremental. The
+//! service sends [`Event::Tick`] at [`RoutingState::next_timer`] (or every few seconds); a
+//! widening therefore takes effect at the next sweep. After every accepted event, no waiting
+//! conversation has an eligible agent as of the widening clock (the property tests check this).
 //!
 //! The state is the single writer's view (see `ROUTING.md`): the service feeds it events in
 //! order, persists each decision with an atomic claim, and feeds back failures as events.
@@ -209,7 +213,8 @@ pub struct RoutingState {
     records: HashMap<ConversationId, Record>,
     assigned: HashMap<AgentId, BTreeSet<ConversationId>>,
     last_agent_by_contact: HashMap<ContactId, LastAgent>,
-    last_run: Option<DateTime<Utc>>,
+    /// Skill widening is evaluated at this instant: the last sweep ([`Event::Tick`]).
+    widening_clock: Option<DateTime<Utc>>,
 }
 
 impl RoutingState {
@@ -223,7 +228,7 @@ impl RoutingState {
             records: HashMap::new(),
             assigned: HashMap::new(),
             last_agent_by_contact: HashMap::new(),
-            last_run: None,
+            widening_clock: None,
         }
     }
 
@@ -232,6 +237,11 @@ impl RoutingState {
     pub fn with_explain(mut self, explain: ExplainLevel) -> Self {
         self.explain = explain;
         self
+    }
+
+    /// The instant skill widening is evaluated at (the last [`Event::Tick`], or the first event).
+    pub fn widening_clock(&self) -> Option<DateTime<Utc>> {
+        self.widening_clock
     }
 
     /// The settings.
@@ -287,7 +297,8 @@ impl RoutingState {
     }
 
     /// When the service should wake up next: the earliest disconnect grace to expire for an
-    /// agent holding conversations, or the next skill-widening threshold (send [`Event::Tick`]).
+    /// agent holding conversations (send [`Event::GraceExpired`]), or the first skill-widening
+    /// threshold crossed since the last sweep (send [`Event::Tick`]). May be in the past.
     pub fn next_timer(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let grace = self
             .index
@@ -301,7 +312,8 @@ impl RoutingState {
         let widening = if self.index.waiting_len() == 0 {
             None
         } else {
-            self.index.next_widening(&self.settings, now)
+            let clock = self.widening_clock.unwrap_or(now);
+            self.index.next_widening(&self.settings, clock)
         };
         grace.into_iter().chain(widening).min()
     }
@@ -319,11 +331,14 @@ impl RoutingState {
         now: DateTime<Utc>,
         force_full: bool,
     ) -> Result<Vec<Decision>, EventError> {
-        let scope = match self.change(event, now)? {
-            // Time crossed a widening threshold since the last run: sweep whatever the event.
-            _ if self.needs_full_run(now) => Scope::Full,
+        let sweep = matches!(event, Event::Tick) || self.widening_clock.is_none();
+        let scope = self.change(event, now)?;
+        if sweep {
+            self.widening_clock = Some(now);
+        }
+        let scope = match scope {
+            _ if sweep || force_full => Scope::Full,
             None => return Ok(Vec::new()),
-            Some(_) if force_full => Scope::Full,
             Some(scope) => scope,
         };
         Ok(self.allocate(now, &scope))
@@ -364,19 +379,14 @@ impl RoutingState {
         Ok(decision)
     }
 
-    fn needs_full_run(&self, now: DateTime<Utc>) -> bool {
-        match self.last_run {
-            None => true,
-            Some(last) => self.index.widening_crossed(&self.settings, last, now),
-        }
-    }
-
     fn allocate(&mut self, now: DateTime<Utc>, scope: &Scope) -> Vec<Decision> {
-        let decisions = self.index.run(&self.settings, now, scope, self.explain);
+        let clock = self.widening_clock.unwrap_or(now);
+        let decisions = self
+            .index
+            .run(&self.settings, now, clock, scope, self.explain);
         for decision in &decisions {
             self.record_assignment(decision.conversation, decision.agent, now);
         }
-        self.last_run = Some(now);
         decisions
     }
 
