@@ -337,7 +337,7 @@ fn main() {
     println!("|---|---:|---:|---:|---:|---:|");
     for row in rows {
         println!(
-            "| {} | {:.3} ms | {:.0} | {:.3} ms | {:.0} | {:.0}x |",
+            "| {} | {:.3} ms | {:.0} | {:.3} ms | {:.0} | {:.1}x |",
             row.name,
             row.engine.as_secs_f64() * 1e3,
             per_second(row.engine_decisions, row.engine),

@@ -64,7 +64,7 @@ use super::{
 ///
 /// Agent and conversation ids must be unique within the snapshot.
 pub fn allocate(snapshot: &Snapshot, explain: ExplainLevel) -> Vec<Decision> {
-    let mut index = Index::new(
+    let mut index = Index::one_shot(
         snapshot.agents.iter().cloned(),
         snapshot.waiting.iter().cloned(),
     );
@@ -543,15 +543,21 @@ pub(crate) struct Index {
     buckets: FxHashMap<BucketKey, BTreeSet<QueueKey>>,
     /// Enqueue times of waiting conversations, to find the next widening threshold.
     enqueue_times: BTreeSet<(DateTime<Utc>, ConversationId)>,
+    /// Whether `buckets` and `enqueue_times` are kept (not needed for a one-shot full run).
+    one_shot: bool,
 }
 
 impl Index {
-    /// Compiles agents and waiting conversations.
-    pub(crate) fn new(
+    /// Compiles agents and waiting conversations for a single full run: no buckets and no
+    /// enqueue-time index, which only incremental runs and timers need.
+    pub(crate) fn one_shot(
         agents: impl IntoIterator<Item = Agent>,
         waiting: impl IntoIterator<Item = WaitingConversation>,
     ) -> Self {
-        let mut index = Self::default();
+        let mut index = Self {
+            one_shot: true,
+            ..Self::default()
+        };
         for agent in agents {
             index.put_agent(agent);
         }
@@ -614,8 +620,10 @@ impl Index {
             requirement,
         };
         self.order.insert(key);
-        self.buckets.entry(queued.bucket()).or_default().insert(key);
-        self.enqueue_times.insert((key.1, key.2));
+        if !self.one_shot {
+            self.buckets.entry(queued.bucket()).or_default().insert(key);
+            self.enqueue_times.insert((key.1, key.2));
+        }
         self.queued.insert(key.2, queued);
     }
 
@@ -689,6 +697,7 @@ impl Index {
             queued,
             buckets,
             enqueue_times,
+            one_shot: _,
         } = self;
         let full = matches!(scope, Scope::Full);
         let mut focus_slots: Vec<usize> = Vec::new();
