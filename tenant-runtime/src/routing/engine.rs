@@ -1061,3 +1061,42 @@ impl Hasher for FxHasher {
 
 /// A `HashMap` with [`FxHasher`].
 pub(crate) type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: i64, priority: i32) -> QueueKey {
+        let at = DateTime::from_timestamp(1_800_000_000 + id, 0).expect("valid timestamp");
+        QueueKey(Reverse(priority), at, ConversationId(id))
+    }
+
+    #[test]
+    fn merge_yields_keys_in_queue_order_without_duplicates() {
+        let a = vec![key(1, 0), key(3, 0)];
+        let b = vec![key(2, 0), key(3, 0), key(4, 0)];
+        let c = vec![key(9, 5)];
+        let merged: Vec<i64> = Merge::new(vec![
+            Box::new(a.into_iter()),
+            Box::new(b.into_iter()),
+            Box::new(c.into_iter()),
+        ])
+        .map(|k| k.2.0)
+        .collect();
+        assert_eq!(merged, vec![9, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn masks_and_needs() {
+        let mut have = Mask::default();
+        have.set(1);
+        have.set(70);
+        let mut want = Mask::default();
+        want.set(70);
+        assert!(have.contains_all(&want));
+        want.set(2);
+        assert!(!have.contains_all(&want));
+        assert!(have.contains_all(&Mask::default()));
+        assert!(!Mask::default().contains_all(&want));
+    }
+}

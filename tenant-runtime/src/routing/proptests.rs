@@ -21,6 +21,14 @@ use proptest::{prelude::*, test_runner::TestCaseError};
 
 use super::{tests::t, *};
 
+/// The number of cases: `PROPTEST_CASES` when set (for long soak runs), else `default`.
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 const SKILLS: [&str; 4] = ["a", "b", "c", "d"];
 const AGENT_IDS: i64 = 5;
 
@@ -195,7 +203,7 @@ fn check_decisions(snapshot: &Snapshot, decisions: &[Decision]) -> Result<(), Te
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     #[test]
     fn engine_matches_the_naive_baseline(snapshot in snapshot()) {
@@ -505,7 +513,7 @@ fn check_step(state: &RoutingState, decisions: &[Decision]) -> Result<(), TestCa
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn event_sequences_keep_every_invariant(

@@ -23,7 +23,7 @@
 //! order, persists each decision with an atomic claim, and feeds back failures as events.
 //! Callers pass non-decreasing `now` values.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -210,7 +210,7 @@ pub struct RoutingState {
     categories: Categories,
     explain: ExplainLevel,
     index: Index,
-    records: HashMap<ConversationId, Record>,
+    records: BTreeMap<ConversationId, Record>,
     assigned: HashMap<AgentId, BTreeSet<ConversationId>>,
     last_agent_by_contact: HashMap<ContactId, LastAgent>,
     /// Skill widening is evaluated at this instant: the last sweep ([`Event::Tick`]).
@@ -225,7 +225,7 @@ impl RoutingState {
             categories,
             explain: ExplainLevel::Summary,
             index: Index::default(),
-            records: HashMap::new(),
+            records: BTreeMap::new(),
             assigned: HashMap::new(),
             last_agent_by_contact: HashMap::new(),
             widening_clock: None,
@@ -264,7 +264,7 @@ impl RoutingState {
         self.records.get(&id).map(|r| r.status)
     }
 
-    /// Every known conversation with its status, by id.
+    /// Every known conversation with its status, in id order.
     pub fn conversations(&self) -> impl Iterator<Item = (ConversationId, ConversationStatus)> + '_ {
         self.records.iter().map(|(id, r)| (*id, r.status))
     }
@@ -429,7 +429,16 @@ impl RoutingState {
                 if let Some(old) = self.index.agent(id) {
                     agent.last_assigned_at = agent.last_assigned_at.max(old.last_assigned_at);
                 }
+                let offline = agent.status == AgentStatus::Offline;
                 self.index.put_agent(agent);
+                if offline {
+                    // Offline agents hold no conversations.
+                    let returned = self.release_agent(id);
+                    return Ok(Some(Scope::Incremental {
+                        agents: vec![],
+                        conversations: returned,
+                    }));
+                }
                 Ok(agents_only(id))
             }
             Event::ConversationArrived(arrival) => {
@@ -719,6 +728,6 @@ impl RoutingState {
     }
 }
 
-fn record_contact(records: &HashMap<ConversationId, Record>, id: ConversationId) -> ContactId {
+fn record_contact(records: &BTreeMap<ConversationId, Record>, id: ConversationId) -> ContactId {
     records[&id].data.contact
 }

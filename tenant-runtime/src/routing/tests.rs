@@ -602,6 +602,17 @@ mod events {
     }
 
     #[test]
+    fn registering_an_agent_as_offline_returns_their_conversations() {
+        let mut s = state(vec![agent(1), agent(2)]);
+        assert_eq!(arrive(&mut s, 1, 0, 0), vec![(1, 1)]);
+        let d = s
+            .apply(Event::AgentRegistered(offline(1)), t(1))
+            .expect("register");
+        assert_eq!(pairs(&d), vec![(1, 2)]);
+        assert_eq!(s.agent(AgentId(1)).map(|a| a.load), Some(0));
+    }
+
+    #[test]
     fn going_offline_returns_conversations_to_other_agents() {
         let mut s = state(vec![agent(1)]);
         arrive(&mut s, 1, 0, 0);
