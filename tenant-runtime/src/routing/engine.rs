@@ -152,6 +152,17 @@ pub fn pick(
     check_pick(agent, conversation, &snapshot.settings, snapshot.now)
 }
 
+/// Why a waiting conversation is (still) waiting: every agent's verdict for it at the
+/// snapshot's instant, eligible agents first by rank. `None` when it is not waiting.
+pub fn why_waiting(snapshot: &Snapshot, conversation: ConversationId) -> Option<Vec<Verdict>> {
+    let conversation = snapshot.waiting.iter().find(|c| c.id == conversation)?;
+    let widening = snapshot
+        .settings
+        .widening(conversation.enqueued_at, snapshot.now);
+    let agents: Vec<&Agent> = snapshot.agents.iter().collect();
+    Some(verdicts_of(agents, conversation, widening))
+}
+
 /// The pick rules on plain data: available or away (not offline), free capacity, the skills
 /// after widening, and not reserved for someone else. Auto-allocate does not matter.
 pub(crate) fn check_pick(
@@ -928,32 +939,42 @@ fn verdicts(
     conversation: &WaitingConversation,
     widening: Widening,
 ) -> Vec<Verdict> {
+    verdicts_of(
+        slots.iter().map(|slot| &slot.agent).collect(),
+        conversation,
+        widening,
+    )
+}
+
+/// [`verdicts`] over plain agents: eligible ones by rank, then the excluded ones by id.
+pub(crate) fn verdicts_of(
+    agents: Vec<&Agent>,
+    conversation: &WaitingConversation,
+    widening: Widening,
+) -> Vec<Verdict> {
     let mut ranked: Vec<&Agent> = Vec::new();
     let mut excluded = Vec::new();
-    for slot in slots {
-        match exclusion(&slot.agent, conversation, widening) {
-            None => ranked.push(&slot.agent),
-            Some(reason) => excluded.push(Verdict::Excluded {
-                agent: slot.agent.id,
-                reason,
-            }),
+    for agent in agents {
+        match exclusion(agent, conversation, widening) {
+            None => ranked.push(agent),
+            Some(reason) => excluded.push((agent.id, reason)),
         }
     }
     ranked.sort_by(|a, b| compare_rank(a, b));
-    let mut out: Vec<Verdict> = ranked
+    excluded.sort_by_key(|(agent, _)| *agent);
+    ranked
         .into_iter()
         .zip(1..)
         .map(|(agent, rank)| Verdict::Ranked {
             rank,
             facts: facts(agent),
         })
-        .collect();
-    excluded.sort_by_key(|v| match v {
-        Verdict::Excluded { agent, .. } => *agent,
-        Verdict::Ranked { facts, .. } => facts.agent,
-    });
-    out.extend(excluded);
-    out
+        .chain(
+            excluded
+                .into_iter()
+                .map(|(agent, reason)| Verdict::Excluded { agent, reason }),
+        )
+        .collect()
 }
 
 /// Per need, the agents eligible for automatic allocation ordered by rank; built lazily.

@@ -24,7 +24,7 @@ mod proptests;
 mod tests;
 
 pub use categorize::{Categorized, Inbound, MatchedBy, categorize};
-pub use engine::{PickError, allocate, pick};
+pub use engine::{PickError, allocate, pick, why_waiting};
 pub use explain::{
     CandidateFacts, Decision, Exclusion, ExplainLevel, Explanation, Verdict, WinReason,
 };

@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::{
-    engine::{Index, PickError, Scope, check_pick, skill_gap},
-    explain::{Decision, Exclusion, ExplainLevel},
+    engine::{Index, PickError, Scope, check_pick, skill_gap, verdicts_of},
+    explain::{Decision, Exclusion, ExplainLevel, Verdict},
     model::{
         Agent, AgentId, AgentStatus, Categories, CategoryId, Channel, Connection, ContactId,
         ConversationId, LastAgent, RoutingSettings, Snapshot, WaitingConversation,
@@ -342,6 +342,22 @@ impl RoutingState {
             Some(scope) => scope,
         };
         Ok(self.allocate(now, &scope))
+    }
+
+    /// Why a waiting conversation is still waiting: every agent's verdict for it, with widening
+    /// at the state's widening clock. `None` when it is not waiting.
+    pub fn why_waiting(&self, conversation: ConversationId) -> Option<Vec<Verdict>> {
+        let record = self.records.get(&conversation)?;
+        if record.status != ConversationStatus::Waiting {
+            return None;
+        }
+        let clock = self.widening_clock?;
+        let widening = self.settings.widening(record.data.enqueued_at, clock);
+        Some(verdicts_of(
+            self.index.agents().collect(),
+            &record.data,
+            widening,
+        ))
     }
 
     /// A manual pick: the agent takes a waiting conversation.

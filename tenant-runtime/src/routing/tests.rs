@@ -724,6 +724,36 @@ mod events {
     }
 
     #[test]
+    fn why_a_conversation_is_still_waiting() {
+        let mut s = state(vec![agent(1), agent(2).with_skill("billing", None)]);
+        s.apply(Event::AgentAway(AgentId(2)), t(0)).expect("away");
+        assert_eq!(arrive(&mut s, 1, 1, 1), vec![]);
+        let verdicts = s.why_waiting(ConversationId(1)).expect("waiting");
+        assert_eq!(
+            verdicts,
+            vec![
+                Verdict::Excluded {
+                    agent: AgentId(1),
+                    reason: Exclusion::MissingSkill {
+                        skill: "billing".into()
+                    }
+                },
+                Verdict::Excluded {
+                    agent: AgentId(2),
+                    reason: Exclusion::NotAvailable {
+                        status: AgentStatus::Away
+                    }
+                },
+            ]
+        );
+        let snapshot = s.snapshot(t(1));
+        assert_eq!(why_waiting(&snapshot, ConversationId(1)), Some(verdicts));
+        s.apply(Event::AgentOnline(AgentId(2)), t(2))
+            .expect("online");
+        assert_eq!(s.why_waiting(ConversationId(1)), None);
+    }
+
+    #[test]
     fn picks_in_the_state() {
         let mut s = state(vec![offline(1), agent(2)]);
         s.apply(
