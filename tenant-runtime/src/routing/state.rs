@@ -511,8 +511,11 @@ impl RoutingState {
             }
             Event::AgentDisconnected(id) => {
                 self.known_agent(id)?;
+                // A second disconnect does not extend the grace.
                 self.index.update_load(id, |a| {
-                    a.connection = Connection::Disconnected { since: now }
+                    if a.connection == Connection::Connected {
+                        a.connection = Connection::Disconnected { since: now };
+                    }
                 });
                 Ok(None)
             }

@@ -554,6 +554,8 @@ mod events {
         assert_eq!(arrive(&mut s, 1, 0, 10), vec![(1, 1)]);
         s.apply(Event::AgentDisconnected(AgentId(1)), t(20))
             .expect("disconnect");
+        s.apply(Event::AgentDisconnected(AgentId(1)), t(25))
+            .expect("a second disconnect keeps the grace");
         assert_eq!(s.next_timer(t(20)), Some(t(80)));
         assert_eq!(
             arrive(&mut s, 2, 0, 30),
