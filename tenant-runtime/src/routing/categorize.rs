@@ -122,11 +122,18 @@ pub fn contains_word(haystack: &str, needle: &str) -> bool {
     if needle.is_empty() {
         return false;
     }
-    haystack.match_indices(needle).any(|(start, _)| {
+    // Every occurrence, overlapping ones included ("ab ab" in "xab ab ab" starts at 4).
+    let mut from = 0;
+    while let Some(offset) = haystack[from..].find(needle) {
+        let start = from + offset;
         let before = haystack[..start].chars().next_back();
         let after = haystack[start + needle.len()..].chars().next();
-        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
-    })
+        if !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric) {
+            return true;
+        }
+        from = start + haystack[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
 }
 
 #[cfg(test)]
@@ -239,6 +246,10 @@ mod tests {
         assert!(contains_word("ça va, refund", "refund"));
         assert!(!contains_word("érefund", "refund"));
         assert!(!contains_word("anything", " "));
+        assert!(
+            contains_word("xab ab ab", "ab ab"),
+            "overlapping occurrences count"
+        );
     }
 
     #[test]

@@ -526,3 +526,65 @@ proptest! {
         prop_assert_eq!(first, second, "same events, different outcome");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_keyword_between_separators_always_matches(
+        before in prop::collection::vec("[a-z]{1,8}", 0..5),
+        after in prop::collection::vec("[a-z]{1,8}", 0..5),
+        keyword in "[a-z]{1,8}( [a-z]{1,8})?",
+        separator in prop::sample::select(vec![" ", ", ", "! ", "\n", " (", "¿"]),
+    ) {
+        let text = [before.join(" "), keyword.clone(), after.join(" ")].join(separator);
+        prop_assert!(categorize::contains_word(&text, &keyword));
+    }
+
+    #[test]
+    fn a_match_is_a_whole_word_occurrence(text in "[a-zA-Z ,.!]{0,40}", keyword in "[a-z]{1,4}") {
+        let lowered = text.to_lowercase();
+        if categorize::contains_word(&lowered, &keyword) {
+            let whole = lowered
+                .split(|c: char| !c.is_alphanumeric())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let padded = format!(" {whole} ");
+            prop_assert!(padded.contains(&format!(" {keyword} ")), "{:?} in {:?}", keyword, text);
+        }
+    }
+
+    #[test]
+    fn categorization_ignores_case(message in "[a-zA-Z ]{0,30}") {
+        let categories = Categories {
+            ordered: vec![Category {
+                id: CategoryId(1),
+                name: "billing".into(),
+                priority: 1,
+                required_skills: vec![],
+                rules: vec![CategoryRule {
+                    keywords: vec!["Refund".into(), "bill".into()],
+                    ..CategoryRule::default()
+                }],
+            }],
+            default: Category {
+                id: CategoryId(0),
+                name: "default".into(),
+                priority: 0,
+                required_skills: vec![],
+                rules: vec![],
+            },
+        };
+        let attributes = BTreeMap::new();
+        let at = |text: &str| {
+            categorize(&categories, &Inbound {
+                channel: Channel::Sms,
+                channel_app: None,
+                first_message: text,
+                contact_attributes: &attributes,
+            })
+            .category
+        };
+        prop_assert_eq!(at(&message.to_uppercase()), at(&message.to_lowercase()));
+    }
+}
