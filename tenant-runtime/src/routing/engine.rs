@@ -255,6 +255,12 @@ pub(crate) fn exclusion(
     conversation: &WaitingConversation,
     widening: Widening,
 ) -> Option<Exclusion> {
+    availability_exclusion(agent, conversation)
+        .or_else(|| skill_gap(agent, &conversation.required_skills, widening))
+}
+
+/// The part of [`exclusion`] before skills: pins, returns, status, connection, toggle, capacity.
+fn availability_exclusion(agent: &Agent, conversation: &WaitingConversation) -> Option<Exclusion> {
     if let Some(pinned) = conversation.pinned_agent.filter(|p| *p != agent.id) {
         return Some(Exclusion::PinnedToOther { agent: pinned });
     }
@@ -279,7 +285,7 @@ pub(crate) fn exclusion(
             capacity: agent.capacity,
         });
     }
-    skill_gap(agent, &conversation.required_skills, widening)
+    None
 }
 
 fn facts(agent: &Agent) -> CandidateFacts {
@@ -381,6 +387,12 @@ impl Mask {
         self.0[word] |= 1 << (bit % 64);
     }
 
+    fn has(&self, bit: usize) -> bool {
+        self.0
+            .get(bit / 64)
+            .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+    }
+
     fn contains_all(&self, other: &Mask) -> bool {
         other
             .0
@@ -401,6 +413,9 @@ struct Need {
 #[derive(Debug, Clone)]
 struct Slot {
     agent: Agent,
+    /// Skills held, active or not.
+    held: Mask,
+    /// Skills held and active.
     active: Mask,
     /// Level by skill position; 0 when unleveled or not held.
     levels: Vec<Level>,
@@ -432,6 +447,8 @@ struct Matcher {
     skills: FxHashMap<String, usize>,
     requirements: Vec<Vec<SkillRequirement>>,
     requirement_ids: FxHashMap<Vec<SkillRequirement>, usize>,
+    /// Skill position of each requirement of each list.
+    requirement_positions: Vec<Vec<usize>>,
     /// Need per requirement list and widening (index: levels_relaxed + 2 * optional_dropped).
     requirement_needs: Vec<[Option<usize>; 4]>,
     needs: Vec<Need>,
@@ -453,6 +470,8 @@ impl Matcher {
             return id;
         }
         let id = self.requirements.len();
+        let positions = list.iter().map(|r| self.skill(&r.skill)).collect();
+        self.requirement_positions.push(positions);
         self.requirements.push(list.to_vec());
         self.requirement_ids.insert(list.to_vec(), id);
         self.requirement_needs.push([None; 4]);
@@ -494,9 +513,11 @@ impl Matcher {
 
     fn compile(&mut self, agent: Agent) -> Slot {
         let mut active = Mask::default();
+        let mut held_mask = Mask::default();
         let mut levels = Vec::new();
         for (name, held) in &agent.skills {
             let position = self.skill(name);
+            held_mask.set(position);
             if held.active {
                 active.set(position);
             }
@@ -507,6 +528,7 @@ impl Matcher {
         }
         Slot {
             agent,
+            held: held_mask,
             active,
             levels,
         }
@@ -849,7 +871,12 @@ impl Index {
             };
             let considered = match explain {
                 ExplainLevel::Summary => Vec::new(),
-                ExplainLevel::Full => verdicts(slots, conversation, widening),
+                ExplainLevel::Full => verdicts(
+                    slots,
+                    conversation,
+                    &matcher.requirement_positions[entry.requirement],
+                    widening,
+                ),
             };
             let explanation = Explanation {
                 reason,
@@ -933,17 +960,73 @@ impl Iterator for Merge<'_> {
     }
 }
 
-/// Every agent's verdict for a conversation, ranked agents first by rank.
+/// Every agent's verdict for a conversation, ranked agents first by rank, then the excluded
+/// ones by id: the same list as [`verdicts_of`], computed on compiled skills.
 fn verdicts(
     slots: &[Slot],
     conversation: &WaitingConversation,
+    positions: &[usize],
     widening: Widening,
 ) -> Vec<Verdict> {
-    verdicts_of(
-        slots.iter().map(|slot| &slot.agent).collect(),
-        conversation,
-        widening,
-    )
+    let mut ranked: Vec<RankKey> = Vec::new();
+    let mut excluded = Vec::new();
+    for (index, slot) in slots.iter().enumerate() {
+        match slot_exclusion(slot, conversation, positions, widening) {
+            None => ranked.push(RankKey::of(&slot.agent, index)),
+            Some(reason) => excluded.push((slot.agent.id, reason)),
+        }
+    }
+    ranked.sort_unstable();
+    excluded.sort_unstable_by_key(|(agent, _)| *agent);
+    ranked
+        .into_iter()
+        .zip(1..)
+        .map(|(key, rank)| Verdict::Ranked {
+            rank,
+            facts: facts(&slots[key.slot].agent),
+        })
+        .chain(
+            excluded
+                .into_iter()
+                .map(|(agent, reason)| Verdict::Excluded { agent, reason }),
+        )
+        .collect()
+}
+
+/// [`exclusion`] on a compiled agent (`positions`: the skill position of each requirement).
+fn slot_exclusion(
+    slot: &Slot,
+    conversation: &WaitingConversation,
+    positions: &[usize],
+    widening: Widening,
+) -> Option<Exclusion> {
+    let agent = &slot.agent;
+    if let Some(reason) = availability_exclusion(agent, conversation) {
+        return Some(reason);
+    }
+    conversation
+        .required_skills
+        .iter()
+        .zip(positions)
+        .find_map(|(requirement, &position)| {
+            let min_level = effective(requirement, widening)?;
+            let skill = || requirement.skill.clone();
+            if !slot.held.has(position) {
+                return Some(Exclusion::MissingSkill { skill: skill() });
+            }
+            if !slot.active.has(position) {
+                return Some(Exclusion::InactiveSkill { skill: skill() });
+            }
+            let level = slot.levels.get(position).copied().unwrap_or(0);
+            match min_level {
+                Some(required) if level < required => Some(Exclusion::LevelTooLow {
+                    skill: skill(),
+                    level: agent.skills.get(&requirement.skill).and_then(|h| h.level),
+                    required,
+                }),
+                _ => None,
+            }
+        })
 }
 
 /// [`verdicts`] over plain agents: eligible ones by rank, then the excluded ones by id.

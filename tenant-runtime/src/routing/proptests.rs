@@ -221,6 +221,21 @@ proptest! {
     }
 
     #[test]
+    fn full_explanations_match_a_plain_replay(snapshot in snapshot()) {
+        let decisions = allocate(&snapshot, ExplainLevel::Full);
+        let mut agents = snapshot.agents.clone();
+        for d in &decisions {
+            let c = snapshot.waiting.iter().find(|c| c.id == d.conversation).expect("waiting");
+            let widening = snapshot.settings.widening(c.enqueued_at, snapshot.now);
+            let expected = engine::verdicts_of(agents.iter().collect(), c, widening);
+            prop_assert_eq!(&d.explanation.considered, &expected);
+            let winner = agents.iter_mut().find(|a| a.id == d.agent).expect("agent");
+            winner.load += 1;
+            winner.last_assigned_at = Some(snapshot.now);
+        }
+    }
+
+    #[test]
     fn longest_waiting_first_among_equals(snapshot in snapshot()) {
         let decisions = allocate(&snapshot, ExplainLevel::Summary);
         let assigned: HashSet<ConversationId> = decisions.iter().map(|d| d.conversation).collect();
