@@ -24,7 +24,7 @@
 //! # Efficiency
 //!
 //! Skill names are interned to bit positions; a conversation's requirements are interned once
-//! and resolved, per widening, into a [`Need`] (a skill mask plus minimum levels). A run keeps,
+//! and resolved, per widening, into a `Need` (a skill mask plus minimum levels). A run keeps,
 //! per need it meets, an ordered set of the eligible agents keyed by rank, built lazily and
 //! updated on each assignment, so picking an agent is `O(log agents)` and a need no agent can
 //! meet is skipped in `O(1)` for the rest of the run. The run ends early once no reachable agent
@@ -37,7 +37,7 @@
 //! none when considered, and agents only lose eligibility during a run). So when an event makes
 //! only some agents newly eligible (capacity freed, came online, skill or auto-allocate turned
 //! on) and adds some conversations to the queue, a run only needs those conversations against all
-//! agents and the other waiting conversations against those agents: [`Scope::Incremental`].
+//! agents and the other waiting conversations against those agents (`Scope::Incremental`).
 //! Time could break this (a wait crossing a widening threshold), so
 //! [`super::state::RoutingState`] evaluates widening at the instant of its last sweep
 //! ([`super::state::Event::Tick`]), not at each event: between sweeps eligibility only changes

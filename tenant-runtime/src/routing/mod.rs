@@ -5,7 +5,7 @@
 //! lives beside it (see `tenant-runtime/ROUTING.md` for the persistence seam).
 //!
 //! * [`model`]: the data (agents, waiting conversations, categories, settings).
-//! * [`categorize`]: which category a new conversation belongs to.
+//! * [`mod@categorize`]: which category a new conversation belongs to.
 //! * [`engine`]: the allocation rules, [`engine::allocate`] over a snapshot and [`engine::pick`].
 //! * [`explain`]: decisions and why they were taken.
 //! * [`state`]: the event-driven state machine that runs allocations incrementally.
