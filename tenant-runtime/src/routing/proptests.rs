@@ -17,16 +17,26 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use proptest::{prelude::*, test_runner::TestCaseError};
+use proptest::{
+    prelude::*,
+    test_runner::{FileFailurePersistence, TestCaseError},
+};
 
 use super::{tests::t, *};
 
-/// The number of cases: `PROPTEST_CASES` when set (for long soak runs), else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// `default` cases (or `PROPTEST_CASES` when set, for long soak runs); failing seeds are kept
+/// beside this file.
+fn config(default: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "src/routing/proptest-regressions.txt",
+        ))),
+        ..ProptestConfig::default()
+    }
 }
 
 const SKILLS: [&str; 4] = ["a", "b", "c", "d"];
@@ -203,7 +213,7 @@ fn check_decisions(snapshot: &Snapshot, decisions: &[Decision]) -> Result<(), Te
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
+    #![proptest_config(config(512))]
 
     #[test]
     fn engine_matches_the_naive_baseline(snapshot in snapshot()) {
@@ -528,7 +538,7 @@ fn check_step(state: &RoutingState, decisions: &[Decision]) -> Result<(), TestCa
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
+    #![proptest_config(config(256))]
 
     #[test]
     fn event_sequences_keep_every_invariant(
@@ -543,7 +553,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
+    #![proptest_config(config(512))]
 
     #[test]
     fn a_keyword_between_separators_always_matches(
