@@ -2,7 +2,8 @@
 //!
 //! Layout, one folder per concern: [`storage`] (sqlx repositories and migrations), [`channels`]
 //! (the Conversation API adapter: webhook verification, callback parsing, channel rules, the
-//! outbox sender and the simulator), [`http`] (routes, errors, health and metrics). [`domain`]
+//! outbox sender and the simulator), [`http`] (routes, errors, health and metrics), [`routing`] (the pure,
+//! deterministic routing engine). [`domain`]
 //! holds the pure vocabulary they share; [`config`] the settings; [`app`] wires it together.
 
 pub mod app;
@@ -13,4 +14,5 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod routing;
 pub mod storage;
