@@ -82,8 +82,11 @@ impl Application {
             wake.clone(),
             metrics.clone(),
         );
+        crate::http::auth::bootstrap_admin(&store, &settings.auth).await?;
         let state = AppState {
             store,
+            auth: Arc::new(crate::http::auth::AuthState::new(&settings.auth)),
+            live: Arc::new(crate::http::live::LiveHub::default()),
             settings: Arc::new(settings),
             apps,
             metrics,
@@ -109,15 +112,32 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, with the outbox sender and housekeeping running.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
         let addr = self.local_addr();
         let sender = tokio::spawn(self.sender.clone().run());
         let housekeeping = tokio::spawn(housekeeping(self.state.store.clone()));
+        let live = tokio::spawn(crate::http::live::tail(
+            self.state.store.clone(),
+            self.state.live.clone(),
+        ));
         let app = router(self.state.clone());
         tracing::info!(%addr, backend = ?self.state.store.backend(), "serving");
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let hub = self.state.live.clone();
+        let shutdown = async move {
+            shutdown.await;
+            hub.close();
+        };
+        // Connect info gives the login rate limiter the peer address.
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        live.abort();
         sender.abort();
         housekeeping.abort();
         self.state.store.close().await;

@@ -246,7 +246,10 @@ mod tests {
         assert_eq!("VIBER".parse::<ChannelType>().unwrap(), ChannelType::Viber);
         assert!(matches!(
             "FAX".parse::<ChannelType>(),
-            Err(Error::Unknown { what: "channel", .. })
+            Err(Error::Unknown {
+                what: "channel",
+                ..
+            })
         ));
     }
 

@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::eventually;
-use contact_runtime::channels::simulator::{SentLog, SimChannel, SimSettings, Simulator, StreamProgress};
+use contact_runtime::channels::simulator::{
+    SentLog, SimChannel, SimSettings, Simulator, StreamProgress,
+};
 use contact_runtime::domain::ChannelType;
 use contact_runtime::storage::{ConnectOptions, Store};
 use serde_json::{Value, json};
@@ -189,7 +191,10 @@ channels:
     let mut replies = reply_to_all(&http, &url).await;
     runtime.kill();
     let at_kill = progress(&http, &sim_url).await;
-    assert!(at_kill.acknowledged < count, "the kill must land mid-stream");
+    assert!(
+        at_kill.acknowledged < count,
+        "the kill must land mid-stream"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut runtime = Runtime::spawn(&config);
@@ -224,7 +229,10 @@ channels:
     .fetch_one(pool)
     .await
     .unwrap();
-    assert_eq!(total, count as i64, "every inbound message stored exactly once");
+    assert_eq!(
+        total, count as i64,
+        "every inbound message stored exactly once"
+    );
     assert_eq!(distinct, count as i64);
     let expected_ids: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM messages WHERE direction = 'inbound' AND external_id LIKE 'CRASH%'",
@@ -239,9 +247,16 @@ channels:
         "one conversation per customer"
     );
     assert_eq!(store.count("contacts").await.unwrap(), identities as i64);
-    assert_eq!(replies.len(), identities as usize, "one reply per conversation");
+    assert_eq!(
+        replies.len(),
+        identities as usize,
+        "one reply per conversation"
+    );
     assert_eq!(store.count("outbox").await.unwrap(), replies.len() as i64);
-    assert_eq!(store.outbox_count("sent").await.unwrap(), replies.len() as i64);
+    assert_eq!(
+        store.outbox_count("sent").await.unwrap(),
+        replies.len() as i64
+    );
 
     let log: SentLog = http
         .get(format!("{sim_url}/_sim/sent"))

@@ -41,7 +41,12 @@ both!(
 
 /// A customer writes on `app`; returns the conversation id.
 async fn customer_writes(h: &Harness, app: &str, channel: ChannelType) -> String {
-    let body = inbound_text(channel, "46701234567", &uuid::Uuid::new_v4().to_string(), "hello");
+    let body = inbound_text(
+        channel,
+        "46701234567",
+        &uuid::Uuid::new_v4().to_string(),
+        "hello",
+    );
     let (status, ack) = h.post_webhook(app, &body).await;
     assert_eq!(status, 200, "{ack}");
     let convs: Vec<Value> = h
@@ -60,11 +65,14 @@ async fn customer_writes(h: &Harness, app: &str, channel: ChannelType) -> String
 }
 
 async fn reply(h: &Harness, conv: &str, content: Value) -> reqwest::Response {
-    h.api(reqwest::Method::POST, &format!("/conversations/{conv}/messages"))
-        .json(&json!({ "content": content }))
-        .send()
-        .await
-        .unwrap()
+    h.api(
+        reqwest::Method::POST,
+        &format!("/conversations/{conv}/messages"),
+    )
+    .json(&json!({ "content": content }))
+    .send()
+    .await
+    .unwrap()
 }
 
 async fn sent(h: &Harness) -> SentLog {
@@ -129,9 +137,24 @@ async fn channel_rules_refuse_without_side_effect(db: Db) {
     let sms = customer_writes(&h, "sms", ChannelType::Sms).await;
     let before = h.counts().await;
     for (conv, content, status, code) in [
-        (&wa, json!({ "type": "text", "text": "x".repeat(4097) }), 422, "text_too_long"),
-        (&sms, json!({ "type": "text", "text": "x".repeat(1531) }), 422, "sms_too_long"),
-        (&sms, json!({ "type": "text", "text": "  " }), 422, "empty_text"),
+        (
+            &wa,
+            json!({ "type": "text", "text": "x".repeat(4097) }),
+            422,
+            "text_too_long",
+        ),
+        (
+            &sms,
+            json!({ "type": "text", "text": "x".repeat(1531) }),
+            422,
+            "sms_too_long",
+        ),
+        (
+            &sms,
+            json!({ "type": "text", "text": "  " }),
+            422,
+            "empty_text",
+        ),
         (
             &sms,
             json!({ "type": "template", "template_id": "t", "language_code": "en_US" }),
@@ -144,7 +167,12 @@ async fn channel_rules_refuse_without_side_effect(db: Db) {
             422,
             "content_not_sendable",
         ),
-        (&wa, json!({ "type": "media", "url": "ftp://x/y.png" }), 422, "invalid_media_url"),
+        (
+            &wa,
+            json!({ "type": "media", "url": "ftp://x/y.png" }),
+            422,
+            "invalid_media_url",
+        ),
         (&wa, json!({ "type": "hologram" }), 400, "invalid_json"),
     ] {
         let r = reply(&h, conv, content.clone()).await;
@@ -152,10 +180,18 @@ async fn channel_rules_refuse_without_side_effect(db: Db) {
         let err: Value = r.json().await.unwrap();
         assert_eq!(err["error"]["code"], code, "{content}: {err}");
     }
-    let r = reply(&h, "no-such-conversation", json!({ "type": "text", "text": "x" })).await;
+    let r = reply(
+        &h,
+        "no-such-conversation",
+        json!({ "type": "text", "text": "x" }),
+    )
+    .await;
     assert_eq!(r.status(), 404);
     let r = h
-        .api(reqwest::Method::POST, &format!("/conversations/{wa}/messages"))
+        .api(
+            reqwest::Method::POST,
+            &format!("/conversations/{wa}/messages"),
+        )
         .body("{not json")
         .send()
         .await
@@ -163,7 +199,12 @@ async fn channel_rules_refuse_without_side_effect(db: Db) {
     assert_eq!(r.status(), 400);
     assert_eq!(h.counts().await, before, "refusals write nothing");
     // SMS within the cap is fine (10 segments).
-    let r = reply(&h, &sms, json!({ "type": "text", "text": "x".repeat(1530) })).await;
+    let r = reply(
+        &h,
+        &sms,
+        json!({ "type": "text", "text": "x".repeat(1530) }),
+    )
+    .await;
     assert_eq!(r.status(), 202);
 }
 
@@ -174,8 +215,18 @@ async fn whatsapp_window_allows_only_templates(db: Db) {
     let old = contact_runtime::storage::now_ms() - 25 * 3600 * 1000;
     let sql = "UPDATE conversations SET last_inbound_at = $1 WHERE id = $2";
     match &h.store {
-        Store::Sqlite(p) => sqlx::query(sql).bind(old).bind(&conv).execute(p).await.map(|_| ()),
-        Store::Postgres(p) => sqlx::query(sql).bind(old).bind(&conv).execute(p).await.map(|_| ()),
+        Store::Sqlite(p) => sqlx::query(sql)
+            .bind(old)
+            .bind(&conv)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Store::Postgres(p) => sqlx::query(sql)
+            .bind(old)
+            .bind(&conv)
+            .execute(p)
+            .await
+            .map(|_| ()),
     }
     .unwrap();
     let r = reply(&h, &conv, json!({ "type": "text", "text": "late" })).await;
@@ -205,10 +256,13 @@ async fn idempotency_key_makes_retries_safe(db: Db) {
     let h = Harness::start(db, |_| {}).await;
     let conv = customer_writes(&h, "wa", ChannelType::Whatsapp).await;
     let send = || {
-        h.api(reqwest::Method::POST, &format!("/conversations/{conv}/messages"))
-            .header("Idempotency-Key", "agent-click-1")
-            .json(&json!({ "content": { "type": "text", "text": "once" } }))
-            .send()
+        h.api(
+            reqwest::Method::POST,
+            &format!("/conversations/{conv}/messages"),
+        )
+        .header("Idempotency-Key", "agent-click-1")
+        .json(&json!({ "content": { "type": "text", "text": "once" } }))
+        .send()
     };
     let first = send().await.unwrap();
     assert_eq!(first.status(), 202);
@@ -257,7 +311,11 @@ async fn throttling_honours_retry_after(db: Db) {
     })
     .await;
     // Backoff alone would retry after ≤50 ms; Retry-After asked for a second.
-    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let (_, attempts, _) = h.store.outbox_row(id).await.unwrap();
     assert_eq!(attempts, 2);
 }
@@ -305,6 +363,10 @@ async fn messages_give_up_after_max_attempts() {
     })
     .await;
     let m = h.store.message(id).await.unwrap();
-    assert!(m.status_reason.unwrap().contains("gave up after 2 attempts"));
+    assert!(
+        m.status_reason
+            .unwrap()
+            .contains("gave up after 2 attempts")
+    );
     assert_eq!(h.store.outbox_count("failed").await.unwrap(), 1);
 }

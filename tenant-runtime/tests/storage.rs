@@ -6,7 +6,9 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{Db, counts, store};
-use contact_runtime::domain::{ChannelType, ConversationStatus, DeliveryStatus, Direction, MessageContent, Role};
+use contact_runtime::domain::{
+    ChannelType, ConversationStatus, DeliveryStatus, Direction, MessageContent, Role,
+};
 use contact_runtime::storage::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, NewCategory, NewOutbound,
     NewSkill, NewUser, Nonce, ReportOutcome, RetryAt, Store, new_id, now_ms,
@@ -92,7 +94,9 @@ async fn enqueue(store: &Store, conversation_id: &str, key: Option<&str>) -> (St
         .enqueue_outbound(&NewOutbound {
             id: id.clone(),
             conversation_id: conversation_id.into(),
-            content: MessageContent::Text { text: "hello".into() },
+            content: MessageContent::Text {
+                text: "hello".into(),
+            },
             payload: serde_json::json!({ "correlation_id": id }),
             author_user_id: None,
             idempotency_key: key.map(str::to_owned),
@@ -150,7 +154,10 @@ async fn inbound_creates_contact_conversation_and_message(store: Store) {
             text: "parcel?".into()
         }
     );
-    let events = store.conversation_events(&conversation_id, 0).await.unwrap();
+    let events = store
+        .conversation_events(&conversation_id, 0)
+        .await
+        .unwrap();
     let kinds: Vec<_> = events.iter().map(|(_, k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["conversation_opened", "message_received"]);
 }
@@ -202,7 +209,10 @@ async fn duplicate_message_id_changes_nothing(store: Store) {
         .record_inbound(&nonce("n2"), &inbound("111", "SAME", "a"))
         .await
         .unwrap();
-    assert!(matches!(again, InboundOutcome::Duplicate { .. }), "{again:?}");
+    assert!(
+        matches!(again, InboundOutcome::Duplicate { .. }),
+        "{again:?}"
+    );
     let after = counts(&store).await;
     // Only the new nonce is recorded.
     assert_eq!(after[..5], before[..5]);
@@ -230,7 +240,10 @@ async fn concurrent_first_messages_make_one_contact_and_conversation(store: Stor
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .record_inbound(&nonce(&format!("n{i}")), &inbound("999", &format!("E{i}"), "x"))
+                .record_inbound(
+                    &nonce(&format!("n{i}")),
+                    &inbound("999", &format!("E{i}"), "x"),
+                )
                 .await
         }));
     }
@@ -278,7 +291,10 @@ async fn outbound_message_and_outbox_in_one_step(store: Store) {
         })
         .await
         .unwrap_err();
-    assert!(matches!(err, contact_runtime::storage::Error::NotFound { .. }), "{err}");
+    assert!(
+        matches!(err, contact_runtime::storage::Error::NotFound { .. }),
+        "{err}"
+    );
     assert_eq!(counts(&store).await, before);
 }
 
@@ -303,9 +319,15 @@ async fn outbox_retry_and_failure(store: Store) {
         .retry_outbox(&id, RetryAt(now_ms() + 60_000), "503 busy")
         .await
         .unwrap();
-    assert!(store.claim_outbox(10, 30_000).await.unwrap().is_empty(), "not due yet");
+    assert!(
+        store.claim_outbox(10, 30_000).await.unwrap().is_empty(),
+        "not due yet"
+    );
     let (state, attempts, error) = store.outbox_row(&id).await.unwrap();
-    assert_eq!((state.as_str(), attempts, error.as_deref()), ("pending", 1, Some("503 busy")));
+    assert_eq!(
+        (state.as_str(), attempts, error.as_deref()),
+        ("pending", 1, Some("503 busy"))
+    );
     store.fail_outbox(&id, "400 bad request").await.unwrap();
     let m = store.message(&id).await.unwrap();
     assert_eq!(m.status, DeliveryStatus::Failed);
@@ -338,14 +360,32 @@ async fn delivery_reports_are_monotonic(store: Store) {
                 .unwrap()
         }
     };
-    assert!(matches!(apply(DeliveryStatus::Delivered).await, ReportOutcome::Updated { .. }));
-    assert_eq!(apply(DeliveryStatus::QueuedOnChannel).await, ReportOutcome::Unchanged);
-    assert!(matches!(apply(DeliveryStatus::Read).await, ReportOutcome::Updated { .. }));
-    assert_eq!(apply(DeliveryStatus::Failed).await, ReportOutcome::Unchanged);
-    assert_eq!(store.message(&id).await.unwrap().status, DeliveryStatus::Read);
+    assert!(matches!(
+        apply(DeliveryStatus::Delivered).await,
+        ReportOutcome::Updated { .. }
+    ));
+    assert_eq!(
+        apply(DeliveryStatus::QueuedOnChannel).await,
+        ReportOutcome::Unchanged
+    );
+    assert!(matches!(
+        apply(DeliveryStatus::Read).await,
+        ReportOutcome::Updated { .. }
+    ));
+    assert_eq!(
+        apply(DeliveryStatus::Failed).await,
+        ReportOutcome::Unchanged
+    );
+    assert_eq!(
+        store.message(&id).await.unwrap().status,
+        DeliveryStatus::Read
+    );
     // A late send response does not move it back either.
     store.mark_outbox_sent(&id, "EXT-OUT").await.unwrap();
-    assert_eq!(store.message(&id).await.unwrap().status, DeliveryStatus::Read);
+    assert_eq!(
+        store.message(&id).await.unwrap().status,
+        DeliveryStatus::Read
+    );
     assert_eq!(
         store
             .record_delivery_report(&nonce("other"), &report("NOPE", None, DeliveryStatus::Read))
@@ -355,7 +395,10 @@ async fn delivery_reports_are_monotonic(store: Store) {
     );
     assert_eq!(
         store
-            .record_delivery_report(&nonce("dr1"), &report("EXT-OUT", None, DeliveryStatus::Read))
+            .record_delivery_report(
+                &nonce("dr1"),
+                &report("EXT-OUT", None, DeliveryStatus::Read)
+            )
             .await
             .unwrap(),
         ReportOutcome::Replayed
@@ -367,7 +410,10 @@ async fn report_before_send_response_matches_by_correlation_id(store: Store) {
     let (id, _) = enqueue(&store, &conv, None).await;
     // The report overtakes the messages:send response: only our id (correlation_id) is known.
     let out = store
-        .record_delivery_report(&nonce("early"), &report("EXT-LATE", Some(&id), DeliveryStatus::Failed))
+        .record_delivery_report(
+            &nonce("early"),
+            &report("EXT-LATE", Some(&id), DeliveryStatus::Failed),
+        )
         .await
         .unwrap();
     assert!(matches!(out, ReportOutcome::Updated { .. }), "{out:?}");
@@ -388,9 +434,22 @@ async fn idempotency_key_returns_first_message(store: Store) {
 }
 
 async fn directory_users_skills_categories(store: Store) {
-    let german = store.create_skill(&NewSkill { name: "german".into() }).await.unwrap();
-    let dup = store.create_skill(&NewSkill { name: "german".into() }).await.unwrap_err();
-    assert!(matches!(dup, contact_runtime::storage::Error::Conflict(_)), "{dup}");
+    let german = store
+        .create_skill(&NewSkill {
+            name: "german".into(),
+        })
+        .await
+        .unwrap();
+    let dup = store
+        .create_skill(&NewSkill {
+            name: "german".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(dup, contact_runtime::storage::Error::Conflict(_)),
+        "{dup}"
+    );
     let cat = store
         .create_category(&NewCategory {
             name: "Billing".into(),
@@ -422,7 +481,10 @@ async fn directory_users_skills_categories(store: Store) {
         })
         .await
         .unwrap_err();
-    assert!(matches!(dup, contact_runtime::storage::Error::Conflict(_)), "{dup}");
+    assert!(
+        matches!(dup, contact_runtime::storage::Error::Conflict(_)),
+        "{dup}"
+    );
     let bad = store
         .create_user(&NewUser {
             email: "bob@example.com".into(),
@@ -433,16 +495,31 @@ async fn directory_users_skills_categories(store: Store) {
         })
         .await
         .unwrap_err();
-    assert!(matches!(bad, contact_runtime::storage::Error::NotFound { .. }), "{bad}");
-    assert_eq!(store.users().await.unwrap().len(), 1, "failed create left nothing");
+    assert!(
+        matches!(bad, contact_runtime::storage::Error::NotFound { .. }),
+        "{bad}"
+    );
+    assert_eq!(
+        store.users().await.unwrap().len(),
+        1,
+        "failed create left nothing"
+    );
     let cats = store.categories().await.unwrap();
     let billing = cats.iter().find(|c| c.id == cat.id).unwrap();
     assert_eq!(billing.skill_ids, vec![german.id]);
-    assert_eq!(store.category_id_by_name("Billing").await.unwrap(), Some(cat.id));
+    assert_eq!(
+        store.category_id_by_name("Billing").await.unwrap(),
+        Some(cat.id)
+    );
 }
 
 async fn category_skills_become_requirements(store: Store) {
-    let skill = store.create_skill(&NewSkill { name: "billing".into() }).await.unwrap();
+    let skill = store
+        .create_skill(&NewSkill {
+            name: "billing".into(),
+        })
+        .await
+        .unwrap();
     let cat = store
         .create_category(&NewCategory {
             name: "Billing".into(),
@@ -462,8 +539,18 @@ async fn category_skills_become_requirements(store: Store) {
     let conv = store.conversation(&conversation_id).await.unwrap();
     assert_eq!(conv.category_id, Some(cat.id));
     assert_eq!(conv.skill_requirements, vec![skill.id]);
-    store.set_conversation_skills(&conversation_id, &[]).await.unwrap();
-    assert!(store.conversation(&conversation_id).await.unwrap().skill_requirements.is_empty());
+    store
+        .set_conversation_skills(&conversation_id, &[])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .conversation(&conversation_id)
+            .await
+            .unwrap()
+            .skill_requirements
+            .is_empty()
+    );
 }
 
 async fn expired_nonces_are_purged(store: Store) {

@@ -64,7 +64,10 @@ async fn signed_inbound_is_stored_and_listed(db: Db) {
     assert_eq!(convs[0]["channel"], "WHATSAPP");
     let id = convs[0]["id"].as_str().unwrap();
     let msgs: Vec<Value> = h
-        .api(reqwest::Method::GET, &format!("/conversations/{id}/messages"))
+        .api(
+            reqwest::Method::GET,
+            &format!("/conversations/{id}/messages"),
+        )
         .send()
         .await
         .unwrap()
@@ -76,7 +79,10 @@ async fn signed_inbound_is_stored_and_listed(db: Db) {
     assert_eq!(msgs[0]["content"]["text"], "Hello there");
     assert_eq!(msgs[0]["direction"], "inbound");
     let contact: Value = h
-        .api(reqwest::Method::GET, &format!("/contacts/{}", convs[0]["contact_id"].as_str().unwrap()))
+        .api(
+            reqwest::Method::GET,
+            &format!("/contacts/{}", convs[0]["contact_id"].as_str().unwrap()),
+        )
         .send()
         .await
         .unwrap()
@@ -103,13 +109,25 @@ async fn forged_signature_is_refused_without_side_effect(db: Db) {
     let h = Harness::start(db, |_| {}).await;
     let body = inbound_text(ChannelType::Whatsapp, "1", "MSG1", "hi");
     let before = h.counts().await;
-    let headers = signed(&h.settings, "wa", &body, "n-1", chrono::Utc::now().timestamp());
+    let headers = signed(
+        &h.settings,
+        "wa",
+        &body,
+        "n-1",
+        chrono::Utc::now().timestamp(),
+    );
     let forged = body.replace("hi", "pay me");
     let (status, err) = h.post_webhook_with("wa", &forged, headers).await;
     assert_eq!(status, 401);
     assert_eq!(err["error"]["code"], "bad_signature");
     // Signed with another app's secret.
-    let headers = signed(&h.settings, "sms", &body, "n-2", chrono::Utc::now().timestamp());
+    let headers = signed(
+        &h.settings,
+        "sms",
+        &body,
+        "n-2",
+        chrono::Utc::now().timestamp(),
+    );
     let (status, _) = h.post_webhook_with("wa", &body, headers).await;
     assert_eq!(status, 401);
     // No signature at all.
@@ -137,7 +155,13 @@ async fn stale_timestamp_is_refused(db: Db) {
 async fn replayed_nonce_is_refused(db: Db) {
     let h = Harness::start(db, |_| {}).await;
     let body = inbound_text(ChannelType::Whatsapp, "1", "MSG1", "hi");
-    let headers = signed(&h.settings, "wa", &body, "nonce-1", chrono::Utc::now().timestamp());
+    let headers = signed(
+        &h.settings,
+        "wa",
+        &body,
+        "nonce-1",
+        chrono::Utc::now().timestamp(),
+    );
     let (status, _) = h.post_webhook_with("wa", &body, headers.clone()).await;
     assert_eq!(status, 200);
     let before = h.counts().await;
@@ -147,7 +171,13 @@ async fn replayed_nonce_is_refused(db: Db) {
     assert_eq!(h.counts().await, before);
     // A replay of an ignored kind is refused as well.
     let other = fixture("contact_create.json");
-    let headers = signed(&h.settings, "wa", &other, "nonce-1", chrono::Utc::now().timestamp());
+    let headers = signed(
+        &h.settings,
+        "wa",
+        &other,
+        "nonce-1",
+        chrono::Utc::now().timestamp(),
+    );
     let (status, _) = h.post_webhook_with("wa", &other, headers).await;
     assert_eq!(status, 401);
 }
@@ -189,15 +219,25 @@ async fn malformed_payloads_are_refused_without_side_effect(db: Db) {
             r#"{"message": {"id": "X", "direction": "TO_CONTACT", "contact_message": {"text_message": {"text": "a"}}, "channel_identity": {"channel": "WHATSAPP", "identity": "1"}}}"#,
             "expected TO_APP",
         ),
-        (r#"{"message_delivery_report": {"status": "READ"}}"#, "message_id"),
+        (
+            r#"{"message_delivery_report": {"status": "READ"}}"#,
+            "message_id",
+        ),
     ] {
         let (status, err) = h.post_webhook("wa", body).await;
         assert_eq!(status, 400, "{body}: {err}");
         assert_eq!(err["error"]["code"], "invalid_callback");
         let message = err["error"]["message"].as_str().unwrap();
-        assert!(message.contains(needle), "{body}: `{message}` lacks `{needle}`");
+        assert!(
+            message.contains(needle),
+            "{body}: `{message}` lacks `{needle}`"
+        );
     }
-    assert_eq!(h.counts().await, before, "a refused callback writes nothing");
+    assert_eq!(
+        h.counts().await,
+        before,
+        "a refused callback writes nothing"
+    );
 }
 
 async fn every_callback_kind_is_told_apart(db: Db) {
@@ -211,20 +251,44 @@ async fn every_callback_kind_is_told_apart(db: Db) {
         "inbound_fallback.json",
     ] {
         let (status, ack) = h.post_webhook("wa", &fixture(file)).await;
-        assert_eq!((status, ack["outcome"].as_str()), (200, Some("stored")), "{file}: {ack}");
+        assert_eq!(
+            (status, ack["outcome"].as_str()),
+            (200, Some("stored")),
+            "{file}: {ack}"
+        );
         stored += 1;
     }
     let (status, ack) = h.post_webhook("wa", &fixture("inbound_choice.json")).await;
-    assert_eq!((status, ack["outcome"].as_str()), (200, Some("stored")), "{ack}");
+    assert_eq!(
+        (status, ack["outcome"].as_str()),
+        (200, Some("stored")),
+        "{ack}"
+    );
     stored += 1;
     assert_eq!(h.store.count("messages").await.unwrap(), stored);
     let before = h.counts().await;
     for (file, kind, outcome) in [
-        ("delivery_read.json", "message_delivery_report", "unknown_message"),
-        ("contact_create.json", "contact_create_notification", "ignored"),
-        ("conversation_start.json", "conversation_start_notification", "ignored"),
+        (
+            "delivery_read.json",
+            "message_delivery_report",
+            "unknown_message",
+        ),
+        (
+            "contact_create.json",
+            "contact_create_notification",
+            "ignored",
+        ),
+        (
+            "conversation_start.json",
+            "conversation_start_notification",
+            "ignored",
+        ),
         ("event_composing.json", "event", "ignored"),
-        ("message_submit.json", "message_submit_notification", "ignored"),
+        (
+            "message_submit.json",
+            "message_submit_notification",
+            "ignored",
+        ),
         ("unknown_kind.json", "unknown", "ignored"),
     ] {
         let (status, ack) = h.post_webhook("wa", &fixture(file)).await;
@@ -249,19 +313,32 @@ async fn every_callback_kind_is_told_apart(db: Db) {
     let mut kinds = Vec::new();
     for c in &convs {
         let msgs: Vec<Value> = h
-            .api(reqwest::Method::GET, &format!("/conversations/{}/messages", c["id"].as_str().unwrap()))
+            .api(
+                reqwest::Method::GET,
+                &format!("/conversations/{}/messages", c["id"].as_str().unwrap()),
+            )
             .send()
             .await
             .unwrap()
             .json()
             .await
             .unwrap();
-        kinds.extend(msgs.iter().map(|m| m["content"]["type"].as_str().unwrap().to_owned()));
+        kinds.extend(
+            msgs.iter()
+                .map(|m| m["content"]["type"].as_str().unwrap().to_owned()),
+        );
     }
     kinds.sort();
     assert_eq!(
         kinds,
-        ["choice_response", "location", "media", "media", "text", "unsupported"]
+        [
+            "choice_response",
+            "location",
+            "media",
+            "media",
+            "text",
+            "unsupported"
+        ]
     );
 }
 
@@ -281,7 +358,13 @@ async fn replay_after_restart_is_caught() {
     let headers;
     {
         let h = Harness::start_on(url.clone(), common::DbGuard::External, |_| {}).await;
-        headers = signed(&h.settings, "wa", &body, "once", chrono::Utc::now().timestamp());
+        headers = signed(
+            &h.settings,
+            "wa",
+            &body,
+            "once",
+            chrono::Utc::now().timestamp(),
+        );
         let (status, _) = h.post_webhook_with("wa", &body, headers.clone()).await;
         assert_eq!(status, 200);
         h.stop_runtime();
@@ -313,7 +396,12 @@ async fn probes_and_auth() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let doc: Value = get("/api/v1/openapi.json").await.unwrap().json().await.unwrap();
+    let doc: Value = get("/api/v1/openapi.json")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["paths"]["/api/v1/conversations/{id}/messages"]["post"].is_object());
     let r = h
         .api(reqwest::Method::GET, "/conversations?status=sleeping")

@@ -189,7 +189,9 @@ pub fn parse(body: &[u8]) -> Result<Callback, Error> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| Error::NotJsonObject(e.to_string()))?;
     let Value::Object(mut top) = value else {
-        return Err(Error::NotJsonObject("top level is not an object".to_owned()));
+        return Err(Error::NotJsonObject(
+            "top level is not an object".to_owned(),
+        ));
     };
     let Some(kind) = KNOWN_KINDS.iter().copied().find(|k| top.contains_key(*k)) else {
         return Ok(Callback::Ignored {
@@ -343,7 +345,9 @@ mod tests {
         let Callback::Message(m) = parse(&fixture("inbound_media_card.json")).unwrap() else {
             panic!()
         };
-        assert!(matches!(m.content, MessageContent::Media { caption: Some(ref c), .. } if c == "The damaged box"));
+        assert!(
+            matches!(m.content, MessageContent::Media { caption: Some(ref c), .. } if c == "The damaged box")
+        );
     }
 
     #[test]
@@ -386,7 +390,11 @@ mod tests {
         };
         assert_eq!(r.status, Some(DeliveryStatus::Failed));
         assert_eq!(r.correlation_id.as_deref(), Some("T-1042"));
-        assert!(r.reason.unwrap().starts_with("OUTSIDE_ALLOWED_SENDING_WINDOW: "));
+        assert!(
+            r.reason
+                .unwrap()
+                .starts_with("OUTSIDE_ALLOWED_SENDING_WINDOW: ")
+        );
         let Callback::DeliveryReport(r) = parse(&fixture("delivery_read.json")).unwrap() else {
             panic!()
         };
@@ -418,7 +426,10 @@ mod tests {
         assert!(matches!(parse(b"[1,2]"), Err(Error::NotJsonObject(_))));
         assert!(matches!(
             parse(br#"{"message":{"id":"X"}}"#),
-            Err(Error::Invalid { kind: "message", .. })
+            Err(Error::Invalid {
+                kind: "message",
+                ..
+            })
         ));
         assert!(matches!(
             parse(br#"{"message":{"id":"X","contact_message":{},"channel_identity":{"channel":"SMS","identity":"1"}}}"#),
@@ -430,7 +441,10 @@ mod tests {
         ));
         assert!(matches!(
             parse(br#"{"message_delivery_report":{"status":"READ"}}"#),
-            Err(Error::Invalid { kind: "message_delivery_report", .. })
+            Err(Error::Invalid {
+                kind: "message_delivery_report",
+                ..
+            })
         ));
     }
 }

@@ -190,7 +190,10 @@ mod tests {
             (ChannelType::Instagram, 1000),
             (ChannelType::Telegram, 4096),
         ] {
-            assert_eq!(check_outbound(channel, &text(limit, 'x'), recent, now), Ok(()));
+            assert_eq!(
+                check_outbound(channel, &text(limit, 'x'), recent, now),
+                Ok(())
+            );
             assert_eq!(
                 check_outbound(channel, &text(limit + 1, 'é'), recent, now),
                 Err(Violation::TooLong {
@@ -210,14 +213,20 @@ mod tests {
         assert_eq!(sms_segments(&"ж".repeat(70)), (1, "UCS-2"));
         assert_eq!(sms_segments(&"ж".repeat(71)), (2, "UCS-2"));
         let now = Utc::now();
-        assert_eq!(check_outbound(ChannelType::Sms, &text(1530, 'a'), None, now), Ok(()));
+        assert_eq!(
+            check_outbound(ChannelType::Sms, &text(1530, 'a'), None, now),
+            Ok(())
+        );
         assert!(matches!(
             check_outbound(ChannelType::Sms, &text(1531, 'a'), None, now),
             Err(Violation::TooManySegments { segments: 11, .. })
         ));
         assert!(matches!(
             check_outbound(ChannelType::Sms, &text(671, 'ж'), None, now),
-            Err(Violation::TooManySegments { encoding: "UCS-2", .. })
+            Err(Violation::TooManySegments {
+                encoding: "UCS-2",
+                ..
+            })
         ));
     }
 
@@ -226,11 +235,21 @@ mod tests {
         let now = Utc::now();
         let hi = text(2, 'h');
         assert_eq!(
-            check_outbound(ChannelType::Whatsapp, &hi, Some(now - Duration::hours(23)), now),
+            check_outbound(
+                ChannelType::Whatsapp,
+                &hi,
+                Some(now - Duration::hours(23)),
+                now
+            ),
             Ok(())
         );
         assert!(matches!(
-            check_outbound(ChannelType::Whatsapp, &hi, Some(now - Duration::hours(25)), now),
+            check_outbound(
+                ChannelType::Whatsapp,
+                &hi,
+                Some(now - Duration::hours(25)),
+                now
+            ),
             Err(Violation::OutsideWindow { .. })
         ));
         assert!(matches!(
@@ -242,13 +261,19 @@ mod tests {
             language_code: "en_US".into(),
             parameters: Default::default(),
         };
-        assert_eq!(check_outbound(ChannelType::Whatsapp, &template, None, now), Ok(()));
+        assert_eq!(
+            check_outbound(ChannelType::Whatsapp, &template, None, now),
+            Ok(())
+        );
         assert_eq!(
             check_outbound(ChannelType::Sms, &template, None, now),
             Err(Violation::TemplateNotSupported(ChannelType::Sms))
         );
         // Other channels have no window here.
-        assert_eq!(check_outbound(ChannelType::Telegram, &hi, None, now), Ok(()));
+        assert_eq!(
+            check_outbound(ChannelType::Telegram, &hi, None, now),
+            Ok(())
+        );
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! is pure: it takes the clock as an argument; nonce replay is checked by the caller against the
 //! database, because only a persisted nonce survives a restart.
 
+use axum::http::{HeaderMap, HeaderValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use axum::http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
 
 /// Header carrying the base64 signature.
@@ -73,7 +73,11 @@ fn mac(secret: &[u8], body: &[u8], nonce: &str, timestamp: &str) -> Hmac<Sha256>
 
 /// Computes the signature header value for a callback.
 pub fn sign(secret: &str, body: &[u8], nonce: &str, timestamp: &str) -> String {
-    STANDARD.encode(mac(secret.as_bytes(), body, nonce, timestamp).finalize().into_bytes())
+    STANDARD.encode(
+        mac(secret.as_bytes(), body, nonce, timestamp)
+            .finalize()
+            .into_bytes(),
+    )
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Error> {
@@ -155,7 +159,10 @@ mod tests {
 
     #[test]
     fn reference_test_vector_signs() {
-        assert_eq!(sign(SECRET, BODY.as_bytes(), NONCE, &TS.to_string()), EXPECTED);
+        assert_eq!(
+            sign(SECRET, BODY.as_bytes(), NONCE, &TS.to_string()),
+            EXPECTED
+        );
     }
 
     #[test]

@@ -326,8 +326,12 @@ pub fn sample_contact_message(i: u64) -> Value {
     match i % 5 {
         0 | 1 => json!({ "text_message": { "text": format!("Hello, this is message {i}") } }),
         2 => json!({ "media_message": { "url": format!("https://media.example.test/{i}.jpg") } }),
-        3 => json!({ "media_card_message": { "url": format!("https://media.example.test/{i}.jpg"), "caption": format!("photo {i}") } }),
-        _ => json!({ "location_message": { "coordinates": { "latitude": 59.33, "longitude": 18.06 }, "title": format!("spot {i}") } }),
+        3 => {
+            json!({ "media_card_message": { "url": format!("https://media.example.test/{i}.jpg"), "caption": format!("photo {i}") } })
+        }
+        _ => {
+            json!({ "location_message": { "coordinates": { "latitude": 59.33, "longitude": 18.06 }, "title": format!("spot {i}") } })
+        }
     }
 }
 
@@ -407,8 +411,12 @@ impl Sim {
     /// Signs `body` with a fresh nonce and posts it to the runtime's webhook of `ch`.
     async fn post_callback(&self, ch: &SimChannel, body: &[u8]) -> Result<(u16, String), String> {
         let nonce = ulid_like();
-        let headers =
-            signature::signed_headers(&ch.webhook_secret, body, &nonce, chrono::Utc::now().timestamp());
+        let headers = signature::signed_headers(
+            &ch.webhook_secret,
+            body,
+            &nonce,
+            chrono::Utc::now().timestamp(),
+        );
         let url = format!("{}/webhooks/sinch/{}", self.settings.runtime_url, ch.name);
         let resp = self
             .http
@@ -436,12 +444,15 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok());
-    let valid = creds.as_deref().and_then(|c| c.split_once(':')).is_some_and(|(id, secret)| {
-        sim.settings
-            .channels
-            .iter()
-            .any(|c| c.key_id == id && c.key_secret == secret)
-    });
+    let valid = creds
+        .as_deref()
+        .and_then(|c| c.split_once(':'))
+        .is_some_and(|(id, secret)| {
+            sim.settings
+                .channels
+                .iter()
+                .any(|c| c.key_id == id && c.key_secret == secret)
+        });
     if !valid {
         return (
             StatusCode::UNAUTHORIZED,
@@ -510,10 +521,18 @@ async fn send(
         tokio::time::sleep(d).await;
     }
     if fail {
-        return rpc_error(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "Injected failure.");
+        return rpc_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Injected failure.",
+        );
     }
     if let Some(secs) = throttle {
-        let mut r = rpc_error(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", "Too many requests.");
+        let mut r = rpc_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RESOURCE_EXHAUSTED",
+            "Too many requests.",
+        );
         if let Ok(v) = secs.to_string().parse() {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -529,7 +548,11 @@ async fn send(
         return rpc_error(StatusCode::NOT_FOUND, "NOT_FOUND", "Project not found.");
     };
     let Ok(req) = serde_json::from_slice::<Value>(&body) else {
-        return rpc_error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "Invalid JSON payload.");
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "Invalid JSON payload.",
+        );
     };
     let app_id = req["app_id"].as_str().unwrap_or_default().to_owned();
     let identity = req
@@ -560,7 +583,10 @@ async fn send(
     let (message_id, fresh) = {
         let mut sent = sim.sent.lock().await;
         let (records, by_corr, duplicates) = &mut *sent;
-        match correlation_id.as_ref().and_then(|c| by_corr.get(c).copied()) {
+        match correlation_id
+            .as_ref()
+            .and_then(|c| by_corr.get(c).copied())
+        {
             Some(i) => {
                 records[i].received += 1;
                 *duplicates += 1;
@@ -633,7 +659,11 @@ async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             *sim.faults.lock().await = f.clone();
             Json(f).into_response()
         }
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({ "error": e.to_string() }))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
     }
 }
 
@@ -641,11 +671,19 @@ async fn inbound(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: InboundRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "error": e.to_string() }))).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": e.to_string() })),
+            )
+                .into_response();
         }
     };
     let Some(ch) = sim.channel(req.channel.as_deref()).cloned() else {
-        return (StatusCode::NOT_FOUND, Json(json!({ "error": "no such channel" }))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no such channel" })),
+        )
+            .into_response();
     };
     let content = match (req.contact_message, req.text) {
         (Some(c), _) => c,
@@ -668,11 +706,19 @@ async fn callback(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: CallbackRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "error": e.to_string() }))).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": e.to_string() })),
+            )
+                .into_response();
         }
     };
     let Some(ch) = sim.channel(Some(&req.channel)).cloned() else {
-        return (StatusCode::NOT_FOUND, Json(json!({ "error": "no such channel" }))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no such channel" })),
+        )
+            .into_response();
     };
     relay(&sim, &ch, req.body.to_string().as_bytes(), "").await
 }
@@ -701,11 +747,19 @@ async fn start_stream(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: StreamRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (StatusCode::BAD_REQUEST, Json(json!({ "error": e.to_string() }))).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": e.to_string() })),
+            )
+                .into_response();
         }
     };
     let Some(ch) = sim.channel(Some(&req.channel)).cloned() else {
-        return (StatusCode::NOT_FOUND, Json(json!({ "error": "no such channel" }))).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no such channel" })),
+        )
+            .into_response();
     };
     *sim.stream.lock().await = StreamProgress {
         requested: req.count,
@@ -725,8 +779,9 @@ async fn run_stream(sim: Arc<Sim>, ch: SimChannel, req: StreamRequest) {
             async move {
                 let identity = format!("4670{:07}", i % identities);
                 let message_id = format!("{prefix}{i:08}");
-                let body = inbound_callback(&ch, &identity, &message_id, &sample_contact_message(i))
-                    .to_string();
+                let body =
+                    inbound_callback(&ch, &identity, &message_id, &sample_contact_message(i))
+                        .to_string();
                 let mut backoff = Duration::from_millis(20);
                 loop {
                     sim.stream.lock().await.attempts += 1;
@@ -781,7 +836,10 @@ mod tests {
         for i in 0..5 {
             let body = inbound_callback(&ch, "+4670", &format!("M{i}"), &sample_contact_message(i));
             let parsed = super::super::callbacks::parse(body.to_string().as_bytes()).unwrap();
-            assert!(matches!(parsed, super::super::callbacks::Callback::Message(ref m) if m.identity == "4670"), "{parsed:?}");
+            assert!(
+                matches!(parsed, super::super::callbacks::Callback::Message(ref m) if m.identity == "4670"),
+                "{parsed:?}"
+            );
         }
         let dr = delivery_report_callback(&ch, "4670", "M", Some("C"), "DELIVERED");
         assert!(matches!(

@@ -64,7 +64,9 @@ pub fn send_request(
         MessageContent::Media {
             url,
             caption: Some(caption),
-        } => json!({ "card_message": { "title": "", "description": caption, "media_message": { "url": url } } }),
+        } => {
+            json!({ "card_message": { "title": "", "description": caption, "media_message": { "url": url } } })
+        }
         MessageContent::Location {
             latitude,
             longitude,
@@ -223,7 +225,11 @@ impl Client {
         {
             Ok(r) => r,
             Err(e) => {
-                let kind = if e.is_timeout() { "timeout" } else { "network error" };
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "network error"
+                };
                 return SendOutcome::Transient {
                     reason: format!("{kind}: {e}"),
                 };
@@ -288,7 +294,9 @@ mod tests {
         let body = send_request(
             &app(),
             "46701234567",
-            &MessageContent::Text { text: "Hello".into() },
+            &MessageContent::Text {
+                text: "Hello".into(),
+            },
             "m-1",
             Some("Alice"),
         );
@@ -309,11 +317,17 @@ mod tests {
         let media = send_request(
             &a,
             "1",
-            &MessageContent::Media { url: "https://x/y.jpg".into(), caption: Some("box".into()) },
+            &MessageContent::Media {
+                url: "https://x/y.jpg".into(),
+                caption: Some("box".into()),
+            },
             "m",
             None,
         );
-        assert_eq!(media["message"]["card_message"]["media_message"]["url"], "https://x/y.jpg");
+        assert_eq!(
+            media["message"]["card_message"]["media_message"]["url"],
+            "https://x/y.jpg"
+        );
         assert_eq!(media["message"]["card_message"]["description"], "box");
         let tpl = send_request(
             &a,
@@ -333,10 +347,18 @@ mod tests {
         let loc = send_request(
             &a,
             "1",
-            &MessageContent::Location { latitude: 1.5, longitude: 2.5, title: "HQ".into(), label: None },
+            &MessageContent::Location {
+                latitude: 1.5,
+                longitude: 2.5,
+                title: "HQ".into(),
+                label: None,
+            },
             "m",
             None,
         );
-        assert_eq!(loc["message"]["location_message"]["coordinates"]["longitude"], 2.5);
+        assert_eq!(
+            loc["message"]["location_message"]["coordinates"]["longitude"],
+            2.5
+        );
     }
 }

@@ -318,7 +318,10 @@ pub async fn create_user(
             "email must contain `@` and display_name must not be empty",
         ));
     }
-    Ok((StatusCode::CREATED, Json(state.store.create_user(&new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_user(&new).await?),
+    ))
 }
 
 /// Every skill.
@@ -337,9 +340,15 @@ pub async fn create_skill(
 ) -> Result<(StatusCode, Json<Skill>), ApiError> {
     let new: NewSkill = parse_json(&body)?;
     if new.name.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid_skill", "name must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid_skill",
+            "name must not be empty",
+        ));
     }
-    Ok((StatusCode::CREATED, Json(state.store.create_skill(&new).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(state.store.create_skill(&new).await?),
+    ))
 }
 
 /// Every category.
@@ -360,7 +369,10 @@ pub async fn create_category(
 ) -> Result<(StatusCode, Json<Category>), ApiError> {
     let new: NewCategory = parse_json(&body)?;
     if new.name.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid_category", "name must not be empty"));
+        return Err(ApiError::bad_request(
+            "invalid_category",
+            "name must not be empty",
+        ));
     }
     Ok((
         StatusCode::CREATED,

@@ -151,7 +151,11 @@ async fn handle(
 /// Callbacks we do not act on are acknowledged without writing anything; a replayed nonce is
 /// still refused (read-only check).
 async fn ignored(state: &AppState, nonce: &Nonce) -> Result<&'static str, ()> {
-    match state.store.nonce_seen(&nonce.channel_app, &nonce.nonce).await {
+    match state
+        .store
+        .nonce_seen(&nonce.channel_app, &nonce.nonce)
+        .await
+    {
         Ok(true) => Err(()),
         Ok(false) => Ok("ignored"),
         // Nothing is written for these kinds, so acknowledging without the check loses nothing.

@@ -133,13 +133,15 @@ impl Store {
             .await
             .map_err(|e| conflict_on_unique(e, &what))?;
             for skill in &new.skill_ids {
-                sqlx::query("INSERT INTO user_skills (user_id, skill_id, active) VALUES ($1, $2, $3)")
-                    .bind(&id)
-                    .bind(skill)
-                    .bind(true)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| conflict_on_unique(e, "user skill"))?;
+                sqlx::query(
+                    "INSERT INTO user_skills (user_id, skill_id, active) VALUES ($1, $2, $3)",
+                )
+                .bind(&id)
+                .bind(skill)
+                .bind(true)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_on_unique(e, "user skill"))?;
             }
             tx.commit().await?;
         });
@@ -148,22 +150,21 @@ impl Store {
 
     /// One user.
     pub async fn user(&self, id: &str) -> Result<User> {
-        let (row, skills): (Option<UserRow>, Vec<(String, bool)>) =
-            on_pool!(self, |pool| {
-                let row = sqlx::query_as(
-                    "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
-                let skills = sqlx::query_as(
-                    "SELECT skill_id, active FROM user_skills WHERE user_id = $1 ORDER BY skill_id",
-                )
-                .bind(id)
-                .fetch_all(pool)
-                .await?;
-                (row, skills)
-            });
+        let (row, skills): (Option<UserRow>, Vec<(String, bool)>) = on_pool!(self, |pool| {
+            let row = sqlx::query_as(
+                "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            let skills = sqlx::query_as(
+                "SELECT skill_id, active FROM user_skills WHERE user_id = $1 ORDER BY skill_id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            (row, skills)
+        });
         let (id, email, display_name, role, created_at) = row.ok_or_else(|| Error::NotFound {
             what: "user",
             id: id.to_owned(),
@@ -172,7 +173,9 @@ impl Store {
             id,
             email,
             display_name,
-            role: role.parse().map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
+            role: role
+                .parse()
+                .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
             skills: skills
                 .into_iter()
                 .map(|(skill_id, active)| UserSkill { skill_id, active })
@@ -274,20 +277,19 @@ impl Store {
 
     /// Every category, by name.
     pub async fn categories(&self) -> Result<Vec<Category>> {
-        let (rows, links): (Vec<CategoryRow>, Vec<(String, String)>) =
-            on_pool!(self, |pool| {
-                let rows = sqlx::query_as(
-                    "SELECT id, name, description, created_at FROM categories ORDER BY name",
-                )
-                .fetch_all(pool)
-                .await?;
-                let links = sqlx::query_as(
-                    "SELECT category_id, skill_id FROM category_skills ORDER BY skill_id",
-                )
-                .fetch_all(pool)
-                .await?;
-                (rows, links)
-            });
+        let (rows, links): (Vec<CategoryRow>, Vec<(String, String)>) = on_pool!(self, |pool| {
+            let rows = sqlx::query_as(
+                "SELECT id, name, description, created_at FROM categories ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?;
+            let links = sqlx::query_as(
+                "SELECT category_id, skill_id FROM category_skills ORDER BY skill_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            (rows, links)
+        });
         Ok(rows
             .into_iter()
             .map(|(id, name, description, created_at)| Category {

@@ -118,7 +118,11 @@ impl Store {
 
     /// Stores an inbound message: finds or creates the contact and the open conversation,
     /// inserts the message unless it is already there, and records the nonce.
-    pub async fn record_inbound(&self, nonce: &Nonce, msg: &InboundMessage) -> Result<InboundOutcome> {
+    pub async fn record_inbound(
+        &self,
+        nonce: &Nonce,
+        msg: &InboundMessage,
+    ) -> Result<InboundOutcome> {
         let mut attempt = 0;
         loop {
             // Two first messages from the same new customer race on the unique identity and
@@ -130,7 +134,11 @@ impl Store {
         }
     }
 
-    async fn try_record_inbound(&self, nonce: &Nonce, msg: &InboundMessage) -> Result<InboundOutcome> {
+    async fn try_record_inbound(
+        &self,
+        nonce: &Nonce,
+        msg: &InboundMessage,
+    ) -> Result<InboundOutcome> {
         let now = now_ms();
         let content = serde_json::to_string(&msg.content)
             .map_err(|e| super::Error::Corrupt(format!("message content: {e}")))?;
@@ -172,11 +180,13 @@ impl Store {
                 Some(id) => id,
                 None => {
                     let id = super::new_id();
-                    sqlx::query("INSERT INTO contacts (id, display_name, created_at) VALUES ($1, NULL, $2)")
-                        .bind(&id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO contacts (id, display_name, created_at) VALUES ($1, NULL, $2)",
+                    )
+                    .bind(&id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                     sqlx::query(
                         "INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ($1, $2, $3, $4)",
                     )

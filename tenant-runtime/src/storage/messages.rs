@@ -207,12 +207,15 @@ const SELECT_MESSAGE_BY_KEY: &str = "SELECT id, conversation_id, direction, exte
 impl Store {
     /// One contact with its identities.
     pub async fn contact(&self, id: &str) -> Result<Contact> {
-        let (row, identities): (Option<ContactRow>, Vec<(String, String)>) =
-            on_pool!(self, |pool| {
-                let row = sqlx::query_as("SELECT id, display_name, created_at FROM contacts WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?;
+        let (row, identities): (Option<ContactRow>, Vec<(String, String)>) = on_pool!(
+            self,
+            |pool| {
+                let row = sqlx::query_as(
+                    "SELECT id, display_name, created_at FROM contacts WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
                 let ids = sqlx::query_as(
                     "SELECT channel, identity FROM contact_identities WHERE contact_id = $1 ORDER BY channel, identity",
                 )
@@ -220,7 +223,8 @@ impl Store {
                 .fetch_all(pool)
                 .await?;
                 (row, ids)
-            });
+            }
+        );
         let (id, display_name, created_at) = row.ok_or_else(|| Error::NotFound {
             what: "contact",
             id: id.to_owned(),
@@ -258,12 +262,11 @@ impl Store {
 
     /// One conversation.
     pub async fn conversation(&self, id: &str) -> Result<Conversation> {
-        let row: Option<ConversationRow> = on_pool!(self, |pool| sqlx::query_as(
-            SELECT_CONVERSATION
-        )
-        .bind(id)
-        .fetch_optional(pool)
-        .await?);
+        let row: Option<ConversationRow> =
+            on_pool!(self, |pool| sqlx::query_as(SELECT_CONVERSATION)
+                .bind(id)
+                .fetch_optional(pool)
+                .await?);
         let row = row.ok_or_else(|| Error::NotFound {
             what: "conversation",
             id: id.to_owned(),
@@ -284,13 +287,11 @@ impl Store {
     /// Conversations, newest first.
     pub async fn conversations(&self, filter: &ConversationFilter) -> Result<Vec<Conversation>> {
         let status = filter.status.map(|s| s.as_str());
-        let rows: Vec<ConversationRow> = on_pool!(self, |pool| sqlx::query_as(
-            LIST_CONVERSATIONS
-        )
-        .bind(status)
-        .bind(filter.limit)
-        .fetch_all(pool)
-        .await?);
+        let rows: Vec<ConversationRow> = on_pool!(self, |pool| sqlx::query_as(LIST_CONVERSATIONS)
+            .bind(status)
+            .bind(filter.limit)
+            .fetch_all(pool)
+            .await?);
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let skills = self.conversation_skills(&row.id).await?;
@@ -308,11 +309,13 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             for skill in skill_ids {
-                sqlx::query("INSERT INTO conversation_skills (conversation_id, skill_id) VALUES ($1, $2)")
-                    .bind(id)
-                    .bind(skill)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO conversation_skills (conversation_id, skill_id) VALUES ($1, $2)",
+                )
+                .bind(id)
+                .bind(skill)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
         });
@@ -363,11 +366,13 @@ impl Store {
         let (row, created): (MessageRow, bool) = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let existing: Option<MessageRow> = match &new.idempotency_key {
-                Some(key) => sqlx::query_as(SELECT_MESSAGE_BY_KEY)
-                    .bind(&new.conversation_id)
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?,
+                Some(key) => {
+                    sqlx::query_as(SELECT_MESSAGE_BY_KEY)
+                        .bind(&new.conversation_id)
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                }
                 None => None,
             };
             if let Some(row) = existing {
@@ -434,13 +439,15 @@ impl Store {
         conversation_id: &str,
         after_id: i64,
     ) -> Result<Vec<(i64, String, serde_json::Value)>> {
-        let rows: Vec<(i64, String, String)> = on_pool!(self, |pool| sqlx::query_as(
+        let rows: Vec<(i64, String, String)> = on_pool!(self, |pool| {
+            sqlx::query_as(
             "SELECT id, kind, data FROM conversation_events WHERE conversation_id = $1 AND id > $2 ORDER BY id"
         )
         .bind(conversation_id)
         .bind(after_id)
         .fetch_all(pool)
-        .await?);
+        .await?
+        });
         rows.into_iter()
             .map(|(id, kind, data)| {
                 let data = serde_json::from_str(&data)

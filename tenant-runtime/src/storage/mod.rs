@@ -10,10 +10,12 @@
 //! sqlx writes RFC 3339 text with a variable number of fractional digits, which would not sort.
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`, embedded in the binary.
 
+mod auth;
 mod directory;
 mod inbound;
 mod messages;
 mod outbox;
+mod workspace;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
 pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
@@ -32,6 +35,10 @@ pub use messages::{
     Contact, ContactIdentity, Conversation, ConversationFilter, Message, NewOutbound,
 };
 pub use outbox::{OutboxItem, RetryAt};
+pub use workspace::{
+    CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note,
+    PickOutcome, QueueItem,
+};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
@@ -163,14 +170,22 @@ impl Store {
             let in_memory = url.contains(":memory:");
             let pool = SqlitePoolOptions::new()
                 // An in-memory database exists per connection: keep exactly one.
-                .max_connections(if in_memory { 1 } else { options.max_connections })
+                .max_connections(if in_memory {
+                    1
+                } else {
+                    options.max_connections
+                })
                 .min_connections(if in_memory { 1 } else { 0 })
                 .idle_timeout(if in_memory {
                     None
                 } else {
                     Some(Duration::from_secs(600))
                 })
-                .max_lifetime(if in_memory { None } else { Some(Duration::from_secs(1800)) })
+                .max_lifetime(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(1800))
+                })
                 .connect_with(connect)
                 .await?;
             Ok(Store::Sqlite(pool))
@@ -204,20 +219,22 @@ impl Store {
     /// Applies the embedded migrations that are not applied yet.
     pub async fn migrate(&self) -> Result<()> {
         let migrator = self.migrator();
-        on_pool!(self, |pool| migrator.run(pool).await.map_err(Error::Migrate))
+        on_pool!(self, |pool| migrator
+            .run(pool)
+            .await
+            .map_err(Error::Migrate))
     }
 
     /// Readiness: the database answers and every embedded migration is applied.
     pub async fn ready(&self) -> Result<bool> {
         let applied: Vec<i64> = on_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-                .fetch_all(pool)
-                .await?
+            sqlx::query_scalar(
+                "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+            )
+            .fetch_all(pool)
+            .await?
         });
-        Ok(self
-            .migrator()
-            .iter()
-            .all(|m| applied.contains(&m.version)))
+        Ok(self.migrator().iter().all(|m| applied.contains(&m.version)))
     }
 
     /// Closes the pool, waiting for connections to be returned.

@@ -62,11 +62,13 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE messages SET external_id = $1 WHERE id = $2 AND external_id IS NULL")
-                .bind(external_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE messages SET external_id = $1 WHERE id = $2 AND external_id IS NULL",
+            )
+            .bind(external_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             // A delivery report may already have moved the status further: keep it monotonic.
             sqlx::query(
                 "UPDATE messages SET status = $1, status_rank = $2, updated_at = $3 WHERE id = $4 AND status_rank < $2",
@@ -84,7 +86,8 @@ impl Store {
 
     /// Releases a row for another try at `at` (epoch ms), remembering the error.
     pub async fn retry_outbox(&self, id: &str, at: RetryAt, error: &str) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
+        on_pool!(self, |pool| {
+            sqlx::query(
             "UPDATE outbox SET available_at = $1, lease_until = NULL, last_error = $2 WHERE id = $3 AND state = 'pending'"
         )
         .bind(at.0)
@@ -92,7 +95,8 @@ impl Store {
         .bind(id)
         .execute(pool)
         .await?
-        .rows_affected());
+        .rows_affected()
+        });
         Ok(())
     }
 

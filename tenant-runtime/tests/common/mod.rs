@@ -141,7 +141,9 @@ impl Harness {
         let simulator = tokio::spawn(async move {
             let _ = sim.run_until(std::future::pending()).await;
         });
-        let app = Application::build(settings.clone()).await.expect("build runtime");
+        let app = Application::build(settings.clone())
+            .await
+            .expect("build runtime");
         let store = app.store().clone();
         let runtime = tokio::spawn(async move {
             let _ = app.run_until(std::future::pending()).await;
@@ -166,7 +168,13 @@ impl Harness {
     /// Signs `body` for channel app `app` and posts it to the webhook.
     pub async fn post_webhook(&self, app: &str, body: &str) -> (u16, serde_json::Value) {
         let nonce = uuid::Uuid::new_v4().to_string();
-        let headers = signed(&self.settings, app, body, &nonce, chrono::Utc::now().timestamp());
+        let headers = signed(
+            &self.settings,
+            app,
+            body,
+            &nonce,
+            chrono::Utc::now().timestamp(),
+        );
         self.post_webhook_with(app, body, headers).await
     }
 

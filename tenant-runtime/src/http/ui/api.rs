@@ -1,0 +1,738 @@
+//! The JSON endpoints behind the Workspace (`/api/v1/me…`, `/api/v1/queue`,
+//! `/api/v1/workspace/…`, pick/close/transfer/notes) and the Configurator (`/api/v1/admin/…`).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::channels::rules;
+use crate::config::MaintenanceWindow;
+use crate::domain::{ChannelType, ConversationStatus, Role};
+use crate::http::AppState;
+use crate::http::auth::{Error, Principal, Via, check_conversation_access, json_body};
+use crate::http::error::ApiError;
+use crate::storage::{
+    CategoryEdit, ChannelHealth, Contact, Conversation, Figures, Message, Note, PickOutcome,
+    QueueItem, now_ms,
+};
+
+/// A skill as the agent sees it.
+#[derive(Debug, Serialize)]
+pub struct MySkill {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Switched on.
+    pub active: bool,
+}
+
+/// `GET /api/v1/me`.
+#[derive(Debug, Serialize)]
+pub struct Me {
+    /// User id (`null` for the API token).
+    pub user_id: Option<String>,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Name.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// CSRF token of the session.
+    pub csrf_token: Option<String>,
+    /// Own skills.
+    pub skills: Vec<MySkill>,
+    /// Auto-allocate switch.
+    pub auto_allocate: bool,
+    /// The next maintenance window, when one is announced and not over.
+    pub maintenance: Option<MaintenanceWindow>,
+}
+
+/// `GET /api/v1/me`.
+pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me>, Error> {
+    let maintenance = state
+        .settings
+        .maintenance
+        .filter(|w| w.end > chrono::Utc::now());
+    let csrf_token = match &who.via {
+        Via::Session { csrf_token, .. } => Some(csrf_token.clone()),
+        Via::ApiToken => None,
+    };
+    let Some(user_id) = who.user_id.clone() else {
+        return Ok(Json(Me {
+            user_id: None,
+            email: None,
+            display_name: who.display_name,
+            role: who.role,
+            csrf_token,
+            skills: vec![],
+            auto_allocate: false,
+            maintenance,
+        }));
+    };
+    let user = state.store.user(&user_id).await?;
+    let names: HashMap<String, String> = state
+        .store
+        .skills()
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.name))
+        .collect();
+    let mut skills: Vec<MySkill> = user
+        .skills
+        .iter()
+        .map(|s| MySkill {
+            name: names.get(&s.skill_id).cloned().unwrap_or_default(),
+            id: s.skill_id.clone(),
+            active: s.active,
+        })
+        .collect();
+    skills.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(Me {
+        auto_allocate: state.store.auto_allocate(&user_id).await?,
+        user_id: Some(user.id),
+        email: Some(user.email),
+        display_name: user.display_name,
+        role: user.role,
+        csrf_token,
+        skills,
+        maintenance,
+    }))
+}
+
+/// A switch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Switch {
+    /// On or off.
+    pub enabled: bool,
+}
+
+/// `PUT /api/v1/me/auto-allocate`.
+pub async fn set_auto_allocate(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: Switch = json_body(&headers, &body)?;
+    state
+        .store
+        .set_auto_allocate(who.require_user()?, req.enabled)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/v1/me/skills/{skill_id}`: switch one of the own skills on or off.
+pub async fn set_my_skill(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(skill_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: Switch = json_body(&headers, &body)?;
+    state
+        .store
+        .set_user_skill_active(who.require_user()?, &skill_id, req.enabled)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Dashboard figures.
+#[derive(Debug, Serialize)]
+pub struct Dashboard {
+    /// Own and tenant figures.
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Agents connected to the Workspace with auto-allocate on.
+    pub agents_available: usize,
+    /// Agents connected to the Workspace.
+    pub agents_online: usize,
+}
+
+/// `GET /api/v1/me/dashboard`.
+pub async fn dashboard(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Dashboard>, Error> {
+    let figures = state
+        .store
+        .figures(who.user_id.as_deref().unwrap_or(""), now_ms())
+        .await?;
+    let online = state.live.connected_users();
+    let switches = state.store.auto_allocate_all().await?;
+    let roles: HashMap<String, Role> = state
+        .store
+        .users()
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.role))
+        .collect();
+    let agents: Vec<&String> = online
+        .iter()
+        .filter(|u| roles.get(*u) == Some(&Role::Agent))
+        .collect();
+    Ok(Json(Dashboard {
+        figures,
+        agents_available: agents
+            .iter()
+            .filter(|u| switches.get(**u).copied().unwrap_or(false))
+            .count(),
+        agents_online: agents.len(),
+    }))
+}
+
+/// `GET /api/v1/queue`.
+pub async fn queue(State(state): State<AppState>) -> Result<Json<Vec<QueueItem>>, Error> {
+    Ok(Json(state.store.queue().await?))
+}
+
+/// `POST /api/v1/conversations/{id}/pick`: claims a queued conversation; 409 when someone else
+/// was faster.
+pub async fn pick(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Conversation>, Error> {
+    let user = who.require_user()?;
+    match state.store.pick_conversation(&id, user).await? {
+        PickOutcome::Won => Ok(Json(state.store.conversation(&id).await?)),
+        PickOutcome::Lost { status } => Err(ApiError::Conflict {
+            code: "already_taken",
+            message: format!("conversation `{id}` is no longer queued (it is {status})"),
+        }
+        .into()),
+    }
+}
+
+/// One line of the agent's conversation list.
+#[derive(Debug, Serialize)]
+pub struct MyConversation {
+    /// The conversation.
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    /// Customer name.
+    pub contact_name: Option<String>,
+}
+
+/// `GET /api/v1/me/conversations`: open conversations assigned to the caller.
+pub async fn my_conversations(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Vec<MyConversation>>, Error> {
+    let Some(user) = who.user_id.as_deref() else {
+        return Ok(Json(vec![]));
+    };
+    let mut out = Vec::new();
+    for id in state.store.assigned_conversation_ids(user).await? {
+        let conversation = state.store.conversation(&id).await?;
+        let contact_name = state
+            .store
+            .contact(&conversation.contact_id)
+            .await
+            .ok()
+            .and_then(|c| c.display_name);
+        out.push(MyConversation {
+            conversation,
+            contact_name,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// What the composer must respect.
+#[derive(Debug, Serialize)]
+pub struct Composer {
+    /// Longest text (`null`: SMS segment rules apply).
+    pub text_limit: Option<usize>,
+    /// SMS: the most characters accepted.
+    pub sms_max_chars: Option<usize>,
+    /// WhatsApp: whether free text may be sent now.
+    pub window_open: bool,
+    /// WhatsApp: when the 24-hour window closes.
+    pub window_closes_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether template messages are possible on this channel.
+    pub templates: bool,
+}
+
+fn composer(conversation: &Conversation) -> Composer {
+    let whatsapp = conversation.channel == ChannelType::Whatsapp;
+    let closes = conversation
+        .last_inbound_at
+        .map(|t| t + chrono::Duration::hours(24));
+    Composer {
+        text_limit: rules::text_limit(conversation.channel),
+        sms_max_chars: (conversation.channel == ChannelType::Sms).then_some(rules::SMS_MAX_CHARS),
+        window_open: !whatsapp || closes.is_some_and(|c| c > chrono::Utc::now()),
+        window_closes_at: if whatsapp { closes } else { None },
+        templates: whatsapp,
+    }
+}
+
+/// A colleague to transfer to.
+#[derive(Debug, Serialize)]
+pub struct Colleague {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub display_name: String,
+    /// Connected now.
+    pub online: bool,
+}
+
+/// Everything the conversation view shows.
+#[derive(Debug, Serialize)]
+pub struct ConversationView {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// The customer.
+    pub contact: Contact,
+    /// Category name.
+    pub category: Option<String>,
+    /// Thread, oldest first.
+    pub messages: Vec<Message>,
+    /// Internal notes.
+    pub notes: Vec<Note>,
+    /// Channel constraints for the composer.
+    pub composer: Composer,
+    /// Agents it can be transferred to.
+    pub colleagues: Vec<Colleague>,
+    /// Names of users who wrote messages or notes.
+    pub authors: HashMap<String, String>,
+}
+
+/// `GET /api/v1/workspace/conversations/{id}`.
+pub async fn conversation_view(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationView>, Error> {
+    let conversation = check_conversation_access(&state, &who, &id, false).await?;
+    let contact = state.store.contact(&conversation.contact_id).await?;
+    let category = match &conversation.category_id {
+        Some(cid) => state
+            .store
+            .categories()
+            .await?
+            .into_iter()
+            .find(|c| &c.id == cid)
+            .map(|c| c.name),
+        None => None,
+    };
+    let online = state.live.connected_users();
+    let users = state.store.users().await?;
+    let authors = users
+        .iter()
+        .map(|u| (u.id.clone(), u.display_name.clone()))
+        .collect();
+    let colleagues = users
+        .into_iter()
+        .filter(|u| u.role == Role::Agent && Some(&u.id) != who.user_id.as_ref())
+        .map(|u| Colleague {
+            online: online.contains(&u.id),
+            id: u.id,
+            display_name: u.display_name,
+        })
+        .collect();
+    Ok(Json(ConversationView {
+        composer: composer(&conversation),
+        messages: state.store.messages(&id).await?,
+        notes: state.store.notes(&id).await?,
+        conversation,
+        contact,
+        category,
+        colleagues,
+        authors,
+    }))
+}
+
+/// A message from the Workspace composer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compose {
+    /// What to send.
+    pub content: crate::domain::MessageContent,
+}
+
+/// `POST /api/v1/workspace/conversations/{id}/messages`: sends as the signed-in agent (the
+/// author comes from the session, never from the body), through the same checks as the REST
+/// API (channel limits, WhatsApp window, idempotency).
+pub async fn send(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Message>), Error> {
+    let req: Compose = json_body(&headers, &body)?;
+    let conversation = check_conversation_access(&state, &who, &id, true).await?;
+    if conversation.status != ConversationStatus::Assigned && who.role == Role::Agent {
+        return Err(ApiError::Conflict {
+            code: "not_assigned",
+            message: "pick the conversation before answering".to_owned(),
+        }
+        .into());
+    }
+    let body = json!({ "content": req.content, "author_user_id": who.user_id });
+    let body = Bytes::from(body.to_string());
+    Ok(crate::http::api::send_message(State(state), Path(id), headers, body).await?)
+}
+
+/// `POST /api/v1/conversations/{id}/close`.
+pub async fn close(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    check_conversation_access(&state, &who, &id, true).await?;
+    let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+    let owner = (who.role == Role::Agent).then_some(by.as_str());
+    if state.store.close_conversation(&id, owner, &by).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Conflict {
+            code: "conversation_closed",
+            message: format!("conversation `{id}` is already closed"),
+        }
+        .into())
+    }
+}
+
+/// A transfer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// The agent to hand it to; `null` puts it back in the queue.
+    pub to_user_id: Option<String>,
+}
+
+/// `POST /api/v1/conversations/{id}/transfer`.
+pub async fn transfer(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: Transfer = json_body(&headers, &body)?;
+    check_conversation_access(&state, &who, &id, true).await?;
+    if let Some(to) = &req.to_user_id {
+        let target = state
+            .store
+            .user(to)
+            .await
+            .map_err(|_| ApiError::Unprocessable {
+                code: "unknown_user",
+                message: format!("user `{to}` does not exist"),
+            })?;
+        if target.role != Role::Agent {
+            return Err(ApiError::Unprocessable {
+                code: "not_an_agent",
+                message: format!("`{}` is not an agent", target.display_name),
+            }
+            .into());
+        }
+    }
+    let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+    let owner = (who.role == Role::Agent).then_some(by.as_str());
+    if state
+        .store
+        .transfer_conversation(&id, owner, req.to_user_id.as_deref(), &by)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Conflict {
+            code: "not_assigned",
+            message: format!("conversation `{id}` is not assigned (to you)"),
+        }
+        .into())
+    }
+}
+
+/// A note.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewNote {
+    /// The text.
+    pub text: String,
+}
+
+/// `POST /api/v1/conversations/{id}/notes`.
+pub async fn add_note(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Note>), Error> {
+    let req: NewNote = json_body(&headers, &body)?;
+    let text = req.text.trim();
+    if text.is_empty() || text.chars().count() > 4000 {
+        return Err(
+            ApiError::bad_request("invalid_note", "a note has 1 to 4000 characters").into(),
+        );
+    }
+    check_conversation_access(&state, &who, &id, true).await?;
+    let note = state.store.add_note(&id, who.require_user()?, text).await?;
+    Ok((StatusCode::CREATED, Json(note)))
+}
+
+// === Configurator ===
+
+/// A channel app as the Configurator shows it (read-only: the operator owns it).
+#[derive(Debug, Serialize)]
+pub struct ChannelView {
+    /// Name.
+    pub name: String,
+    /// Channel.
+    pub channel: ChannelType,
+    /// Region.
+    pub region: crate::config::Region,
+    /// Project id.
+    pub project_id: String,
+    /// App id.
+    pub app_id: String,
+    /// Webhook path to configure in the Conversation API app.
+    pub webhook_path: String,
+    /// Default category.
+    pub category: Option<String>,
+    /// Who owns the definition.
+    pub managed_by: &'static str,
+    /// Health.
+    pub health: ChannelHealth,
+}
+
+/// `GET /api/v1/admin/channels`.
+pub async fn channels(State(state): State<AppState>) -> Result<Json<Vec<ChannelView>>, Error> {
+    let mut health = state.store.channel_health().await?;
+    Ok(Json(
+        state
+            .settings
+            .channels
+            .iter()
+            .map(|a| ChannelView {
+                name: a.name.clone(),
+                channel: a.channel,
+                region: a.region,
+                project_id: a.project_id.clone(),
+                app_id: a.app_id.clone(),
+                webhook_path: format!("/webhooks/sinch/{}", a.name),
+                category: a.category.clone(),
+                managed_by: "operator",
+                health: health.remove(&a.name).unwrap_or_default(),
+            })
+            .collect(),
+    ))
+}
+
+/// A category with its routing attributes.
+#[derive(Debug, Serialize)]
+pub struct CategoryView {
+    /// The category.
+    #[serde(flatten)]
+    pub category: crate::storage::Category,
+    /// Priority.
+    pub priority: i64,
+    /// Rules.
+    pub rules: Vec<crate::storage::CategoryRule>,
+    /// Whether it is the default (cannot be deleted).
+    pub default: bool,
+}
+
+/// `GET /api/v1/admin/categories`.
+pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryView>>, Error> {
+    let mut routing = state.store.category_routing().await?;
+    Ok(Json(
+        state
+            .store
+            .categories()
+            .await?
+            .into_iter()
+            .map(|c| {
+                let r = routing.remove(&c.id);
+                CategoryView {
+                    default: c.id == crate::storage::GENERAL_CATEGORY_ID,
+                    priority: r.as_ref().map_or(0, |r| r.priority),
+                    rules: r.map(|r| r.rules).unwrap_or_default(),
+                    category: c,
+                }
+            })
+            .collect(),
+    ))
+}
+
+fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
+    if edit.name.trim().is_empty() || edit.name.chars().count() > 100 {
+        return Err(ApiError::bad_request(
+            "invalid_category",
+            "name must have 1 to 100 characters",
+        )
+        .into());
+    }
+    if !(-1000..=1000).contains(&edit.priority) {
+        return Err(ApiError::bad_request(
+            "invalid_category",
+            "priority must be between -1000 and 1000",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/admin/categories`.
+pub async fn create_category(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let edit: CategoryEdit = json_body(&headers, &body)?;
+    check_category(&edit)?;
+    let id = state.store.save_category(None, &edit).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+/// `PUT /api/v1/admin/categories/{id}`.
+pub async fn update_category(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let edit: CategoryEdit = json_body(&headers, &body)?;
+    check_category(&edit)?;
+    state.store.save_category(Some(&id), &edit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/admin/categories/{id}`: its conversations move to General.
+pub async fn delete_category(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    if id == crate::storage::GENERAL_CATEGORY_ID {
+        return Err(ApiError::Conflict {
+            code: "default_category",
+            message: "the General category catches everything else and cannot be deleted"
+                .to_owned(),
+        }
+        .into());
+    }
+    state.store.delete_category(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A skill rename.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameSkill {
+    /// New name.
+    pub name: String,
+}
+
+/// `PATCH /api/v1/admin/skills/{id}`.
+pub async fn rename_skill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: RenameSkill = json_body(&headers, &body)?;
+    if req.name.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid_skill", "name must not be empty").into());
+    }
+    state.store.rename_skill(&id, req.name.trim()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/admin/skills/{id}`.
+pub async fn delete_skill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    state.store.delete_skill(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The skills a user holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSkills {
+    /// Skill ids.
+    pub skill_ids: Vec<String>,
+}
+
+/// `PUT /api/v1/admin/users/{id}/skills`.
+pub async fn set_user_skills(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: UserSkills = json_body(&headers, &body)?;
+    state.store.user(&id).await?;
+    state.store.set_user_skills(&id, &req.skill_ids).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Routing settings of the tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSettings {
+    /// New agents start with auto-allocate on.
+    pub auto_allocate_by_default: bool,
+    /// Most open conversations per agent that routing assigns.
+    pub max_conversations_per_agent: u32,
+    /// Seconds before a disconnected agent's conversations return to the queue.
+    pub return_to_queue_after_disconnect_secs: u32,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            auto_allocate_by_default: true,
+            max_conversations_per_agent: 5,
+            return_to_queue_after_disconnect_secs: 60,
+        }
+    }
+}
+
+const ROUTING_KEY: &str = "routing";
+
+/// `GET /api/v1/admin/routing`.
+pub async fn routing(State(state): State<AppState>) -> Result<Json<RoutingSettings>, Error> {
+    Ok(Json(
+        state
+            .store
+            .tenant_setting(ROUTING_KEY)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+    ))
+}
+
+/// `PUT /api/v1/admin/routing`.
+pub async fn set_routing(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<RoutingSettings>, Error> {
+    let req: RoutingSettings = json_body(&headers, &body)?;
+    if !(1..=50).contains(&req.max_conversations_per_agent) {
+        return Err(ApiError::bad_request(
+            "invalid_routing",
+            "max_conversations_per_agent must be between 1 and 50",
+        )
+        .into());
+    }
+    let value = serde_json::to_value(&req)
+        .map_err(|e| ApiError::bad_request("invalid_routing", e.to_string()))?;
+    state.store.set_tenant_setting(ROUTING_KEY, &value).await?;
+    Ok(Json(req))
+}
