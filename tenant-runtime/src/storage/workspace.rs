@@ -140,6 +140,13 @@ pub struct ChannelHealth {
     pub last_failure_reason: Option<String>,
 }
 
+/// `(id, author_user_id, author_name, text, created_at)`
+type NoteRow = (String, Option<String>, Option<String>, String, i64);
+/// `(channel_app, failed_at, reason)`
+type FailureRow = (String, i64, Option<String>);
+/// `(id, conversation_id, kind, data, created_at, status, assigned_user_id)`
+type EventTuple = (i64, String, String, String, i64, String, Option<String>);
+
 fn event_sql() -> &'static str {
     "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)"
 }
@@ -412,17 +419,14 @@ impl Store {
 
     /// The notes of a conversation, oldest first.
     pub async fn notes(&self, conversation_id: &str) -> Result<Vec<Note>> {
-        let rows: Vec<(String, Option<String>, Option<String>, String, i64)> = on_pool!(
-            self,
-            |pool| {
-                sqlx::query_as(
+        let rows: Vec<NoteRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
                 "SELECT n.id, n.author_user_id, u.display_name, n.text, n.created_at FROM conversation_notes n LEFT JOIN users u ON u.id = n.author_user_id WHERE n.conversation_id = $1 ORDER BY n.created_at, n.id"
             )
             .bind(conversation_id)
             .fetch_all(pool)
             .await?
-            }
-        );
+        });
         Ok(rows
             .into_iter()
             .map(|(id, author_user_id, author_name, text, created_at)| Note {
@@ -725,22 +729,19 @@ impl Store {
 
     /// Last inbound message and last failed outbound message per channel app.
     pub async fn channel_health(&self) -> Result<HashMap<String, ChannelHealth>> {
-        let (inbound, failed): (Vec<(String, i64)>, Vec<(String, i64, Option<String>)>) = on_pool!(
-            self,
-            |pool| {
-                let inbound = sqlx::query_as(
+        let (inbound, failed): (Vec<(String, i64)>, Vec<FailureRow>) = on_pool!(self, |pool| {
+            let inbound = sqlx::query_as(
                     "SELECT channel_app, MAX(created_at) FROM messages WHERE direction = 'inbound' GROUP BY channel_app",
                 )
                 .fetch_all(pool)
                 .await?;
-                let failed = sqlx::query_as(
+            let failed = sqlx::query_as(
                     "SELECT m.channel_app, m.updated_at, m.status_reason FROM messages m WHERE m.status = 'FAILED' AND m.updated_at = (SELECT MAX(updated_at) FROM messages x WHERE x.channel_app = m.channel_app AND x.status = 'FAILED')",
                 )
                 .fetch_all(pool)
                 .await?;
-                (inbound, failed)
-            }
-        );
+            (inbound, failed)
+        });
         let mut out: HashMap<String, ChannelHealth> = HashMap::new();
         for (app, at) in inbound {
             out.entry(app).or_default().last_inbound_at = Some(from_ms(at));
@@ -786,18 +787,15 @@ impl Store {
     /// Conversation events after `after_id` across all conversations, with each conversation's
     /// current status and assignee (what `http::live` needs to filter per user).
     pub async fn events_after(&self, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
-        let rows: Vec<(i64, String, String, String, i64, String, Option<String>)> = on_pool!(
-            self,
-            |pool| {
-                sqlx::query_as(
+        let rows: Vec<EventTuple> = on_pool!(self, |pool| {
+            sqlx::query_as(
                 "SELECT e.id, e.conversation_id, e.kind, e.data, e.created_at, c.status, c.assigned_user_id FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id WHERE e.id > $1 ORDER BY e.id LIMIT $2"
             )
             .bind(after_id)
             .bind(limit)
             .fetch_all(pool)
             .await?
-            }
-        );
+        });
         Ok(rows
             .into_iter()
             .map(
