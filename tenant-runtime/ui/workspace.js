@@ -93,6 +93,7 @@ function renderSkills() {
         try {
           await api('PUT', `/api/v1/me/skills/${encodeURIComponent(s.id)}`, { enabled: ev.target.checked });
           s.active = ev.target.checked;
+          renderQueue();
         } catch (e) { ev.target.checked = !ev.target.checked; toast(e.message); }
       },
     }), s.name)));
@@ -102,6 +103,10 @@ function renderSkills() {
 async function loadQueue() {
   state.queue = await api('GET', '/api/v1/queue');
   renderQueue();
+}
+
+function mySkills() {
+  return new Set(session.me.skills.filter((s) => s.active).map((s) => s.name));
 }
 
 function waitedSecs(ts) {
@@ -115,7 +120,10 @@ function renderQueue() {
     el('td', {}, q.channel, el('div', { class: 'muted' }, q.channel_app)),
     el('td', {}, q.contact_name || q.identity),
     el('td', {}, q.category || '–', q.priority ? el('span', { class: 'chip' }, `priority ${q.priority}`) : null),
-    el('td', {}, q.required_skills.length ? q.required_skills.map((s) => el('span', { class: 'chip' }, s)) : el('span', { class: 'muted' }, 'none')),
+    el('td', {}, q.required_skills.length ? q.required_skills.map((s) => el('span', {
+      class: `chip ${mySkills().has(s) ? '' : 'missing'}`,
+      title: mySkills().has(s) ? 'you have this skill' : 'you do not have this skill (switched on)',
+    }, s)) : el('span', { class: 'muted' }, 'none')),
     el('td', { class: 'wait', 'data-since': q.queued_since }, duration(waitedSecs(q.queued_since))),
     el('td', {}, el('button', { class: 'primary pick', onclick: () => pick(q.id) }, 'Pick')))));
 }

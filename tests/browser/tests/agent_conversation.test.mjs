@@ -78,3 +78,32 @@ test('agent receives, picks and answers a conversation started by the simulator'
   await screenshot(page, 'workspace-dashboard');
   assert.deepEqual(b.errors, []);
 });
+
+test('the composer knows the SMS limit and the server enforces it', async () => {
+  const { page } = b;
+  await page.click('button[data-tab=queue]');
+  await customerWrites(stack, { channel: 'sms', identity: '46700000002', text: 'SMS here' });
+  const row = page.locator('#queue-rows tr', { hasText: 'SMS' });
+  await row.locator('button.pick').click();
+  await page.locator('#thread .msg.inbound .text', { hasText: 'SMS here' }).waitFor();
+  assert.match(await page.locator('#counter').textContent(), /0 \/ 1600/);
+  assert.equal(await page.locator('#window').textContent(), '', 'no window on SMS');
+  assert.equal(await page.locator('#template').count(), 0, 'no templates on SMS');
+  await page.uncheck('#as-note');
+  await page.fill('#composer-text', 'x'.repeat(1601));
+  assert.match(await page.locator('#counter').getAttribute('class'), /over/);
+  await page.click('#send');
+  await page.locator('#toast', { hasText: 'at most 1600 characters' }).waitFor();
+  // The server says the same to anyone who skips the browser check.
+  const status = await page.evaluate(async ({ id, text }) => {
+    const me = await (await fetch('/api/v1/me')).json();
+    const r = await fetch(`/api/v1/workspace/conversations/${id}/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': me.csrf_token },
+      body: JSON.stringify({ content: { type: 'text', text } }),
+    });
+    return [r.status, (await r.json()).error.code];
+  }, { id: await page.locator('#my-list .item[aria-current="true"]').getAttribute('data-conversation'), text: 'x'.repeat(1601) });
+  assert.deepEqual(status, [422, 'sms_too_long']);
+  assert.deepEqual(b.errors, []);
+});

@@ -52,6 +52,18 @@ test('two agents pick the same conversation at once: exactly one wins', async ()
   assert.equal(status, 403);
   await screenshot(browsers[loser].page, 'pick-race-loser');
 
+  // The winner hands the conversation to the other agent, whose Workspace shows it live.
+  const w = browsers[winner].page;
+  await w.selectOption('#transfer-to', { label: `${agents[loser].displayName} (online)` });
+  await w.click('#transfer');
+  await w.locator('#toast', { hasText: 'Transferred' }).waitFor();
+  const l = browsers[loser].page;
+  await l.locator('#mine-count', { hasText: '1' }).waitFor();
+  await l.click('button[data-tab=conversations]');
+  await l.locator(`#my-list .item[data-conversation="${id}"]`).click();
+  await l.locator('#thread .msg.inbound', { hasText: 'Who takes me?' }).waitFor();
+  assert.equal((await tokenApi(stack, 'GET', `/api/v1/conversations/${id}`)).body.assigned_user_id, agents[loser].userId);
+
   // Many more races straight against the API, both picks sent at once: always one winner.
   const sessions = [];
   for (const a of agents) {
