@@ -155,6 +155,7 @@ async function loadMine() {
 }
 
 async function openConversation(id) {
+  if (state.current !== id) nodeCache = new Map();
   state.current = id;
   state.unread.delete(id);
   state.view = await api('GET', `/api/v1/workspace/conversations/${encodeURIComponent(id)}`);
@@ -162,11 +163,21 @@ async function openConversation(id) {
   loadMine();
 }
 
+// Rendered thread items by key, reused while unchanged (a live update only builds new nodes).
+let nodeCache = new Map();
+
 function renderThread() {
   const v = state.view;
+  const cached = (key, sig, build) => {
+    const hit = nodeCache.get(key);
+    if (hit && hit.sig === sig) return hit.node;
+    const node = build();
+    nodeCache.set(key, { sig, node });
+    return node;
+  };
   const items = [
-    ...v.messages.map((m) => ({ at: m.created_at, node: messageNode(m, v.authors) })),
-    ...v.notes.map((n) => ({ at: n.created_at, node: noteNode(n) })),
+    ...v.messages.map((m) => ({ at: m.created_at, node: cached(`m${m.id}`, `${m.status}|${m.status_reason}`, () => messageNode(m, v.authors)) })),
+    ...v.notes.map((n) => ({ at: n.created_at, node: cached(`n${n.id}`, '', () => noteNode(n)) })),
   ].sort((a, b) => (a.at < b.at ? -1 : a.at > b.at ? 1 : 0));
   const thread = $('thread');
   const atBottom = thread.scrollHeight - thread.scrollTop - thread.clientHeight < 40;
@@ -289,6 +300,20 @@ async function refreshCurrent() {
   }
 }
 
+/** Reloads only the thread's messages (what message events change). */
+async function refreshMessages() {
+  const id = state.current;
+  if (!id) return;
+  try {
+    const messages = await api('GET', `/api/v1/conversations/${encodeURIComponent(id)}/messages`);
+    if (state.current !== id || !state.view) return;
+    state.view.messages = messages;
+    renderThread();
+  } catch (e) {
+    if (e.status === 403 || e.status === 404) closeView();
+  }
+}
+
 // --- live events -----------------------------------------------------------------------------
 function debounce(fn, ms) {
   let t;
@@ -311,7 +336,7 @@ function connectLive() {
       return;
     }
     if (e.conversation_id === state.current) {
-      refreshCurrent();
+      if (e.kind === 'note_added') refreshCurrent(); else refreshMessages();
     } else if (e.kind === 'message_received') {
       state.unread.add(e.conversation_id);
       mineChanged();

@@ -92,6 +92,9 @@ sinch:
   auth_url: ${sim}/oauth2/token
 outbox:
   poll_interval_ms: 50
+  max_attempts: 3
+  base_backoff_ms: 50
+  max_backoff_ms: 200
 channels:
 ${app('wa', 'WHATSAPP', 'wa-secret')}${app('sms', 'SMS', 'sms-secret')}`;
   const cfg = path.join(dir, 'contact.yaml');
@@ -161,6 +164,16 @@ export async function customerWrites(stack, { channel = 'wa', identity = '467000
   const body = await r.json();
   if (!r.ok || body.runtime_status !== 200) throw new Error(`inbound failed: ${JSON.stringify(body)}`);
   return body;
+}
+
+/** The simulator's next `failNext` sends answer 500. */
+export async function simFailNext(stack, failNext) {
+  const r = await fetch(`${stack.simUrl}/_sim/faults`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ fail_next: failNext, throttle_next: 0, retry_after_secs: 0, delay_next: 0, delay_ms: 0 }),
+  });
+  if (!r.ok) throw new Error(`faults: ${r.status} ${await r.text()}`);
 }
 
 /** What the simulator accepted from the runtime (`messages:send` bodies). */

@@ -2,8 +2,9 @@
 //!
 //! Source of truth is the append-only `conversation_events` table, which every write path already
 //! fills in the same transaction as its change (webhooks, outbox, picks, closes, notes). One
-//! tailer task per process reads new rows every [`TAIL_INTERVAL`] and publishes them on an
-//! in-process broadcast channel; `GET /api/v1/live` subscribes and filters per user. Tailing the
+//! tailer task per process reads new rows as soon as a state-changing request of this process
+//! has been answered ([`wake_on_write`]), and at the latest every [`TAIL_INTERVAL`] (writes of
+//! other replicas), and publishes them on an in-process broadcast channel; `GET /api/v1/live` subscribes and filters per user. Tailing the
 //! table rather than hooking each write path keeps the write paths untouched and works the same
 //! with several replicas on PostgreSQL (each tails the shared table). SSE rather than WebSocket:
 //! the stream is one-way, needs no upgrade through ingresses, and `EventSource` reconnects by
@@ -31,8 +32,11 @@ use super::auth::{Error as AuthError, Principal};
 use crate::domain::Role;
 use crate::storage::{self, EventRow, Store};
 
-/// How often the tailer looks for new events.
-pub const TAIL_INTERVAL: Duration = Duration::from_millis(40);
+/// Shortest pause between two reads of the tailer.
+pub const MIN_GAP: Duration = Duration::from_millis(10);
+
+/// How often the tailer looks for new events when nothing wakes it.
+pub const TAIL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Errors of the live event stream.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +106,7 @@ pub struct LiveHub {
     tx: broadcast::Sender<Arc<LiveEvent>>,
     connected: Mutex<HashMap<String, usize>>,
     closing: tokio::sync::watch::Sender<bool>,
+    wake: tokio::sync::Notify,
 }
 
 impl Default for LiveHub {
@@ -110,11 +115,17 @@ impl Default for LiveHub {
             tx: broadcast::channel(4096).0,
             connected: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::channel(false).0,
+            wake: tokio::sync::Notify::new(),
         }
     }
 }
 
 impl LiveHub {
+    /// Makes the tailer look for new events now (something was written).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Ends every open stream (graceful shutdown waits for open connections).
     pub fn close(&self) {
         self.closing.send_replace(true);
@@ -181,7 +192,10 @@ pub async fn tail(store: Store, hub: Arc<LiveHub>) {
     let mut tick = tokio::time::interval(TAIL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = hub.wake.notified() => {}
+        }
         match store.events_after(last, 500).await {
             Ok(rows) => {
                 for row in &rows {
@@ -191,7 +205,28 @@ pub async fn tail(store: Store, hub: Arc<LiveHub>) {
             }
             Err(e) => tracing::warn!(error = %e, "live: tailing conversation events failed"),
         }
+        // Under a burst of writes the wake-ups coalesce: at most one read per MIN_GAP, so the
+        // tailer never competes with the write paths for the database.
+        tokio::time::sleep(MIN_GAP).await;
     }
+}
+
+/// Middleware: after a state-changing request (webhook, reply, pick, …) has been answered, its
+/// transaction is committed, so the tailer can pick its events up at once.
+pub async fn wake_on_write(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let write = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let response = next.run(request).await;
+    if write {
+        state.live.wake();
+    }
+    response
 }
 
 fn sse(event: &LiveEvent) -> Event {

@@ -103,6 +103,10 @@ pub fn router(state: AppState) -> Router {
         .merge(ui::pages())
         .merge(ui::auth_routes(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            live::wake_on_write,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startStack, createUser, customerWrites, simSent, eventually, browser, login, screenshot,
+  startStack, createUser, customerWrites, simSent, simFailNext, eventually, browser, login, screenshot,
 } from '../harness.mjs';
 
 let stack;
@@ -105,5 +105,18 @@ test('the composer knows the SMS limit and the server enforces it', async () => 
     return [r.status, (await r.json()).error.code];
   }, { id: await page.locator('#my-list .item[aria-current="true"]').getAttribute('data-conversation'), text: 'x'.repeat(1601) });
   assert.deepEqual(status, [422, 'sms_too_long']);
+  assert.deepEqual(b.errors, []);
+});
+
+test('a send that fails for good shows as failed, live, with the reason', async () => {
+  const { page } = b;
+  await simFailNext(stack, 10);
+  await page.fill('#composer-text', 'This one will not arrive');
+  await page.click('#send');
+  const failed = page.locator('#thread .msg.outbound', { hasText: 'This one will not arrive' });
+  await failed.locator('.tick[data-status="FAILED"]').waitFor();
+  assert.match(await failed.locator('.error').textContent(), /500|attempt|failed/i);
+  await simFailNext(stack, 0);
+  await screenshot(page, 'workspace-failed-send');
   assert.deepEqual(b.errors, []);
 });
