@@ -29,7 +29,12 @@ export async function api(method, path, body) {
     throw new ApiError(401, 'unauthenticated', 'signed out');
   }
   const text = await resp.text();
-  const data = text ? JSON.parse(text) : null;
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = { error: { code: 'unexpected_response', message: `${resp.status} ${resp.statusText}` } };
+  }
   if (!resp.ok) {
     const e = (data && data.error) || {};
     throw new ApiError(resp.status, e.code || 'error', e.message || resp.statusText);
