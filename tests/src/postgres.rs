@@ -85,7 +85,10 @@ pub fn find_bin_dir() -> Result<PathBuf, Error> {
         })
         .collect();
     candidates.sort();
-    candidates.pop().map(|(_, b)| b).ok_or(Error::BinariesMissing)
+    candidates
+        .pop()
+        .map(|(_, b)| b)
+        .ok_or(Error::BinariesMissing)
 }
 
 /// The effective uid of this process (from `/proc`, to avoid `unsafe` libc calls).
@@ -129,11 +132,15 @@ impl PgServer {
             run_as,
             supervisor: Mutex::new(None),
         };
-        run(server
-            .command("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"]))?;
+        run(server.command("initdb").arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]))?;
         server.launch(&data)?;
         Ok(server)
     }
@@ -202,7 +209,14 @@ rm -rf "$6"
         loop {
             let ready = self
                 .command("pg_isready")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
