@@ -145,7 +145,7 @@ impl Default for AuthSettings {
 }
 
 /// A maintenance window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceWindow {
     /// Start.

@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
 use crate::domain::Role;
@@ -36,7 +37,7 @@ pub struct SessionRecord {
 }
 
 /// A pending or accepted invite.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Invite {
     /// Stable id.
     pub id: String,

@@ -9,12 +9,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
 use crate::domain::ChannelType;
 
 /// A conversation waiting in the queue, with what an agent needs to choose it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct QueueItem {
     /// Conversation id.
     pub id: String,
@@ -53,7 +54,7 @@ pub enum PickOutcome {
 }
 
 /// An internal note on a conversation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Note {
     /// Id.
     pub id: String,
@@ -70,7 +71,7 @@ pub struct Note {
 }
 
 /// An agent's own figures and the tenant's, for the dashboard.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct Figures {
     /// Conversations the agent owns now.
     pub assigned_now: i64,
@@ -87,7 +88,7 @@ pub struct Figures {
 }
 
 /// One categorization rule: it matches when every condition it sets holds.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, ToSchema)]
 pub struct CategoryRule {
     /// Any of these channels (empty: any).
     #[serde(default)]
@@ -101,7 +102,7 @@ pub struct CategoryRule {
 }
 
 /// The routing attributes of a category edited in the Configurator.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CategoryEdit {
     /// Unique name.
@@ -130,7 +131,7 @@ pub struct CategoryRouting {
 }
 
 /// Health of one channel app, from what the database saw.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct ChannelHealth {
     /// Last customer message.
     pub last_inbound_at: Option<DateTime<Utc>>,

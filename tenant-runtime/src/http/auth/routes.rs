@@ -8,15 +8,16 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{Error, Principal, Via, json_body, password};
 use crate::domain::Role;
 use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::storage::{AcceptOutcome, Invite, NewInvite, now_ms};
 
 /// Login request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     /// E-mail.
@@ -26,7 +27,7 @@ pub struct Login {
 }
 
 /// What a successful login (or `GET /api/v1/me`) tells the browser about the session.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionInfo {
     /// User id.
     pub user_id: String,
@@ -86,6 +87,8 @@ async fn start_session(
 }
 
 /// `POST /auth/login`: checks the password, starts a session, sets the cookie.
+#[utoipa::path(post, path = "/auth/login", tag = "accounts", security(()), request_body = Login,
+    responses((status = 200, description = "Signed in; sets the `contact_session` cookie", body = SessionInfo), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, description = "Too many failed logins (see `Retry-After`)", body = ErrorBody)))]
 pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, Error> {
     let peer = super::peer(request.extensions());
     let headers = request.headers().clone();
@@ -131,6 +134,8 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
 }
 
 /// `POST /auth/logout`: ends the session and clears the cookie.
+#[utoipa::path(post, path = "/auth/logout", tag = "accounts",
+    responses((status = 204, description = "Signed out; the cookie is cleared"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     who: Principal,
@@ -147,7 +152,7 @@ pub async fn logout(
 }
 
 /// An invite to create.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateInvite {
     /// Who.
@@ -160,7 +165,7 @@ pub struct CreateInvite {
 }
 
 /// A created invite with its one-time link (shown once; only its hash is stored).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedInvite {
     /// The invite.
     #[serde(flatten)]
@@ -204,6 +209,8 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 }
 
 /// `POST /api/v1/admin/invites` (admin): creates a one-time link that expires.
+#[utoipa::path(post, path = "/api/v1/admin/invites", tag = "configurator", request_body = CreateInvite,
+    responses((status = 201, body = CreatedInvite), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn create_invite(
     State(state): State<AppState>,
     who: Principal,
@@ -256,12 +263,14 @@ pub async fn create_invite(
 }
 
 /// `GET /api/v1/admin/invites` (admin).
+#[utoipa::path(get, path = "/api/v1/admin/invites", tag = "configurator",
+    responses((status = 200, body = Vec<Invite>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list_invites(State(state): State<AppState>) -> Result<Json<Vec<Invite>>, Error> {
     Ok(Json(state.store.invites().await?))
 }
 
 /// An invite's token, sent in the body (never in a URL path, so it stays out of logs).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteToken {
     /// The token from the link.
@@ -269,6 +278,8 @@ pub struct InviteToken {
 }
 
 /// `POST /auth/invite/lookup`: who the invite is for (so the page can greet them).
+#[utoipa::path(post, path = "/auth/invite/lookup", tag = "accounts", security(()), request_body = InviteToken,
+    responses((status = 200, body = Invite), (status = 404, body = ErrorBody), (status = 409, description = "Used or expired", body = ErrorBody)))]
 pub async fn lookup_invite(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -295,7 +306,7 @@ fn gone() -> ApiError {
 }
 
 /// Accepting an invite.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptInvite {
     /// The token from the link.
@@ -308,6 +319,8 @@ pub struct AcceptInvite {
 }
 
 /// `POST /auth/invite/accept`: sets the password and signs in.
+#[utoipa::path(post, path = "/auth/invite/accept", tag = "accounts", security(()), request_body = AcceptInvite,
+    responses((status = 200, description = "Password set and signed in", body = SessionInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "Weak password", body = ErrorBody)))]
 pub async fn accept_invite(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -9,20 +9,21 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::channels::rules;
 use crate::config::MaintenanceWindow;
 use crate::domain::{ChannelType, ConversationStatus, Role};
 use crate::http::AppState;
 use crate::http::auth::{Error, Principal, Via, check_conversation_access, json_body};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::storage::{
     CategoryEdit, ChannelHealth, Contact, Conversation, Figures, Message, Note, PickOutcome,
     QueueItem, now_ms,
 };
 
 /// A skill as the agent sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MySkill {
     /// Id.
     pub id: String,
@@ -33,7 +34,7 @@ pub struct MySkill {
 }
 
 /// `GET /api/v1/me`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
     /// User id (`null` for the API token).
     pub user_id: Option<String>,
@@ -54,6 +55,8 @@ pub struct Me {
 }
 
 /// `GET /api/v1/me`.
+#[utoipa::path(get, path = "/api/v1/me", tag = "workspace", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me>, Error> {
     let maintenance = state
         .settings
@@ -106,7 +109,7 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
 }
 
 /// A switch.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Switch {
     /// On or off.
@@ -114,6 +117,8 @@ pub struct Switch {
 }
 
 /// `PUT /api/v1/me/auto-allocate`.
+#[utoipa::path(put, path = "/api/v1/me/auto-allocate", tag = "workspace", security(("session" = []), ("bearer" = [])), request_body = Switch,
+    responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn set_auto_allocate(
     State(state): State<AppState>,
     who: Principal,
@@ -129,6 +134,8 @@ pub async fn set_auto_allocate(
 }
 
 /// `PUT /api/v1/me/skills/{skill_id}`: switch one of the own skills on or off.
+#[utoipa::path(put, path = "/api/v1/me/skills/{skill_id}", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("skill_id" = String, Path, description = "Skill id")), request_body = Switch,
+    responses((status = 204, description = "Saved"), (status = 404, description = "The user lacks this skill", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn set_my_skill(
     State(state): State<AppState>,
     who: Principal,
@@ -145,7 +152,7 @@ pub async fn set_my_skill(
 }
 
 /// Dashboard figures.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Dashboard {
     /// Own and tenant figures.
     #[serde(flatten)]
@@ -157,6 +164,8 @@ pub struct Dashboard {
 }
 
 /// `GET /api/v1/me/dashboard`.
+#[utoipa::path(get, path = "/api/v1/me/dashboard", tag = "workspace", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Dashboard), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn dashboard(
     State(state): State<AppState>,
     who: Principal,
@@ -189,12 +198,16 @@ pub async fn dashboard(
 }
 
 /// `GET /api/v1/queue`.
+#[utoipa::path(get, path = "/api/v1/queue", tag = "workspace", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Vec<QueueItem>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn queue(State(state): State<AppState>) -> Result<Json<Vec<QueueItem>>, Error> {
     Ok(Json(state.store.queue().await?))
 }
 
 /// `POST /api/v1/conversations/{id}/pick`: claims a queued conversation; 409 when someone else
 /// was faster.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/pick", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 200, description = "Picked: the conversation is the caller's now", body = Conversation), (status = 404, body = ErrorBody), (status = 409, description = "Someone else was faster, or it is not queued", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn pick(
     State(state): State<AppState>,
     who: Principal,
@@ -212,7 +225,7 @@ pub async fn pick(
 }
 
 /// One line of the agent's conversation list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MyConversation {
     /// The conversation.
     #[serde(flatten)]
@@ -222,6 +235,8 @@ pub struct MyConversation {
 }
 
 /// `GET /api/v1/me/conversations`: open conversations assigned to the caller.
+#[utoipa::path(get, path = "/api/v1/me/conversations", tag = "workspace", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Vec<MyConversation>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn my_conversations(
     State(state): State<AppState>,
     who: Principal,
@@ -247,7 +262,7 @@ pub async fn my_conversations(
 }
 
 /// What the composer must respect.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Composer {
     /// Longest text (`null`: SMS segment rules apply).
     pub text_limit: Option<usize>,
@@ -276,7 +291,7 @@ fn composer(conversation: &Conversation) -> Composer {
 }
 
 /// A colleague to transfer to.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Colleague {
     /// Id.
     pub id: String,
@@ -287,7 +302,7 @@ pub struct Colleague {
 }
 
 /// Everything the conversation view shows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ConversationView {
     /// The conversation.
     pub conversation: Conversation,
@@ -308,6 +323,8 @@ pub struct ConversationView {
 }
 
 /// `GET /api/v1/workspace/conversations/{id}`.
+#[utoipa::path(get, path = "/api/v1/workspace/conversations/{id}", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn conversation_view(
     State(state): State<AppState>,
     who: Principal,
@@ -353,7 +370,7 @@ pub async fn conversation_view(
 }
 
 /// A message from the Workspace composer.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Compose {
     /// What to send.
@@ -363,6 +380,8 @@ pub struct Compose {
 /// `POST /api/v1/workspace/conversations/{id}/messages`: sends as the signed-in agent (the
 /// author comes from the session, never from the body), through the same checks as the REST
 /// API (channel limits, WhatsApp window, idempotency).
+#[utoipa::path(post, path = "/api/v1/workspace/conversations/{id}/messages", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Compose,
+    responses((status = 202, description = "Stored and queued for delivery", body = Message), (status = 409, body = ErrorBody), (status = 422, description = "Breaks a channel rule", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
     who: Principal,
@@ -385,6 +404,8 @@ pub async fn send(
 }
 
 /// `POST /api/v1/conversations/{id}/close`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/close", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 204, description = "Closed"), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn close(
     State(state): State<AppState>,
     who: Principal,
@@ -405,7 +426,7 @@ pub async fn close(
 }
 
 /// A transfer.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
     /// The agent to hand it to; `null` puts it back in the queue.
@@ -413,6 +434,8 @@ pub struct Transfer {
 }
 
 /// `POST /api/v1/conversations/{id}/transfer`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/transfer", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Transfer,
+    responses((status = 204, description = "Moved"), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn transfer(
     State(state): State<AppState>,
     who: Principal,
@@ -457,7 +480,7 @@ pub async fn transfer(
 }
 
 /// A note.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewNote {
     /// The text.
@@ -465,6 +488,8 @@ pub struct NewNote {
 }
 
 /// `POST /api/v1/conversations/{id}/notes`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/notes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = NewNote,
+    responses((status = 201, body = Note), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn add_note(
     State(state): State<AppState>,
     who: Principal,
@@ -487,13 +512,14 @@ pub async fn add_note(
 // === Configurator ===
 
 /// A channel app as the Configurator shows it (read-only: the operator owns it).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelView {
     /// Name.
     pub name: String,
     /// Channel.
     pub channel: ChannelType,
     /// Region.
+    #[schema(value_type = String)]
     pub region: crate::config::Region,
     /// Project id.
     pub project_id: String,
@@ -510,6 +536,8 @@ pub struct ChannelView {
 }
 
 /// `GET /api/v1/admin/channels`.
+#[utoipa::path(get, path = "/api/v1/admin/channels", tag = "configurator", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Vec<ChannelView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn channels(State(state): State<AppState>) -> Result<Json<Vec<ChannelView>>, Error> {
     let mut health = state.store.channel_health().await?;
     Ok(Json(
@@ -533,7 +561,7 @@ pub async fn channels(State(state): State<AppState>) -> Result<Json<Vec<ChannelV
 }
 
 /// A category with its routing attributes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CategoryView {
     /// The category.
     #[serde(flatten)]
@@ -547,6 +575,8 @@ pub struct CategoryView {
 }
 
 /// `GET /api/v1/admin/categories`.
+#[utoipa::path(get, path = "/api/v1/admin/categories", tag = "configurator", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Vec<CategoryView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryView>>, Error> {
     let mut routing = state.store.category_routing().await?;
     Ok(Json(
@@ -587,6 +617,8 @@ fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
 }
 
 /// `POST /api/v1/admin/categories`.
+#[utoipa::path(post, path = "/api/v1/admin/categories", tag = "configurator", security(("session" = []), ("bearer" = [])), request_body = CategoryEdit,
+    responses((status = 201, description = "Created; the body has its id"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn create_category(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -599,6 +631,8 @@ pub async fn create_category(
 }
 
 /// `PUT /api/v1/admin/categories/{id}`.
+#[utoipa::path(put, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = CategoryEdit,
+    responses((status = 204, description = "Saved"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn update_category(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -612,6 +646,8 @@ pub async fn update_category(
 }
 
 /// `DELETE /api/v1/admin/categories/{id}`: its conversations move to General.
+#[utoipa::path(delete, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 204, description = "Deleted; its conversations moved to General"), (status = 404, body = ErrorBody), (status = 409, description = "The default category", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn delete_category(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -629,7 +665,7 @@ pub async fn delete_category(
 }
 
 /// A skill rename.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameSkill {
     /// New name.
@@ -637,6 +673,8 @@ pub struct RenameSkill {
 }
 
 /// `PATCH /api/v1/admin/skills/{id}`.
+#[utoipa::path(patch, path = "/api/v1/admin/skills/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = RenameSkill,
+    responses((status = 204, description = "Renamed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn rename_skill(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -652,6 +690,8 @@ pub async fn rename_skill(
 }
 
 /// `DELETE /api/v1/admin/skills/{id}`.
+#[utoipa::path(delete, path = "/api/v1/admin/skills/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn delete_skill(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -661,7 +701,7 @@ pub async fn delete_skill(
 }
 
 /// The skills a user holds.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSkills {
     /// Skill ids.
@@ -669,6 +709,8 @@ pub struct UserSkills {
 }
 
 /// `PUT /api/v1/admin/users/{id}/skills`.
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/skills", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = UserSkills,
+    responses((status = 204, description = "Saved"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn set_user_skills(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -682,7 +724,7 @@ pub async fn set_user_skills(
 }
 
 /// Routing settings of the tenant.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingSettings {
     /// New agents start with auto-allocate on.
@@ -706,6 +748,8 @@ impl Default for RoutingSettings {
 const ROUTING_KEY: &str = "routing";
 
 /// `GET /api/v1/admin/routing`.
+#[utoipa::path(get, path = "/api/v1/admin/routing", tag = "configurator", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = RoutingSettings), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn routing(State(state): State<AppState>) -> Result<Json<RoutingSettings>, Error> {
     Ok(Json(
         state
@@ -718,6 +762,8 @@ pub async fn routing(State(state): State<AppState>) -> Result<Json<RoutingSettin
 }
 
 /// `PUT /api/v1/admin/routing`.
+#[utoipa::path(put, path = "/api/v1/admin/routing", tag = "configurator", security(("session" = []), ("bearer" = [])), request_body = RoutingSettings,
+    responses((status = 200, body = RoutingSettings), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn set_routing(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -735,4 +781,41 @@ pub async fn set_routing(
         .map_err(|e| ApiError::bad_request("invalid_routing", e.to_string()))?;
     state.store.set_tenant_setting(ROUTING_KEY, &value).await?;
     Ok(Json(req))
+}
+
+/// The OpenAPI document of the Workspace, Configurator and account endpoints (merged into the
+/// runtime's document by `http::api::openapi_json`).
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        me, set_auto_allocate, set_my_skill, dashboard, queue, pick, my_conversations,
+        conversation_view, send, close, transfer, add_note, channels, categories, create_category,
+        update_category, delete_category, rename_skill, delete_skill, set_user_skills, routing,
+        set_routing, crate::http::auth::routes::login, crate::http::auth::routes::logout,
+        crate::http::auth::routes::create_invite, crate::http::auth::routes::list_invites,
+        crate::http::auth::routes::lookup_invite, crate::http::auth::routes::accept_invite
+    ),
+    modifiers(&SessionAuth),
+    tags(
+        (name = "workspace", description = "The agent Workspace: queue, picks, own conversations. Needs a signed-in user (session cookie + X-CSRF-Token on changes); the API token is refused where a person is needed."),
+        (name = "configurator", description = "Admin settings: channels, categories, skills, users, invites, routing"),
+        (name = "accounts", description = "Login, logout and invite acceptance (JSON only)")
+    )
+)]
+pub struct WorkspaceDoc;
+
+struct SessionAuth;
+
+impl utoipa::Modify for SessionAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::http::auth::SESSION_COOKIE,
+                "Browser session from /auth/login; state-changing requests also need X-CSRF-Token",
+            ))),
+        );
+    }
 }
