@@ -30,21 +30,13 @@ use tokio::sync::broadcast;
 use super::AppState;
 use super::auth::{Error as AuthError, Principal};
 use crate::domain::Role;
-use crate::storage::{self, EventRow, Store};
+use crate::storage::{EventRow, Store};
 
 /// Shortest pause between two reads of the tailer.
 pub const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// How often the tailer looks for new events when nothing wakes it.
 pub const TAIL_INTERVAL: Duration = Duration::from_millis(100);
-
-/// Errors of the live event stream.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The events table could not be read.
-    #[error("failed to read conversation events")]
-    Storage(#[from] storage::Error),
-}
 
 /// What a browser receives.
 #[derive(Debug, Clone, Serialize)]
