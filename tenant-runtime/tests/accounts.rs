@@ -143,6 +143,30 @@ async fn sessions_expire_and_end(store: Store) {
     assert!(store.session("old").await.unwrap().is_none(), "expired");
     store.delete_session("live").await.unwrap();
     assert!(store.session("live").await.unwrap().is_none(), "logged out");
+    store
+        .create_session("again", &user, "csrf3", now_ms() + 60_000)
+        .await
+        .unwrap();
+    store.set_user_role(&user, Role::Dpo).await.unwrap();
+    assert_eq!(
+        store.session("again").await.unwrap().unwrap().role,
+        Role::Dpo,
+        "at once"
+    );
+    store.deactivate_user(&user).await.unwrap();
+    assert!(
+        store.session("again").await.unwrap().is_none(),
+        "signed out everywhere"
+    );
+    assert!(
+        store
+            .credentials("s@x.test")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .is_none()
+    );
 }
 
 async fn invites_work_once_and_expire(store: Store) {

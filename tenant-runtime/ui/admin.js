@@ -5,6 +5,7 @@ import { api, loadMe, el, fill, time, toast, logout, tabs } from '/ui/common.js'
 const $ = (id) => document.getElementById(id);
 let skills = [];
 let editing = null; // category id being edited
+let me = null;
 
 async function loadChannels() {
   const rows = await api('GET', '/api/v1/admin/channels');
@@ -49,8 +50,16 @@ async function loadUsers() {
         if (ev.target.checked) held.add(s.id); else held.delete(s.id);
         try { await api('PUT', `/api/v1/admin/users/${u.id}/skills`, { skill_ids: [...held] }); } catch (e) { toast(e.message); }
       } }), s.name));
-    return el('tr', { 'data-user': u.email }, el('td', {}, u.display_name), el('td', {}, u.email), el('td', {}, u.role),
-      el('td', {}, u.role === 'agent' ? boxes : el('span', { class: 'muted' }, '–')));
+    const self = u.id === me.user_id;
+    const role = el('select', { 'aria-label': `role of ${u.email}`, disabled: self, onchange: async (ev) => {
+      try { await api('PUT', `/api/v1/admin/users/${u.id}/role`, { role: ev.target.value }); toast(`${u.display_name} is ${ev.target.value} now`); await loadUsers(); } catch (e) { toast(e.message); }
+    } }, ['agent', 'admin', 'dpo'].map((r) => el('option', { value: r, selected: r === u.role }, r)));
+    return el('tr', { 'data-user': u.email }, el('td', {}, u.display_name), el('td', {}, u.email), el('td', {}, role),
+      el('td', {}, u.role === 'agent' ? boxes : el('span', { class: 'muted' }, '–')),
+      el('td', {}, self ? null : el('button', { class: 'danger deactivate', onclick: async () => {
+        if (!confirm(`Deactivate ${u.display_name}? They are signed out everywhere; a new invite brings them back.`)) return;
+        try { await api('POST', `/api/v1/admin/users/${u.id}/deactivate`); toast(`${u.display_name} deactivated`); } catch (e) { toast(e.message); }
+      } }, 'Deactivate')));
   }));
   const invites = await api('GET', '/api/v1/admin/invites');
   fill($('invite-rows'), invites.map((i) => el('tr', {},
@@ -101,7 +110,7 @@ async function refresh() {
 }
 
 async function main() {
-  const me = await loadMe();
+  me = await loadMe();
   $('me-name').textContent = me.display_name;
   $('logout').addEventListener('click', logout);
   tabs($('tabs'));

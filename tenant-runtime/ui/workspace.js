@@ -132,6 +132,7 @@ async function pick(id) {
   try {
     await api('POST', `/api/v1/conversations/${encodeURIComponent(id)}/pick`);
     toast('Conversation picked');
+    loadQueue();
     await loadMine();
     show('conversations');
     await openConversation(id);

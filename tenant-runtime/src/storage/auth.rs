@@ -209,6 +209,51 @@ impl Store {
         Ok(())
     }
 
+    /// Changes a user's role (sessions pick it up at their next request).
+    pub async fn set_user_role(&self, user_id: &str, role: Role) -> Result<()> {
+        let n = on_pool!(self, |pool| sqlx::query(
+            "UPDATE users SET role = $1 WHERE id = $2"
+        )
+        .bind(role.as_str())
+        .bind(user_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "user",
+                id: user_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deactivates a user: removes the password and ends every session (a new invite
+    /// reactivates the account).
+    pub async fn deactivate_user(&self, user_id: &str) -> Result<()> {
+        let n = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query("UPDATE users SET password_hash = NULL WHERE id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            n
+        });
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "user",
+                id: user_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Stores an invite.
     pub async fn create_invite(&self, new: &NewInvite) -> Result<Invite> {
         let id = new_id();
@@ -315,10 +360,11 @@ impl Store {
                 Some((_, Some(_))) => return Ok(AcceptOutcome::AccountExists),
                 Some((id, None)) => {
                     sqlx::query(
-                        "UPDATE users SET password_hash = $1, display_name = $2 WHERE id = $3",
+                        "UPDATE users SET password_hash = $1, display_name = $2, role = $3 WHERE id = $4",
                     )
                     .bind(password_hash)
                     .bind(&name)
+                    .bind(&role)
                     .bind(&id)
                     .execute(&mut *tx)
                     .await?;

@@ -92,6 +92,21 @@ test('admin creates a skill and a category and invites a user who accepts and lo
   await page.reload();
   await page.click('button[data-tab=users]');
   await page.locator('#invite-rows', { hasText: 'accepted' }).waitFor();
+
+  // A role change applies at the user's next request; deactivation signs them out everywhere.
+  const row = page.locator('#user-rows tr[data-user="new.agent@tenant.test"]');
+  await row.locator('select').selectOption('dpo');
+  await page.locator('#toast', { hasText: 'Nadia is dpo now' }).waitFor();
+  const resp = await p2.goto(`${stack.url}/workspace`);
+  assert.equal(resp.status(), 403, 'a DPO has no Workspace');
+  page.once('dialog', (d) => d.accept());
+  await row.locator('button.deactivate').click();
+  await page.locator('#toast', { hasText: 'Nadia deactivated' }).waitFor();
+  await p2.goto(`${stack.url}/account`);
+  await p2.waitForURL('**/login');
+  // The admin cannot lock themselves out.
+  assert.equal(await page.locator('#user-rows tr[data-user="admin@tenant.test"] select').isDisabled(), true);
+  assert.equal(await page.locator('#user-rows tr[data-user="admin@tenant.test"] button.deactivate').count(), 0);
   assert.deepEqual(admin.errors, []);
   assert.deepEqual(invitee.errors, []);
 });

@@ -723,6 +723,55 @@ pub async fn set_user_skills(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A role change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    /// The new role.
+    pub role: Role,
+}
+
+fn not_yourself(who: &Principal, id: &str, what: &str) -> Result<(), Error> {
+    if who.user_id.as_deref() == Some(id) {
+        return Err(ApiError::Conflict {
+            code: "own_account",
+            message: format!("you cannot {what} your own account; ask another admin"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = RoleChange,
+    responses((status = 204, description = "Changed; applies at the user's next request"), (status = 404, body = ErrorBody), (status = 409, description = "Own account", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+/// `PUT /api/v1/admin/users/{id}/role`.
+pub async fn set_user_role(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: RoleChange = json_body(&headers, &body)?;
+    not_yourself(&who, &id, "change the role of")?;
+    state.store.set_user_role(&id, req.role).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 204, description = "Password removed and every session ended"), (status = 404, body = ErrorBody), (status = 409, description = "Own account", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+/// `POST /api/v1/admin/users/{id}/deactivate`: signs the user out everywhere and removes the
+/// password; a new invite reactivates the account.
+pub async fn deactivate_user(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    not_yourself(&who, &id, "deactivate")?;
+    state.store.deactivate_user(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Routing settings of the tenant.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -790,7 +839,8 @@ pub async fn set_routing(
     paths(
         me, set_auto_allocate, set_my_skill, dashboard, queue, pick, my_conversations,
         conversation_view, send, close, transfer, add_note, channels, categories, create_category,
-        update_category, delete_category, rename_skill, delete_skill, set_user_skills, routing,
+        update_category, delete_category, rename_skill, delete_skill, set_user_skills, set_user_role,
+        deactivate_user, routing,
         set_routing, crate::http::auth::routes::login, crate::http::auth::routes::logout,
         crate::http::auth::routes::create_invite, crate::http::auth::routes::list_invites,
         crate::http::auth::routes::lookup_invite, crate::http::auth::routes::accept_invite

@@ -224,6 +224,8 @@ pub fn api_routes() -> Router<AppState> {
             axum::routing::patch(api::rename_skill).delete(api::delete_skill),
         )
         .route("/admin/users/{id}/skills", put(api::set_user_skills))
+        .route("/admin/users/{id}/role", put(api::set_user_role))
+        .route("/admin/users/{id}/deactivate", post(api::deactivate_user))
         .route(
             "/admin/invites",
             get(auth::routes::list_invites).post(auth::routes::create_invite),
