@@ -441,6 +441,28 @@ impl Store {
             .collect())
     }
 
+    /// `(id, display_name, role, auto_allocate)` of every user, in one query (the directory's
+    /// `users()` loads skills per user, too slow for views refreshed on every live event).
+    pub async fn user_summaries(&self) -> Result<Vec<UserSummary>> {
+        let rows: Vec<(String, String, String, bool)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, display_name, role, auto_allocate FROM users ORDER BY display_name, id"
+        )
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(id, display_name, role, auto_allocate)| {
+                Ok(UserSummary {
+                    id,
+                    display_name,
+                    role: role
+                        .parse()
+                        .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
+                    auto_allocate,
+                })
+            })
+            .collect()
+    }
+
     /// Whether the user takes automatically allocated conversations.
     pub async fn auto_allocate(&self, user_id: &str) -> Result<bool> {
         let v: Option<bool> = on_pool!(self, |pool| sqlx::query_scalar(
@@ -824,6 +846,19 @@ impl Store {
         .await?);
         Ok(v.unwrap_or(0))
     }
+}
+
+/// A user as the Workspace lists colleagues.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserSummary {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub display_name: String,
+    /// Role.
+    pub role: crate::domain::Role,
+    /// Auto-allocate switch.
+    pub auto_allocate: bool,
 }
 
 /// A conversation event with the conversation's current status and assignee.

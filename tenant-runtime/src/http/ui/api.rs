@@ -175,24 +175,14 @@ pub async fn dashboard(
         .figures(who.user_id.as_deref().unwrap_or(""), now_ms())
         .await?;
     let online = state.live.connected_users();
-    let switches = state.store.auto_allocate_all().await?;
-    let roles: HashMap<String, Role> = state
-        .store
-        .users()
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.role))
-        .collect();
-    let agents: Vec<&String> = online
+    let users = state.store.user_summaries().await?;
+    let agents: Vec<_> = users
         .iter()
-        .filter(|u| roles.get(*u) == Some(&Role::Agent))
+        .filter(|u| u.role == Role::Agent && online.contains(&u.id))
         .collect();
     Ok(Json(Dashboard {
         figures,
-        agents_available: agents
-            .iter()
-            .filter(|u| switches.get(**u).copied().unwrap_or(false))
-            .count(),
+        agents_available: agents.iter().filter(|u| u.auto_allocate).count(),
         agents_online: agents.len(),
     }))
 }
@@ -343,7 +333,7 @@ pub async fn conversation_view(
         None => None,
     };
     let online = state.live.connected_users();
-    let users = state.store.users().await?;
+    let users = state.store.user_summaries().await?;
     let authors = users
         .iter()
         .map(|u| (u.id.clone(), u.display_name.clone()))
