@@ -67,7 +67,7 @@ impl Application {
                 addr: settings.listen,
                 source,
             })?;
-        Ok(Self::assemble(settings, store, listener))
+        Self::assemble(settings, store, listener).await
     }
 
     /// Like [`Application::build`] on a listener bound by the caller (tests bind port 0 first
@@ -91,10 +91,14 @@ impl Application {
         )
         .await?;
         store.migrate().await?;
-        Ok(Self::assemble(settings, store, listener))
+        Self::assemble(settings, store, listener).await
     }
 
-    fn assemble(settings: Settings, store: Store, listener: TcpListener) -> Self {
+    async fn assemble(
+        settings: Settings,
+        store: Store,
+        listener: TcpListener,
+    ) -> Result<Self, Error> {
         let apps: HashMap<_, _> = settings
             .channels
             .iter()
@@ -111,18 +115,21 @@ impl Application {
             wake.clone(),
             metrics.clone(),
         );
+        crate::http::auth::bootstrap_admin(&store, &settings.auth).await?;
         let state = AppState {
             store,
+            auth: Arc::new(crate::http::auth::AuthState::new(&settings.auth)),
+            live: Arc::new(crate::http::live::LiveHub::default()),
             settings: Arc::new(settings),
             apps,
             metrics,
             outbox_wake: wake,
         };
-        Self {
+        Ok(Self {
             listener,
             state,
             sender,
-        }
+        })
     }
 
     /// The bound address.
@@ -145,11 +152,25 @@ impl Application {
         let addr = self.local_addr();
         let sender = tokio::spawn(self.sender.clone().run());
         let housekeeping = tokio::spawn(housekeeping(self.state.store.clone()));
+        let live = tokio::spawn(crate::http::live::tail(
+            self.state.store.clone(),
+            self.state.live.clone(),
+        ));
         let app = router(self.state.clone());
         tracing::info!(%addr, backend = ?self.state.store.backend(), "serving");
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let hub = self.state.live.clone();
+        let shutdown = async move {
+            shutdown.await;
+            hub.close();
+        };
+        // Connect info gives the login rate limiter the peer address.
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        live.abort();
         sender.abort();
         housekeeping.abort();
         self.state.store.close().await;

@@ -11,6 +11,11 @@
 //! | `CONTACT_SINCH_AUTH_URL` | `sinch.auth_url` |
 //! | `CONTACT_CHANNEL_<NAME>_KEY_SECRET` | `channels[name].key_secret` (`NAME` upper-cased, `-` → `_`) |
 //! | `CONTACT_CHANNEL_<NAME>_WEBHOOK_SECRET` | `channels[name].webhook_secret` |
+//! | `CONTACT_BOOTSTRAP_ADMIN_EMAIL` | `auth.bootstrap_admin_email` |
+//! | `CONTACT_BOOTSTRAP_ADMIN_PASSWORD` | `auth.bootstrap_admin_password` |
+//! | `CONTACT_SECURE_COOKIES` | `auth.secure_cookies` (`true`/`false`; unset: secure behind `X-Forwarded-Proto: https`) |
+//! | `CONTACT_PUBLIC_URL` | `auth.public_url` (base of invite links) |
+//! | `CONTACT_MAINTENANCE_START`, `CONTACT_MAINTENANCE_END` | `maintenance` (RFC 3339, the next window) |
 
 use std::collections::HashMap;
 use std::fmt;
@@ -95,6 +100,61 @@ pub struct Settings {
     pub sinch: SinchSettings,
     /// The channel apps (one per Conversation API app and channel).
     pub channels: Vec<ChannelApp>,
+    /// Logins, sessions and invites.
+    pub auth: AuthSettings,
+    /// The next maintenance window (the operator sets it; the Workspace warns before it).
+    pub maintenance: Option<MaintenanceWindow>,
+}
+
+/// Logins, sessions and invites.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// E-mail of the first admin (created at start when missing).
+    pub bootstrap_admin_email: String,
+    /// Password of the first admin (from the operator's generated Secret); unset: no bootstrap.
+    pub bootstrap_admin_password: Option<Secret>,
+    /// Session lifetime.
+    pub session_ttl_secs: i64,
+    /// Invite link lifetime.
+    pub invite_ttl_secs: i64,
+    /// `Secure` cookies: `Some(true)`/`Some(false)` force it; `None` sets it when the request
+    /// came over TLS (`X-Forwarded-Proto: https` from the ingress).
+    pub secure_cookies: Option<bool>,
+    /// Public base URL used in invite links; unset: taken from the request's `Host`.
+    pub public_url: Option<String>,
+    /// Failed logins of one account allowed per window before 429.
+    pub max_failures_per_account: u32,
+    /// Failed logins from one IP address allowed per window before 429.
+    pub max_failures_per_ip: u32,
+    /// The rate-limit window.
+    pub failure_window_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            bootstrap_admin_email: "admin@contact.local".to_owned(),
+            bootstrap_admin_password: None,
+            session_ttl_secs: 12 * 3600,
+            invite_ttl_secs: 72 * 3600,
+            secure_cookies: None,
+            public_url: None,
+            max_failures_per_account: 5,
+            max_failures_per_ip: 20,
+            failure_window_secs: 900,
+        }
+    }
+}
+
+/// A maintenance window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceWindow {
+    /// Start.
+    pub start: chrono::DateTime<chrono::Utc>,
+    /// End.
+    pub end: chrono::DateTime<chrono::Utc>,
 }
 
 impl Default for Settings {
@@ -109,6 +169,8 @@ impl Default for Settings {
             outbox: OutboxSettings::default(),
             sinch: SinchSettings::default(),
             channels: Vec::new(),
+            auth: AuthSettings::default(),
+            maintenance: None,
         }
     }
 }
@@ -310,6 +372,28 @@ impl Settings {
         }
         if let Some(v) = env.get("CONTACT_SINCH_AUTH_URL") {
             self.sinch.auth_url = v.clone();
+        }
+        if let Some(v) = env.get("CONTACT_BOOTSTRAP_ADMIN_EMAIL") {
+            self.auth.bootstrap_admin_email = v.clone();
+        }
+        if let Some(v) = env.get("CONTACT_BOOTSTRAP_ADMIN_PASSWORD") {
+            self.auth.bootstrap_admin_password =
+                Some(Secret(v.clone())).filter(|s| !s.0.is_empty());
+        }
+        if let Some(v) = env.get("CONTACT_SECURE_COOKIES") {
+            self.auth.secure_cookies = Some(parse("CONTACT_SECURE_COOKIES", v)?);
+        }
+        if let Some(v) = env.get("CONTACT_PUBLIC_URL") {
+            self.auth.public_url = Some(v.trim_end_matches('/').to_owned());
+        }
+        if let (Some(start), Some(end)) = (
+            env.get("CONTACT_MAINTENANCE_START"),
+            env.get("CONTACT_MAINTENANCE_END"),
+        ) {
+            self.maintenance = Some(MaintenanceWindow {
+                start: parse("CONTACT_MAINTENANCE_START", start)?,
+                end: parse("CONTACT_MAINTENANCE_END", end)?,
+            });
         }
         for app in &mut self.channels {
             let prefix = app.env_prefix();

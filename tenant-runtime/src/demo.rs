@@ -27,6 +27,8 @@ pub struct DemoArgs {
 
 /// The API token the demo uses.
 pub const DEMO_TOKEN: &str = "demo-token";
+/// The password of every seeded demo user.
+pub const DEMO_PASSWORD: &str = "contact-demo";
 
 /// Settings of the demo runtime talking to a simulator at `sim`.
 pub fn demo_settings(args: &DemoArgs) -> Settings {
@@ -92,11 +94,12 @@ pub async fn seed(store: &Store) -> anyhow::Result<()> {
             skill_ids: vec![],
         })
         .await?;
+    let password_hash = crate::http::auth::password::hash(DEMO_PASSWORD);
     let user = |email: &str, name: &str, role: Role, skills: Vec<String>| NewUser {
         email: email.to_owned(),
         display_name: name.to_owned(),
         role,
-        password_hash: None,
+        password_hash: password_hash.clone(),
         skill_ids: skills,
     };
     store
@@ -144,8 +147,8 @@ Contact demo is running (data in {db}).
              OpenAPI: {runtime_url}/api/v1/openapi.json   metrics: {runtime_url}/metrics
   Simulator  {sim_url}   (plays the Sinch Conversation API)
 
-  Seeded users: admin@demo.contact (admin), alice@demo.contact and bob@demo.contact (agents).
-  The web Workspace and login come in a later release; for now use the API with the token.
+  Web UI     {runtime_url}/   sign in as alice@demo.contact or bob@demo.contact (agents) or
+             admin@demo.contact (admin), password {DEMO_PASSWORD}
 
   Play a customer on WhatsApp:
     curl -s -X POST {sim_url}/_sim/inbound -H 'content-type: application/json' \

@@ -22,7 +22,7 @@ use crate::storage::{
 #[openapi(
     info(
         title = "Contact tenant runtime API",
-        description = "Contacts, conversations, messages and the tenant directory. Authenticate with `Authorization: Bearer <api_token>`.",
+        description = "Contacts, conversations, messages, the tenant directory, the Workspace and the Configurator. Integrators authenticate with `Authorization: Bearer <api_token>` (acts as an admin); browsers with the `contact_session` cookie from `/auth/login` plus `X-CSRF-Token` on state changes.",
         version = "v1",
         license(name = "Apache-2.0")
     ),
@@ -57,7 +57,9 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI document as pretty JSON with a trailing newline (what `openapi.json` holds).
 pub fn openapi_json() -> String {
-    let mut s = ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::http::ui::api::WorkspaceDoc::openapi());
+    let mut s = doc
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');

@@ -1,11 +1,15 @@
-//! HTTP: the router, shared state, the bearer-token guard of `/api/v1`, probes and webhooks.
+//! HTTP: the router, shared state, probes, webhooks, the REST API, accounts ([`auth`]), live
+//! events ([`live`]) and the web UI ([`ui`]).
 //!
-//! Login and sessions come later; until then the agent-facing API is protected by one bearer
-//! token from the settings (when set). Webhooks authenticate by signature instead.
+//! `/api/v1` accepts a browser session (cookie + CSRF token) or the integrators' bearer token,
+//! and checks roles per route group; webhooks authenticate by signature instead.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod health;
+pub mod live;
+pub mod ui;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -13,11 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -40,6 +43,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wakes the outbox sender when a message is enqueued.
     pub outbox_wake: Arc<Notify>,
+    /// Login rate limits and the invite mailer.
+    pub auth: Arc<auth::AuthState>,
+    /// Live events.
+    pub live: Arc<live::LiveHub>,
 }
 
 /// Largest accepted request body (callbacks are a few KiB; media arrives by URL).
@@ -47,22 +54,42 @@ const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The whole HTTP surface of the runtime.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    use crate::domain::Role::{Admin, Agent, Dpo};
+    // Role per route group: contacts and conversation lists are for admins and DPOs; a single
+    // conversation also for its agent (ownership checked in `conversation_guard`); the
+    // directory for admins. The API token counts as admin.
+    let readers = Router::new()
         .route("/contacts", get(api::list_contacts))
         .route("/contacts/{id}", get(api::get_contact))
         .route("/conversations", get(api::list_conversations))
+        .route_layer(middleware::from_fn(auth::allow(&[Admin, Dpo])));
+    let conversation = Router::new()
         .route("/conversations/{id}", get(api::get_conversation))
         .route(
             "/conversations/{id}/messages",
             get(api::list_messages).post(api::send_message),
         )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::conversation_guard,
+        ))
+        .route_layer(middleware::from_fn(auth::allow(&[Admin, Agent, Dpo])));
+    let directory = Router::new()
         .route("/users", get(api::list_users).post(api::create_user))
         .route("/skills", get(api::list_skills).post(api::create_skill))
         .route(
             "/categories",
             get(api::list_categories).post(api::create_category),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route_layer(middleware::from_fn(auth::allow(&[Admin])));
+    let api = readers
+        .merge(conversation)
+        .merge(directory)
+        .merge(ui::api_routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         // The document itself is public: integrators read it before they have a token.
         .route("/openapi.json", get(api::openapi));
     Router::new()
@@ -74,7 +101,13 @@ pub fn router(state: AppState) -> Router {
             post(webhooks::sinch_webhook),
         )
         .nest("/api/v1", api)
+        .merge(ui::pages())
+        .merge(ui::auth_routes(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            live::wake_on_write,
+        ))
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
@@ -83,28 +116,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(expected) = &state.settings.api_token else {
-        return next.run(request).await;
-    };
-    let given = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Comparing digests keeps the comparison time independent of where the strings differ.
-    if Sha256::digest(given.as_bytes()) == Sha256::digest(expected.expose().as_bytes()) {
-        next.run(request).await
-    } else {
-        ApiError::Unauthorized {
-            code: "unauthorized",
-            message: "missing or wrong bearer token".to_owned(),
-        }
-        .into_response()
-    }
 }
 
 /// Errors produced by axum itself (405, 413, …) come as plain text; rewrite them into the same

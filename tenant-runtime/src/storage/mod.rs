@@ -10,10 +10,12 @@
 //! sqlx writes RFC 3339 text with a variable number of fractional digits, which would not sort.
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`, embedded in the binary.
 
+mod auth;
 mod directory;
 mod inbound;
 mod messages;
 mod outbox;
+mod workspace;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -24,6 +26,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
 pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
@@ -32,6 +35,10 @@ pub use messages::{
     Contact, ContactIdentity, Conversation, ConversationFilter, Message, NewOutbound,
 };
 pub use outbox::{OutboxItem, RetryAt};
+pub use workspace::{
+    CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note,
+    PickOutcome, QueueItem,
+};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

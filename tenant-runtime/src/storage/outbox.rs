@@ -122,6 +122,15 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+            // Tell live views (the Workspace shows the failure without a reload).
+            sqlx::query(
+                "INSERT INTO conversation_events (conversation_id, kind, data, created_at) SELECT conversation_id, 'message_status', $1, $2 FROM messages WHERE id = $3",
+            )
+            .bind(serde_json::json!({ "message_id": id, "status": DeliveryStatus::Failed }).to_string())
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
         });
         Ok(())

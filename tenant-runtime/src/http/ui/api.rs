@@ -1,0 +1,861 @@
+//! The JSON endpoints behind the Workspace (`/api/v1/me…`, `/api/v1/queue`,
+//! `/api/v1/workspace/…`, pick/close/transfer/notes) and the Configurator (`/api/v1/admin/…`).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::channels::rules;
+use crate::config::MaintenanceWindow;
+use crate::domain::{ChannelType, ConversationStatus, Role};
+use crate::http::AppState;
+use crate::http::auth::{Error, Principal, Via, check_conversation_access, json_body};
+use crate::http::error::{ApiError, ErrorBody};
+use crate::storage::{
+    CategoryEdit, ChannelHealth, Contact, Conversation, Figures, Message, Note, PickOutcome,
+    QueueItem, now_ms,
+};
+
+/// A skill as the agent sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MySkill {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Switched on.
+    pub active: bool,
+}
+
+/// `GET /api/v1/me`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    /// User id (`null` for the API token).
+    pub user_id: Option<String>,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Name.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// CSRF token of the session.
+    pub csrf_token: Option<String>,
+    /// Own skills.
+    pub skills: Vec<MySkill>,
+    /// Auto-allocate switch.
+    pub auto_allocate: bool,
+    /// The next maintenance window, when one is announced and not over.
+    pub maintenance: Option<MaintenanceWindow>,
+}
+
+/// `GET /api/v1/me`.
+#[utoipa::path(get, path = "/api/v1/me", tag = "workspace", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me>, Error> {
+    let maintenance = state
+        .settings
+        .maintenance
+        .filter(|w| w.end > chrono::Utc::now());
+    let csrf_token = match &who.via {
+        Via::Session { csrf_token, .. } => Some(csrf_token.clone()),
+        Via::ApiToken => None,
+    };
+    let Some(user_id) = who.user_id.clone() else {
+        return Ok(Json(Me {
+            user_id: None,
+            email: None,
+            display_name: who.display_name,
+            role: who.role,
+            csrf_token,
+            skills: vec![],
+            auto_allocate: false,
+            maintenance,
+        }));
+    };
+    let user = state.store.user(&user_id).await?;
+    let names: HashMap<String, String> = state
+        .store
+        .skills()
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.name))
+        .collect();
+    let mut skills: Vec<MySkill> = user
+        .skills
+        .iter()
+        .map(|s| MySkill {
+            name: names.get(&s.skill_id).cloned().unwrap_or_default(),
+            id: s.skill_id.clone(),
+            active: s.active,
+        })
+        .collect();
+    skills.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(Me {
+        auto_allocate: state.store.auto_allocate(&user_id).await?,
+        user_id: Some(user.id),
+        email: Some(user.email),
+        display_name: user.display_name,
+        role: user.role,
+        csrf_token,
+        skills,
+        maintenance,
+    }))
+}
+
+/// A switch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Switch {
+    /// On or off.
+    pub enabled: bool,
+}
+
+/// `PUT /api/v1/me/auto-allocate`.
+#[utoipa::path(put, path = "/api/v1/me/auto-allocate", tag = "workspace", security(("session" = []), ("bearer" = [])), request_body = Switch,
+    responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_auto_allocate(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: Switch = json_body(&headers, &body)?;
+    state
+        .store
+        .set_auto_allocate(who.require_user()?, req.enabled)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/v1/me/skills/{skill_id}`: switch one of the own skills on or off.
+#[utoipa::path(put, path = "/api/v1/me/skills/{skill_id}", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("skill_id" = String, Path, description = "Skill id")), request_body = Switch,
+    responses((status = 204, description = "Saved"), (status = 404, description = "The user lacks this skill", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_my_skill(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(skill_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: Switch = json_body(&headers, &body)?;
+    state
+        .store
+        .set_user_skill_active(who.require_user()?, &skill_id, req.enabled)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Dashboard figures.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Dashboard {
+    /// Own and tenant figures.
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Agents connected to the Workspace with auto-allocate on.
+    pub agents_available: usize,
+    /// Agents connected to the Workspace.
+    pub agents_online: usize,
+}
+
+/// `GET /api/v1/me/dashboard`.
+#[utoipa::path(get, path = "/api/v1/me/dashboard", tag = "workspace", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Dashboard), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn dashboard(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Dashboard>, Error> {
+    let figures = state
+        .store
+        .figures(who.user_id.as_deref().unwrap_or(""), now_ms())
+        .await?;
+    let online = state.live.connected_users();
+    let users = state.store.user_summaries().await?;
+    let agents: Vec<_> = users
+        .iter()
+        .filter(|u| u.role == Role::Agent && online.contains(&u.id))
+        .collect();
+    Ok(Json(Dashboard {
+        figures,
+        agents_available: agents.iter().filter(|u| u.auto_allocate).count(),
+        agents_online: agents.len(),
+    }))
+}
+
+/// `GET /api/v1/queue`.
+#[utoipa::path(get, path = "/api/v1/queue", tag = "workspace", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Vec<QueueItem>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn queue(State(state): State<AppState>) -> Result<Json<Vec<QueueItem>>, Error> {
+    Ok(Json(state.store.queue().await?))
+}
+
+/// `POST /api/v1/conversations/{id}/pick`: claims a queued conversation; 409 when someone else
+/// was faster.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/pick", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 200, description = "Picked: the conversation is the caller's now", body = Conversation), (status = 404, body = ErrorBody), (status = 409, description = "Someone else was faster, or it is not queued", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn pick(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Conversation>, Error> {
+    let user = who.require_user()?;
+    match state.store.pick_conversation(&id, user).await? {
+        PickOutcome::Won => Ok(Json(state.store.conversation(&id).await?)),
+        PickOutcome::Lost { status } => Err(ApiError::Conflict {
+            code: "already_taken",
+            message: format!("conversation `{id}` is no longer queued (it is {status})"),
+        }
+        .into()),
+    }
+}
+
+/// One line of the agent's conversation list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MyConversation {
+    /// The conversation.
+    #[serde(flatten)]
+    pub conversation: Conversation,
+    /// Customer name.
+    pub contact_name: Option<String>,
+}
+
+/// `GET /api/v1/me/conversations`: open conversations assigned to the caller.
+#[utoipa::path(get, path = "/api/v1/me/conversations", tag = "workspace", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Vec<MyConversation>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn my_conversations(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<Json<Vec<MyConversation>>, Error> {
+    let Some(user) = who.user_id.as_deref() else {
+        return Ok(Json(vec![]));
+    };
+    let mut out = Vec::new();
+    for id in state.store.assigned_conversation_ids(user).await? {
+        let conversation = state.store.conversation(&id).await?;
+        let contact_name = state
+            .store
+            .contact(&conversation.contact_id)
+            .await
+            .ok()
+            .and_then(|c| c.display_name);
+        out.push(MyConversation {
+            conversation,
+            contact_name,
+        });
+    }
+    Ok(Json(out))
+}
+
+/// What the composer must respect.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Composer {
+    /// Longest text (`null`: SMS segment rules apply).
+    pub text_limit: Option<usize>,
+    /// SMS: the most characters accepted.
+    pub sms_max_chars: Option<usize>,
+    /// WhatsApp: whether free text may be sent now.
+    pub window_open: bool,
+    /// WhatsApp: when the 24-hour window closes.
+    pub window_closes_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Whether template messages are possible on this channel.
+    pub templates: bool,
+}
+
+fn composer(conversation: &Conversation) -> Composer {
+    let whatsapp = conversation.channel == ChannelType::Whatsapp;
+    let closes = conversation
+        .last_inbound_at
+        .map(|t| t + chrono::Duration::hours(24));
+    Composer {
+        text_limit: rules::text_limit(conversation.channel),
+        sms_max_chars: (conversation.channel == ChannelType::Sms).then_some(rules::SMS_MAX_CHARS),
+        window_open: !whatsapp || closes.is_some_and(|c| c > chrono::Utc::now()),
+        window_closes_at: if whatsapp { closes } else { None },
+        templates: whatsapp,
+    }
+}
+
+/// A colleague to transfer to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Colleague {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub display_name: String,
+    /// Connected now.
+    pub online: bool,
+}
+
+/// Everything the conversation view shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationView {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// The customer.
+    pub contact: Contact,
+    /// Category name.
+    pub category: Option<String>,
+    /// Thread, oldest first.
+    pub messages: Vec<Message>,
+    /// Internal notes.
+    pub notes: Vec<Note>,
+    /// Channel constraints for the composer.
+    pub composer: Composer,
+    /// Agents it can be transferred to.
+    pub colleagues: Vec<Colleague>,
+    /// Names of users who wrote messages or notes.
+    pub authors: HashMap<String, String>,
+}
+
+/// `GET /api/v1/workspace/conversations/{id}`.
+#[utoipa::path(get, path = "/api/v1/workspace/conversations/{id}", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn conversation_view(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ConversationView>, Error> {
+    let conversation = check_conversation_access(&state, &who, &id, false).await?;
+    let contact = state.store.contact(&conversation.contact_id).await?;
+    let category = match &conversation.category_id {
+        Some(cid) => state
+            .store
+            .categories()
+            .await?
+            .into_iter()
+            .find(|c| &c.id == cid)
+            .map(|c| c.name),
+        None => None,
+    };
+    let online = state.live.connected_users();
+    let users = state.store.user_summaries().await?;
+    let authors = users
+        .iter()
+        .map(|u| (u.id.clone(), u.display_name.clone()))
+        .collect();
+    let colleagues = users
+        .into_iter()
+        .filter(|u| u.role == Role::Agent && Some(&u.id) != who.user_id.as_ref())
+        .map(|u| Colleague {
+            online: online.contains(&u.id),
+            id: u.id,
+            display_name: u.display_name,
+        })
+        .collect();
+    Ok(Json(ConversationView {
+        composer: composer(&conversation),
+        messages: state.store.messages(&id).await?,
+        notes: state.store.notes(&id).await?,
+        conversation,
+        contact,
+        category,
+        colleagues,
+        authors,
+    }))
+}
+
+/// A message from the Workspace composer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Compose {
+    /// What to send.
+    pub content: crate::domain::MessageContent,
+}
+
+/// `POST /api/v1/workspace/conversations/{id}/messages`: sends as the signed-in agent (the
+/// author comes from the session, never from the body), through the same checks as the REST
+/// API (channel limits, WhatsApp window, idempotency).
+#[utoipa::path(post, path = "/api/v1/workspace/conversations/{id}/messages", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Compose,
+    responses((status = 202, description = "Stored and queued for delivery", body = Message), (status = 409, body = ErrorBody), (status = 422, description = "Breaks a channel rule", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn send(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Message>), Error> {
+    let req: Compose = json_body(&headers, &body)?;
+    let conversation = check_conversation_access(&state, &who, &id, true).await?;
+    if conversation.status != ConversationStatus::Assigned && who.role == Role::Agent {
+        return Err(ApiError::Conflict {
+            code: "not_assigned",
+            message: "pick the conversation before answering".to_owned(),
+        }
+        .into());
+    }
+    let body = json!({ "content": req.content, "author_user_id": who.user_id });
+    let body = Bytes::from(body.to_string());
+    Ok(crate::http::api::send_message(State(state), Path(id), headers, body).await?)
+}
+
+/// `POST /api/v1/conversations/{id}/close`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/close", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 204, description = "Closed"), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn close(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    check_conversation_access(&state, &who, &id, true).await?;
+    let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+    let owner = (who.role == Role::Agent).then_some(by.as_str());
+    if state.store.close_conversation(&id, owner, &by).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Conflict {
+            code: "conversation_closed",
+            message: format!("conversation `{id}` is already closed"),
+        }
+        .into())
+    }
+}
+
+/// A transfer.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Transfer {
+    /// The agent to hand it to; `null` puts it back in the queue.
+    pub to_user_id: Option<String>,
+}
+
+/// `POST /api/v1/conversations/{id}/transfer`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/transfer", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Transfer,
+    responses((status = 204, description = "Moved"), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn transfer(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: Transfer = json_body(&headers, &body)?;
+    check_conversation_access(&state, &who, &id, true).await?;
+    if let Some(to) = &req.to_user_id {
+        let target = state
+            .store
+            .user(to)
+            .await
+            .map_err(|_| ApiError::Unprocessable {
+                code: "unknown_user",
+                message: format!("user `{to}` does not exist"),
+            })?;
+        if target.role != Role::Agent {
+            return Err(ApiError::Unprocessable {
+                code: "not_an_agent",
+                message: format!("`{}` is not an agent", target.display_name),
+            }
+            .into());
+        }
+    }
+    let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+    let owner = (who.role == Role::Agent).then_some(by.as_str());
+    if state
+        .store
+        .transfer_conversation(&id, owner, req.to_user_id.as_deref(), &by)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Conflict {
+            code: "not_assigned",
+            message: format!("conversation `{id}` is not assigned (to you)"),
+        }
+        .into())
+    }
+}
+
+/// A note.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNote {
+    /// The text.
+    pub text: String,
+}
+
+/// `POST /api/v1/conversations/{id}/notes`.
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/notes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = NewNote,
+    responses((status = 201, body = Note), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn add_note(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Note>), Error> {
+    let req: NewNote = json_body(&headers, &body)?;
+    let text = req.text.trim();
+    if text.is_empty() || text.chars().count() > 4000 {
+        return Err(
+            ApiError::bad_request("invalid_note", "a note has 1 to 4000 characters").into(),
+        );
+    }
+    check_conversation_access(&state, &who, &id, true).await?;
+    let note = state.store.add_note(&id, who.require_user()?, text).await?;
+    Ok((StatusCode::CREATED, Json(note)))
+}
+
+// === Configurator ===
+
+/// A channel app as the Configurator shows it (read-only: the operator owns it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChannelView {
+    /// Name.
+    pub name: String,
+    /// Channel.
+    pub channel: ChannelType,
+    /// Region.
+    #[schema(value_type = String)]
+    pub region: crate::config::Region,
+    /// Project id.
+    pub project_id: String,
+    /// App id.
+    pub app_id: String,
+    /// Webhook path to configure in the Conversation API app.
+    pub webhook_path: String,
+    /// Default category.
+    pub category: Option<String>,
+    /// Who owns the definition.
+    pub managed_by: &'static str,
+    /// Health.
+    pub health: ChannelHealth,
+}
+
+/// `GET /api/v1/admin/channels`.
+#[utoipa::path(get, path = "/api/v1/admin/channels", tag = "configurator", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Vec<ChannelView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn channels(State(state): State<AppState>) -> Result<Json<Vec<ChannelView>>, Error> {
+    let mut health = state.store.channel_health().await?;
+    Ok(Json(
+        state
+            .settings
+            .channels
+            .iter()
+            .map(|a| ChannelView {
+                name: a.name.clone(),
+                channel: a.channel,
+                region: a.region,
+                project_id: a.project_id.clone(),
+                app_id: a.app_id.clone(),
+                webhook_path: format!("/webhooks/sinch/{}", a.name),
+                category: a.category.clone(),
+                managed_by: "operator",
+                health: health.remove(&a.name).unwrap_or_default(),
+            })
+            .collect(),
+    ))
+}
+
+/// A category with its routing attributes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CategoryView {
+    /// The category.
+    #[serde(flatten)]
+    pub category: crate::storage::Category,
+    /// Priority.
+    pub priority: i64,
+    /// Rules.
+    pub rules: Vec<crate::storage::CategoryRule>,
+    /// Whether it is the default (cannot be deleted).
+    pub default: bool,
+}
+
+/// `GET /api/v1/admin/categories`.
+#[utoipa::path(get, path = "/api/v1/admin/categories", tag = "configurator", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = Vec<CategoryView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryView>>, Error> {
+    let mut routing = state.store.category_routing().await?;
+    Ok(Json(
+        state
+            .store
+            .categories()
+            .await?
+            .into_iter()
+            .map(|c| {
+                let r = routing.remove(&c.id);
+                CategoryView {
+                    default: c.id == crate::storage::GENERAL_CATEGORY_ID,
+                    priority: r.as_ref().map_or(0, |r| r.priority),
+                    rules: r.map(|r| r.rules).unwrap_or_default(),
+                    category: c,
+                }
+            })
+            .collect(),
+    ))
+}
+
+fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
+    if edit.name.trim().is_empty() || edit.name.chars().count() > 100 {
+        return Err(ApiError::bad_request(
+            "invalid_category",
+            "name must have 1 to 100 characters",
+        )
+        .into());
+    }
+    if !(-1000..=1000).contains(&edit.priority) {
+        return Err(ApiError::bad_request(
+            "invalid_category",
+            "priority must be between -1000 and 1000",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/admin/categories`.
+#[utoipa::path(post, path = "/api/v1/admin/categories", tag = "configurator", security(("session" = []), ("bearer" = [])), request_body = CategoryEdit,
+    responses((status = 201, description = "Created; the body has its id"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn create_category(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
+    let edit: CategoryEdit = json_body(&headers, &body)?;
+    check_category(&edit)?;
+    let id = state.store.save_category(None, &edit).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+}
+
+/// `PUT /api/v1/admin/categories/{id}`.
+#[utoipa::path(put, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = CategoryEdit,
+    responses((status = 204, description = "Saved"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn update_category(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let edit: CategoryEdit = json_body(&headers, &body)?;
+    check_category(&edit)?;
+    state.store.save_category(Some(&id), &edit).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/admin/categories/{id}`: its conversations move to General.
+#[utoipa::path(delete, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 204, description = "Deleted; its conversations moved to General"), (status = 404, body = ErrorBody), (status = 409, description = "The default category", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn delete_category(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    if id == crate::storage::GENERAL_CATEGORY_ID {
+        return Err(ApiError::Conflict {
+            code: "default_category",
+            message: "the General category catches everything else and cannot be deleted"
+                .to_owned(),
+        }
+        .into());
+    }
+    state.store.delete_category(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A skill rename.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameSkill {
+    /// New name.
+    pub name: String,
+}
+
+/// `PATCH /api/v1/admin/skills/{id}`.
+#[utoipa::path(patch, path = "/api/v1/admin/skills/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = RenameSkill,
+    responses((status = 204, description = "Renamed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn rename_skill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: RenameSkill = json_body(&headers, &body)?;
+    if req.name.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid_skill", "name must not be empty").into());
+    }
+    state.store.rename_skill(&id, req.name.trim()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/v1/admin/skills/{id}`.
+#[utoipa::path(delete, path = "/api/v1/admin/skills/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn delete_skill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    state.store.delete_skill(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The skills a user holds.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserSkills {
+    /// Skill ids.
+    pub skill_ids: Vec<String>,
+}
+
+/// `PUT /api/v1/admin/users/{id}/skills`.
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/skills", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = UserSkills,
+    responses((status = 204, description = "Saved"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_user_skills(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: UserSkills = json_body(&headers, &body)?;
+    state.store.user(&id).await?;
+    state.store.set_user_skills(&id, &req.skill_ids).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A role change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    /// The new role.
+    pub role: Role,
+}
+
+fn not_yourself(who: &Principal, id: &str, what: &str) -> Result<(), Error> {
+    if who.user_id.as_deref() == Some(id) {
+        return Err(ApiError::Conflict {
+            code: "own_account",
+            message: format!("you cannot {what} your own account; ask another admin"),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = RoleChange,
+    responses((status = 204, description = "Changed; applies at the user's next request"), (status = 404, body = ErrorBody), (status = 409, description = "Own account", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+/// `PUT /api/v1/admin/users/{id}/role`.
+pub async fn set_user_role(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: RoleChange = json_body(&headers, &body)?;
+    not_yourself(&who, &id, "change the role of")?;
+    state.store.set_user_role(&id, req.role).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 204, description = "Password removed and every session ended"), (status = 404, body = ErrorBody), (status = 409, description = "Own account", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+/// `POST /api/v1/admin/users/{id}/deactivate`: signs the user out everywhere and removes the
+/// password; a new invite reactivates the account.
+pub async fn deactivate_user(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    not_yourself(&who, &id, "deactivate")?;
+    state.store.deactivate_user(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Routing settings of the tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSettings {
+    /// New agents start with auto-allocate on.
+    pub auto_allocate_by_default: bool,
+    /// Most open conversations per agent that routing assigns.
+    pub max_conversations_per_agent: u32,
+    /// Seconds before a disconnected agent's conversations return to the queue.
+    pub return_to_queue_after_disconnect_secs: u32,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        Self {
+            auto_allocate_by_default: true,
+            max_conversations_per_agent: 5,
+            return_to_queue_after_disconnect_secs: 60,
+        }
+    }
+}
+
+const ROUTING_KEY: &str = "routing";
+
+/// `GET /api/v1/admin/routing`.
+#[utoipa::path(get, path = "/api/v1/admin/routing", tag = "configurator", security(("session" = []), ("bearer" = [])),
+    responses((status = 200, body = RoutingSettings), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn routing(State(state): State<AppState>) -> Result<Json<RoutingSettings>, Error> {
+    Ok(Json(
+        state
+            .store
+            .tenant_setting(ROUTING_KEY)
+            .await?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default(),
+    ))
+}
+
+/// `PUT /api/v1/admin/routing`.
+#[utoipa::path(put, path = "/api/v1/admin/routing", tag = "configurator", security(("session" = []), ("bearer" = [])), request_body = RoutingSettings,
+    responses((status = 200, body = RoutingSettings), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_routing(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<RoutingSettings>, Error> {
+    let req: RoutingSettings = json_body(&headers, &body)?;
+    if !(1..=50).contains(&req.max_conversations_per_agent) {
+        return Err(ApiError::bad_request(
+            "invalid_routing",
+            "max_conversations_per_agent must be between 1 and 50",
+        )
+        .into());
+    }
+    let value = serde_json::to_value(&req)
+        .map_err(|e| ApiError::bad_request("invalid_routing", e.to_string()))?;
+    state.store.set_tenant_setting(ROUTING_KEY, &value).await?;
+    Ok(Json(req))
+}
+
+/// The OpenAPI document of the Workspace, Configurator and account endpoints (merged into the
+/// runtime's document by `http::api::openapi_json`).
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        me, set_auto_allocate, set_my_skill, dashboard, queue, pick, my_conversations,
+        conversation_view, send, close, transfer, add_note, channels, categories, create_category,
+        update_category, delete_category, rename_skill, delete_skill, set_user_skills, set_user_role,
+        deactivate_user, routing,
+        set_routing, crate::http::auth::routes::login, crate::http::auth::routes::logout,
+        crate::http::auth::routes::create_invite, crate::http::auth::routes::list_invites,
+        crate::http::auth::routes::lookup_invite, crate::http::auth::routes::accept_invite
+    ),
+    modifiers(&SessionAuth),
+    tags(
+        (name = "workspace", description = "The agent Workspace: queue, picks, own conversations. Needs a signed-in user (session cookie + X-CSRF-Token on changes); the API token is refused where a person is needed."),
+        (name = "configurator", description = "Admin settings: channels, categories, skills, users, invites, routing"),
+        (name = "accounts", description = "Login, logout and invite acceptance (JSON only)")
+    )
+)]
+pub struct WorkspaceDoc;
+
+struct SessionAuth;
+
+impl utoipa::Modify for SessionAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::http::auth::SESSION_COOKIE,
+                "Browser session from /auth/login; state-changing requests also need X-CSRF-Token",
+            ))),
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! The web UI: the Workspace (agents), the Configurator (admins), login and invite pages.
+//!
+//! The sources in `tenant-runtime/ui/` are plain HTML, CSS and framework-free ES modules,
+//! embedded into the binary with `include_str!`: no Node toolchain builds or serves them, and a
+//! release is one file. Every page is served with a strict Content-Security-Policy (scripts only
+//! from this origin, no inline script, no `eval`), and the scripts render all customer text with
+//! `textContent`, never as HTML: a message that contains markup shows as that markup.
+//!
+//! Page routes check the session server-side: no session → redirect to `/login`; a role that
+//! may not see the page → 403. The data behind the pages comes from [`api`] under `/api/v1`.
+
+pub mod api;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post, put};
+use tower_http::compression::CompressionLayer;
+
+use super::AppState;
+use super::auth::{self, routes::home};
+use crate::domain::Role;
+
+/// Content-Security-Policy of every page.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http: data:; media-src https: http:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The embedded UI files: `(name, content type, body)`.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../../ui/app.css"),
+    ),
+    (
+        "common.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/common.js"),
+    ),
+    (
+        "login.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/login.js"),
+    ),
+    (
+        "invite.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/invite.js"),
+    ),
+    (
+        "workspace.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/workspace.js"),
+    ),
+    (
+        "admin.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/admin.js"),
+    ),
+];
+
+const LOGIN_HTML: &str = include_str!("../../../ui/login.html");
+const INVITE_HTML: &str = include_str!("../../../ui/invite.html");
+const WORKSPACE_HTML: &str = include_str!("../../../ui/workspace.html");
+const ADMIN_HTML: &str = include_str!("../../../ui/admin.html");
+const ACCOUNT_HTML: &str = include_str!("../../../ui/account.html");
+const FORBIDDEN_HTML: &str = include_str!("../../../ui/forbidden.html");
+
+fn page(status: StatusCode, body: &'static str) -> Response {
+    let mut r = (status, body).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Invite links carry their token in the fragment; never leak the page URL onwards.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Serves a page to signed-in users with one of `roles`.
+async fn guarded(
+    state: &AppState,
+    headers: &HeaderMap,
+    roles: &[Role],
+    body: &'static str,
+) -> Response {
+    match auth::principal(state, headers).await {
+        Ok(Some(p)) if roles.contains(&p.role) => page(StatusCode::OK, body),
+        Ok(Some(_)) => page(StatusCode::FORBIDDEN, FORBIDDEN_HTML),
+        Ok(None) | Err(auth::Error::Api(_)) => Redirect::to("/login").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn root(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match auth::principal(&state, &headers).await {
+        Ok(Some(p)) => Redirect::to(home(p.role)).into_response(),
+        _ => Redirect::to("/login").into_response(),
+    }
+}
+
+async fn login_page() -> Response {
+    page(StatusCode::OK, LOGIN_HTML)
+}
+
+async fn invite_page() -> Response {
+    page(StatusCode::OK, INVITE_HTML)
+}
+
+async fn workspace_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    guarded(
+        &state,
+        &headers,
+        &[Role::Agent, Role::Admin],
+        WORKSPACE_HTML,
+    )
+    .await
+}
+
+async fn admin_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    guarded(&state, &headers, &[Role::Admin], ADMIN_HTML).await
+}
+
+async fn account_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    guarded(
+        &state,
+        &headers,
+        &[Role::Agent, Role::Admin, Role::Dpo],
+        ACCOUNT_HTML,
+    )
+    .await
+}
+
+async fn asset(Path(name): Path<String>) -> Response {
+    match ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, ctype, body)) => {
+            let mut r = (*body).into_response();
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+            h.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            r
+        }
+        None => (StatusCode::NOT_FOUND, "no such file").into_response(),
+    }
+}
+
+/// The page and asset routes (public; pages check the session themselves).
+pub fn pages() -> Router<AppState> {
+    Router::new()
+        .route("/", get(root))
+        .route("/login", get(login_page))
+        .route("/invite", get(invite_page))
+        .route("/workspace", get(workspace_page))
+        .route("/admin", get(admin_page))
+        .route("/account", get(account_page))
+        .route("/ui/{name}", get(asset))
+        .layer(CompressionLayer::new())
+}
+
+/// `/auth/*`: login and invite acceptance are public; logout needs the session (and CSRF).
+pub fn auth_routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/auth/logout", post(auth::routes::logout))
+        .route_layer(middleware::from_fn_with_state(state, auth::authenticate))
+        .route("/auth/login", post(auth::routes::login))
+        .route("/auth/invite/lookup", post(auth::routes::lookup_invite))
+        .route("/auth/invite/accept", post(auth::routes::accept_invite))
+}
+
+const AGENTS: &[Role] = &[Role::Agent, Role::Admin];
+const ADMINS: &[Role] = &[Role::Admin];
+const EVERYONE: &[Role] = &[Role::Agent, Role::Admin, Role::Dpo];
+
+/// The Workspace and Configurator API (mounted under `/api/v1`, behind `authenticate`).
+pub fn api_routes() -> Router<AppState> {
+    let everyone = Router::new()
+        .route("/me", get(api::me))
+        .route("/live", get(super::live::stream))
+        .route_layer(middleware::from_fn(auth::allow(EVERYONE)));
+    let agents = Router::new()
+        .route("/me/auto-allocate", put(api::set_auto_allocate))
+        .route("/me/skills/{skill_id}", put(api::set_my_skill))
+        .route("/me/dashboard", get(api::dashboard))
+        .route("/me/conversations", get(api::my_conversations))
+        .route("/queue", get(api::queue))
+        .route("/conversations/{id}/pick", post(api::pick))
+        .route("/conversations/{id}/close", post(api::close))
+        .route("/conversations/{id}/transfer", post(api::transfer))
+        .route("/conversations/{id}/notes", post(api::add_note))
+        .route("/workspace/conversations/{id}", get(api::conversation_view))
+        .route("/workspace/conversations/{id}/messages", post(api::send))
+        .route_layer(middleware::from_fn(auth::allow(AGENTS)));
+    let admins = Router::new()
+        .route("/admin/channels", get(api::channels))
+        .route(
+            "/admin/categories",
+            get(api::categories).post(api::create_category),
+        )
+        .route(
+            "/admin/categories/{id}",
+            put(api::update_category).delete(api::delete_category),
+        )
+        .route(
+            "/admin/skills/{id}",
+            axum::routing::patch(api::rename_skill).delete(api::delete_skill),
+        )
+        .route("/admin/users/{id}/skills", put(api::set_user_skills))
+        .route("/admin/users/{id}/role", put(api::set_user_role))
+        .route("/admin/users/{id}/deactivate", post(api::deactivate_user))
+        .route(
+            "/admin/invites",
+            get(auth::routes::list_invites).post(auth::routes::create_invite),
+        )
+        .route("/admin/routing", get(api::routing).put(api::set_routing))
+        .route_layer(middleware::from_fn(auth::allow(ADMINS)));
+    everyone.merge(agents).merge(admins)
+}

@@ -1,0 +1,882 @@
+//! What the Workspace and the Configurator read and change: the queue, atomic picks, close and
+//! transfer, internal notes, agent switches, dashboard figures, skill and category edits, channel
+//! health and tenant settings.
+//!
+//! Every change of a conversation writes a row to `conversation_events` in the same transaction;
+//! `http::live` tails that table to push the change to browsers.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
+use crate::domain::ChannelType;
+
+/// A conversation waiting in the queue, with what an agent needs to choose it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QueueItem {
+    /// Conversation id.
+    pub id: String,
+    /// Channel.
+    pub channel: ChannelType,
+    /// Channel app.
+    pub channel_app: String,
+    /// Category id.
+    pub category_id: Option<String>,
+    /// Category name.
+    pub category: Option<String>,
+    /// Category priority (higher first).
+    pub priority: i64,
+    /// Names of the skills it requires.
+    pub required_skills: Vec<String>,
+    /// Customer name, when known.
+    pub contact_name: Option<String>,
+    /// The customer's identity on the channel.
+    pub identity: String,
+    /// Waiting since.
+    pub queued_since: DateTime<Utc>,
+    /// Last customer message.
+    pub last_inbound_at: Option<DateTime<Utc>>,
+}
+
+/// The result of a pick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PickOutcome {
+    /// The caller owns the conversation now.
+    Won,
+    /// Someone else was faster (or it is no longer queued).
+    Lost {
+        /// Current status.
+        status: String,
+    },
+}
+
+/// An internal note on a conversation.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Note {
+    /// Id.
+    pub id: String,
+    /// Conversation.
+    pub conversation_id: String,
+    /// Author.
+    pub author_user_id: Option<String>,
+    /// Author name.
+    pub author_name: Option<String>,
+    /// The text.
+    pub text: String,
+    /// Written at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An agent's own figures and the tenant's, for the dashboard.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Figures {
+    /// Conversations the agent owns now.
+    pub assigned_now: i64,
+    /// Conversations the agent closed since midnight UTC.
+    pub closed_today: i64,
+    /// Mean seconds from assignment to the agent's first reply, over today's conversations.
+    pub avg_first_response_secs: Option<f64>,
+    /// Mean seconds from assignment to close, over conversations closed today.
+    pub avg_handling_secs: Option<f64>,
+    /// Conversations waiting in the queue.
+    pub waiting_now: i64,
+    /// Seconds the oldest waiting conversation has waited.
+    pub longest_wait_secs: Option<i64>,
+}
+
+/// One categorization rule: it matches when every condition it sets holds.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, ToSchema)]
+pub struct CategoryRule {
+    /// Any of these channels (empty: any).
+    #[serde(default)]
+    pub channels: Vec<ChannelType>,
+    /// Any of these channel apps (empty: any).
+    #[serde(default)]
+    pub channel_apps: Vec<String>,
+    /// The first message contains one of these words (empty: any).
+    #[serde(default)]
+    pub keywords: Vec<String>,
+}
+
+/// The routing attributes of a category edited in the Configurator.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryEdit {
+    /// Unique name.
+    pub name: String,
+    /// What belongs here.
+    #[serde(default)]
+    pub description: String,
+    /// Higher is served first.
+    #[serde(default)]
+    pub priority: i64,
+    /// Rules (any matches).
+    #[serde(default)]
+    pub rules: Vec<CategoryRule>,
+    /// Required skill ids.
+    #[serde(default)]
+    pub skill_ids: Vec<String>,
+}
+
+/// Routing attributes of a category.
+#[derive(Debug, Clone, Serialize)]
+pub struct CategoryRouting {
+    /// Priority.
+    pub priority: i64,
+    /// Rules.
+    pub rules: Vec<CategoryRule>,
+}
+
+/// Health of one channel app, from what the database saw.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ChannelHealth {
+    /// Last customer message.
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    /// Last failed outbound message.
+    pub last_failure_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub last_failure_reason: Option<String>,
+}
+
+/// `(id, author_user_id, author_name, text, created_at)`
+type NoteRow = (String, Option<String>, Option<String>, String, i64);
+/// `(channel_app, failed_at, reason)`
+type FailureRow = (String, i64, Option<String>);
+/// `(id, conversation_id, kind, data, created_at, status, assigned_user_id)`
+type EventTuple = (i64, String, String, String, i64, String, Option<String>);
+
+fn event_sql() -> &'static str {
+    "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)"
+}
+
+fn start_of_day_ms(now: i64) -> i64 {
+    now - now.rem_euclid(86_400_000)
+}
+
+fn fk_or(e: sqlx::Error, what: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what.to_owned()),
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::NotFound {
+            what: "skill",
+            id: "(one of skill_ids)".to_owned(),
+        },
+        _ => Error::Database(e),
+    }
+}
+
+impl Store {
+    /// Queued conversations: highest category priority first, then longest waiting.
+    pub async fn queue(&self) -> Result<Vec<QueueItem>> {
+        type Row = (
+            String,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            String,
+            i64,
+            Option<i64>,
+        );
+        let (rows, skills): (Vec<Row>, Vec<(String, String)>) = on_pool!(self, |pool| {
+            let rows = sqlx::query_as(
+                "SELECT c.id, c.channel, c.channel_app, c.category_id, k.name, k.priority, p.display_name, c.identity, c.created_at, c.last_inbound_at \
+                 FROM conversations c LEFT JOIN categories k ON k.id = c.category_id JOIN contacts p ON p.id = c.contact_id \
+                 WHERE c.status = 'queued' ORDER BY COALESCE(k.priority, 0) DESC, c.created_at, c.id LIMIT 500",
+            )
+            .fetch_all(pool)
+            .await?;
+            let skills = sqlx::query_as(
+                "SELECT cs.conversation_id, s.name FROM conversation_skills cs JOIN skills s ON s.id = cs.skill_id JOIN conversations c ON c.id = cs.conversation_id WHERE c.status = 'queued' ORDER BY s.name",
+            )
+            .fetch_all(pool)
+            .await?;
+            (rows, skills)
+        });
+        let mut by_conv: HashMap<String, Vec<String>> = HashMap::new();
+        for (c, s) in skills {
+            by_conv.entry(c).or_default().push(s);
+        }
+        rows.into_iter()
+            .map(
+                |(
+                    id,
+                    channel,
+                    channel_app,
+                    category_id,
+                    category,
+                    priority,
+                    contact_name,
+                    identity,
+                    created,
+                    last,
+                )| {
+                    Ok(QueueItem {
+                        required_skills: by_conv.remove(&id).unwrap_or_default(),
+                        id,
+                        channel: channel
+                            .parse()
+                            .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
+                        channel_app,
+                        category_id,
+                        category,
+                        priority: priority.unwrap_or(0),
+                        contact_name,
+                        identity,
+                        queued_since: from_ms(created),
+                        last_inbound_at: last.map(from_ms),
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Claims a queued conversation for `user_id`.
+    ///
+    /// One conditional `UPDATE … WHERE id = ? AND status = 'queued'`: when two agents pick at
+    /// once, the database serializes the two updates and only the first matches a row.
+    pub async fn pick_conversation(&self, id: &str, user_id: &str) -> Result<PickOutcome> {
+        let now = now_ms();
+        let outcome = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let won = sqlx::query(
+                "UPDATE conversations SET status = 'assigned', assigned_user_id = $1, assigned_at = $2, updated_at = $2 WHERE id = $3 AND status = 'queued'",
+            )
+            .bind(user_id)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if won {
+                sqlx::query(event_sql())
+                    .bind(id)
+                    .bind("conversation_assigned")
+                    .bind(serde_json::json!({ "user_id": user_id, "by": "pick" }).to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                PickOutcome::Won
+            } else {
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM conversations WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                match status {
+                    None => {
+                        return Err(Error::NotFound {
+                            what: "conversation",
+                            id: id.to_owned(),
+                        });
+                    }
+                    Some(status) => PickOutcome::Lost { status },
+                }
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// Closes an open conversation; `owner` restricts it to that assignee. Returns whether it
+    /// was closed now.
+    pub async fn close_conversation(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        by: &str,
+    ) -> Result<bool> {
+        let now = now_ms();
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE conversations SET status = 'closed', closed_at = $1, updated_at = $1 WHERE id = $2 AND status <> 'closed' AND ($3 IS NULL OR assigned_user_id = $3)",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                sqlx::query(event_sql())
+                    .bind(id)
+                    .bind("conversation_closed")
+                    .bind(serde_json::json!({ "by": by }).to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            n == 1
+        }))
+    }
+
+    /// Hands an assigned conversation to `to` (another agent) or back to the queue (`None`);
+    /// `owner` restricts it to that assignee. Returns whether it moved.
+    pub async fn transfer_conversation(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        to: Option<&str>,
+        by: &str,
+    ) -> Result<bool> {
+        let now = now_ms();
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = match to {
+                Some(to) => sqlx::query(
+                    "UPDATE conversations SET assigned_user_id = $1, assigned_at = $2, updated_at = $2 WHERE id = $3 AND status = 'assigned' AND ($4 IS NULL OR assigned_user_id = $4)",
+                )
+                .bind(to)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?,
+                None => sqlx::query(
+                    "UPDATE conversations SET status = 'queued', assigned_user_id = NULL, assigned_at = NULL, updated_at = $1 WHERE id = $2 AND status = 'assigned' AND ($3 IS NULL OR assigned_user_id = $3)",
+                )
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?,
+            }
+            .rows_affected();
+            if n == 1 {
+                let (kind, data) = match to {
+                    Some(to) => (
+                        "conversation_assigned",
+                        serde_json::json!({ "user_id": to, "by": "transfer", "from": by }),
+                    ),
+                    None => ("conversation_queued", serde_json::json!({ "by": by })),
+                };
+                sqlx::query(event_sql())
+                    .bind(id)
+                    .bind(kind)
+                    .bind(data.to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            n == 1
+        }))
+    }
+
+    /// Open conversations assigned to `user_id`, most recently active first.
+    pub async fn assigned_conversation_ids(&self, user_id: &str) -> Result<Vec<String>> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar(
+            "SELECT id FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned' ORDER BY updated_at DESC, id LIMIT 200"
+        )
+        .bind(user_id)
+        .fetch_all(pool)
+        .await?
+        }))
+    }
+
+    /// Adds an internal note.
+    pub async fn add_note(&self, conversation_id: &str, author: &str, text: &str) -> Result<Note> {
+        let id = new_id();
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO conversation_notes (id, conversation_id, author_user_id, text, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&id)
+            .bind(conversation_id)
+            .bind(author)
+            .bind(text)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(event_sql())
+                .bind(conversation_id)
+                .bind("note_added")
+                .bind(serde_json::json!({ "note_id": id }).to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        let user = self.user(author).await.ok();
+        Ok(Note {
+            id,
+            conversation_id: conversation_id.to_owned(),
+            author_user_id: Some(author.to_owned()),
+            author_name: user.map(|u| u.display_name),
+            text: text.to_owned(),
+            created_at: from_ms(now),
+        })
+    }
+
+    /// The notes of a conversation, oldest first.
+    pub async fn notes(&self, conversation_id: &str) -> Result<Vec<Note>> {
+        let rows: Vec<NoteRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT n.id, n.author_user_id, u.display_name, n.text, n.created_at FROM conversation_notes n LEFT JOIN users u ON u.id = n.author_user_id WHERE n.conversation_id = $1 ORDER BY n.created_at, n.id"
+            )
+            .bind(conversation_id)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, author_user_id, author_name, text, created_at)| Note {
+                id,
+                conversation_id: conversation_id.to_owned(),
+                author_user_id,
+                author_name,
+                text,
+                created_at: from_ms(created_at),
+            })
+            .collect())
+    }
+
+    /// `(id, display_name, role, auto_allocate)` of every user, in one query (the directory's
+    /// `users()` loads skills per user, too slow for views refreshed on every live event).
+    pub async fn user_summaries(&self) -> Result<Vec<UserSummary>> {
+        let rows: Vec<(String, String, String, bool)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, display_name, role, auto_allocate FROM users ORDER BY display_name, id"
+        )
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(id, display_name, role, auto_allocate)| {
+                Ok(UserSummary {
+                    id,
+                    display_name,
+                    role: role
+                        .parse()
+                        .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
+                    auto_allocate,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the user takes automatically allocated conversations.
+    pub async fn auto_allocate(&self, user_id: &str) -> Result<bool> {
+        let v: Option<bool> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT auto_allocate FROM users WHERE id = $1"
+        )
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?);
+        v.ok_or_else(|| Error::NotFound {
+            what: "user",
+            id: user_id.to_owned(),
+        })
+    }
+
+    /// Every user's auto-allocate switch.
+    pub async fn auto_allocate_all(&self) -> Result<HashMap<String, bool>> {
+        let rows: Vec<(String, bool)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, auto_allocate FROM users"
+        )
+        .fetch_all(pool)
+        .await?);
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Sets the auto-allocate switch.
+    pub async fn set_auto_allocate(&self, user_id: &str, on: bool) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE users SET auto_allocate = $1 WHERE id = $2"
+        )
+        .bind(on)
+        .bind(user_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Switches one of the user's skills on or off; `NotFound` when the user lacks the skill.
+    pub async fn set_user_skill_active(
+        &self,
+        user_id: &str,
+        skill_id: &str,
+        active: bool,
+    ) -> Result<()> {
+        let n = on_pool!(self, |pool| sqlx::query(
+            "UPDATE user_skills SET active = $1 WHERE user_id = $2 AND skill_id = $3"
+        )
+        .bind(active)
+        .bind(user_id)
+        .bind(skill_id)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "skill of this user",
+                id: skill_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Grants (or revokes) skills of a user: replaces the user's skill set, keeping switches.
+    pub async fn set_user_skills(&self, user_id: &str, skill_ids: &[String]) -> Result<()> {
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let held: Vec<String> =
+                sqlx::query_scalar("SELECT skill_id FROM user_skills WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for s in held.iter().filter(|s| !skill_ids.contains(s)) {
+                sqlx::query("DELETE FROM user_skills WHERE user_id = $1 AND skill_id = $2")
+                    .bind(user_id)
+                    .bind(s)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for s in skill_ids.iter().filter(|s| !held.contains(s)) {
+                sqlx::query(
+                    "INSERT INTO user_skills (user_id, skill_id, active) VALUES ($1, $2, $3)",
+                )
+                .bind(user_id)
+                .bind(s)
+                .bind(true)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| fk_or(e, "user skill"))?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Dashboard figures of `user_id` and the tenant, at `now` (epoch ms).
+    pub async fn figures(&self, user_id: &str, now: i64) -> Result<Figures> {
+        let day = start_of_day_ms(now);
+        let (assigned, closed, handling, first, waiting, oldest): (
+            i64,
+            i64,
+            Option<f64>,
+            Option<f64>,
+            i64,
+            Option<i64>,
+        ) = on_pool!(self, |pool| {
+            let assigned: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned'",
+            )
+            .bind(user_id)
+            .fetch_one(pool)
+            .await?;
+            let (closed, handling): (i64, Option<f64>) = sqlx::query_as(
+                "SELECT COUNT(*), AVG(CAST(closed_at - assigned_at AS DOUBLE PRECISION)) FROM conversations WHERE assigned_user_id = $1 AND status = 'closed' AND closed_at >= $2",
+            )
+            .bind(user_id)
+            .bind(day)
+            .fetch_one(pool)
+            .await?;
+            let first: Option<f64> = sqlx::query_scalar(
+                "SELECT AVG(CAST(f.first_at - c.assigned_at AS DOUBLE PRECISION)) FROM conversations c \
+                 JOIN (SELECT conversation_id, MIN(created_at) AS first_at FROM messages WHERE direction = 'outbound' AND author_user_id = $1 GROUP BY conversation_id) f ON f.conversation_id = c.id \
+                 WHERE c.assigned_user_id = $1 AND c.assigned_at >= $2 AND f.first_at >= c.assigned_at",
+            )
+            .bind(user_id)
+            .bind(day)
+            .fetch_one(pool)
+            .await?;
+            let (waiting, oldest): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(created_at) FROM conversations WHERE status = 'queued'",
+            )
+            .fetch_one(pool)
+            .await?;
+            (assigned, closed, handling, first, waiting, oldest)
+        });
+        Ok(Figures {
+            assigned_now: assigned,
+            closed_today: closed,
+            avg_first_response_secs: first.map(|ms| ms / 1000.0),
+            avg_handling_secs: handling.map(|ms| ms / 1000.0),
+            waiting_now: waiting,
+            longest_wait_secs: oldest.map(|t| (now - t).max(0) / 1000),
+        })
+    }
+
+    /// Renames a skill.
+    pub async fn rename_skill(&self, id: &str, name: &str) -> Result<()> {
+        let what = format!("skill `{name}`");
+        let n = on_pool!(self, |pool| sqlx::query(
+            "UPDATE skills SET name = $1 WHERE id = $2"
+        )
+        .bind(name)
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(|e| fk_or(e, &what))?
+        .rows_affected());
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "skill",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a skill (users, categories and conversations lose it).
+    pub async fn delete_skill(&self, id: &str) -> Result<()> {
+        let n = on_pool!(self, |pool| sqlx::query("DELETE FROM skills WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "skill",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Priority and rules of every category, by id.
+    pub async fn category_routing(&self) -> Result<HashMap<String, CategoryRouting>> {
+        let rows: Vec<(String, i64, String)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, priority, rules FROM categories"
+        )
+        .fetch_all(pool)
+        .await?);
+        rows.into_iter()
+            .map(|(id, priority, rules)| {
+                let rules = serde_json::from_str(&rules)
+                    .map_err(|e| Error::Corrupt(format!("category rules: {e}")))?;
+                Ok((id, CategoryRouting { priority, rules }))
+            })
+            .collect()
+    }
+
+    /// Creates (`id` = `None`) or replaces a category with its routing attributes; returns its id.
+    pub async fn save_category(&self, id: Option<&str>, edit: &CategoryEdit) -> Result<String> {
+        let now = now_ms();
+        let rules = serde_json::to_string(&edit.rules)
+            .map_err(|e| Error::Corrupt(format!("category rules: {e}")))?;
+        let what = format!("category `{}`", edit.name);
+        let id = id.map(str::to_owned);
+        let new = id.is_none();
+        let id = id.unwrap_or_else(new_id);
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = if new {
+                sqlx::query(
+                    "INSERT INTO categories (id, name, description, created_at, priority, rules) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&id)
+                .bind(&edit.name)
+                .bind(&edit.description)
+                .bind(now)
+                .bind(edit.priority)
+                .bind(&rules)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| fk_or(e, &what))?
+                .rows_affected()
+            } else {
+                sqlx::query(
+                    "UPDATE categories SET name = $1, description = $2, priority = $3, rules = $4 WHERE id = $5",
+                )
+                .bind(&edit.name)
+                .bind(&edit.description)
+                .bind(edit.priority)
+                .bind(&rules)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| fk_or(e, &what))?
+                .rows_affected()
+            };
+            if n == 0 {
+                return Err(Error::NotFound {
+                    what: "category",
+                    id: id.clone(),
+                });
+            }
+            sqlx::query("DELETE FROM category_skills WHERE category_id = $1")
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            for skill in &edit.skill_ids {
+                sqlx::query("INSERT INTO category_skills (category_id, skill_id) VALUES ($1, $2)")
+                    .bind(&id)
+                    .bind(skill)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| fk_or(e, "category skill"))?;
+            }
+            tx.commit().await?;
+        });
+        Ok(id)
+    }
+
+    /// Deletes a category; its conversations move to the General category.
+    pub async fn delete_category(&self, id: &str) -> Result<()> {
+        // The caller refuses to delete the default category itself.
+        let general = super::GENERAL_CATEGORY_ID;
+        let n = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query("UPDATE conversations SET category_id = $1 WHERE category_id = $2")
+                .bind(general)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let n = sqlx::query("DELETE FROM categories WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            n
+        });
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "category",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Last inbound message and last failed outbound message per channel app.
+    pub async fn channel_health(&self) -> Result<HashMap<String, ChannelHealth>> {
+        let (inbound, failed): (Vec<(String, i64)>, Vec<FailureRow>) = on_pool!(self, |pool| {
+            let inbound = sqlx::query_as(
+                    "SELECT channel_app, MAX(created_at) FROM messages WHERE direction = 'inbound' GROUP BY channel_app",
+                )
+                .fetch_all(pool)
+                .await?;
+            let failed = sqlx::query_as(
+                    "SELECT m.channel_app, m.updated_at, m.status_reason FROM messages m WHERE m.status = 'FAILED' AND m.updated_at = (SELECT MAX(updated_at) FROM messages x WHERE x.channel_app = m.channel_app AND x.status = 'FAILED')",
+                )
+                .fetch_all(pool)
+                .await?;
+            (inbound, failed)
+        });
+        let mut out: HashMap<String, ChannelHealth> = HashMap::new();
+        for (app, at) in inbound {
+            out.entry(app).or_default().last_inbound_at = Some(from_ms(at));
+        }
+        for (app, at, reason) in failed {
+            let h = out.entry(app).or_default();
+            h.last_failure_at = Some(from_ms(at));
+            h.last_failure_reason = reason;
+        }
+        Ok(out)
+    }
+
+    /// A tenant setting (JSON), if set.
+    pub async fn tenant_setting(&self, key: &str) -> Result<Option<serde_json::Value>> {
+        let v: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT value FROM tenant_settings WHERE key = $1"
+        )
+        .bind(key)
+        .fetch_optional(pool)
+        .await?);
+        v.map(|v| {
+            serde_json::from_str(&v).map_err(|e| Error::Corrupt(format!("setting {key}: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Sets a tenant setting.
+    pub async fn set_tenant_setting(&self, key: &str, value: &serde_json::Value) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+            "INSERT INTO tenant_settings (key, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
+        )
+        .bind(key)
+        .bind(value.to_string())
+        .bind(now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Conversation events after `after_id` across all conversations, with each conversation's
+    /// current status and assignee (what `http::live` needs to filter per user).
+    pub async fn events_after(&self, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
+        let rows: Vec<EventTuple> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT e.id, e.conversation_id, e.kind, e.data, e.created_at, c.status, c.assigned_user_id FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id WHERE e.id > $1 ORDER BY e.id LIMIT $2"
+            )
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, conversation_id, kind, data, created_at, status, assigned_user_id)| {
+                    EventRow {
+                        id,
+                        conversation_id,
+                        kind,
+                        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                        created_at: from_ms(created_at),
+                        status,
+                        assigned_user_id,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// The id of the newest conversation event (0 when there is none).
+    pub async fn last_event_id(&self) -> Result<i64> {
+        let v: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT MAX(id) FROM conversation_events"
+        )
+        .fetch_one(pool)
+        .await?);
+        Ok(v.unwrap_or(0))
+    }
+}
+
+/// A user as the Workspace lists colleagues.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserSummary {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub display_name: String,
+    /// Role.
+    pub role: crate::domain::Role,
+    /// Auto-allocate switch.
+    pub auto_allocate: bool,
+}
+
+/// A conversation event with the conversation's current status and assignee.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    /// Event id (monotonic).
+    pub id: i64,
+    /// Conversation.
+    pub conversation_id: String,
+    /// `conversation_opened`, `message_received`, `message_sent`, `message_status`,
+    /// `conversation_assigned`, `conversation_queued`, `conversation_closed`, `note_added`, …
+    pub kind: String,
+    /// Event data.
+    pub data: serde_json::Value,
+    /// When.
+    pub created_at: DateTime<Utc>,
+    /// The conversation's status now.
+    pub status: String,
+    /// The conversation's assignee now.
+    pub assigned_user_id: Option<String>,
+}
