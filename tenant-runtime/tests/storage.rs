@@ -54,6 +54,7 @@ both!(
     directory_users_skills_categories,
     category_skills_become_requirements,
     expired_nonces_are_purged,
+    closed_conversation_is_not_reused,
 );
 
 fn nonce(n: &str) -> Nonce {
@@ -569,4 +570,39 @@ async fn expired_nonces_are_purged(store: Store) {
     assert!(store.nonce_seen("wa", "fresh").await.unwrap());
     let ids: BTreeSet<_> = ["E1", "E2"].into();
     assert_eq!(ids.len() as i64, store.count("messages").await.unwrap());
+}
+
+async fn closed_conversation_is_not_reused(store: Store) {
+    let first = open_conversation(&store).await;
+    // Closing is the routing/UI's job (later); do it in SQL here.
+    let sql = "UPDATE conversations SET status = 'closed', closed_at = $1 WHERE id = $2";
+    match &store {
+        Store::Sqlite(p) => sqlx::query(sql)
+            .bind(now_ms())
+            .bind(&first)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Store::Postgres(p) => sqlx::query(sql)
+            .bind(now_ms())
+            .bind(&first)
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+    let second = open_conversation(&store).await;
+    assert_ne!(
+        first, second,
+        "a message after closing opens a new conversation"
+    );
+    assert_eq!(store.count("contacts").await.unwrap(), 1, "same customer");
+    assert_eq!(
+        store.conversation(&first).await.unwrap().status,
+        ConversationStatus::Closed
+    );
+    assert_eq!(
+        store.conversation(&second).await.unwrap().status,
+        ConversationStatus::Queued
+    );
 }
