@@ -55,6 +55,7 @@ both!(
     category_skills_become_requirements,
     expired_nonces_are_purged,
     closed_conversation_is_not_reused,
+    concurrent_redeliveries_store_once,
 );
 
 fn nonce(n: &str) -> Nonce {
@@ -605,4 +606,33 @@ async fn closed_conversation_is_not_reused(store: Store) {
         store.conversation(&second).await.unwrap().status,
         ConversationStatus::Queued
     );
+}
+
+async fn concurrent_redeliveries_store_once(store: Store) {
+    open_conversation(&store).await;
+    let before = store.count("messages").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Same message id, fresh nonce each: redeliveries racing each other.
+            store
+                .record_inbound(
+                    &nonce(&format!("redeliver-{i}")),
+                    &inbound("46700000001", "SAME-ID", "x"),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            InboundOutcome::Stored { .. } => stored += 1,
+            InboundOutcome::Duplicate { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(store.count("messages").await.unwrap(), before + 1);
 }

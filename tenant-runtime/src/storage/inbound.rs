@@ -143,24 +143,74 @@ impl Store {
         let content = serde_json::to_string(&msg.content)
             .map_err(|e| super::Error::Corrupt(format!("message content: {e}")))?;
         let category = msg.category_id.as_deref().unwrap_or(GENERAL_CATEGORY_ID);
-        let outcome = on_pool!(self, |pool| {
-            // Look up first, outside the write transaction, in one round trip: on SQLite the
-            // write lock is then held only for the writes. The lookups may be stale by the time
-            // we write; every write below is guarded (unique indexes, `status <> 'closed'`) and
-            // a guard that trips makes the caller retry from here with fresh lookups.
-            let (existing, contact_id, open): (Option<String>, Option<String>, Option<String>) =
+        // Look up first, outside the write transaction, in one round trip: on SQLite the write
+        // lock is then held only for the writes. The lookups may be stale by the time we write;
+        // every write below is guarded (unique indexes, `status <> 'closed'`) and a guard that
+        // trips makes the caller retry from here with fresh lookups.
+        let (existing, contact_id, open): (Option<String>, Option<String>, Option<String>) = on_pool!(
+            self,
+            |pool| {
                 sqlx::query_as(
-                    "SELECT (SELECT id FROM messages WHERE channel_app = $1 AND external_id = $2), \
-                            (SELECT contact_id FROM contact_identities WHERE channel = $3 AND identity = $4), \
-                            (SELECT c.id FROM conversations c JOIN contact_identities i ON i.contact_id = c.contact_id \
-                              WHERE i.channel = $3 AND i.identity = $4 AND c.channel_app = $1 AND c.status <> 'closed')",
-                )
-                .bind(&msg.channel_app)
-                .bind(&msg.external_id)
-                .bind(msg.channel.as_str())
-                .bind(&msg.identity)
-                .fetch_one(pool)
-                .await?;
+                "SELECT (SELECT id FROM messages WHERE channel_app = $1 AND external_id = $2), \
+                        (SELECT contact_id FROM contact_identities WHERE channel = $3 AND identity = $4), \
+                        (SELECT c.id FROM conversations c JOIN contact_identities i ON i.contact_id = c.contact_id \
+                          WHERE i.channel = $3 AND i.identity = $4 AND c.channel_app = $1 AND c.status <> 'closed')",
+            )
+            .bind(&msg.channel_app)
+            .bind(&msg.external_id)
+            .bind(msg.channel.as_str())
+            .bind(&msg.identity)
+            .fetch_one(pool)
+            .await?
+            }
+        );
+        // PostgreSQL fast path for the common case (a returning customer with an open
+        // conversation): the four writes as one statement, i.e. one round trip and one implicit
+        // transaction. Every write hangs off the conversation update, which only matches when
+        // the conversation is still open and the nonce unused; when it matches nothing, nothing
+        // was written and the general path below sorts out why (replay, closed meanwhile).
+        if let (Store::Postgres(pool), None, Some(contact), Some(conversation)) =
+            (self, &existing, &contact_id, &open)
+        {
+            let message_id = super::new_id();
+            let touched: i64 = sqlx::query_scalar(
+                "WITH u AS ( \
+                   UPDATE conversations SET last_inbound_at = $4, updated_at = $4 \
+                   WHERE id = $5 AND status <> 'closed' \
+                     AND NOT EXISTS (SELECT 1 FROM webhook_nonces WHERE channel_app = $1 AND nonce = $2) \
+                   RETURNING id), \
+                 n AS (INSERT INTO webhook_nonces (channel_app, nonce, expires_at) SELECT $1, $2, $3 FROM u), \
+                 m AS (INSERT INTO messages (id, conversation_id, channel_app, direction, external_id, kind, content, status, status_rank, status_reason, author_user_id, idempotency_key, created_at, updated_at) \
+                   SELECT $6, u.id, $7, 'inbound', $8, $9, $10, $11, $12, NULL, NULL, NULL, $4, $4 FROM u), \
+                 e AS (INSERT INTO conversation_events (conversation_id, kind, data, created_at) \
+                   SELECT u.id, 'message_received', $13, $4 FROM u) \
+                 SELECT COUNT(*) FROM u",
+            )
+            .bind(&nonce.channel_app)
+            .bind(&nonce.nonce)
+            .bind(nonce.expires_at)
+            .bind(now)
+            .bind(conversation)
+            .bind(&message_id)
+            .bind(&msg.channel_app)
+            .bind(&msg.external_id)
+            .bind(msg.content.kind())
+            .bind(&content)
+            .bind(DeliveryStatus::Received.as_str())
+            .bind(DeliveryStatus::Received.rank())
+            .bind(serde_json::json!({ "message_id": message_id }).to_string())
+            .fetch_one(pool)
+            .await?;
+            if touched == 1 {
+                return Ok(InboundOutcome::Stored {
+                    message_id,
+                    conversation_id: conversation.clone(),
+                    contact_id: contact.clone(),
+                    opened_conversation: false,
+                });
+            }
+        }
+        let outcome = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let fresh = sqlx::query(
                 "INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
