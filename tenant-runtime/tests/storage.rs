@@ -422,6 +422,17 @@ async fn report_before_send_response_matches_by_correlation_id(store: Store) {
     let m = store.message(&id).await.unwrap();
     assert_eq!(m.status, DeliveryStatus::Failed);
     assert_eq!(m.status_reason.as_deref(), Some("CHANNEL_FAILURE: x"));
+    assert_eq!(
+        m.external_id.as_deref(),
+        Some("EXT-LATE"),
+        "learnt from the report"
+    );
+    // The late send response keeps it.
+    store.mark_outbox_sent(&id, "EXT-LATE").await.unwrap();
+    assert_eq!(
+        store.message(&id).await.unwrap().external_id.as_deref(),
+        Some("EXT-LATE")
+    );
 }
 
 async fn idempotency_key_returns_first_message(store: Store) {

@@ -375,6 +375,16 @@ impl Store {
             .bind(correlation)
             .fetch_optional(&mut *tx)
             .await?;
+            if let Some((id, _, _)) = &target {
+                // The report may have overtaken the send response: it tells the external id too.
+                sqlx::query(
+                    "UPDATE messages SET external_id = $1 WHERE id = $2 AND external_id IS NULL",
+                )
+                .bind(&report.external_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
             let outcome = match target {
                 None => ReportOutcome::UnknownMessage,
                 Some((id, conversation_id, rank)) if report.status.rank() > rank => {
