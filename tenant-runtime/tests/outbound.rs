@@ -125,9 +125,12 @@ async fn reply_is_sent_once_and_reaches_read(db: Db) {
         (status_of(&h.store, &id).await == "READ").then_some(())
     })
     .await;
+    eventually(10, "outbox row marked sent", || async {
+        (h.store.outbox_count("sent").await.unwrap() == 1).then_some(())
+    })
+    .await;
     let m = h.store.message(&id).await.unwrap();
     assert_eq!(m.external_id.as_deref(), Some(rec.message_id.as_str()));
-    assert_eq!(h.store.outbox_count("sent").await.unwrap(), 1);
     assert_eq!(sent(&h).await.duplicates, 0);
 }
 

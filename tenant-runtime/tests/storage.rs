@@ -54,6 +54,8 @@ both!(
     directory_users_skills_categories,
     category_skills_become_requirements,
     expired_nonces_are_purged,
+    closed_conversation_is_not_reused,
+    concurrent_redeliveries_store_once,
 );
 
 fn nonce(n: &str) -> Nonce {
@@ -420,6 +422,17 @@ async fn report_before_send_response_matches_by_correlation_id(store: Store) {
     let m = store.message(&id).await.unwrap();
     assert_eq!(m.status, DeliveryStatus::Failed);
     assert_eq!(m.status_reason.as_deref(), Some("CHANNEL_FAILURE: x"));
+    assert_eq!(
+        m.external_id.as_deref(),
+        Some("EXT-LATE"),
+        "learnt from the report"
+    );
+    // The late send response keeps it.
+    store.mark_outbox_sent(&id, "EXT-LATE").await.unwrap();
+    assert_eq!(
+        store.message(&id).await.unwrap().external_id.as_deref(),
+        Some("EXT-LATE")
+    );
 }
 
 async fn idempotency_key_returns_first_message(store: Store) {
@@ -569,4 +582,68 @@ async fn expired_nonces_are_purged(store: Store) {
     assert!(store.nonce_seen("wa", "fresh").await.unwrap());
     let ids: BTreeSet<_> = ["E1", "E2"].into();
     assert_eq!(ids.len() as i64, store.count("messages").await.unwrap());
+}
+
+async fn closed_conversation_is_not_reused(store: Store) {
+    let first = open_conversation(&store).await;
+    // Closing is the routing/UI's job (later); do it in SQL here.
+    let sql = "UPDATE conversations SET status = 'closed', closed_at = $1 WHERE id = $2";
+    match &store {
+        Store::Sqlite(p) => sqlx::query(sql)
+            .bind(now_ms())
+            .bind(&first)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Store::Postgres(p) => sqlx::query(sql)
+            .bind(now_ms())
+            .bind(&first)
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+    let second = open_conversation(&store).await;
+    assert_ne!(
+        first, second,
+        "a message after closing opens a new conversation"
+    );
+    assert_eq!(store.count("contacts").await.unwrap(), 1, "same customer");
+    assert_eq!(
+        store.conversation(&first).await.unwrap().status,
+        ConversationStatus::Closed
+    );
+    assert_eq!(
+        store.conversation(&second).await.unwrap().status,
+        ConversationStatus::Queued
+    );
+}
+
+async fn concurrent_redeliveries_store_once(store: Store) {
+    open_conversation(&store).await;
+    let before = store.count("messages").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Same message id, fresh nonce each: redeliveries racing each other.
+            store
+                .record_inbound(
+                    &nonce(&format!("redeliver-{i}")),
+                    &inbound("46700000001", "SAME-ID", "x"),
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    let mut stored = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            InboundOutcome::Stored { .. } => stored += 1,
+            InboundOutcome::Duplicate { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(store.count("messages").await.unwrap(), before + 1);
 }

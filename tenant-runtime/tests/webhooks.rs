@@ -429,3 +429,50 @@ async fn probes_and_auth() {
     assert_eq!(err["error"]["code"], "payload_too_large");
     assert_eq!(h.store.count("webhook_nonces").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn simulator_plays_a_customer_with_every_content_type() {
+    let h = Harness::start(Db::Sqlite, |_| {}).await;
+    let contents = [
+        serde_json::json!({ "text_message": { "text": "hi" } }),
+        serde_json::json!({ "media_message": { "url": "https://m.example/a.jpg" } }),
+        serde_json::json!({ "media_card_message": { "url": "https://m.example/b.jpg", "caption": "box" } }),
+        serde_json::json!({ "location_message": { "coordinates": { "latitude": 1.0, "longitude": 2.0 }, "title": "here" } }),
+        serde_json::json!({ "choice_response_message": { "message_id": "M1", "postback_data": "yes" } }),
+    ];
+    for c in &contents {
+        let r: Value = h
+            .http
+            .post(format!("{}/_sim/inbound", h.sim_url))
+            .json(&serde_json::json!({ "channel": "wa", "identity": "46709999999", "contact_message": c }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["runtime_status"], 200, "{r}");
+        assert_eq!(r["runtime_response"]["outcome"], "stored", "{r}");
+    }
+    let convs = h
+        .store
+        .conversations(&contact_runtime::storage::ConversationFilter {
+            status: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(convs.len(), 1);
+    let kinds: Vec<_> = h
+        .store
+        .messages(&convs[0].id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.content.kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["text", "media", "media", "location", "choice_response"]
+    );
+}

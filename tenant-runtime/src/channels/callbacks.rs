@@ -421,6 +421,26 @@ mod tests {
     }
 
     #[test]
+    fn every_documented_kind_is_recognised_by_its_key() {
+        for kind in KNOWN_KINDS {
+            if matches!(*kind, "message" | "message_delivery_report") {
+                continue;
+            }
+            // Envelope plus an unknown extra field, as Sinch's own fixtures do.
+            let body = format!(
+                r#"{{"app_id":"A","project_id":"P","accepted_time":"2026-01-01T00:00:00.123456789Z","{kind}":{{"x":1}},"foo":"bar"}}"#
+            );
+            assert_eq!(
+                parse(body.as_bytes()).unwrap(),
+                Callback::Ignored {
+                    kind: (*kind).to_owned()
+                },
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
     fn malformed_bodies_are_refused_precisely() {
         assert!(matches!(parse(b"not json"), Err(Error::NotJsonObject(_))));
         assert!(matches!(parse(b"[1,2]"), Err(Error::NotJsonObject(_))));

@@ -142,6 +142,74 @@ impl Store {
         let now = now_ms();
         let content = serde_json::to_string(&msg.content)
             .map_err(|e| super::Error::Corrupt(format!("message content: {e}")))?;
+        let category = msg.category_id.as_deref().unwrap_or(GENERAL_CATEGORY_ID);
+        // Look up first, outside the write transaction, in one round trip: on SQLite the write
+        // lock is then held only for the writes. The lookups may be stale by the time we write;
+        // every write below is guarded (unique indexes, `status <> 'closed'`) and a guard that
+        // trips makes the caller retry from here with fresh lookups.
+        let (existing, contact_id, open): (Option<String>, Option<String>, Option<String>) = on_pool!(
+            self,
+            |pool| {
+                sqlx::query_as(
+                "SELECT (SELECT id FROM messages WHERE channel_app = $1 AND external_id = $2), \
+                        (SELECT contact_id FROM contact_identities WHERE channel = $3 AND identity = $4), \
+                        (SELECT c.id FROM conversations c JOIN contact_identities i ON i.contact_id = c.contact_id \
+                          WHERE i.channel = $3 AND i.identity = $4 AND c.channel_app = $1 AND c.status <> 'closed')",
+            )
+            .bind(&msg.channel_app)
+            .bind(&msg.external_id)
+            .bind(msg.channel.as_str())
+            .bind(&msg.identity)
+            .fetch_one(pool)
+            .await?
+            }
+        );
+        // PostgreSQL fast path for the common case (a returning customer with an open
+        // conversation): the four writes as one statement, i.e. one round trip and one implicit
+        // transaction. Every write hangs off the conversation update, which only matches when
+        // the conversation is still open and the nonce unused; when it matches nothing, nothing
+        // was written and the general path below sorts out why (replay, closed meanwhile).
+        if let (Store::Postgres(pool), None, Some(contact), Some(conversation)) =
+            (self, &existing, &contact_id, &open)
+        {
+            let message_id = super::new_id();
+            let touched: i64 = sqlx::query_scalar(
+                "WITH u AS ( \
+                   UPDATE conversations SET last_inbound_at = $4, updated_at = $4 \
+                   WHERE id = $5 AND status <> 'closed' \
+                     AND NOT EXISTS (SELECT 1 FROM webhook_nonces WHERE channel_app = $1 AND nonce = $2) \
+                   RETURNING id), \
+                 n AS (INSERT INTO webhook_nonces (channel_app, nonce, expires_at) SELECT $1, $2, $3 FROM u), \
+                 m AS (INSERT INTO messages (id, conversation_id, channel_app, direction, external_id, kind, content, status, status_rank, status_reason, author_user_id, idempotency_key, created_at, updated_at) \
+                   SELECT $6, u.id, $7, 'inbound', $8, $9, $10, $11, $12, NULL, NULL, NULL, $4, $4 FROM u), \
+                 e AS (INSERT INTO conversation_events (conversation_id, kind, data, created_at) \
+                   SELECT u.id, 'message_received', $13, $4 FROM u) \
+                 SELECT COUNT(*) FROM u",
+            )
+            .bind(&nonce.channel_app)
+            .bind(&nonce.nonce)
+            .bind(nonce.expires_at)
+            .bind(now)
+            .bind(conversation)
+            .bind(&message_id)
+            .bind(&msg.channel_app)
+            .bind(&msg.external_id)
+            .bind(msg.content.kind())
+            .bind(&content)
+            .bind(DeliveryStatus::Received.as_str())
+            .bind(DeliveryStatus::Received.rank())
+            .bind(serde_json::json!({ "message_id": message_id }).to_string())
+            .fetch_one(pool)
+            .await?;
+            if touched == 1 {
+                return Ok(InboundOutcome::Stored {
+                    message_id,
+                    conversation_id: conversation.clone(),
+                    contact_id: contact.clone(),
+                    opened_conversation: false,
+                });
+            }
+        }
         let outcome = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let fresh = sqlx::query(
@@ -158,24 +226,10 @@ impl Store {
                 // Dropping the transaction rolls it back: a replay has no side effect.
                 return Ok(InboundOutcome::Replayed);
             }
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM messages WHERE channel_app = $1 AND external_id = $2",
-            )
-            .bind(&msg.channel_app)
-            .bind(&msg.external_id)
-            .fetch_optional(&mut *tx)
-            .await?;
             if let Some(message_id) = existing {
                 tx.commit().await?;
                 return Ok(InboundOutcome::Duplicate { message_id });
             }
-            let contact_id: Option<String> = sqlx::query_scalar(
-                "SELECT contact_id FROM contact_identities WHERE channel = $1 AND identity = $2",
-            )
-            .bind(msg.channel.as_str())
-            .bind(&msg.identity)
-            .fetch_optional(&mut *tx)
-            .await?;
             let contact_id = match contact_id {
                 Some(id) => id,
                 None => {
@@ -187,6 +241,7 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                    // A concurrent first message from the same identity trips the primary key.
                     sqlx::query(
                         "INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ($1, $2, $3, $4)",
                     )
@@ -199,24 +254,25 @@ impl Store {
                     id
                 }
             };
-            let open: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM conversations WHERE contact_id = $1 AND channel_app = $2 AND status <> 'closed'",
-            )
-            .bind(&contact_id)
-            .bind(&msg.channel_app)
-            .fetch_optional(&mut *tx)
-            .await?;
             let (conversation_id, opened) = match open {
                 Some(id) => {
-                    sqlx::query("UPDATE conversations SET last_inbound_at = $1, updated_at = $1 WHERE id = $2")
-                        .bind(now)
-                        .bind(&id)
-                        .execute(&mut *tx)
-                        .await?;
+                    let touched = sqlx::query(
+                        "UPDATE conversations SET last_inbound_at = $1, updated_at = $1 WHERE id = $2 AND status <> 'closed'",
+                    )
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if touched == 0 {
+                        // Closed since the lookup: start over, a new conversation opens.
+                        return Err(super::Error::Contended);
+                    }
                     (id, false)
                 }
                 None => {
                     let id = super::new_id();
+                    // The partial unique index allows one open conversation per contact and app.
                     sqlx::query(
                         "INSERT INTO conversations (id, contact_id, channel, channel_app, identity, category_id, status, assigned_user_id, created_at, updated_at, assigned_at, closed_at, last_inbound_at) \
                          VALUES ($1, $2, $3, $4, $5, $6, 'queued', NULL, $7, $7, NULL, NULL, $7)",
@@ -226,7 +282,7 @@ impl Store {
                     .bind(msg.channel.as_str())
                     .bind(&msg.channel_app)
                     .bind(&msg.identity)
-                    .bind(msg.category_id.as_deref().unwrap_or(GENERAL_CATEGORY_ID))
+                    .bind(category)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
@@ -235,7 +291,7 @@ impl Store {
                         "INSERT INTO conversation_skills (conversation_id, skill_id) SELECT $1, skill_id FROM category_skills WHERE category_id = $2",
                     )
                     .bind(&id)
-                    .bind(msg.category_id.as_deref().unwrap_or(GENERAL_CATEGORY_ID))
+                    .bind(category)
                     .execute(&mut *tx)
                     .await?;
                     sqlx::query(
@@ -250,6 +306,8 @@ impl Store {
                 }
             };
             let message_id = super::new_id();
+            // A concurrent delivery of the same message trips the unique (channel_app,
+            // external_id) index; the retry then finds it and answers Duplicate.
             sqlx::query(
                 "INSERT INTO messages (id, conversation_id, channel_app, direction, external_id, kind, content, status, status_rank, status_reason, author_user_id, idempotency_key, created_at, updated_at) \
                  VALUES ($1, $2, $3, 'inbound', $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $9)",
@@ -317,6 +375,16 @@ impl Store {
             .bind(correlation)
             .fetch_optional(&mut *tx)
             .await?;
+            if let Some((id, _, _)) = &target {
+                // The report may have overtaken the send response: it tells the external id too.
+                sqlx::query(
+                    "UPDATE messages SET external_id = $1 WHERE id = $2 AND external_id IS NULL",
+                )
+                .bind(&report.external_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
             let outcome = match target {
                 None => ReportOutcome::UnknownMessage,
                 Some((id, conversation_id, rank)) if report.status.rank() > rank => {

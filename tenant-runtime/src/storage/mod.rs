@@ -63,6 +63,10 @@ pub enum Error {
     /// A uniqueness rule was violated (e.g. a duplicate name).
     #[error("{0} already exists")]
     Conflict(String),
+    /// A concurrent change invalidated what a write was based on; the operation retries
+    /// internally and this only surfaces when retries run out.
+    #[error("concurrent change, try again")]
+    Contended,
     /// A stored value could not be read back (a bug or a hand-edited row).
     #[error("stored value is invalid: {0}")]
     Corrupt(String),
@@ -346,6 +350,7 @@ pub fn new_id() -> String {
 /// True when `e` is a uniqueness or serialization conflict worth retrying the transaction for.
 pub(crate) fn is_retryable(e: &Error) -> bool {
     match e {
+        Error::Contended => true,
         Error::Database(sqlx::Error::Database(db)) => {
             db.is_unique_violation()
                 || matches!(db.code().as_deref(), Some("40001") | Some("40P01"))
