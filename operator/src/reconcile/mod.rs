@@ -902,10 +902,16 @@ pub async fn run_controller(
         labels::MANAGED_BY,
         labels::FIELD_MANAGER
     ));
-    let controller = Controller::new(
+    let (tenant_store, tenant_writer) = reflector::store::<ContactTenant>();
+    let tenant_stream = watcher(
         Api::<ContactTenant>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .default_backoff()
+    .modify(|t| t.managed_fields_mut().clear())
+    .reflect(tenant_writer)
+    .applied_objects();
+    let controller = Controller::for_stream(tenant_stream, tenant_store);
     let store = controller.store();
 
     // One reflector per managed kind: its stream triggers reconciles (as `owns` would) and its
@@ -915,6 +921,8 @@ pub async fn run_controller(
             let (reader, writer) = reflector::store::<$k>();
             let stream = watcher(Api::<$k>::all(client.clone()), owned.clone())
                 .default_backoff()
+                // managedFields are most of an object's size and never read here.
+                .modify(|o| o.managed_fields_mut().clear())
                 .reflect(writer)
                 .touched_objects();
             (reader, stream)
