@@ -1,1 +1,18 @@
 //! The Contact tenant runtime: one binary that serves a tenant's API, UI and channel webhooks.
+//!
+//! Layout, one folder per concern: [`storage`] (sqlx repositories and migrations), [`channels`]
+//! (the Conversation API adapter: webhook verification, callback parsing, channel rules, the
+//! outbox sender and the simulator), [`http`] (routes, errors, health and metrics), [`routing`] (the pure,
+//! deterministic routing engine). [`domain`]
+//! holds the pure vocabulary they share; [`config`] the settings; [`app`] wires it together.
+
+pub mod app;
+pub mod channels;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod domain;
+pub mod http;
+pub mod metrics;
+pub mod routing;
+pub mod storage;

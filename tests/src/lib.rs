@@ -1,8 +1,9 @@
-//! Harnesses that start real parts for tests (a kube-apiserver with etcd), and helpers to put
-//! the project's own YAML (CRDs, examples) into them.
+//! Harnesses that start real parts for tests (a kube-apiserver with etcd, PostgreSQL, the helm
+//! CLI), and helpers to put the project's own YAML (CRDs, examples) into them.
 
 pub mod controlplane;
 pub mod kube_helpers;
+pub mod postgres;
 pub mod tools;
 
 use std::path::PathBuf;

@@ -1,0 +1,262 @@
+//! Ingest benchmark: signed inbound webhooks from 64 concurrent senders over real HTTP, on SQLite
+//! and on PostgreSQL (a real server from the `contact-tests` harness), beside the raw insert rate
+//! of the same rows into the same kind of database in the same run.
+//!
+//! ```text
+//! cargo bench -p contact-runtime --bench ingest
+//! CONTACT_BENCH_MESSAGES=50000 cargo bench -p contact-runtime --bench ingest   # longer run
+//! ```
+//!
+//! "Webhook" is the full path: HTTP, signature check, parse, contact/conversation lookup, one
+//! transaction (nonce, message, conversation touch, event), 200. "Raw" is the same four writes
+//! per message in one transaction straight on the pool, with no HTTP, no checks, no lookups.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use contact_runtime::app::Application;
+use contact_runtime::channels::signature;
+use contact_runtime::config::{ChannelApp, Region, Secret, Settings};
+use contact_runtime::domain::ChannelType;
+use contact_runtime::storage::{ConnectOptions, Store, WriteTx, new_id, now_ms};
+use contact_tests::postgres::PgServer;
+
+const SENDERS: usize = 64;
+const IDENTITIES: u64 = 1000;
+const SECRET: &str = "bench-webhook-secret";
+
+struct Run {
+    backend: &'static str,
+    messages: u64,
+    webhook_rate: f64,
+    p50: Duration,
+    p99: Duration,
+    raw_rate: f64,
+}
+
+fn main() {
+    let messages: u64 = std::env::var("CONTACT_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let pg = PgServer::start().expect("start PostgreSQL for the benchmark");
+    let mut runs = Vec::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    for backend in ["sqlite", "postgres"] {
+        let url = |tag: &str| match backend {
+            "sqlite" => format!(
+                "sqlite:{}",
+                dir.path().join(format!("{tag}.sqlite")).display()
+            ),
+            _ => pg.create_database().expect("create database"),
+        };
+        let (webhook_url, raw_url) = (url("webhook"), url("raw"));
+        runs.push(rt.block_on(run(backend, messages, &webhook_url, &raw_url)));
+    }
+    println!();
+    println!(
+        "| database | messages | senders | webhook msg/s | p50 ack | p99 ack | raw insert msg/s | webhook / raw |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &runs {
+        println!(
+            "| {} | {} | {SENDERS} | {:.0} | {:.1} ms | {:.1} ms | {:.0} | {:.0}% |",
+            r.backend,
+            r.messages,
+            r.webhook_rate,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.raw_rate,
+            100.0 * r.webhook_rate / r.raw_rate
+        );
+    }
+}
+
+fn settings(database_url: &str) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database_url: database_url.to_owned(),
+        channels: vec![ChannelApp {
+            name: "wa".into(),
+            channel: ChannelType::Whatsapp,
+            region: Region::Eu,
+            project_id: "bench".into(),
+            app_id: "BENCHAPP".into(),
+            key_id: "k".into(),
+            key_secret: Secret("s".into()),
+            webhook_secret: Secret(SECRET.into()),
+            base_url: Some("http://127.0.0.1:9".into()),
+            category: None,
+        }],
+        ..Settings::default()
+    }
+}
+
+fn body(i: u64) -> String {
+    serde_json::json!({
+        "app_id": "BENCHAPP", "project_id": "bench", "accepted_time": "2026-01-01T00:00:00Z",
+        "message": {
+            "id": format!("BENCH{i:010}"), "direction": "TO_APP",
+            "contact_message": { "text_message": { "text": format!("benchmark message {i}") } },
+            "channel_identity": { "channel": "WHATSAPP", "identity": format!("4670{:07}", i % IDENTITIES), "app_id": "" },
+            "processing_mode": "CONVERSATION"
+        }
+    })
+    .to_string()
+}
+
+async fn run(backend: &'static str, messages: u64, webhook_url: &str, raw_url: &str) -> Run {
+    // --- webhooks through the real server ---
+    let app = Application::build(settings(webhook_url))
+        .await
+        .expect("build runtime");
+    let url = format!("http://{}/webhooks/sinch/wa", app.local_addr());
+    let store = app.store().clone();
+    let server = tokio::spawn(app.run_until(std::future::pending()));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(SENDERS)
+        .build()
+        .expect("client");
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..SENDERS {
+        let (http, url, next) = (http.clone(), url.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= messages {
+                    break latencies;
+                }
+                let body = body(i);
+                let t = Instant::now();
+                let headers = signature::signed_headers(
+                    SECRET,
+                    body.as_bytes(),
+                    &new_id(),
+                    chrono::Utc::now().timestamp(),
+                );
+                let resp = http
+                    .post(&url)
+                    .headers(headers)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("webhook request");
+                assert_eq!(resp.status(), 200, "webhook refused");
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("sender"));
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(
+        store.count("messages").await.expect("count"),
+        messages as i64,
+        "every acknowledged message is stored"
+    );
+    server.abort();
+    store.close().await;
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+
+    // --- the same rows, inserted raw ---
+    let raw = Store::connect(raw_url, &ConnectOptions::default())
+        .await
+        .expect("connect raw");
+    raw.migrate().await.expect("migrate raw");
+    let conversations = prepare_conversations(&raw).await;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..SENDERS {
+        let (raw, next, conversations) = (raw.clone(), next.clone(), conversations.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= messages {
+                    break;
+                }
+                let conv = &conversations[(i % IDENTITIES) as usize];
+                raw_insert(&raw, i, conv).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("raw inserter");
+    }
+    let raw_elapsed = started.elapsed();
+    assert_eq!(raw.count("messages").await.expect("count"), messages as i64);
+    raw.close().await;
+    Run {
+        backend,
+        messages,
+        webhook_rate: messages as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        raw_rate: messages as f64 / raw_elapsed.as_secs_f64(),
+    }
+}
+
+/// One contact, identity and open conversation per identity (not timed).
+async fn prepare_conversations(store: &Store) -> Arc<Vec<String>> {
+    let mut ids = Vec::new();
+    for n in 0..IDENTITIES {
+        let (contact, conv, now) = (new_id(), new_id(), now_ms());
+        let identity = format!("4670{n:07}");
+        macro_rules! prep {
+            ($pool:expr) => {{
+                sqlx::query("INSERT INTO contacts (id, display_name, created_at) VALUES ($1, NULL, $2)")
+                    .bind(&contact).bind(now).execute($pool).await.expect("contact");
+                sqlx::query("INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ('WHATSAPP', $1, $2, $3)")
+                    .bind(&identity).bind(&contact).bind(now).execute($pool).await.expect("identity");
+                sqlx::query("INSERT INTO conversations (id, contact_id, channel, channel_app, identity, category_id, status, created_at, updated_at, last_inbound_at) VALUES ($1, $2, 'WHATSAPP', 'wa', $3, NULL, 'queued', $4, $4, $4)")
+                    .bind(&conv).bind(&contact).bind(&identity).bind(now).execute($pool).await.expect("conversation");
+            }};
+        }
+        match store {
+            Store::Sqlite(p) => prep!(p),
+            Store::Postgres(p) => prep!(p),
+        }
+        ids.push(conv);
+    }
+    Arc::new(ids)
+}
+
+/// The writes one webhook makes, in one transaction, without lookups.
+async fn raw_insert(store: &Store, i: u64, conversation_id: &str) {
+    let now = now_ms();
+    let (nonce, message_id) = (new_id(), new_id());
+    let content =
+        serde_json::json!({ "type": "text", "text": format!("benchmark message {i}") }).to_string();
+    macro_rules! tx {
+        ($tx:expr) => {{
+            let mut tx = $tx;
+            sqlx::query("INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ('wa', $1, $2)")
+                .bind(&nonce).bind(now + 600_000).execute(&mut *tx).await.expect("nonce");
+            sqlx::query("UPDATE conversations SET last_inbound_at = $1, updated_at = $1 WHERE id = $2")
+                .bind(now).bind(conversation_id).execute(&mut *tx).await.expect("touch");
+            sqlx::query("INSERT INTO messages (id, conversation_id, channel_app, direction, external_id, kind, content, status, status_rank, created_at, updated_at) VALUES ($1, $2, 'wa', 'inbound', $3, 'text', $4, 'RECEIVED', 0, $5, $5)")
+                .bind(&message_id).bind(conversation_id).bind(format!("RAW{i:010}")).bind(&content).bind(now)
+                .execute(&mut *tx).await.expect("message");
+            sqlx::query("INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, 'message_received', $2, $3)")
+                .bind(conversation_id).bind(format!("{{\"message_id\":\"{message_id}\"}}")).bind(now)
+                .execute(&mut *tx).await.expect("event");
+            tx.commit().await.expect("commit");
+        }};
+    }
+    match store {
+        // The same write-transaction helper the runtime uses (on SQLite: gate + BEGIN IMMEDIATE).
+        Store::Sqlite(p) => tx!(p.begin_write().await.expect("begin")),
+        Store::Postgres(p) => tx!(p.begin_write().await.expect("begin")),
+    }
+}

@@ -1,0 +1,364 @@
+//! The Conversation API client: `messages:send` request bodies (pure), OAuth2 client-credentials
+//! tokens (cached per key and refreshed a minute before they expire) and one send attempt with
+//! its outcome classified for the outbox (accepted, retry later, give up).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::config::ChannelApp;
+use crate::domain::{ChannelType, MessageContent};
+
+/// Errors of the client itself (classified into [`SendOutcome`] by [`Client::send`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The token endpoint could not be reached or answered with an error.
+    #[error("failed to obtain an access token: {0}")]
+    Token(String),
+}
+
+/// Result of one `messages:send` attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// 200: the API took it; its message id.
+    Accepted {
+        /// Conversation API message id.
+        message_id: String,
+    },
+    /// 429: try again no earlier than this.
+    Throttled {
+        /// From `Retry-After`, when given.
+        retry_after: Option<Duration>,
+    },
+    /// Network error, timeout, 5xx, 401 (token expired early): try again with backoff.
+    Transient {
+        /// What went wrong.
+        reason: String,
+    },
+    /// Any other 4xx: the request itself is wrong and will not get better.
+    Rejected {
+        /// What the API said.
+        reason: String,
+    },
+}
+
+/// Builds the `messages:send` body for a message to `identity` on `app`.
+///
+/// The recipient is addressed by channel identity (works in CONVERSATION and DISPATCH mode);
+/// `correlation_id` carries our message id, which the far side uses to dedupe retries.
+pub fn send_request(
+    app: &ChannelApp,
+    identity: &str,
+    content: &MessageContent,
+    correlation_id: &str,
+    agent_name: Option<&str>,
+) -> Value {
+    let mut message = match content {
+        MessageContent::Text { text } => json!({ "text_message": { "text": text } }),
+        MessageContent::Media { url, caption: None } => json!({ "media_message": { "url": url } }),
+        // media_message has no caption; a card with only media and a description is what the
+        // API transcodes into "image with caption" on WhatsApp and others.
+        MessageContent::Media {
+            url,
+            caption: Some(caption),
+        } => {
+            json!({ "card_message": { "title": "", "description": caption, "media_message": { "url": url } } })
+        }
+        MessageContent::Location {
+            latitude,
+            longitude,
+            title,
+            label,
+        } => json!({ "location_message": {
+            "coordinates": { "latitude": latitude, "longitude": longitude },
+            "title": title,
+            "label": label.clone().unwrap_or_default(),
+        } }),
+        MessageContent::Template {
+            template_id,
+            language_code,
+            parameters,
+        } => json!({ "template_message": { "channel_template": { "WHATSAPP": {
+            "template_id": template_id,
+            "language_code": language_code,
+            "parameters": parameters,
+        } } } }),
+        // Rejected by the channel rules before anything is enqueued; kept total for safety.
+        MessageContent::ChoiceResponse { .. } | MessageContent::Unsupported { .. } => {
+            json!({ "text_message": { "text": "" } })
+        }
+    };
+    if let Some(name) = agent_name {
+        message["agent"] = json!({ "display_name": name, "type": "HUMAN" });
+    }
+    json!({
+        "app_id": app.app_id,
+        "recipient": { "identified_by": { "channel_identities": [
+            { "channel": app.channel.as_str(), "identity": identity }
+        ] } },
+        "message": message,
+        "channel_priority_order": [app.channel.as_str()],
+        "correlation_id": correlation_id,
+    })
+}
+
+/// The channel a request goes to (for tests and the simulator).
+pub fn request_channel(body: &Value) -> Option<ChannelType> {
+    body.pointer("/channel_priority_order/0")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
+#[derive(Debug, Clone)]
+struct CachedToken {
+    token: String,
+    refresh_at: Instant,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default = "default_expires_in")]
+    expires_in: u64,
+}
+
+fn default_expires_in() -> u64 {
+    3600
+}
+
+#[derive(Deserialize)]
+struct SendResponse {
+    message_id: String,
+}
+
+/// Conversation API client shared by every channel app.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    auth_url: String,
+    tokens: Mutex<HashMap<String, CachedToken>>,
+}
+
+impl Client {
+    /// A client using `auth_url` for tokens and `timeout` per request.
+    pub fn new(auth_url: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            auth_url: auth_url.to_owned(),
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A bearer token for `app`'s access key, from cache when still fresh.
+    pub async fn token(&self, app: &ChannelApp) -> Result<String, Error> {
+        let mut tokens = self.tokens.lock().await;
+        if let Some(t) = tokens.get(&app.key_id)
+            && t.refresh_at > Instant::now()
+        {
+            return Ok(t.token.clone());
+        }
+        // Holding the lock while fetching means concurrent senders wait for one fetch instead
+        // of stampeding the token endpoint.
+        let resp = self
+            .http
+            .post(&self.auth_url)
+            .basic_auth(&app.key_id, Some(app.key_secret.expose()))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .map_err(|e| Error::Token(e.to_string()))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(Error::Token(format!("{status}: {body}")));
+        }
+        let token: TokenResponse = resp.json().await.map_err(|e| Error::Token(e.to_string()))?;
+        // Refresh a minute early (or halfway for very short-lived tokens).
+        let lifetime = Duration::from_secs(token.expires_in);
+        let margin = Duration::from_secs(60).min(lifetime / 2);
+        tokens.insert(
+            app.key_id.clone(),
+            CachedToken {
+                token: token.access_token.clone(),
+                refresh_at: Instant::now() + lifetime - margin,
+            },
+        );
+        Ok(token.access_token)
+    }
+
+    async fn forget_token(&self, app: &ChannelApp) {
+        self.tokens.lock().await.remove(&app.key_id);
+    }
+
+    /// One `messages:send` attempt with `body` for `app`.
+    pub async fn send(&self, app: &ChannelApp, body: &str) -> SendOutcome {
+        let token = match self.token(app).await {
+            Ok(t) => t,
+            Err(e) => {
+                return SendOutcome::Transient {
+                    reason: e.to_string(),
+                };
+            }
+        };
+        let url = format!(
+            "{}/v1/projects/{}/messages:send",
+            app.api_base(),
+            app.project_id
+        );
+        let resp = match self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let kind = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "network error"
+                };
+                return SendOutcome::Transient {
+                    reason: format!("{kind}: {e}"),
+                };
+            }
+        };
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.unwrap_or_default();
+        match status.as_u16() {
+            200..=299 => match serde_json::from_str::<SendResponse>(&text) {
+                Ok(r) => SendOutcome::Accepted {
+                    message_id: r.message_id,
+                },
+                Err(e) => SendOutcome::Transient {
+                    reason: format!("unreadable 2xx response: {e}"),
+                },
+            },
+            429 => SendOutcome::Throttled { retry_after },
+            401 => {
+                self.forget_token(app).await;
+                SendOutcome::Transient {
+                    reason: format!("401: {text}"),
+                }
+            }
+            408 | 500..=599 => SendOutcome::Transient {
+                reason: format!("{status}: {text}"),
+            },
+            _ => SendOutcome::Rejected {
+                reason: format!("{status}: {text}"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Region, Secret};
+
+    fn app() -> ChannelApp {
+        ChannelApp {
+            name: "wa".into(),
+            channel: ChannelType::Whatsapp,
+            region: Region::Eu,
+            project_id: "p".into(),
+            app_id: "APP".into(),
+            key_id: "k".into(),
+            key_secret: Secret("s".into()),
+            webhook_secret: Secret("w".into()),
+            base_url: None,
+            category: None,
+        }
+    }
+
+    #[test]
+    fn text_request_shape() {
+        let body = send_request(
+            &app(),
+            "46701234567",
+            &MessageContent::Text {
+                text: "Hello".into(),
+            },
+            "m-1",
+            Some("Alice"),
+        );
+        assert_eq!(body["app_id"], "APP");
+        assert_eq!(body["correlation_id"], "m-1");
+        assert_eq!(body["message"]["text_message"]["text"], "Hello");
+        assert_eq!(body["message"]["agent"]["display_name"], "Alice");
+        assert_eq!(
+            body["recipient"]["identified_by"]["channel_identities"][0]["identity"],
+            "46701234567"
+        );
+        assert_eq!(request_channel(&body), Some(ChannelType::Whatsapp));
+    }
+
+    #[test]
+    fn media_template_location_shapes() {
+        let a = app();
+        let media = send_request(
+            &a,
+            "1",
+            &MessageContent::Media {
+                url: "https://x/y.jpg".into(),
+                caption: Some("box".into()),
+            },
+            "m",
+            None,
+        );
+        assert_eq!(
+            media["message"]["card_message"]["media_message"]["url"],
+            "https://x/y.jpg"
+        );
+        assert_eq!(media["message"]["card_message"]["description"], "box");
+        let tpl = send_request(
+            &a,
+            "1",
+            &MessageContent::Template {
+                template_id: "case_followup".into(),
+                language_code: "en_US".into(),
+                parameters: [("body[1]text".to_owned(), "T-1".to_owned())].into(),
+            },
+            "m",
+            None,
+        );
+        assert_eq!(
+            tpl["message"]["template_message"]["channel_template"]["WHATSAPP"]["parameters"]["body[1]text"],
+            "T-1"
+        );
+        let loc = send_request(
+            &a,
+            "1",
+            &MessageContent::Location {
+                latitude: 1.5,
+                longitude: 2.5,
+                title: "HQ".into(),
+                label: None,
+            },
+            "m",
+            None,
+        );
+        assert_eq!(
+            loc["message"]["location_message"]["coordinates"]["longitude"],
+            2.5
+        );
+    }
+}

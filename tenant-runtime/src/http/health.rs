@@ -1,0 +1,41 @@
+//! Probes and metrics: `/healthz` (the process serves), `/readyz` (database reachable and every
+//! migration applied), `/metrics` (Prometheus text format).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// Liveness: answers as long as the server runs.
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: 200 when the database answers and the schema is current, else 503.
+pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    match state.store.ready().await {
+        Ok(true) => Ok((StatusCode::OK, Json(json!({ "status": "ready" })))),
+        Ok(false) => Err(ApiError::Unavailable(
+            "database migrations are not all applied".to_owned(),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(ApiError::Unavailable("database unreachable".to_owned()))
+        }
+    }
+}
+
+/// Prometheus metrics.
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}

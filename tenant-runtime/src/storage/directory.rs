@@ -1,0 +1,318 @@
+//! Users, skills and categories: the tenant's directory that routing and the UI build on.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
+use crate::domain::Role;
+
+/// A person who uses Contact.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct User {
+    /// Stable id.
+    pub id: String,
+    /// Login e-mail, unique.
+    pub email: String,
+    /// Name shown to colleagues (and to customers as the agent name).
+    pub display_name: String,
+    /// What the user may do.
+    pub role: Role,
+    /// Skill ids the user holds, with whether each is active.
+    pub skills: Vec<UserSkill>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A skill held by a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct UserSkill {
+    /// The skill id.
+    pub skill_id: String,
+    /// Agents switch skills on and off; only active skills count for routing.
+    pub active: bool,
+}
+
+/// A new user.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct NewUser {
+    /// Login e-mail.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// argon2 PHC hash (set by the later login work; none for now).
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    /// Skill ids to grant (active).
+    #[serde(default)]
+    pub skill_ids: Vec<String>,
+}
+
+/// A skill an agent can hold and a conversation can require.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Skill {
+    /// Stable id.
+    pub id: String,
+    /// Unique name, e.g. `german`.
+    pub name: String,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new skill.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct NewSkill {
+    /// Unique name.
+    pub name: String,
+}
+
+/// A category groups conversations and carries their skill requirements.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Category {
+    /// Stable id.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// What belongs here.
+    pub description: String,
+    /// Skills a conversation in this category requires.
+    pub skill_ids: Vec<String>,
+    /// Created at.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new category.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct NewCategory {
+    /// Unique name.
+    pub name: String,
+    /// What belongs here.
+    #[serde(default)]
+    pub description: String,
+    /// Required skill ids.
+    #[serde(default)]
+    pub skill_ids: Vec<String>,
+}
+
+/// `(id, email, display_name, role, created_at)`
+type UserRow = (String, String, String, String, i64);
+/// `(id, name, description, created_at)`
+type CategoryRow = (String, String, String, i64);
+
+fn conflict_on_unique(e: sqlx::Error, what: &str) -> Error {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what.to_owned()),
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::NotFound {
+            what: "skill",
+            id: "(one of skill_ids)".to_owned(),
+        },
+        _ => Error::Database(e),
+    }
+}
+
+impl Store {
+    /// Creates a user.
+    pub async fn create_user(&self, new: &NewUser) -> Result<User> {
+        let id = new_id();
+        let now = now_ms();
+        let what = format!("user with e-mail `{}`", new.email);
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO users (id, email, display_name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&id)
+            .bind(&new.email)
+            .bind(&new.display_name)
+            .bind(new.role.as_str())
+            .bind(&new.password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_on_unique(e, &what))?;
+            for skill in &new.skill_ids {
+                sqlx::query(
+                    "INSERT INTO user_skills (user_id, skill_id, active) VALUES ($1, $2, $3)",
+                )
+                .bind(&id)
+                .bind(skill)
+                .bind(true)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| conflict_on_unique(e, "user skill"))?;
+            }
+            tx.commit().await?;
+        });
+        self.user(&id).await
+    }
+
+    /// One user.
+    pub async fn user(&self, id: &str) -> Result<User> {
+        let (row, skills): (Option<UserRow>, Vec<(String, bool)>) = on_pool!(self, |pool| {
+            let row = sqlx::query_as(
+                "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            let skills = sqlx::query_as(
+                "SELECT skill_id, active FROM user_skills WHERE user_id = $1 ORDER BY skill_id",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            (row, skills)
+        });
+        let (id, email, display_name, role, created_at) = row.ok_or_else(|| Error::NotFound {
+            what: "user",
+            id: id.to_owned(),
+        })?;
+        Ok(User {
+            id,
+            email,
+            display_name,
+            role: role
+                .parse()
+                .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
+            skills: skills
+                .into_iter()
+                .map(|(skill_id, active)| UserSkill { skill_id, active })
+                .collect(),
+            created_at: from_ms(created_at),
+        })
+    }
+
+    /// Every user, by e-mail.
+    pub async fn users(&self) -> Result<Vec<User>> {
+        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM users ORDER BY email"
+        )
+        .fetch_all(pool)
+        .await?);
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.user(&id).await?);
+        }
+        Ok(out)
+    }
+
+    /// Creates a skill.
+    pub async fn create_skill(&self, new: &NewSkill) -> Result<Skill> {
+        let id = new_id();
+        let now = now_ms();
+        let what = format!("skill `{}`", new.name);
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO skills (id, name, created_at) VALUES ($1, $2, $3)"
+        )
+        .bind(&id)
+        .bind(&new.name)
+        .bind(now)
+        .execute(pool)
+        .await
+        .map_err(|e| conflict_on_unique(e, &what))?
+        .rows_affected());
+        Ok(Skill {
+            id,
+            name: new.name.clone(),
+            created_at: from_ms(now),
+        })
+    }
+
+    /// Every skill, by name.
+    pub async fn skills(&self) -> Result<Vec<Skill>> {
+        let rows: Vec<(String, String, i64)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, name, created_at FROM skills ORDER BY name"
+        )
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, created_at)| Skill {
+                id,
+                name,
+                created_at: from_ms(created_at),
+            })
+            .collect())
+    }
+
+    /// Creates a category.
+    pub async fn create_category(&self, new: &NewCategory) -> Result<Category> {
+        let id = new_id();
+        let now = now_ms();
+        let what = format!("category `{}`", new.name);
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO categories (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&id)
+            .bind(&new.name)
+            .bind(&new.description)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| conflict_on_unique(e, &what))?;
+            for skill in &new.skill_ids {
+                sqlx::query("INSERT INTO category_skills (category_id, skill_id) VALUES ($1, $2)")
+                    .bind(&id)
+                    .bind(skill)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| conflict_on_unique(e, "category skill"))?;
+            }
+            tx.commit().await?;
+        });
+        let mut skill_ids = new.skill_ids.clone();
+        skill_ids.sort();
+        Ok(Category {
+            id,
+            name: new.name.clone(),
+            description: new.description.clone(),
+            skill_ids,
+            created_at: from_ms(now),
+        })
+    }
+
+    /// Every category, by name.
+    pub async fn categories(&self) -> Result<Vec<Category>> {
+        let (rows, links): (Vec<CategoryRow>, Vec<(String, String)>) = on_pool!(self, |pool| {
+            let rows = sqlx::query_as(
+                "SELECT id, name, description, created_at FROM categories ORDER BY name",
+            )
+            .fetch_all(pool)
+            .await?;
+            let links = sqlx::query_as(
+                "SELECT category_id, skill_id FROM category_skills ORDER BY skill_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            (rows, links)
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, description, created_at)| Category {
+                skill_ids: links
+                    .iter()
+                    .filter(|(c, _)| *c == id)
+                    .map(|(_, s)| s.clone())
+                    .collect(),
+                id,
+                name,
+                description,
+                created_at: from_ms(created_at),
+            })
+            .collect())
+    }
+
+    /// The id of the category named `name`, if any.
+    pub async fn category_id_by_name(&self, name: &str) -> Result<Option<String>> {
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM categories WHERE name = $1"
+        )
+        .bind(name)
+        .fetch_optional(pool)
+        .await?))
+    }
+}

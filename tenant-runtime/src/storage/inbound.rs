@@ -1,0 +1,350 @@
+//! The webhook write path: one transaction per callback, committed before the webhook answers.
+//!
+//! Every transaction also records the callback's signature nonce, so the nonce and its effect are
+//! durable together: a replay after a restart is refused, and a callback whose transaction was
+//! rolled back (crash, error) can be retried with the same nonce.
+
+use super::{Result, Store, WriteTx, is_retryable, now_ms, on_pool};
+use crate::domain::{ChannelType, DeliveryStatus, MessageContent};
+
+/// The id of the category every conversation falls into when nothing else applies.
+pub const GENERAL_CATEGORY_ID: &str = "00000000-0000-0000-0000-000000000001";
+
+/// A verified signature nonce to record with the callback's effects.
+#[derive(Debug, Clone)]
+pub struct Nonce {
+    /// The channel app whose secret signed it.
+    pub channel_app: String,
+    /// The nonce.
+    pub nonce: String,
+    /// After this (epoch ms) the timestamp check alone rejects a replay, so the row may go.
+    pub expires_at: i64,
+}
+
+/// A customer message taken from a `message` callback.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    /// The configured channel app that received it.
+    pub channel_app: String,
+    /// The channel it came over.
+    pub channel: ChannelType,
+    /// The customer's identity on that channel.
+    pub identity: String,
+    /// The Conversation API message id (the idempotency key).
+    pub external_id: String,
+    /// What the customer sent.
+    pub content: MessageContent,
+    /// Category for a new conversation (the channel app's default).
+    pub category_id: Option<String>,
+}
+
+/// What [`Store::record_inbound`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundOutcome {
+    /// Stored now.
+    Stored {
+        /// The new message.
+        message_id: String,
+        /// The conversation it joined or opened.
+        conversation_id: String,
+        /// The contact it came from.
+        contact_id: String,
+        /// Whether a new conversation was opened.
+        opened_conversation: bool,
+    },
+    /// Already stored by an earlier delivery of the same callback; nothing changed.
+    Duplicate {
+        /// The message stored earlier.
+        message_id: String,
+    },
+    /// The nonce was seen before: a replay; nothing changed.
+    Replayed,
+}
+
+/// What [`Store::record_delivery_report`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// The message moved forward to this status.
+    Updated {
+        /// Our message id.
+        message_id: String,
+    },
+    /// The report was older than what we know (or a repeat); nothing changed.
+    Unchanged,
+    /// No outbound message matches; nothing changed.
+    UnknownMessage,
+    /// The nonce was seen before: a replay; nothing changed.
+    Replayed,
+}
+
+/// A delivery report taken from a `message_delivery_report` callback.
+#[derive(Debug, Clone)]
+pub struct DeliveryReport {
+    /// The configured channel app that received it.
+    pub channel_app: String,
+    /// The Conversation API message id.
+    pub external_id: String,
+    /// The `correlation_id` we sent (our message id), when echoed.
+    pub correlation_id: Option<String>,
+    /// The reported status.
+    pub status: DeliveryStatus,
+    /// `code: description` of a failure.
+    pub reason: Option<String>,
+}
+
+impl Store {
+    /// Whether `nonce` was already used on `channel_app` (a read: used for callbacks we ignore).
+    pub async fn nonce_seen(&self, channel_app: &str, nonce: &str) -> Result<bool> {
+        let n: i64 = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM webhook_nonces WHERE channel_app = $1 AND nonce = $2"
+        )
+        .bind(channel_app)
+        .bind(nonce)
+        .fetch_one(pool)
+        .await?);
+        Ok(n > 0)
+    }
+
+    /// Forgets nonces whose timestamps are too old to pass the skew check anyway.
+    pub async fn purge_nonces(&self, now_ms: i64) -> Result<u64> {
+        Ok(on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM webhook_nonces WHERE expires_at < $1"
+        )
+        .bind(now_ms)
+        .execute(pool)
+        .await?
+        .rows_affected()))
+    }
+
+    /// Stores an inbound message: finds or creates the contact and the open conversation,
+    /// inserts the message unless it is already there, and records the nonce.
+    pub async fn record_inbound(
+        &self,
+        nonce: &Nonce,
+        msg: &InboundMessage,
+    ) -> Result<InboundOutcome> {
+        let mut attempt = 0;
+        loop {
+            // Two first messages from the same new customer race on the unique identity and
+            // open-conversation indexes; the loser retries and then finds the winner's rows.
+            match self.try_record_inbound(nonce, msg).await {
+                Err(e) if attempt < 5 && is_retryable(&e) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_record_inbound(
+        &self,
+        nonce: &Nonce,
+        msg: &InboundMessage,
+    ) -> Result<InboundOutcome> {
+        let now = now_ms();
+        let content = serde_json::to_string(&msg.content)
+            .map_err(|e| super::Error::Corrupt(format!("message content: {e}")))?;
+        let outcome = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let fresh = sqlx::query(
+                "INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&nonce.channel_app)
+            .bind(&nonce.nonce)
+            .bind(nonce.expires_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !fresh {
+                // Dropping the transaction rolls it back: a replay has no side effect.
+                return Ok(InboundOutcome::Replayed);
+            }
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM messages WHERE channel_app = $1 AND external_id = $2",
+            )
+            .bind(&msg.channel_app)
+            .bind(&msg.external_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(message_id) = existing {
+                tx.commit().await?;
+                return Ok(InboundOutcome::Duplicate { message_id });
+            }
+            let contact_id: Option<String> = sqlx::query_scalar(
+                "SELECT contact_id FROM contact_identities WHERE channel = $1 AND identity = $2",
+            )
+            .bind(msg.channel.as_str())
+            .bind(&msg.identity)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let contact_id = match contact_id {
+                Some(id) => id,
+                None => {
+                    let id = super::new_id();
+                    sqlx::query(
+                        "INSERT INTO contacts (id, display_name, created_at) VALUES ($1, NULL, $2)",
+                    )
+                    .bind(&id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(msg.channel.as_str())
+                    .bind(&msg.identity)
+                    .bind(&id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    id
+                }
+            };
+            let open: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM conversations WHERE contact_id = $1 AND channel_app = $2 AND status <> 'closed'",
+            )
+            .bind(&contact_id)
+            .bind(&msg.channel_app)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (conversation_id, opened) = match open {
+                Some(id) => {
+                    sqlx::query("UPDATE conversations SET last_inbound_at = $1, updated_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                    (id, false)
+                }
+                None => {
+                    let id = super::new_id();
+                    sqlx::query(
+                        "INSERT INTO conversations (id, contact_id, channel, channel_app, identity, category_id, status, assigned_user_id, created_at, updated_at, assigned_at, closed_at, last_inbound_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'queued', NULL, $7, $7, NULL, NULL, $7)",
+                    )
+                    .bind(&id)
+                    .bind(&contact_id)
+                    .bind(msg.channel.as_str())
+                    .bind(&msg.channel_app)
+                    .bind(&msg.identity)
+                    .bind(msg.category_id.as_deref().unwrap_or(GENERAL_CATEGORY_ID))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    // Skill requirements start as the category's; routing may refine them.
+                    sqlx::query(
+                        "INSERT INTO conversation_skills (conversation_id, skill_id) SELECT $1, skill_id FROM category_skills WHERE category_id = $2",
+                    )
+                    .bind(&id)
+                    .bind(msg.category_id.as_deref().unwrap_or(GENERAL_CATEGORY_ID))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, 'conversation_opened', $2, $3)",
+                    )
+                    .bind(&id)
+                    .bind(serde_json::json!({ "contact_id": contact_id }).to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    (id, true)
+                }
+            };
+            let message_id = super::new_id();
+            sqlx::query(
+                "INSERT INTO messages (id, conversation_id, channel_app, direction, external_id, kind, content, status, status_rank, status_reason, author_user_id, idempotency_key, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'inbound', $4, $5, $6, $7, $8, NULL, NULL, NULL, $9, $9)",
+            )
+            .bind(&message_id)
+            .bind(&conversation_id)
+            .bind(&msg.channel_app)
+            .bind(&msg.external_id)
+            .bind(msg.content.kind())
+            .bind(&content)
+            .bind(DeliveryStatus::Received.as_str())
+            .bind(DeliveryStatus::Received.rank())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, 'message_received', $2, $3)",
+            )
+            .bind(&conversation_id)
+            .bind(serde_json::json!({ "message_id": message_id }).to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            InboundOutcome::Stored {
+                message_id,
+                conversation_id,
+                contact_id,
+                opened_conversation: opened,
+            }
+        });
+        Ok(outcome)
+    }
+
+    /// Applies a delivery report monotonically and records the nonce.
+    pub async fn record_delivery_report(
+        &self,
+        nonce: &Nonce,
+        report: &DeliveryReport,
+    ) -> Result<ReportOutcome> {
+        let now = now_ms();
+        let correlation = report.correlation_id.as_deref().unwrap_or("");
+        let outcome = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let fresh = sqlx::query(
+                "INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&nonce.channel_app)
+            .bind(&nonce.nonce)
+            .bind(nonce.expires_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !fresh {
+                return Ok(ReportOutcome::Replayed);
+            }
+            // Match on the Conversation API id, or on our own id echoed as correlation_id: the
+            // report can overtake the `messages:send` response that tells us the external id.
+            let target: Option<(String, String, i64)> = sqlx::query_as(
+                "SELECT id, conversation_id, status_rank FROM messages WHERE direction = 'outbound' AND channel_app = $1 AND (external_id = $2 OR id = $3)",
+            )
+            .bind(&report.channel_app)
+            .bind(&report.external_id)
+            .bind(correlation)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let outcome = match target {
+                None => ReportOutcome::UnknownMessage,
+                Some((id, conversation_id, rank)) if report.status.rank() > rank => {
+                    sqlx::query(
+                        "UPDATE messages SET status = $1, status_rank = $2, status_reason = $3, updated_at = $4 WHERE id = $5 AND status_rank < $2",
+                    )
+                    .bind(report.status.as_str())
+                    .bind(report.status.rank())
+                    .bind(&report.reason)
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, 'message_status', $2, $3)",
+                    )
+                    .bind(&conversation_id)
+                    .bind(serde_json::json!({ "message_id": id, "status": report.status }).to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    ReportOutcome::Updated { message_id: id }
+                }
+                Some(_) => ReportOutcome::Unchanged,
+            };
+            tx.commit().await?;
+            outcome
+        });
+        Ok(outcome)
+    }
+}
