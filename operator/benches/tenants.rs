@@ -113,6 +113,21 @@ async fn namespace_with_secret(client: &Client, ns: &str) {
         .expect("secret");
 }
 
+/// The test control plane serves ClusterIPs from a /24 (253 Services); every tenant has a Service,
+/// so add a /16 through the ServiceCIDR API (GA since 1.33) for the run.
+async fn widen_service_range(client: &Client) {
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk("networking.k8s.io", "v1", "ServiceCIDR"),
+        "servicecidrs",
+    );
+    let mut obj = kube::api::DynamicObject::new("bench", &ar);
+    obj.data = json!({ "spec": { "cidrs": ["10.96.0.0/16"] } });
+    Api::<kube::api::DynamicObject>::all_with(client.clone(), &ar)
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("ServiceCIDR");
+}
+
 async fn provisioned(client: &Client, ns: &str) -> usize {
     let list = Api::<ContactTenant>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
@@ -149,6 +164,31 @@ where
         .expect("apply");
 }
 
+/// Writes grouped by method and resource (`PATCH statefulsets`, `PATCH contacttenants/status`).
+fn writes_by_resource(counter: &RequestCounter) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for w in counter.writes() {
+        let (method, path) = w.split_once(' ').unwrap_or(("?", &w));
+        let segs: Vec<&str> = path.split('/').collect();
+        // .../namespaces/<ns>/<resource>/<name>[/<sub>]
+        let resource = segs
+            .iter()
+            .position(|s| *s == "namespaces")
+            .and_then(|i| segs.get(i + 2))
+            .map_or_else(|| path.to_string(), |r| r.to_string());
+        let sub = segs
+            .iter()
+            .position(|s| *s == "namespaces")
+            .and_then(|i| segs.get(i + 4));
+        let key = match sub {
+            Some(sub) => format!("{method} {resource}/{sub}"),
+            None => format!("{method} {resource}"),
+        };
+        *out.entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
 fn report(label: &str, counter: &RequestCounter, n: usize) {
     let by = counter.by_method();
     let total = counter.total();
@@ -175,6 +215,7 @@ async fn main() {
     install_crds(&admin, &contact_crds::crds_yaml().expect("crd"))
         .await
         .expect("crd installs");
+    widen_service_range(&admin).await;
     namespace_with_secret(&admin, "bench").await;
     namespace_with_secret(&admin, "baseline").await;
     println!(
@@ -248,6 +289,10 @@ async fn main() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await; // let own-write watch events drain
     report("operator", &counter, n);
+    println!(
+        "operator   writes by resource: {:?}",
+        writes_by_resource(&counter)
+    );
     println!(
         "operator   RSS: {} MiB before controller, peak {} MiB during, growth {} MiB (process VmHWM {} MiB)",
         rss_before / 1024,

@@ -96,32 +96,59 @@ pub fn is_current<K: Resource>(live: &K, hash: &str) -> bool {
     a.get(labels::SPEC_HASH).is_some_and(|h| h == hash) && !a.contains_key(labels::PURGE_AFTER)
 }
 
-/// Applies `desired` unless `live` (already read by the caller) carries the same hash.
+/// Applies `desired` unless `live` (already read by the caller) carries the same hash, or,
+/// with caches, unless we applied that very hash ourselves and the cache has not caught up.
 pub async fn apply_with_live<K>(
+    caches: Option<&Caches>,
     api: &Api<K>,
-    mut desired: K,
+    desired: K,
     live: Option<&K>,
 ) -> Result<Outcome, Error>
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
     K::DynamicType: Default,
 {
+    apply_adjusted(caches, api, desired, live, |_| {}).await
+}
+
+/// `apply_with_live`, where `adjust` edits the object after its hash is taken: for fields the
+/// API server will not let us change (immutable specs), which we copy from the live object. The
+/// hash stays that of what we built, so it is stable across reconciles.
+pub async fn apply_adjusted<K>(
+    caches: Option<&Caches>,
+    api: &Api<K>,
+    mut desired: K,
+    live: Option<&K>,
+    adjust: impl FnOnce(&mut K),
+) -> Result<Outcome, Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
     let hash = stamp(&mut desired);
+    adjust(&mut desired);
     if live.is_some_and(|l| is_current(l, &hash)) {
         return Ok(Outcome::Unchanged);
     }
     let name = desired.name_any();
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let key = format!("{kind}/{}/{name}", desired.namespace().unwrap_or_default());
+    if let (Some(c), Some(l)) = (caches, live)
+        && c.applied_hash_is(&key, &hash)
+        && !l.annotations().contains_key(labels::PURGE_AFTER)
+    {
+        return Ok(Outcome::Unchanged);
+    }
     api.patch(
         &name,
         &PatchParams::apply(labels::FIELD_MANAGER).force(),
         &Patch::Apply(&desired),
     )
     .await
-    .map_err(|source| Error::Apply {
-        kind: K::kind(&K::DynamicType::default()).to_string(),
-        name,
-        source,
-    })?;
+    .map_err(|source| Error::Apply { kind, name, source })?;
+    if let Some(c) = caches {
+        c.record(key, Some(hash));
+    }
     Ok(Outcome::Applied)
 }
 
@@ -139,7 +166,7 @@ where
             name: name.clone(),
             source,
         })?;
-    apply_with_live(api, desired, live.as_ref()).await
+    apply_with_live(caches, api, desired, live.as_ref()).await
 }
 
 /// Deletes an object we made if it exists. The existence check goes through the cache when
@@ -164,6 +191,9 @@ where
     let Some(live) = live else { return Ok(false) };
     if live.meta().deletion_timestamp.is_some() || !super::dereference::is_ours(live.meta()) {
         return Ok(false);
+    }
+    if let Some(c) = caches {
+        c.record(format!("{}/{ns}/{name}", kind()), None);
     }
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),

@@ -19,8 +19,9 @@ use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::runtime::reflector::{ObjectRef, Store};
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// One store per managed kind.
 #[derive(Clone)]
@@ -49,12 +50,34 @@ pub struct Caches {
     pub secrets: Store<Secret>,
     /// Set once every store has listed once.
     pub ready: Arc<AtomicBool>,
+    /// Hash last applied per object (`kind/ns/name`), for objects whose watch event has not
+    /// reached the store yet: without it, the reconcile triggered by one of our own writes would
+    /// see the stale object and apply again.
+    pub applied: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Caches {
     /// Whether every store has completed its initial list.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Whether we applied exactly `hash` to `key` ourselves.
+    pub fn applied_hash_is(&self, key: &str, hash: &str) -> bool {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|h| h == hash)
+    }
+
+    /// Records the hash we applied to `key` (`None`: we deleted it).
+    pub fn record(&self, key: String, hash: Option<String>) {
+        let mut m = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        match hash {
+            Some(h) => m.insert(key, h),
+            None => m.remove(&key),
+        };
     }
 
     /// Waits for every store's initial list, then marks the caches ready.

@@ -147,8 +147,10 @@ pub async fn reconcile(tenant: Arc<ContactTenant>, ctx: Arc<Ctx>) -> Result<Acti
     let api: Api<ContactTenant> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, labels::FINALIZER, tenant, |event| async {
         match event {
-            FinalizerEvent::Apply(t) => apply_tenant(&t, &ctx).await,
-            FinalizerEvent::Cleanup(t) => cleanup_tenant(&t, &ctx).await,
+            // Boxed: the pipeline's future is large, and a reconcile must not be able to overflow
+            // a worker thread's stack (debug builds made that happen in tests).
+            FinalizerEvent::Apply(t) => Box::pin(apply_tenant(&t, &ctx)).await,
+            FinalizerEvent::Cleanup(t) => Box::pin(cleanup_tenant(&t, &ctx)).await,
         }
     })
     .await
@@ -443,7 +445,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         )
         .await?,
     );
-    if let Some(mut pvc) = backup_pvc {
+    if let Some(pvc) = backup_pvc {
         let pvc_api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
         let live = cache::live(caches, &pvc_api, &ns, &names::backup_pvc(&name))
             .await
@@ -452,11 +454,16 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 name: names::backup_pvc(&name),
                 source,
             })?;
-        // A bound claim's spec is (mostly) immutable: keep it as it is and manage only labels.
-        if let Some(live) = &live {
-            pvc.spec = live.spec.clone();
-        }
-        count(apply::apply_with_live(&pvc_api, pvc, live.as_ref()).await?);
+        // A claim's spec is (mostly) immutable: keep the live one and manage only labels.
+        let keep = live.as_ref().map(|l| l.spec.clone());
+        count(
+            apply::apply_adjusted(caches, &pvc_api, pvc, live.as_ref(), |p| {
+                if let Some(spec) = keep {
+                    p.spec = spec;
+                }
+            })
+            .await?,
+        );
     }
 
     let mut cnpg_missing = false;
@@ -494,10 +501,15 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                     // volumeClaimTemplates are immutable once the StatefulSet exists: sending a
                     // new size would fail every apply. Keep the live templates; resizing is
                     // done on the PVC itself (storage classes with allowVolumeExpansion).
-                    if let Some(live) = live {
-                        s.spec.volume_claim_templates = live.spec.volume_claim_templates.clone();
-                    }
-                    count(apply::apply_with_live(&sts_api, s.clone(), live).await?);
+                    let keep = live.map(|l| l.spec.volume_claim_templates.clone());
+                    count(
+                        apply::apply_adjusted(caches, &sts_api, s.clone(), live, |s| {
+                            if let Some(templates) = keep {
+                                s.spec.volume_claim_templates = templates;
+                            }
+                        })
+                        .await?,
+                    );
                     count(deleted(
                         apply::delete_if_ours(caches, &deploy_api, &ns, &names::runtime(&name))
                             .await?,
@@ -510,7 +522,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                         ExistingWorkload::Deployment(d) => Some(d),
                         ExistingWorkload::StatefulSet(_) => None,
                     });
-                    count(apply::apply_with_live(&deploy_api, d.clone(), live).await?);
+                    count(apply::apply_with_live(caches, &deploy_api, d.clone(), live).await?);
                     count(deleted(
                         apply::delete_if_ours(caches, &sts_api, &ns, &names::runtime(&name))
                             .await?,
@@ -548,7 +560,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 .await
                 .ok()
                 .flatten();
-            count(apply::apply_with_live(&cron_api, job, live.as_ref()).await?);
+            count(apply::apply_with_live(caches, &cron_api, job, live.as_ref()).await?);
             live
         }
         None => {
@@ -563,7 +575,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         .await
         .ok()
         .flatten();
-    count(apply::apply_with_live(&ing_api, ingress, ing_live.as_ref()).await?);
+    count(apply::apply_with_live(caches, &ing_api, ingress, ing_live.as_ref()).await?);
     if applied > 0 {
         info!(applied, "applied changed children");
     }
@@ -890,10 +902,16 @@ pub async fn run_controller(
         labels::MANAGED_BY,
         labels::FIELD_MANAGER
     ));
-    let controller = Controller::new(
+    let (tenant_store, tenant_writer) = reflector::store::<ContactTenant>();
+    let tenant_stream = watcher(
         Api::<ContactTenant>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .default_backoff()
+    .modify(|t| t.managed_fields_mut().clear())
+    .reflect(tenant_writer)
+    .applied_objects();
+    let controller = Controller::for_stream(tenant_stream, tenant_store);
     let store = controller.store();
 
     // One reflector per managed kind: its stream triggers reconciles (as `owns` would) and its
@@ -903,6 +921,8 @@ pub async fn run_controller(
             let (reader, writer) = reflector::store::<$k>();
             let stream = watcher(Api::<$k>::all(client.clone()), owned.clone())
                 .default_backoff()
+                // managedFields are most of an object's size and never read here.
+                .modify(|o| o.managed_fields_mut().clear())
                 .reflect(writer)
                 .touched_objects();
             (reader, stream)
@@ -932,6 +952,7 @@ pub async fn run_controller(
         pvcs,
         secrets,
         ready: Arc::default(),
+        applied: Arc::default(),
     };
     if ctx.caches.set(caches.clone()).is_ok() {
         tokio::spawn(async move { caches.wait_ready().await });
@@ -970,7 +991,12 @@ pub async fn run_controller(
                 dereference::tenants_for_secret(&store.state(), &ns, &secret.name_any())
             },
         )
-        .with_config(controller::Config::default().concurrency(16))
+        // A short debounce folds the burst of watch events our own applies cause into one reconcile.
+        .with_config(
+            controller::Config::default()
+                .concurrency(16)
+                .debounce(Duration::from_millis(300)),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| async move {
