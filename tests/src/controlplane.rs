@@ -146,7 +146,7 @@ impl ControlPlane {
                 .arg("--bind-address=127.0.0.1")
                 .arg("--advertise-address=127.0.0.1")
                 .arg("--authorization-mode=RBAC")
-                .arg("--service-cluster-ip-range=10.0.0.0/24")
+                .arg("--service-cluster-ip-range=10.0.0.0/16")
                 .arg("--allow-privileged=true")
                 // As envtest: no ServiceAccount admission, so objects need no default account.
                 .arg("--disable-admission-plugins=ServiceAccount")
