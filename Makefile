@@ -6,7 +6,7 @@ SHELL := /bin/bash
 # in ~/.cache/contact-testbin (see tests/controlplane/build-binaries.sh).
 TESTBIN = $(shell bash tests/controlplane/build-binaries.sh)
 
-.PHONY: help demo test test-rust lint fmt generate testbin
+.PHONY: help demo test test-rust test-browser lint fmt generate testbin
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -14,8 +14,13 @@ help: ## List the targets
 demo: ## Run the demo: a tenant runtime on embedded SQLite with the Conversation API simulator
 	cargo run -p contact-runtime -- demo
 
-test: ## Run every test (needs Go, PostgreSQL and Chromium: .ci/run installs them)
+test: test-rust test-browser ## Run every test (needs Go, PostgreSQL, Chromium, sqlite3: .ci/run installs them)
+
+test-rust: ## Rust tests: unit, integration on the control plane and PostgreSQL, crash test
 	CONTACT_TESTBIN_DIR="$(TESTBIN)" cargo test --workspace --locked
+
+test-browser: ## Browser tests: Debian's Chromium driven by playwright-core against the real binary
+	tests/browser/run.sh
 
 lint: ## Check formatting and clippy (warnings are errors)
 	cargo fmt --all --check
@@ -24,8 +29,9 @@ lint: ## Check formatting and clippy (warnings are errors)
 fmt: ## Format the code
 	cargo fmt --all
 
-generate: ## Regenerate committed files (CRD YAML); tests fail when they drift
+generate: ## Regenerate committed files (CRD YAML, OpenAPI); tests fail when they drift
 	cargo run -q -p contact-crds --bin crdgen
+	cargo run -q -p contact-runtime -- openapi > tenant-runtime/openapi.json
 
 testbin: ## Build (or find) the cached kube-apiserver and etcd and print their folder
 	@echo "$(TESTBIN)"

@@ -16,30 +16,54 @@ use std::collections::BTreeMap;
 /// Key of the rendered file in the ConfigMap.
 pub const CONFIG_KEY: &str = "runtime.json";
 
-/// The runtime configuration file (JSON), as the runtime reads it.
+/// The runtime's settings file, in the runtime's own format (`contact_runtime::config::Settings`,
+/// snake_case, unknown fields refused). JSON is YAML, which the runtime reads. The contract is
+/// held by a test in `tests/` that parses this output with the runtime's own loader.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
 pub struct RuntimeConfig {
-    /// Tenant name.
-    pub tenant: String,
-    /// Display name.
-    pub display_name: String,
-    /// Public URL.
-    pub public_url: String,
-    /// Channels with paths to their mounted secrets.
+    /// Who the tenant is.
+    pub tenant: TenantConfig,
+    /// Accounts: the public URL for invite links.
+    pub auth: AuthConfig,
+    /// Conversation API endpoints shared by the channel apps.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sinch: Option<SinchConfig>,
+    /// Channel apps with the paths of their mounted secrets.
     pub channels: Vec<ChannelConfig>,
-    /// Routing settings as given in the spec.
-    pub routing: serde_json::Value,
-    /// Retention settings as given in the spec.
-    pub retention: serde_json::Value,
-    /// Maintenance window, if any.
+    /// Routing defaults from `spec.routing`.
+    pub routing: RoutingConfig,
+    /// Retention from `spec.retention`.
+    pub retention: RetentionConfig,
+    /// The maintenance window that is open now or opens next.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceConfig>,
 }
 
-/// A channel in the runtime configuration.
+/// The tenant's identity.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+pub struct TenantConfig {
+    /// The ContactTenant's name.
+    pub name: String,
+    /// `spec.displayName`.
+    pub display_name: String,
+}
+
+/// Account settings the operator knows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuthConfig {
+    /// Public base URL (invite links).
+    pub public_url: String,
+}
+
+/// Shared Conversation API endpoints.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SinchConfig {
+    /// OAuth2 token URL override (for the simulator).
+    pub auth_url: String,
+}
+
+/// A channel app in the runtime configuration.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChannelConfig {
     /// Channel name.
     pub name: String,
@@ -52,11 +76,9 @@ pub struct ChannelConfig {
     pub project_id: String,
     /// App id.
     pub app_id: String,
-    /// Conversation API base URL.
-    pub api_base_url: String,
-    /// OAuth2 token URL override.
+    /// Conversation API base URL override (unset: the region's host).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub auth_url: Option<String>,
+    pub base_url: Option<String>,
     /// File holding the OAuth2 key id.
     pub key_id_file: String,
     /// File holding the OAuth2 key secret.
@@ -65,25 +87,51 @@ pub struct ChannelConfig {
     pub webhook_secret_file: String,
 }
 
-/// The maintenance window as the runtime shows it to agents.
+/// Routing defaults.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
+pub struct RoutingConfig {
+    /// New agents start with automatic allocation on.
+    pub auto_allocate_by_default: bool,
+    /// Concurrent conversations per agent.
+    pub max_conversations_per_agent: u32,
+    /// Grace after an agent disconnects before their conversations return to the queue.
+    pub return_to_queue_after_disconnect_secs: u64,
+}
+
+/// Retention in days.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RetentionConfig {
+    /// Closed conversations are anonymized after this many days.
+    pub anonymize_conversations_after_days: i64,
+    /// Closed conversations are deleted after this many days.
+    pub delete_conversations_after_days: i64,
+    /// Audit entries are purged after this many days.
+    pub audit_log_days: i64,
+}
+
+/// The maintenance window occurrence the Workspace warns agents about.
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct MaintenanceConfig {
-    /// Human description of the weekly window.
-    pub window: String,
     /// Start of the window that is open now or opens next (RFC 3339).
-    pub next_start: String,
+    pub start: String,
     /// Its end (RFC 3339).
-    pub next_end: String,
+    pub end: String,
 }
 
 impl RuntimeConfig {
     /// Renders the configuration of `t`; `next_window` is the open-or-next window occurrence.
     pub fn render(t: &ValidatedTenant, next_window: Option<Occurrence>) -> Self {
+        let file = |secret: &str, key: &str| format!("{}/{key}", secret_mount_path(secret));
+        // The runtime has one token URL for all apps; the CRD allows one per channel for tests
+        // against the simulator, where they are all the same.
+        let auth_url = t.channels.iter().find_map(|c| c.auth_url.clone());
         Self {
-            tenant: t.name.clone(),
-            display_name: t.display_name.clone(),
-            public_url: url(t),
+            tenant: TenantConfig {
+                name: t.name.clone(),
+                display_name: t.display_name.clone(),
+            },
+            auth: AuthConfig { public_url: url(t) },
+            sinch: auth_url.map(|auth_url| SinchConfig { auth_url }),
             channels: t
                 .channels
                 .iter()
@@ -93,36 +141,29 @@ impl RuntimeConfig {
                     region: c.region.clone(),
                     project_id: c.project_id.clone(),
                     app_id: c.app_id.clone(),
-                    api_base_url: c.api_base_url.clone(),
-                    auth_url: c.auth_url.clone(),
-                    key_id_file: format!(
-                        "{}/{}",
-                        secret_mount_path(&c.credentials_secret),
-                        c.key_id_key
-                    ),
-                    key_secret_file: format!(
-                        "{}/{}",
-                        secret_mount_path(&c.credentials_secret),
-                        c.key_secret_key
-                    ),
-                    webhook_secret_file: format!(
-                        "{}/{}",
-                        secret_mount_path(&c.webhook_secret),
-                        c.webhook_key
-                    ),
+                    base_url: Some(c.api_base_url.clone()),
+                    key_id_file: file(&c.credentials_secret, &c.key_id_key),
+                    key_secret_file: file(&c.credentials_secret, &c.key_secret_key),
+                    webhook_secret_file: file(&c.webhook_secret, &c.webhook_key),
                 })
                 .collect(),
-            routing: t.routing.clone(),
-            retention: t.retention.clone(),
-            maintenance: t
-                .window
-                .as_ref()
-                .zip(next_window)
-                .map(|(w, o)| MaintenanceConfig {
-                    window: w.to_string(),
-                    next_start: o.start.to_rfc3339(),
-                    next_end: o.end.to_rfc3339(),
-                }),
+            routing: RoutingConfig {
+                auto_allocate_by_default: t.routing.auto_allocate_by_default,
+                max_conversations_per_agent: t.routing.max_conversations_per_agent,
+                return_to_queue_after_disconnect_secs: t.return_to_queue_secs,
+            },
+            retention: RetentionConfig {
+                anonymize_conversations_after_days: t
+                    .retention
+                    .anonymize_conversations_after_days
+                    .into(),
+                delete_conversations_after_days: t.retention.delete_conversations_after_days.into(),
+                audit_log_days: t.retention.audit_log_days.into(),
+            },
+            maintenance: next_window.map(|o| MaintenanceConfig {
+                start: o.start.to_rfc3339(),
+                end: o.end.to_rfc3339(),
+            }),
         }
     }
 }

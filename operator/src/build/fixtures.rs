@@ -30,8 +30,9 @@ impl ValidatedTenant {
                 webhook_secret: "acme-sinch".into(),
                 webhook_key: "webhook-secret".into(),
             }],
-            routing: serde_json::json!({"autoAllocateByDefault": true}),
-            retention: serde_json::json!({"auditLogDays": 365}),
+            routing: contact_crds::v1alpha1::RoutingSpec::default(),
+            return_to_queue_secs: 60,
+            retention: contact_crds::v1alpha1::RetentionSpec::default(),
             backups: Some(Backups {
                 schedule: "0 2 * * *".into(),
                 time_zone: None,

@@ -79,21 +79,22 @@ fn config_map_renders_channels_routing_and_window() {
         .remove("runtime.json")
         .unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    assert_eq!(v["tenant"], "acme");
-    assert_eq!(v["publicUrl"], "https://acme.contact.example.com");
+    assert_eq!(v["tenant"]["name"], "acme");
+    assert_eq!(v["auth"]["public_url"], "https://acme.contact.example.com");
     assert_eq!(v["channels"][0]["type"], "WHATSAPP");
     assert_eq!(
-        v["channels"][0]["keyIdFile"],
+        v["channels"][0]["key_id_file"],
         "/var/run/contact/secrets/acme-sinch/key-id"
     );
     assert_eq!(
-        v["channels"][0]["webhookSecretFile"],
+        v["channels"][0]["webhook_secret_file"],
         "/var/run/contact/secrets/acme-sinch/webhook-secret"
     );
-    assert_eq!(v["routing"]["autoAllocateByDefault"], true);
-    assert_eq!(v["retention"]["auditLogDays"], 365);
+    assert_eq!(v["routing"]["auto_allocate_by_default"], true);
+    assert_eq!(v["routing"]["return_to_queue_after_disconnect_secs"], 60);
+    assert_eq!(v["retention"]["audit_log_days"], 365);
     assert!(
-        v["maintenance"]["nextStart"]
+        v["maintenance"]["start"]
             .as_str()
             .is_some_and(|s| s.contains("T22:00:00"))
     );
@@ -142,8 +143,8 @@ fn postgres_tenant_gets_a_deployment_with_n_replicas_and_a_pdb() {
         .unwrap_or_default();
     let db = env
         .iter()
-        .find(|e| e.name == "DATABASE_URL")
-        .expect("DATABASE_URL");
+        .find(|e| e.name == "CONTACT_DATABASE_URL")
+        .expect("CONTACT_DATABASE_URL");
     let sel = db
         .value_from
         .as_ref()
@@ -337,7 +338,7 @@ fn cloudnativepg_cluster_is_a_dynamic_object_only_for_cnpg() {
         .unwrap_or_default();
     let db = env
         .iter()
-        .find(|e| e.name == "DATABASE_URL")
+        .find(|e| e.name == "CONTACT_DATABASE_URL")
         .and_then(|e| e.value_from.clone())
         .and_then(|v| v.secret_key_ref)
         .expect("url");

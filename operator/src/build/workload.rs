@@ -70,14 +70,18 @@ fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
 pub fn database_env(t: &ValidatedTenant) -> EnvVar {
     match &t.database {
         Database::Sqlite { .. } => plain_env(
-            "DATABASE_URL",
-            format!("sqlite://{DATA_DIR}/contact.db?mode=rwc"),
+            "CONTACT_DATABASE_URL",
+            format!("sqlite:{DATA_DIR}/contact.db"),
         ),
-        Database::Postgres { secret_name, key } => secret_env("DATABASE_URL", secret_name, key),
-        // CloudNativePG writes `<cluster>-app` with a ready-made `uri` for the application user.
-        Database::CloudNativePg { .. } => {
-            secret_env("DATABASE_URL", &names::cnpg_app_secret(&t.name), "uri")
+        Database::Postgres { secret_name, key } => {
+            secret_env("CONTACT_DATABASE_URL", secret_name, key)
         }
+        // CloudNativePG writes `<cluster>-app` with a ready-made `uri` for the application user.
+        Database::CloudNativePg { .. } => secret_env(
+            "CONTACT_DATABASE_URL",
+            &names::cnpg_app_secret(&t.name),
+            "uri",
+        ),
     }
 }
 

@@ -9,7 +9,7 @@
 use crate::config::OperatorConfig;
 use crate::maintenance::{self, WeeklyWindow};
 use chrono::{DateTime, Utc};
-use contact_crds::v1alpha1::{ContactTenant, DatabaseKind};
+use contact_crds::v1alpha1::{ContactTenant, DatabaseKind, RetentionSpec, RoutingSpec};
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
@@ -45,6 +45,9 @@ pub enum Error {
     /// Two channels share a name.
     #[error("duplicate channel name {0:?}")]
     DuplicateChannel(String),
+    /// `routing.returnToQueueAfterDisconnect` does not parse.
+    #[error("invalid routing.returnToQueueAfterDisconnect")]
+    ReturnToQueue(#[source] maintenance::Error),
 }
 
 impl Error {
@@ -58,6 +61,7 @@ impl Error {
             Error::SqliteReplicas(_) => "SqliteReplicas",
             Error::NegativeReplicas(_) => "InvalidReplicas",
             Error::DuplicateChannel(_) => "DuplicateChannel",
+            Error::ReturnToQueue(_) => "InvalidRouting",
         }
     }
 }
@@ -166,10 +170,12 @@ pub struct ValidatedTenant {
     pub ingress_annotations: BTreeMap<String, String>,
     /// Channels.
     pub channels: Vec<Channel>,
-    /// Routing settings, passed through to the runtime's config as given.
-    pub routing: serde_json::Value,
-    /// Retention settings, passed through to the runtime's config as given.
-    pub retention: serde_json::Value,
+    /// Routing defaults, as given.
+    pub routing: RoutingSpec,
+    /// `routing.returnToQueueAfterDisconnect` in seconds.
+    pub return_to_queue_secs: u64,
+    /// Retention, as given.
+    pub retention: RetentionSpec,
     /// Backups, if enabled.
     pub backups: Option<Backups>,
     /// Maintenance window; `None` means restart-requiring changes apply at once.
@@ -310,8 +316,14 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
         tls_secret: spec.ingress.tls.as_ref().map(|t| t.secret_name.clone()),
         ingress_annotations: spec.ingress.annotations.clone(),
         channels,
-        routing: serde_json::to_value(&spec.routing).unwrap_or_default(),
-        retention: serde_json::to_value(&spec.retention).unwrap_or_default(),
+        routing: spec.routing.clone(),
+        return_to_queue_secs: maintenance::parse_duration(
+            &spec.routing.return_to_queue_after_disconnect,
+        )
+        .map_err(Error::ReturnToQueue)?
+        .num_seconds()
+        .unsigned_abs(),
+        retention: spec.retention.clone(),
         backups: Some(Backups {
             schedule: b.schedule.clone(),
             time_zone: b.time_zone.clone(),
