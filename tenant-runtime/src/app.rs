@@ -117,6 +117,14 @@ impl Application {
         let addr = self.local_addr();
         let sender = tokio::spawn(self.sender.clone().run());
         let housekeeping = tokio::spawn(housekeeping(self.state.store.clone()));
+        let retention = tokio::spawn(
+            crate::privacy::retention::RetentionJob::new(
+                self.state.store.clone(),
+                Arc::new(crate::privacy::SystemClock),
+                self.state.settings.retention.clone(),
+            )
+            .run_forever(),
+        );
         let app = router(self.state.clone());
         tracing::info!(%addr, backend = ?self.state.store.backend(), "serving");
         let served = axum::serve(self.listener, app)
@@ -124,6 +132,7 @@ impl Application {
             .await;
         sender.abort();
         housekeeping.abort();
+        retention.abort();
         self.state.store.close().await;
         served.map_err(|source| Error::Serve { addr, source })
     }

@@ -95,6 +95,8 @@ pub struct Settings {
     pub sinch: SinchSettings,
     /// The channel apps (one per Conversation API app and channel).
     pub channels: Vec<ChannelApp>,
+    /// Retention of personal data (the tenant's `spec.retention`).
+    pub retention: crate::privacy::RetentionSettings,
 }
 
 impl Default for Settings {
@@ -109,6 +111,7 @@ impl Default for Settings {
             outbox: OutboxSettings::default(),
             sinch: SinchSettings::default(),
             channels: Vec::new(),
+            retention: crate::privacy::RetentionSettings::default(),
         }
     }
 }

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
             "/categories",
             get(api::list_categories).post(api::create_category),
         )
+        .merge(crate::privacy::http::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         // The document itself is public: integrators read it before they have a token.
         .route("/openapi.json", get(api::openapi));

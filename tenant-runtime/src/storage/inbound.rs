@@ -4,7 +4,7 @@
 //! durable together: a replay after a restart is refused, and a callback whose transaction was
 //! rolled back (crash, error) can be retried with the same nonce.
 
-use super::{Result, Store, WriteTx, is_retryable, now_ms, on_pool};
+use super::{AuditTx, Result, Store, WriteTx, is_retryable, now_ms, on_pool};
 use crate::domain::{ChannelType, DeliveryStatus, MessageContent};
 
 /// The id of the category every conversation falls into when nothing else applies.
@@ -176,9 +176,11 @@ impl Store {
             .bind(&msg.identity)
             .fetch_optional(&mut *tx)
             .await?;
+            let mut new_identity = None;
             let contact_id = match contact_id {
                 Some(id) => id,
                 None => {
+                    new_identity = Some((msg.channel.as_str(), msg.identity.as_str()));
                     let id = super::new_id();
                     sqlx::query(
                         "INSERT INTO contacts (id, display_name, created_at) VALUES ($1, NULL, $2)",
@@ -273,6 +275,14 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            let audit = crate::privacy::hooks::inbound(
+                &msg.channel_app,
+                &contact_id,
+                new_identity,
+                &message_id,
+                &content,
+            );
+            tx.append_audit(now, &audit).await?;
             tx.commit().await?;
             InboundOutcome::Stored {
                 message_id,

@@ -10,10 +10,12 @@
 //! sqlx writes RFC 3339 text with a variable number of fractional digits, which would not sort.
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`, embedded in the binary.
 
+mod audit;
 mod directory;
 mod inbound;
 mod messages;
 mod outbox;
+mod privacy;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -24,6 +26,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub(crate) use audit::AuditTx;
+pub use audit::{AuditQuery, ChainReport};
 pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
@@ -32,6 +36,10 @@ pub use messages::{
     Contact, ContactIdentity, Conversation, ConversationFilter, Message, NewOutbound,
 };
 pub use outbox::{OutboxItem, RetryAt};
+pub use privacy::{
+    AnonymizeReport, Checkpoint, ContactDetails, ContactInput, IdentityInput, RetentionStep,
+    SubjectData, normalize_phone,
+};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
