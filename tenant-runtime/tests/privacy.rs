@@ -406,6 +406,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     let secrets = [
         "Alice Example",
         "alice@example.com",
+        "alice.old@example.com",
         "46701112233",
         "Elm Street",
         "cdn.example.net",
@@ -467,7 +468,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     let patched = h
         .api(Method::PATCH, &format!("/privacy/contacts/{contact}"))
         .header("X-Contact-User", &agent)
-        .json(&json!({ "display_name": "Alice Example", "email": "alice@example.com", "phone": "+46 70 111 22 33" }))
+        .json(&json!({ "display_name": "Alice Example", "email": "alice.old@example.com", "phone": "+46 70 111 22 33" }))
         .send()
         .await
         .unwrap();
@@ -475,8 +476,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
 
     // Search by every kind of key finds her, and only her.
     for q in [
-        "alice@example.com",
-        "ALICE@example.com",
+        "alice.old@example.com",
+        "ALICE.old@example.com",
         "+46 70 111 22 33",
         "46701112233",
         "alice ex",
@@ -498,6 +499,26 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
             .collect();
         assert_eq!(ids, vec![contact.as_str()], "q={q}");
     }
+
+    // An address she had before is hers too: it is found through the audit log.
+    let moved = h
+        .api(Method::PATCH, &format!("/privacy/contacts/{contact}"))
+        .header("X-Contact-User", &agent)
+        .json(&json!({ "email": "alice@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 200);
+    let found: Value = h
+        .api(Method::GET, "/privacy/subjects?q=alice.old%40example.com")
+        .header("X-Contact-User", &dpo)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found[0]["id"], contact.as_str());
 
     // The export holds all of it, including who changed what.
     let export = h

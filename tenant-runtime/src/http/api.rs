@@ -57,7 +57,9 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI document as pretty JSON with a trailing newline (what `openapi.json` holds).
 pub fn openapi_json() -> String {
-    let mut s = ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::privacy::http::PrivacyApiDoc::openapi());
+    let mut s = doc
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');

@@ -20,7 +20,7 @@ use super::retention::{RetentionJob, RetentionReport};
 use super::transfer::{self, Format, RowError};
 use crate::domain::Role;
 use crate::http::AppState;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::storage::{
     self, AnonymizeReport, AuditQuery, ChainReport, ContactDetails, ContactInput, SubjectData,
     now_ms,
@@ -74,6 +74,26 @@ pub fn routes() -> Router<AppState> {
         .route("/privacy/contacts/{id}", patch(update_contact))
 }
 
+/// The `X-Contact-User` header, documented once.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct Actor {
+    /// Id of the acting user (role `dpo` for privacy routes).
+    #[serde(rename = "X-Contact-User")]
+    #[param(rename = "X-Contact-User")]
+    pub user: Option<String>,
+}
+
+/// The OpenAPI document of the privacy routes (merged into the runtime's).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(search, subject, export_subject, anonymize, audit, verify, run_retention, import_contacts, export_contacts, update_contact),
+    components(schemas(ContactDetails, ContactInput, SubjectData, AnonymizeReport, AnonymizeRequest, ChainReport, StoredEntry,
+        RetentionReport, ImportReport, ImportedRow, RowError, Format, crate::storage::IdentityInput, super::audit::Broken)),
+    tags((name = "privacy", description = "The DPO's search, export and anonymization, the audit log, retention, contact import/export"))
+)]
+pub struct PrivacyApiDoc;
+
 /// The acting user id from the header, if any.
 fn actor(headers: &HeaderMap) -> Option<String> {
     headers
@@ -123,6 +143,8 @@ pub struct SearchQuery {
 }
 
 /// `GET /api/v1/privacy/subjects?q=`: the contacts `q` names, with their details.
+#[utoipa::path(get, path = "/api/v1/privacy/subjects", tag = "privacy", params(SearchQuery, Actor),
+    responses((status = 200, body = Vec<ContactDetails>), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -141,6 +163,9 @@ pub async fn search(
 }
 
 /// `GET /api/v1/privacy/subjects/{id}`: everything stored about one contact.
+#[utoipa::path(get, path = "/api/v1/privacy/subjects/{id}", tag = "privacy",
+    params(("id" = String, Path, description = "Contact id"), Actor),
+    responses((status = 200, body = SubjectData), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn subject(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -151,6 +176,9 @@ pub async fn subject(
 }
 
 /// `GET /api/v1/privacy/subjects/{id}/export`: the same as a JSON download, audited.
+#[utoipa::path(get, path = "/api/v1/privacy/subjects/{id}/export", tag = "privacy",
+    params(("id" = String, Path, description = "Contact id"), Actor),
+    responses((status = 200, description = "Attachment `subject-<id>.json`", body = SubjectData), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn export_subject(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -198,6 +226,9 @@ pub struct AnonymizeRequest {
 
 /// `POST /api/v1/privacy/subjects/{id}/anonymize`: replaces every piece of the contact's
 /// personal data in one audited, irreversible transaction.
+#[utoipa::path(post, path = "/api/v1/privacy/subjects/{id}/anonymize", tag = "privacy",
+    params(("id" = String, Path, description = "Contact id"), Actor), request_body = AnonymizeRequest,
+    responses((status = 200, body = AnonymizeReport), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn anonymize(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -232,6 +263,8 @@ pub struct AuditParams {
 }
 
 /// `GET /api/v1/privacy/audit`: audit entries in order.
+#[utoipa::path(get, path = "/api/v1/privacy/audit", tag = "privacy", params(AuditParams, Actor),
+    responses((status = 200, body = Vec<StoredEntry>), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
 pub async fn audit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -260,6 +293,8 @@ pub async fn audit(
 }
 
 /// `GET /api/v1/privacy/audit/verify`: checks the hash chain; names the first broken entry.
+#[utoipa::path(get, path = "/api/v1/privacy/audit/verify", tag = "privacy", params(Actor),
+    responses((status = 200, body = ChainReport), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
 pub async fn verify(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -268,7 +303,9 @@ pub async fn verify(
     Ok(Json(state.store.verify_audit_chain().await?))
 }
 
-/// `POST /api/v1/privacy/retention/run`: runs the retention job now.
+/// `POST /api/v1/privacy/retention/run`: runs the retention job now (role `dpo` or `admin`).
+#[utoipa::path(post, path = "/api/v1/privacy/retention/run", tag = "privacy", params(Actor),
+    responses((status = 200, body = RetentionReport), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
 pub async fn run_retention(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -310,7 +347,11 @@ pub struct ImportReport {
 
 /// `POST /api/v1/privacy/contacts/import?format=csv|json`: imports the valid rows (each audited)
 /// and reports every invalid one. 200 when at least one row was imported or there were none to
-/// import, 422 when every row was refused, 400 when the file cannot be read.
+/// import, 422 when every row was refused, 400 when the file cannot be read. Role `dpo` or
+/// `admin`.
+#[utoipa::path(post, path = "/api/v1/privacy/contacts/import", tag = "privacy", params(FormatQuery, Actor),
+    request_body(content = String, description = "CSV (header: any of display_name, email, phone, identities) or a JSON array of ContactInput", content_type = "text/csv"),
+    responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 422, description = "No row could be imported", body = ImportReport)))]
 pub async fn import_contacts(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -365,7 +406,9 @@ pub async fn import_contacts(
 }
 
 /// `GET /api/v1/privacy/contacts/export?format=csv|json`: every contact with its details,
-/// audited as one export.
+/// audited as one export. Role `dpo` or `admin`.
+#[utoipa::path(get, path = "/api/v1/privacy/contacts/export", tag = "privacy", params(FormatQuery, Actor),
+    responses((status = 200, description = "JSON array, or CSV with `?format=csv`", body = Vec<ContactDetails>), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
 pub async fn export_contacts(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -399,7 +442,12 @@ pub async fn export_contacts(
 }
 
 /// `PATCH /api/v1/privacy/contacts/{id}`: sets a contact's name, e-mail or phone (an empty
-/// string clears one) and adds identities; every changed attribute is audited.
+/// string clears one) and adds identities; every changed attribute is audited as the
+/// `X-Contact-User` (or `api`).
+#[utoipa::path(patch, path = "/api/v1/privacy/contacts/{id}", tag = "privacy",
+    params(("id" = String, Path, description = "Contact id"), Actor), request_body = ContactInput,
+    responses((status = 200, body = ContactDetails), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "An identity belongs to another contact", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_contact(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -45,7 +45,7 @@ impl Default for RetentionSettings {
 }
 
 /// What one run did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RetentionReport {
     /// Conversations anonymized.
     pub anonymized: u64,
@@ -167,6 +167,18 @@ impl RetentionJob {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_come_from_the_yaml_file() {
+        let s = crate::config::Settings::from_yaml(
+            "retention:\n  anonymize_conversations_after_days: 30\n  audit_log_days: 0\n",
+        )
+        .unwrap();
+        assert_eq!(s.retention.anonymize_conversations_after_days, 30);
+        assert_eq!(s.retention.delete_conversations_after_days, 365);
+        assert_eq!(s.retention.audit_log_days, 0);
+        assert!(crate::config::Settings::from_yaml("retention:\n  keep_forever: true\n").is_err());
+    }
 
     #[test]
     fn zero_days_turns_a_step_off() {

@@ -458,7 +458,9 @@ impl Store {
     }
 
     /// Ids of the contacts `q` names: part of a name, an e-mail address, a phone number or a
-    /// channel identity (phone numbers also match MSISDN identities).
+    /// channel identity (phone numbers also match MSISDN identities). Earlier values count
+    /// too: an address the contact had before an edit is still in the audit log, and so still
+    /// the contact's personal data.
     pub async fn search_subjects(&self, q: &str, limit: i64) -> Result<Vec<String>> {
         let q = q.trim();
         // A one-letter name search would return everyone.
@@ -469,6 +471,9 @@ impl Store {
             "SELECT DISTINCT c.id FROM contacts c LEFT JOIN contact_identities i ON i.contact_id = c.id \
              WHERE ($1 IS NOT NULL AND LOWER(c.display_name) LIKE $1 ESCAPE '\\') OR LOWER(c.email) = $2 \
              OR ($3 IS NOT NULL AND (c.phone = $3 OR i.identity = $3)) OR i.identity = $4 \
+             OR c.id IN (SELECT subject_id FROM audit_log WHERE subject_id IS NOT NULL \
+                 AND entity IN ('contact', 'contact_identity') AND new_value IS NOT NULL \
+                 AND (LOWER(new_value) = $2 OR new_value = $3 OR new_value = $4)) \
              ORDER BY c.id LIMIT $5"
         )
         .bind(&name)
