@@ -45,6 +45,7 @@ both!(
     audit_chain_detects_tampering,
     audit_purge_keeps_the_chain_verifiable,
     inbound_and_outbound_writes_are_audited,
+    concurrent_writers_keep_one_chain,
     retention_anonymizes_then_deletes_resumably,
     dpo_search_export_anonymize_leaves_no_trace,
     privacy_routes_need_the_dpo_role,
@@ -294,6 +295,27 @@ async fn inbound_and_outbound_writes_are_audited(db: Db) {
     assert_eq!(entries[1].new_value.as_deref(), Some("46700000001"));
     assert!(entries[4].new_value.as_deref().unwrap().contains("hi back"));
     assert_eq!(store.verify_audit_chain().await.unwrap().broken, None);
+}
+
+async fn concurrent_writers_keep_one_chain(db: Db) {
+    let (store, _g) = store(db).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..15 {
+                    inbound(&store, &format!("467200{t}{:02}", i % 4), "concurrent").await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let r = store.verify_audit_chain().await.unwrap();
+    assert_eq!(r.broken, None);
+    // 120 messages, and 32 new contacts with one identity each.
+    assert_eq!(r.checked, 120 + 2 * 32);
 }
 
 async fn retention_anonymizes_then_deletes_resumably(db: Db) {
