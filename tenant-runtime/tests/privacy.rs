@@ -656,6 +656,23 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
             .iter()
             .any(|e| e["action"] == "anonymize" && e["actor"] == dpo.as_str())
     );
+    // User data goes only on explicit request; the agent's messages stay counted.
+    let gone: Value = h
+        .api(Method::POST, &format!("/privacy/users/{agent}/anonymize"))
+        .header("X-Contact-User", &dpo)
+        .json(&json!({ "confirm": agent }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(gone["audit_entries_redacted"].as_u64().unwrap() >= 3);
+    let (_, hits) = columns_containing(&h.store, "agent@example.org").await;
+    assert!(hits.is_empty(), "the agent's e-mail survives in {hits:?}");
+    assert_eq!(h.store.count("users").await.unwrap(), 2);
+    assert_eq!(h.store.verify_audit_chain().await.unwrap().broken, None);
+
     // A new message from the same number is a new, unlinked contact.
     let again = inbound_text(ChannelType::Whatsapp, "46701112233", "m9", "back again");
     assert_eq!(h.post_webhook("wa", &again).await.0, 200);

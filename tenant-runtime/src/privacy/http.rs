@@ -66,6 +66,7 @@ pub fn routes() -> Router<AppState> {
         .route("/privacy/subjects/{id}", get(subject))
         .route("/privacy/subjects/{id}/export", get(export_subject))
         .route("/privacy/subjects/{id}/anonymize", post(anonymize))
+        .route("/privacy/users/{id}/anonymize", post(anonymize_user))
         .route("/privacy/audit", get(audit))
         .route("/privacy/audit/verify", get(verify))
         .route("/privacy/retention/run", post(run_retention))
@@ -87,9 +88,9 @@ pub struct Actor {
 /// The OpenAPI document of the privacy routes (merged into the runtime's).
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(search, subject, export_subject, anonymize, audit, verify, run_retention, import_contacts, export_contacts, update_contact),
+    paths(search, subject, export_subject, anonymize, anonymize_user, audit, verify, run_retention, import_contacts, export_contacts, update_contact),
     components(schemas(ContactDetails, ContactInput, SubjectData, AnonymizeReport, AnonymizeRequest, ChainReport, StoredEntry,
-        RetentionReport, ImportReport, ImportedRow, RowError, Format, crate::storage::IdentityInput, super::audit::Broken)),
+        RetentionReport, UserAnonymizeReport, ImportReport, ImportedRow, RowError, Format, crate::storage::IdentityInput, super::audit::Broken)),
     tags((name = "privacy", description = "The DPO's search, export and anonymization, the audit log, retention, contact import/export"))
 )]
 pub struct PrivacyApiDoc;
@@ -248,6 +249,44 @@ pub async fn anonymize(
     Ok(Json(
         state.store.anonymize_contact(&id, &actor, now_ms()).await?,
     ))
+}
+
+/// What a user anonymization did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserAnonymizeReport {
+    /// The user.
+    pub user_id: String,
+    /// Audit entries whose values were erased.
+    pub audit_entries_redacted: u64,
+}
+
+/// `POST /api/v1/privacy/users/{id}/anonymize`: erases a user's name, e-mail and password on
+/// explicit request (user data is otherwise kept); the user can no longer log in.
+#[utoipa::path(post, path = "/api/v1/privacy/users/{id}/anonymize", tag = "privacy",
+    params(("id" = String, Path, description = "User id"), Actor), request_body = AnonymizeRequest,
+    responses((status = 200, body = UserAnonymizeReport), (status = 400, body = ErrorBody),
+        (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn anonymize_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<UserAnonymizeReport>, Error> {
+    let actor = require(&state, &headers, &[Role::Dpo]).await?;
+    let req: AnonymizeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    if req.confirm != id {
+        return Err(ApiError::bad_request(
+            "confirmation_mismatch",
+            "`confirm` must repeat the user id: anonymization cannot be undone",
+        )
+        .into());
+    }
+    let audit_entries_redacted = state.store.anonymize_user(&id, &actor, now_ms()).await?;
+    Ok(Json(UserAnonymizeReport {
+        user_id: id,
+        audit_entries_redacted,
+    }))
 }
 
 /// Audit log filter.

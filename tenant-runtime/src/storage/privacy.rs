@@ -531,6 +531,49 @@ impl Store {
         }))
     }
 
+    /// Erases a user's personal data (name, e-mail, password) on explicit request: the row
+    /// stays, so messages they wrote and conversations they handled keep their counts and
+    /// links, but nothing identifies the person any more. Audited as `actor`.
+    pub async fn anonymize_user(&self, id: &str, actor: &str, now: i64) -> Result<u64> {
+        let redacted = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE users SET email = $2, display_name = $3, password_hash = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(format!("anonymized-{id}@invalid"))
+            .bind(ANONYMIZED_NAME)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Err(Error::NotFound {
+                    what: "user",
+                    id: id.to_owned(),
+                });
+            }
+            let redacted = sqlx::query(
+                "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 WHERE subject_id = $1 AND redacted_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let changes: Vec<AuditChange> = ["email", "display_name", "password_hash"]
+                .into_iter()
+                .map(|attribute| {
+                    AuditChange::new(actor, AuditAction::Anonymize, "user", id, attribute, None)
+                        .about(id)
+                })
+                .collect();
+            tx.append_audit(now, &changes).await?;
+            tx.commit().await?;
+            redacted
+        });
+        Ok(redacted)
+    }
+
     /// Creates a contact from `input` (validated by the caller), audited as `actor`.
     pub async fn create_contact(
         &self,
