@@ -19,7 +19,7 @@ use contact_runtime::app::Application;
 use contact_runtime::channels::signature;
 use contact_runtime::config::{ChannelApp, Region, Secret, Settings};
 use contact_runtime::domain::ChannelType;
-use contact_runtime::storage::{ConnectOptions, Store, new_id, now_ms};
+use contact_runtime::storage::{ConnectOptions, Store, WriteTx, new_id, now_ms};
 use contact_tests::postgres::PgServer;
 
 const SENDERS: usize = 64;
@@ -255,7 +255,8 @@ async fn raw_insert(store: &Store, i: u64, conversation_id: &str) {
         }};
     }
     match store {
-        Store::Sqlite(p) => tx!(p.begin_with("BEGIN IMMEDIATE").await.expect("begin")),
-        Store::Postgres(p) => tx!(p.begin().await.expect("begin")),
+        // The same write-transaction helper the runtime uses (on SQLite: gate + BEGIN IMMEDIATE).
+        Store::Sqlite(p) => tx!(p.begin_write().await.expect("begin")),
+        Store::Postgres(p) => tx!(p.begin_write().await.expect("begin")),
     }
 }

@@ -67,6 +67,34 @@ impl Application {
                 addr: settings.listen,
                 source,
             })?;
+        Ok(Self::assemble(settings, store, listener))
+    }
+
+    /// Like [`Application::build`] on a listener bound by the caller (tests bind port 0 first
+    /// so that no other process can take the port in between; `settings.listen` is ignored).
+    pub async fn build_on(
+        settings: Settings,
+        listener: std::net::TcpListener,
+    ) -> Result<Self, Error> {
+        let addr = listener.local_addr().unwrap_or(settings.listen);
+        let listener = listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+            .map_err(|source| Error::Serve { addr, source })?;
+        let store = Store::connect(
+            &settings.database_url,
+            &ConnectOptions {
+                max_connections: settings.database_max_connections,
+                sqlite_fsync_each_commit: settings.sqlite_fsync_each_commit,
+                ..ConnectOptions::default()
+            },
+        )
+        .await?;
+        store.migrate().await?;
+        Ok(Self::assemble(settings, store, listener))
+    }
+
+    fn assemble(settings: Settings, store: Store, listener: TcpListener) -> Self {
         let apps: HashMap<_, _> = settings
             .channels
             .iter()
@@ -90,11 +118,11 @@ impl Application {
             metrics,
             outbox_wake: wake,
         };
-        Ok(Self {
+        Self {
             listener,
             state,
             sender,
-        })
+        }
     }
 
     /// The bound address.

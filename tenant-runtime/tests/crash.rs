@@ -128,9 +128,26 @@ async fn sigkill_during_inbound_stream_and_outbox_drain_loses_nothing_and_duplic
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.sqlite");
     let listen = common::free_addr();
-    let sim_addr = common::free_addr();
     let url = format!("http://{listen}");
-    let sim_url = format!("http://{sim_addr}");
+    let sim = Simulator::bind(SimSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        runtime_url: url.clone(),
+        channels: vec![SimChannel {
+            name: "wa".into(),
+            channel: ChannelType::Whatsapp,
+            app_id: "CRASHAPP".into(),
+            project_id: "crash-project".into(),
+            key_id: "crash-key".into(),
+            key_secret: "crash-key-secret".into(),
+            webhook_secret: "crash-webhook-secret".into(),
+        }],
+        token_ttl_secs: 3600,
+        delivery_reports: false,
+        report_delay_ms: 0,
+    })
+    .await
+    .unwrap();
+    let sim_url = format!("http://{}", sim.local_addr());
     let config = dir.path().join("contact.yaml");
     std::fs::write(
         &config,
@@ -159,24 +176,6 @@ channels:
             db = db.display()
         ),
     )
-    .unwrap();
-    let sim = Simulator::bind(SimSettings {
-        listen: sim_addr,
-        runtime_url: url.clone(),
-        channels: vec![SimChannel {
-            name: "wa".into(),
-            channel: ChannelType::Whatsapp,
-            app_id: "CRASHAPP".into(),
-            project_id: "crash-project".into(),
-            key_id: "crash-key".into(),
-            key_secret: "crash-key-secret".into(),
-            webhook_secret: "crash-webhook-secret".into(),
-        }],
-        token_ttl_secs: 3600,
-        delivery_reports: false,
-        report_delay_ms: 0,
-    })
-    .await
     .unwrap();
     let sim_task = tokio::spawn(sim.run_until(std::future::pending()));
     let http = reqwest::Client::new();

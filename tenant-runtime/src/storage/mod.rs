@@ -109,28 +109,84 @@ macro_rules! on_pool {
 }
 pub(crate) use on_pool;
 
+/// A write transaction. On SQLite it also holds the write gate of its database file.
+///
+/// SQLite allows one writer at a time; when several connections contend, SQLite's busy handler
+/// makes the losers sleep in steps of up to 100 ms even if the lock frees up at once. Queuing
+/// writers on an async mutex first hands the lock over without sleeping (the benchmark showed
+/// p99 acknowledgement times of ~750 ms without it). The gate is per database file and
+/// process; other processes still meet the busy timeout.
+pub struct WriteTransaction<DB: sqlx::Database> {
+    tx: sqlx::Transaction<'static, DB>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<DB: sqlx::Database> std::ops::Deref for WriteTransaction<DB> {
+    type Target = DB::Connection;
+    fn deref(&self) -> &DB::Connection {
+        &self.tx
+    }
+}
+
+impl<DB: sqlx::Database> std::ops::DerefMut for WriteTransaction<DB> {
+    fn deref_mut(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+}
+
+impl<DB: sqlx::Database> WriteTransaction<DB> {
+    /// Commits, then releases the gate.
+    pub async fn commit(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// Opens a write transaction on either pool.
 ///
 /// SQLite gets `BEGIN IMMEDIATE`: a deferred transaction that reads first and writes later can
 /// fail with `SQLITE_BUSY` without waiting when another writer got there in between.
-pub(crate) trait WriteTx {
+pub trait WriteTx {
     /// The sqlx database of the pool.
     type Db: sqlx::Database;
     /// Begins a transaction that will write.
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Db>>;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<WriteTransaction<Self::Db>>> + Send;
+}
+
+fn sqlite_gate(pool: &SqlitePool) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    type Gates = std::sync::Mutex<
+        std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>,
+    >;
+    static GATES: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
+    let file = pool.connect_options().get_filename().to_path_buf();
+    let mut gates = GATES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    gates.entry(file).or_default().clone()
 }
 
 impl WriteTx for SqlitePool {
     type Db = sqlx::Sqlite;
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        Ok(self.begin_with("BEGIN IMMEDIATE").await?)
+    async fn begin_write(&self) -> Result<WriteTransaction<sqlx::Sqlite>> {
+        let gate = sqlite_gate(self).lock_owned().await;
+        let tx = self.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(WriteTransaction {
+            tx,
+            _gate: Some(gate),
+        })
     }
 }
 
 impl WriteTx for PgPool {
     type Db = sqlx::Postgres;
-    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-        Ok(self.begin().await?)
+    async fn begin_write(&self) -> Result<WriteTransaction<sqlx::Postgres>> {
+        Ok(WriteTransaction {
+            tx: self.begin().await?,
+            _gate: None,
+        })
     }
 }
 

@@ -140,19 +140,27 @@ impl Harness {
         tweak: impl FnOnce(&mut Settings),
         sim_tweak: impl FnOnce(&mut SimSettings),
     ) -> Self {
-        let listen = free_addr();
-        let sim_addr = free_addr();
-        let mut settings = settings(&url, listen, sim_addr);
-        tweak(&mut settings);
+        // Both sockets are bound before anything else starts: no port can be taken in between.
+        let runtime_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind runtime");
+        let listen = runtime_listener.local_addr().unwrap();
         let runtime_url = format!("http://{listen}");
-        let mut sim_settings = SimSettings::for_runtime(&settings, sim_addr, &runtime_url);
+        let mut settings = settings(&url, listen, listen);
+        tweak(&mut settings);
+        let mut sim_settings =
+            SimSettings::for_runtime(&settings, "127.0.0.1:0".parse().unwrap(), &runtime_url);
         sim_settings.report_delay_ms = 20;
         sim_tweak(&mut sim_settings);
         let sim = Simulator::bind(sim_settings).await.expect("bind simulator");
+        let sim_addr = sim.local_addr();
+        let sim_base = format!("http://{sim_addr}");
+        settings.sinch.auth_url = format!("{sim_base}/oauth2/token");
+        for app in &mut settings.channels {
+            app.base_url = Some(sim_base.clone());
+        }
         let simulator = tokio::spawn(async move {
             let _ = sim.run_until(std::future::pending()).await;
         });
-        let app = Application::build(settings.clone())
+        let app = Application::build_on(settings.clone(), runtime_listener)
             .await
             .expect("build runtime");
         let store = app.store().clone();
