@@ -256,6 +256,12 @@ async fn backup_wipe_restore_round_trip(db: Db) {
             .unwrap()
             .len()
     );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir.path().join(format!("{}.backup", result.name))).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
     // The file is encrypted: no plaintext of the data in it.
     let raw = std::fs::read(dir.path().join(format!("{}.backup", result.name))).unwrap();
     assert!(!raw.windows(11).any(|w| w == b"Agent Smith"));

@@ -47,6 +47,7 @@ both!(
     inbound_and_outbound_writes_are_audited,
     concurrent_writers_keep_one_chain,
     retention_anonymizes_then_deletes_resumably,
+    two_retention_runners_do_not_overlap,
     dpo_search_export_anonymize_leaves_no_trace,
     privacy_routes_need_the_dpo_role,
     contact_import_and_export,
@@ -404,6 +405,38 @@ async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     let v = store.verify_audit_chain().await.unwrap();
     assert_eq!(v.broken, None);
     assert!(v.anchor_seq.is_some());
+}
+
+async fn two_retention_runners_do_not_overlap(db: Db) {
+    let (store, _g) = store(db).await;
+    for i in 0..12 {
+        inbound(&store, &format!("4673000{i:04}"), "due").await;
+    }
+    let closed_at = now_ms();
+    exec(
+        &store,
+        "UPDATE conversations SET status = 'closed', closed_at = $1",
+        closed_at,
+    )
+    .await;
+    let clock = Arc::new(ManualClock::at(closed_at + 100 * DAY));
+    let settings = RetentionSettings {
+        batch_size: 2,
+        ..RetentionSettings::default()
+    };
+    // Two replicas, each with its own job, at the same time.
+    let a = RetentionJob::new(store.clone(), clock.clone(), settings.clone());
+    let b = RetentionJob::new(store.clone(), clock, settings);
+    let (ra, rb) = tokio::join!(a.run_once(None), b.run_once(None));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.anonymized + rb.anonymized, 12, "{ra:?} {rb:?}");
+    let entries = store.audit_entries(&AuditQuery::default()).await.unwrap();
+    let per_conversation = entries
+        .iter()
+        .filter(|e| e.entity == "conversation" && e.action == "anonymize")
+        .count();
+    assert_eq!(per_conversation, 12, "each conversation anonymized once");
+    assert_eq!(store.verify_audit_chain().await.unwrap().broken, None);
 }
 
 /// Creates a user through the API and returns its id.

@@ -379,6 +379,9 @@ macro_rules! impl_privacy_tx {
 impl_privacy_tx!(sqlx::SqliteConnection);
 impl_privacy_tx!(sqlx::PgConnection);
 
+/// Advisory lock key that serializes retention batches on PostgreSQL ("retent" in ASCII).
+const RETENTION_LOCK: i64 = 0x7265_7465_6e74;
+
 /// Which retention step a batch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetentionStep {
@@ -736,8 +739,21 @@ impl Store {
             }
         };
         let actor = crate::privacy::hooks::system_actor(step.job());
+        // Several replicas on PostgreSQL may run the job at once: their batches take turns, and
+        // each selects only rows still due, so none is processed twice. (SQLite writers are
+        // serialized anyway.)
+        let lock = match self.backend() {
+            super::Backend::Postgres => Some("SELECT pg_advisory_xact_lock($1)"),
+            super::Backend::Sqlite => None,
+        };
         let out = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock)
+                    .bind(RETENTION_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let rows: Vec<(i64, String, String)> = sqlx::query_as(select)
                 .bind(cp.cutoff)
                 .bind(cp.cursor_at)
