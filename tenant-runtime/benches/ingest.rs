@@ -91,6 +91,9 @@ fn settings(database_url: &str) -> Settings {
             key_secret: Secret("s".into()),
             webhook_secret: Secret(SECRET.into()),
             base_url: Some("http://127.0.0.1:9".into()),
+            key_id_file: None,
+            key_secret_file: None,
+            webhook_secret_file: None,
             category: None,
         }],
         ..Settings::default()

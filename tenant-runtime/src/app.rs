@@ -156,6 +156,14 @@ impl Application {
             self.state.store.clone(),
             self.state.live.clone(),
         ));
+        let retention = tokio::spawn(
+            crate::privacy::retention::RetentionJob::new(
+                self.state.store.clone(),
+                Arc::new(crate::privacy::SystemClock),
+                self.state.settings.retention.clone(),
+            )
+            .run_forever(),
+        );
         let app = router(self.state.clone());
         tracing::info!(%addr, backend = ?self.state.store.backend(), "serving");
         let hub = self.state.live.clone();
@@ -173,6 +181,7 @@ impl Application {
         live.abort();
         sender.abort();
         housekeeping.abort();
+        retention.abort();
         self.state.store.close().await;
         served.map_err(|source| Error::Serve { addr, source })
     }

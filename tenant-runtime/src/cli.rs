@@ -44,6 +44,10 @@ pub enum Command {
     },
     /// Run the runtime on SQLite plus the simulator, seeded with demo users, skills, categories.
     Demo(demo::DemoArgs),
+    /// Take an encrypted snapshot of the database (key in CONTACT_BACKUP_KEY) and prune old ones.
+    Backup(crate::backup::BackupArgs),
+    /// Restore a backup into an empty database (key in CONTACT_BACKUP_KEY).
+    Restore(crate::backup::RestoreArgs),
 }
 
 /// Parses arguments, sets up logging, runs the command.
@@ -104,5 +108,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,
+        Command::Backup(args) => crate::backup::run_backup(cli.config.as_deref(), args).await,
+        Command::Restore(args) => crate::backup::run_restore(cli.config.as_deref(), args).await,
     }
 }

@@ -104,6 +104,44 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The next maintenance window (the operator sets it; the Workspace warns before it).
     pub maintenance: Option<MaintenanceWindow>,
+    /// Retention of personal data (the tenant's `spec.retention`).
+    pub retention: crate::privacy::RetentionSettings,
+    /// Who the tenant is (the operator sets it from the ContactTenant).
+    pub tenant: TenantSettings,
+    /// Routing defaults (the tenant's `spec.routing`).
+    pub routing: RoutingDefaults,
+}
+
+/// The tenant's identity.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    /// The ContactTenant's name.
+    pub name: String,
+    /// Its display name (shown in the Workspace).
+    pub display_name: String,
+}
+
+/// Routing defaults from the tenant's spec.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoutingDefaults {
+    /// New agents start with automatic allocation on.
+    pub auto_allocate_by_default: bool,
+    /// Concurrent conversations per agent.
+    pub max_conversations_per_agent: u32,
+    /// Seconds a disconnected agent keeps their conversations before they return to the queue.
+    pub return_to_queue_after_disconnect_secs: u64,
+}
+
+impl Default for RoutingDefaults {
+    fn default() -> Self {
+        Self {
+            auto_allocate_by_default: true,
+            max_conversations_per_agent: 5,
+            return_to_queue_after_disconnect_secs: 60,
+        }
+    }
 }
 
 /// Logins, sessions and invites.
@@ -171,6 +209,9 @@ impl Default for Settings {
             channels: Vec::new(),
             auth: AuthSettings::default(),
             maintenance: None,
+            retention: crate::privacy::RetentionSettings::default(),
+            tenant: TenantSettings::default(),
+            routing: RoutingDefaults::default(),
         }
     }
 }
@@ -294,6 +335,15 @@ pub struct ChannelApp {
     /// Overrides the regional base URL (the simulator).
     #[serde(default)]
     pub base_url: Option<String>,
+    /// File holding `key_id` (a mounted Secret key; the operator's way).
+    #[serde(default)]
+    pub key_id_file: Option<String>,
+    /// File holding `key_secret`.
+    #[serde(default)]
+    pub key_secret_file: Option<String>,
+    /// File holding `webhook_secret`.
+    #[serde(default)]
+    pub webhook_secret_file: Option<String>,
     /// Category name for new conversations (default: General).
     #[serde(default)]
     pub category: Option<String>,
@@ -396,6 +446,25 @@ impl Settings {
             });
         }
         for app in &mut self.channels {
+            // Mounted Secret files first, so an explicit variable still wins.
+            let read = |path: &Option<String>| -> Result<Option<String>, Error> {
+                let Some(path) = path else { return Ok(None) };
+                std::fs::read_to_string(path)
+                    .map(|v| Some(v.trim_end_matches(['\n', '\r']).to_owned()))
+                    .map_err(|source| Error::Read {
+                        path: path.clone(),
+                        source,
+                    })
+            };
+            if let Some(v) = read(&app.key_id_file)? {
+                app.key_id = v;
+            }
+            if let Some(v) = read(&app.key_secret_file)? {
+                app.key_secret = Secret(v);
+            }
+            if let Some(v) = read(&app.webhook_secret_file)? {
+                app.webhook_secret = Secret(v);
+            }
             let prefix = app.env_prefix();
             if let Some(v) = env.get(&format!("{prefix}KEY_SECRET")) {
                 app.key_secret = Secret(v.clone());

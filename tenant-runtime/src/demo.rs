@@ -43,6 +43,9 @@ pub fn demo_settings(args: &DemoArgs) -> Settings {
         key_secret: Secret("demo-key-secret".to_owned()),
         webhook_secret: Secret(format!("{name}-webhook-secret")),
         base_url: Some(sim.clone()),
+        key_id_file: None,
+        key_secret_file: None,
+        webhook_secret_file: None,
         category: category.map(str::to_owned),
     };
     let mut settings = Settings {

@@ -7,6 +7,7 @@
 //! holds the pure vocabulary they share; [`config`] the settings; [`app`] wires it together.
 
 pub mod app;
+pub mod backup;
 pub mod channels;
 pub mod cli;
 pub mod config;
@@ -14,5 +15,6 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod privacy;
 pub mod routing;
 pub mod storage;

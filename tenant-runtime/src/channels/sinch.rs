@@ -285,6 +285,9 @@ mod tests {
             key_secret: Secret("s".into()),
             webhook_secret: Secret("w".into()),
             base_url: None,
+            key_id_file: None,
+            key_secret_file: None,
+            webhook_secret_file: None,
             category: None,
         }
     }

@@ -59,6 +59,7 @@ impl utoipa::Modify for BearerAuth {
 pub fn openapi_json() -> String {
     let mut doc = ApiDoc::openapi();
     doc.merge(crate::http::ui::api::WorkspaceDoc::openapi());
+    doc.merge(crate::privacy::http::PrivacyApiDoc::openapi());
     let mut s = doc
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
+use super::{AuditTx, Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
 use crate::domain::Role;
 
 /// A person who uses Contact.
@@ -143,6 +143,14 @@ impl Store {
                 .await
                 .map_err(|e| conflict_on_unique(e, "user skill"))?;
             }
+            let audit = crate::privacy::hooks::user_created(
+                "api",
+                &id,
+                &new.email,
+                &new.display_name,
+                new.role.as_str(),
+            );
+            tx.append_audit(now, &audit).await?;
             tx.commit().await?;
         });
         self.user(&id).await

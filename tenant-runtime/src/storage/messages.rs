@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Error, Result, Store, WriteTx, from_ms, is_retryable, now_ms, on_pool};
+use super::{AuditTx, Error, Result, Store, WriteTx, from_ms, is_retryable, now_ms, on_pool};
 use crate::domain::{ChannelType, ConversationStatus, DeliveryStatus, Direction, MessageContent};
 
 /// A customer, known by one or more channel identities.
@@ -422,6 +422,18 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                let contact_id: Option<String> =
+                    sqlx::query_scalar("SELECT contact_id FROM conversations WHERE id = $1")
+                        .bind(&new.conversation_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let audit = crate::privacy::hooks::outbound(
+                    new.author_user_id.as_deref(),
+                    contact_id.as_deref(),
+                    &new.id,
+                    &content,
+                );
+                tx.append_audit(now, &audit).await?;
                 let row: MessageRow = sqlx::query_as(SELECT_MESSAGE)
                     .bind(&new.id)
                     .fetch_one(&mut *tx)

@@ -10,11 +10,13 @@
 //! sqlx writes RFC 3339 text with a variable number of fractional digits, which would not sort.
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`, embedded in the binary.
 
+mod audit;
 mod auth;
 mod directory;
 mod inbound;
 mod messages;
 mod outbox;
+mod privacy;
 mod workspace;
 
 use std::str::FromStr;
@@ -26,6 +28,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub(crate) use audit::AuditTx;
+pub use audit::{AuditQuery, ChainReport};
 pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
 pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
 pub use inbound::{
@@ -35,6 +39,10 @@ pub use messages::{
     Contact, ContactIdentity, Conversation, ConversationFilter, Message, NewOutbound,
 };
 pub use outbox::{OutboxItem, RetryAt};
+pub use privacy::{
+    AnonymizeReport, Checkpoint, ContactDetails, ContactInput, IdentityInput, RetentionStep,
+    SubjectData, normalize_phone,
+};
 pub use workspace::{
     CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note,
     PickOutcome, QueueItem,

@@ -83,6 +83,9 @@ pub fn channel(name: &str, channel: ChannelType, sim: &str) -> ChannelApp {
         key_secret: Secret("test-key-secret".to_owned()),
         webhook_secret: Secret(format!("{name}-secret")),
         base_url: Some(sim.to_owned()),
+        key_id_file: None,
+        key_secret_file: None,
+        webhook_secret_file: None,
         category: None,
     }
 }

@@ -1,0 +1,136 @@
+//! The audit entries that the runtime's write paths record: pure builders, called from inside
+//! the storage transactions that make the change (inbound messages, outbound messages, users).
+
+use super::audit::{AuditAction, AuditChange};
+
+/// The actor of changes made by a channel's inbound traffic.
+pub fn channel_actor(channel_app: &str) -> String {
+    format!("channel:{channel_app}")
+}
+
+/// The actor of changes made by a background job.
+pub fn system_actor(job: &str) -> String {
+    format!("system:{job}")
+}
+
+/// Entries for an inbound message: the new contact and identity (when the sender was unknown)
+/// and the message content.
+pub fn inbound(
+    channel_app: &str,
+    contact_id: &str,
+    new_identity: Option<(&str, &str)>,
+    message_id: &str,
+    content_json: &str,
+) -> Vec<AuditChange> {
+    let actor = channel_actor(channel_app);
+    let mut out = Vec::with_capacity(3);
+    if let Some((channel, identity)) = new_identity {
+        out.push(
+            AuditChange::new(
+                &actor,
+                AuditAction::Create,
+                "contact",
+                contact_id,
+                "id",
+                None,
+            )
+            .about(contact_id),
+        );
+        out.push(
+            AuditChange::new(
+                &actor,
+                AuditAction::Create,
+                "contact_identity",
+                contact_id,
+                format!("identity:{channel}"),
+                Some(identity.to_owned()),
+            )
+            .about(contact_id),
+        );
+    }
+    out.push(
+        AuditChange::new(
+            &actor,
+            AuditAction::Create,
+            "message",
+            message_id,
+            "content",
+            Some(content_json.to_owned()),
+        )
+        .about(contact_id),
+    );
+    out
+}
+
+/// The entry for an outbound message written by `author` (a user id) or an API client.
+pub fn outbound(
+    author: Option<&str>,
+    contact_id: Option<&str>,
+    message_id: &str,
+    content_json: &str,
+) -> Vec<AuditChange> {
+    let change = AuditChange::new(
+        author.unwrap_or("api"),
+        AuditAction::Create,
+        "message",
+        message_id,
+        "content",
+        Some(content_json.to_owned()),
+    );
+    vec![match contact_id {
+        Some(c) => change.about(c),
+        None => change,
+    }]
+}
+
+/// Entries for a new user (user data is personal data too).
+pub fn user_created(
+    actor: &str,
+    user_id: &str,
+    email: &str,
+    display_name: &str,
+    role: &str,
+) -> Vec<AuditChange> {
+    [
+        ("email", email),
+        ("display_name", display_name),
+        ("role", role),
+    ]
+    .into_iter()
+    .map(|(attribute, value)| {
+        AuditChange::new(
+            actor,
+            AuditAction::Create,
+            "user",
+            user_id,
+            attribute,
+            Some(value.to_owned()),
+        )
+        .about(user_id)
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_message_records_contact_identity_and_content() {
+        let e = inbound("wa", "c1", Some(("WHATSAPP", "4670")), "m1", "{}");
+        assert_eq!(e.len(), 3);
+        assert!(
+            e.iter()
+                .all(|c| c.actor == "channel:wa" && c.subject_id.as_deref() == Some("c1"))
+        );
+        assert_eq!(e[1].new_value.as_deref(), Some("4670"));
+        assert_eq!(inbound("wa", "c1", None, "m2", "{}").len(), 1);
+    }
+
+    #[test]
+    fn outbound_without_author_is_the_api() {
+        let e = outbound(None, Some("c1"), "m1", "{}");
+        assert_eq!(e[0].actor, "api");
+        assert_eq!(user_created("u0", "u1", "a@b", "A", "dpo").len(), 3);
+    }
+}

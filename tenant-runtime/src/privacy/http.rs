@@ -1,0 +1,526 @@
+//! The privacy routes: the DPO's `/api/v1/privacy/...`, contact import and export, and audited
+//! contact edits. They sit behind the same bearer-token guard as the rest of `/api/v1`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::SystemClock;
+use super::audit::{AuditAction, AuditChange, StoredEntry};
+use super::retention::{RetentionJob, RetentionReport};
+use super::transfer::{self, Format, RowError};
+use crate::domain::Role;
+use crate::http::AppState;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::storage::{
+    self, AnonymizeReport, AuditQuery, ChainReport, ContactDetails, ContactInput, SubjectData,
+    now_ms,
+};
+
+/// The header naming the acting user until login exists.
+pub const ACTOR_HEADER: &str = "x-contact-user";
+
+/// Errors of the privacy routes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 403: the acting user may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Any other API error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<storage::Error> for Error {
+    fn from(e: storage::Error) -> Self {
+        Error::Api(e.into())
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        match self {
+            Error::Forbidden(message) => (
+                StatusCode::FORBIDDEN,
+                Json(serde_json::json!({ "error": { "code": "forbidden", "message": message } })),
+            )
+                .into_response(),
+            Error::Api(e) => e.into_response(),
+        }
+    }
+}
+
+/// The privacy routes, to merge into `/api/v1` (inside its auth guard).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/privacy/subjects", get(search))
+        .route("/privacy/subjects/{id}", get(subject))
+        .route("/privacy/subjects/{id}/export", get(export_subject))
+        .route("/privacy/subjects/{id}/anonymize", post(anonymize))
+        .route("/privacy/users/{id}/anonymize", post(anonymize_user))
+        .route("/privacy/audit", get(audit))
+        .route("/privacy/audit/verify", get(verify))
+        .route("/privacy/retention/run", post(run_retention))
+        .route("/privacy/contacts/import", post(import_contacts))
+        .route("/privacy/contacts/export", get(export_contacts))
+        .route("/privacy/contacts/{id}", patch(update_contact))
+}
+
+/// The `X-Contact-User` header, documented once.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct Actor {
+    /// Id of the acting user (role `dpo` for privacy routes).
+    #[serde(rename = "X-Contact-User")]
+    #[param(rename = "X-Contact-User")]
+    pub user: Option<String>,
+}
+
+/// The OpenAPI document of the privacy routes (merged into the runtime's).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(search, subject, export_subject, anonymize, anonymize_user, audit, verify, run_retention, import_contacts, export_contacts, update_contact),
+    components(schemas(ContactDetails, ContactInput, SubjectData, AnonymizeReport, AnonymizeRequest, ChainReport, StoredEntry,
+        RetentionReport, UserAnonymizeReport, ImportReport, ImportedRow, RowError, Format, crate::storage::IdentityInput, super::audit::Broken)),
+    tags((name = "privacy", description = "The DPO's search, export and anonymization, the audit log, retention, contact import/export"))
+)]
+pub struct PrivacyApiDoc;
+
+/// The acting user id from the header, if any.
+fn actor(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(ACTOR_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+}
+
+/// The acting user, who must hold one of `roles`.
+async fn require(state: &AppState, headers: &HeaderMap, roles: &[Role]) -> Result<String, Error> {
+    let names = roles
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let Some(id) = actor(headers) else {
+        return Err(Error::Forbidden(format!(
+            "name the acting user in the X-Contact-User header (role {names} required)"
+        )));
+    };
+    match state.store.user(&id).await {
+        Ok(u) if roles.contains(&u.role) => Ok(id),
+        Ok(u) => Err(Error::Forbidden(format!(
+            "user `{id}` has role {}, {names} required",
+            u.role
+        ))),
+        Err(storage::Error::NotFound { .. }) => {
+            Err(Error::Forbidden(format!("user `{id}` does not exist")))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Error> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()).into())
+}
+
+/// Subject search.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Part of a name (2+ characters), an e-mail address, a phone number or a channel identity.
+    pub q: String,
+}
+
+/// `GET /api/v1/privacy/subjects?q=`: the contacts `q` names, with their details.
+#[utoipa::path(get, path = "/api/v1/privacy/subjects", tag = "privacy", params(SearchQuery, Actor),
+    responses((status = 200, body = Vec<ContactDetails>), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+pub async fn search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<SearchQuery>, QueryRejection>,
+) -> Result<Json<Vec<ContactDetails>>, Error> {
+    require(&state, &headers, &[Role::Dpo]).await?;
+    let q = query(q)?;
+    if q.q.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid_query", "q must not be empty").into());
+    }
+    let mut out = Vec::new();
+    for id in state.store.search_subjects(&q.q, 100).await? {
+        out.push(state.store.contact_details(&id).await?);
+    }
+    Ok(Json(out))
+}
+
+/// `GET /api/v1/privacy/subjects/{id}`: everything stored about one contact.
+#[utoipa::path(get, path = "/api/v1/privacy/subjects/{id}", tag = "privacy",
+    params(("id" = String, Path, description = "Contact id"), Actor),
+    responses((status = 200, body = SubjectData), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn subject(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<SubjectData>, Error> {
+    require(&state, &headers, &[Role::Dpo]).await?;
+    Ok(Json(state.store.subject_data(&id).await?))
+}
+
+/// `GET /api/v1/privacy/subjects/{id}/export`: the same as a JSON download, audited.
+#[utoipa::path(get, path = "/api/v1/privacy/subjects/{id}/export", tag = "privacy",
+    params(("id" = String, Path, description = "Contact id"), Actor),
+    responses((status = 200, description = "Attachment `subject-<id>.json`", body = SubjectData), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn export_subject(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    let actor = require(&state, &headers, &[Role::Dpo]).await?;
+    let data = state.store.subject_data(&id).await?;
+    state
+        .store
+        .audit_append(
+            now_ms(),
+            &[AuditChange::new(
+                actor,
+                AuditAction::Export,
+                "contact",
+                &id,
+                "subject_access_export",
+                None,
+            )
+            .about(&id)],
+        )
+        .await?;
+    let body = serde_json::to_string_pretty(&data)
+        .map_err(|e| ApiError::Internal(storage::Error::Corrupt(e.to_string())))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"subject-{id}.json\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Confirmation of an anonymization.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymizeRequest {
+    /// Must repeat the contact id: anonymization cannot be undone.
+    pub confirm: String,
+}
+
+/// `POST /api/v1/privacy/subjects/{id}/anonymize`: replaces every piece of the contact's
+/// personal data in one audited, irreversible transaction.
+#[utoipa::path(post, path = "/api/v1/privacy/subjects/{id}/anonymize", tag = "privacy",
+    params(("id" = String, Path, description = "Contact id"), Actor), request_body = AnonymizeRequest,
+    responses((status = 200, body = AnonymizeReport), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn anonymize(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<AnonymizeReport>, Error> {
+    let actor = require(&state, &headers, &[Role::Dpo]).await?;
+    let req: AnonymizeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    if req.confirm != id {
+        return Err(ApiError::bad_request(
+            "confirmation_mismatch",
+            "`confirm` must repeat the contact id: anonymization cannot be undone",
+        )
+        .into());
+    }
+    Ok(Json(
+        state.store.anonymize_contact(&id, &actor, now_ms()).await?,
+    ))
+}
+
+/// What a user anonymization did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserAnonymizeReport {
+    /// The user.
+    pub user_id: String,
+    /// Audit entries whose values were erased.
+    pub audit_entries_redacted: u64,
+}
+
+/// `POST /api/v1/privacy/users/{id}/anonymize`: erases a user's name, e-mail and password on
+/// explicit request (user data is otherwise kept); the user can no longer log in.
+#[utoipa::path(post, path = "/api/v1/privacy/users/{id}/anonymize", tag = "privacy",
+    params(("id" = String, Path, description = "User id"), Actor), request_body = AnonymizeRequest,
+    responses((status = 200, body = UserAnonymizeReport), (status = 400, body = ErrorBody),
+        (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn anonymize_user(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<UserAnonymizeReport>, Error> {
+    let actor = require(&state, &headers, &[Role::Dpo]).await?;
+    let req: AnonymizeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    if req.confirm != id {
+        return Err(ApiError::bad_request(
+            "confirmation_mismatch",
+            "`confirm` must repeat the user id: anonymization cannot be undone",
+        )
+        .into());
+    }
+    let audit_entries_redacted = state.store.anonymize_user(&id, &actor, now_ms()).await?;
+    Ok(Json(UserAnonymizeReport {
+        user_id: id,
+        audit_entries_redacted,
+    }))
+}
+
+/// Audit log filter.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only entries about this contact or user.
+    pub subject_id: Option<String>,
+    /// Only entries after this sequence number.
+    pub after_seq: Option<i64>,
+    /// At most this many (1–1000, default 100).
+    pub limit: Option<i64>,
+}
+
+/// `GET /api/v1/privacy/audit`: audit entries in order.
+#[utoipa::path(get, path = "/api/v1/privacy/audit", tag = "privacy", params(AuditParams, Actor),
+    responses((status = 200, body = Vec<StoredEntry>), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+pub async fn audit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<Vec<StoredEntry>>, Error> {
+    require(&state, &headers, &[Role::Dpo]).await?;
+    let q = query(q)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be between 1 and 1000, got {limit}"),
+        )
+        .into());
+    }
+    Ok(Json(
+        state
+            .store
+            .audit_entries(&AuditQuery {
+                subject_id: q.subject_id,
+                after_seq: q.after_seq.unwrap_or(0),
+                limit,
+            })
+            .await?,
+    ))
+}
+
+/// `GET /api/v1/privacy/audit/verify`: checks the hash chain; names the first broken entry.
+#[utoipa::path(get, path = "/api/v1/privacy/audit/verify", tag = "privacy", params(Actor),
+    responses((status = 200, body = ChainReport), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+pub async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<ChainReport>, Error> {
+    require(&state, &headers, &[Role::Dpo]).await?;
+    Ok(Json(state.store.verify_audit_chain().await?))
+}
+
+/// `POST /api/v1/privacy/retention/run`: runs the retention job now (role `dpo` or `admin`).
+#[utoipa::path(post, path = "/api/v1/privacy/retention/run", tag = "privacy", params(Actor),
+    responses((status = 200, body = RetentionReport), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+pub async fn run_retention(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<RetentionReport>, Error> {
+    require(&state, &headers, &[Role::Dpo, Role::Admin]).await?;
+    let job = RetentionJob::new(
+        state.store.clone(),
+        Arc::new(SystemClock),
+        state.settings.retention.clone(),
+    );
+    Ok(Json(job.run_once(None).await?))
+}
+
+/// Import/export format.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct FormatQuery {
+    /// `csv` or `json` (default: from `Content-Type` on import, `json` on export).
+    pub format: Option<Format>,
+}
+
+/// One imported row.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImportedRow {
+    /// Row number.
+    pub row: u64,
+    /// The new contact.
+    pub contact_id: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ImportReport {
+    /// Rows imported.
+    pub imported: Vec<ImportedRow>,
+    /// Rows refused, with the reason.
+    pub errors: Vec<RowError>,
+}
+
+/// `POST /api/v1/privacy/contacts/import?format=csv|json`: imports the valid rows (each audited)
+/// and reports every invalid one. 200 when at least one row was imported or there were none to
+/// import, 422 when every row was refused, 400 when the file cannot be read. Role `dpo` or
+/// `admin`.
+#[utoipa::path(post, path = "/api/v1/privacy/contacts/import", tag = "privacy", params(FormatQuery, Actor),
+    request_body(content = String, description = "CSV (header: any of display_name, email, phone, identities) or a JSON array of ContactInput", content_type = "text/csv"),
+    responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 422, description = "No row could be imported", body = ImportReport)))]
+pub async fn import_contacts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<FormatQuery>, QueryRejection>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ImportReport>), Error> {
+    let actor = require(&state, &headers, &[Role::Dpo, Role::Admin]).await?;
+    let q = query(q)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = match q.format {
+        Some(f) => f,
+        None if content_type.starts_with("text/csv") => Format::Csv,
+        None if content_type.starts_with("application/json") => Format::Json,
+        None => {
+            return Err(ApiError::bad_request(
+                "unknown_format",
+                "say ?format=csv or ?format=json, or send Content-Type text/csv or application/json",
+            )
+            .into());
+        }
+    };
+    let parsed = match format {
+        Format::Csv => transfer::parse_csv(&body),
+        Format::Json => transfer::parse_json(&body),
+    }
+    .map_err(|e| ApiError::bad_request("invalid_file", e.to_string()))?;
+    let mut report = ImportReport {
+        imported: Vec::new(),
+        errors: parsed.errors,
+    };
+    for (row, input) in parsed.valid {
+        match state.store.create_contact(&input, &actor, now_ms()).await {
+            Ok(contact_id) => report.imported.push(ImportedRow { row, contact_id }),
+            Err(storage::Error::Conflict(what)) => report.errors.push(RowError {
+                row,
+                field: "identities".to_owned(),
+                message: format!("{what} already belongs to another contact"),
+            }),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    report.errors.sort_by_key(|e| e.row);
+    let status = if report.imported.is_empty() && !report.errors.is_empty() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(report)))
+}
+
+/// `GET /api/v1/privacy/contacts/export?format=csv|json`: every contact with its details,
+/// audited as one export. Role `dpo` or `admin`.
+#[utoipa::path(get, path = "/api/v1/privacy/contacts/export", tag = "privacy", params(FormatQuery, Actor),
+    responses((status = 200, description = "JSON array, or CSV with `?format=csv`", body = Vec<ContactDetails>), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+pub async fn export_contacts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    q: Result<Query<FormatQuery>, QueryRejection>,
+) -> Result<Response, Error> {
+    let actor = require(&state, &headers, &[Role::Dpo, Role::Admin]).await?;
+    let q = query(q)?;
+    let contacts = state.store.all_contact_details().await?;
+    state
+        .store
+        .audit_append(
+            now_ms(),
+            &[AuditChange::new(
+                actor,
+                AuditAction::Export,
+                "contacts",
+                "*",
+                "contacts_export",
+                Some(contacts.len().to_string()),
+            )],
+        )
+        .await?;
+    Ok(match q.format.unwrap_or(Format::Json) {
+        Format::Csv => (
+            [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+            transfer::to_csv(&contacts),
+        )
+            .into_response(),
+        Format::Json => Json(contacts).into_response(),
+    })
+}
+
+/// `PATCH /api/v1/privacy/contacts/{id}`: sets a contact's name, e-mail or phone (an empty
+/// string clears one) and adds identities; every changed attribute is audited as the
+/// `X-Contact-User` (or `api`).
+#[utoipa::path(patch, path = "/api/v1/privacy/contacts/{id}", tag = "privacy",
+    params(("id" = String, Path, description = "Contact id"), Actor), request_body = ContactInput,
+    responses((status = 200, body = ContactDetails), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "An identity belongs to another contact", body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_contact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<ContactDetails>, Error> {
+    let actor = actor(&headers).unwrap_or_else(|| "api".to_owned());
+    let raw: ContactInput = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+    // Validate like an import row, but keep "clear this field" (an empty string) apart from
+    // "leave it" (absent).
+    let mut errors = Vec::new();
+    let clean = transfer::validate(1, raw.clone(), &mut errors);
+    errors.retain(|e| e.field != "row");
+    if let Some(e) = errors.first() {
+        return Err(ApiError::Unprocessable {
+            code: "invalid_contact",
+            message: format!("{}: {}", e.field, e.message),
+        }
+        .into());
+    }
+    let keep = |raw: &Option<String>, clean: Option<String>| {
+        raw.as_ref().map(|_| clean.unwrap_or_default())
+    };
+    let input = ContactInput {
+        display_name: keep(&raw.display_name, clean.display_name),
+        email: keep(&raw.email, clean.email),
+        phone: keep(&raw.phone, clean.phone),
+        identities: clean.identities,
+    };
+    Ok(Json(
+        state
+            .store
+            .update_contact(&id, &input, &actor, now_ms())
+            .await?,
+    ))
+}

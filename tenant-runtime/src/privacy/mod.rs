@@ -1,0 +1,24 @@
+//! Personal data and its lifecycle: the hash-chained audit log, the DPO's search, export and
+//! anonymization, contact import and export, and the retention jobs.
+//!
+//! Layout: [`audit`] (entry format and chain verification, pure), [`anonymize`] (what replaced
+//! data looks like, pure), [`hooks`] (the audit entries of the runtime's write paths, pure),
+//! [`transfer`] (CSV/JSON parsing and validation of contact imports, pure), [`retention`] (the
+//! scheduled job), [`http`] (the `/api/v1/privacy` routes) and [`clock`] (the injectable clock).
+//! The SQL lives in `storage/audit.rs` and `storage/privacy.rs`.
+//!
+//! Who is acting: until login exists, API callers name themselves with the `X-Contact-User`
+//! header (a user id, trusted because the bearer token already admitted the caller). Privacy
+//! routes require that user to hold the `dpo` role; other audited routes record the id, or
+//! `api` when the header is absent.
+
+pub mod anonymize;
+pub mod audit;
+pub mod clock;
+pub mod hooks;
+pub mod http;
+pub mod retention;
+pub mod transfer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use retention::RetentionSettings;

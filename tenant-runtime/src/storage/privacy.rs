@@ -1,0 +1,872 @@
+//! Personal data queries: contact details, DPO search and subject data, anonymization,
+//! contact edits and imports, and the retention batches. Every change is audited in the same
+//! transaction that makes it.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::audit::AuditTx;
+use super::{
+    Contact, ContactIdentity, Conversation, Error, Message, Result, Store, WriteTx, from_ms,
+    new_id, on_pool,
+};
+use crate::privacy::anonymize::{ANONYMIZED_NAME, anonymize_content_json};
+use crate::privacy::audit::{AuditAction, AuditChange, StoredEntry};
+
+/// A contact with every detail Contact keeps about the person.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ContactDetails {
+    /// Stable id.
+    pub id: String,
+    /// Name.
+    pub display_name: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Phone number, digits only (E.164 without `+`).
+    pub phone: Option<String>,
+    /// Channel identities.
+    pub identities: Vec<ContactIdentity>,
+    /// First seen.
+    pub created_at: DateTime<Utc>,
+    /// When the personal data was replaced, if it was.
+    pub anonymized_at: Option<DateTime<Utc>>,
+}
+
+/// A contact to create (import) or the new values of one (edit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactInput {
+    /// Name.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// E-mail address.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Phone number (stored as digits only).
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Channel identities.
+    #[serde(default, deserialize_with = "identities")]
+    #[schema(value_type = Vec<IdentityInput>)]
+    pub identities: Vec<ContactIdentity>,
+}
+
+/// A channel identity as given in a request.
+#[derive(Debug, Clone, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityInput {
+    /// The channel.
+    pub channel: crate::domain::ChannelType,
+    /// The identity on that channel.
+    pub identity: String,
+}
+
+fn identities<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<ContactIdentity>, D::Error> {
+    let v: Vec<IdentityInput> = serde::Deserialize::deserialize(d)?;
+    Ok(v.into_iter()
+        .map(|i| ContactIdentity {
+            channel: i.channel,
+            identity: i.identity,
+        })
+        .collect())
+}
+
+/// Everything stored about one person: the answer to a subject access request.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct SubjectData {
+    /// The contact.
+    pub contact: ContactDetails,
+    /// Their conversations.
+    pub conversations: Vec<Conversation>,
+    /// The messages of those conversations, oldest first.
+    pub messages: Vec<Message>,
+    /// Audit entries about them.
+    pub audit: Vec<StoredEntry>,
+}
+
+/// What an anonymization replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct AnonymizeReport {
+    /// The contact.
+    pub contact_id: String,
+    /// Conversations anonymized.
+    pub conversations: u64,
+    /// Messages whose content was replaced.
+    pub messages: u64,
+    /// Identities replaced.
+    pub identities: u64,
+    /// Audit entries whose values were erased.
+    pub audit_entries_redacted: u64,
+}
+
+/// A retention job's resumable position.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Checkpoint {
+    /// The job.
+    pub job: String,
+    /// The cutoff the run started with (a resumed run keeps it).
+    pub cutoff: i64,
+    /// Sort key of the last processed row.
+    pub cursor_at: i64,
+    /// Id of the last processed row.
+    pub cursor_id: String,
+    /// Rows processed so far in this run.
+    pub processed: i64,
+}
+
+/// Digits of `phone`, or `None` when it has none (or letters).
+pub fn normalize_phone(phone: &str) -> Option<String> {
+    let t = phone.trim();
+    if t.is_empty()
+        || !t
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '(' | ')' | '.'))
+    {
+        return None;
+    }
+    let digits: String = t.chars().filter(char::is_ascii_digit).collect();
+    (!digits.is_empty()).then_some(digits)
+}
+
+fn like_pattern(q: &str) -> String {
+    let escaped = q
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
+/// `(id, display_name, email, phone, created_at, anonymized_at)`
+type DetailsRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+/// Transaction-level privacy operations, shared by the DPO actions and the retention job.
+pub(crate) trait PrivacyTx {
+    /// Replaces the content of one conversation; returns the messages replaced.
+    async fn anonymize_conversation_tx(&mut self, id: &str, now: i64) -> Result<u64>;
+    /// Replaces every piece of personal data of one contact.
+    async fn anonymize_contact_tx(
+        &mut self,
+        id: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<AnonymizeReport>;
+    /// Deletes one conversation with its messages, outbox rows, events and skills.
+    async fn delete_conversation_tx(&mut self, id: &str, now: i64) -> Result<()>;
+    /// Creates a contact from `input`, audited as `actor`.
+    async fn create_contact_tx(
+        &mut self,
+        input: &ContactInput,
+        actor: &str,
+        now: i64,
+    ) -> Result<String>;
+    /// Saves a retention checkpoint.
+    async fn save_checkpoint_tx(&mut self, cp: &Checkpoint, now: i64) -> Result<()>;
+}
+
+macro_rules! impl_privacy_tx {
+    ($conn:ty) => {
+        impl PrivacyTx for $conn {
+            async fn anonymize_conversation_tx(&mut self, id: &str, now: i64) -> Result<u64> {
+                let rows: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT id, content FROM messages WHERE conversation_id = $1 ORDER BY id",
+                )
+                .bind(id)
+                .fetch_all(&mut *self)
+                .await?;
+                for (message_id, content) in &rows {
+                    sqlx::query("UPDATE messages SET content = $1 WHERE id = $2")
+                        .bind(anonymize_content_json(content))
+                        .bind(message_id)
+                        .execute(&mut *self)
+                        .await?;
+                }
+                // The outbox payload repeats the text and the recipient.
+                sqlx::query(
+                    "UPDATE outbox SET payload = '{}', last_error = NULL WHERE id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+                )
+                .bind(id)
+                .execute(&mut *self)
+                .await?;
+                sqlx::query(
+                    "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 \
+                     WHERE redacted_at IS NULL AND entity = 'message' AND entity_id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+                sqlx::query(
+                    "UPDATE conversations SET identity = 'anonymized', anonymized_at = $2, \
+                     status = 'closed', closed_at = COALESCE(closed_at, $2) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+                Ok(rows.len() as u64)
+            }
+
+            async fn anonymize_contact_tx(&mut self, id: &str, actor: &str, now: i64) -> Result<AnonymizeReport> {
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM contacts WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *self)
+                    .await?;
+                if exists.is_none() {
+                    return Err(Error::NotFound { what: "contact", id: id.to_owned() });
+                }
+                let mut report = AnonymizeReport { contact_id: id.to_owned(), ..Default::default() };
+                let conversations: Vec<String> =
+                    sqlx::query_scalar("SELECT id FROM conversations WHERE contact_id = $1 ORDER BY id")
+                        .bind(id)
+                        .fetch_all(&mut *self)
+                        .await?;
+                for c in &conversations {
+                    report.messages += self.anonymize_conversation_tx(c, now).await?;
+                    report.conversations += 1;
+                }
+                let identities: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT channel, identity FROM contact_identities WHERE contact_id = $1 AND identity NOT LIKE 'anonymized:%'",
+                )
+                .bind(id)
+                .fetch_all(&mut *self)
+                .await?;
+                for (channel, identity) in &identities {
+                    sqlx::query("UPDATE contact_identities SET identity = $1 WHERE channel = $2 AND identity = $3")
+                        .bind(format!("anonymized:{}", new_id()))
+                        .bind(channel)
+                        .bind(identity)
+                        .execute(&mut *self)
+                        .await?;
+                }
+                report.identities = identities.len() as u64;
+                sqlx::query(
+                    "UPDATE contacts SET display_name = CASE WHEN display_name IS NULL THEN NULL ELSE $2 END, \
+                     email = NULL, phone = NULL, anonymized_at = $3 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(ANONYMIZED_NAME)
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+                report.audit_entries_redacted = sqlx::query(
+                    "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 WHERE subject_id = $1 AND redacted_at IS NULL",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *self)
+                .await?
+                .rows_affected();
+                let changes: Vec<AuditChange> = ["display_name", "email", "phone", "identities", "messages"]
+                    .into_iter()
+                    .map(|attribute| {
+                        AuditChange::new(actor, AuditAction::Anonymize, "contact", id, attribute, None).about(id)
+                    })
+                    .collect();
+                self.append_audit(now, &changes).await?;
+                Ok(report)
+            }
+
+            async fn delete_conversation_tx(&mut self, id: &str, now: i64) -> Result<()> {
+                sqlx::query(
+                    "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 \
+                     WHERE redacted_at IS NULL AND entity = 'message' AND entity_id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+                for sql in [
+                    "DELETE FROM outbox WHERE id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+                    "DELETE FROM messages WHERE conversation_id = $1",
+                    "DELETE FROM conversation_events WHERE conversation_id = $1",
+                    "DELETE FROM conversation_skills WHERE conversation_id = $1",
+                    "DELETE FROM conversations WHERE id = $1",
+                ] {
+                    sqlx::query(sql).bind(id).execute(&mut *self).await?;
+                }
+                Ok(())
+            }
+
+            async fn create_contact_tx(&mut self, input: &ContactInput, actor: &str, now: i64) -> Result<String> {
+                let id = new_id();
+                sqlx::query(
+                    "INSERT INTO contacts (id, display_name, email, phone, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&id)
+                .bind(&input.display_name)
+                .bind(&input.email)
+                .bind(&input.phone)
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+                let mut changes = Vec::new();
+                for (attribute, value) in [
+                    ("display_name", &input.display_name),
+                    ("email", &input.email),
+                    ("phone", &input.phone),
+                ] {
+                    if value.is_some() {
+                        changes.push(
+                            AuditChange::new(actor, AuditAction::Create, "contact", &id, attribute, value.clone())
+                                .about(&id),
+                        );
+                    }
+                }
+                for ident in &input.identities {
+                    sqlx::query(
+                        "INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(ident.channel.as_str())
+                    .bind(&ident.identity)
+                    .bind(&id)
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await
+                    .map_err(|e| match &e {
+                        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(format!(
+                            "identity {}:{}",
+                            ident.channel, ident.identity
+                        )),
+                        _ => Error::Database(e),
+                    })?;
+                    changes.push(
+                        AuditChange::new(
+                            actor,
+                            AuditAction::Create,
+                            "contact_identity",
+                            &id,
+                            format!("identity:{}", ident.channel),
+                            Some(ident.identity.clone()),
+                        )
+                        .about(&id),
+                    );
+                }
+                self.append_audit(now, &changes).await?;
+                Ok(id)
+            }
+
+            async fn save_checkpoint_tx(&mut self, cp: &Checkpoint, now: i64) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO retention_checkpoints (job, cutoff, cursor_at, cursor_id, processed, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (job) DO UPDATE SET cutoff = excluded.cutoff, cursor_at = excluded.cursor_at, cursor_id = excluded.cursor_id, \
+                     processed = excluded.processed, updated_at = excluded.updated_at",
+                )
+                .bind(&cp.job)
+                .bind(cp.cutoff)
+                .bind(cp.cursor_at)
+                .bind(&cp.cursor_id)
+                .bind(cp.processed)
+                .bind(now)
+                .execute(&mut *self)
+                .await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+impl_privacy_tx!(sqlx::SqliteConnection);
+impl_privacy_tx!(sqlx::PgConnection);
+
+/// Advisory lock key that serializes retention batches on PostgreSQL ("retent" in ASCII).
+const RETENTION_LOCK: i64 = 0x7265_7465_6e74;
+
+/// Which retention step a batch runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionStep {
+    /// Replace the content of closed conversations older than the cutoff.
+    Anonymize,
+    /// Delete closed conversations older than the cutoff.
+    Delete,
+}
+
+impl RetentionStep {
+    /// The checkpoint's job name.
+    pub fn job(self) -> &'static str {
+        match self {
+            RetentionStep::Anonymize => "anonymize_conversations",
+            RetentionStep::Delete => "delete_conversations",
+        }
+    }
+}
+
+impl Store {
+    /// One contact with all its details.
+    pub async fn contact_details(&self, id: &str) -> Result<ContactDetails> {
+        let row: Option<DetailsRow> = on_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT id, display_name, email, phone, created_at, anonymized_at FROM contacts WHERE id = $1"
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        });
+        let row = row.ok_or_else(|| Error::NotFound {
+            what: "contact",
+            id: id.to_owned(),
+        })?;
+        let Contact { identities, .. } = self.contact(id).await?;
+        Ok(details(row, identities))
+    }
+
+    /// Every contact with its details, oldest first.
+    pub async fn all_contact_details(&self) -> Result<Vec<ContactDetails>> {
+        let (rows, idents): (Vec<DetailsRow>, Vec<(String, String, String)>) = on_pool!(
+            self,
+            |pool| {
+                let rows = sqlx::query_as(
+                    "SELECT id, display_name, email, phone, created_at, anonymized_at FROM contacts ORDER BY created_at, id",
+                )
+                .fetch_all(pool)
+                .await?;
+                let idents = sqlx::query_as(
+                    "SELECT contact_id, channel, identity FROM contact_identities ORDER BY contact_id, channel, identity",
+                )
+                .fetch_all(pool)
+                .await?;
+                (rows, idents)
+            }
+        );
+        let mut by_contact: std::collections::HashMap<String, Vec<ContactIdentity>> =
+            std::collections::HashMap::new();
+        for (contact_id, channel, identity) in idents {
+            by_contact
+                .entry(contact_id)
+                .or_default()
+                .push(ContactIdentity {
+                    channel: channel
+                        .parse()
+                        .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
+                    identity,
+                });
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let identities = by_contact.remove(&row.0).unwrap_or_default();
+                details(row, identities)
+            })
+            .collect())
+    }
+
+    /// Ids of the contacts `q` names: part of a name, an e-mail address, a phone number or a
+    /// channel identity (phone numbers also match MSISDN identities). Earlier values count
+    /// too: an address the contact had before an edit is still in the audit log, and so still
+    /// the contact's personal data.
+    pub async fn search_subjects(&self, q: &str, limit: i64) -> Result<Vec<String>> {
+        let q = q.trim();
+        // A one-letter name search would return everyone.
+        let name = (q.chars().count() >= 2).then(|| like_pattern(q));
+        let phone = normalize_phone(q);
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar(
+            "SELECT DISTINCT c.id FROM contacts c LEFT JOIN contact_identities i ON i.contact_id = c.id \
+             WHERE ($1 IS NOT NULL AND LOWER(c.display_name) LIKE $1 ESCAPE '\\') OR LOWER(c.email) = $2 \
+             OR ($3 IS NOT NULL AND (c.phone = $3 OR i.identity = $3)) OR i.identity = $4 \
+             OR c.id IN (SELECT subject_id FROM audit_log WHERE subject_id IS NOT NULL \
+                 AND entity IN ('contact', 'contact_identity') AND new_value IS NOT NULL \
+                 AND (LOWER(new_value) = $2 OR new_value = $3 OR new_value = $4)) \
+             ORDER BY c.id LIMIT $5"
+        )
+        .bind(&name)
+        .bind(q.to_lowercase())
+        .bind(&phone)
+        .bind(q)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?
+        }))
+    }
+
+    /// Everything stored about contact `id`.
+    pub async fn subject_data(&self, id: &str) -> Result<SubjectData> {
+        let contact = self.contact_details(id).await?;
+        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM conversations WHERE contact_id = $1 ORDER BY created_at, id"
+        )
+        .bind(id)
+        .fetch_all(pool)
+        .await?);
+        let mut conversations = Vec::with_capacity(ids.len());
+        let mut messages = Vec::new();
+        for c in &ids {
+            conversations.push(self.conversation(c).await?);
+            messages.extend(self.messages(c).await?);
+        }
+        let audit = self
+            .audit_entries(&super::AuditQuery {
+                subject_id: Some(id.to_owned()),
+                after_seq: 0,
+                limit: 0,
+            })
+            .await?;
+        Ok(SubjectData {
+            contact,
+            conversations,
+            messages,
+            audit,
+        })
+    }
+
+    /// Replaces every piece of personal data of contact `id`, in one audited transaction.
+    pub async fn anonymize_contact(
+        &self,
+        id: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<AnonymizeReport> {
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let report = tx.anonymize_contact_tx(id, actor, now).await?;
+            tx.commit().await?;
+            report
+        }))
+    }
+
+    /// Erases a user's personal data (name, e-mail, password) on explicit request: the row
+    /// stays, so messages they wrote and conversations they handled keep their counts and
+    /// links, but nothing identifies the person any more. Audited as `actor`.
+    pub async fn anonymize_user(&self, id: &str, actor: &str, now: i64) -> Result<u64> {
+        let redacted = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE users SET email = $2, display_name = $3, password_hash = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .bind(format!("anonymized-{id}@invalid"))
+            .bind(ANONYMIZED_NAME)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Err(Error::NotFound {
+                    what: "user",
+                    id: id.to_owned(),
+                });
+            }
+            let redacted = sqlx::query(
+                "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 WHERE subject_id = $1 AND redacted_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let changes: Vec<AuditChange> = ["email", "display_name", "password_hash"]
+                .into_iter()
+                .map(|attribute| {
+                    AuditChange::new(actor, AuditAction::Anonymize, "user", id, attribute, None)
+                        .about(id)
+                })
+                .collect();
+            tx.append_audit(now, &changes).await?;
+            tx.commit().await?;
+            redacted
+        });
+        Ok(redacted)
+    }
+
+    /// Creates a contact from `input` (validated by the caller), audited as `actor`.
+    pub async fn create_contact(
+        &self,
+        input: &ContactInput,
+        actor: &str,
+        now: i64,
+    ) -> Result<String> {
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let id = tx.create_contact_tx(input, actor, now).await?;
+            tx.commit().await?;
+            id
+        }))
+    }
+
+    /// Sets the details of contact `id` that `input` names (`Some("")` clears one); identities
+    /// in `input` are added. Each changed attribute is audited as `actor`.
+    pub async fn update_contact(
+        &self,
+        id: &str,
+        input: &ContactInput,
+        actor: &str,
+        now: i64,
+    ) -> Result<ContactDetails> {
+        let current = self.contact_details(id).await?;
+        let mut changes = Vec::new();
+        let mut set = |attribute: &str,
+                       new: &Option<String>,
+                       old: &Option<String>|
+         -> Option<Option<String>> {
+            let new = new.as_ref()?;
+            let new = (!new.is_empty()).then(|| new.clone());
+            if &new == old {
+                return None;
+            }
+            changes.push(
+                AuditChange::new(
+                    actor,
+                    AuditAction::Update,
+                    "contact",
+                    id,
+                    attribute,
+                    new.clone(),
+                )
+                .about(id),
+            );
+            Some(new)
+        };
+        let name = set("display_name", &input.display_name, &current.display_name);
+        let email = set("email", &input.email, &current.email);
+        let phone = set("phone", &input.phone, &current.phone);
+        for ident in &input.identities {
+            if !current.identities.contains(ident) {
+                changes.push(
+                    AuditChange::new(
+                        actor,
+                        AuditAction::Create,
+                        "contact_identity",
+                        id,
+                        format!("identity:{}", ident.channel),
+                        Some(ident.identity.clone()),
+                    )
+                    .about(id),
+                );
+            }
+        }
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            for (column, value) in [
+                ("display_name", &name),
+                ("email", &email),
+                ("phone", &phone),
+            ] {
+                if let Some(value) = value {
+                    let sql = match column {
+                        "display_name" => "UPDATE contacts SET display_name = $1 WHERE id = $2",
+                        "email" => "UPDATE contacts SET email = $1 WHERE id = $2",
+                        _ => "UPDATE contacts SET phone = $1 WHERE id = $2",
+                    };
+                    sqlx::query(sql)
+                        .bind(value)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            for ident in &input.identities {
+                if current.identities.contains(ident) {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(ident.channel.as_str())
+                .bind(&ident.identity)
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(format!(
+                        "identity {}:{}",
+                        ident.channel, ident.identity
+                    )),
+                    _ => Error::Database(e),
+                })?;
+            }
+            tx.append_audit(now, &changes).await?;
+            tx.commit().await?;
+        });
+        self.contact_details(id).await
+    }
+
+    /// The checkpoint of `job`, if a run is under way.
+    pub async fn retention_checkpoint(&self, job: &str) -> Result<Option<Checkpoint>> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT job, cutoff, cursor_at, cursor_id, processed FROM retention_checkpoints WHERE job = $1"
+        )
+        .bind(job)
+        .fetch_optional(pool)
+        .await?
+        }))
+    }
+
+    /// Forgets the checkpoint of `job` (its run is complete).
+    pub async fn clear_retention_checkpoint(&self, job: &str) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM retention_checkpoints WHERE job = $1"
+        )
+        .bind(job)
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Runs one batch of `step` after `cp`'s cursor, in one transaction that also advances the
+    /// checkpoint. Returns the new checkpoint and how many conversations the batch processed
+    /// (0: the run is complete).
+    pub async fn retention_batch(
+        &self,
+        step: RetentionStep,
+        cp: &Checkpoint,
+        batch: i64,
+        now: i64,
+    ) -> Result<(Checkpoint, u64)> {
+        let select = match step {
+            RetentionStep::Anonymize => {
+                "SELECT COALESCE(closed_at, updated_at), id, contact_id FROM conversations \
+                 WHERE status = 'closed' AND anonymized_at IS NULL AND COALESCE(closed_at, updated_at) < $1 \
+                 AND (COALESCE(closed_at, updated_at) > $2 OR (COALESCE(closed_at, updated_at) = $2 AND id > $3)) \
+                 ORDER BY COALESCE(closed_at, updated_at), id LIMIT $4"
+            }
+            RetentionStep::Delete => {
+                "SELECT COALESCE(closed_at, updated_at), id, contact_id FROM conversations \
+                 WHERE status = 'closed' AND COALESCE(closed_at, updated_at) < $1 \
+                 AND (COALESCE(closed_at, updated_at) > $2 OR (COALESCE(closed_at, updated_at) = $2 AND id > $3)) \
+                 ORDER BY COALESCE(closed_at, updated_at), id LIMIT $4"
+            }
+        };
+        let actor = crate::privacy::hooks::system_actor(step.job());
+        // Several replicas on PostgreSQL may run the job at once: their batches take turns, and
+        // each selects only rows still due, so none is processed twice. (SQLite writers are
+        // serialized anyway.)
+        let lock = match self.backend() {
+            super::Backend::Postgres => Some("SELECT pg_advisory_xact_lock($1)"),
+            super::Backend::Sqlite => None,
+        };
+        let out = on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock)
+                    .bind(RETENTION_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let rows: Vec<(i64, String, String)> = sqlx::query_as(select)
+                .bind(cp.cutoff)
+                .bind(cp.cursor_at)
+                .bind(&cp.cursor_id)
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut next = cp.clone();
+            let mut contacts = std::collections::BTreeSet::new();
+            let mut changes = Vec::new();
+            for (at, id, contact_id) in &rows {
+                match step {
+                    RetentionStep::Anonymize => {
+                        tx.anonymize_conversation_tx(id, now).await?;
+                        changes.push(
+                            AuditChange::new(
+                                &actor,
+                                AuditAction::Anonymize,
+                                "conversation",
+                                id,
+                                "messages",
+                                None,
+                            )
+                            .about(contact_id),
+                        );
+                    }
+                    RetentionStep::Delete => {
+                        tx.delete_conversation_tx(id, now).await?;
+                        changes.push(
+                            AuditChange::new(
+                                &actor,
+                                AuditAction::Delete,
+                                "conversation",
+                                id,
+                                "*",
+                                None,
+                            )
+                            .about(contact_id),
+                        );
+                    }
+                }
+                contacts.insert(contact_id.clone());
+                next.cursor_at = *at;
+                next.cursor_id = id.clone();
+                next.processed += 1;
+            }
+            tx.append_audit(now, &changes).await?;
+            // A contact none of whose conversations keep content is anonymized with them; one
+            // with no conversation left at all is deleted.
+            for contact_id in &contacts {
+                let (total, kept): (i64, i64) = sqlx::query_as(
+                    "SELECT COUNT(*), COUNT(*) - COUNT(anonymized_at) FROM conversations WHERE contact_id = $1",
+                )
+                .bind(contact_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let anonymized: Option<i64> =
+                    sqlx::query_scalar("SELECT anonymized_at FROM contacts WHERE id = $1")
+                        .bind(contact_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if kept == 0 && anonymized.is_none() {
+                    tx.anonymize_contact_tx(contact_id, &actor, now).await?;
+                }
+                if total == 0 && step == RetentionStep::Delete {
+                    sqlx::query("DELETE FROM contact_identities WHERE contact_id = $1")
+                        .bind(contact_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("DELETE FROM contacts WHERE id = $1")
+                        .bind(contact_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.save_checkpoint_tx(&next, now).await?;
+            tx.commit().await?;
+            (next, rows.len() as u64)
+        });
+        Ok(out)
+    }
+}
+
+fn details(row: DetailsRow, identities: Vec<ContactIdentity>) -> ContactDetails {
+    let (id, display_name, email, phone, created_at, anonymized_at) = row;
+    ContactDetails {
+        id,
+        display_name,
+        email,
+        phone,
+        identities,
+        created_at: from_ms(created_at),
+        anonymized_at: anonymized_at.map(from_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_normalize_to_digits() {
+        assert_eq!(
+            normalize_phone("+46 (70) 123-45.67").as_deref(),
+            Some("46701234567")
+        );
+        assert_eq!(normalize_phone("alice@example.com"), None);
+        assert_eq!(normalize_phone("  "), None);
+        assert_eq!(normalize_phone("+"), None);
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("A_b%"), "%a\\_b\\%%");
+    }
+}
