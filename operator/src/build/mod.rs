@@ -21,7 +21,7 @@ mod pdb;
 mod secret;
 mod service;
 mod service_account;
-mod workload;
+pub mod workload;
 
 pub use backup::{build_backup_cronjob, build_backup_pvc};
 pub use cnpg::{build_cnpg_cluster, cnpg_api_resource};

@@ -232,7 +232,9 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
         .map_err(Error::MaintenanceWindow)?;
 
     let hosting_location = spec.hosting_location.clone().unwrap_or_default();
-    let node_labels = if config.locations.is_empty() {
+    // No location (or no map) means no placement constraint; a location the operator does not
+    // know is refused, because placing data somewhere else than asked is worse than not running.
+    let node_labels = if config.locations.is_empty() || spec.hosting_location.is_none() {
         BTreeMap::new()
     } else {
         config

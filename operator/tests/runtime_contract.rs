@@ -1,0 +1,148 @@
+//! The contract between the operator and the runtime: the settings file the operator renders
+//! into the tenant's ConfigMap is read by the runtime's own loader, field for field. Both sides
+//! refuse unknown fields, so a rename on either side fails here instead of in a cluster.
+
+use std::collections::HashMap;
+
+use contact_crds::v1alpha1::ContactTenant;
+use contact_operator::build::build_config_map;
+use contact_operator::config::OperatorConfig;
+use contact_operator::reconcile::validate::validate;
+use contact_runtime::config::Settings;
+
+fn tenant_from_example(file: &str) -> ContactTenant {
+    let text =
+        std::fs::read_to_string(contact_tests::repo_root().join("examples").join(file)).unwrap();
+    let docs = contact_tests::kube_helpers::parse_documents(&text).unwrap();
+    let obj = docs
+        .into_iter()
+        .find(|d| d.types.as_ref().is_some_and(|t| t.kind == "ContactTenant"))
+        .expect("the example has a tenant");
+    let mut tenant: ContactTenant =
+        serde_json::from_value(serde_json::to_value(obj).unwrap()).unwrap();
+    // What the apiserver adds before the operator ever sees an object.
+    tenant.metadata.namespace = Some("tenant-test".into());
+    tenant.metadata.uid = Some("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0".into());
+    tenant
+}
+
+#[test]
+fn the_runtime_reads_what_the_operator_renders() {
+    for example in ["minimal.yaml", "production.yaml", "external-postgres.yaml"] {
+        let tenant = tenant_from_example(example);
+        let config = OperatorConfig {
+            locations: [
+                (
+                    "eu-ireland".to_owned(),
+                    [(
+                        "topology.kubernetes.io/region".to_owned(),
+                        "eu-west-1".to_owned(),
+                    )]
+                    .into(),
+                ),
+                (
+                    "us-east".to_owned(),
+                    [(
+                        "topology.kubernetes.io/region".to_owned(),
+                        "us-east-1".to_owned(),
+                    )]
+                    .into(),
+                ),
+            ]
+            .into(),
+            ..OperatorConfig::default()
+        };
+        let validated = validate(&tenant, &config).unwrap_or_else(|e| panic!("{example}: {e}"));
+        let now = chrono::Utc::now();
+        let next = validated
+            .window
+            .as_ref()
+            .map(|w| w.state_at(now).occurrence());
+        let cm = build_config_map(&validated, next);
+        let body = cm
+            .data
+            .unwrap_or_default()
+            .remove("runtime.json")
+            .expect("rendered settings");
+
+        // The mounted Secret files the rendering names, as the kubelet would lay them out.
+        let dir = tempfile::tempdir().unwrap();
+        let mut rewritten = body.clone();
+        for channel in &tenant.spec.channels {
+            let secret_dir = contact_operator::build::workload::secret_mount_path(
+                &channel.conversation_api.credentials_secret_ref.name,
+            );
+            let local = dir
+                .path()
+                .join(channel.conversation_api.credentials_secret_ref.name.clone());
+            std::fs::create_dir_all(&local).unwrap();
+            for (key, value) in [
+                ("key-id", "kid"),
+                ("key-secret", "ksecret"),
+                ("webhook-secret", "whsecret"),
+            ] {
+                std::fs::write(local.join(key), format!("{value}\n")).unwrap();
+            }
+            rewritten = rewritten.replace(&secret_dir, &local.display().to_string());
+        }
+
+        let settings = Settings::from_yaml(&rewritten).unwrap_or_else(|e| {
+            panic!("{example}: the runtime refuses the operator's settings: {e}\n{body}")
+        });
+        let settings = settings
+            .with_env(&HashMap::new())
+            .unwrap_or_else(|e| panic!("{example}: {e}"));
+        assert_eq!(settings.tenant.name, tenant.metadata.name.clone().unwrap());
+        assert_eq!(settings.tenant.display_name, tenant.spec.display_name);
+        assert_eq!(
+            settings.channels.len(),
+            tenant.spec.channels.len(),
+            "{example}"
+        );
+        for (app, spec) in settings.channels.iter().zip(&tenant.spec.channels) {
+            assert_eq!(app.name, spec.name);
+            assert_eq!(app.app_id, spec.conversation_api.app_id);
+            assert_eq!(app.project_id, spec.conversation_api.project_id);
+            assert_eq!(
+                app.key_id, "kid",
+                "secrets come from the mounted files, newline trimmed"
+            );
+            assert_eq!(app.key_secret.expose(), "ksecret");
+            assert_eq!(app.webhook_secret.expose(), "whsecret");
+            assert!(app.api_base().contains("conversation.api.sinch.com"));
+        }
+        let r = &tenant.spec.retention;
+        assert_eq!(
+            settings.retention.anonymize_conversations_after_days,
+            i64::from(r.anonymize_conversations_after_days)
+        );
+        assert_eq!(
+            settings.retention.delete_conversations_after_days,
+            i64::from(r.delete_conversations_after_days)
+        );
+        assert_eq!(
+            settings.retention.audit_log_days,
+            i64::from(r.audit_log_days)
+        );
+        assert_eq!(
+            settings.routing.max_conversations_per_agent,
+            tenant.spec.routing.max_conversations_per_agent
+        );
+        assert_eq!(
+            settings.routing.auto_allocate_by_default,
+            tenant.spec.routing.auto_allocate_by_default
+        );
+        let window = settings
+            .maintenance
+            .expect("the next maintenance window reaches the runtime");
+        assert!(window.end > window.start);
+        assert!(
+            settings
+                .auth
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.ends_with(&tenant.spec.ingress.host)),
+            "invite links use the tenant's public URL"
+        );
+    }
+}
