@@ -101,7 +101,7 @@ async fn sqlite_tenant_gets_every_child() {
     let cfg: serde_json::Value =
         serde_json::from_str(&cm.data.expect("data")["runtime.json"]).expect("runtime.json");
     assert_eq!(cfg["channels"][0]["name"], "whatsapp-main");
-    assert_eq!(cfg["maintenance"]["nextStart"], "2026-11-28T22:00:00+00:00");
+    assert_eq!(cfg["maintenance"]["start"], "2026-11-28T22:00:00+00:00");
     let cj = Api::<CronJob>::namespaced(c.clone(), NS)
         .get("acme-backup")
         .await

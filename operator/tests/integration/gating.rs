@@ -53,7 +53,7 @@ async fn image_waits_for_the_window_config_does_not() {
         "image held"
     );
     assert_eq!(
-        routing(&env).await["maxConversationsPerAgent"],
+        routing(&env).await["max_conversations_per_agent"],
         9,
         "config applied at once"
     );
