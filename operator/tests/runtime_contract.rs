@@ -146,3 +146,34 @@ fn the_runtime_reads_what_the_operator_renders() {
         );
     }
 }
+
+#[test]
+fn the_backup_job_speaks_the_runtime_cli_and_its_key_decodes() {
+    use clap::Parser;
+
+    let tenant = tenant_from_example("minimal.yaml");
+    let validated = validate(&tenant, &OperatorConfig::default()).unwrap();
+    let job = contact_operator::build::build_backup_cronjob(&validated, false)
+        .expect("backups are on by default");
+    let pod = job
+        .spec
+        .job_template
+        .spec
+        .expect("job spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let container = &pod.containers[0];
+    let args = container.args.clone().unwrap_or_default();
+    let argv = std::iter::once("contact-runtime".to_owned()).chain(args.iter().cloned());
+    contact_runtime::cli::Cli::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("the runtime refuses the backup job's arguments {args:?}: {e}"));
+
+    // The generated backup key is one the runtime's backup command accepts.
+    let secret =
+        contact_operator::build::build_secret(&validated, &Default::default(), &mut rand::rng());
+    let key = &secret.data.unwrap()["backup-encryption-key"];
+    let text = String::from_utf8(key.0.clone()).unwrap();
+    contact_runtime::backup::BackupKey::parse(&text)
+        .unwrap_or_else(|e| panic!("the runtime refuses the operator's backup key: {e}"));
+}

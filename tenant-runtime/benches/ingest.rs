@@ -121,6 +121,7 @@ async fn run(backend: &'static str, messages: u64, webhook_url: &str, raw_url: &
     let url = format!("http://{}/webhooks/sinch/wa", app.local_addr());
     let store = app.store().clone();
     let server = tokio::spawn(app.run_until(std::future::pending()));
+    contact_runtime::install_tls_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(SENDERS)
         .build()

@@ -55,7 +55,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // One TLS provider for the whole process (ring, as kube uses in the operator); installing
     // it explicitly keeps reqwest from having to guess. An error means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CONTACT_LOG")

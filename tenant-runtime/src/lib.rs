@@ -18,3 +18,10 @@ pub mod metrics;
 pub mod privacy;
 pub mod routing;
 pub mod storage;
+
+/// Installs ring as the process's TLS provider for rustls (what reqwest and kube use). Idempotent:
+/// an already installed provider stays. Every place that builds an HTTP client calls it, so a
+/// library user need not know.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

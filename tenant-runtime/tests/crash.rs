@@ -178,6 +178,7 @@ channels:
     )
     .unwrap();
     let sim_task = tokio::spawn(sim.run_until(std::future::pending()));
+    contact_runtime::install_tls_provider();
     let http = reqwest::Client::new();
 
     let mut runtime = Runtime::spawn(&config);

@@ -92,7 +92,7 @@ fn job_pod(t: &ValidatedTenant, b: &Backups) -> PodSpec {
             image: Some(t.image.clone()),
             args: Some(vec![
                 "backup".into(),
-                "--output-dir".into(),
+                "--dir".into(),
                 BACKUP_DIR.into(),
                 "--retain-days".into(),
                 b.retain_days.to_string(),

@@ -20,8 +20,9 @@ impl std::fmt::Debug for BackupKey {
 }
 
 impl BackupKey {
-    /// Parses the key as the tenant Secret holds it: 64 hexadecimal digits, or standard base64
-    /// (with or without padding) of exactly 32 bytes. Surrounding whitespace is ignored.
+    /// Parses the key as the tenant Secret holds it: 64 hexadecimal digits, or base64 of exactly
+    /// 32 bytes in the standard or the URL-safe alphabet (the operator generates URL-safe), with
+    /// or without padding. Surrounding whitespace is ignored.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let t = text.trim();
         let bytes = if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -30,6 +31,8 @@ impl BackupKey {
             base64::engine::general_purpose::STANDARD
                 .decode(t)
                 .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(t))
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(t))
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t))
                 .map_err(|_| {
                     Error::Key("expected 64 hex digits or base64 of 32 bytes".to_owned())
                 })?

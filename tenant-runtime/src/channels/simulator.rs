@@ -352,6 +352,7 @@ impl Simulator {
                 addr: settings.listen,
                 source,
             })?;
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(256)

@@ -146,6 +146,7 @@ pub struct Client {
 impl Client {
     /// A client using `auth_url` for tokens and `timeout` per request.
     pub fn new(auth_url: &str, timeout: Duration) -> Self {
+        crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))

@@ -175,7 +175,10 @@ impl Harness {
             sim_url: format!("http://{sim_addr}"),
             store,
             settings,
-            http: reqwest::Client::new(),
+            http: {
+                contact_runtime::install_tls_provider();
+                reqwest::Client::new()
+            },
             runtime,
             simulator,
             _db: guard,
