@@ -128,11 +128,13 @@ pub fn router(state: AppState) -> Router {
 async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
+    // Only axum's own plain-text refusals are rewritten; JSON errors and the UI's HTML pages
+    // (a 403 page for an agent on /admin) pass through as they are.
+    let plain = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
         return response;
     }
     let code = match status.as_u16() {
