@@ -294,28 +294,8 @@ fn locate_or_build() -> Result<PathBuf, ControlPlaneError> {
             dir.display()
         )));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/build-binaries.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| {
-            ControlPlaneError::Binaries(format!("failed to run {}: {e}", script.display()))
-        })?;
-    if !out.status.success() {
-        return Err(ControlPlaneError::Binaries(format!(
-            "{} failed with {} (is Go installed? .ci/run installs it)",
-            script.display(),
-            out.status
-        )));
-    }
-    let dir = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    Ok(PathBuf::from(dir))
+    crate::run_build_script("tests/controlplane/build-binaries.sh")
+        .map_err(ControlPlaneError::Binaries)
 }
 
 /// The certificates and keys of one control plane, written as PEM files.

@@ -37,8 +37,8 @@ pub enum ApplyError {
     Timeout(String),
 }
 
-/// Parses a YAML stream into objects, skipping empty documents.
-pub fn parse_documents(yaml: &str) -> Result<Vec<DynamicObject>, ApplyError> {
+/// Parses a YAML stream into typed documents, skipping empty ones; errors name the document.
+fn parse_stream<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<Vec<T>, ApplyError> {
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(yaml).map_err(|e| ApplyError::Yaml(e.to_string()))?;
     docs.into_iter()
@@ -53,21 +53,19 @@ pub fn parse_documents(yaml: &str) -> Result<Vec<DynamicObject>, ApplyError> {
         .collect()
 }
 
+/// Parses a YAML stream into objects, skipping empty documents.
+pub fn parse_documents(yaml: &str) -> Result<Vec<DynamicObject>, ApplyError> {
+    parse_stream(yaml)
+}
+
 /// Installs CRDs from YAML and waits until each is established.
 pub async fn install_crds(
     client: &Client,
     yaml: &str,
 ) -> Result<Vec<CustomResourceDefinition>, ApplyError> {
-    let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(yaml).map_err(|e| ApplyError::Yaml(e.to_string()))?;
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut installed = Vec::new();
-    for doc in docs.into_iter().filter(|d| !d.is_null()) {
-        let crd: CustomResourceDefinition =
-            serde_json::from_value(doc).map_err(|e| ApplyError::NotAnObject {
-                index: 0,
-                reason: e.to_string(),
-            })?;
+    for crd in parse_stream::<CustomResourceDefinition>(yaml)? {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let applied = api
             .patch(

@@ -12,3 +12,28 @@ use std::path::PathBuf;
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
+
+/// Runs one of the repository's caching build scripts (they print the built path last on
+/// stdout, and are idempotent and locked, so parallel tests may call them) and returns that path.
+pub fn run_build_script(relative: &str) -> Result<PathBuf, String> {
+    let script = repo_root().join(relative);
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("failed to run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed with {} (is Go installed? .ci/run installs it)",
+            script.display(),
+            out.status
+        ));
+    }
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    Ok(PathBuf::from(last))
+}

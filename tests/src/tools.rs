@@ -1,7 +1,7 @@
 //! Command-line tools the tests drive for real (helm), built from their Go modules and cached.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 /// The helm binary: `CONTACT_HELM` if set, else built once by `tests/tools/install-helm.sh`.
@@ -12,18 +12,7 @@ pub fn helm() -> PathBuf {
         if let Ok(path) = std::env::var("CONTACT_HELM") {
             return PathBuf::from(path);
         }
-        let script = crate::repo_root().join("tests/tools/install-helm.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("failed to run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed: is Go installed? (.ci/run installs it)",
-            script.display()
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        crate::run_build_script("tests/tools/install-helm.sh").unwrap_or_else(|e| panic!("{e}"))
     })
     .clone()
 }
