@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use common::{Db, Harness, inbound_text, store};
 use contact_runtime::domain::{ChannelType, MessageContent};
+use contact_runtime::http::auth::password;
 use contact_runtime::privacy::ManualClock;
 use contact_runtime::privacy::audit::{AuditAction, AuditChange, Broken};
 use contact_runtime::privacy::retention::{RetentionJob, RetentionSettings};
@@ -50,6 +51,7 @@ both!(
     two_retention_runners_do_not_overlap,
     dpo_search_export_anonymize_leaves_no_trace,
     privacy_routes_need_the_dpo_role,
+    forged_actor_header_changes_nothing,
     contact_import_and_export,
 );
 
@@ -440,6 +442,8 @@ async fn two_retention_runners_do_not_overlap(db: Db) {
 }
 
 /// Creates a user through the API and returns its id.
+/// Creates a user through the API and a browser session for them (stored the way
+/// `/auth/login` stores one: only the SHA-256 of the cookie value); returns the user id.
 async fn user(h: &Harness, email: &str, role: &str) -> String {
     let resp = h
         .api(Method::POST, "/users")
@@ -448,10 +452,28 @@ async fn user(h: &Harness, email: &str, role: &str) -> String {
         .await
         .unwrap();
     assert_eq!(resp.status(), 201);
-    resp.json::<Value>().await.unwrap()["id"]
+    let id = resp.json::<Value>().await.unwrap()["id"]
         .as_str()
         .unwrap()
-        .to_owned()
+        .to_owned();
+    h.store
+        .create_session(
+            &password::token_hash(&format!("sid-{id}")),
+            &id,
+            &format!("csrf-{id}"),
+            now_ms() + 3_600_000,
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// A request of `user`'s browser session (cookie and CSRF token), without the bearer token.
+fn as_user(h: &Harness, user: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
+    h.http
+        .request(method, format!("{}/api/v1{path}", h.url))
+        .header("cookie", format!("contact_session=sid-{user}"))
+        .header("x-csrf-token", format!("csrf-{user}"))
 }
 
 async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
@@ -520,9 +542,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         .await
         .unwrap();
     assert_eq!(sent.status(), 202);
-    let patched = h
-        .api(Method::PATCH, &format!("/privacy/contacts/{contact}"))
-        .header("X-Contact-User", &agent)
+    let patched = as_user(&h, &agent, Method::PATCH, &format!("/privacy/contacts/{contact}"))
         .json(&json!({ "display_name": "Alice Example", "email": "alice.old@example.com", "phone": "+46 70 111 22 33" }))
         .send()
         .await
@@ -537,15 +557,18 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         "46701112233",
         "alice ex",
     ] {
-        let found: Value = h
-            .api(Method::GET, &format!("/privacy/subjects?q={}", enc(q)))
-            .header("X-Contact-User", &dpo)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let found: Value = as_user(
+            &h,
+            &dpo,
+            Method::GET,
+            &format!("/privacy/subjects?q={}", enc(q)),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
         let ids: Vec<&str> = found
             .as_array()
             .unwrap()
@@ -556,32 +579,41 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     }
 
     // An address she had before is hers too: it is found through the audit log.
-    let moved = h
-        .api(Method::PATCH, &format!("/privacy/contacts/{contact}"))
-        .header("X-Contact-User", &agent)
-        .json(&json!({ "email": "alice@example.com" }))
-        .send()
-        .await
-        .unwrap();
+    let moved = as_user(
+        &h,
+        &agent,
+        Method::PATCH,
+        &format!("/privacy/contacts/{contact}"),
+    )
+    .json(&json!({ "email": "alice@example.com" }))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(moved.status(), 200);
-    let found: Value = h
-        .api(Method::GET, "/privacy/subjects?q=alice.old%40example.com")
-        .header("X-Contact-User", &dpo)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found: Value = as_user(
+        &h,
+        &dpo,
+        Method::GET,
+        "/privacy/subjects?q=alice.old%40example.com",
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(found[0]["id"], contact.as_str());
 
     // The export holds all of it, including who changed what.
-    let export = h
-        .api(Method::GET, &format!("/privacy/subjects/{contact}/export"))
-        .header("X-Contact-User", &dpo)
-        .send()
-        .await
-        .unwrap();
+    let export = as_user(
+        &h,
+        &dpo,
+        Method::GET,
+        &format!("/privacy/subjects/{contact}/export"),
+    )
+    .send()
+    .await
+    .unwrap();
     assert_eq!(export.status(), 200);
     assert!(
         export.headers()["content-disposition"]
@@ -608,30 +640,30 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     );
 
     // Anonymize: the confirmation must name the contact.
-    let wrong = h
-        .api(
-            Method::POST,
-            &format!("/privacy/subjects/{contact}/anonymize"),
-        )
-        .header("X-Contact-User", &dpo)
-        .json(&json!({ "confirm": "yes" }))
-        .send()
-        .await
-        .unwrap();
+    let wrong = as_user(
+        &h,
+        &dpo,
+        Method::POST,
+        &format!("/privacy/subjects/{contact}/anonymize"),
+    )
+    .json(&json!({ "confirm": "yes" }))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(wrong.status(), 400);
-    let report: Value = h
-        .api(
-            Method::POST,
-            &format!("/privacy/subjects/{contact}/anonymize"),
-        )
-        .header("X-Contact-User", &dpo)
-        .json(&json!({ "confirm": contact }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = as_user(
+        &h,
+        &dpo,
+        Method::POST,
+        &format!("/privacy/subjects/{contact}/anonymize"),
+    )
+    .json(&json!({ "confirm": contact }))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(report["messages"], 3);
     assert_eq!(report["identities"], 1);
 
@@ -647,9 +679,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     assert!(!hits.is_empty());
     assert_eq!(h.store.count("messages").await.unwrap(), 4);
     // Gone from search and export too.
-    let found: Value = h
-        .api(Method::GET, "/privacy/subjects?q=46701112233")
-        .header("X-Contact-User", &dpo)
+    let found: Value = as_user(&h, &dpo, Method::GET, "/privacy/subjects?q=46701112233")
         .send()
         .await
         .unwrap()
@@ -657,24 +687,25 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         .await
         .unwrap();
     assert_eq!(found, json!([]));
-    let export: Value = h
-        .api(Method::GET, &format!("/privacy/subjects/{contact}/export"))
-        .header("X-Contact-User", &dpo)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let export: Value = as_user(
+        &h,
+        &dpo,
+        Method::GET,
+        &format!("/privacy/subjects/{contact}/export"),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     let text = export.to_string();
     for s in secrets {
         assert!(!text.contains(s), "export still holds {s}");
     }
     assert!(export["contact"]["anonymized_at"].is_string());
     // The chain still verifies, and the anonymization is in it.
-    let verify: Value = h
-        .api(Method::GET, "/privacy/audit/verify")
-        .header("X-Contact-User", &dpo)
+    let verify: Value = as_user(&h, &dpo, Method::GET, "/privacy/audit/verify")
         .send()
         .await
         .unwrap()
@@ -690,16 +721,19 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
             .any(|e| e["action"] == "anonymize" && e["actor"] == dpo.as_str())
     );
     // User data goes only on explicit request; the agent's messages stay counted.
-    let gone: Value = h
-        .api(Method::POST, &format!("/privacy/users/{agent}/anonymize"))
-        .header("X-Contact-User", &dpo)
-        .json(&json!({ "confirm": agent }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let gone: Value = as_user(
+        &h,
+        &dpo,
+        Method::POST,
+        &format!("/privacy/users/{agent}/anonymize"),
+    )
+    .json(&json!({ "confirm": agent }))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert!(gone["audit_entries_redacted"].as_u64().unwrap() >= 3);
     let (_, hits) = columns_containing(&h.store, "agent@example.org").await;
     assert!(hits.is_empty(), "the agent's e-mail survives in {hits:?}");
@@ -715,26 +749,31 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
 async fn privacy_routes_need_the_dpo_role(db: Db) {
     let h = Harness::start(db, |_| {}).await;
     let agent = user(&h, "agent@example.org", "agent").await;
+    let admin = user(&h, "admin@example.org", "admin").await;
     let dpo = user(&h, "dpo@example.org", "dpo").await;
+    // The role is the session's: naming a DPO in X-Contact-User does not lend an agent, an
+    // admin or the API token the DPO's rights.
     let cases = [
-        (None, 403),
-        (Some(agent.as_str()), 403),
-        (Some("no-such-user"), 403),
-        (Some(dpo.as_str()), 200),
+        (
+            as_user(&h, &agent, Method::GET, "/privacy/audit/verify"),
+            403,
+        ),
+        (
+            as_user(&h, &admin, Method::GET, "/privacy/audit/verify"),
+            403,
+        ),
+        (h.api(Method::GET, "/privacy/audit/verify"), 403),
+        (as_user(&h, &dpo, Method::GET, "/privacy/audit/verify"), 200),
     ];
-    for (who, status) in cases {
-        let mut req = h.api(Method::GET, "/privacy/audit/verify");
-        if let Some(who) = who {
-            req = req.header("X-Contact-User", who);
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), status, "{who:?}");
+    for (i, (req, status)) in cases.into_iter().enumerate() {
+        let resp = req.header("X-Contact-User", &dpo).send().await.unwrap();
+        assert_eq!(resp.status(), status, "case {i}");
         if status == 403 {
             let body: Value = resp.json().await.unwrap();
-            assert_eq!(body["error"]["code"], "forbidden");
+            assert_eq!(body["error"]["code"], "forbidden", "case {i}");
         }
     }
-    // And the bearer token still guards them.
+    // Without a session or token: 401, header or not.
     let resp = h
         .http
         .get(format!("{}/api/v1/privacy/audit/verify", h.url))
@@ -743,21 +782,129 @@ async fn privacy_routes_need_the_dpo_role(db: Db) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    let bad = h
-        .api(Method::GET, "/privacy/subjects?q=")
-        .header("X-Contact-User", &dpo)
+    // A session's state change without its CSRF token is refused.
+    let resp = h
+        .http
+        .post(format!("{}/api/v1/privacy/retention/run", h.url))
+        .header("cookie", format!("contact_session=sid-{dpo}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let bad = as_user(&h, &dpo, Method::GET, "/privacy/subjects?q=")
         .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    let missing = h
-        .api(Method::POST, "/privacy/subjects/nope/anonymize")
-        .header("X-Contact-User", &dpo)
+    let missing = as_user(&h, &dpo, Method::POST, "/privacy/subjects/nope/anonymize")
         .json(&json!({ "confirm": "nope" }))
         .send()
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// Whatever `X-Contact-User` says, the audit log records the authenticated principal: the
+/// session's user, or `api` for the bearer token.
+async fn forged_actor_header_changes_nothing(db: Db) {
+    let h = Harness::start(db, |_| {}).await;
+    let admin = user(&h, "admin@example.org", "admin").await;
+    let dpo = user(&h, "dpo@example.org", "dpo").await;
+    let agent = user(&h, "agent@example.org", "agent").await;
+    let msg = inbound_text(ChannelType::Whatsapp, "46705550001", "f1", "Hi, Carol here");
+    assert_eq!(h.post_webhook("wa", &msg).await.0, 200);
+    let found: Value = as_user(&h, &dpo, Method::GET, "/privacy/subjects?q=46705550001")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let contact = found[0]["id"].as_str().unwrap().to_owned();
+
+    // A DPO naming the admin: the export and the anonymization are the DPO's.
+    let resp = as_user(
+        &h,
+        &dpo,
+        Method::GET,
+        &format!("/privacy/subjects/{contact}/export"),
+    )
+    .header("X-Contact-User", &admin)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    // An agent's contact edit naming the DPO, and the token's naming the admin.
+    let resp = as_user(
+        &h,
+        &agent,
+        Method::PATCH,
+        &format!("/privacy/contacts/{contact}"),
+    )
+    .header("X-Contact-User", &dpo)
+    .json(&json!({ "display_name": "Carol" }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = h
+        .api(Method::PATCH, &format!("/privacy/contacts/{contact}"))
+        .header("X-Contact-User", &admin)
+        .json(&json!({ "email": "carol@example.com" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = h
+        .api(Method::GET, "/privacy/contacts/export")
+        .header("X-Contact-User", &dpo)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = as_user(
+        &h,
+        &dpo,
+        Method::POST,
+        &format!("/privacy/subjects/{contact}/anonymize"),
+    )
+    .header("X-Contact-User", &admin)
+    .json(&json!({ "confirm": contact }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let entries = h.store.audit_entries(&AuditQuery::default()).await.unwrap();
+    let actor_of = |action: &str, attribute: &str| -> Vec<String> {
+        entries
+            .iter()
+            .filter(|e| e.action == action && e.attribute == attribute)
+            .map(|e| e.actor.clone())
+            .collect()
+    };
+    assert_eq!(
+        actor_of("export", "subject_access_export"),
+        vec![dpo.clone()]
+    );
+    assert_eq!(actor_of("update", "display_name"), vec![agent.clone()]);
+    assert_eq!(actor_of("update", "email"), vec!["api".to_owned()]);
+    assert_eq!(
+        actor_of("export", "contacts_export"),
+        vec!["api".to_owned()]
+    );
+    let anonymizers: Vec<&str> = entries
+        .iter()
+        .filter(|e| e.action == "anonymize")
+        .map(|e| e.actor.as_str())
+        .collect();
+    assert!(!anonymizers.is_empty());
+    assert!(anonymizers.iter().all(|a| *a == dpo), "{anonymizers:?}");
+    assert!(
+        entries.iter().all(|e| e.actor != admin),
+        "the admin never acted"
+    );
+    assert_eq!(h.store.verify_audit_chain().await.unwrap().broken, None);
 }
 
 async fn contact_import_and_export(db: Db) {
@@ -768,9 +915,7 @@ async fn contact_import_and_export(db: Db) {
                Bad Mail,bad-mail,,\n\
                Ben Import,,,SMS:46700000002;TELEGRAM:ben_t\n\
                Dup,,,WHATSAPP:46700000001\n";
-    let resp = h
-        .api(Method::POST, "/privacy/contacts/import")
-        .header("X-Contact-User", &admin)
+    let resp = as_user(&h, &admin, Method::POST, "/privacy/contacts/import")
         .header("content-type", "text/csv")
         .body(csv)
         .send()
@@ -791,16 +936,19 @@ async fn contact_import_and_export(db: Db) {
         { "display_name": "Cid", "identities": [{ "channel": "SMS", "identity": "46700000002" }] },
         { "display_name": "Dora", "email": "dora@example.com" },
     ]);
-    let report: Value = h
-        .api(Method::POST, "/privacy/contacts/import?format=json")
-        .header("X-Contact-User", &admin)
-        .json(&json_rows)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: Value = as_user(
+        &h,
+        &admin,
+        Method::POST,
+        "/privacy/contacts/import?format=json",
+    )
+    .json(&json_rows)
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
     assert_eq!(report["imported"][0]["row"], 2);
     assert_eq!(report["errors"][0]["row"], 1);
     assert!(
@@ -813,13 +961,16 @@ async fn contact_import_and_export(db: Db) {
     assert_eq!(h.store.count("contact_identities").await.unwrap(), 3);
 
     // Whole-file errors and all-invalid files.
-    let bad = h
-        .api(Method::POST, "/privacy/contacts/import?format=csv")
-        .header("X-Contact-User", &admin)
-        .body("name,mail\nA,b\n")
-        .send()
-        .await
-        .unwrap();
+    let bad = as_user(
+        &h,
+        &admin,
+        Method::POST,
+        "/privacy/contacts/import?format=csv",
+    )
+    .body("name,mail\nA,b\n")
+    .send()
+    .await
+    .unwrap();
     assert_eq!(bad.status(), 400);
     let body: Value = bad.json().await.unwrap();
     assert!(
@@ -828,13 +979,16 @@ async fn contact_import_and_export(db: Db) {
             .unwrap()
             .contains("unknown column `name`")
     );
-    let none = h
-        .api(Method::POST, "/privacy/contacts/import?format=csv")
-        .header("X-Contact-User", &admin)
-        .body("email\nnope\n")
-        .send()
-        .await
-        .unwrap();
+    let none = as_user(
+        &h,
+        &admin,
+        Method::POST,
+        "/privacy/contacts/import?format=csv",
+    )
+    .body("email\nnope\n")
+    .send()
+    .await
+    .unwrap();
     assert_eq!(none.status(), 422);
     assert_eq!(
         h.store.count("contacts").await.unwrap(),
@@ -854,23 +1008,24 @@ async fn contact_import_and_export(db: Db) {
     );
 
     // Export in both formats; the export is audited.
-    let csv_out = h
-        .api(Method::GET, "/privacy/contacts/export?format=csv")
-        .header("X-Contact-User", &admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let csv_out = as_user(
+        &h,
+        &admin,
+        Method::GET,
+        "/privacy/contacts/export?format=csv",
+    )
+    .send()
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
     assert!(
         csv_out.starts_with("id,display_name,email,phone,identities,created_at,anonymized_at\n")
     );
     assert!(csv_out.contains("Ann Import,ann@example.com,46700000001,WHATSAPP:46700000001"));
     assert!(csv_out.contains("SMS:46700000002;TELEGRAM:ben_t"));
-    let json_out: Value = h
-        .api(Method::GET, "/privacy/contacts/export")
-        .header("X-Contact-User", &admin)
+    let json_out: Value = as_user(&h, &admin, Method::GET, "/privacy/contacts/export")
         .send()
         .await
         .unwrap()

@@ -86,11 +86,9 @@ pub fn router(state: AppState) -> Router {
         .merge(conversation)
         .merge(directory)
         .merge(ui::api_routes())
-        // The DPO routes check their own role (dpo) against the acting user.
-        .merge(
-            crate::privacy::http::routes()
-                .route_layer(middleware::from_fn(session_names_the_actor)),
-        )
+        // The privacy routes check the role of the authenticated principal themselves (dpo;
+        // admin too for import, export and retention) and record it as the actor.
+        .merge(crate::privacy::http::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -161,29 +159,4 @@ async fn json_errors(request: Request, next: Next) -> Response {
             .insert(axum::http::header::ALLOW, allow);
     }
     rewritten
-}
-
-/// A browser session names the acting user itself: whatever `X-Contact-User` header the request
-/// carries is replaced by the session's user, so only the integrators' API token (which stands
-/// for no user) may name the user it acts for.
-async fn session_names_the_actor(mut request: Request, next: Next) -> Response {
-    let session_user = request
-        .extensions()
-        .get::<auth::Principal>()
-        .and_then(|p| p.user_id.clone());
-    if let Some(id) = session_user {
-        match axum::http::HeaderValue::from_str(&id) {
-            Ok(value) => {
-                request
-                    .headers_mut()
-                    .insert(crate::privacy::http::ACTOR_HEADER, value);
-            }
-            Err(_) => {
-                request
-                    .headers_mut()
-                    .remove(crate::privacy::http::ACTOR_HEADER);
-            }
-        }
-    }
-    next.run(request).await
 }

@@ -1,5 +1,8 @@
 //! The privacy routes: the DPO's `/api/v1/privacy/...`, contact import and export, and audited
-//! contact edits. They sit behind the same bearer-token guard as the rest of `/api/v1`.
+//! contact edits. They sit behind the same authentication as the rest of `/api/v1`
+//! ([`crate::http::auth::authenticate`]), and every handler takes the [`Principal`] that layer
+//! established: the acting user recorded in the audit log is the session's user (or
+//! [`API_ACTOR`] for the integrators' token), never something the request says about itself.
 
 use std::sync::Arc;
 
@@ -20,14 +23,15 @@ use super::retention::{RetentionJob, RetentionReport};
 use super::transfer::{self, Format, RowError};
 use crate::domain::Role;
 use crate::http::AppState;
+use crate::http::auth::Principal;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::storage::{
     self, AnonymizeReport, AuditQuery, ChainReport, ContactDetails, ContactInput, SubjectData,
     now_ms,
 };
 
-/// The header naming the acting user until login exists.
-pub const ACTOR_HEADER: &str = "x-contact-user";
+/// The actor recorded for the integrators' bearer token, which stands for no user.
+pub const API_ACTOR: &str = "api";
 
 /// Errors of the privacy routes.
 #[derive(Debug, thiserror::Error)]
@@ -75,16 +79,6 @@ pub fn routes() -> Router<AppState> {
         .route("/privacy/contacts/{id}", patch(update_contact))
 }
 
-/// The `X-Contact-User` header, documented once.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Header)]
-pub struct Actor {
-    /// Id of the acting user (role `dpo` for privacy routes).
-    #[serde(rename = "X-Contact-User")]
-    #[param(rename = "X-Contact-User")]
-    pub user: Option<String>,
-}
-
 /// The OpenAPI document of the privacy routes (merged into the runtime's).
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -95,39 +89,29 @@ pub struct Actor {
 )]
 pub struct PrivacyApiDoc;
 
-/// The acting user id from the header, if any.
-fn actor(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(ACTOR_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
+/// Who the audit log records for `who`: the signed-in user's id, or [`API_ACTOR`].
+pub fn actor_id(who: &Principal) -> String {
+    who.user_id.clone().unwrap_or_else(|| API_ACTOR.to_owned())
 }
 
-/// The acting user, who must hold one of `roles`.
-async fn require(state: &AppState, headers: &HeaderMap, roles: &[Role]) -> Result<String, Error> {
+/// The acting user, who must hold one of `roles`; returns the id to record in the audit log.
+///
+/// The role is the one [`crate::http::auth::authenticate`] read with the session (so a role
+/// change applies at the next request); the API token counts as admin and acts as
+/// [`API_ACTOR`]. Routes for the `dpo` role alone therefore need a signed-in DPO.
+pub fn require(who: &Principal, roles: &[Role]) -> Result<String, Error> {
+    if roles.contains(&who.role) {
+        return Ok(actor_id(who));
+    }
     let names = roles
         .iter()
         .map(|r| r.as_str())
         .collect::<Vec<_>>()
         .join(" or ");
-    let Some(id) = actor(headers) else {
-        return Err(Error::Forbidden(format!(
-            "name the acting user in the X-Contact-User header (role {names} required)"
-        )));
-    };
-    match state.store.user(&id).await {
-        Ok(u) if roles.contains(&u.role) => Ok(id),
-        Ok(u) => Err(Error::Forbidden(format!(
-            "user `{id}` has role {}, {names} required",
-            u.role
-        ))),
-        Err(storage::Error::NotFound { .. }) => {
-            Err(Error::Forbidden(format!("user `{id}` does not exist")))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Err(Error::Forbidden(match &who.user_id {
+        Some(id) => format!("user `{id}` has role {}, {names} required", who.role),
+        None => format!("the API token stands for no user; sign in as a user with role {names}"),
+    }))
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Error> {
@@ -144,14 +128,14 @@ pub struct SearchQuery {
 }
 
 /// `GET /api/v1/privacy/subjects?q=`: the contacts `q` names, with their details.
-#[utoipa::path(get, path = "/api/v1/privacy/subjects", tag = "privacy", params(SearchQuery, Actor),
-    responses((status = 200, body = Vec<ContactDetails>), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/privacy/subjects", tag = "privacy", params(SearchQuery),
+    responses((status = 200, body = Vec<ContactDetails>), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     q: Result<Query<SearchQuery>, QueryRejection>,
 ) -> Result<Json<Vec<ContactDetails>>, Error> {
-    require(&state, &headers, &[Role::Dpo]).await?;
+    require(&who, &[Role::Dpo])?;
     let q = query(q)?;
     if q.q.trim().is_empty() {
         return Err(ApiError::bad_request("invalid_query", "q must not be empty").into());
@@ -165,27 +149,27 @@ pub async fn search(
 
 /// `GET /api/v1/privacy/subjects/{id}`: everything stored about one contact.
 #[utoipa::path(get, path = "/api/v1/privacy/subjects/{id}", tag = "privacy",
-    params(("id" = String, Path, description = "Contact id"), Actor),
-    responses((status = 200, body = SubjectData), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Contact id")),
+    responses((status = 200, body = SubjectData), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn subject(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<SubjectData>, Error> {
-    require(&state, &headers, &[Role::Dpo]).await?;
+    require(&who, &[Role::Dpo])?;
     Ok(Json(state.store.subject_data(&id).await?))
 }
 
 /// `GET /api/v1/privacy/subjects/{id}/export`: the same as a JSON download, audited.
 #[utoipa::path(get, path = "/api/v1/privacy/subjects/{id}/export", tag = "privacy",
-    params(("id" = String, Path, description = "Contact id"), Actor),
-    responses((status = 200, description = "Attachment `subject-<id>.json`", body = SubjectData), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Contact id")),
+    responses((status = 200, description = "Attachment `subject-<id>.json`", body = SubjectData), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn export_subject(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
-    let actor = require(&state, &headers, &[Role::Dpo]).await?;
+    let actor = require(&who, &[Role::Dpo])?;
     let data = state.store.subject_data(&id).await?;
     state
         .store
@@ -228,15 +212,15 @@ pub struct AnonymizeRequest {
 /// `POST /api/v1/privacy/subjects/{id}/anonymize`: replaces every piece of the contact's
 /// personal data in one audited, irreversible transaction.
 #[utoipa::path(post, path = "/api/v1/privacy/subjects/{id}/anonymize", tag = "privacy",
-    params(("id" = String, Path, description = "Contact id"), Actor), request_body = AnonymizeRequest,
-    responses((status = 200, body = AnonymizeReport), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "Contact id")), request_body = AnonymizeRequest,
+    responses((status = 200, body = AnonymizeReport), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn anonymize(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<AnonymizeReport>, Error> {
-    let actor = require(&state, &headers, &[Role::Dpo]).await?;
+    let actor = require(&who, &[Role::Dpo])?;
     let req: AnonymizeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     if req.confirm != id {
@@ -263,16 +247,16 @@ pub struct UserAnonymizeReport {
 /// `POST /api/v1/privacy/users/{id}/anonymize`: erases a user's name, e-mail and password on
 /// explicit request (user data is otherwise kept); the user can no longer log in.
 #[utoipa::path(post, path = "/api/v1/privacy/users/{id}/anonymize", tag = "privacy",
-    params(("id" = String, Path, description = "User id"), Actor), request_body = AnonymizeRequest,
+    params(("id" = String, Path, description = "User id")), request_body = AnonymizeRequest,
     responses((status = 200, body = UserAnonymizeReport), (status = 400, body = ErrorBody),
-        (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn anonymize_user(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<UserAnonymizeReport>, Error> {
-    let actor = require(&state, &headers, &[Role::Dpo]).await?;
+    let actor = require(&who, &[Role::Dpo])?;
     let req: AnonymizeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     if req.confirm != id {
@@ -302,14 +286,14 @@ pub struct AuditParams {
 }
 
 /// `GET /api/v1/privacy/audit`: audit entries in order.
-#[utoipa::path(get, path = "/api/v1/privacy/audit", tag = "privacy", params(AuditParams, Actor),
-    responses((status = 200, body = Vec<StoredEntry>), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/privacy/audit", tag = "privacy", params(AuditParams),
+    responses((status = 200, body = Vec<StoredEntry>), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
 pub async fn audit(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     q: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<Vec<StoredEntry>>, Error> {
-    require(&state, &headers, &[Role::Dpo]).await?;
+    require(&who, &[Role::Dpo])?;
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -332,24 +316,24 @@ pub async fn audit(
 }
 
 /// `GET /api/v1/privacy/audit/verify`: checks the hash chain; names the first broken entry.
-#[utoipa::path(get, path = "/api/v1/privacy/audit/verify", tag = "privacy", params(Actor),
-    responses((status = 200, body = ChainReport), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/privacy/audit/verify", tag = "privacy",
+    responses((status = 200, body = ChainReport), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
 pub async fn verify(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
 ) -> Result<Json<ChainReport>, Error> {
-    require(&state, &headers, &[Role::Dpo]).await?;
+    require(&who, &[Role::Dpo])?;
     Ok(Json(state.store.verify_audit_chain().await?))
 }
 
 /// `POST /api/v1/privacy/retention/run`: runs the retention job now (role `dpo` or `admin`).
-#[utoipa::path(post, path = "/api/v1/privacy/retention/run", tag = "privacy", params(Actor),
-    responses((status = 200, body = RetentionReport), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/privacy/retention/run", tag = "privacy",
+    responses((status = 200, body = RetentionReport), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
 pub async fn run_retention(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
 ) -> Result<Json<RetentionReport>, Error> {
-    require(&state, &headers, &[Role::Dpo, Role::Admin]).await?;
+    require(&who, &[Role::Dpo, Role::Admin])?;
     let job = RetentionJob::new(
         state.store.clone(),
         Arc::new(SystemClock),
@@ -388,16 +372,17 @@ pub struct ImportReport {
 /// and reports every invalid one. 200 when at least one row was imported or there were none to
 /// import, 422 when every row was refused, 400 when the file cannot be read. Role `dpo` or
 /// `admin`.
-#[utoipa::path(post, path = "/api/v1/privacy/contacts/import", tag = "privacy", params(FormatQuery, Actor),
+#[utoipa::path(post, path = "/api/v1/privacy/contacts/import", tag = "privacy", params(FormatQuery),
     request_body(content = String, description = "CSV (header: any of display_name, email, phone, identities) or a JSON array of ContactInput", content_type = "text/csv"),
-    responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody), (status = 422, description = "No row could be imported", body = ImportReport)))]
+    responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 422, description = "No row could be imported", body = ImportReport)))]
 pub async fn import_contacts(
     State(state): State<AppState>,
+    who: Principal,
     headers: HeaderMap,
     q: Result<Query<FormatQuery>, QueryRejection>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ImportReport>), Error> {
-    let actor = require(&state, &headers, &[Role::Dpo, Role::Admin]).await?;
+    let actor = require(&who, &[Role::Dpo, Role::Admin])?;
     let q = query(q)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -446,14 +431,14 @@ pub async fn import_contacts(
 
 /// `GET /api/v1/privacy/contacts/export?format=csv|json`: every contact with its details,
 /// audited as one export. Role `dpo` or `admin`.
-#[utoipa::path(get, path = "/api/v1/privacy/contacts/export", tag = "privacy", params(FormatQuery, Actor),
-    responses((status = 200, description = "JSON array, or CSV with `?format=csv`", body = Vec<ContactDetails>), (status = 403, description = "No X-Contact-User header, or the user lacks the role", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/privacy/contacts/export", tag = "privacy", params(FormatQuery),
+    responses((status = 200, description = "JSON array, or CSV with `?format=csv`", body = Vec<ContactDetails>), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
 pub async fn export_contacts(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     q: Result<Query<FormatQuery>, QueryRejection>,
 ) -> Result<Response, Error> {
-    let actor = require(&state, &headers, &[Role::Dpo, Role::Admin]).await?;
+    let actor = require(&who, &[Role::Dpo, Role::Admin])?;
     let q = query(q)?;
     let contacts = state.store.all_contact_details().await?;
     state
@@ -481,19 +466,19 @@ pub async fn export_contacts(
 }
 
 /// `PATCH /api/v1/privacy/contacts/{id}`: sets a contact's name, e-mail or phone (an empty
-/// string clears one) and adds identities; every changed attribute is audited as the
-/// `X-Contact-User` (or `api`).
+/// string clears one) and adds identities; every changed attribute is audited as the signed-in
+/// user (or `api` for the API token).
 #[utoipa::path(patch, path = "/api/v1/privacy/contacts/{id}", tag = "privacy",
-    params(("id" = String, Path, description = "Contact id"), Actor), request_body = ContactInput,
+    params(("id" = String, Path, description = "Contact id")), request_body = ContactInput,
     responses((status = 200, body = ContactDetails), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "An identity belongs to another contact", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update_contact(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<ContactDetails>, Error> {
-    let actor = actor(&headers).unwrap_or_else(|| "api".to_owned());
+    let actor = actor_id(&who);
     let raw: ContactInput = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
     // Validate like an import row, but keep "clear this field" (an empty string) apart from

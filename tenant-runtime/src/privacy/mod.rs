@@ -7,10 +7,10 @@
 //! scheduled job), [`http`] (the `/api/v1/privacy` routes) and [`clock`] (the injectable clock).
 //! The SQL lives in `storage/audit.rs` and `storage/privacy.rs`.
 //!
-//! Who is acting: until login exists, API callers name themselves with the `X-Contact-User`
-//! header (a user id, trusted because the bearer token already admitted the caller). Privacy
-//! routes require that user to hold the `dpo` role; other audited routes record the id, or
-//! `api` when the header is absent.
+//! Who is acting: the authenticated principal of the request (`http::auth::Principal`), taken
+//! from the session, never from a header. Privacy routes require the `dpo` role (import,
+//! export and retention also `admin`); audited writes record the user id, or `api` for the
+//! integrators' bearer token, which stands for no user.
 
 pub mod anonymize;
 pub mod audit;
