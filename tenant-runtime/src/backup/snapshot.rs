@@ -9,8 +9,16 @@
 //! snapshot as well (writers go on and are not seen), rows as `json_object`, and loads them with
 //! `json_extract`. Tables are discovered from the catalog, so tables other branches add are
 //! included without changes here.
+//!
+//! Both directions stream: [`write_dump`] writes each row as the database returns it, and
+//! [`load_from`] reads rows one at a time and inserts them in batches of [`LOAD_BATCH`], so
+//! memory does not grow with the database. [`Dump`] (everything in memory) remains for tests
+//! and comparisons.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Write};
+
+use futures::TryStreamExt;
 
 use serde::{Deserialize, Serialize};
 // Identifiers in the dynamic SQL below come from the database's own catalog and are quoted.
@@ -22,7 +30,7 @@ use crate::storage::Store;
 /// Dump format version.
 pub const DUMP_FORMAT: u32 = 1;
 /// Rows per insert statement on load.
-const LOAD_BATCH: usize = 500;
+pub const LOAD_BATCH: usize = 500;
 
 /// The first line of a dump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,38 +81,15 @@ impl Dump {
 
     /// Parses JSON Lines.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, Error> {
-        let mut lines = bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty());
-        let header: DumpHeader = serde_json::from_slice(
-            lines
-                .next()
-                .ok_or_else(|| Error::Format("empty dump".to_owned()))?,
-        )
-        .map_err(|e| Error::Format(format!("header: {e}")))?;
-        if header.format != DUMP_FORMAT {
-            return Err(Error::Format(format!(
-                "dump format {} (this build reads {DUMP_FORMAT})",
-                header.format
-            )));
-        }
-        let known: BTreeSet<&String> = header.tables.iter().collect();
+        let mut reader = DumpReader::new(bytes)?;
         let mut rows: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-        for (i, line) in lines.enumerate() {
-            #[derive(Deserialize)]
-            struct Line {
-                t: String,
-                r: serde_json::Value,
-            }
-            let l: Line = serde_json::from_slice(line)
-                .map_err(|e| Error::Format(format!("row line {}: {e}", i + 2)))?;
-            if !known.contains(&l.t) || !l.r.is_object() {
-                return Err(Error::Format(format!(
-                    "row line {}: bad table or row",
-                    i + 2
-                )));
-            }
-            rows.entry(l.t).or_default().push(l.r);
+        while let Some((t, r)) = reader.next_row()? {
+            rows.entry(t).or_default().push(r);
         }
-        Ok(Self { header, rows })
+        Ok(Self {
+            header: reader.header().clone(),
+            rows,
+        })
     }
 
     /// Every row as a sorted list of `table<TAB>row JSON` lines: equal for equal contents.
@@ -120,6 +105,120 @@ impl Dump {
         out.sort();
         out
     }
+}
+
+/// Reads a dump line by line: the header first, then one row at a time. Rows must come grouped
+/// by table in the header's order (as [`write_dump`] writes them).
+pub struct DumpReader<R: BufRead> {
+    inner: R,
+    header: DumpHeader,
+    line: Vec<u8>,
+    line_no: u64,
+    table: usize,
+}
+
+impl<R: BufRead> DumpReader<R> {
+    /// Reads and checks the header line.
+    pub fn new(inner: R) -> Result<Self, Error> {
+        let mut reader = Self {
+            inner,
+            header: DumpHeader {
+                format: DUMP_FORMAT,
+                database: String::new(),
+                schema_version: 0,
+                tables: Vec::new(),
+            },
+            line: Vec::new(),
+            line_no: 0,
+            table: 0,
+        };
+        if !reader.read_line()? {
+            return Err(Error::Format("empty dump".to_owned()));
+        }
+        let header: DumpHeader = serde_json::from_slice(&reader.line)
+            .map_err(|e| Error::Format(format!("header: {e}")))?;
+        if header.format != DUMP_FORMAT {
+            return Err(Error::Format(format!(
+                "dump format {} (this build reads {DUMP_FORMAT})",
+                header.format
+            )));
+        }
+        reader.header = header;
+        Ok(reader)
+    }
+
+    /// The header.
+    pub fn header(&self) -> &DumpHeader {
+        &self.header
+    }
+
+    /// The next non-empty line into `self.line`; false at the end.
+    fn read_line(&mut self) -> Result<bool, Error> {
+        loop {
+            self.line.clear();
+            let n = self
+                .inner
+                .read_until(b'\n', &mut self.line)
+                .map_err(|e| super::stream::backup_error(e, "reading the dump"))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.line_no += 1;
+            if self.line.last() == Some(&b'\n') {
+                self.line.pop();
+            }
+            if !self.line.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// The next row and its table, or `None` at the end of the dump.
+    pub fn next_row(&mut self) -> Result<Option<(String, serde_json::Value)>, Error> {
+        #[derive(Deserialize)]
+        struct Line {
+            t: String,
+            r: serde_json::Value,
+        }
+        if !self.read_line()? {
+            return Ok(None);
+        }
+        let n = self.line_no;
+        let l: Line = serde_json::from_slice(&self.line)
+            .map_err(|e| Error::Format(format!("row line {n}: {e}")))?;
+        // Tables only move forward: each is one contiguous run, in load order.
+        let Some(i) = self.header.tables[self.table..]
+            .iter()
+            .position(|t| *t == l.t)
+        else {
+            return Err(Error::Format(format!(
+                "row line {n}: table `{}` is unknown or out of order",
+                l.t
+            )));
+        };
+        if !l.r.is_object() {
+            return Err(Error::Format(format!(
+                "row line {n}: the row is not an object"
+            )));
+        }
+        self.table += i;
+        Ok(Some((l.t, l.r)))
+    }
+}
+
+/// Reads every row of `reader` and counts them per table, without a database: the check that
+/// precedes a restore.
+pub fn count_rows<R: BufRead>(reader: &mut DumpReader<R>) -> Result<BTreeMap<String, u64>, Error> {
+    let mut counts: BTreeMap<String, u64> = reader
+        .header()
+        .tables
+        .iter()
+        .map(|t| (t.clone(), 0))
+        .collect();
+    while let Some((t, _)) = reader.next_row()? {
+        *counts.entry(t).or_default() += 1;
+    }
+    Ok(counts)
 }
 
 /// JSON with object keys sorted (serde_json's map is ordered by key without `preserve_order`).
@@ -222,11 +321,42 @@ pub async fn schema_version(store: &Store) -> Result<i64, Error> {
     Ok(catalog(store).await?.2)
 }
 
-/// Reads every row of every table in one consistent snapshot, on a live database.
-pub async fn dump(store: &Store) -> Result<Dump, Error> {
+/// What [`write_dump`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DumpSummary {
+    /// The header line.
+    pub header: DumpHeader,
+    /// Rows per table.
+    pub counts: BTreeMap<String, u64>,
+}
+
+/// Writes one row line. The row is the database's own JSON text, not re-parsed: the line is
+/// assembled around it.
+fn write_row(out: &mut impl Write, table_json: &str, row: &str) -> Result<(), Error> {
+    let io = |e: std::io::Error| Error::Format(format!("writing the dump: {e}"));
+    out.write_all(b"{\"t\":").map_err(io)?;
+    out.write_all(table_json.as_bytes()).map_err(io)?;
+    out.write_all(b",\"r\":").map_err(io)?;
+    out.write_all(row.as_bytes()).map_err(io)?;
+    out.write_all(b"}\n").map_err(io)
+}
+
+/// Streams every row of every table, read in one consistent snapshot on a live database, into
+/// `out` as JSON Lines. Holds one row at a time.
+pub async fn write_dump(store: &Store, out: &mut impl Write) -> Result<DumpSummary, Error> {
     let (tables, refs, schema_version) = catalog(store).await?;
     let order = load_order(&tables, &refs)?;
-    let mut rows = BTreeMap::new();
+    let header = DumpHeader {
+        format: DUMP_FORMAT,
+        database: backend_name(store).to_owned(),
+        schema_version,
+        tables: order.clone(),
+    };
+    let mut line = serde_json::to_vec(&header).map_err(|e| Error::Format(e.to_string()))?;
+    line.push(b'\n');
+    out.write_all(&line)
+        .map_err(|e| Error::Format(format!("writing the dump: {e}")))?;
+    let mut counts = BTreeMap::new();
     match store {
         Store::Sqlite(pool) => {
             let mut tx = pool.begin().await?;
@@ -245,10 +375,16 @@ pub async fn dump(store: &Store) -> Result<Dump, Error> {
                     "SELECT json_object({pairs}) FROM {} ORDER BY rowid",
                     quote(t)
                 );
-                let texts: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                rows.insert(t.clone(), parse_rows(t, texts)?);
+                let table_json = serde_json::Value::String(t.clone()).to_string();
+                let mut n = 0u64;
+                let mut rows =
+                    sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str())).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    write_row(out, &table_json, &row)?;
+                    n += 1;
+                }
+                drop(rows);
+                counts.insert(t.clone(), n);
             }
             tx.commit().await?;
         }
@@ -259,30 +395,29 @@ pub async fn dump(store: &Store) -> Result<Dump, Error> {
                 .await?;
             for t in &order {
                 let sql = format!("SELECT row_to_json(x)::text FROM {} x", quote(t));
-                let texts: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
-                    .fetch_all(&mut *tx)
-                    .await?;
-                rows.insert(t.clone(), parse_rows(t, texts)?);
+                let table_json = serde_json::Value::String(t.clone()).to_string();
+                let mut n = 0u64;
+                let mut rows =
+                    sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str())).fetch(&mut *tx);
+                while let Some(row) = rows.try_next().await? {
+                    write_row(out, &table_json, &row)?;
+                    n += 1;
+                }
+                drop(rows);
+                counts.insert(t.clone(), n);
             }
             tx.commit().await?;
         }
     }
-    Ok(Dump {
-        header: DumpHeader {
-            format: DUMP_FORMAT,
-            database: backend_name(store).to_owned(),
-            schema_version,
-            tables: order,
-        },
-        rows,
-    })
+    Ok(DumpSummary { header, counts })
 }
 
-fn parse_rows(table: &str, texts: Vec<String>) -> Result<Vec<serde_json::Value>, Error> {
-    texts
-        .into_iter()
-        .map(|t| serde_json::from_str(&t).map_err(|e| Error::Format(format!("{table}: {e}"))))
-        .collect()
+/// Reads every row of every table in one consistent snapshot into memory (tests, comparisons;
+/// backups stream with [`write_dump`]).
+pub async fn dump(store: &Store) -> Result<Dump, Error> {
+    let mut bytes = Vec::new();
+    write_dump(store, &mut bytes).await?;
+    Dump::from_bytes(&bytes)
 }
 
 /// `sqlite` or `postgres`.
@@ -324,15 +459,76 @@ pub async fn data_rows(store: &Store) -> Result<u64, Error> {
     Ok(n)
 }
 
-/// Replaces every row of every table of `store` with the rows of `dump`, in one transaction.
-pub async fn load(store: &Store, dump: &Dump) -> Result<(), Error> {
+/// Replaces every row of every table of `store` with the rows of `dump`, in one transaction
+/// (the in-memory form of [`load_from`]).
+pub async fn load(store: &Store, dump: &Dump) -> Result<BTreeMap<String, u64>, Error> {
+    let mut rows = dump
+        .header
+        .tables
+        .iter()
+        .flat_map(|t| dump.rows.get(t).into_iter().flatten().map(move |r| (t, r)));
+    load_rows(
+        store,
+        &dump.header.tables,
+        || Ok(rows.next().map(|(t, r)| (t.clone(), r.clone()))),
+        |_| Ok(()),
+    )
+    .await
+}
+
+/// Replaces every row of every table of `store` with the rows `reader` yields, in one
+/// transaction, holding one batch of rows at a time. `check` sees the row counts after the last
+/// row and before the commit: an error from it, from the reader (a chunk that fails
+/// authentication, a truncated file) or from the database rolls everything back.
+pub async fn load_from<R: BufRead>(
+    store: &Store,
+    reader: &mut DumpReader<R>,
+    check: impl FnOnce(&BTreeMap<String, u64>) -> Result<(), Error>,
+) -> Result<BTreeMap<String, u64>, Error> {
+    let tables = reader.header().tables.clone();
+    load_rows(store, &tables, || reader.next_row(), check).await
+}
+
+/// Inserts the rows of `next` batch by batch: a batch ends at [`LOAD_BATCH`] rows or where the
+/// table changes. `$insert` runs one batch (table, JSON array text).
+macro_rules! load_batches {
+    ($next:expr, $counts:expr, |$t:ident, $batch:ident| $insert:expr) => {{
+        let mut rows: Vec<serde_json::Value> = Vec::with_capacity(LOAD_BATCH);
+        let mut table: Option<String> = None;
+        loop {
+            let row = $next()?;
+            let ends = match (&row, &table) {
+                (Some((t, _)), Some(current)) => t != current || rows.len() == LOAD_BATCH,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if ends && !rows.is_empty() {
+                let $batch = serde_json::Value::Array(std::mem::take(&mut rows)).to_string();
+                let $t: &str = table.as_deref().unwrap_or_default();
+                $insert;
+            }
+            let Some((t, r)) = row else { break };
+            *$counts.entry(t.clone()).or_insert(0u64) += 1;
+            table = Some(t);
+            rows.push(r);
+        }
+    }};
+}
+
+async fn load_rows(
+    store: &Store,
+    dump_tables: &[String],
+    mut next: impl FnMut() -> Result<Option<(String, serde_json::Value)>, Error>,
+    check: impl FnOnce(&BTreeMap<String, u64>) -> Result<(), Error>,
+) -> Result<BTreeMap<String, u64>, Error> {
     let (tables, refs, _) = catalog(store).await?;
     let order = load_order(&tables, &refs)?;
-    for t in &dump.header.tables {
+    for t in dump_tables {
         if !tables.contains(t) {
             return Err(Error::Format(format!("table `{t}` does not exist here")));
         }
     }
+    let mut counts: BTreeMap<String, u64> = dump_tables.iter().map(|t| (t.clone(), 0)).collect();
     match store {
         Store::Sqlite(pool) => {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -344,33 +540,35 @@ pub async fn load(store: &Store, dump: &Dump) -> Result<(), Error> {
                     .execute(&mut *tx)
                     .await?;
             }
-            for t in &order {
-                let Some(rows) = dump.rows.get(t) else {
-                    continue;
-                };
-                let cols: Vec<String> =
-                    sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
-                        .bind(t)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                let names = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-                let values = cols
-                    .iter()
-                    .map(|c| format!("json_extract(value, '$.\"{}\"')", c.replace('\'', "''")))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "INSERT INTO {} ({names}) SELECT {values} FROM json_each($1)",
-                    quote(t)
-                );
-                for chunk in rows.chunks(LOAD_BATCH) {
-                    let batch = serde_json::Value::Array(chunk.to_vec()).to_string();
-                    sqlx::query(AssertSqlSafe(sql.as_str()))
-                        .bind(batch)
-                        .execute(&mut *tx)
-                        .await?;
+            let mut statements: BTreeMap<String, String> = BTreeMap::new();
+            load_batches!(next, counts, |t, batch| {
+                if !statements.contains_key(t) {
+                    let cols: Vec<String> =
+                        sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                            .bind(t)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                    let names = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
+                    let values = cols
+                        .iter()
+                        .map(|c| format!("json_extract(value, '$.\"{}\"')", c.replace('\'', "''")))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    statements.insert(
+                        t.to_owned(),
+                        format!(
+                            "INSERT INTO {} ({names}) SELECT {values} FROM json_each($1)",
+                            quote(t)
+                        ),
+                    );
                 }
-            }
+                let sql = &statements[t];
+                sqlx::query(AssertSqlSafe(sql.as_str()))
+                    .bind(batch)
+                    .execute(&mut *tx)
+                    .await?;
+            });
+            check(&counts)?;
             tx.commit().await?;
         }
         Store::Postgres(pool) => {
@@ -385,22 +583,17 @@ pub async fn load(store: &Store, dump: &Dump) -> Result<(), Error> {
                     .execute(&mut *tx)
                     .await?;
             }
-            for t in &order {
-                let Some(rows) = dump.rows.get(t) else {
-                    continue;
-                };
+            load_batches!(next, counts, |t, batch| {
                 let sql = format!(
                     "INSERT INTO {q} OVERRIDING SYSTEM VALUE SELECT * FROM json_populate_recordset(NULL::{q}, $1::json)",
                     q = quote(t)
                 );
-                for chunk in rows.chunks(LOAD_BATCH) {
-                    let batch = serde_json::Value::Array(chunk.to_vec()).to_string();
-                    sqlx::query(AssertSqlSafe(sql.as_str()))
-                        .bind(batch)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
+                sqlx::query(AssertSqlSafe(sql.as_str()))
+                    .bind(batch)
+                    .execute(&mut *tx)
+                    .await?;
+            });
+            check(&counts)?;
             // Identity and serial columns continue after the restored ids.
             let seqs = sqlx::query(
                 "SELECT table_name::text, column_name::text FROM information_schema.columns \
@@ -424,7 +617,7 @@ pub async fn load(store: &Store, dump: &Dump) -> Result<(), Error> {
             tx.commit().await?;
         }
     }
-    Ok(())
+    Ok(counts)
 }
 
 #[cfg(test)]
