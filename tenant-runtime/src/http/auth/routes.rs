@@ -46,7 +46,7 @@ pub fn home(role: Role) -> &'static str {
     match role {
         Role::Admin => "/admin",
         Role::Agent => "/workspace",
-        Role::Dpo => "/account",
+        Role::Dpo => "/dpo",
     }
 }
 

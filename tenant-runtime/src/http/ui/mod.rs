@@ -1,4 +1,5 @@
-//! The web UI: the Workspace (agents), the Configurator (admins), login and invite pages.
+//! The web UI: the Workspace (agents), the Configurator (admins), the data protection page
+//! (DPOs), login and invite pages.
 //!
 //! The sources in `tenant-runtime/ui/` are plain HTML, CSS and framework-free ES modules,
 //! embedded into the binary with `include_str!`: no Node toolchain builds or serves them, and a
@@ -58,6 +59,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "text/javascript; charset=utf-8",
         include_str!("../../../ui/admin.js"),
     ),
+    (
+        "dpo.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../../ui/dpo.js"),
+    ),
 ];
 
 const LOGIN_HTML: &str = include_str!("../../../ui/login.html");
@@ -65,6 +71,7 @@ const INVITE_HTML: &str = include_str!("../../../ui/invite.html");
 const WORKSPACE_HTML: &str = include_str!("../../../ui/workspace.html");
 const ADMIN_HTML: &str = include_str!("../../../ui/admin.html");
 const ACCOUNT_HTML: &str = include_str!("../../../ui/account.html");
+const DPO_HTML: &str = include_str!("../../../ui/dpo.html");
 const FORBIDDEN_HTML: &str = include_str!("../../../ui/forbidden.html");
 
 fn page(status: StatusCode, body: &'static str) -> Response {
@@ -146,6 +153,10 @@ async fn account_page(State(state): State<AppState>, headers: HeaderMap) -> Resp
     .await
 }
 
+async fn dpo_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    guarded(&state, &headers, &[Role::Dpo], DPO_HTML).await
+}
+
 async fn asset(Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, ctype, body)) => {
@@ -172,6 +183,7 @@ pub fn pages() -> Router<AppState> {
         .route("/workspace", get(workspace_page))
         .route("/admin", get(admin_page))
         .route("/account", get(account_page))
+        .route("/dpo", get(dpo_page))
         .route("/ui/{name}", get(asset))
         .layer(CompressionLayer::new())
 }
