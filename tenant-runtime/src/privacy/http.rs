@@ -509,3 +509,44 @@ pub async fn update_contact(
             .await?,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::auth::Via;
+
+    fn principal(user_id: Option<&str>, role: Role) -> Principal {
+        Principal {
+            user_id: user_id.map(str::to_owned),
+            role,
+            display_name: "x".to_owned(),
+            via: match user_id {
+                Some(_) => Via::Session {
+                    id_hash: "h".to_owned(),
+                    csrf_token: "c".to_owned(),
+                },
+                None => Via::ApiToken,
+            },
+        }
+    }
+
+    #[test]
+    fn the_principal_is_the_actor_and_its_role_decides() {
+        let dpo = principal(Some("u-dpo"), Role::Dpo);
+        assert_eq!(require(&dpo, &[Role::Dpo]).unwrap(), "u-dpo");
+        let agent = principal(Some("u-agent"), Role::Agent);
+        let err = require(&agent, &[Role::Dpo]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("u-agent` has role agent, dpo required")
+        );
+        let token = principal(None, Role::Admin);
+        assert_eq!(
+            require(&token, &[Role::Dpo, Role::Admin]).unwrap(),
+            API_ACTOR
+        );
+        let err = require(&token, &[Role::Dpo]).unwrap_err();
+        assert!(err.to_string().contains("stands for no user"), "{err}");
+        assert_eq!(actor_id(&agent), "u-agent");
+    }
+}
