@@ -76,8 +76,16 @@ fn main() {
         ]);
         // Both restores must have produced the source's rows.
         let expected = rt.block_on(canonical(&source));
-        assert_eq!(rt.block_on(canonical(&s_target)), expected, "streaming restore");
-        assert_eq!(rt.block_on(canonical(&m_target)), expected, "in-memory restore");
+        assert_eq!(
+            rt.block_on(canonical(&s_target)),
+            expected,
+            "streaming restore"
+        );
+        assert_eq!(
+            rt.block_on(canonical(&m_target)),
+            expected,
+            "in-memory restore"
+        );
         let idle_kib = idle.peak_kib;
         runs.push(("idle (connect, one query)".into(), idle));
         runs.push(("backup, streaming".into(), streamed));
@@ -322,7 +330,10 @@ async fn generate(url: &str, messages: u64) -> u64 {
             .unwrap();
         }
     }
-    assert_eq!(store.count("messages").await.unwrap() as u64, messages.max(CONVERSATIONS));
+    assert_eq!(
+        store.count("messages").await.unwrap() as u64,
+        messages.max(CONVERSATIONS)
+    );
     let mut sink = CountingSink(0);
     snapshot::write_dump(&store, &mut sink).await.expect("dump");
     store.close().await;
