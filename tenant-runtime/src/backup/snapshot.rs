@@ -675,4 +675,31 @@ mod tests {
         assert_eq!(back.counts()["b"], 0);
         assert!(Dump::from_bytes(b"{}\n").is_err());
     }
+
+    #[test]
+    fn readers_count_rows_and_refuse_disorder() {
+        let header = r#"{"format":1,"database":"sqlite","schemaVersion":1,"tables":["a","b"]}"#;
+        let good = format!(
+            "{header}\n{{\"t\":\"a\",\"r\":{{}}}}\n\n{{\"t\":\"b\",\"r\":{{}}}}\n{{\"t\":\"b\",\"r\":{{}}}}\n"
+        );
+        let counts = count_rows(&mut DumpReader::new(good.as_bytes()).unwrap()).unwrap();
+        assert_eq!(counts, [("a".to_owned(), 1), ("b".to_owned(), 2)].into());
+        for (bad, why) in [
+            (
+                r#"{"t":"b","r":{}}
+{"t":"a","r":{}}"#,
+                "out of order",
+            ),
+            (r#"{"t":"c","r":{}}"#, "unknown"),
+            (r#"{"t":"a","r":[1]}"#, "not an object"),
+            (r#"{"t":"a""#, "row line 2"),
+        ] {
+            let text = format!("{header}\n{bad}\n");
+            let err = count_rows(&mut DumpReader::new(text.as_bytes()).unwrap()).unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+        }
+        assert!(DumpReader::new(&b""[..]).is_err());
+        let newer = r#"{"format":9,"database":"sqlite","schemaVersion":1,"tables":[]}"#;
+        assert!(DumpReader::new(newer.as_bytes()).is_err());
+    }
 }
