@@ -129,6 +129,7 @@ fn run_child(args: &[&str]) -> Report {
         "child {args:?} failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("child prints one JSON object");
     Report {
@@ -175,9 +176,17 @@ fn child(args: &[String]) {
             }
             "backup-in-memory" => backup_in_memory(&store, Path::new(&args[2]), &key).await,
             "restore-streaming" => {
-                backup::restore(&store, Path::new(&args[2]), &args[3], &key, false)
+                // The two halves apart: verification (no database) and the load transaction.
+                let t = Instant::now();
+                let manifest = backup::open(Path::new(&args[2]), &args[3], &key).expect("open");
+                let verify_secs = t.elapsed().as_secs_f64();
+                backup::restore_opened(&store, Path::new(&args[2]), manifest, &key, false)
                     .await
                     .expect("restore");
+                eprintln!(
+                    "restore-streaming: verification {verify_secs:.2} s, load {:.2} s",
+                    t.elapsed().as_secs_f64() - verify_secs
+                );
                 args[3].clone()
             }
             "restore-in-memory" => {
