@@ -42,6 +42,8 @@ macro_rules! both {
 }
 
 both!(
+    audit_entries_commit_unchained_and_chain_later,
+    background_chainers_on_two_replicas_make_one_chain,
     audit_chain_detects_tampering,
     audit_purge_keeps_the_chain_verifiable,
     inbound_and_outbound_writes_are_audited,
@@ -171,6 +173,105 @@ async fn audit_changes(store: &Store, n: usize) {
         })
         .collect();
     store.audit_append(now_ms(), &changes).await.unwrap();
+    // Entries commit unchained; the tampering cases below edit chained entries.
+    store.settle_audit().await.unwrap();
+}
+
+async fn chained_count(store: &Store) -> i64 {
+    match store {
+        Store::Sqlite(p) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE seq IS NOT NULL")
+                .fetch_one(p)
+                .await
+        }
+        Store::Postgres(p) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE seq IS NOT NULL")
+                .fetch_one(p)
+                .await
+        }
+    }
+    .unwrap()
+}
+
+async fn audit_entries_commit_unchained_and_chain_later(db: Db) {
+    let (store, _g) = store(db).await;
+    let (contact, _) = inbound(&store, "46700000077", "first").await;
+    inbound(&store, "46700000077", "second").await;
+    // Committed with the messages, not chained yet: contact, identity and two contents.
+    assert_eq!(store.audit_pending().await.unwrap(), 4);
+    assert_eq!(chained_count(&store).await, 0);
+    // Redacting before chaining is fine: the chain covers the salted value hash, not the value.
+    exec(
+        &store,
+        "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $1 WHERE attribute = 'identity:WHATSAPP'",
+        now_ms(),
+    )
+    .await;
+    // Another one commits while an earlier one is still unchained: the chainer links what it
+    // finds, in row order, and a later pass continues the same chain.
+    assert_eq!(store.chain_audit(3).await.unwrap(), 3);
+    assert_eq!(store.audit_pending().await.unwrap(), 1);
+    inbound(&store, "46700000077", "third").await;
+    let r = store.verify_audit_chain().await.unwrap();
+    assert_eq!((r.checked, r.broken, r.pending), (5, None, 0));
+    let entries = store
+        .audit_entries(&AuditQuery {
+            subject_id: Some(contact),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(entries[1].new_value, None);
+    assert!(entries[4].new_value.as_deref().unwrap().contains("third"));
+}
+
+async fn background_chainers_on_two_replicas_make_one_chain(db: Db) {
+    use contact_runtime::privacy::chainer::AuditChainer;
+    let (url, _g) = common::database_url(db);
+    let connect = || async {
+        let s = Store::connect(&url, &Default::default()).await.unwrap();
+        s.migrate().await.unwrap();
+        s
+    };
+    let (a, b) = (connect().await, connect().await);
+    // Two replicas, each with its chainer, while both take traffic.
+    let chainers = [
+        tokio::spawn(AuditChainer::new(a.clone()).run_forever()),
+        tokio::spawn(AuditChainer::new(b.clone()).run_forever()),
+    ];
+    let writers: Vec<_> = (0..6)
+        .map(|t| {
+            let store = if t % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    inbound(&store, &format!("467400{t}{:02}", i % 5), "replica").await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    // The chainers catch up on their own: wait for the tail to drain (no settle here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while a.audit_pending().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chainers did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for c in chainers {
+        c.abort();
+    }
+    // 120 messages and 30 new contacts with one identity each, in one unbroken chain.
+    assert_eq!(chained_count(&a).await, 120 + 2 * 30);
+    let r = b.verify_audit_chain().await.unwrap();
+    assert_eq!((r.checked, r.broken, r.pending), (180, None, 0));
 }
 
 async fn audit_chain_detects_tampering(db: Db) {
