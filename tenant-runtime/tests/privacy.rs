@@ -42,6 +42,7 @@ macro_rules! both {
 }
 
 both!(
+    migration_0110_keeps_an_existing_chain,
     audit_entries_commit_unchained_and_chain_later,
     background_chainers_on_two_replicas_make_one_chain,
     audit_chain_detects_tampering,
@@ -191,6 +192,85 @@ async fn chained_count(store: &Store) -> i64 {
         }
     }
     .unwrap()
+}
+
+/// A database whose audit log was written before migration 0110 (chained inline) keeps its chain
+/// across the migration, and new entries chain on after it.
+async fn migration_0110_keeps_an_existing_chain(db: Db) {
+    use contact_runtime::privacy::audit::{GENESIS_HASH, seal};
+    let (url, _g) = common::database_url(db);
+    let store = Store::connect(&url, &Default::default()).await.unwrap();
+    let dir = match db {
+        Db::Sqlite => "migrations/sqlite",
+        Db::Postgres => "migrations/postgres",
+    };
+    // Every migration but 0110: deployed databases have the later-numbered 0200s already.
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
+        .await
+        .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version != 110)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut old = Vec::new();
+    for seq in 1..=3 {
+        let change = AuditChange::new(
+            "u",
+            AuditAction::Update,
+            "contact",
+            "c",
+            "email",
+            Some(format!("{seq}@x.io")),
+        )
+        .about("c");
+        let e = seal(seq, now_ms(), &prev, &change);
+        prev = e.hash.clone();
+        old.push(e);
+    }
+    let insert = "INSERT INTO audit_log (seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+    macro_rules! old_schema {
+        ($pool:expr) => {{
+            before.run($pool).await.unwrap();
+            for e in &old {
+                sqlx::query(insert)
+                    .bind(e.seq)
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.entity)
+                    .bind(&e.entity_id)
+                    .bind(&e.subject_id)
+                    .bind(&e.attribute)
+                    .bind(&e.new_value)
+                    .bind(&e.salt)
+                    .bind(&e.value_hash)
+                    .bind(&e.prev_hash)
+                    .bind(&e.hash)
+                    .execute($pool)
+                    .await
+                    .unwrap();
+            }
+        }};
+    }
+    match &store {
+        Store::Sqlite(p) => old_schema!(p),
+        Store::Postgres(p) => old_schema!(p),
+    }
+    store.migrate().await.unwrap();
+    audit_changes(&store, 2).await;
+    let r = store.verify_audit_chain().await.unwrap();
+    assert_eq!((r.checked, r.broken, r.pending), (5, None, 0));
+    let entries = store.audit_entries(&AuditQuery::default()).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(entries[..3], old[..]);
 }
 
 async fn audit_entries_commit_unchained_and_chain_later(db: Db) {
