@@ -141,7 +141,12 @@ async fn run(backend: &'static str, messages: u64, urls: &[String; 3]) -> Run {
         .expect("build runtime");
     let url = format!("http://{}/webhooks/sinch/wa", app.local_addr());
     let store = app.store().clone();
-    let server = tokio::spawn(app.run_until(std::future::pending()));
+    // A graceful stop, not an abort: `run_until` then stops its background tasks (sender,
+    // chainer, …), which would otherwise keep running into the raw measurements.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
     contact_runtime::install_tls_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(SENDERS)
@@ -196,7 +201,11 @@ async fn run(backend: &'static str, messages: u64, urls: &[String; 3]) -> Run {
         report.checked >= messages,
         "every message has its chained entry"
     );
-    server.abort();
+    let _ = stop.send(());
+    server
+        .await
+        .expect("server task")
+        .expect("server stopped cleanly");
     store.close().await;
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];

@@ -171,8 +171,9 @@ impl Store {
                     .await?;
                 let links = link((head.0, &head.1), &rows);
                 // In-process statements are cheap on SQLite: one prepared UPDATE per entry.
+                let mut updated = 0;
                 for l in &links {
-                    sqlx::query(
+                    updated += sqlx::query(
                         "UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4 AND seq IS NULL",
                     )
                     .bind(l.seq)
@@ -180,8 +181,10 @@ impl Store {
                     .bind(&l.hash)
                     .bind(l.id)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
                 }
+                linked_all(updated, &links)?;
                 tx.commit().await?;
                 links.len()
             }
@@ -213,7 +216,7 @@ impl Store {
                 let links = link((head.0, &head.1), &rows);
                 // The whole batch in one round trip.
                 let (ids, seqs, prevs, hashes) = columns(&links);
-                sqlx::query(
+                let updated = sqlx::query(
                     "UPDATE audit_log AS a SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash \
                      FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS v(id, seq, prev_hash, hash) \
                      WHERE a.id = v.id AND a.seq IS NULL",
@@ -223,7 +226,9 @@ impl Store {
                 .bind(prevs)
                 .bind(hashes)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+                linked_all(updated, &links)?;
                 tx.commit().await?;
                 links.len()
             }
@@ -359,6 +364,16 @@ impl Store {
             n
         });
         Ok(deleted)
+    }
+}
+
+/// Refuses to commit a batch in which not every entry got its link: a gap in `seq` would read
+/// as tampering later. (Only a second chainer bypassing the lock could cause it.)
+fn linked_all(updated: u64, links: &[Link]) -> Result<()> {
+    if updated == links.len() as u64 {
+        Ok(())
+    } else {
+        Err(super::Error::Contended)
     }
 }
 
