@@ -8,8 +8,13 @@
 //! ```
 //!
 //! "Webhook" is the full path: HTTP, signature check, parse, contact/conversation lookup, one
-//! transaction (nonce, message, conversation touch, event), 200. "Raw" is the same four writes
-//! per message in one transaction straight on the pool, with no HTTP, no checks, no lookups.
+//! transaction (nonce, conversation touch, message, event, audit entry), 200, with the audit
+//! chainer running in the server. "Raw" is the same five writes per message in one transaction
+//! straight on the pool, with no HTTP, no checks, no lookups, and the same chainer running
+//! beside it (same rows, same durability, same background work). "Raw, inline chain" is the
+//! scheme the runtime used before the chainer: every transaction takes the advisory lock (on
+//! SQLite the write lock it holds anyway), reads the chain head and inserts a chained entry.
+//! "Chain lag" is how long after the last acknowledgement the chainer had linked every entry.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +24,8 @@ use contact_runtime::app::Application;
 use contact_runtime::channels::signature;
 use contact_runtime::config::{ChannelApp, Region, Secret, Settings};
 use contact_runtime::domain::ChannelType;
+use contact_runtime::privacy::audit::{AuditAction, AuditChange, GENESIS_HASH, prepare, seal};
+use contact_runtime::privacy::chainer::AuditChainer;
 use contact_runtime::storage::{ConnectOptions, Store, WriteTx, new_id, now_ms};
 use contact_tests::postgres::PgServer;
 
@@ -33,6 +40,17 @@ struct Run {
     p50: Duration,
     p99: Duration,
     raw_rate: f64,
+    raw_inline_rate: f64,
+    chain_lag: Duration,
+}
+
+/// How the raw inserter writes the audit entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Audit {
+    /// Unchained, linked by the chainer (what the runtime does).
+    Deferred,
+    /// Chained inside the transaction under the lock (what the runtime did before).
+    Inline,
 }
 
 fn main() {
@@ -55,24 +73,26 @@ fn main() {
             ),
             _ => pg.create_database().expect("create database"),
         };
-        let (webhook_url, raw_url) = (url("webhook"), url("raw"));
-        runs.push(rt.block_on(run(backend, messages, &webhook_url, &raw_url)));
+        let urls = [url("webhook"), url("raw"), url("inline")];
+        runs.push(rt.block_on(run(backend, messages, &urls)));
     }
     println!();
     println!(
-        "| database | messages | senders | webhook msg/s | p50 ack | p99 ack | raw insert msg/s | webhook / raw |"
+        "| database | messages | senders | webhook msg/s | p50 ack | p99 ack | chain lag | raw insert msg/s | webhook / raw | raw, inline chain msg/s |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &runs {
         println!(
-            "| {} | {} | {SENDERS} | {:.0} | {:.1} ms | {:.1} ms | {:.0} | {:.0}% |",
+            "| {} | {} | {SENDERS} | {:.0} | {:.1} ms | {:.1} ms | {:.0} ms | {:.0} | {:.0}% | {:.0} |",
             r.backend,
             r.messages,
             r.webhook_rate,
             r.p50.as_secs_f64() * 1e3,
             r.p99.as_secs_f64() * 1e3,
+            r.chain_lag.as_secs_f64() * 1e3,
             r.raw_rate,
-            100.0 * r.webhook_rate / r.raw_rate
+            100.0 * r.webhook_rate / r.raw_rate,
+            r.raw_inline_rate,
         );
     }
 }
@@ -113,14 +133,20 @@ fn body(i: u64) -> String {
     .to_string()
 }
 
-async fn run(backend: &'static str, messages: u64, webhook_url: &str, raw_url: &str) -> Run {
+async fn run(backend: &'static str, messages: u64, urls: &[String; 3]) -> Run {
+    let [webhook_url, raw_url, inline_url] = urls;
     // --- webhooks through the real server ---
     let app = Application::build(settings(webhook_url))
         .await
         .expect("build runtime");
     let url = format!("http://{}/webhooks/sinch/wa", app.local_addr());
     let store = app.store().clone();
-    let server = tokio::spawn(app.run_until(std::future::pending()));
+    // A graceful stop, not an abort: `run_until` then stops its background tasks (sender,
+    // chainer, …), which would otherwise keep running into the raw measurements.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
     contact_runtime::install_tls_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(SENDERS)
@@ -168,17 +194,56 @@ async fn run(backend: &'static str, messages: u64, webhook_url: &str, raw_url: &
         messages as i64,
         "every acknowledged message is stored"
     );
-    server.abort();
+    let chain_lag = drained(&store).await;
+    let report = store.verify_audit_chain().await.expect("verify");
+    assert_eq!(report.broken, None, "the chain verifies");
+    assert!(
+        report.checked >= messages,
+        "every message has its chained entry"
+    );
+    let _ = stop.send(());
+    server
+        .await
+        .expect("server task")
+        .expect("server stopped cleanly");
     store.close().await;
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
 
-    // --- the same rows, inserted raw ---
-    let raw = Store::connect(raw_url, &ConnectOptions::default())
+    // --- the same rows, inserted raw, with the chainer beside them; then the old inline chain ---
+    let raw_rate = measure_raw(raw_url, messages, Audit::Deferred).await;
+    let raw_inline_rate = measure_raw(inline_url, messages, Audit::Inline).await;
+    Run {
+        backend,
+        messages,
+        webhook_rate: messages as f64 / elapsed.as_secs_f64(),
+        p50: pct(0.50),
+        p99: pct(0.99),
+        raw_rate,
+        raw_inline_rate,
+        chain_lag,
+    }
+}
+
+/// Waits until the chainer has linked every entry; returns how long that took.
+async fn drained(store: &Store) -> Duration {
+    let t = Instant::now();
+    while store.audit_pending().await.expect("pending") > 0 {
+        assert!(t.elapsed() < Duration::from_secs(300), "chainer stalled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t.elapsed()
+}
+
+/// Raw inserts of `messages` messages from 64 tasks; messages per second (until the chain is
+/// complete too, so deferred chaining does not get its backlog for free).
+async fn measure_raw(url: &str, messages: u64, audit: Audit) -> f64 {
+    let raw = Store::connect(url, &ConnectOptions::default())
         .await
         .expect("connect raw");
     raw.migrate().await.expect("migrate raw");
     let conversations = prepare_conversations(&raw).await;
+    let chainer = tokio::spawn(AuditChainer::new(raw.clone()).run_forever());
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -191,24 +256,21 @@ async fn run(backend: &'static str, messages: u64, webhook_url: &str, raw_url: &
                     break;
                 }
                 let conv = &conversations[(i % IDENTITIES) as usize];
-                raw_insert(&raw, i, conv).await;
+                raw_insert(&raw, i, conv, audit).await;
             }
         }));
     }
     for t in tasks {
         t.await.expect("raw inserter");
     }
-    let raw_elapsed = started.elapsed();
+    drained(&raw).await;
+    let elapsed = started.elapsed();
+    chainer.abort();
     assert_eq!(raw.count("messages").await.expect("count"), messages as i64);
+    let report = raw.verify_audit_chain().await.expect("verify");
+    assert_eq!((report.checked, report.broken), (messages, None));
     raw.close().await;
-    Run {
-        backend,
-        messages,
-        webhook_rate: messages as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
-        raw_rate: messages as f64 / raw_elapsed.as_secs_f64(),
-    }
+    messages as f64 / elapsed.as_secs_f64()
 }
 
 /// One contact, identity and open conversation per identity (not timed).
@@ -237,11 +299,20 @@ async fn prepare_conversations(store: &Store) -> Arc<Vec<String>> {
 }
 
 /// The writes one webhook makes, in one transaction, without lookups.
-async fn raw_insert(store: &Store, i: u64, conversation_id: &str) {
+async fn raw_insert(store: &Store, i: u64, conversation_id: &str, audit: Audit) {
     let now = now_ms();
     let (nonce, message_id) = (new_id(), new_id());
     let content =
         serde_json::json!({ "type": "text", "text": format!("benchmark message {i}") }).to_string();
+    let change = AuditChange::new(
+        "channel:wa",
+        AuditAction::Create,
+        "message",
+        &message_id,
+        "content",
+        Some(content.clone()),
+    )
+    .about(conversation_id);
     macro_rules! tx {
         ($tx:expr) => {{
             let mut tx = $tx;
@@ -255,6 +326,28 @@ async fn raw_insert(store: &Store, i: u64, conversation_id: &str) {
             sqlx::query("INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, 'message_received', $2, $3)")
                 .bind(conversation_id).bind(format!("{{\"message_id\":\"{message_id}\"}}")).bind(now)
                 .execute(&mut *tx).await.expect("event");
+            match audit {
+                Audit::Deferred => {
+                    let e = prepare(now, &change);
+                    sqlx::query("INSERT INTO audit_log (at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+                        .bind(e.at).bind(&e.actor).bind(e.action).bind(&e.entity).bind(&e.entity_id).bind(&e.subject_id)
+                        .bind(&e.attribute).bind(&e.new_value).bind(&e.salt).bind(&e.value_hash)
+                        .execute(&mut *tx).await.expect("audit");
+                }
+                Audit::Inline => {
+                    if matches!(store, Store::Postgres(_)) {
+                        sqlx::query("SELECT pg_advisory_xact_lock(1)").execute(&mut *tx).await.expect("lock");
+                    }
+                    let (seq, prev): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)")
+                        .fetch_optional(&mut *tx).await.expect("head")
+                        .unwrap_or((0, GENESIS_HASH.to_owned()));
+                    let e = seal(seq + 1, now, &prev, &change);
+                    sqlx::query("INSERT INTO audit_log (seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+                        .bind(e.seq).bind(e.at).bind(&e.actor).bind(&e.action).bind(&e.entity).bind(&e.entity_id).bind(&e.subject_id)
+                        .bind(&e.attribute).bind(&e.new_value).bind(&e.salt).bind(&e.value_hash).bind(&e.prev_hash).bind(&e.hash)
+                        .execute(&mut *tx).await.expect("audit");
+                }
+            }
             tx.commit().await.expect("commit");
         }};
     }

@@ -164,6 +164,9 @@ impl Application {
             )
             .run_forever(),
         );
+        let chainer = tokio::spawn(
+            crate::privacy::chainer::AuditChainer::new(self.state.store.clone()).run_forever(),
+        );
         let app = router(self.state.clone());
         tracing::info!(%addr, backend = ?self.state.store.backend(), "serving");
         let hub = self.state.live.clone();
@@ -182,6 +185,7 @@ impl Application {
         sender.abort();
         housekeeping.abort();
         retention.abort();
+        chainer.abort();
         self.state.store.close().await;
         served.map_err(|source| Error::Serve { addr, source })
     }

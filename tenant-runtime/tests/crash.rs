@@ -144,6 +144,9 @@ async fn sigkill_during_inbound_stream_and_outbox_drain_loses_nothing_and_duplic
         token_ttl_secs: 3600,
         delivery_reports: false,
         report_delay_ms: 0,
+        // The stream keeps its customers' windows open; replies go to them.
+        whatsapp_window: Some(Duration::from_secs(24 * 3600)),
+        lifecycle_callbacks: false,
     })
     .await
     .unwrap();

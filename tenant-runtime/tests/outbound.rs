@@ -33,6 +33,7 @@ both!(
     reply_is_sent_once_and_reaches_read,
     channel_rules_refuse_without_side_effect,
     whatsapp_window_allows_only_templates,
+    channel_refuses_late_message_asynchronously,
     idempotency_key_makes_retries_safe,
     server_errors_are_retried,
     throttling_honours_retry_after,
@@ -253,6 +254,119 @@ async fn whatsapp_window_allows_only_templates(db: Db) {
         log.messages[0].body["message"]["template_message"]["channel_template"]["WHATSAPP"]["template_id"],
         "case_followup"
     );
+}
+
+/// Sinch's own window check runs after the send is accepted: when its view of the customer's
+/// last message is older than 24 hours (here: the simulator is told so, as if an inbound message
+/// never reached us), the send succeeds and a `FAILED` report with the window reason follows.
+/// The customer writes through the simulator, so the first message is preceded by the contact
+/// and conversation lifecycle callbacks, which the runtime acknowledges without storing anything.
+async fn channel_refuses_late_message_asynchronously(db: Db) {
+    let h = Harness::start(db, |_| {}).await;
+    let identity = "46709990001";
+    let r: Value = h
+        .http
+        .post(format!("{}/_sim/inbound", h.sim_url))
+        .json(&json!({ "channel": "wa", "identity": identity, "text": "hello" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["runtime_status"], 200, "{r}");
+    assert_eq!(r["runtime_response"]["outcome"], "stored", "{r}");
+    let lifecycle: Vec<(&str, i64)> = r["lifecycle"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap(),
+                l["runtime_status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lifecycle,
+        vec![
+            ("contact_create_notification", 200),
+            ("conversation_start_notification", 200)
+        ]
+    );
+    // One contact, one conversation, one message: the lifecycle callbacks added nothing.
+    assert_eq!(h.counts().await[..4], [1, 1, 1, 1]);
+    // A second message from the same customer has no lifecycle callbacks.
+    let r: Value = h
+        .http
+        .post(format!("{}/_sim/inbound", h.sim_url))
+        .json(&json!({ "channel": "wa", "identity": identity, "text": "still there?" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["lifecycle"], json!([]));
+    let convs: Vec<Value> = h
+        .api(reqwest::Method::GET, "/conversations")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conv = convs[0]["id"].as_str().unwrap().to_owned();
+
+    let r = h
+        .http
+        .post(format!("{}/_sim/window", h.sim_url))
+        .json(&json!({ "channel": "wa", "identity": identity, "last_inbound_secs_ago": 25 * 3600 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = reply(
+        &h,
+        &conv,
+        json!({ "type": "text", "text": "sorry for the wait" }),
+    )
+    .await;
+    assert_eq!(r.status(), 202, "the runtime's own window check passes");
+    let late = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failed = eventually(10, "the window failure to arrive", || async {
+        let m = h.store.message(&late).await.unwrap();
+        (m.status.as_str() == "FAILED").then_some(m)
+    })
+    .await;
+    let reason = failed.status_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("OUTSIDE_ALLOWED_SENDING_WINDOW: "),
+        "{reason}"
+    );
+    // The send itself was accepted once, not retried.
+    assert_eq!(sent(&h).await.messages.len(), 1);
+
+    // A template is allowed outside the window and goes all the way.
+    let r = reply(
+        &h,
+        &conv,
+        json!({ "type": "template", "template_id": "case_followup", "language_code": "en_US",
+                "parameters": { "body[1]text": "T-1042" } }),
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let tpl = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(10, "the template to be read", || async {
+        (status_of(&h.store, &tpl).await == "READ").then_some(())
+    })
+    .await;
 }
 
 async fn idempotency_key_makes_retries_safe(db: Db) {

@@ -43,6 +43,9 @@ macro_rules! both {
 }
 
 both!(
+    migration_0110_keeps_an_existing_chain,
+    audit_entries_commit_unchained_and_chain_later,
+    background_chainers_on_two_replicas_make_one_chain,
     audit_chain_detects_tampering,
     audit_purge_keeps_the_chain_verifiable,
     inbound_and_outbound_writes_are_audited,
@@ -173,6 +176,184 @@ async fn audit_changes(store: &Store, n: usize) {
         })
         .collect();
     store.audit_append(now_ms(), &changes).await.unwrap();
+    // Entries commit unchained; the tampering cases below edit chained entries.
+    store.settle_audit().await.unwrap();
+}
+
+async fn chained_count(store: &Store) -> i64 {
+    match store {
+        Store::Sqlite(p) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE seq IS NOT NULL")
+                .fetch_one(p)
+                .await
+        }
+        Store::Postgres(p) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE seq IS NOT NULL")
+                .fetch_one(p)
+                .await
+        }
+    }
+    .unwrap()
+}
+
+/// A database whose audit log was written before migration 0110 (chained inline) keeps its chain
+/// across the migration, and new entries chain on after it.
+async fn migration_0110_keeps_an_existing_chain(db: Db) {
+    use contact_runtime::privacy::audit::{GENESIS_HASH, seal};
+    let (url, _g) = common::database_url(db);
+    let store = Store::connect(&url, &Default::default()).await.unwrap();
+    let dir = match db {
+        Db::Sqlite => "migrations/sqlite",
+        Db::Postgres => "migrations/postgres",
+    };
+    // Every migration but 0110: deployed databases have the later-numbered 0200s already.
+    let mut before = sqlx::migrate::Migrator::new(std::path::Path::new(dir))
+        .await
+        .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version != 110)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut old = Vec::new();
+    for seq in 1..=3 {
+        let change = AuditChange::new(
+            "u",
+            AuditAction::Update,
+            "contact",
+            "c",
+            "email",
+            Some(format!("{seq}@x.io")),
+        )
+        .about("c");
+        let e = seal(seq, now_ms(), &prev, &change);
+        prev = e.hash.clone();
+        old.push(e);
+    }
+    let insert = "INSERT INTO audit_log (seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash) \
+                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+    macro_rules! old_schema {
+        ($pool:expr) => {{
+            before.run($pool).await.unwrap();
+            for e in &old {
+                sqlx::query(insert)
+                    .bind(e.seq)
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(&e.action)
+                    .bind(&e.entity)
+                    .bind(&e.entity_id)
+                    .bind(&e.subject_id)
+                    .bind(&e.attribute)
+                    .bind(&e.new_value)
+                    .bind(&e.salt)
+                    .bind(&e.value_hash)
+                    .bind(&e.prev_hash)
+                    .bind(&e.hash)
+                    .execute($pool)
+                    .await
+                    .unwrap();
+            }
+        }};
+    }
+    match &store {
+        Store::Sqlite(p) => old_schema!(p),
+        Store::Postgres(p) => old_schema!(p),
+    }
+    store.migrate().await.unwrap();
+    audit_changes(&store, 2).await;
+    let r = store.verify_audit_chain().await.unwrap();
+    assert_eq!((r.checked, r.broken, r.pending), (5, None, 0));
+    let entries = store.audit_entries(&AuditQuery::default()).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(entries[..3], old[..]);
+}
+
+async fn audit_entries_commit_unchained_and_chain_later(db: Db) {
+    let (store, _g) = store(db).await;
+    let (contact, _) = inbound(&store, "46700000077", "first").await;
+    inbound(&store, "46700000077", "second").await;
+    // Committed with the messages, not chained yet: contact, identity and two contents.
+    assert_eq!(store.audit_pending().await.unwrap(), 4);
+    assert_eq!(chained_count(&store).await, 0);
+    // Redacting before chaining is fine: the chain covers the salted value hash, not the value.
+    exec(
+        &store,
+        "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $1 WHERE attribute = 'identity:WHATSAPP'",
+        now_ms(),
+    )
+    .await;
+    // Another one commits while an earlier one is still unchained: the chainer links what it
+    // finds, in row order, and a later pass continues the same chain.
+    assert_eq!(store.chain_audit(3).await.unwrap(), 3);
+    assert_eq!(store.audit_pending().await.unwrap(), 1);
+    inbound(&store, "46700000077", "third").await;
+    let r = store.verify_audit_chain().await.unwrap();
+    assert_eq!((r.checked, r.broken, r.pending), (5, None, 0));
+    let entries = store
+        .audit_entries(&AuditQuery {
+            subject_id: Some(contact),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(entries[1].new_value, None);
+    assert!(entries[4].new_value.as_deref().unwrap().contains("third"));
+}
+
+async fn background_chainers_on_two_replicas_make_one_chain(db: Db) {
+    use contact_runtime::privacy::chainer::AuditChainer;
+    let (url, _g) = common::database_url(db);
+    let connect = || async {
+        let s = Store::connect(&url, &Default::default()).await.unwrap();
+        s.migrate().await.unwrap();
+        s
+    };
+    let (a, b) = (connect().await, connect().await);
+    // Two replicas, each with its chainer, while both take traffic.
+    let chainers = [
+        tokio::spawn(AuditChainer::new(a.clone()).run_forever()),
+        tokio::spawn(AuditChainer::new(b.clone()).run_forever()),
+    ];
+    let writers: Vec<_> = (0..6)
+        .map(|t| {
+            let store = if t % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    inbound(&store, &format!("467400{t}{:02}", i % 5), "replica").await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    // The chainers catch up on their own: wait for the tail to drain (no settle here).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while a.audit_pending().await.unwrap() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "chainers did not catch up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for c in chainers {
+        c.abort();
+    }
+    // 120 messages and 30 new contacts with one identity each, in one unbroken chain.
+    assert_eq!(chained_count(&a).await, 120 + 2 * 30);
+    let r = b.verify_audit_chain().await.unwrap();
+    assert_eq!((r.checked, r.broken, r.pending), (180, None, 0));
 }
 
 async fn audit_chain_detects_tampering(db: Db) {

@@ -4,10 +4,20 @@
 //! - `POST /oauth2/token`: client-credentials tokens (HTTP Basic `key_id:key_secret`);
 //! - `POST /v1/projects/{project}/messages:send`: bearer-checked (401), Google-RPC-style errors,
 //!   deduplication on `correlation_id`, then signed delivery reports (`QUEUED_ON_CHANNEL`,
-//!   `DELIVERED`, `READ`) posted back to the runtime;
+//!   `DELIVERED`, `READ`) posted back to the runtime. WhatsApp's 24-hour customer-care window is
+//!   enforced the way the API does it, asynchronously: a non-template send to a customer whose
+//!   last message is older than the window is accepted (200), then reported `FAILED` with
+//!   `OUTSIDE_ALLOWED_SENDING_WINDOW`. The simulator only knows the customers it relayed messages
+//!   for (or was told about with `/_sim/window`); a recipient it never saw write counts as inside
+//!   the window, because tests may post inbound webhooks to the runtime directly;
+//! - `POST /_sim/window`: set when a customer last wrote (e.g. 25 hours ago), so the window can
+//!   be closed without waiting;
 //! - `GET|DELETE /_sim/sent`: what it accepted (and how often each was re-sent);
 //! - `GET|POST /_sim/faults`: the next N sends fail with 500, 429 + `Retry-After`, or a delay;
 //! - `POST /_sim/inbound`: a customer writes (any content type), signed and posted to the runtime;
+//!   a customer's first message is preceded, as in CONVERSATION mode, by `contact_create_notification`
+//!   and `conversation_start_notification` callbacks naming the simulator's contact and
+//!   conversation ids, which the message callbacks then carry;
 //! - `POST /_sim/callback`: any callback body, signed and posted (delivery reports, odd kinds);
 //! - `POST|GET /_sim/stream`: many customer messages, each retried until acknowledged.
 
@@ -86,6 +96,35 @@ pub struct SimSettings {
     pub delivery_reports: bool,
     /// Delay between delivery reports of one message.
     pub report_delay_ms: u64,
+    /// WhatsApp's customer-care window (24 hours); `None` turns the check off.
+    pub whatsapp_window: Option<Duration>,
+    /// Whether a customer's first message through `/_sim/inbound` is preceded by the
+    /// `contact_create_notification` and `conversation_start_notification` callbacks.
+    pub lifecycle_callbacks: bool,
+}
+
+/// The reason code of a send outside WhatsApp's customer-care window.
+pub const OUTSIDE_WINDOW: &str = "OUTSIDE_ALLOWED_SENDING_WINDOW";
+
+/// `POST /_sim/window` request: when a customer last wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowRequest {
+    /// Channel app name (default: the first one).
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The customer's identity.
+    pub identity: String,
+    /// How long ago the customer's last message was.
+    pub last_inbound_secs_ago: i64,
+}
+
+/// What the simulator knows of a customer (per app and identity), like Sinch's contact and
+/// active conversation.
+#[derive(Debug, Clone)]
+struct SimContact {
+    contact_id: String,
+    conversation_id: String,
+    last_inbound: chrono::DateTime<chrono::Utc>,
 }
 
 impl SimSettings {
@@ -110,6 +149,8 @@ impl SimSettings {
             token_ttl_secs: 3600,
             delivery_reports: true,
             report_delay_ms: 200,
+            whatsapp_window: Some(Duration::from_secs(24 * 3600)),
+            lifecycle_callbacks: true,
         }
     }
 }
@@ -236,6 +277,8 @@ struct Sim {
     faults: Mutex<Faults>,
     stream: Mutex<StreamProgress>,
     seq: AtomicU64,
+    /// Keyed by (app id, identity).
+    contacts: Mutex<HashMap<(String, String), SimContact>>,
 }
 
 /// A bound simulator.
@@ -263,12 +306,25 @@ pub fn ulid_like() -> String {
         .collect()
 }
 
-/// The callback a customer message produces (CONVERSATION-mode shape, compact JSON).
+/// The callback a customer message produces (CONVERSATION-mode shape, compact JSON), with
+/// blank contact and conversation ids.
 pub fn inbound_callback(
     ch: &SimChannel,
     identity: &str,
     message_id: &str,
     contact_message: &Value,
+) -> Value {
+    inbound_callback_in(ch, identity, message_id, contact_message, "", "")
+}
+
+/// [`inbound_callback`] naming the Conversation API's contact and conversation.
+pub fn inbound_callback_in(
+    ch: &SimChannel,
+    identity: &str,
+    message_id: &str,
+    contact_message: &Value,
+    contact_id: &str,
+    conversation_id: &str,
 ) -> Value {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     json!({
@@ -281,8 +337,8 @@ pub fn inbound_callback(
             "direction": "TO_APP",
             "contact_message": contact_message,
             "channel_identity": { "channel": ch.channel.as_str(), "identity": identity, "app_id": "" },
-            "conversation_id": "",
-            "contact_id": "",
+            "conversation_id": conversation_id,
+            "contact_id": contact_id,
             "metadata": "",
             "accept_time": now,
             "processing_mode": "CONVERSATION",
@@ -319,6 +375,79 @@ pub fn delivery_report_callback(
         "message_metadata": "",
         "correlation_id": correlation_id.unwrap_or("")
     })
+}
+
+/// A `FAILED` delivery report for a send outside WhatsApp's customer-care window, with the
+/// reason the API gives.
+pub fn window_failure_callback(
+    ch: &SimChannel,
+    identity: &str,
+    message_id: &str,
+    correlation_id: Option<&str>,
+) -> Value {
+    let mut body = delivery_report_callback(ch, identity, message_id, correlation_id, "FAILED");
+    body["message_delivery_report"]["reason"] = json!({
+        "code": OUTSIDE_WINDOW,
+        "description": "The underlying channel reported: Message failed to send because more than 24 hours have passed since the customer last replied to this number",
+        "sub_code": "UNSPECIFIED_SUB_CODE"
+    });
+    body
+}
+
+/// `contact_create_notification`: the Conversation API created a contact for a new identity.
+pub fn contact_create_callback(ch: &SimChannel, identity: &str, contact_id: &str) -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    json!({
+        "app_id": ch.app_id,
+        "project_id": ch.project_id,
+        "accepted_time": now,
+        "contact_create_notification": { "contact": {
+            "id": contact_id,
+            "channel_identities": [ { "channel": ch.channel.as_str(), "identity": identity, "app_id": "" } ],
+            "channel_priority": [ ch.channel.as_str() ],
+            "display_name": "Unknown", "email": "", "external_id": "", "metadata": "",
+            "language": "UNSPECIFIED"
+        } },
+        "message_metadata": ""
+    })
+}
+
+/// `conversation_start_notification`: a new active conversation for the contact on the app.
+pub fn conversation_start_callback(
+    ch: &SimChannel,
+    contact_id: &str,
+    conversation_id: &str,
+) -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    json!({
+        "app_id": ch.app_id,
+        "project_id": ch.project_id,
+        "accepted_time": now,
+        "conversation_start_notification": { "conversation": {
+            "id": conversation_id, "app_id": ch.app_id, "contact_id": contact_id,
+            "active_channel": ch.channel.as_str(), "active": true, "last_received": now,
+            "metadata": "", "metadata_json": {}
+        } },
+        "message_metadata": ""
+    })
+}
+
+/// Whether a send of `message` to a customer whose last message was at `last_inbound` breaks
+/// WhatsApp's customer-care window of length `window` at `now` (templates are always allowed;
+/// an unknown customer counts as inside, see the module docs).
+fn outside_window(
+    window: Option<Duration>,
+    message: &Value,
+    last_inbound: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let (Some(window), Some(last)) = (window, last_inbound) else {
+        return false;
+    };
+    if message.get("template_message").is_some() {
+        return false;
+    }
+    chrono::TimeDelta::from_std(window).is_ok_and(|w| now - last > w)
 }
 
 /// The `contact_message` of stream message `i`: cycles through every inbound content type.
@@ -368,6 +497,7 @@ impl Simulator {
                 faults: Mutex::new(Faults::default()),
                 stream: Mutex::new(StreamProgress::default()),
                 seq: AtomicU64::new(0),
+                contacts: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -390,6 +520,7 @@ impl Simulator {
             .route("/_sim/sent", get(sent).delete(clear_sent))
             .route("/_sim/faults", get(get_faults).post(set_faults))
             .route("/_sim/inbound", post(inbound))
+            .route("/_sim/window", post(set_window))
             .route("/_sim/callback", post(callback))
             .route("/_sim/stream", get(stream_progress).post(start_stream))
             .route("/_sim/healthz", get(|| async { "ok" }))
@@ -435,6 +566,20 @@ impl Sim {
     fn next_id(&self) -> String {
         self.seq.fetch_add(1, Ordering::Relaxed);
         ulid_like()
+    }
+
+    /// Records that `identity` wrote on `ch` now; returns its contact and whether it is new.
+    async fn customer_wrote(&self, ch: &SimChannel, identity: &str) -> (SimContact, bool) {
+        let mut contacts = self.contacts.lock().await;
+        let key = (ch.app_id.clone(), identity.to_owned());
+        let new = !contacts.contains_key(&key);
+        let c = contacts.entry(key).or_insert_with(|| SimContact {
+            contact_id: ulid_like(),
+            conversation_id: ulid_like(),
+            last_inbound: chrono::Utc::now(),
+        });
+        c.last_inbound = chrono::Utc::now();
+        (c.clone(), new)
     }
 }
 
@@ -610,7 +755,34 @@ async fn send(
             }
         }
     };
-    if fresh && sim.settings.delivery_reports {
+    let closed = ch.channel == ChannelType::Whatsapp && {
+        let last = sim
+            .contacts
+            .lock()
+            .await
+            .get(&(ch.app_id.clone(), identity.clone()))
+            .map(|c| c.last_inbound);
+        outside_window(
+            sim.settings.whatsapp_window,
+            &req["message"],
+            last,
+            chrono::Utc::now(),
+        )
+    };
+    if fresh && closed {
+        // Accepted now, refused by the channel a moment later: the API's asynchronous check.
+        let sim = sim.clone();
+        let message_id = message_id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(sim.settings.report_delay_ms)).await;
+            let body =
+                window_failure_callback(&ch, &identity, &message_id, correlation_id.as_deref())
+                    .to_string();
+            if let Err(e) = sim.post_callback(&ch, body.as_bytes()).await {
+                tracing::debug!(error = %e, "delivery report not delivered");
+            }
+        });
+    } else if fresh && sim.settings.delivery_reports {
         let sim = sim.clone();
         let message_id = message_id.clone();
         tokio::spawn(async move {
@@ -699,8 +871,69 @@ async fn inbound(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     };
     let identity = req.identity.unwrap_or_else(|| "46700000001".to_owned());
     let message_id = req.message_id.unwrap_or_else(|| sim.next_id());
-    let callback = inbound_callback(&ch, &identity, &message_id, &content).to_string();
-    relay(&sim, &ch, callback.as_bytes(), &message_id).await
+    let (contact, new) = sim.customer_wrote(&ch, &identity).await;
+    let mut lifecycle = Vec::new();
+    if new && sim.settings.lifecycle_callbacks {
+        for body in [
+            contact_create_callback(&ch, &identity, &contact.contact_id),
+            conversation_start_callback(&ch, &contact.contact_id, &contact.conversation_id),
+        ] {
+            let kind = body
+                .as_object()
+                .and_then(|o| o.keys().find(|k| k.ends_with("_notification")).cloned())
+                .unwrap_or_default();
+            let status = match sim.post_callback(&ch, body.to_string().as_bytes()).await {
+                Ok((status, _)) => json!(status),
+                Err(e) => json!(e),
+            };
+            lifecycle.push(json!({ "kind": kind, "runtime_status": status }));
+        }
+    }
+    let callback = inbound_callback_in(
+        &ch,
+        &identity,
+        &message_id,
+        &content,
+        &contact.contact_id,
+        &contact.conversation_id,
+    )
+    .to_string();
+    let mut resp = relay_json(&sim, &ch, callback.as_bytes(), &message_id).await;
+    if let Ok(Value::Object(o)) = &mut resp {
+        o.insert("lifecycle".into(), Value::Array(lifecycle));
+    }
+    match resp {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn set_window(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
+    let req: WindowRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({ "error": e.to_string() })),
+            )
+                .into_response();
+        }
+    };
+    let Some(ch) = sim.channel(req.channel.as_deref()).cloned() else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "error": "no such channel" })),
+        )
+            .into_response();
+    };
+    let (mut contact, _) = sim.customer_wrote(&ch, &req.identity).await;
+    contact.last_inbound =
+        chrono::Utc::now() - chrono::TimeDelta::seconds(req.last_inbound_secs_ago);
+    sim.contacts
+        .lock()
+        .await
+        .insert((ch.app_id.clone(), req.identity), contact);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn callback(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
@@ -725,18 +958,30 @@ async fn callback(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
 }
 
 async fn relay(sim: &Sim, ch: &SimChannel, body: &[u8], message_id: &str) -> Response {
+    match relay_json(sim, ch, body, message_id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// Posts a callback; what the runtime answered, or a 502 when it could not be reached.
+async fn relay_json(
+    sim: &Sim,
+    ch: &SimChannel,
+    body: &[u8],
+    message_id: &str,
+) -> Result<Value, Response> {
     match sim.post_callback(ch, body).await {
-        Ok((status, text)) => Json(json!({
+        Ok((status, text)) => Ok(json!({
             "message_id": message_id,
             "runtime_status": status,
             "runtime_response": serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
-        }))
-        .into_response(),
-        Err(e) => (
+        })),
+        Err(e) => Err((
             StatusCode::BAD_GATEWAY,
             Json(json!({ "error": format!("runtime unreachable: {e}") })),
         )
-            .into_response(),
+            .into_response()),
     }
 }
 
@@ -780,6 +1025,9 @@ async fn run_stream(sim: Arc<Sim>, ch: SimChannel, req: StreamRequest) {
             async move {
                 let identity = format!("4670{:07}", i % identities);
                 let message_id = format!("{prefix}{i:08}");
+                // The stream is a load generator: it keeps the window open for its customers
+                // but sends no lifecycle callbacks.
+                sim.customer_wrote(&ch, &identity).await;
                 let body =
                     inbound_callback(&ch, &identity, &message_id, &sample_contact_message(i))
                         .to_string();
@@ -815,6 +1063,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn whatsapp_window_fails_late_free_form_messages_only() {
+        let now = chrono::Utc::now();
+        let day = Some(Duration::from_secs(24 * 3600));
+        let text = json!({ "text_message": { "text": "hi" } });
+        let template = json!({ "template_message": { "channel_template": {} } });
+        let hours_ago = |h| Some(now - chrono::TimeDelta::hours(h));
+        assert!(!outside_window(day, &text, hours_ago(23), now));
+        assert!(outside_window(day, &text, hours_ago(25), now));
+        assert!(!outside_window(day, &template, hours_ago(25), now));
+        assert!(!outside_window(day, &text, None, now), "unknown customer");
+        assert!(
+            !outside_window(None, &text, hours_ago(25), now),
+            "check off"
+        );
+    }
+
+    #[test]
     fn ulid_like_ids() {
         let a = ulid_like();
         let b = ulid_like();
@@ -841,6 +1106,27 @@ mod tests {
                 matches!(parsed, super::super::callbacks::Callback::Message(ref m) if m.identity == "4670"),
                 "{parsed:?}"
             );
+        }
+        for body in [
+            contact_create_callback(&ch, "4670", "C1"),
+            conversation_start_callback(&ch, "C1", "V1"),
+        ] {
+            assert!(matches!(
+                super::super::callbacks::parse(body.to_string().as_bytes()).unwrap(),
+                super::super::callbacks::Callback::Ignored { .. }
+            ));
+        }
+        let failed = window_failure_callback(&ch, "4670", "M", Some("C"));
+        match super::super::callbacks::parse(failed.to_string().as_bytes()).unwrap() {
+            super::super::callbacks::Callback::DeliveryReport(r) => {
+                assert_eq!(r.status, Some(crate::domain::DeliveryStatus::Failed));
+                assert!(
+                    r.reason
+                        .unwrap()
+                        .starts_with("OUTSIDE_ALLOWED_SENDING_WINDOW: ")
+                );
+            }
+            other => panic!("{other:?}"),
         }
         let dr = delivery_report_callback(&ch, "4670", "M", Some("C"), "DELIVERED");
         assert!(matches!(

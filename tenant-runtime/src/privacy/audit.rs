@@ -7,6 +7,11 @@
 //! breaking the chain, and leaves no guessable digest behind (an unsalted hash of a phone
 //! number could be reversed by trying every number).
 //!
+//! Entries are written in two steps (see `storage/audit.rs`): [`prepare`] in the transaction of
+//! the change (content, salt and value hash: the change never commits without its entry), and
+//! [`link`] by the one chainer shortly after commit (position and hashes). Nothing in the chained
+//! form depends on the value itself, so an entry can even be redacted before it is chained.
+//!
 //! Purging old entries deletes a prefix of the chain and records the last purged entry's `seq`
 //! and `hash` as the anchor; verification then starts from the anchor instead of the genesis
 //! hash, so the remaining entries stay verifiable.
@@ -186,35 +191,145 @@ pub fn entry_hash(prev_hash: &str, canonical: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Builds the stored form of `change` as entry `seq` after `prev_hash`.
-pub fn seal(seq: i64, at: i64, prev_hash: &str, change: &AuditChange) -> StoredEntry {
+/// An entry as written in the transaction of its change: everything but its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEntry {
+    /// When (epoch ms).
+    pub at: i64,
+    /// Who.
+    pub actor: String,
+    /// `create`, `update`, …
+    pub action: &'static str,
+    /// Kind of record.
+    pub entity: String,
+    /// Record id.
+    pub entity_id: String,
+    /// The person the data is about.
+    pub subject_id: Option<String>,
+    /// Attribute.
+    pub attribute: String,
+    /// The new value.
+    pub new_value: Option<String>,
+    /// Hex salt of `value_hash`.
+    pub salt: String,
+    /// SHA-256(salt || value), hex.
+    pub value_hash: String,
+}
+
+/// The pending form of `change` at time `at`, with a fresh salt.
+pub fn prepare(at: i64, change: &AuditChange) -> PendingEntry {
     let salt = new_salt();
-    let vh = value_hash(&salt, change.new_value.as_deref());
-    let canon = canonical(
-        seq,
-        at,
-        &change.actor,
-        change.action.as_str(),
-        &change.entity,
-        &change.entity_id,
-        change.subject_id.as_deref(),
-        &change.attribute,
-        &vh,
-    );
-    StoredEntry {
-        seq,
+    let value_hash = value_hash(&salt, change.new_value.as_deref());
+    PendingEntry {
         at,
         actor: change.actor.clone(),
-        action: change.action.as_str().to_owned(),
+        action: change.action.as_str(),
         entity: change.entity.clone(),
         entity_id: change.entity_id.clone(),
         subject_id: change.subject_id.clone(),
         attribute: change.attribute.clone(),
         new_value: change.new_value.clone(),
-        salt: Some(salt),
-        value_hash: vh,
-        prev_hash: prev_hash.to_owned(),
-        hash: entry_hash(prev_hash, &canon),
+        salt,
+        value_hash,
+    }
+}
+
+/// What the chainer reads of an entry that is not chained yet (the value is not needed: the
+/// chain covers its salted hash).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Unchained {
+    /// Row id: the order in which unchained entries are linked.
+    pub id: i64,
+    /// When (epoch ms).
+    pub at: i64,
+    /// Who.
+    pub actor: String,
+    /// What kind of change.
+    pub action: String,
+    /// Kind of record.
+    pub entity: String,
+    /// Record id.
+    pub entity_id: String,
+    /// The person the data is about.
+    pub subject_id: Option<String>,
+    /// Attribute.
+    pub attribute: String,
+    /// SHA-256(salt || value), hex.
+    pub value_hash: String,
+}
+
+/// An entry's place in the chain, as the chainer assigns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// The row it belongs to.
+    pub id: i64,
+    /// Its position.
+    pub seq: i64,
+    /// The previous entry's hash.
+    pub prev_hash: String,
+    /// Its hash.
+    pub hash: String,
+}
+
+/// Links `entries`, in the given order, after the chain head `(seq, hash)`.
+pub fn link(head: (i64, &str), entries: &[Unchained]) -> Vec<Link> {
+    let (mut seq, mut prev) = (head.0, head.1.to_owned());
+    entries
+        .iter()
+        .map(|e| {
+            seq += 1;
+            let canon = canonical(
+                seq,
+                e.at,
+                &e.actor,
+                &e.action,
+                &e.entity,
+                &e.entity_id,
+                e.subject_id.as_deref(),
+                &e.attribute,
+                &e.value_hash,
+            );
+            let hash = entry_hash(&prev, &canon);
+            Link {
+                id: e.id,
+                seq,
+                prev_hash: std::mem::replace(&mut prev, hash.clone()),
+                hash,
+            }
+        })
+        .collect()
+}
+
+/// Builds the stored form of `change` as entry `seq` after `prev_hash` (both steps at once).
+pub fn seal(seq: i64, at: i64, prev_hash: &str, change: &AuditChange) -> StoredEntry {
+    let p = prepare(at, change);
+    let unchained = Unchained {
+        id: seq,
+        at,
+        actor: p.actor.clone(),
+        action: p.action.to_owned(),
+        entity: p.entity.clone(),
+        entity_id: p.entity_id.clone(),
+        subject_id: p.subject_id.clone(),
+        attribute: p.attribute.clone(),
+        value_hash: p.value_hash.clone(),
+    };
+    let [l] = <[Link; 1]>::try_from(link((seq - 1, prev_hash), &[unchained]))
+        .unwrap_or_else(|_| unreachable!("one entry in, one link out"));
+    StoredEntry {
+        seq: l.seq,
+        at,
+        actor: p.actor,
+        action: p.action.to_owned(),
+        entity: p.entity,
+        entity_id: p.entity_id,
+        subject_id: p.subject_id,
+        attribute: p.attribute,
+        new_value: p.new_value,
+        salt: Some(p.salt),
+        value_hash: p.value_hash,
+        prev_hash: l.prev_hash,
+        hash: l.hash,
         redacted_at: None,
     }
 }
@@ -429,6 +544,55 @@ mod tests {
         let mut d = chain(3);
         d[1].new_value = None;
         assert_eq!(verify(None, &d), Err(Broken::Value { seq: 2 }));
+    }
+
+    #[test]
+    fn linking_prepared_entries_later_gives_a_verifiable_chain() {
+        let pending: Vec<Unchained> = (0..4)
+            .map(|i| {
+                let p = prepare(
+                    1_000 + i,
+                    &AuditChange::new("a", AuditAction::Create, "message", "m", "content", None),
+                );
+                Unchained {
+                    id: 10 + i,
+                    at: p.at,
+                    actor: p.actor,
+                    action: p.action.to_owned(),
+                    entity: p.entity,
+                    entity_id: p.entity_id,
+                    subject_id: p.subject_id,
+                    attribute: p.attribute,
+                    value_hash: p.value_hash,
+                }
+            })
+            .collect();
+        let head = chain(2);
+        let links = link((2, &head[1].hash), &pending);
+        assert_eq!(
+            links.iter().map(|l| (l.id, l.seq)).collect::<Vec<_>>(),
+            vec![(10, 3), (11, 4), (12, 5), (13, 6)]
+        );
+        let mut all = head;
+        for (u, l) in pending.iter().zip(&links) {
+            all.push(StoredEntry {
+                seq: l.seq,
+                at: u.at,
+                actor: u.actor.clone(),
+                action: u.action.clone(),
+                entity: u.entity.clone(),
+                entity_id: u.entity_id.clone(),
+                subject_id: u.subject_id.clone(),
+                attribute: u.attribute.clone(),
+                new_value: None,
+                salt: None,
+                value_hash: u.value_hash.clone(),
+                prev_hash: l.prev_hash.clone(),
+                hash: l.hash.clone(),
+                redacted_at: None,
+            });
+        }
+        assert_eq!(verify(None, &all), Ok(6));
     }
 
     #[test]

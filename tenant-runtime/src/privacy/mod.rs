@@ -1,7 +1,8 @@
 //! Personal data and its lifecycle: the hash-chained audit log, the DPO's search, export and
 //! anonymization, contact import and export, and the retention jobs.
 //!
-//! Layout: [`audit`] (entry format and chain verification, pure), [`anonymize`] (what replaced
+//! Layout: [`audit`] (entry format and chain verification, pure), [`chainer`] (the background
+//! loop that chains committed audit entries), [`anonymize`] (what replaced
 //! data looks like, pure), [`hooks`] (the audit entries of the runtime's write paths, pure),
 //! [`transfer`] (CSV/JSON parsing and validation of contact imports, pure), [`retention`] (the
 //! scheduled job), [`http`] (the `/api/v1/privacy` routes) and [`clock`] (the injectable clock).
@@ -14,6 +15,7 @@
 
 pub mod anonymize;
 pub mod audit;
+pub mod chainer;
 pub mod clock;
 pub mod hooks;
 pub mod http;

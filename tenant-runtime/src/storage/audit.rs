@@ -1,83 +1,100 @@
-//! The audit log's storage: appending inside the caller's transaction, reading, verifying,
-//! redacting and purging. The chain rules live in [`crate::privacy::audit`].
+//! The audit log's storage: appending inside the caller's transaction, chaining, reading,
+//! verifying, redacting and purging. The chain rules live in [`crate::privacy::audit`].
 //!
-//! Appends are serialized so that each entry links to the one before it: SQLite write
-//! transactions already are (`BEGIN IMMEDIATE`); on PostgreSQL the transaction first takes a
-//! transaction-scoped advisory lock. Entries are written in the same transaction as the change
-//! they describe, so a change and its audit entry commit or roll back together.
+//! Appending and chaining are separate steps. A change's transaction inserts its entries
+//! *unchained* (content, salt and value hash; `seq`, `prev_hash` and `hash` NULL), so personal
+//! data never commits without its audit record, yet concurrent transactions do not queue on the
+//! chain head. One chainer per database then links committed entries in row order, in batches
+//! (see [`Store::chain_audit`]): on PostgreSQL it holds a transaction-scoped advisory lock, so
+//! one replica chains at a time; on SQLite write transactions are serialized anyway. The order
+//! of the chain is the order in which the chainer found entries committed.
+//!
+//! Readers that promise a complete answer (entries, verification, purging) first
+//! [`Store::settle_audit`]: they chain whatever is committed, waiting for the lock if another
+//! chainer holds it. What commits after that is reported as `pending`, not as tampering.
 
 use super::{Result, Store, WriteTx, on_pool};
-use crate::privacy::audit::{AuditChange, Broken, ChainVerifier, GENESIS_HASH, StoredEntry, seal};
+use crate::privacy::audit::{
+    AuditChange, Broken, ChainVerifier, GENESIS_HASH, Link, StoredEntry, Unchained, link, prepare,
+};
 
-/// Advisory lock key that serializes audit appends on PostgreSQL ("audit" in ASCII).
+/// Advisory lock key that makes one chainer at a time on PostgreSQL ("audit" in ASCII).
 const PG_AUDIT_LOCK: i64 = 0x0061_7564_6974;
+
+/// Entries linked per chaining transaction.
+pub const CHAIN_BATCH: i64 = 1000;
 
 const SELECT_ENTRIES: &str = "SELECT seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash, redacted_at \
      FROM audit_log WHERE ($1 IS NULL OR subject_id = $1) AND seq > $2 ORDER BY seq LIMIT $3";
 
+const INSERT_UNCHAINED: &str = "INSERT INTO audit_log (at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash) ";
+
 /// Appends audit entries on an open connection (inside the caller's write transaction).
 pub(crate) trait AuditTx {
-    /// Appends `changes` at time `at`, chained after the current head.
+    /// Inserts `changes` at time `at`, unchained, in one statement.
     async fn append_audit(&mut self, at: i64, changes: &[AuditChange]) -> Result<()>;
 }
 
 macro_rules! impl_audit_tx {
-    ($conn:ty, $lock:expr) => {
+    ($conn:ty, $db:ty) => {
         impl AuditTx for $conn {
             async fn append_audit(&mut self, at: i64, changes: &[AuditChange]) -> Result<()> {
                 if changes.is_empty() {
                     return Ok(());
                 }
-                if let Some(lock) = $lock {
-                    sqlx::query(lock)
-                        .bind(PG_AUDIT_LOCK)
-                        .execute(&mut *self)
-                        .await?;
-                }
-                let head: Option<(i64, String)> =
-                    sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-                        .fetch_optional(&mut *self)
-                        .await?;
-                let head = match head {
-                    Some(h) => h,
-                    None => sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                        .fetch_optional(&mut *self)
-                        .await?
-                        .unwrap_or((0, GENESIS_HASH.to_owned())),
-                };
-                let (mut seq, mut prev) = head;
-                for change in changes {
-                    seq += 1;
-                    let e = seal(seq, at, &prev, change);
-                    sqlx::query(
-                        "INSERT INTO audit_log (seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash, redacted_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL)",
-                    )
-                    .bind(e.seq)
-                    .bind(e.at)
-                    .bind(&e.actor)
-                    .bind(&e.action)
-                    .bind(&e.entity)
-                    .bind(&e.entity_id)
-                    .bind(&e.subject_id)
-                    .bind(&e.attribute)
-                    .bind(&e.new_value)
-                    .bind(&e.salt)
-                    .bind(&e.value_hash)
-                    .bind(&e.prev_hash)
-                    .bind(&e.hash)
-                    .execute(&mut *self)
-                    .await?;
-                    prev = e.hash;
-                }
+                let mut q = sqlx::QueryBuilder::<$db>::new(INSERT_UNCHAINED);
+                q.push_values(changes, |mut row, change| {
+                    let e = prepare(at, change);
+                    row.push_bind(e.at)
+                        .push_bind(e.actor)
+                        .push_bind(e.action)
+                        .push_bind(e.entity)
+                        .push_bind(e.entity_id)
+                        .push_bind(e.subject_id)
+                        .push_bind(e.attribute)
+                        .push_bind(e.new_value)
+                        .push_bind(e.salt)
+                        .push_bind(e.value_hash);
+                });
+                q.build().execute(&mut *self).await?;
                 Ok(())
             }
         }
     };
 }
 
-impl_audit_tx!(sqlx::SqliteConnection, None::<&str>);
-impl_audit_tx!(sqlx::PgConnection, Some("SELECT pg_advisory_xact_lock($1)"));
+impl_audit_tx!(sqlx::SqliteConnection, sqlx::Sqlite);
+impl_audit_tx!(sqlx::PgConnection, sqlx::Postgres);
+
+/// How to take the chainer's lock on PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Give up at once when another chainer holds it (the background loop).
+    No,
+    /// Wait for it (readers that need everything chained).
+    Yes,
+}
+
+const SELECT_HEAD: &str =
+    "SELECT seq, hash FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)";
+const SELECT_UNCHAINED: &str = "SELECT id, at, actor, action, entity, entity_id, subject_id, attribute, value_hash \
+     FROM audit_log WHERE seq IS NULL ORDER BY id LIMIT $1";
+
+/// The chain head: the newest chained entry, else the purge anchor, else the genesis.
+macro_rules! chain_head {
+    ($tx:expr) => {{
+        let head: Option<(i64, String)> = sqlx::query_as(SELECT_HEAD)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match head {
+            Some(h) => h,
+            None => sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+                .fetch_optional(&mut *$tx)
+                .await?
+                .unwrap_or((0, GENESIS_HASH.to_owned())),
+        }
+    }};
+}
 
 /// Result of verifying the stored chain.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -88,6 +105,9 @@ pub struct ChainReport {
     pub anchor_seq: Option<i64>,
     /// The first broken entry, if any.
     pub broken: Option<Broken>,
+    /// Entries committed but not chained yet when the check ended (written during it): a short
+    /// tail that the chainer links within moments, not a sign of tampering.
+    pub pending: u64,
 }
 
 /// Which entries to read.
@@ -102,6 +122,120 @@ pub struct AuditQuery {
 }
 
 impl Store {
+    /// Links up to `batch` committed, unchained entries after the chain head, in row order, in
+    /// one transaction. Returns how many it linked: 0 when there was nothing to do or (on
+    /// PostgreSQL) another chainer holds the lock.
+    pub async fn chain_audit(&self, batch: i64) -> Result<u64> {
+        self.chain_audit_with(batch, Wait::No).await
+    }
+
+    /// Chains everything committed so far (waiting for another chainer if need be).
+    pub async fn settle_audit(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.chain_audit_with(CHAIN_BATCH, Wait::Yes).await?;
+            total += n;
+            if n < CHAIN_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Number of committed entries not chained yet.
+    pub async fn audit_pending(&self) -> Result<u64> {
+        let n: i64 = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE seq IS NULL"
+        )
+        .fetch_one(pool)
+        .await?);
+        Ok(n as u64)
+    }
+
+    async fn chain_audit_with(&self, batch: i64, wait: Wait) -> Result<u64> {
+        // A plain read first: an idle tenant's chainer then never takes the write lock.
+        let any: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM audit_log WHERE seq IS NULL LIMIT 1"
+        )
+        .fetch_optional(pool)
+        .await?);
+        if any.is_none() {
+            return Ok(0);
+        }
+        let linked = match self {
+            Store::Sqlite(pool) => {
+                let mut tx = pool.begin_write().await?;
+                let head: (i64, String) = chain_head!(tx);
+                let rows: Vec<Unchained> = sqlx::query_as(SELECT_UNCHAINED)
+                    .bind(batch)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let links = link((head.0, &head.1), &rows);
+                // In-process statements are cheap on SQLite: one prepared UPDATE per entry.
+                let mut updated = 0;
+                for l in &links {
+                    updated += sqlx::query(
+                        "UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4 AND seq IS NULL",
+                    )
+                    .bind(l.seq)
+                    .bind(&l.prev_hash)
+                    .bind(&l.hash)
+                    .bind(l.id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                }
+                linked_all(updated, &links)?;
+                tx.commit().await?;
+                links.len()
+            }
+            Store::Postgres(pool) => {
+                let mut tx = pool.begin_write().await?;
+                let locked: bool = match wait {
+                    Wait::No => {
+                        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                            .bind(PG_AUDIT_LOCK)
+                            .fetch_one(&mut *tx)
+                            .await?
+                    }
+                    Wait::Yes => {
+                        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                            .bind(PG_AUDIT_LOCK)
+                            .execute(&mut *tx)
+                            .await?;
+                        true
+                    }
+                };
+                if !locked {
+                    return Ok(0);
+                }
+                let head: (i64, String) = chain_head!(tx);
+                let rows: Vec<Unchained> = sqlx::query_as(SELECT_UNCHAINED)
+                    .bind(batch)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let links = link((head.0, &head.1), &rows);
+                // The whole batch in one round trip.
+                let (ids, seqs, prevs, hashes) = columns(&links);
+                let updated = sqlx::query(
+                    "UPDATE audit_log AS a SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash \
+                     FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS v(id, seq, prev_hash, hash) \
+                     WHERE a.id = v.id AND a.seq IS NULL",
+                )
+                .bind(ids)
+                .bind(seqs)
+                .bind(prevs)
+                .bind(hashes)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                linked_all(updated, &links)?;
+                tx.commit().await?;
+                links.len()
+            }
+        };
+        Ok(linked as u64)
+    }
+
     /// Appends `changes` in a transaction of their own (for changes made outside the database,
     /// e.g. an export).
     pub async fn audit_append(&self, at: i64, changes: &[AuditChange]) -> Result<()> {
@@ -113,8 +247,9 @@ impl Store {
         Ok(())
     }
 
-    /// Audit entries in `seq` order.
+    /// Audit entries in `seq` order, after chaining what is committed.
     pub async fn audit_entries(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>> {
+        self.settle_audit().await?;
         let limit = if q.limit <= 0 { i64::MAX } else { q.limit };
         Ok(on_pool!(self, |pool| sqlx::query_as(SELECT_ENTRIES)
             .bind(&q.subject_id)
@@ -133,8 +268,10 @@ impl Store {
         .await?))
     }
 
-    /// Verifies the whole stored chain, 1000 entries at a time; reports the first broken entry.
+    /// Chains what is committed, then verifies the whole stored chain, 1000 entries at a time;
+    /// reports the first broken entry, and the entries committed since (pending).
     pub async fn verify_audit_chain(&self) -> Result<ChainReport> {
+        self.settle_audit().await?;
         let anchor = self.audit_anchor().await?;
         let anchor_seq = anchor.as_ref().map(|(s, _)| *s);
         let mut v = ChainVerifier::new(anchor);
@@ -155,6 +292,7 @@ impl Store {
                         checked: v.checked(),
                         anchor_seq,
                         broken: Some(broken),
+                        pending: self.audit_pending().await?,
                     });
                 }
             }
@@ -163,6 +301,7 @@ impl Store {
             checked: v.checked(),
             anchor_seq,
             broken: None,
+            pending: self.audit_pending().await?,
         })
     }
 
@@ -170,9 +309,17 @@ impl Store {
     /// the anchor to the last one deleted. Only a prefix of the chain is ever deleted, so what
     /// remains verifies from the anchor. Returns how many were deleted.
     pub async fn purge_audit(&self, before_ms: i64, batch: i64) -> Result<u64> {
+        self.settle_audit().await?;
         let now = super::now_ms();
         let deleted = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
+            // Moving the anchor under the chainer's lock keeps the head it reads consistent.
+            if self.backend() == super::Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(PG_AUDIT_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             // The newest entry of the prefix: stop at the first entry that is not old enough,
             // even if later ones are (clock steps must not punch holes into the chain).
             let first_kept: Option<i64> =
@@ -218,4 +365,31 @@ impl Store {
         });
         Ok(deleted)
     }
+}
+
+/// Refuses to commit a batch in which not every entry got its link: a gap in `seq` would read
+/// as tampering later. (Only a second chainer bypassing the lock could cause it.)
+fn linked_all(updated: u64, links: &[Link]) -> Result<()> {
+    if updated == links.len() as u64 {
+        Ok(())
+    } else {
+        Err(super::Error::Contended)
+    }
+}
+
+/// The links as column arrays, for PostgreSQL's `UNNEST`.
+fn columns(links: &[Link]) -> (Vec<i64>, Vec<i64>, Vec<String>, Vec<String>) {
+    let mut out = (
+        Vec::with_capacity(links.len()),
+        Vec::with_capacity(links.len()),
+        Vec::with_capacity(links.len()),
+        Vec::with_capacity(links.len()),
+    );
+    for l in links {
+        out.0.push(l.id);
+        out.1.push(l.seq);
+        out.2.push(l.prev_hash.clone());
+        out.3.push(l.hash.clone());
+    }
+    out
 }

@@ -6,6 +6,34 @@
 
 use super::{AuditTx, Result, Store, WriteTx, is_retryable, now_ms, on_pool};
 use crate::domain::{ChannelType, DeliveryStatus, MessageContent};
+use crate::privacy::audit::prepare;
+
+/// Records a callback's nonce on an open connection (inside the callback's write transaction).
+trait NonceTx {
+    /// Inserts the nonce; `false` when it was already there (a replay).
+    async fn claim_nonce(&mut self, nonce: &Nonce) -> Result<bool>;
+}
+
+macro_rules! impl_nonce_tx {
+    ($($conn:ty),*) => {$(
+        impl NonceTx for $conn {
+            async fn claim_nonce(&mut self, nonce: &Nonce) -> Result<bool> {
+                let inserted = sqlx::query(
+                    "INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(&nonce.channel_app)
+                .bind(&nonce.nonce)
+                .bind(nonce.expires_at)
+                .execute(&mut *self)
+                .await?
+                .rows_affected();
+                Ok(inserted == 1)
+            }
+        }
+    )*};
+}
+
+impl_nonce_tx!(sqlx::SqliteConnection, sqlx::PgConnection);
 
 /// The id of the category every conversation falls into when nothing else applies.
 pub const GENERAL_CATEGORY_ID: &str = "00000000-0000-0000-0000-000000000001";
@@ -164,22 +192,17 @@ impl Store {
             .await?
             }
         );
-        // A single-statement PostgreSQL fast path for returning customers used to live here; it
-        // cannot append to the hash-chained audit log (every stored message content is personal
-        // data and must be audited in the same transaction), so every message takes the general
-        // path. Restoring the speed means chaining audit entries after commit (see PRIVACY.md).
+        if let (Store::Postgres(pool), None, Some(contact), Some(conversation)) =
+            (self, &existing, &contact_id, &open)
+            && let Some(outcome) =
+                returning_customer_fast_path(pool, now, nonce, msg, &content, contact, conversation)
+                    .await?
+        {
+            return Ok(outcome);
+        }
         let outcome = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let fresh = sqlx::query(
-                "INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(&nonce.channel_app)
-            .bind(&nonce.nonce)
-            .bind(nonce.expires_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
+            let fresh = tx.claim_nonce(nonce).await?;
             if !fresh {
                 // Dropping the transaction rolls it back: a replay has no side effect.
                 return Ok(InboundOutcome::Replayed);
@@ -320,16 +343,7 @@ impl Store {
         let correlation = report.correlation_id.as_deref().unwrap_or("");
         let outcome = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let fresh = sqlx::query(
-                "INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(&nonce.channel_app)
-            .bind(&nonce.nonce)
-            .bind(nonce.expires_at)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
+            let fresh = tx.claim_nonce(nonce).await?;
             if !fresh {
                 return Ok(ReportOutcome::Replayed);
             }
@@ -383,4 +397,76 @@ impl Store {
         });
         Ok(outcome)
     }
+}
+
+/// PostgreSQL fast path for the common case, a returning customer with an open conversation:
+/// the writes of the general path (nonce, conversation touch, message, event, audit entry) as one
+/// statement, i.e. one round trip and one implicit transaction instead of seven.
+///
+/// Every insert hangs off the conversation update, which only matches while the conversation is
+/// open and the nonce unused. `None` means nothing was written, and the general path sorts out
+/// why (replay, closed meanwhile). A concurrent redelivery or replay trips a unique index, which
+/// rolls the statement back and makes the caller retry.
+async fn returning_customer_fast_path(
+    pool: &sqlx::PgPool,
+    now: i64,
+    nonce: &Nonce,
+    msg: &InboundMessage,
+    content: &str,
+    contact_id: &str,
+    conversation_id: &str,
+) -> Result<Option<InboundOutcome>> {
+    let message_id = super::new_id();
+    let changes =
+        crate::privacy::hooks::inbound(&msg.channel_app, contact_id, None, &message_id, content);
+    let [change] = changes.as_slice() else {
+        // The hook records more than the content: leave it to the general path.
+        return Ok(None);
+    };
+    let audit = prepare(now, change);
+    let touched: i64 = sqlx::query_scalar(
+        "WITH u AS ( \
+           UPDATE conversations SET last_inbound_at = $4, updated_at = $4 \
+           WHERE id = $5 AND status <> 'closed' \
+             AND NOT EXISTS (SELECT 1 FROM webhook_nonces WHERE channel_app = $1 AND nonce = $2) \
+           RETURNING id), \
+         n AS (INSERT INTO webhook_nonces (channel_app, nonce, expires_at) SELECT $1, $2, $3 FROM u), \
+         m AS (INSERT INTO messages (id, conversation_id, channel_app, direction, external_id, kind, content, status, status_rank, status_reason, author_user_id, idempotency_key, created_at, updated_at) \
+           SELECT $6, u.id, $7, 'inbound', $8, $9, $10, $11, $12, NULL, NULL, NULL, $4, $4 FROM u), \
+         e AS (INSERT INTO conversation_events (conversation_id, kind, data, created_at) \
+           SELECT u.id, 'message_received', $13, $4 FROM u), \
+         a AS (INSERT INTO audit_log (at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash) \
+           SELECT $4, $14, $15, $16, $17, $18, $19, $20, $21, $22 FROM u) \
+         SELECT COUNT(*) FROM u",
+    )
+    .bind(&nonce.channel_app)
+    .bind(&nonce.nonce)
+    .bind(nonce.expires_at)
+    .bind(now)
+    .bind(conversation_id)
+    .bind(&message_id)
+    .bind(&msg.channel_app)
+    .bind(&msg.external_id)
+    .bind(msg.content.kind())
+    .bind(content)
+    .bind(DeliveryStatus::Received.as_str())
+    .bind(DeliveryStatus::Received.rank())
+    .bind(serde_json::json!({ "message_id": message_id }).to_string())
+    .bind(&audit.actor)
+    .bind(audit.action)
+    .bind(&audit.entity)
+    .bind(&audit.entity_id)
+    .bind(&audit.subject_id)
+    .bind(&audit.attribute)
+    .bind(&audit.new_value)
+    .bind(&audit.salt)
+    .bind(&audit.value_hash)
+    .fetch_one(pool)
+    .await?;
+    Ok((touched == 1).then(|| InboundOutcome::Stored {
+        message_id,
+        conversation_id: conversation_id.to_owned(),
+        contact_id: contact_id.to_owned(),
+        opened_conversation: false,
+    }))
 }

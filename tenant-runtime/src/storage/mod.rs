@@ -29,7 +29,7 @@ use sqlx::sqlite::{
 };
 
 pub(crate) use audit::AuditTx;
-pub use audit::{AuditQuery, ChainReport};
+pub use audit::{AuditQuery, CHAIN_BATCH, ChainReport};
 pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
 pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
 pub use inbound::{
