@@ -32,7 +32,9 @@ async function verifyChain() {
       $('chain-text').textContent = `Audit chain BROKEN at entry ${r.broken.seq}: ${r.broken.reason}${from}`;
     } else {
       box.dataset.state = 'ok';
-      $('chain-text').textContent = `Audit chain verified: ${r.checked} entries intact${from}`;
+      // Entries committed after the chainer's last pass are not links yet; they are not tampering.
+      const pending = r.pending ? `; ${r.pending} newer entries waiting to be chained` : '';
+      $('chain-text').textContent = `Audit chain verified: ${r.checked} entries intact${from}${pending}`;
     }
   } catch (e) {
     box.dataset.state = 'unknown';
