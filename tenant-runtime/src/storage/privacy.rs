@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::audit::AuditTx;
 use super::{
     Contact, ContactIdentity, Conversation, Error, Message, Result, Store, WriteTx, from_ms,
-    new_id, on_pool,
+    is_retryable, new_id, on_pool,
 };
 use crate::privacy::anonymize::{ANONYMIZED_NAME, anonymize_content_json};
 use crate::privacy::audit::{AuditAction, AuditChange, StoredEntry};
@@ -520,7 +520,26 @@ impl Store {
     }
 
     /// Replaces every piece of personal data of contact `id`, in one audited transaction.
+    ///
+    /// On PostgreSQL the redaction of not yet chained audit rows can meet the chainer's batch
+    /// update in the opposite row order; the database then aborts one side (deadlock), and if it
+    /// is this one the whole transaction runs again: an anonymization must not fail for that.
     pub async fn anonymize_contact(
+        &self,
+        id: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<AnonymizeReport> {
+        let mut attempt = 0;
+        loop {
+            match self.try_anonymize_contact(id, actor, now).await {
+                Err(e) if attempt < 3 && is_retryable(&e) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_anonymize_contact(
         &self,
         id: &str,
         actor: &str,
@@ -537,7 +556,19 @@ impl Store {
     /// Erases a user's personal data (name, e-mail, password) on explicit request: the row
     /// stays, so messages they wrote and conversations they handled keep their counts and
     /// links, but nothing identifies the person any more. Audited as `actor`.
+    ///
+    /// Retried like [`Store::anonymize_contact`] when the database aborts it for a deadlock.
     pub async fn anonymize_user(&self, id: &str, actor: &str, now: i64) -> Result<u64> {
+        let mut attempt = 0;
+        loop {
+            match self.try_anonymize_user(id, actor, now).await {
+                Err(e) if attempt < 3 && is_retryable(&e) => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_anonymize_user(&self, id: &str, actor: &str, now: i64) -> Result<u64> {
         let redacted = on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = sqlx::query(
