@@ -61,6 +61,26 @@ async fn wait_ready(http: &reqwest::Client, url: &str) {
     .await;
 }
 
+async fn sent_log(http: &reqwest::Client, sim: &str) -> SentLog {
+    http.get(format!("{sim}/_sim/sent"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn set_faults(http: &reqwest::Client, sim: &str, faults: serde_json::Value) {
+    let r = http
+        .post(format!("{sim}/_sim/faults"))
+        .json(&faults)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "faults refused: {}", r.status());
+}
+
 async fn progress(http: &reqwest::Client, sim: &str) -> StreamProgress {
     http.get(format!("{sim}/_sim/stream"))
         .send()
@@ -200,9 +220,18 @@ channels:
         (progress(&http, &sim_url).await.acknowledged >= count / 5).then_some(())
     })
     .await;
+    // Until the kill, the channel takes every send but never answers: each send the runtime
+    // made is then "delivered, not known to be delivered", the case that tempts a second send.
+    set_faults(
+        &http,
+        &sim_url,
+        json!({ "delay_next": u32::MAX, "delay_ms": 600_000 }),
+    )
+    .await;
     let first_replies = tokio::spawn(reply_to_all(http.clone(), url.clone()));
-    eventually(120, "50% acknowledged", || async {
-        (progress(&http, &sim_url).await.acknowledged >= count / 2).then_some(())
+    eventually(120, "50% acknowledged and replies on the wire", || async {
+        let half = progress(&http, &sim_url).await.acknowledged >= count / 2;
+        (half && !sent_log(&http, &sim_url).await.messages.is_empty()).then_some(())
     })
     .await;
     runtime.kill();
@@ -211,6 +240,8 @@ channels:
         at_kill.acknowledged < count,
         "the kill must land mid-stream"
     );
+    let in_flight_at_kill = sent_log(&http, &sim_url).await.messages.len() as u64;
+    set_faults(&http, &sim_url, json!({ "delay_next": 0 })).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut runtime = Runtime::spawn(&config);
@@ -275,14 +306,7 @@ channels:
         replies.len() as i64
     );
 
-    let log: SentLog = http
-        .get(format!("{sim_url}/_sim/sent"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let log = sent_log(&http, &sim_url).await;
     let delivered: Vec<&str> = log
         .messages
         .iter()
@@ -290,6 +314,13 @@ channels:
         .collect();
     let unique: HashSet<&str> = delivered.iter().copied().collect();
     assert_eq!(delivered.len(), unique.len(), "no reply delivered twice");
+    // Every send that was unanswered at the kill was made again after the restart and
+    // recognised by its correlation id: the restart did resend, and nothing was doubled.
+    assert!(
+        log.duplicates >= in_flight_at_kill,
+        "{in_flight_at_kill} sends were unanswered at the kill, only {} re-sent",
+        log.duplicates
+    );
     assert_eq!(
         unique,
         replies.iter().map(String::as_str).collect::<HashSet<_>>(),

@@ -191,7 +191,8 @@ pub struct Faults {
     pub throttle_next: u32,
     /// `Retry-After` seconds on those 429s.
     pub retry_after_secs: u64,
-    /// The next N sends wait `delay_ms` before answering.
+    /// The next N sends wait `delay_ms` before answering (a send that succeeds is recorded
+    /// first, so a client that gives up meanwhile has still delivered it).
     pub delay_next: u32,
     /// How long those waits are.
     pub delay_ms: u64,
@@ -663,7 +664,7 @@ async fn send(
         });
         (delay, fail, throttle)
     };
-    if let Some(d) = delay {
+    if let Some(d) = delay.filter(|_| fail || throttle.is_some()) {
         tokio::time::sleep(d).await;
     }
     if fail {
@@ -801,6 +802,11 @@ async fn send(
                 }
             }
         });
+    }
+    // A slow answer comes after the send was taken: a client that gives up (or dies) meanwhile
+    // has sent it all the same, which is the case the idempotency key exists for.
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
     }
     Json(json!({
         "message_id": message_id,
