@@ -17,6 +17,7 @@ mod inbound;
 mod messages;
 mod outbox;
 mod privacy;
+mod routing;
 mod workspace;
 
 use std::str::FromStr;
@@ -42,6 +43,10 @@ pub use outbox::{OutboxItem, RetryAt};
 pub use privacy::{
     AnonymizeReport, Checkpoint, ContactDetails, ContactInput, IdentityInput, RetentionStep,
     SubjectData, normalize_phone,
+};
+pub use routing::{
+    AgentRow, ArrivalFacts, CategoryRow, Claim, DecisionRecord, OpenConversationRow, PickRefusal,
+    REPLICA_STALE_MS, Return, RoutingRows, Signal,
 };
 pub use workspace::{
     CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note,
