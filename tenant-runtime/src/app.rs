@@ -193,6 +193,8 @@ impl Application {
         .await;
         live.abort();
         routing.abort();
+        let _ = routing.await;
+        self.state.routing.release().await;
         sender.abort();
         housekeeping.abort();
         retention.abort();

@@ -6,10 +6,15 @@ mod common;
 
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use common::{Db, Harness, eventually};
+use contact_runtime::app::Application;
 use contact_runtime::domain::Role;
 use contact_runtime::http::auth::password;
-use contact_runtime::storage::{NewSkill, NewUser, Store, new_id, now_ms};
+use contact_runtime::routing::service::RoutingService;
+use contact_runtime::storage::{Claim, NewSkill, NewUser, Store, new_id, now_ms};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -40,6 +45,7 @@ both!(
     disconnected_agents_conversations_return_after_the_grace,
     picks_race_and_respect_capacity,
     unassign_transfer_and_sticky_return,
+    a_deposed_allocator_cannot_claim,
 );
 
 /// A signed-in agent.
@@ -80,8 +86,17 @@ async fn agent(store: &Store, name: &str, skill_ids: Vec<String>) -> Agent {
 
 impl Agent {
     fn call(&self, h: &Harness, method: Method, path: &str) -> reqwest::RequestBuilder {
-        h.http
-            .request(method, format!("{}/api/v1{path}", h.url))
+        self.call_at(&h.http, &h.url, method, path)
+    }
+
+    fn call_at(
+        &self,
+        http: &reqwest::Client,
+        url: &str,
+        method: Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        http.request(method, format!("{url}/api/v1{path}"))
             .header("cookie", &self.cookie)
             .header("x-csrf-token", &self.csrf)
     }
@@ -109,7 +124,16 @@ impl Agent {
 
     /// Opens the live stream (the agent is connected while it is open).
     async fn live(&self, h: &Harness) -> Live {
-        let resp = self.call(h, Method::GET, "/live").send().await.unwrap();
+        self.live_at(&h.http, &h.url, &h.store).await
+    }
+
+    /// Opens the live stream on the runtime at `url`.
+    async fn live_at(&self, http: &reqwest::Client, url: &str, store: &Store) -> Live {
+        let resp = self
+            .call_at(http, url, Method::GET, "/live")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         let mut live = Live {
             resp,
@@ -119,7 +143,7 @@ impl Agent {
         // Presence is recorded asynchronously; once it is stored, the allocator reads it before
         // any conversation written later (signals are read before events).
         eventually(10, "presence", || async {
-            let row = h.store.routing_agent(&self.id, now_ms()).await.ok()??;
+            let row = store.routing_agent(&self.id, now_ms()).await.ok()??;
             (row.sessions > 0).then_some(())
         })
         .await;
@@ -585,4 +609,341 @@ async fn unassign_transfer_and_sticky_return(db: Db) {
     assert_eq!(assigned(&h, &again).await, owner);
     let d = decisions(&h, &again).await;
     assert_eq!(d[0]["reason"], "sticky", "{d:?}");
+}
+
+async fn a_deposed_allocator_cannot_claim(db: Db) {
+    let (store, _guard) = common::store(db).await;
+    let old = store
+        .acquire_lease("old", now_ms(), 1)
+        .await
+        .unwrap()
+        .unwrap();
+    // The old holder's lease ran out; a new holder takes over with a higher epoch.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let new = store
+        .acquire_lease("new", now_ms(), 60_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new > old);
+    assert_eq!(
+        store.acquire_lease("old", now_ms(), 60_000).await.unwrap(),
+        None
+    );
+    assert!(
+        !store
+            .renew_lease("old", old, now_ms(), 60_000)
+            .await
+            .unwrap()
+    );
+    let a = agent(&store, "ann", vec![]).await;
+    let conversation = queued(&store, "46700006001").await;
+    let claim = |user: &str| Claim {
+        conversation_id: conversation.clone(),
+        user_id: user.to_owned(),
+        reason: "least_loaded".to_owned(),
+        explanation: json!({}),
+    };
+    let refused = store.commit_routing("old", old, &[], &[claim(&a.id)]).await;
+    assert!(
+        matches!(refused, Err(contact_runtime::storage::Error::Contended)),
+        "{refused:?}"
+    );
+    let row = store
+        .routing_conversation(&conversation)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.status, "queued");
+    assert_eq!(
+        store
+            .commit_routing("new", new, &[], &[claim(&a.id)])
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    // A second claim of the same conversation touches nothing.
+    assert_eq!(
+        store
+            .commit_routing("new", new, &[], &[claim(&a.id)])
+            .await
+            .unwrap(),
+        vec![false]
+    );
+    assert_eq!(
+        store.routing_decisions(&conversation).await.unwrap().len(),
+        1
+    );
+}
+
+async fn queued(store: &Store, identity: &str) -> String {
+    use contact_runtime::domain::{ChannelType, MessageContent};
+    use contact_runtime::storage::{InboundMessage, InboundOutcome, Nonce};
+    let msg = InboundMessage {
+        channel_app: "wa".into(),
+        channel: ChannelType::Whatsapp,
+        identity: identity.into(),
+        external_id: new_id(),
+        content: MessageContent::Text { text: "hi".into() },
+        category_id: None,
+    };
+    let nonce = Nonce {
+        channel_app: "wa".into(),
+        nonce: new_id(),
+        expires_at: now_ms() + 600_000,
+    };
+    match store.record_inbound(&nonce, &msg).await.unwrap() {
+        InboundOutcome::Stored {
+            conversation_id, ..
+        } => conversation_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A runtime replica on a shared database, stoppable gracefully.
+struct Replica {
+    url: String,
+    routing: Arc<RoutingService>,
+    settings: contact_runtime::config::Settings,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Replica {
+    async fn start(database_url: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings = common::settings(database_url, addr, addr);
+        let app = Application::build_on(settings.clone(), listener)
+            .await
+            .unwrap();
+        let routing = app.routing();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = app
+                .run_until(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            url: format!("http://{addr}"),
+            routing,
+            settings,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn webhook(&self, http: &reqwest::Client, identity: &str) {
+        let body = common::inbound_text(
+            contact_runtime::domain::ChannelType::Whatsapp,
+            identity,
+            &new_id(),
+            "hello",
+        );
+        let headers = common::signed(
+            &self.settings,
+            "wa",
+            &body,
+            &new_id(),
+            chrono::Utc::now().timestamp(),
+        );
+        let r = http
+            .post(format!("{}/webhooks/sinch/wa", self.url))
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.task).await;
+    }
+}
+
+/// Customers `from..to` write once each, all at once, spread over `targets`.
+async fn send_customers(http: &reqwest::Client, from: usize, to: usize, targets: &[&Replica]) {
+    let sends = (from..to).map(|i| {
+        let target = targets[i % targets.len()];
+        async move { target.webhook(http, &format!("4671{i:07}")).await }
+    });
+    futures::future::join_all(sends).await;
+}
+
+/// Two replicas on one PostgreSQL database: automatic allocation (only the lease holder
+/// allocates, and the holder changes mid-run) races with manual picks sent to both replicas,
+/// while webhooks arrive at both. No conversation is ever assigned twice and no agent goes over
+/// capacity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_never_assign_a_conversation_twice() {
+    const CUSTOMERS: usize = 60;
+    const CAPACITY: usize = 10;
+    let (url, _guard) = common::database_url(Db::Postgres);
+    let r1 = Replica::start(&url).await;
+    let r2 = Replica::start(&url).await;
+    let store = Store::connect(&url, &Default::default()).await.unwrap();
+    let http = reqwest::Client::new();
+    eventually(10, "one lease holder", || async {
+        (r1.routing.is_leading() != r2.routing.is_leading()).then_some(())
+    })
+    .await;
+    let r = http
+        .put(format!("{}/api/v1/admin/routing", r1.url))
+        .bearer_auth("test-token")
+        .json(&json!({ "auto_allocate_by_default": true, "max_conversations_per_agent": CAPACITY, "return_to_queue_after_disconnect_secs": 60 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut online = Vec::new();
+    for i in 0..6 {
+        online.push(agent(&store, &format!("auto{i}"), vec![]).await);
+    }
+    let mut lives = Vec::new();
+    for (i, a) in online.iter().enumerate() {
+        let at = if i % 2 == 0 { &r1.url } else { &r2.url };
+        lives.push(a.live_at(&http, at, &store).await);
+    }
+    // Pickers are not connected: automatic allocation never chooses them, they only pick.
+    let pickers = [
+        agent(&store, "picker0", vec![]).await,
+        agent(&store, "picker1", vec![]).await,
+    ];
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls = [r1.url.clone(), r2.url.clone()];
+    let mut pick_tasks = Vec::new();
+    for (p, picker) in pickers.into_iter().enumerate() {
+        let (http, urls, attempts, done) =
+            (http.clone(), urls.clone(), attempts.clone(), done.clone());
+        pick_tasks.push(tokio::spawn(async move {
+            let mut n = p;
+            while !done.load(Ordering::Relaxed) {
+                n += 1;
+                let url = &urls[n % 2];
+                let queue: Vec<Value> = match picker
+                    .call_at(&http, url, Method::GET, "/queue")
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.unwrap_or_default(),
+                    Err(_) => Vec::new(),
+                };
+                for item in queue.iter().take(2) {
+                    let path = format!("/conversations/{}/pick", item["id"].as_str().unwrap());
+                    if let Ok(r) = picker.call_at(&http, url, Method::POST, &path).send().await {
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        assert!([200, 409].contains(&r.status().as_u16()), "{}", r.status());
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            picker.id
+        }));
+    }
+    // First half of the customers write to both replicas at once.
+    send_customers(&http, 0, CUSTOMERS / 2, &[&r1, &r2]).await;
+    // The lease holder shuts down; the other replica takes over, and the agents connected to
+    // the stopped one reconnect to the survivor.
+    let (leader, survivor) = if r1.routing.is_leading() {
+        (r1, r2)
+    } else {
+        (r2, r1)
+    };
+    let first_epoch = leader.routing.epoch();
+    leader.stop().await;
+    drop(lives);
+    let mut lives = Vec::new();
+    for a in &online {
+        lives.push(a.live_at(&http, &survivor.url, &store).await);
+    }
+    send_customers(&http, CUSTOMERS / 2, CUSTOMERS, &[&survivor]).await;
+    eventually(30, "the survivor's lease", || async {
+        survivor.routing.is_leading().then_some(())
+    })
+    .await;
+    assert!(survivor.routing.epoch() > first_epoch);
+    let Store::Postgres(pool) = &store else {
+        unreachable!()
+    };
+    eventually(30, "every conversation assigned", || async {
+        let queued: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE status <> 'assigned'")
+                .fetch_one(pool)
+                .await
+                .ok()?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM conversations")
+            .fetch_one(pool)
+            .await
+            .ok()?;
+        (queued == 0 && total == CUSTOMERS as i64).then_some(())
+    })
+    .await;
+    done.store(true, Ordering::Relaxed);
+    for t in pick_tasks {
+        t.await.unwrap();
+    }
+    // Exactly one assignment event and one decision per conversation, and the decision names
+    // the assignee.
+    let per_conversation: Vec<(String, i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT c.id, \
+           (SELECT COUNT(*) FROM conversation_events e WHERE e.conversation_id = c.id AND e.kind = 'conversation_assigned'), \
+           (SELECT COUNT(*) FROM routing_decisions d WHERE d.conversation_id = c.id), \
+           c.assigned_user_id, \
+           (SELECT d.user_id FROM routing_decisions d WHERE d.conversation_id = c.id ORDER BY d.id LIMIT 1) \
+         FROM conversations c",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(per_conversation.len(), CUSTOMERS);
+    for (id, events, decisions, assignee, decided) in &per_conversation {
+        assert_eq!((*events, *decisions), (1, 1), "conversation {id}");
+        assert_eq!(assignee, decided, "conversation {id}");
+    }
+    let loads: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT assigned_user_id, COUNT(*) FROM conversations WHERE status = 'assigned' GROUP BY assigned_user_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        loads.iter().all(|(_, n)| *n <= CAPACITY as i64),
+        "{loads:?}"
+    );
+    // Both paths decided: manual picks and automatic claims, the latter under both leases.
+    let by_kind: Vec<(String, Option<i64>, i64)> = sqlx::query_as(
+        "SELECT kind, epoch, COUNT(*) FROM routing_decisions GROUP BY kind, epoch ORDER BY kind, epoch",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    eprintln!(
+        "decisions by kind and epoch: {by_kind:?}; pick attempts: {}",
+        attempts.load(Ordering::Relaxed)
+    );
+    assert!(
+        by_kind
+            .iter()
+            .any(|(k, e, _)| k == "automatic" && *e == Some(first_epoch)),
+        "{by_kind:?}"
+    );
+    assert!(
+        by_kind
+            .iter()
+            .any(|(k, e, _)| k == "automatic" && *e == Some(survivor.routing.epoch())),
+        "{by_kind:?}"
+    );
+    assert!(
+        attempts.load(Ordering::Relaxed) > 0,
+        "the pickers never raced"
+    );
+    drop(lives);
+    survivor.stop().await;
 }

@@ -112,20 +112,38 @@ impl RoutingService {
         Ok(())
     }
 
+    /// Gives the lease up if this replica holds it (graceful shutdown, after [`Self::run`] was
+    /// aborted), so another replica takes over at its next try instead of after [`LEASE_TTL`].
+    pub async fn release(&self) {
+        let epoch = self.epoch();
+        if epoch > 0
+            && let Err(e) = self.store.release_lease(&self.replica, epoch).await
+        {
+            tracing::warn!(error = %e, "routing: lease not released");
+        }
+        self.leading.store(false, Ordering::Relaxed);
+    }
+
     /// Runs until aborted: presence reporting, heartbeat and the lease loop.
     pub async fn run(self: Arc<Self>) {
-        let presence = tokio::spawn(self.clone().report_presence());
-        self.lease_loop().await;
-        presence.abort();
+        // One task for both, so aborting it stops both.
+        tokio::select! {
+            () = self.clone().report_presence() => {}
+            () = self.lease_loop() => {}
+        }
     }
 
     async fn report_presence(self: Arc<Self>) {
         let mut changes = self.live.presence_changes();
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        let mut open = true;
         loop {
             tokio::select! {
-                change = changes.recv() => {
-                    let Some((user, sessions)) = change else { return };
+                change = changes.recv(), if open => {
+                    let Some((user, sessions)) = change else {
+                        open = false;
+                        continue;
+                    };
                     let sessions = i64::try_from(sessions).unwrap_or(i64::MAX);
                     match self.store.set_presence(&self.replica, &user, sessions).await {
                         Ok(()) => self.wake(),
