@@ -891,7 +891,8 @@ async fn two_replicas_never_assign_a_conversation_twice() {
     }
     // Exactly one assignment event and one decision per conversation, and the decision names
     // the assignee.
-    let per_conversation: Vec<(String, i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+    type Row = (String, i64, i64, Option<String>, Option<String>);
+    let per_conversation: Vec<Row> = sqlx::query_as(
         "SELECT c.id, \
            (SELECT COUNT(*) FROM conversation_events e WHERE e.conversation_id = c.id AND e.kind = 'conversation_assigned'), \
            (SELECT COUNT(*) FROM routing_decisions d WHERE d.conversation_id = c.id), \

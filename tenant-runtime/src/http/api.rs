@@ -377,8 +377,8 @@ pub async fn create_category(
             "name must not be empty",
         ));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_category(&new).await?),
-    ))
+    let category = state.store.create_category(&new).await?;
+    // The allocator rebuilds its categories.
+    state.store.routing_signal(None, "settings").await?;
+    Ok((StatusCode::CREATED, Json(category)))
 }

@@ -202,6 +202,20 @@ pub enum PickRefusal {
     },
 }
 
+/// `(conversations, categories (id, name, priority, rules), category skills (category, name))`
+type RowsTuple = (
+    Vec<ConvTuple>,
+    Vec<(String, String, i64, String)>,
+    Vec<(String, String)>,
+);
+
+/// `(agents (id, auto_allocate, status, last assigned), skills (user, name, active), presence (user, sessions, changed))`
+type AgentsTuple = (
+    Vec<(String, bool, Option<String>, Option<i64>)>,
+    Vec<(String, String, bool)>,
+    Vec<(String, i64, Option<i64>)>,
+);
+
 /// `(id, contact, channel, app, category, status, assignee, enqueued, assigned_at, pinned, avoid, last agent, last served)`
 type ConvTuple = (
     String,
@@ -279,11 +293,7 @@ impl Store {
         let events_from = self.last_event_id().await?;
         let signals_from = self.last_signal_id().await?;
         let agents = self.routing_rows_agents(now).await?;
-        let (conversations, categories, category_skills): (
-            Vec<ConvTuple>,
-            Vec<(String, String, i64, String)>,
-            Vec<(String, String)>,
-        ) = on_pool!(self, |pool| {
+        let (conversations, categories, category_skills): RowsTuple = on_pool!(self, |pool| {
             let conversations = sqlx::query_as(concat!(
                 "SELECT ",
                 conversation_columns!(),
@@ -872,13 +882,8 @@ impl Store {
     }
 
     async fn routing_rows_agents(&self, now: i64) -> Result<Vec<AgentRow>> {
-        type AgentTuple = (String, bool, Option<String>, Option<i64>);
         let fresh = now - REPLICA_STALE_MS;
-        let (agents, skills, presence): (
-            Vec<AgentTuple>,
-            Vec<(String, String, bool)>,
-            Vec<(String, i64, Option<i64>)>,
-        ) = on_pool!(self, |pool| {
+        let (agents, skills, presence): AgentsTuple = on_pool!(self, |pool| {
             let agents = sqlx::query_as(
                 "SELECT u.id, u.auto_allocate, a.status, \
                  (SELECT MAX(c.assigned_at) FROM conversations c WHERE c.assigned_user_id = u.id) \

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::Error;
 use super::convert::{self, Ids};
@@ -23,7 +23,7 @@ use crate::routing::{
     categorize,
 };
 use crate::storage::{
-    Claim, EventRow, GENERAL_CATEGORY_ID, OpenConversationRow, Return, Store, from_ms, now_ms,
+    Claim, EventRow, GENERAL_CATEGORY_ID, OpenConversationRow, Return, Store, from_ms,
 };
 
 /// How long a hole in the event ids is re-read: on PostgreSQL ids are taken at insert and
@@ -487,11 +487,6 @@ impl Allocator {
     /// The lease epoch.
     pub fn epoch(&self) -> i64 {
         self.epoch
-    }
-
-    /// The instant of the last full sweep, for diagnostics.
-    pub fn now(&self) -> DateTime<Utc> {
-        from_ms(now_ms())
     }
 }
 
