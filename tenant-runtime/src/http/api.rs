@@ -321,10 +321,9 @@ pub async fn create_user(
             "email must contain `@` and display_name must not be empty",
         ));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_user(&new).await?),
-    ))
+    let user = state.store.create_user(&new).await?;
+    state.routing.seed_new_user(&user.id).await?;
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// Every skill.

@@ -455,8 +455,12 @@ impl Allocator {
                     conversation_id: self.ids.conversations.text(d.conversation.0)?.to_owned(),
                     user_id: self.ids.agents.text(d.agent.0)?.to_owned(),
                     reason: convert::reason(&d.explanation.reason),
-                    explanation: serde_json::to_value(&d.explanation)
-                        .unwrap_or(serde_json::Value::Null),
+                    explanation: {
+                        let mut v =
+                            serde_json::to_value(&d.explanation).unwrap_or(serde_json::Value::Null);
+                        convert::name_agents(&mut v, &self.ids.agents);
+                        v
+                    },
                 })
             })
             .collect();

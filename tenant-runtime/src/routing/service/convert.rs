@@ -235,6 +235,31 @@ pub fn conversation(
     })
 }
 
+/// Replaces the routing core's integer agent ids in an explanation (every `"agent": n`) with
+/// the users' ids, so that what is stored means something outside this allocator.
+pub fn name_agents(value: &mut serde_json::Value, agents: &Interner) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    serde_json::Value::Number(n) if key == "agent" => {
+                        if let Some(text) = n.as_i64().and_then(|id| agents.text(id)) {
+                            *v = serde_json::Value::String(text.to_owned());
+                        }
+                    }
+                    other => name_agents(other, agents),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                name_agents(item, agents);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The one-word reason of a decision (`least_loaded`, `sticky`, …).
 pub fn reason(reason: &WinReason) -> String {
     match serde_json::to_value(reason) {
@@ -349,6 +374,25 @@ mod tests {
         );
         let missing = categories(&rows[1..], "general", &mut ids);
         assert_eq!(missing.default.id, c.default.id);
+    }
+
+    #[test]
+    fn explanations_name_agents_by_user_id() {
+        let mut agents = Interner::default();
+        let (ann, bob) = (agents.id("ann"), agents.id("bob"));
+        let mut v = serde_json::json!({
+            "winner": { "agent": ann, "load": 0 },
+            "considered": [{ "excluded": { "agent": bob, "reason": { "pinned_to_other": { "agent": ann } } } }],
+            "conversation": 7,
+        });
+        name_agents(&mut v, &agents);
+        assert_eq!(v["winner"]["agent"], "ann");
+        assert_eq!(v["considered"][0]["excluded"]["agent"], "bob");
+        assert_eq!(
+            v["considered"][0]["excluded"]["reason"]["pinned_to_other"]["agent"],
+            "ann"
+        );
+        assert_eq!(v["conversation"], 7);
     }
 
     #[test]

@@ -105,6 +105,17 @@ impl RoutingService {
         Ok(convert::settings(&self.defaults, saved.as_ref()).1)
     }
 
+    /// Gives a new account the tenant's auto-allocate default (spec, or what an admin saved).
+    pub async fn seed_new_user(&self, user_id: &str) -> storage::Result<()> {
+        let saved = self.store.tenant_setting("routing").await?;
+        let on = saved
+            .as_ref()
+            .and_then(|v| v.get("auto_allocate_by_default"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(self.defaults.auto_allocate_by_default);
+        self.store.set_auto_allocate(user_id, on).await
+    }
+
     /// Records an agent-level change and wakes the allocator.
     pub async fn signal(&self, user_id: Option<&str>, kind: &str) -> Result<(), Error> {
         self.store.routing_signal(user_id, kind).await?;
