@@ -459,6 +459,7 @@ impl Allocator {
                         let mut v =
                             serde_json::to_value(&d.explanation).unwrap_or(serde_json::Value::Null);
                         convert::name_agents(&mut v, &self.ids.agents);
+                        convert::trim_candidates(&mut v);
                         v
                     },
                 })

@@ -260,6 +260,36 @@ pub fn name_agents(value: &mut serde_json::Value, agents: &Interner) {
     }
 }
 
+/// Most candidates an explanation keeps of each kind (ranked, excluded); the rest are counted in
+/// `considered_omitted`. A full explanation lists every agent, which with 500 agents is tens of
+/// kilobytes per decision: too much to store for each one.
+pub const KEEP_CANDIDATES: usize = 20;
+
+/// Trims the `considered` list of an explanation to [`KEEP_CANDIDATES`] ranked and as many
+/// excluded agents (the best-ranked and the first excluded, in the core's order).
+pub fn trim_candidates(value: &mut serde_json::Value) {
+    let Some(list) = value.get_mut("considered").and_then(|v| v.as_array_mut()) else {
+        return;
+    };
+    let total = list.len();
+    let (mut ranked, mut excluded) = (0, 0);
+    list.retain(|c| {
+        let counter = if c.get("ranked").is_some() {
+            &mut ranked
+        } else {
+            &mut excluded
+        };
+        *counter += 1;
+        *counter <= KEEP_CANDIDATES
+    });
+    let omitted = total - list.len();
+    if omitted > 0
+        && let Some(map) = value.as_object_mut()
+    {
+        map.insert("considered_omitted".to_owned(), omitted.into());
+    }
+}
+
 /// The one-word reason of a decision (`least_loaded`, `sticky`, …).
 pub fn reason(reason: &WinReason) -> String {
     match serde_json::to_value(reason) {
@@ -393,6 +423,23 @@ mod tests {
             "ann"
         );
         assert_eq!(v["conversation"], 7);
+    }
+
+    #[test]
+    fn long_candidate_lists_are_trimmed_and_counted() {
+        let considered: Vec<serde_json::Value> = (0..30)
+            .map(|i| serde_json::json!({ "ranked": { "rank": i } }))
+            .chain((0..50).map(|i| serde_json::json!({ "excluded": { "agent": i } })))
+            .collect();
+        let mut v = serde_json::json!({ "reason": "least_loaded", "considered": considered });
+        trim_candidates(&mut v);
+        let kept = v["considered"].as_array().unwrap();
+        assert_eq!(kept.len(), 2 * KEEP_CANDIDATES);
+        assert_eq!(kept[0]["ranked"]["rank"], 0);
+        assert_eq!(v["considered_omitted"], 40);
+        let mut short = serde_json::json!({ "considered": [{ "ranked": {} }] });
+        trim_candidates(&mut short);
+        assert!(short.get("considered_omitted").is_none());
     }
 
     #[test]
