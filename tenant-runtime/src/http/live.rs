@@ -195,9 +195,9 @@ impl Drop for Presence {
 
 /// Tails `conversation_events` into the hub until aborted.
 pub async fn tail(store: Store, hub: Arc<LiveHub>) {
-    let mut last = loop {
+    let mut cursor = loop {
         match store.last_event_id().await {
-            Ok(id) => break id,
+            Ok(id) => break crate::storage::EventCursor::after(id),
             Err(e) => {
                 tracing::warn!(error = %e, "live: cannot read the event table yet");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -211,10 +211,11 @@ pub async fn tail(store: Store, hub: Arc<LiveHub>) {
             _ = tick.tick() => {}
             () = hub.wake.notified() => {}
         }
-        match store.events_after(last, 500).await {
+        // The cursor also returns events that commit after a higher id was read (PostgreSQL takes
+        // ids at insert, not at commit), so an assignment is never skipped.
+        match cursor.next(&store, 500).await {
             Ok(rows) => {
                 for row in &rows {
-                    last = row.id;
                     hub.publish(LiveEvent::from(row));
                 }
             }

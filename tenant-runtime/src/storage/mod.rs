@@ -12,6 +12,7 @@
 
 mod audit;
 mod auth;
+mod cursor;
 mod directory;
 mod inbound;
 mod messages;
@@ -32,6 +33,7 @@ use sqlx::sqlite::{
 pub(crate) use audit::AuditTx;
 pub use audit::{AuditQuery, ChainReport};
 pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
+pub use cursor::{EventCursor, GAP_PATIENCE};
 pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,

@@ -23,12 +23,8 @@ use crate::routing::{
     categorize,
 };
 use crate::storage::{
-    Claim, EventRow, GENERAL_CATEGORY_ID, OpenConversationRow, Return, Store, from_ms,
+    Claim, EventCursor, EventRow, GENERAL_CATEGORY_ID, OpenConversationRow, Return, Store, from_ms,
 };
-
-/// How long a hole in the event ids is re-read: on PostgreSQL ids are taken at insert and
-/// transactions commit in another order, so a lower id can appear after a higher one.
-const GAP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// The periodic sweep (safety net; widening and grace have their own timers).
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -52,10 +48,8 @@ pub struct Allocator {
     categories: Categories,
     capacity: u32,
     ids: Ids,
-    events_from: i64,
+    events: EventCursor,
     signals_from: i64,
-    /// Event ids not seen yet below `events_from`, with when the hole was noticed.
-    gaps: BTreeMap<i64, Instant>,
     /// Conversations whose claim lost: read their rows again.
     resync: Vec<String>,
     last_sweep: Instant,
@@ -100,9 +94,8 @@ impl Allocator {
             categories,
             capacity,
             ids,
-            events_from: rows.events_from,
+            events: EventCursor::after(rows.events_from),
             signals_from: rows.signals_from,
-            gaps: BTreeMap::new(),
             resync: Vec::new(),
             last_sweep: Instant::now(),
         };
@@ -149,7 +142,7 @@ impl Allocator {
             }
         }
         loop {
-            let rows = self.read_events().await?;
+            let rows = self.events.next(&self.store, 500).await?;
             if rows.is_empty() {
                 break;
             }
@@ -163,36 +156,6 @@ impl Allocator {
             self.sync_conversation(&id).await?;
         }
         Ok(Step::Continue)
-    }
-
-    /// New events in id order, including late commits that fill earlier holes.
-    async fn read_events(&mut self) -> Result<Vec<EventRow>, Error> {
-        let now = Instant::now();
-        self.gaps
-            .retain(|_, seen| now.duration_since(*seen) < GAP_PATIENCE);
-        let from = self
-            .gaps
-            .keys()
-            .next()
-            .map_or(self.events_from, |first| (first - 1).min(self.events_from));
-        let rows = self.store.events_after(from, 500).await?;
-        let mut fresh = Vec::with_capacity(rows.len());
-        for row in rows {
-            if row.id <= self.events_from {
-                if self.gaps.remove(&row.id).is_some() {
-                    fresh.push(row);
-                }
-                continue;
-            }
-            for missing in (self.events_from + 1)..row.id {
-                if self.gaps.len() < 10_000 {
-                    self.gaps.insert(missing, now);
-                }
-            }
-            self.events_from = row.id;
-            fresh.push(row);
-        }
-        Ok(fresh)
     }
 
     async fn on_event(&mut self, row: &EventRow) -> Result<(), Error> {
