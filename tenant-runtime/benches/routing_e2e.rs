@@ -52,6 +52,15 @@ struct Run {
 }
 
 fn main() {
+    // Warnings of the runtime (a routing step failing, the reconciliation finding a missed
+    // conversation) show up next to the numbers.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CONTACT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let rate = env("CONTACT_BENCH_RATE", 50);
     let secs = env("CONTACT_BENCH_SECS", 20);
     let agents = env("CONTACT_BENCH_AGENTS", 50);

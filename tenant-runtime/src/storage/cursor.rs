@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{EventRow, Result, Store};
+use super::{EventRow, Result, Store, from_ms, on_pool};
 
 /// How long a hole in the ids is read again.
 pub const GAP_PATIENCE: Duration = Duration::from_secs(5);
@@ -47,7 +47,16 @@ impl EventCursor {
     /// The next events: new ones in id order, and late commits that fill earlier holes (each
     /// event is returned once).
     pub async fn next(&mut self, store: &Store, limit: i64) -> Result<Vec<EventRow>> {
-        let rows = store.events_after(self.from(Instant::now()), limit).await?;
+        let from = self.from(Instant::now());
+        let mut rows = Vec::new();
+        if from < self.last {
+            // Only the range of the holes: reading everything from the oldest hole would return
+            // rows already seen and, past `limit`, stall new ones until the hole is given up.
+            let upto = self.gaps.keys().next_back().copied().unwrap_or(self.last);
+            rows = store.events_between(from, upto, limit).await?;
+            rows.retain(|r| self.gaps.contains_key(&r.id));
+        }
+        rows.extend(store.events_after(self.last, limit).await?);
         Ok(self.accept(rows, Instant::now()))
     }
 
@@ -80,6 +89,48 @@ impl EventCursor {
             fresh.push(row);
         }
         fresh
+    }
+}
+
+impl Store {
+    /// Conversation events with `after < id <= upto`, as [`Store::events_after`] returns them.
+    pub async fn events_between(&self, after: i64, upto: i64, limit: i64) -> Result<Vec<EventRow>> {
+        type Tuple = (i64, String, String, String, i64, String, Option<String>);
+        let rows: Vec<Tuple> = on_pool!(self, |pool| {
+            sqlx::query_as(
+                "SELECT e.id, e.conversation_id, e.kind, e.data, e.created_at, c.status, c.assigned_user_id FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id WHERE e.id > $1 AND e.id <= $2 ORDER BY e.id LIMIT $3",
+            )
+            .bind(after)
+            .bind(upto)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, conversation_id, kind, data, created_at, status, assigned_user_id)| {
+                    EventRow {
+                        id,
+                        conversation_id,
+                        kind,
+                        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
+                        created_at: from_ms(created_at),
+                        status,
+                        assigned_user_id,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Ids of the conversations waiting in the queue (the allocator's periodic reconciliation).
+    pub async fn queued_conversation_ids(&self) -> Result<Vec<String>> {
+        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT id FROM conversations WHERE status = 'queued'"
+        )
+        .fetch_all(pool)
+        .await?))
     }
 }
 

@@ -354,7 +354,34 @@ impl Allocator {
             }
         }
         if due || self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.reconcile().await?;
             self.apply(Event::Tick, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Safety net before each periodic sweep: a conversation the database has in the queue but
+    /// the state does not (an input missed, whatever the cause) is read again.
+    async fn reconcile(&mut self) -> Result<(), Error> {
+        let queued = self.store.queued_conversation_ids().await?;
+        let mut fixed = 0;
+        for id in queued {
+            let waiting = self
+                .ids
+                .conversations
+                .get(&id)
+                .and_then(|c| self.state.status(ConversationId(c)))
+                == Some(ConversationStatus::Waiting);
+            if !waiting {
+                fixed += 1;
+                match self.ids.conversations.get(&id).map(ConversationId) {
+                    Some(_) => self.sync_conversation(&id).await?,
+                    None => self.arrive(&id).await?,
+                }
+            }
+        }
+        if fixed > 0 {
+            tracing::warn!(fixed, "routing: queued conversations the state had missed");
         }
         Ok(())
     }
