@@ -286,6 +286,12 @@ async fn run(backend: &'static str, url: &str, rate: u64, secs: u64, agents: u64
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Counted again after the wait: the read above may predate the last assignments.
+    let unassigned = if unassigned > 0 {
+        conversations_by_identity(&store).await.1
+    } else {
+        0
+    };
     let seen = seen.lock().expect("seen").clone();
     let mut acks = Vec::new();
     let mut e2e = Vec::new();
@@ -331,9 +337,11 @@ async fn conversations_by_identity(store: &Store) -> (HashMap<String, String>, u
         })
         .await
         .expect("conversations");
+    let total = all.len();
     for c in all {
         if c.status != contact_runtime::domain::ConversationStatus::Assigned {
             unassigned += 1;
+            tracing::debug!(identity = %c.identity, id = %c.id, status = ?c.status, total, "not assigned");
         }
         out.insert(c.identity, c.id);
     }
