@@ -116,10 +116,17 @@ impl Application {
             metrics.clone(),
         );
         crate::http::auth::bootstrap_admin(&store, &settings.auth).await?;
+        let live = Arc::new(crate::http::live::LiveHub::default());
+        let routing = Arc::new(crate::routing::service::RoutingService::new(
+            store.clone(),
+            settings.routing.clone(),
+            live.clone(),
+        ));
         let state = AppState {
             store,
             auth: Arc::new(crate::http::auth::AuthState::new(&settings.auth)),
-            live: Arc::new(crate::http::live::LiveHub::default()),
+            live,
+            routing,
             settings: Arc::new(settings),
             apps,
             metrics,
@@ -139,6 +146,11 @@ impl Application {
             .unwrap_or_else(|_| self.state.settings.listen)
     }
 
+    /// The routing service of this replica.
+    pub fn routing(&self) -> Arc<crate::routing::service::RoutingService> {
+        self.state.routing.clone()
+    }
+
     /// The database.
     pub fn store(&self) -> &Store {
         &self.state.store
@@ -156,6 +168,7 @@ impl Application {
             self.state.store.clone(),
             self.state.live.clone(),
         ));
+        let routing = tokio::spawn(self.state.routing.clone().run());
         let retention = tokio::spawn(
             crate::privacy::retention::RetentionJob::new(
                 self.state.store.clone(),
@@ -182,6 +195,9 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await;
         live.abort();
+        routing.abort();
+        let _ = routing.await;
+        self.state.routing.release().await;
         sender.abort();
         housekeeping.abort();
         retention.abort();

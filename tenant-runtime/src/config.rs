@@ -132,6 +132,12 @@ pub struct RoutingDefaults {
     pub max_conversations_per_agent: u32,
     /// Seconds a disconnected agent keeps their conversations before they return to the queue.
     pub return_to_queue_after_disconnect_secs: u64,
+    /// How long the agent who last served a contact stays preferred (0: no sticky routing).
+    pub sticky_window_secs: u32,
+    /// After this wait, skill minimum levels are ignored (`None`: never).
+    pub relax_levels_after_secs: Option<u32>,
+    /// After this wait, optional skills are no longer required (`None`: never).
+    pub drop_optional_after_secs: Option<u32>,
 }
 
 impl Default for RoutingDefaults {
@@ -140,6 +146,9 @@ impl Default for RoutingDefaults {
             auto_allocate_by_default: true,
             max_conversations_per_agent: 5,
             return_to_queue_after_disconnect_secs: 60,
+            sticky_window_secs: 24 * 3600,
+            relax_levels_after_secs: Some(120),
+            drop_optional_after_secs: Some(300),
         }
     }
 }

@@ -270,6 +270,7 @@ function renderConversation() {
           closeView();
         } catch (e) { toast(e.message); }
       } }, 'Close')),
+    whyThisAgent(c.id, v.colleagues),
     el('div', { class: 'thread', id: 'thread' }),
     el('div', { class: 'composer' },
       el('div', { class: `window ${comp.window_open ? '' : 'closed'}`, id: 'window' }, windowText(comp)),
@@ -281,6 +282,35 @@ function renderConversation() {
         el('button', { class: 'primary', id: 'send', onclick: send }, 'Send')),
       template));
   renderThread();
+}
+
+// Why the conversation went where it went: its routing decisions, loaded when opened.
+const REASONS = {
+  least_loaded: 'least loaded', idle_longest: 'same load, idle longest', lowest_id: 'tie broken by id',
+  only_candidate: 'the only agent who could take it', sticky: 'served this customer last',
+  pinned: 'transferred to this agent', manual_pick: 'picked from the queue',
+  grace_expired: 'agent disconnected: back to the queue', agent_offline: 'agent went offline: back to the queue',
+  transfer_to_category: 'moved to another category',
+};
+function whyThisAgent(id, colleagues) {
+  const name = (u) => (colleagues.find((c) => c.id === u) || {}).display_name || (u === session.me.user_id ? 'you' : u || '—');
+  const body = el('div', { id: 'why-body', class: 'muted' }, 'Loading…');
+  const details = el('details', { id: 'why' }, el('summary', {}, 'Why this agent'), body);
+  details.addEventListener('toggle', async () => {
+    if (!details.open) return;
+    try {
+      const decisions = await api('GET', `/api/v1/conversations/${encodeURIComponent(id)}/routing`);
+      fill(body, decisions.length ? decisions.map((d) => {
+        const e = d.explanation || {};
+        const runner = e.runner_up ? ` · runner-up ${name(e.runner_up.agent)} (${e.runner_up.load}/${e.runner_up.capacity})` : '';
+        const load = e.winner ? ` (${e.winner.load}/${e.winner.capacity})` : '';
+        const considered = Array.isArray(e.considered) ? ` · ${e.considered.filter((x) => x.ranked).length} eligible of ${e.considered.length}` : '';
+        return el('div', { class: 'decision', 'data-reason': d.reason },
+          `${time(d.created_at)} · ${d.kind} · ${name(d.user_id)}${load}: ${REASONS[d.reason] || d.reason}${runner}${considered}`);
+      }) : [el('div', {}, 'No routing decision recorded.')]);
+    } catch (e) { fill(body, [el('div', {}, e.message)]); }
+  });
+  return details;
 }
 
 function closeView() {
@@ -354,6 +384,10 @@ async function main() {
   const me = await loadMe();
   $('me-name').textContent = me.display_name;
   $('admin-link').classList.toggle('hidden', me.role !== 'admin');
+  $('status').value = me.status || 'available';
+  $('status').addEventListener('change', async (ev) => {
+    try { await api('PUT', '/api/v1/me/status', { status: ev.target.value }); } catch (e) { toast(e.message); }
+  });
   $('auto-allocate').checked = me.auto_allocate;
   $('auto-allocate').addEventListener('change', async (ev) => {
     try { await api('PUT', '/api/v1/me/auto-allocate', { enabled: ev.target.checked }); } catch (e) { ev.target.checked = !ev.target.checked; toast(e.message); }

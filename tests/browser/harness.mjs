@@ -69,9 +69,10 @@ async function stopProc(p) {
 
 /**
  * Starts the simulator and the runtime (WhatsApp app `wa`, SMS app `sms`) on a fresh SQLite
- * database. `env` adds runtime variables (e.g. a maintenance window).
+ * database. `env` adds runtime variables (e.g. a maintenance window). New agents start with
+ * auto-allocate `autoAllocate` (off by default here: most tests pick conversations by hand).
  */
-export async function startStack({ env = {} } = {}) {
+export async function startStack({ env = {}, autoAllocate = false } = {}) {
   if (!existsSync(BIN)) throw new Error(`runtime binary ${BIN} not found: run ./run.sh or set CONTACT_RUNTIME_BIN`);
   const dir = await mkdtemp(path.join(tmpdir(), 'contact-browser-'));
   const [port, simPort] = [await freePort(), await freePort()];
@@ -95,6 +96,8 @@ outbox:
   max_attempts: 3
   base_backoff_ms: 50
   max_backoff_ms: 200
+routing:
+  auto_allocate_by_default: ${autoAllocate}
 channels:
 ${app('wa', 'WHATSAPP', 'wa-secret')}${app('sms', 'SMS', 'sms-secret')}`;
   const cfg = path.join(dir, 'contact.yaml');

@@ -321,10 +321,9 @@ pub async fn create_user(
             "email must contain `@` and display_name must not be empty",
         ));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_user(&new).await?),
-    ))
+    let user = state.store.create_user(&new).await?;
+    state.routing.seed_new_user(&user.id).await?;
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// Every skill.
@@ -377,8 +376,8 @@ pub async fn create_category(
             "name must not be empty",
         ));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_category(&new).await?),
-    ))
+    let category = state.store.create_category(&new).await?;
+    // The allocator rebuilds its categories.
+    state.store.routing_signal(None, "settings").await?;
+    Ok((StatusCode::CREATED, Json(category)))
 }

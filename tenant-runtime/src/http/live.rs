@@ -99,6 +99,7 @@ pub struct LiveHub {
     connected: Mutex<HashMap<String, usize>>,
     closing: tokio::sync::watch::Sender<bool>,
     wake: tokio::sync::Notify,
+    presence: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(String, usize)>>>,
 }
 
 impl Default for LiveHub {
@@ -108,6 +109,7 @@ impl Default for LiveHub {
             connected: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::channel(false).0,
             wake: tokio::sync::Notify::new(),
+            presence: Mutex::new(None),
         }
     }
 }
@@ -138,13 +140,28 @@ impl LiveHub {
             .collect()
     }
 
+    /// Session counts per user as they change (`(user, open streams)`), for routing presence.
+    /// A new call replaces the previous receiver.
+    pub fn presence_changes(&self) -> tokio::sync::mpsc::UnboundedReceiver<(String, usize)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.presence.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
+    }
+
+    fn presence_changed(&self, user: &str, sessions: usize) {
+        if let Some(tx) = &*self.presence.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = tx.send((user.to_owned(), sessions));
+        }
+    }
+
     fn enter(self: &Arc<Self>, user: &str) -> Presence {
-        *self
-            .connected
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(user.to_owned())
-            .or_default() += 1;
+        let sessions = {
+            let mut map = self.connected.lock().unwrap_or_else(|e| e.into_inner());
+            let n = map.entry(user.to_owned()).or_default();
+            *n += 1;
+            *n
+        };
+        self.presence_changed(user, sessions);
         Presence {
             hub: self.clone(),
             user: user.to_owned(),
@@ -160,21 +177,27 @@ struct Presence {
 
 impl Drop for Presence {
     fn drop(&mut self) {
-        let mut map = self.hub.connected.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.user) {
+        let sessions = {
+            let mut map = self.hub.connected.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(n) = map.get_mut(&self.user) else {
+                return;
+            };
             *n -= 1;
-            if *n == 0 {
+            let left = *n;
+            if left == 0 {
                 map.remove(&self.user);
             }
-        }
+            left
+        };
+        self.hub.presence_changed(&self.user, sessions);
     }
 }
 
 /// Tails `conversation_events` into the hub until aborted.
 pub async fn tail(store: Store, hub: Arc<LiveHub>) {
-    let mut last = loop {
+    let mut cursor = loop {
         match store.last_event_id().await {
-            Ok(id) => break id,
+            Ok(id) => break crate::storage::EventCursor::after(id),
             Err(e) => {
                 tracing::warn!(error = %e, "live: cannot read the event table yet");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -188,10 +211,11 @@ pub async fn tail(store: Store, hub: Arc<LiveHub>) {
             _ = tick.tick() => {}
             () = hub.wake.notified() => {}
         }
-        match store.events_after(last, 500).await {
+        // The cursor also returns events that commit after a higher id was read (PostgreSQL takes
+        // ids at insert, not at commit), so an assignment is never skipped.
+        match cursor.next(&store, 500).await {
             Ok(rows) => {
                 for row in &rows {
-                    last = row.id;
                     hub.publish(LiveEvent::from(row));
                 }
             }
@@ -217,6 +241,7 @@ pub async fn wake_on_write(
     let response = next.run(request).await;
     if write {
         state.live.wake();
+        state.routing.wake();
     }
     response
 }

@@ -47,6 +47,8 @@ pub struct AppState {
     pub auth: Arc<auth::AuthState>,
     /// Live events.
     pub live: Arc<live::LiveHub>,
+    /// The routing service (allocator lease, presence, signals).
+    pub routing: Arc<crate::routing::service::RoutingService>,
 }
 
 /// Largest accepted request body (callbacks are a few KiB; media arrives by URL).

@@ -10,12 +10,14 @@
 //! * [`explain`]: decisions and why they were taken.
 //! * [`state`]: the event-driven state machine that runs allocations incrementally.
 //! * [`naive`]: the scan-everything baseline, kept as the reference for tests and benchmarks.
+//! * [`service`]: the allocator around the core (lease, inputs, atomic claims, presence).
 
 pub mod categorize;
 pub mod engine;
 pub mod explain;
 pub mod model;
 pub mod naive;
+pub mod service;
 pub mod state;
 
 #[cfg(test)]

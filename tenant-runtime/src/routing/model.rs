@@ -59,6 +59,8 @@ pub enum Channel {
     Viber,
     /// Telegram.
     Telegram,
+    /// RCS business messaging.
+    Rcs,
 }
 
 /// What an agent said about their availability.

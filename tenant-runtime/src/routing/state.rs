@@ -395,6 +395,73 @@ impl RoutingState {
         Ok(decision)
     }
 
+    /// Loads a conversation as the database holds it, without allocating (the service rebuilds
+    /// the state from a snapshot this way; agents must be registered first so that loads count).
+    /// A known conversation is replaced.
+    pub fn restore(&mut self, data: WaitingConversation, status: ConversationStatus) {
+        let id = data.id;
+        if let Some(old) = self.records.get(&id) {
+            if let ConversationStatus::Assigned { agent, .. } = old.status {
+                self.unassign(id, agent);
+            }
+            self.index.dequeue(id);
+        }
+        match status {
+            ConversationStatus::Waiting => self.enqueue(data),
+            ConversationStatus::Assigned { agent, since } => {
+                self.records.insert(id, Record { data, status });
+                self.assigned.entry(agent).or_default().insert(id);
+                self.index.update_load(agent, |a| {
+                    a.load += 1;
+                    a.last_assigned_at = a.last_assigned_at.max(Some(since));
+                });
+            }
+            ConversationStatus::Closed { .. } => {
+                self.records.insert(id, Record { data, status });
+            }
+        }
+    }
+
+    /// Records that the conversation is with `agent` now because the database says so (a manual
+    /// pick or a transfer made on any replica, or a claim the allocator lost), without the
+    /// checks of [`Self::pick`]; then allocates for the agent it left, if any.
+    pub fn assigned_elsewhere(
+        &mut self,
+        conversation: ConversationId,
+        agent: AgentId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Decision>, EventError> {
+        let freed = match self.record(conversation)?.status {
+            ConversationStatus::Assigned { agent: held, .. } if held == agent => {
+                return Ok(Vec::new());
+            }
+            ConversationStatus::Assigned { agent: held, .. } => {
+                self.unassign(conversation, held);
+                Some(held)
+            }
+            ConversationStatus::Waiting => {
+                self.index.dequeue(conversation);
+                None
+            }
+            ConversationStatus::Closed { .. } => None,
+        };
+        self.index.update_load(agent, |a| {
+            a.load += 1;
+            a.last_assigned_at = Some(now);
+        });
+        self.record_assignment(conversation, agent, now);
+        Ok(match freed {
+            Some(held) => self.allocate(
+                now,
+                &Scope::Incremental {
+                    agents: vec![held],
+                    conversations: vec![],
+                },
+            ),
+            None => Vec::new(),
+        })
+    }
+
     fn allocate(&mut self, now: DateTime<Utc>, scope: &Scope) -> Vec<Decision> {
         let clock = self.widening_clock.unwrap_or(now);
         let decisions = self

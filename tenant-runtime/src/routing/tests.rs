@@ -833,4 +833,67 @@ mod events {
             Err(EventError::UnknownConversation(ConversationId(9)))
         );
     }
+
+    #[test]
+    fn restore_rebuilds_loads_and_queue_without_allocating() {
+        let mut s = state(vec![agent(1), agent(2)]);
+        s.restore(
+            conv(1, 5),
+            ConversationStatus::Assigned {
+                agent: AgentId(1),
+                since: t(6),
+            },
+        );
+        s.restore(conv(2, 7), ConversationStatus::Waiting);
+        s.restore(conv(3, 1), ConversationStatus::Closed { at: t(2) });
+        assert_eq!(s.agent(AgentId(1)).map(|a| a.load), Some(1));
+        assert_eq!(
+            s.agent(AgentId(1)).and_then(|a| a.last_assigned_at),
+            Some(t(6))
+        );
+        assert_eq!(s.queue().map(|c| c.id.0).collect::<Vec<_>>(), vec![2]);
+        // Restoring the assigned one as waiting again moves it back and frees the load.
+        s.restore(conv(1, 5), ConversationStatus::Waiting);
+        assert_eq!(s.agent(AgentId(1)).map(|a| a.load), Some(0));
+        assert_eq!(s.queue().map(|c| c.id.0).collect::<Vec<_>>(), vec![1, 2]);
+        // The sweep then allocates both; agent 2 never had one, so is idle longest and goes first.
+        assert_eq!(
+            pairs(&s.apply(Event::Tick, t(10)).expect("tick")),
+            vec![(1, 2), (2, 1)]
+        );
+    }
+
+    #[test]
+    fn an_assignment_made_elsewhere_moves_load_and_refills_the_agent_it_left() {
+        let mut one = agent(1);
+        one.capacity = 1;
+        let mut s = state(vec![one, offline(2)]);
+        assert_eq!(arrive(&mut s, 1, 0, 1), vec![(1, 1)]);
+        assert_eq!(arrive(&mut s, 2, 0, 2), vec![], "agent 1 is full");
+        // A manual pick by agent 2 (offline for automatic routing) of conversation 1, made on
+        // another replica: agent 1 is freed and takes the waiting conversation 2.
+        let d = s
+            .assigned_elsewhere(ConversationId(1), AgentId(2), t(3))
+            .expect("known conversation");
+        assert_eq!(pairs(&d), vec![(2, 1)]);
+        assert_eq!(
+            s.status(ConversationId(1)),
+            Some(ConversationStatus::Assigned {
+                agent: AgentId(2),
+                since: t(3)
+            })
+        );
+        assert_eq!(s.agent(AgentId(2)).map(|a| a.load), Some(1));
+        assert_eq!(s.agent(AgentId(1)).map(|a| a.load), Some(1));
+        // Repeating it changes nothing; an unknown conversation is refused.
+        assert!(
+            s.assigned_elsewhere(ConversationId(1), AgentId(2), t(4))
+                .expect("same")
+                .is_empty()
+        );
+        assert_eq!(
+            s.assigned_elsewhere(ConversationId(9), AgentId(2), t(4)),
+            Err(EventError::UnknownConversation(ConversationId(9)))
+        );
+    }
 }

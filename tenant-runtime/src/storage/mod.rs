@@ -12,11 +12,13 @@
 
 mod audit;
 mod auth;
+mod cursor;
 mod directory;
 mod inbound;
 mod messages;
 mod outbox;
 mod privacy;
+mod routing;
 mod workspace;
 
 use std::str::FromStr;
@@ -31,6 +33,7 @@ use sqlx::sqlite::{
 pub(crate) use audit::AuditTx;
 pub use audit::{AuditQuery, CHAIN_BATCH, ChainReport};
 pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
+pub use cursor::{EventCursor, GAP_PATIENCE};
 pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
@@ -42,6 +45,10 @@ pub use outbox::{OutboxItem, RetryAt};
 pub use privacy::{
     AnonymizeReport, Checkpoint, ContactDetails, ContactInput, IdentityInput, RetentionStep,
     SubjectData, normalize_phone,
+};
+pub use routing::{
+    AgentRow, ArrivalFacts, CategoryRow, Claim, DecisionRecord, OpenConversationRow, PickRefusal,
+    REPLICA_STALE_MS, Return, RoutingRows, Signal,
 };
 pub use workspace::{
     CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note,

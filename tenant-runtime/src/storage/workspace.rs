@@ -340,7 +340,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?,
                 None => sqlx::query(
-                    "UPDATE conversations SET status = 'queued', assigned_user_id = NULL, assigned_at = NULL, updated_at = $1 WHERE id = $2 AND status = 'assigned' AND ($3 IS NULL OR assigned_user_id = $3)",
+                    "UPDATE conversations SET status = 'queued', avoid_user_id = assigned_user_id, assigned_user_id = NULL, assigned_at = NULL, updated_at = $1 WHERE id = $2 AND status = 'assigned' AND ($3 IS NULL OR assigned_user_id = $3)",
                 )
                 .bind(now)
                 .bind(id)

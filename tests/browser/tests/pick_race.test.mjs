@@ -64,7 +64,10 @@ test('two agents pick the same conversation at once: exactly one wins', async ()
   await l.locator('#thread .msg.inbound', { hasText: 'Who takes me?' }).waitFor();
   assert.equal((await tokenApi(stack, 'GET', `/api/v1/conversations/${id}`)).body.assigned_user_id, agents[loser].userId);
 
-  // Many more races straight against the API, both picks sent at once: always one winner.
+  // Many more races straight against the API, both picks sent at once: always one winner. Picks
+  // count against the agent's capacity (5 by default): raise it so that only the race decides.
+  const routing = await tokenApi(stack, 'PUT', '/api/v1/admin/routing', { auto_allocate_by_default: false, max_conversations_per_agent: 50, return_to_queue_after_disconnect_secs: 60 });
+  assert.equal(routing.status, 200);
   const sessions = [];
   for (const a of agents) {
     const r = await fetch(`${stack.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: a.email, password: a.password }) });

@@ -346,7 +346,11 @@ pub async fn accept_invite(
         )
         .await?
     {
-        AcceptOutcome::Accepted(user_id) => start_session(&state, &headers, &user_id).await,
+        AcceptOutcome::Accepted(user_id) => {
+            // New accounts start with the tenant's auto-allocate default.
+            state.routing.seed_new_user(&user_id).await?;
+            start_session(&state, &headers, &user_id).await
+        }
         AcceptOutcome::Unknown => Err(ApiError::NotFound("no such invite".to_owned()).into()),
         AcceptOutcome::Spent => Err(gone().into()),
         AcceptOutcome::AccountExists => Err(ApiError::Conflict {

@@ -18,8 +18,8 @@ use crate::http::AppState;
 use crate::http::auth::{Error, Principal, Via, check_conversation_access, json_body};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::storage::{
-    CategoryEdit, ChannelHealth, Contact, Conversation, Figures, Message, Note, PickOutcome,
-    QueueItem, now_ms,
+    CategoryEdit, ChannelHealth, Contact, Conversation, DecisionRecord, Figures, Message, Note,
+    PickRefusal, QueueItem, now_ms,
 };
 
 /// A skill as the agent sees it.
@@ -50,6 +50,8 @@ pub struct Me {
     pub skills: Vec<MySkill>,
     /// Auto-allocate switch.
     pub auto_allocate: bool,
+    /// Declared availability (`available`, `away`, `offline`; `null` for the API token).
+    pub status: Option<String>,
     /// The next maintenance window, when one is announced and not over.
     pub maintenance: Option<MaintenanceWindow>,
 }
@@ -75,6 +77,7 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
             csrf_token,
             skills: vec![],
             auto_allocate: false,
+            status: None,
             maintenance,
         }));
     };
@@ -98,6 +101,7 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
     skills.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(Me {
         auto_allocate: state.store.auto_allocate(&user_id).await?,
+        status: Some(state.store.agent_status(&user_id).await?),
         user_id: Some(user.id),
         email: Some(user.email),
         display_name: user.display_name,
@@ -130,6 +134,11 @@ pub async fn set_auto_allocate(
         .store
         .set_auto_allocate(who.require_user()?, req.enabled)
         .await?;
+    // The allocator reads the change (and allocates when it was switched on).
+    state
+        .store
+        .routing_signal(who.user_id.as_deref(), "auto_allocate")
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -148,7 +157,71 @@ pub async fn set_my_skill(
         .store
         .set_user_skill_active(who.require_user()?, &skill_id, req.enabled)
         .await?;
+    state
+        .store
+        .routing_signal(who.user_id.as_deref(), "skills")
+        .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// An agent's declared availability.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Takes new conversations (when connected, with auto-allocate on).
+    Available,
+    /// Keeps their conversations, takes no new ones automatically.
+    Away,
+    /// Holds no conversations: theirs return to the queue at their old places.
+    Offline,
+}
+
+impl AgentStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Available => "available",
+            AgentStatus::Away => "away",
+            AgentStatus::Offline => "offline",
+        }
+    }
+}
+
+/// A status change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    /// The new status.
+    pub status: AgentStatus,
+}
+
+/// `PUT /api/v1/me/status`: available, away or offline.
+#[utoipa::path(put, path = "/api/v1/me/status", tag = "workspace", security(("session" = []), ("bearer" = [])), request_body = StatusChange,
+    responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn set_status(
+    State(state): State<AppState>,
+    who: Principal,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Error> {
+    let req: StatusChange = json_body(&headers, &body)?;
+    state
+        .store
+        .set_agent_status(who.require_user()?, req.status.as_str())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/conversations/{id}/routing`: every routing decision of the conversation with
+/// its explanation (candidates, why this agent). Admins read any; agents the ones they hold.
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/routing", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
+    responses((status = 200, body = Vec<DecisionRecord>), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn routing_decisions(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<DecisionRecord>>, Error> {
+    check_conversation_access(&state, &who, &id, false).await?;
+    Ok(Json(state.store.routing_decisions(&id).await?))
 }
 
 /// Dashboard figures.
@@ -197,18 +270,35 @@ pub async fn queue(State(state): State<AppState>) -> Result<Json<Vec<QueueItem>>
 /// `POST /api/v1/conversations/{id}/pick`: claims a queued conversation; 409 when someone else
 /// was faster.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/pick", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
-    responses((status = 200, description = "Picked: the conversation is the caller's now", body = Conversation), (status = 404, body = ErrorBody), (status = 409, description = "Someone else was faster, or it is not queued", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "Picked: the conversation is the caller's now", body = Conversation), (status = 404, body = ErrorBody), (status = 409, description = "Someone else was faster or it is not queued (`already_taken`), the agent is at capacity (`at_capacity`), or it waits for another agent (`transferred_to_other`)", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn pick(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<Conversation>, Error> {
     let user = who.require_user()?;
-    match state.store.pick_conversation(&id, user).await? {
-        PickOutcome::Won => Ok(Json(state.store.conversation(&id).await?)),
-        PickOutcome::Lost { status } => Err(ApiError::Conflict {
+    // Agents pick within their capacity; an admin picking is an explicit override.
+    let capacity = match who.role {
+        Role::Agent => Some(i64::from(state.routing.capacity().await?)),
+        _ => None,
+    };
+    match state.store.claim_pick(&id, user, capacity).await? {
+        Ok(()) => Ok(Json(state.store.conversation(&id).await?)),
+        Err(PickRefusal::NotQueued { status }) => Err(ApiError::Conflict {
             code: "already_taken",
             message: format!("conversation `{id}` is no longer queued (it is {status})"),
+        }
+        .into()),
+        Err(PickRefusal::AtCapacity { load, capacity }) => Err(ApiError::Conflict {
+            code: "at_capacity",
+            message: format!(
+                "you already have {load} open conversations (at most {capacity}); close one first"
+            ),
+        }
+        .into()),
+        Err(PickRefusal::PinnedToOther { user_id }) => Err(ApiError::Conflict {
+            code: "transferred_to_other",
+            message: format!("conversation `{id}` was transferred to user `{user_id}`"),
         }
         .into()),
     }
@@ -419,8 +509,14 @@ pub async fn close(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
-    /// The agent to hand it to; `null` puts it back in the queue.
+    /// The agent to hand it to; `null` (and no category) puts it back in the queue, where
+    /// automatic allocation will not give it to the same agent again.
+    #[serde(default)]
     pub to_user_id: Option<String>,
+    /// Move it to this category instead: back in the queue at its old place with the
+    /// category's priority and skills.
+    #[serde(default)]
+    pub to_category_id: Option<String>,
 }
 
 /// `POST /api/v1/conversations/{id}/transfer`.
@@ -435,6 +531,35 @@ pub async fn transfer(
 ) -> Result<StatusCode, Error> {
     let req: Transfer = json_body(&headers, &body)?;
     check_conversation_access(&state, &who, &id, true).await?;
+    if let Some(category) = &req.to_category_id {
+        if req.to_user_id.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_transfer",
+                "give either to_user_id or to_category_id, not both",
+            )
+            .into());
+        }
+        let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+        let owner = (who.role == Role::Agent).then_some(by.as_str());
+        return match state
+            .store
+            .transfer_to_category(&id, owner, category, &by)
+            .await
+        {
+            Ok(true) => Ok(StatusCode::NO_CONTENT),
+            Ok(false) => Err(ApiError::Conflict {
+                code: "not_open",
+                message: format!("conversation `{id}` is closed or not assigned to you"),
+            }
+            .into()),
+            Err(crate::storage::Error::NotFound { .. }) => Err(ApiError::Unprocessable {
+                code: "unknown_category",
+                message: format!("category `{category}` does not exist"),
+            }
+            .into()),
+            Err(e) => Err(e.into()),
+        };
+    }
     if let Some(to) = &req.to_user_id {
         let target = state
             .store
@@ -617,6 +742,7 @@ pub async fn create_category(
     let edit: CategoryEdit = json_body(&headers, &body)?;
     check_category(&edit)?;
     let id = state.store.save_category(None, &edit).await?;
+    state.store.routing_signal(None, "settings").await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
@@ -632,6 +758,7 @@ pub async fn update_category(
     let edit: CategoryEdit = json_body(&headers, &body)?;
     check_category(&edit)?;
     state.store.save_category(Some(&id), &edit).await?;
+    state.store.routing_signal(None, "settings").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -651,6 +778,7 @@ pub async fn delete_category(
         .into());
     }
     state.store.delete_category(&id).await?;
+    state.store.routing_signal(None, "settings").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -676,6 +804,7 @@ pub async fn rename_skill(
         return Err(ApiError::bad_request("invalid_skill", "name must not be empty").into());
     }
     state.store.rename_skill(&id, req.name.trim()).await?;
+    state.store.routing_signal(None, "settings").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -687,6 +816,7 @@ pub async fn delete_skill(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
     state.store.delete_skill(&id).await?;
+    state.store.routing_signal(None, "settings").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -710,6 +840,7 @@ pub async fn set_user_skills(
     let req: UserSkills = json_body(&headers, &body)?;
     state.store.user(&id).await?;
     state.store.set_user_skills(&id, &req.skill_ids).await?;
+    state.store.routing_signal(Some(&id), "skills").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -745,6 +876,7 @@ pub async fn set_user_role(
     let req: RoleChange = json_body(&headers, &body)?;
     not_yourself(&who, &id, "change the role of")?;
     state.store.set_user_role(&id, req.role).await?;
+    state.store.routing_signal(Some(&id), "role").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -759,6 +891,8 @@ pub async fn deactivate_user(
 ) -> Result<StatusCode, Error> {
     not_yourself(&who, &id, "deactivate")?;
     state.store.deactivate_user(&id).await?;
+    // A deactivated agent takes nothing and their conversations return to the queue.
+    state.store.set_agent_status(&id, "offline").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -819,6 +953,7 @@ pub async fn set_routing(
     let value = serde_json::to_value(&req)
         .map_err(|e| ApiError::bad_request("invalid_routing", e.to_string()))?;
     state.store.set_tenant_setting(ROUTING_KEY, &value).await?;
+    state.store.routing_signal(None, "settings").await?;
     Ok(Json(req))
 }
 
@@ -827,7 +962,7 @@ pub async fn set_routing(
 #[derive(OpenApi)]
 #[openapi(
     paths(
-        me, set_auto_allocate, set_my_skill, dashboard, queue, pick, my_conversations,
+        me, set_auto_allocate, set_my_skill, set_status, routing_decisions, dashboard, queue, pick, my_conversations,
         conversation_view, send, close, transfer, add_note, channels, categories, create_category,
         update_category, delete_category, rename_skill, delete_skill, set_user_skills, set_user_role,
         deactivate_user, routing,

@@ -210,6 +210,8 @@ pub fn api_routes() -> Router<AppState> {
         .route_layer(middleware::from_fn(auth::allow(EVERYONE)));
     let agents = Router::new()
         .route("/me/auto-allocate", put(api::set_auto_allocate))
+        .route("/me/status", put(api::set_status))
+        .route("/conversations/{id}/routing", get(api::routing_decisions))
         .route("/me/skills/{skill_id}", put(api::set_my_skill))
         .route("/me/dashboard", get(api::dashboard))
         .route("/me/conversations", get(api::my_conversations))

@@ -1,0 +1,932 @@
+//! What the routing service reads and writes: the snapshot it rebuilds its state from, the
+//! allocator lease, atomic claims with their explanations, returns to the queue, agent presence
+//! and status, and the signals that tell the allocator an agent changed.
+//!
+//! Every claim is one conditional `UPDATE … WHERE status = 'queued'` in a transaction that also
+//! checks the caller still holds the lease epoch (`FOR SHARE` on PostgreSQL, so a takeover waits
+//! for the claim to commit) and writes the `conversation_events` row that `http::live` pushes.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{Backend, Error, Result, Store, WriteTx, from_ms, now_ms, on_pool};
+
+/// Replaces a conversation's skill requirements with its category's, inside `$tx`.
+macro_rules! replace_skills {
+    ($tx:expr, $id:expr, $category:expr) => {{
+        sqlx::query("DELETE FROM conversation_skills WHERE conversation_id = $1")
+            .bind($id)
+            .execute(&mut *$tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO conversation_skills (conversation_id, skill_id) SELECT $1, skill_id FROM category_skills WHERE category_id = $2",
+        )
+        .bind($id)
+        .bind($category)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+/// The lease row's name: one allocator per tenant database.
+pub const LEASE: &str = "allocator";
+
+/// An agent as stored, for the routing snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRow {
+    /// User id.
+    pub user_id: String,
+    /// Auto-allocate switch.
+    pub auto_allocate: bool,
+    /// `available`, `away` or `offline`.
+    pub status: String,
+    /// Skills held: `(name, active)`.
+    pub skills: Vec<(String, bool)>,
+    /// Live Workspace sessions on replicas with a fresh heartbeat.
+    pub sessions: i64,
+    /// When the agent's presence last changed (epoch ms), if ever.
+    pub presence_changed_at: Option<i64>,
+    /// When the agent last received a conversation (epoch ms), if ever.
+    pub last_assigned_at: Option<i64>,
+}
+
+/// An open conversation as stored, for the routing snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenConversationRow {
+    /// Id.
+    pub id: String,
+    /// Contact.
+    pub contact_id: String,
+    /// Channel (`WHATSAPP`, …).
+    pub channel: String,
+    /// Channel app.
+    pub channel_app: String,
+    /// Category.
+    pub category_id: Option<String>,
+    /// `queued` or `assigned` (or `closed` for a single-row read).
+    pub status: String,
+    /// Assignee.
+    pub assigned_user_id: Option<String>,
+    /// Queue position (epoch ms).
+    pub enqueued_at: i64,
+    /// Assigned at (epoch ms).
+    pub assigned_at: Option<i64>,
+    /// Transfer target.
+    pub pinned_user_id: Option<String>,
+    /// The agent who put it back.
+    pub avoid_user_id: Option<String>,
+    /// The agent who last closed a conversation with this contact, and when (epoch ms).
+    pub last_agent: Option<(String, i64)>,
+}
+
+/// A category as stored, for the routing snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryRow {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Priority.
+    pub priority: i64,
+    /// Rules (JSON, see `workspace::CategoryRule`).
+    pub rules: Vec<super::CategoryRule>,
+    /// Required skill names.
+    pub skills: Vec<String>,
+}
+
+/// Everything the routing service rebuilds its state from.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingRows {
+    /// Agents (users with the agent role).
+    pub agents: Vec<AgentRow>,
+    /// Open conversations.
+    pub conversations: Vec<OpenConversationRow>,
+    /// Categories in configured (creation) order.
+    pub categories: Vec<CategoryRow>,
+    /// The tenant's `routing` setting, if an admin saved one.
+    pub settings: Option<serde_json::Value>,
+    /// The newest conversation event when the rows were read.
+    pub events_from: i64,
+    /// The newest routing signal when the rows were read.
+    pub signals_from: i64,
+}
+
+/// What categorization looks at for a new conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrivalFacts {
+    /// The conversation as stored.
+    pub conversation: OpenConversationRow,
+    /// The text of its first customer message (empty for media without caption, …).
+    pub first_message: String,
+}
+
+/// One decision to persist.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Conversation.
+    pub conversation_id: String,
+    /// Agent.
+    pub user_id: String,
+    /// `WinReason` in snake case.
+    pub reason: String,
+    /// The explanation (JSON).
+    pub explanation: serde_json::Value,
+}
+
+/// A conversation the allocator put back in the queue (agent offline, grace expired).
+#[derive(Debug, Clone)]
+pub struct Return {
+    /// Conversation.
+    pub conversation_id: String,
+    /// The agent it left.
+    pub user_id: String,
+    /// Why (`agent_offline`, `grace_expired`).
+    pub reason: String,
+}
+
+/// A stored decision, as the API shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DecisionRecord {
+    /// Id (monotonic).
+    pub id: i64,
+    /// Conversation.
+    pub conversation_id: String,
+    /// The agent it went to (or left, for `returned`).
+    pub user_id: Option<String>,
+    /// The agent's name.
+    pub user_name: Option<String>,
+    /// `automatic`, `manual`, `transfer` or `returned`.
+    pub kind: String,
+    /// Why, in one word (`least_loaded`, `sticky`, `manual_pick`, `grace_expired`, …).
+    pub reason: String,
+    /// The full explanation: winner, runner-up, widening and (when recorded) every candidate.
+    #[schema(value_type = Object)]
+    pub explanation: serde_json::Value,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A routing signal: an agent-level change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signal {
+    /// Id (monotonic).
+    pub id: i64,
+    /// The agent, when the signal is about one.
+    pub user_id: Option<String>,
+    /// `presence`, `status`, `skills`, `auto_allocate`, `settings`.
+    pub kind: String,
+}
+
+/// Why a manual pick was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PickRefusal {
+    /// Someone else was faster, or it is not queued.
+    NotQueued {
+        /// Current status.
+        status: String,
+    },
+    /// The agent already holds `capacity` open conversations.
+    AtCapacity {
+        /// Open conversations.
+        load: i64,
+        /// Capacity.
+        capacity: i64,
+    },
+    /// It was transferred to another agent.
+    PinnedToOther {
+        /// That agent.
+        user_id: String,
+    },
+}
+
+/// `(conversations, categories (id, name, priority, rules), category skills (category, name))`
+type RowsTuple = (
+    Vec<ConvTuple>,
+    Vec<(String, String, i64, String)>,
+    Vec<(String, String)>,
+);
+
+/// `(agents (id, auto_allocate, status, last assigned), skills (user, name, active), presence (user, sessions, changed))`
+type AgentsTuple = (
+    Vec<(String, bool, Option<String>, Option<i64>)>,
+    Vec<(String, String, bool)>,
+    Vec<(String, i64, Option<i64>)>,
+);
+
+/// `(id, contact, channel, app, category, status, assignee, enqueued, assigned_at, pinned, avoid, last agent, last served)`
+type ConvTuple = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// The columns of an [`OpenConversationRow`] (a macro so that queries stay `&'static str`).
+macro_rules! conversation_columns {
+    () => {
+        "c.id, c.contact_id, c.channel, c.channel_app, c.category_id, c.status, c.assigned_user_id, \
+     COALESCE(c.enqueued_at, c.created_at), c.assigned_at, c.pinned_user_id, c.avoid_user_id, \
+     (SELECT x.assigned_user_id FROM conversations x WHERE x.contact_id = c.contact_id AND x.status = 'closed' AND x.assigned_user_id IS NOT NULL ORDER BY x.closed_at DESC LIMIT 1), \
+     (SELECT x.closed_at FROM conversations x WHERE x.contact_id = c.contact_id AND x.status = 'closed' AND x.assigned_user_id IS NOT NULL ORDER BY x.closed_at DESC LIMIT 1)"
+    };
+}
+
+fn conversation_row(t: ConvTuple) -> OpenConversationRow {
+    let (
+        id,
+        contact_id,
+        channel,
+        channel_app,
+        category_id,
+        status,
+        assigned_user_id,
+        enqueued_at,
+        assigned_at,
+        pinned_user_id,
+        avoid_user_id,
+        last,
+        served,
+    ) = t;
+    OpenConversationRow {
+        id,
+        contact_id,
+        channel,
+        channel_app,
+        category_id,
+        status,
+        assigned_user_id,
+        enqueued_at,
+        assigned_at,
+        pinned_user_id,
+        avoid_user_id,
+        last_agent: last.zip(served),
+    }
+}
+
+fn event_sql() -> &'static str {
+    "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)"
+}
+
+fn decision_sql() -> &'static str {
+    "INSERT INTO routing_decisions (conversation_id, user_id, kind, reason, explanation, epoch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+}
+
+/// Heartbeats older than this do not count: the replica's sessions are over.
+pub const REPLICA_STALE_MS: i64 = 30_000;
+
+impl Store {
+    /// Reads everything the routing service rebuilds its state from. The event and signal
+    /// positions are read first, so replaying from them after the rows never misses a change.
+    pub async fn routing_rows(&self, now: i64) -> Result<RoutingRows> {
+        let events_from = self.last_event_id().await?;
+        let signals_from = self.last_signal_id().await?;
+        let agents = self.routing_rows_agents(now).await?;
+        let (conversations, categories, category_skills): RowsTuple = on_pool!(self, |pool| {
+            let conversations = sqlx::query_as(concat!(
+                "SELECT ",
+                conversation_columns!(),
+                " FROM conversations c WHERE c.status <> 'closed' ORDER BY c.id"
+            ))
+            .fetch_all(pool)
+            .await?;
+            let categories = sqlx::query_as(
+                "SELECT id, name, priority, rules FROM categories ORDER BY created_at, id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let category_skills = sqlx::query_as(
+                "SELECT cs.category_id, s.name FROM category_skills cs JOIN skills s ON s.id = cs.skill_id ORDER BY s.name",
+            )
+            .fetch_all(pool)
+            .await?;
+            (conversations, categories, category_skills)
+        });
+        let mut skills_of_category: HashMap<String, Vec<String>> = HashMap::new();
+        for (category, name) in category_skills {
+            skills_of_category.entry(category).or_default().push(name);
+        }
+        let categories = categories
+            .into_iter()
+            .map(|(id, name, priority, rules)| {
+                Ok(CategoryRow {
+                    rules: serde_json::from_str(&rules)
+                        .map_err(|e| Error::Corrupt(format!("category rules: {e}")))?,
+                    skills: skills_of_category.remove(&id).unwrap_or_default(),
+                    id,
+                    name,
+                    priority,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(RoutingRows {
+            agents,
+            conversations: conversations.into_iter().map(conversation_row).collect(),
+            categories,
+            settings: self.tenant_setting("routing").await?,
+            events_from,
+            signals_from,
+        })
+    }
+
+    /// One conversation as routing sees it (any status).
+    pub async fn routing_conversation(&self, id: &str) -> Result<Option<OpenConversationRow>> {
+        let row: Option<ConvTuple> = on_pool!(self, |pool| sqlx::query_as(concat!(
+            "SELECT ",
+            conversation_columns!(),
+            " FROM conversations c WHERE c.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(row.map(conversation_row))
+    }
+
+    /// A conversation and the text of its first customer message, for categorization.
+    pub async fn arrival_facts(&self, id: &str) -> Result<Option<ArrivalFacts>> {
+        let Some(conversation) = self.routing_conversation(id).await? else {
+            return Ok(None);
+        };
+        let content: Option<String> = on_pool!(self, |pool| {
+            sqlx::query_scalar(
+            "SELECT content FROM messages WHERE conversation_id = $1 AND direction = 'inbound' ORDER BY created_at, id LIMIT 1"
+        )
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        });
+        let first_message = content
+            .and_then(|c| serde_json::from_str::<crate::domain::MessageContent>(&c).ok())
+            .map(|c| match c {
+                crate::domain::MessageContent::Text { text } => text,
+                crate::domain::MessageContent::Media { caption, .. } => caption.unwrap_or_default(),
+                _ => String::new(),
+            })
+            .unwrap_or_default();
+        Ok(Some(ArrivalFacts {
+            conversation,
+            first_message,
+        }))
+    }
+
+    /// Moves a queued conversation into the category categorization chose (skills follow).
+    pub async fn set_conversation_category(&self, id: &str, category_id: &str) -> Result<bool> {
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE conversations SET category_id = $1 WHERE id = $2 AND status = 'queued'",
+            )
+            .bind(category_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                replace_skills!(tx, id, category_id);
+            }
+            tx.commit().await?;
+            n == 1
+        }))
+    }
+
+    /// Takes the allocator lease if it is free or expired; returns the new epoch.
+    pub async fn acquire_lease(&self, holder: &str, now: i64, ttl_ms: i64) -> Result<Option<i64>> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query_scalar(
+            "INSERT INTO routing_leader (name, holder, epoch, expires_at) VALUES ($1, $2, 1, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = routing_leader.epoch + 1, expires_at = excluded.expires_at \
+             WHERE routing_leader.expires_at < $4 OR routing_leader.holder = excluded.holder \
+             RETURNING epoch"
+        )
+        .bind(LEASE)
+        .bind(holder)
+        .bind(now + ttl_ms)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?
+        }))
+    }
+
+    /// Extends the lease; `false` when it was taken over (the holder must stop allocating).
+    pub async fn renew_lease(
+        &self,
+        holder: &str,
+        epoch: i64,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool> {
+        Ok(on_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE routing_leader SET expires_at = $1 WHERE name = $2 AND holder = $3 AND epoch = $4"
+        )
+        .bind(now + ttl_ms)
+        .bind(LEASE)
+        .bind(holder)
+        .bind(epoch)
+        .execute(pool)
+        .await?
+        .rows_affected()
+            == 1
+        }))
+    }
+
+    /// Gives the lease up (graceful shutdown), so another replica takes over at once.
+    pub async fn release_lease(&self, holder: &str, epoch: i64) -> Result<()> {
+        on_pool!(self, |pool| {
+            sqlx::query(
+            "UPDATE routing_leader SET expires_at = 0 WHERE name = $1 AND holder = $2 AND epoch = $3"
+        )
+        .bind(LEASE)
+        .bind(holder)
+        .bind(epoch)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Persists the allocator's decisions in one transaction: first the returns to the queue,
+    /// then each claim as a conditional update. Returns, per claim, whether it took effect; fails
+    /// with [`Error::Contended`] (nothing written) when `epoch` no longer holds the lease.
+    pub async fn commit_routing(
+        &self,
+        holder: &str,
+        epoch: i64,
+        returns: &[Return],
+        claims: &[Claim],
+    ) -> Result<Vec<bool>> {
+        let now = now_ms();
+        // PostgreSQL: FOR SHARE makes a takeover (which updates the row) wait for this commit.
+        let fence = match self.backend() {
+            Backend::Postgres => {
+                "SELECT epoch FROM routing_leader WHERE name = $1 AND holder = $2 FOR SHARE"
+            }
+            Backend::Sqlite => "SELECT epoch FROM routing_leader WHERE name = $1 AND holder = $2",
+        };
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let held: Option<i64> = sqlx::query_scalar(fence)
+                .bind(LEASE)
+                .bind(holder)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if held != Some(epoch) {
+                return Err(Error::Contended);
+            }
+            for r in returns {
+                let n = sqlx::query(
+                    "UPDATE conversations SET status = 'queued', assigned_user_id = NULL, assigned_at = NULL, pinned_user_id = NULL, updated_at = $1 \
+                     WHERE id = $2 AND status = 'assigned' AND assigned_user_id = $3",
+                )
+                .bind(now)
+                .bind(&r.conversation_id)
+                .bind(&r.user_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    sqlx::query(event_sql())
+                        .bind(&r.conversation_id)
+                        .bind("conversation_queued")
+                        .bind(
+                            serde_json::json!({ "by": "routing", "epoch": epoch, "from": r.user_id, "reason": r.reason })
+                                .to_string(),
+                        )
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(decision_sql())
+                        .bind(&r.conversation_id)
+                        .bind(&r.user_id)
+                        .bind("returned")
+                        .bind(&r.reason)
+                        .bind("{}")
+                        .bind(epoch)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            let mut won = Vec::with_capacity(claims.len());
+            for c in claims {
+                let n = sqlx::query(
+                    "UPDATE conversations SET status = 'assigned', assigned_user_id = $1, assigned_at = $2, updated_at = $2, pinned_user_id = NULL, avoid_user_id = NULL \
+                     WHERE id = $3 AND status = 'queued' AND (pinned_user_id IS NULL OR pinned_user_id = $1)",
+                )
+                .bind(&c.user_id)
+                .bind(now)
+                .bind(&c.conversation_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    sqlx::query(event_sql())
+                        .bind(&c.conversation_id)
+                        .bind("conversation_assigned")
+                        .bind(
+                            serde_json::json!({ "user_id": c.user_id, "by": "routing", "epoch": epoch, "reason": c.reason })
+                                .to_string(),
+                        )
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(decision_sql())
+                        .bind(&c.conversation_id)
+                        .bind(&c.user_id)
+                        .bind("automatic")
+                        .bind(&c.reason)
+                        .bind(c.explanation.to_string())
+                        .bind(epoch)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                won.push(n == 1);
+            }
+            tx.commit().await?;
+            won
+        }))
+    }
+
+    /// A manual pick: claims a queued conversation for `user_id` unless it is pinned to someone
+    /// else or the agent already holds `capacity` open conversations (`None`: no limit).
+    pub async fn claim_pick(
+        &self,
+        id: &str,
+        user_id: &str,
+        capacity: Option<i64>,
+    ) -> Result<Result<(), PickRefusal>> {
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let won = sqlx::query(
+                "UPDATE conversations SET status = 'assigned', assigned_user_id = $1, assigned_at = $2, updated_at = $2, pinned_user_id = NULL, avoid_user_id = NULL \
+                 WHERE id = $3 AND status = 'queued' AND (pinned_user_id IS NULL OR pinned_user_id = $1) \
+                 AND ($4 IS NULL OR (SELECT COUNT(*) FROM conversations o WHERE o.assigned_user_id = $1 AND o.status = 'assigned') < $4)",
+            )
+            .bind(user_id)
+            .bind(now)
+            .bind(id)
+            .bind(capacity)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if won {
+                sqlx::query(event_sql())
+                    .bind(id)
+                    .bind("conversation_assigned")
+                    .bind(serde_json::json!({ "user_id": user_id, "by": "pick" }).to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(decision_sql())
+                    .bind(id)
+                    .bind(user_id)
+                    .bind("manual")
+                    .bind("manual_pick")
+                    .bind(serde_json::json!({ "reason": "manual_pick" }).to_string())
+                    .bind(Option::<i64>::None)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                return Ok(Ok(()));
+            }
+            let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
+                "SELECT status, pinned_user_id, (SELECT COUNT(*) FROM conversations o WHERE o.assigned_user_id = $2 AND o.status = 'assigned') FROM conversations WHERE id = $1",
+            )
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                None => Err(Error::NotFound {
+                    what: "conversation",
+                    id: id.to_owned(),
+                }),
+                Some((status, _, _)) if status != "queued" => {
+                    Ok(Err(PickRefusal::NotQueued { status }))
+                }
+                Some((_, Some(pinned), _)) if pinned != user_id => {
+                    Ok(Err(PickRefusal::PinnedToOther { user_id: pinned }))
+                }
+                Some((_, _, load)) => Ok(Err(PickRefusal::AtCapacity {
+                    load,
+                    capacity: capacity.unwrap_or(load),
+                })),
+            }
+        })
+    }
+
+    /// Moves an open conversation into another category: back in the queue at its old place,
+    /// with the category's skills, avoiding the agent who had it. `owner` restricts it to that
+    /// assignee. Returns whether it moved.
+    pub async fn transfer_to_category(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        category_id: &str,
+        by: &str,
+    ) -> Result<bool> {
+        let now = now_ms();
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE conversations SET category_id = $1, status = 'queued', avoid_user_id = assigned_user_id, assigned_user_id = NULL, assigned_at = NULL, pinned_user_id = NULL, updated_at = $2 \
+                 WHERE id = $3 AND status <> 'closed' AND ($4 IS NULL OR assigned_user_id = $4)",
+            )
+            .bind(category_id)
+            .bind(now)
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => Error::NotFound {
+                    what: "category",
+                    id: category_id.to_owned(),
+                },
+                _ => Error::Database(e),
+            })?
+            .rows_affected();
+            if n == 1 {
+                replace_skills!(tx, id, category_id);
+                sqlx::query(event_sql())
+                    .bind(id)
+                    .bind("conversation_queued")
+                    .bind(serde_json::json!({ "by": by, "category_id": category_id }).to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(decision_sql())
+                    .bind(id)
+                    .bind(Option::<String>::None)
+                    .bind("transfer")
+                    .bind("transfer_to_category")
+                    .bind(serde_json::json!({ "category_id": category_id, "by": by }).to_string())
+                    .bind(Option::<i64>::None)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            n == 1
+        }))
+    }
+
+    /// The routing decisions of a conversation, oldest first.
+    pub async fn routing_decisions(&self, conversation_id: &str) -> Result<Vec<DecisionRecord>> {
+        type Row = (
+            i64,
+            Option<String>,
+            Option<String>,
+            String,
+            String,
+            String,
+            i64,
+        );
+        let rows: Vec<Row> = on_pool!(self, |pool| {
+            sqlx::query_as(
+            "SELECT d.id, d.user_id, u.display_name, d.kind, d.reason, d.explanation, d.created_at \
+             FROM routing_decisions d LEFT JOIN users u ON u.id = d.user_id WHERE d.conversation_id = $1 ORDER BY d.id"
+        )
+        .bind(conversation_id)
+        .fetch_all(pool)
+        .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, user_id, user_name, kind, reason, explanation, created_at)| DecisionRecord {
+                    id,
+                    conversation_id: conversation_id.to_owned(),
+                    user_id,
+                    user_name,
+                    kind,
+                    reason,
+                    explanation: serde_json::from_str(&explanation)
+                        .unwrap_or(serde_json::Value::Null),
+                    created_at: from_ms(created_at),
+                },
+            )
+            .collect())
+    }
+
+    /// Records an agent-level change for the allocator.
+    pub async fn routing_signal(&self, user_id: Option<&str>, kind: &str) -> Result<()> {
+        on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO routing_signals (user_id, kind, created_at) VALUES ($1, $2, $3)"
+        )
+        .bind(user_id)
+        .bind(kind)
+        .bind(now_ms())
+        .execute(pool)
+        .await?
+        .rows_affected());
+        Ok(())
+    }
+
+    /// Signals after `after`, oldest first.
+    pub async fn signals_after(&self, after: i64, limit: i64) -> Result<Vec<Signal>> {
+        let rows: Vec<(i64, Option<String>, String)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT id, user_id, kind FROM routing_signals WHERE id > $1 ORDER BY id LIMIT $2"
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(id, user_id, kind)| Signal { id, user_id, kind })
+            .collect())
+    }
+
+    /// The newest signal id (0 when none).
+    pub async fn last_signal_id(&self) -> Result<i64> {
+        let v: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT MAX(id) FROM routing_signals"
+        )
+        .fetch_one(pool)
+        .await?);
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Sets an agent's declared status and signals it.
+    pub async fn set_agent_status(&self, user_id: &str, status: &str) -> Result<()> {
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO routing_agents (user_id, status, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at",
+            )
+            .bind(user_id)
+            .bind(status)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO routing_signals (user_id, kind, created_at) VALUES ($1, 'status', $2)",
+            )
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// An agent's declared status (`available` when never set).
+    pub async fn agent_status(&self, user_id: &str) -> Result<String> {
+        let v: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
+            "SELECT status FROM routing_agents WHERE user_id = $1"
+        )
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await?);
+        Ok(v.unwrap_or_else(|| "available".to_owned()))
+    }
+
+    /// Records how many live sessions `user_id` has on `replica` and signals the change.
+    pub async fn set_presence(&self, replica: &str, user_id: &str, sessions: i64) -> Result<()> {
+        let now = now_ms();
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO routing_replicas (replica, seen_at) VALUES ($1, $2) \
+                 ON CONFLICT (replica) DO UPDATE SET seen_at = excluded.seen_at",
+            )
+            .bind(replica)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO routing_presence (replica, user_id, sessions, changed_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (replica, user_id) DO UPDATE SET sessions = excluded.sessions, changed_at = excluded.changed_at",
+            )
+            .bind(replica)
+            .bind(user_id)
+            .bind(sessions)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO routing_signals (user_id, kind, created_at) VALUES ($1, 'presence', $2)")
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Keeps this replica's sessions counting; returns the users whose sessions were on replicas
+    /// that just went stale (their presence changed without anyone saying so).
+    pub async fn replica_heartbeat(&self, replica: &str, now: i64) -> Result<Vec<String>> {
+        let stale = now - REPLICA_STALE_MS;
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO routing_replicas (replica, seen_at) VALUES ($1, $2) \
+                 ON CONFLICT (replica) DO UPDATE SET seen_at = excluded.seen_at",
+            )
+            .bind(replica)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let gone: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT p.user_id FROM routing_presence p JOIN routing_replicas r ON r.replica = p.replica WHERE r.seen_at < $1 AND p.sessions > 0",
+            )
+            .bind(stale)
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM routing_presence WHERE replica IN (SELECT replica FROM routing_replicas WHERE seen_at < $1)")
+                .bind(stale)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM routing_replicas WHERE seen_at < $1")
+                .bind(stale)
+                .execute(&mut *tx)
+                .await?;
+            for user in &gone {
+                sqlx::query("INSERT INTO routing_signals (user_id, kind, created_at) VALUES ($1, 'presence', $2)")
+                    .bind(user)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            gone
+        }))
+    }
+
+    /// One agent's routing row (`None` when the user is not an agent).
+    pub async fn routing_agent(&self, user_id: &str, now: i64) -> Result<Option<AgentRow>> {
+        // The agent set is small (hundreds); reading it whole keeps one code path.
+        let rows = self.routing_rows_agents(now).await?;
+        Ok(rows.into_iter().find(|a| a.user_id == user_id))
+    }
+
+    async fn routing_rows_agents(&self, now: i64) -> Result<Vec<AgentRow>> {
+        let fresh = now - REPLICA_STALE_MS;
+        let (agents, skills, presence): AgentsTuple = on_pool!(self, |pool| {
+            let agents = sqlx::query_as(
+                "SELECT u.id, u.auto_allocate, a.status, \
+                 (SELECT MAX(c.assigned_at) FROM conversations c WHERE c.assigned_user_id = u.id) \
+                 FROM users u LEFT JOIN routing_agents a ON a.user_id = u.id WHERE u.role = 'agent' ORDER BY u.id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let skills = sqlx::query_as(
+                "SELECT us.user_id, s.name, us.active FROM user_skills us JOIN skills s ON s.id = us.skill_id ORDER BY s.name",
+            )
+            .fetch_all(pool)
+            .await?;
+            let presence = sqlx::query_as(
+                "SELECT p.user_id, CAST(SUM(CASE WHEN r.seen_at >= $1 THEN p.sessions ELSE 0 END) AS BIGINT), MAX(p.changed_at) \
+                 FROM routing_presence p JOIN routing_replicas r ON r.replica = p.replica GROUP BY p.user_id",
+            )
+            .bind(fresh)
+            .fetch_all(pool)
+            .await?;
+            (agents, skills, presence)
+        });
+        let mut skills_of: HashMap<String, Vec<(String, bool)>> = HashMap::new();
+        for (user, name, active) in skills {
+            skills_of.entry(user).or_default().push((name, active));
+        }
+        let presence: HashMap<String, (i64, Option<i64>)> = presence
+            .into_iter()
+            .map(|(u, n, at)| (u, (n, at)))
+            .collect();
+        Ok(agents
+            .into_iter()
+            .map(|(user_id, auto_allocate, status, last)| {
+                let (sessions, changed) = presence.get(&user_id).copied().unwrap_or((0, None));
+                AgentRow {
+                    skills: skills_of.remove(&user_id).unwrap_or_default(),
+                    user_id,
+                    auto_allocate,
+                    status: status.unwrap_or_else(|| "available".to_owned()),
+                    sessions,
+                    presence_changed_at: changed,
+                    last_assigned_at: last,
+                }
+            })
+            .collect())
+    }
+}
