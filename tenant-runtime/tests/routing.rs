@@ -857,6 +857,22 @@ async fn two_replicas_never_assign_a_conversation_twice() {
         (r2, r1)
     };
     let first_epoch = leader.routing.epoch();
+    // The handover is only tested if the first holder has decided something: wait for its first
+    // automatic claim (the pickers race it for the same conversations meanwhile).
+    let Store::Postgres(pool) = &store else {
+        unreachable!()
+    };
+    eventually(30, "an automatic claim under the first lease", || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM routing_decisions WHERE kind = 'automatic' AND epoch = $1",
+        )
+        .bind(first_epoch)
+        .fetch_one(pool)
+        .await
+        .ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
     leader.stop().await;
     drop(lives);
     let mut lives = Vec::new();
@@ -869,9 +885,6 @@ async fn two_replicas_never_assign_a_conversation_twice() {
     })
     .await;
     assert!(survivor.routing.epoch() > first_epoch);
-    let Store::Postgres(pool) = &store else {
-        unreachable!()
-    };
     eventually(30, "every conversation assigned", || async {
         let queued: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM conversations WHERE status <> 'assigned'")
