@@ -42,8 +42,8 @@ use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{
     WatchStreamExt, reflector,
     watcher::{self, watcher},
@@ -68,6 +68,10 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// Caches of managed objects, set by `run_controller` (empty: every read is a GET).
     pub caches: std::sync::OnceLock<cache::Caches>,
+    /// What our last apply of each child left behind (skip unchanged, revert hand edits).
+    pub memo: apply::Memo,
+    /// Key names of referenced Secrets by resourceVersion (no re-read of unchanged Secrets).
+    pub secret_keys: dereference::SecretKeys,
 }
 
 impl Ctx {
@@ -93,6 +97,8 @@ impl Ctx {
             recorder,
             metrics,
             caches: std::sync::OnceLock::new(),
+            memo: apply::Memo::default(),
+            secret_keys: dereference::SecretKeys::default(),
         }
     }
 }
@@ -115,7 +121,7 @@ pub enum Error {
     Grace(#[from] grace::Error),
     /// Adding or removing the finalizer failed.
     #[error("failed to manage the finalizer")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    Finalizer(#[source] kube::Error),
 }
 
 impl Error {
@@ -145,22 +151,85 @@ pub async fn reconcile(tenant: Arc<ContactTenant>, ctx: Arc<Ctx>) -> Result<Acti
         return Ok(Action::await_change());
     }
     let api: Api<ContactTenant> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, labels::FINALIZER, tenant, |event| async {
-        match event {
-            // Boxed: the pipeline's future is large, and a reconcile must not be able to overflow
-            // a worker thread's stack (debug builds made that happen in tests).
-            FinalizerEvent::Apply(t) => Box::pin(apply_tenant(&t, &ctx)).await,
-            FinalizerEvent::Cleanup(t) => Box::pin(cleanup_tenant(&t, &ctx)).await,
+    // Boxed: the pipeline's future is large, and a reconcile must not be able to overflow a
+    // worker thread's stack (debug builds made that happen in tests).
+    let result = if tenant.meta().deletion_timestamp.is_some() {
+        match finalizer_index(&tenant) {
+            Some(i) => match Box::pin(cleanup_tenant(&tenant, &ctx)).await {
+                Ok(action) => remove_finalizer(&api, &tenant, i).await.map(|()| action),
+                Err(e) => Err(e),
+            },
+            None => Ok(Action::await_change()),
         }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(Box::new(other)),
-    });
+    } else {
+        // The finalizer goes on in the same pass as the children (not in a pass of its own that
+        // waits for the watch to bring the tenant back): one reconcile provisions a new tenant.
+        match finalizer_index(&tenant) {
+            Some(_) => Box::pin(apply_tenant(&tenant, &ctx)).await,
+            None => match add_finalizer(&api, &tenant).await {
+                Ok(()) => Box::pin(apply_tenant(&tenant, &ctx)).await,
+                Err(e) => Err(e),
+            },
+        }
+    };
     ctx.metrics.reconciled(started.elapsed());
     result
+}
+
+fn finalizer_index(t: &ContactTenant) -> Option<usize> {
+    t.finalizers().iter().position(|f| f == labels::FINALIZER)
+}
+
+/// Adds our finalizer. The JSON patch tests the list it extends, so a concurrent change of the
+/// finalizers fails the patch (and the reconcile retries) instead of losing an entry.
+async fn add_finalizer(api: &Api<ContactTenant>, t: &ContactTenant) -> Result<(), Error> {
+    let patch = if t.finalizers().is_empty() {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [labels::FINALIZER] },
+        ])
+    } else {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": t.finalizers() },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": labels::FINALIZER },
+        ])
+    };
+    finalizer_patch(api, t, patch).await
+}
+
+/// Removes our finalizer (at index `i`), once the data is detached.
+async fn remove_finalizer(
+    api: &Api<ContactTenant>,
+    t: &ContactTenant,
+    i: usize,
+) -> Result<(), Error> {
+    let path = format!("/metadata/finalizers/{i}");
+    let patch = serde_json::json!([
+        { "op": "test", "path": path, "value": labels::FINALIZER },
+        { "op": "remove", "path": path },
+    ]);
+    match finalizer_patch(api, t, patch).await {
+        // Already gone: the tenant was deleted meanwhile.
+        Err(Error::Finalizer(kube::Error::Api(s))) if s.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
+async fn finalizer_patch(
+    api: &Api<ContactTenant>,
+    t: &ContactTenant,
+    patch: serde_json::Value,
+) -> Result<(), Error> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| Error::Finalizer(kube::Error::SerdeError(e)))?;
+    api.patch::<ContactTenant>(
+        &t.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Json(patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::Finalizer)
 }
 
 /// What to do after a failed reconcile: count it and retry soon (only transient failures get
@@ -305,7 +374,12 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
 
     // 1. dereference
     let caches = ctx.caches.get();
-    let deref: Dereferenced = dereference::dereference(&ctx.client, caches, tenant).await?;
+    let deref: Dereferenced =
+        dereference::dereference(&ctx.client, caches, &ctx.secret_keys, tenant).await?;
+    let at = apply::Children {
+        caches,
+        memo: &ctx.memo,
+    };
     if let Some(first) = deref.secret_problems.first() {
         let message = deref
             .secret_problems
@@ -407,23 +481,16 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     };
     count(
         apply::apply(
-            caches,
+            at,
             &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
             service_account,
         )
         .await?,
     );
+    count(apply::apply(at, &Api::<Secret>::namespaced(client.clone(), &ns), keys).await?);
     count(
         apply::apply(
-            caches,
-            &Api::<Secret>::namespaced(client.clone(), &ns),
-            keys,
-        )
-        .await?,
-    );
-    count(
-        apply::apply(
-            caches,
+            at,
             &Api::<ConfigMap>::namespaced(client.clone(), &ns),
             config_map,
         )
@@ -431,7 +498,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     );
     count(
         apply::apply(
-            caches,
+            at,
             &Api::<Service>::namespaced(client.clone(), &ns),
             service,
         )
@@ -439,7 +506,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     );
     count(
         apply::apply(
-            caches,
+            at,
             &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
             network_policy,
         )
@@ -457,7 +524,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         // A claim's spec is (mostly) immutable: keep the live one and manage only labels.
         let keep = live.as_ref().map(|l| l.spec.clone());
         count(
-            apply::apply_adjusted(caches, &pvc_api, pvc, live.as_ref(), |p| {
+            apply::apply_adjusted(at, &pvc_api, pvc, live.as_ref(), |p| {
                 if let Some(spec) = keep {
                     p.spec = spec;
                 }
@@ -503,7 +570,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                     // done on the PVC itself (storage classes with allowVolumeExpansion).
                     let keep = live.map(|l| l.spec.volume_claim_templates.clone());
                     count(
-                        apply::apply_adjusted(caches, &sts_api, s.clone(), live, |s| {
+                        apply::apply_adjusted(at, &sts_api, s.clone(), live, |s| {
                             if let Some(templates) = keep {
                                 s.spec.volume_claim_templates = templates;
                             }
@@ -511,8 +578,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                         .await?,
                     );
                     count(deleted(
-                        apply::delete_if_ours(caches, &deploy_api, &ns, &names::runtime(&name))
-                            .await?,
+                        apply::delete_if_ours(at, &deploy_api, &ns, &names::runtime(&name)).await?,
                     ));
                 }
                 Workload::Deployment(d) => {
@@ -522,19 +588,17 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                         ExistingWorkload::Deployment(d) => Some(d),
                         ExistingWorkload::StatefulSet(_) => None,
                     });
-                    count(apply::apply_with_live(caches, &deploy_api, d.clone(), live).await?);
+                    count(apply::apply_with_live(at, &deploy_api, d.clone(), live).await?);
                     count(deleted(
-                        apply::delete_if_ours(caches, &sts_api, &ns, &names::runtime(&name))
-                            .await?,
+                        apply::delete_if_ours(at, &sts_api, &ns, &names::runtime(&name)).await?,
                     ));
                 }
             }
             match build::build_pdb(&v, replicas) {
-                Some(pdb) => count(apply::apply(caches, &pdb_api, pdb).await?),
+                Some(pdb) => count(apply::apply(at, &pdb_api, pdb).await?),
                 None => {
                     count(deleted(
-                        apply::delete_if_ours(caches, &pdb_api, &ns, &names::runtime(&name))
-                            .await?,
+                        apply::delete_if_ours(at, &pdb_api, &ns, &names::runtime(&name)).await?,
                     ));
                 }
             }
@@ -560,12 +624,12 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 .await
                 .ok()
                 .flatten();
-            count(apply::apply_with_live(caches, &cron_api, job, live.as_ref()).await?);
+            count(apply::apply_with_live(at, &cron_api, job, live.as_ref()).await?);
             live
         }
         None => {
             count(deleted(
-                apply::delete_if_ours(caches, &cron_api, &ns, &names::backup_job(&name)).await?,
+                apply::delete_if_ours(at, &cron_api, &ns, &names::backup_job(&name)).await?,
             ));
             None
         }
@@ -575,7 +639,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         .await
         .ok()
         .flatten();
-    count(apply::apply_with_live(caches, &ing_api, ingress, ing_live.as_ref()).await?);
+    count(apply::apply_with_live(at, &ing_api, ingress, ing_live.as_ref()).await?);
     if applied > 0 {
         info!(applied, "applied changed children");
     }
@@ -802,66 +866,70 @@ async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Err
     let ns = tenant.namespace().unwrap_or_default();
     let name = tenant.name_any();
     let c = &ctx.client;
+    let at = apply::Children {
+        caches: None,
+        memo: &ctx.memo,
+    };
     // The garbage collector would remove owned children too, but only after the tenant object is
     // gone; removing the runtime here stops it at once, before data is detached.
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<StatefulSet>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<Deployment>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<CronJob>::namespaced(c.clone(), &ns),
         &ns,
         &names::backup_job(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<Ingress>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<Service>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<PodDisruptionBudget>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<NetworkPolicy>::namespaced(c.clone(), &ns),
         &ns,
         &names::network_policy(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<ConfigMap>::namespaced(c.clone(), &ns),
         &ns,
         &names::config(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
@@ -891,6 +959,21 @@ async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Err
     Ok(Action::await_change())
 }
 
+/// What of a tenant triggers a reconcile: its spec (generation), its annotations (`apply-now`)
+/// and its deletion. Not its status, which only the reconcile writes.
+fn tenant_trigger(t: &ContactTenant) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.metadata.generation.hash(&mut h);
+    t.metadata.annotations.hash(&mut h);
+    t.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|d| d.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run_controller(
     ctx: Arc<Ctx>,
@@ -910,7 +993,11 @@ pub async fn run_controller(
     .default_backoff()
     .modify(|t| t.managed_fields_mut().clear())
     .reflect(tenant_writer)
-    .applied_objects();
+    .applied_objects()
+    // Only what the reconcile acts on triggers it: our own status patch (and finalizer) would
+    // otherwise bring every tenant back for a pass with nothing to do. The store above still
+    // sees every change.
+    .predicate_filter(tenant_trigger, PredicateConfig::default());
     let controller = Controller::for_stream(tenant_stream, tenant_store);
     let store = controller.store();
 
@@ -939,6 +1026,18 @@ pub async fn run_controller(
     let (service_accounts, sa_s) = reflect!(ServiceAccount);
     let (pvcs, pvc_s) = reflect!(PersistentVolumeClaim);
     let (secrets, keys_s) = reflect!(Secret);
+    // Channel and database Secrets are the user's: watch their metadata only (the name maps an
+    // event to tenants, the resourceVersion says whether a Secret changed since we read its keys),
+    // so Secret data never has to sit in this process's memory.
+    let (secret_meta, secret_meta_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secret_meta_s = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(secret_meta_writer)
+    .touched_objects();
     let caches = cache::Caches {
         statefulsets,
         deployments,
@@ -951,8 +1050,8 @@ pub async fn run_controller(
         service_accounts,
         pvcs,
         secrets,
+        secret_meta,
         ready: Arc::default(),
-        applied: Arc::default(),
     };
     if ctx.caches.set(caches.clone()).is_ok() {
         tokio::spawn(async move { caches.wait_ready().await });
@@ -977,20 +1076,10 @@ pub async fn run_controller(
         .watches_stream(keys_s, by_tenant_label)
         // Channel and database Secrets are the user's, not owned: map each Secret event to the
         // tenants that refer to it (the generated key Secret is mapped by label above).
-        .watches_stream(
-            // Metadata only: the name is all the mapping needs, and Secret data never has to
-            // sit in this process's memory.
-            watcher(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .touched_objects(),
-            move |secret| {
-                let ns = secret.namespace().unwrap_or_default();
-                dereference::tenants_for_secret(&store.state(), &ns, &secret.name_any())
-            },
-        )
+        .watches_stream(secret_meta_s, move |secret| {
+            let ns = secret.namespace().unwrap_or_default();
+            dereference::tenants_for_secret(&store.state(), &ns, &secret.name_any())
+        })
         // A short debounce folds the burst of watch events our own applies cause into one reconcile.
         .with_config(
             controller::Config::default()

@@ -6,6 +6,7 @@
 mod common;
 mod create;
 mod deletion;
+mod drift;
 mod gating;
 mod idle;
 mod leader;
