@@ -17,6 +17,7 @@ pub mod cache;
 pub mod dereference;
 pub mod gating;
 pub mod status;
+pub mod storage;
 pub mod validate;
 
 use crate::build::{self, Workload, names};
@@ -38,6 +39,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
@@ -116,6 +118,9 @@ pub enum Error {
     /// Writing the status failed.
     #[error("failed to update status")]
     Status(#[from] status::Error),
+    /// Growing a volume failed (not refused: failed).
+    #[error("failed to grow a volume")]
+    Storage(#[from] storage::Error),
     /// Detaching, re-attaching or purging data failed.
     #[error("failed to handle tenant data")]
     Grace(#[from] grace::Error),
@@ -131,6 +136,7 @@ impl Error {
             Error::Dereference(_) => "dereference",
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
+            Error::Storage(_) => "storage",
             Error::Grace(_) => "grace",
             Error::Finalizer(_) => "finalizer",
         }
@@ -470,6 +476,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         .await;
     }
     let client = &ctx.client;
+    let mut storage_problems: Vec<storage::StorageProblem> = Vec::new();
     let mut applied = 0usize;
     let mut count = |o: Outcome| applied += usize::from(o == Outcome::Applied);
     let deleted = |d: bool| {
@@ -521,16 +528,67 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 name: names::backup_pvc(&name),
                 source,
             })?;
-        // A claim's spec is (mostly) immutable: keep the live one and manage only labels.
-        let keep = live.as_ref().map(|l| l.spec.clone());
-        count(
-            apply::apply_adjusted(at, &pvc_api, pvc, live.as_ref(), |p| {
-                if let Some(spec) = keep {
-                    p.spec = spec;
-                }
-            })
-            .await?,
-        );
+        // A claim's spec is immutable but for its size, which may only grow: keep the live
+        // spec, with the larger size if the tenant asks for one.
+        let grow_to = live
+            .as_ref()
+            .and_then(storage::requested)
+            .zip(v.backups.as_ref().map(|b| b.size.clone()))
+            .filter(|(current, desired)| storage::grows(current, desired));
+        let keep = live.as_ref().map(|l| {
+            let mut spec = l.spec.clone();
+            if let Some((_, to)) = &grow_to {
+                spec.get_or_insert_with(Default::default)
+                    .resources
+                    .get_or_insert_with(Default::default)
+                    .requests
+                    .get_or_insert_with(Default::default)
+                    .insert("storage".into(), Quantity(to.clone()));
+            }
+            spec
+        });
+        match apply::apply_adjusted(at, &pvc_api, pvc, live.as_ref(), |p| {
+            if let Some(spec) = keep {
+                p.spec = spec;
+            }
+        })
+        .await
+        {
+            Ok(o) => count(o),
+            Err(e) if grow_to.is_some() && storage::is_refusal(e.kube()) => {
+                let (from, to) = grow_to.unwrap_or_default();
+                storage_problems.push(storage::StorageProblem {
+                    claim: names::backup_pvc(&name),
+                    from,
+                    to,
+                    message: storage::refusal_message(e.kube()),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The SQLite claims come from the StatefulSet's (immutable) template: grow them in place.
+    // Not held for the window: growing a volume does not restart the runtime.
+    if let validate::Database::Sqlite { size, .. } = &v.database
+        && deref
+            .workloads
+            .iter()
+            .any(|w| matches!(w, ExistingWorkload::StatefulSet(_)))
+    {
+        let pvc_api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+        let claim = names::sqlite_pvc(&name);
+        let live = cache::live(caches, &pvc_api, &ns, &claim)
+            .await
+            .map_err(|source| apply::Error::Read {
+                kind: "PersistentVolumeClaim".into(),
+                name: claim.clone(),
+                source,
+            })?;
+        if let Some(live) = live
+            && let Some(problem) = storage::grow(&pvc_api, &live, size).await?
+        {
+            storage_problems.push(problem);
+        }
     }
 
     let mut cnpg_missing = false;
@@ -673,12 +731,20 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
             format!("{ready}/{replicas} replicas ready"),
         ),
     });
-    conditions.push(Cond::new(
-        "Provisioned",
-        Some(true),
-        "Applied",
-        "all children applied",
-    ));
+    conditions.push(if storage_problems.is_empty() {
+        Cond::new("Provisioned", Some(true), "Applied", "all children applied")
+    } else {
+        Cond::new(
+            "Provisioned",
+            Some(false),
+            "StorageNotExpandable",
+            storage_problems
+                .iter()
+                .map(storage::StorageProblem::describe)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    });
     conditions.push(match &v.database {
         validate::Database::Sqlite { .. } if ready > 0 => Cond::new(
             "DatabaseReady",

@@ -12,3 +12,4 @@ mod idle;
 mod leader;
 mod lifecycle;
 mod secrets;
+mod storage;
