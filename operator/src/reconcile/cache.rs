@@ -10,9 +10,9 @@
 //! once, lookups fall back to a GET.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -47,6 +47,10 @@ pub struct Caches {
     pub pvcs: Store<PersistentVolumeClaim>,
     /// Secrets the operator generated.
     pub secrets: Store<Secret>,
+    /// Backup Jobs (made by the backup CronJobs, labelled by their template).
+    pub jobs: Store<Job>,
+    /// Backup Pods (their termination messages are the backups' results).
+    pub pods: Store<Pod>,
     /// Metadata of every Secret the operator can see (to know whether a referenced Secret
     /// exists and changed without reading it).
     pub secret_meta: Store<PartialObjectMeta<Secret>>,
@@ -77,6 +81,8 @@ impl Caches {
             Box::pin(self.pvcs.wait_until_ready()),
             Box::pin(self.secrets.wait_until_ready()),
             Box::pin(self.secret_meta.wait_until_ready()),
+            Box::pin(self.jobs.wait_until_ready()),
+            Box::pin(self.pods.wait_until_ready()),
         ])
         .await;
         if all.iter().all(Result::is_ok) {

@@ -13,6 +13,7 @@
 //! the grace period (`lifecycle::grace`).
 
 pub mod apply;
+pub mod backups;
 pub mod cache;
 pub mod dereference;
 pub mod gating;
@@ -33,9 +34,9 @@ use dereference::{Dereferenced, ExistingWorkload};
 use futures::StreamExt;
 use gating::{Decision, RestartFacts};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -121,6 +122,9 @@ pub enum Error {
     /// Growing a volume failed (not refused: failed).
     #[error("failed to grow a volume")]
     Storage(#[from] storage::Error),
+    /// Listing backup Jobs or Pods failed.
+    #[error("failed to read backups")]
+    Backups(#[from] backups::Error),
     /// Detaching, re-attaching or purging data failed.
     #[error("failed to handle tenant data")]
     Grace(#[from] grace::Error),
@@ -137,6 +141,7 @@ impl Error {
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
             Error::Storage(_) => "storage",
+            Error::Backups(_) => "backups",
             Error::Grace(_) => "grace",
             Error::Finalizer(_) => "finalizer",
         }
@@ -399,6 +404,8 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
             url: None,
             next_maintenance_window: None,
             pending_changes: Vec::new(),
+            // A spec problem does not make the last backup any less taken.
+            last_backup: tenant.status.as_ref().and_then(|s| s.last_backup.clone()),
         };
         publish_status(tenant, ctx, &desired).await?;
         return Ok(Action::requeue(SECRET_RETRY));
@@ -414,6 +421,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 url: None,
                 next_maintenance_window: None,
                 pending_changes: Vec::new(),
+                last_backup: tenant.status.as_ref().and_then(|s| s.last_backup.clone()),
             };
             publish_status(tenant, ctx, &desired).await?;
             // Only a spec change can fix it.
@@ -820,7 +828,15 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
             "the ingress controller has not assigned an address yet",
         )
     });
-    conditions.push(backups_condition(&v, cron_live.as_ref(), now));
+    let previous_backup = tenant.status.as_ref().and_then(|s| s.last_backup.as_ref());
+    let (backups_cond, last_backup) = if v.backups.is_some() {
+        let seen = backups::read(client, caches, &ns, &name).await?;
+        backups::assess(true, &seen, cron_live.as_ref(), previous_backup, now)
+    } else {
+        let seen = backups::Observed::default();
+        backups::assess(false, &seen, None, previous_backup, now)
+    };
+    conditions.push(backups_cond);
     conditions.push(match (&decision, &window) {
         (Decision::Hold { pending }, Some(w)) => Cond::new(
             "MaintenancePending",
@@ -855,6 +871,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         url: Some(build::ingress_url(&v)),
         next_maintenance_window: occurrence,
         pending_changes: pending,
+        last_backup,
     };
     publish_status(tenant, ctx, &desired).await?;
 
@@ -877,53 +894,6 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         .unwrap_or_default()
         .max(Duration::from_secs(1));
     Ok(Action::requeue(wake))
-}
-
-fn backups_condition(
-    v: &validate::ValidatedTenant,
-    live: Option<&CronJob>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Cond {
-    if v.backups.is_none() {
-        return Cond::new(
-            "BackupsHealthy",
-            None,
-            "NotConfigured",
-            "spec.backups is not set",
-        );
-    }
-    let st = live.and_then(|c| c.status.as_ref());
-    let secs = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-        t.as_ref().map(|t| t.0.as_second())
-    };
-    let last_ok = st.and_then(|s| secs(&s.last_successful_time));
-    let last_run = st.and_then(|s| secs(&s.last_schedule_time));
-    match (last_ok, last_run) {
-        (Some(ok), Some(run)) if run > ok && now.timestamp() - ok > 36 * 3600 => Cond::new(
-            "BackupsHealthy",
-            Some(false),
-            "BackupOverdue",
-            "the last scheduled backup did not succeed",
-        ),
-        (Some(_), _) => Cond::new(
-            "BackupsHealthy",
-            Some(true),
-            "LastBackupSucceeded",
-            "the last backup succeeded",
-        ),
-        (None, Some(run)) if now.timestamp() - run > 36 * 3600 => Cond::new(
-            "BackupsHealthy",
-            Some(false),
-            "BackupOverdue",
-            "no backup has succeeded yet",
-        ),
-        _ => Cond::new(
-            "BackupsHealthy",
-            None,
-            "NoBackupYet",
-            "no backup has run yet",
-        ),
-    }
 }
 
 /// The Cleanup branch of the finalizer: remove the runtime at once, detach the data.
@@ -1092,6 +1062,26 @@ pub async fn run_controller(
     let (service_accounts, sa_s) = reflect!(ServiceAccount);
     let (pvcs, pvc_s) = reflect!(PersistentVolumeClaim);
     let (secrets, keys_s) = reflect!(Secret);
+    // Backup Jobs and Pods: only the backup component (the runtime's own pods never matter here).
+    let backup_only = watcher::Config::default().labels(&format!(
+        "{}={},{}=backup",
+        labels::MANAGED_BY,
+        labels::FIELD_MANAGER,
+        labels::COMPONENT
+    ));
+    macro_rules! reflect_backup {
+        ($k:ty) => {{
+            let (reader, writer) = reflector::store::<$k>();
+            let stream = watcher(Api::<$k>::all(client.clone()), backup_only.clone())
+                .default_backoff()
+                .modify(|o| o.managed_fields_mut().clear())
+                .reflect(writer)
+                .touched_objects();
+            (reader, stream)
+        }};
+    }
+    let (jobs, jobs_s) = reflect_backup!(Job);
+    let (pods, pods_s) = reflect_backup!(Pod);
     // Channel and database Secrets are the user's: watch their metadata only (the name maps an
     // event to tenants, the resourceVersion says whether a Secret changed since we read its keys),
     // so Secret data never has to sit in this process's memory.
@@ -1116,6 +1106,8 @@ pub async fn run_controller(
         service_accounts,
         pvcs,
         secrets,
+        jobs,
+        pods,
         secret_meta,
         ready: Arc::default(),
     };
@@ -1140,6 +1132,9 @@ pub async fn run_controller(
         .owns_stream(sa_s)
         .watches_stream(pvc_s, by_tenant_label)
         .watches_stream(keys_s, by_tenant_label)
+        // Backup Jobs are owned by the CronJob, their Pods by the Job: map them by label too.
+        .watches_stream(jobs_s, by_tenant_label)
+        .watches_stream(pods_s, by_tenant_label)
         // Channel and database Secrets are the user's, not owned: map each Secret event to the
         // tenants that refer to it (the generated key Secret is mapped by label above).
         .watches_stream(secret_meta_s, move |secret| {

@@ -101,6 +101,8 @@ pub struct Desired {
     pub next_maintenance_window: Option<crate::maintenance::Occurrence>,
     /// Changes waiting for the window.
     pub pending_changes: Vec<crate::reconcile::gating::Change>,
+    /// The last successful backup (kept once known: the Pods it came from are pruned).
+    pub last_backup: Option<contact_crds::v1alpha1::BackupRecord>,
 }
 
 fn to_time(t: DateTime<Utc>) -> Time {
@@ -151,6 +153,9 @@ pub fn render(desired: &Desired, conditions: &[Condition]) -> Value {
     if let Some(w) = desired.next_maintenance_window {
         s["nextMaintenanceWindow"] = json!({ "start": ts(w.start), "end": ts(w.end) });
     }
+    if let Some(b) = &desired.last_backup {
+        s["lastBackup"] = serde_json::to_value(b).unwrap_or(Value::Null);
+    }
     if !desired.pending_changes.is_empty() {
         s["pendingChanges"] = desired
             .pending_changes
@@ -179,6 +184,7 @@ pub fn differs(live: &Value, rendered: &Value) -> bool {
         "url",
         "nextMaintenanceWindow",
         "pendingChanges",
+        "lastBackup",
     ];
     OWNED.iter().any(|k| {
         let (a, b) = (live.get(*k), rendered.get(*k));
@@ -256,6 +262,7 @@ mod tests {
             url: Some("https://x".into()),
             next_maintenance_window: None,
             pending_changes: vec![],
+            last_backup: None,
         }
     }
 

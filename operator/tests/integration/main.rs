@@ -3,6 +3,7 @@
 //!
 //! One test binary, one module per behaviour, each test on its own fresh control plane.
 
+mod backups;
 mod common;
 mod create;
 mod deletion;
