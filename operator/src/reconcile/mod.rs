@@ -1138,6 +1138,13 @@ pub async fn run_controller(
         // Channel and database Secrets are the user's, not owned: map each Secret event to the
         // tenants that refer to it (the generated key Secret is mapped by label above).
         .watches_stream(secret_meta_s, move |secret| {
+            // Our own key Secrets are mapped by label above; scanning every tenant for each of
+            // them would make provisioning N tenants cost N² lookups.
+            if secret.labels().get(labels::MANAGED_BY).map(String::as_str)
+                == Some(labels::FIELD_MANAGER)
+            {
+                return Vec::new();
+            }
             let ns = secret.namespace().unwrap_or_default();
             dereference::tenants_for_secret(&store.state(), &ns, &secret.name_any())
         })
