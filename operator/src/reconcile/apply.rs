@@ -127,6 +127,18 @@ impl Memo {
             .cloned()
     }
 
+    /// Whether a watch event of `key` at `resource_version` is the echo of our own last apply
+    /// (the apply's response carried the same resourceVersion): it tells the reconcile nothing new.
+    pub fn is_echo(&self, key: &str, resource_version: Option<&str>) -> bool {
+        resource_version.is_some()
+            && self
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(key)
+                .is_some_and(|a| a.resource_version.as_deref() == resource_version)
+    }
+
     /// Records `key` (`None`: we deleted it).
     pub fn record(&self, key: String, applied: Option<Applied>) {
         let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -212,7 +224,8 @@ pub fn is_current<K: Resource>(live: &K, hash: &str) -> bool {
     a.get(labels::SPEC_HASH).is_some_and(|h| h == hash) && !a.contains_key(labels::PURGE_AFTER)
 }
 
-fn key_of<K: Resource>(obj: &K) -> String
+/// The memo key of an object: `Kind/namespace/name`.
+pub fn key_of<K: Resource>(obj: &K) -> String
 where
     K::DynamicType: Default,
 {
@@ -438,6 +451,18 @@ mod tests {
             verdict(Some(&live), "h", None),
             Verdict::Adopt(applied("h", Some(7), "99"))
         );
+    }
+
+    #[test]
+    fn only_the_exact_resource_version_of_our_apply_is_an_echo() {
+        let memo = Memo::default();
+        memo.record("ConfigMap/ns/a".into(), Some(applied("h", None, "20")));
+        assert!(memo.is_echo("ConfigMap/ns/a", Some("20")));
+        assert!(!memo.is_echo("ConfigMap/ns/a", Some("21")), "a later write");
+        assert!(!memo.is_echo("ConfigMap/ns/b", Some("20")));
+        assert!(!memo.is_echo("ConfigMap/ns/a", None));
+        memo.record("ConfigMap/ns/a".into(), None);
+        assert!(!memo.is_echo("ConfigMap/ns/a", Some("20")), "forgotten on delete");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use apply::Outcome;
 use contact_crds::v1alpha1::ContactTenant;
 use dereference::{Dereferenced, ExistingWorkload};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use gating::{Decision, RestartFacts};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -1042,12 +1042,21 @@ pub async fn run_controller(
     macro_rules! reflect {
         ($k:ty) => {{
             let (reader, writer) = reflector::store::<$k>();
+            let memo = ctx.memo.clone();
             let stream = watcher(Api::<$k>::all(client.clone()), owned.clone())
                 .default_backoff()
                 // managedFields are most of an object's size and never read here.
                 .modify(|o| o.managed_fields_mut().clear())
                 .reflect(writer)
-                .touched_objects();
+                .touched_objects()
+                // The echo of our own apply (the resourceVersion its response carried) tells the
+                // reconcile nothing new: it would only bring the tenant back for a pass with
+                // nothing to do. The store above still takes it in.
+                .try_filter(move |o| {
+                    let echo =
+                        memo.is_echo(&apply::key_of(o), o.meta().resource_version.as_deref());
+                    futures::future::ready(!echo)
+                });
             (reader, stream)
         }};
     }
