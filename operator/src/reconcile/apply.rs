@@ -462,7 +462,10 @@ mod tests {
         assert!(!memo.is_echo("ConfigMap/ns/b", Some("20")));
         assert!(!memo.is_echo("ConfigMap/ns/a", None));
         memo.record("ConfigMap/ns/a".into(), None);
-        assert!(!memo.is_echo("ConfigMap/ns/a", Some("20")), "forgotten on delete");
+        assert!(
+            !memo.is_echo("ConfigMap/ns/a", Some("20")),
+            "forgotten on delete"
+        );
     }
 
     #[test]

@@ -278,36 +278,50 @@ fn conditions_for_problem(reason: &str, message: &str) -> Vec<Cond> {
 async fn publish_status(tenant: &ContactTenant, ctx: &Ctx, desired: &Desired) -> Result<(), Error> {
     let api: Api<ContactTenant> =
         Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
-    let (transitions, _) = status::update(&api, tenant, desired, ctx.clock.now()).await?;
-    let oref = tenant.object_ref(&());
-    for c in transitions {
-        let ev = Event {
-            type_: if c.is_warning() {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: c.reason.clone(),
-            note: Some(
-                format!(
-                    "{}={}: {}",
-                    c.type_,
-                    c.status
-                        .map_or("Unknown", |b| if b { "True" } else { "False" }),
-                    c.message
-                )
-                .chars()
-                .take(1000)
-                .collect(),
-            ),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        // Events are best effort: failing to record one must not fail the reconcile.
-        if let Err(e) = ctx.recorder.publish(&ev, &oref).await {
-            warn!(error = %e, "failed to publish event");
+    let plan = status::plan(tenant, desired, ctx.clock.now());
+    let name = tenant.name_any();
+    let write = async {
+        match &plan.patch {
+            Some(p) => status::write(&api, &name, p).await,
+            None => Ok(()),
         }
-    }
+    };
+    let oref = tenant.object_ref(&());
+    let events = async {
+        for c in &plan.transitions {
+            let ev = Event {
+                type_: if c.is_warning() {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: c.reason.clone(),
+                note: Some(
+                    format!(
+                        "{}={}: {}",
+                        c.type_,
+                        c.status
+                            .map_or("Unknown", |b| if b { "True" } else { "False" }),
+                        c.message
+                    )
+                    .chars()
+                    .take(1000)
+                    .collect(),
+                ),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            // Events are best effort: failing to record one must not fail the reconcile.
+            if let Err(e) = ctx.recorder.publish(&ev, &oref).await {
+                warn!(error = %e, "failed to publish event");
+            }
+        }
+    };
+    // The Events go out alongside the status write rather than after it: they are best effort,
+    // and a reconcile should not wait a round trip for them (client-go's recorder is
+    // asynchronous for the same reason).
+    let (written, ()) = futures::join!(write, events);
+    written?;
     let key = format!(
         "{}/{}",
         tenant.namespace().unwrap_or_default(),
