@@ -112,40 +112,61 @@ impl Applied {
     }
 }
 
-/// Per object (`kind/ns/name`), what our last apply left behind. Shared by every reconcile of
-/// the process; lost on restart (see the module doc).
+/// Per object (`kind/ns/name`), what our last apply left behind, and the hashes of applies in
+/// flight. Shared by every reconcile of the process; lost on restart (see the module doc).
 #[derive(Debug, Clone, Default)]
-pub struct Memo(Arc<Mutex<HashMap<String, Applied>>>);
+pub struct Memo(Arc<Mutex<MemoInner>>);
+
+#[derive(Debug, Default)]
+struct MemoInner {
+    applied: HashMap<String, Applied>,
+    in_flight: HashMap<String, String>,
+}
 
 impl Memo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The record of `key`.
     pub fn get(&self, key: &str) -> Option<Applied> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .cloned()
+        self.lock().applied.get(key).cloned()
     }
 
-    /// Whether a watch event of `key` at `resource_version` is the echo of our own last apply
-    /// (the apply's response carried the same resourceVersion): it tells the reconcile nothing new.
-    pub fn is_echo(&self, key: &str, resource_version: Option<&str>) -> bool {
-        resource_version.is_some()
-            && self
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+    /// Whether a watch event of `key` (an object at `resource_version` carrying `hash`) is the
+    /// echo of our own apply: the resourceVersion our last apply's response carried, or, while
+    /// that apply is still in flight (its watch event often arrives before its response), the
+    /// hash it is writing. An echo tells the reconcile nothing new.
+    pub fn is_echo(&self, key: &str, resource_version: Option<&str>, hash: Option<&str>) -> bool {
+        let m = self.lock();
+        let by_rv = resource_version.is_some()
+            && m.applied
                 .get(key)
-                .is_some_and(|a| a.resource_version.as_deref() == resource_version)
+                .is_some_and(|a| a.resource_version.as_deref() == resource_version);
+        let in_flight = hash.is_some() && m.in_flight.get(key).map(String::as_str) == hash;
+        by_rv || in_flight
     }
 
-    /// Records `key` (`None`: we deleted it).
+    /// Marks an apply of `hash` to `key` as in flight.
+    pub fn begin(&self, key: &str, hash: &str) {
+        self.lock()
+            .in_flight
+            .insert(key.to_string(), hash.to_string());
+    }
+
+    /// Records `key` (`None`: we deleted it, or the apply failed) and ends its apply in flight.
     pub fn record(&self, key: String, applied: Option<Applied>) {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.lock();
+        m.in_flight.remove(&key);
         match applied {
-            Some(a) => m.insert(key, a),
-            None => m.remove(&key),
+            Some(a) => m.applied.insert(key, a),
+            None => m.applied.remove(&key),
         };
+    }
+
+    /// Ends an apply in flight that failed, keeping the last record.
+    pub fn abort(&self, key: &str) {
+        self.lock().in_flight.remove(key);
     }
 }
 
@@ -279,6 +300,7 @@ where
     }
     let name = desired.name_any();
     let kind = K::kind(&K::DynamicType::default()).to_string();
+    at.memo.begin(&key, &hash);
     let written = api
         .patch(
             &name,
@@ -286,7 +308,10 @@ where
             &Patch::Apply(&desired),
         )
         .await
-        .map_err(|source| Error::Apply { kind, name, source })?;
+        .map_err(|source| {
+            at.memo.abort(&key);
+            Error::Apply { kind, name, source }
+        })?;
     at.memo
         .record(key, Some(Applied::of(&hash, written.meta())));
     Ok(Outcome::Applied)
@@ -454,16 +479,30 @@ mod tests {
     }
 
     #[test]
-    fn only_the_exact_resource_version_of_our_apply_is_an_echo() {
+    fn only_our_own_write_is_an_echo() {
         let memo = Memo::default();
-        memo.record("ConfigMap/ns/a".into(), Some(applied("h", None, "20")));
-        assert!(memo.is_echo("ConfigMap/ns/a", Some("20")));
-        assert!(!memo.is_echo("ConfigMap/ns/a", Some("21")), "a later write");
-        assert!(!memo.is_echo("ConfigMap/ns/b", Some("20")));
-        assert!(!memo.is_echo("ConfigMap/ns/a", None));
-        memo.record("ConfigMap/ns/a".into(), None);
+        let k = "ConfigMap/ns/a";
+        // In flight: the event that carries the hash being written is ours.
+        memo.begin(k, "h");
+        assert!(memo.is_echo(k, Some("20"), Some("h")));
         assert!(
-            !memo.is_echo("ConfigMap/ns/a", Some("20")),
+            !memo.is_echo(k, Some("20"), Some("other")),
+            "someone else's hash"
+        );
+        memo.record(k.into(), Some(applied("h", None, "20")));
+        // Done: only the exact resourceVersion of the response.
+        assert!(memo.is_echo(k, Some("20"), Some("h")));
+        assert!(!memo.is_echo(k, Some("21"), Some("h")), "a later write");
+        assert!(!memo.is_echo("ConfigMap/ns/b", Some("20"), Some("h")));
+        assert!(!memo.is_echo(k, None, None));
+        // A failed apply is no longer in flight.
+        memo.begin(k, "h2");
+        memo.abort(k);
+        assert!(!memo.is_echo(k, Some("22"), Some("h2")));
+        assert_eq!(memo.get(k), Some(applied("h", None, "20")));
+        memo.record(k.into(), None);
+        assert!(
+            !memo.is_echo(k, Some("20"), Some("h")),
             "forgotten on delete"
         );
     }

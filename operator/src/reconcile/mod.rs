@@ -1063,12 +1063,16 @@ pub async fn run_controller(
                 .modify(|o| o.managed_fields_mut().clear())
                 .reflect(writer)
                 .touched_objects()
-                // The echo of our own apply (the resourceVersion its response carried) tells the
-                // reconcile nothing new: it would only bring the tenant back for a pass with
-                // nothing to do. The store above still takes it in.
+                // The echo of our own apply tells the reconcile nothing new: it would only bring
+                // the tenant back for a pass with nothing to do. The store above still takes it
+                // in. (A write by someone else landing while our apply of the same hash is in
+                // flight would be taken for the echo; the next event or the resync covers it.)
                 .try_filter(move |o| {
-                    let echo =
-                        memo.is_echo(&apply::key_of(o), o.meta().resource_version.as_deref());
+                    let echo = memo.is_echo(
+                        &apply::key_of(o),
+                        o.meta().resource_version.as_deref(),
+                        o.annotations().get(labels::SPEC_HASH).map(String::as_str),
+                    );
                     futures::future::ready(!echo)
                 });
             (reader, stream)

@@ -7,8 +7,8 @@ use crate::labels;
 use chrono::{DateTime, Utc};
 use contact_crds::v1alpha1::ContactTenant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
 use kube::Api;
+use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 /// Condition types, in the order they are written.
