@@ -166,8 +166,42 @@ fn the_backup_job_speaks_the_runtime_cli_and_its_key_decodes() {
     let container = &pod.containers[0];
     let args = container.args.clone().unwrap_or_default();
     let argv = std::iter::once("contact-runtime".to_owned()).chain(args.iter().cloned());
-    contact_runtime::cli::Cli::try_parse_from(argv)
+    let cli = contact_runtime::cli::Cli::try_parse_from(argv)
         .unwrap_or_else(|e| panic!("the runtime refuses the backup job's arguments {args:?}: {e}"));
+    // The runtime leaves its result where the kubelet reads the termination message.
+    match cli.command {
+        Some(contact_runtime::cli::Command::Backup {
+            termination_log, ..
+        }) => {
+            assert_eq!(
+                termination_log.as_deref().and_then(|p| p.to_str()),
+                container.termination_message_path.as_deref(),
+                "--termination-log is the container's terminationMessagePath"
+            );
+            assert!(termination_log.is_some());
+        }
+        other => panic!("the backup job runs {other:?}, not `backup`"),
+    }
+    assert_eq!(
+        container.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError"),
+        "a crash before the runtime writes its error still leaves a reason"
+    );
+
+    // What the runtime writes there on success is what the operator reads into status.lastBackup.
+    let result = contact_runtime::backup::BackupResult {
+        name: "backup-20261125T020003Z".into(),
+        time: "2026-11-25T02:00:03.250Z".into(),
+        size_bytes: 48_213,
+        pruned: vec!["backup-20261110T020001Z".into()],
+    };
+    let record = contact_operator::reconcile::backups::parse_result(
+        &serde_json::to_string(&result).unwrap(),
+    )
+    .expect("the operator reads the runtime's result line");
+    assert_eq!(record.name, result.name);
+    assert_eq!(record.size_bytes, Some(48_213));
+    assert_eq!(record.time.0.as_millisecond(), 1_795_572_003_250);
 
     // The generated backup key is one the runtime's backup command accepts.
     let secret =

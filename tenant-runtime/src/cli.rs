@@ -45,7 +45,15 @@ pub enum Command {
     /// Run the runtime on SQLite plus the simulator, seeded with demo users, skills, categories.
     Demo(demo::DemoArgs),
     /// Take an encrypted snapshot of the database (key in CONTACT_BACKUP_KEY) and prune old ones.
-    Backup(crate::backup::BackupArgs),
+    Backup {
+        /// What to back up and how long to keep it.
+        #[command(flatten)]
+        args: crate::backup::BackupArgs,
+        /// Also write the result line (or, on failure, the error) to this file: the container's
+        /// termination-message path, where the operator reads it into `status.lastBackup`.
+        #[arg(long, value_name = "PATH")]
+        termination_log: Option<PathBuf>,
+    },
     /// Restore a backup into an empty database (key in CONTACT_BACKUP_KEY).
     Restore(crate::backup::RestoreArgs),
 }
@@ -111,7 +119,95 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo(args) => demo::run(args).await,
-        Command::Backup(args) => crate::backup::run_backup(cli.config.as_deref(), args).await,
+        Command::Backup {
+            args,
+            termination_log: None,
+        } => crate::backup::run_backup(cli.config.as_deref(), args).await,
+        Command::Backup {
+            args,
+            termination_log: Some(path),
+        } => backup_with_termination_log(cli.config.as_deref(), args, &path).await,
         Command::Restore(args) => crate::backup::run_restore(cli.config.as_deref(), args).await,
+    }
+}
+
+/// `backup` that also leaves its outcome in `path` for the kubelet to pick up as the
+/// container's termination message: the result line on success, the error chain on failure
+/// (so a failed backup's reason reaches the tenant's status without reading logs).
+async fn backup_with_termination_log(
+    config: Option<&std::path::Path>,
+    args: crate::backup::BackupArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let outcome = async {
+        let key = crate::backup::key_from_env()?;
+        let settings = Settings::load(config)?;
+        let store = crate::storage::Store::connect(
+            &settings.database_url,
+            &crate::storage::ConnectOptions::default(),
+        )
+        .await?;
+        let result = crate::backup::backup(
+            &store,
+            &args.dir,
+            &key,
+            crate::storage::now_ms(),
+            args.retain_days,
+        )
+        .await;
+        store.close().await;
+        anyhow::Ok(serde_json::to_string(&result?)?)
+    }
+    .await;
+    let message = match &outcome {
+        Ok(line) => line.clone(),
+        Err(e) => format!("{e:#}"),
+    };
+    // The kubelet reads at most 4 KiB of the message.
+    let message: String = message.chars().take(4000).collect();
+    if let Err(e) = std::fs::write(path, &message) {
+        tracing::warn!(path = %path.display(), error = %e, "failed to write the termination log");
+    }
+    let line = outcome?;
+    println!("{line}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_termination_log_flag_parses() {
+        let cli = Cli::try_parse_from([
+            "contact-runtime",
+            "backup",
+            "--dir",
+            "/backups",
+            "--termination-log",
+            "/dev/termination-log",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Backup { termination_log: Some(p), .. }) if p == std::path::Path::new("/dev/termination-log")
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_backup_leaves_its_error_in_the_termination_log() {
+        // Without CONTACT_BACKUP_KEY (tests never set it) the backup fails before any I/O.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("termination-log");
+        let args = crate::backup::BackupArgs {
+            dir: dir.path().join("backups"),
+            retain_days: 14,
+        };
+        let err = backup_with_termination_log(None, args, &log)
+            .await
+            .expect_err("no key, no backup");
+        let written = std::fs::read_to_string(&log).expect("the log was written");
+        assert_eq!(written, format!("{err:#}"));
+        assert!(written.contains("not set"), "{written}");
     }
 }

@@ -431,6 +431,12 @@ fn default_backup_storage() -> StorageSpec {
 /// A persistent volume request.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// A volume can grow in place but never shrink (Kubernetes refuses it): refuse at admission rather
+// than accept a spec the operator can never apply.
+#[x_kube(
+    validation = Rule::new("quantity(string(self.size)).compareTo(quantity(string(oldSelf.size))) >= 0")
+        .message("storage size cannot shrink: a volume can only grow (keep the current size or set a larger one)")
+)]
 pub struct StorageSpec {
     /// The size of the volume, such as `10Gi`.
     pub size: Quantity,
@@ -586,6 +592,10 @@ impl DatabaseSpec {
 /// The embedded SQLite database.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.storage) || !has(oldSelf.storage) || quantity(string(self.storage)).compareTo(quantity(string(oldSelf.storage))) >= 0")
+        .message("database.sqlite.storage cannot shrink: a volume can only grow (keep the current size or set a larger one)")
+)]
 pub struct SqliteSpec {
     /// The size of the volume that holds the database, such as `5Gi`.
     #[serde(default = "default_sqlite_size")]
@@ -639,6 +649,10 @@ fn default_uri_key() -> String {
 /// A CloudNativePG cluster created for the tenant.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.storage) || !has(oldSelf.storage) || quantity(string(self.storage)).compareTo(quantity(string(oldSelf.storage))) >= 0")
+        .message("database.cloudNativePG.storage cannot shrink: a volume can only grow (keep the current size or set a larger one)")
+)]
 pub struct CloudNativePgSpec {
     /// The number of PostgreSQL instances (one primary, the rest standbys).
     #[serde(default = "default_cnpg_instances")]

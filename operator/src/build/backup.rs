@@ -18,6 +18,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use std::collections::BTreeMap;
 
 const BACKUP_DIR: &str = "/backups";
+/// Where the backup container leaves its result (or error) for the kubelet: the container's
+/// termination message, which the operator reads into `status.lastBackup` / `BackupsHealthy`.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// The backup container's name (the operator finds its termination state by it).
+pub const CONTAINER: &str = "backup";
 
 /// Builds the backup PVC, or `None` when backups are off.
 pub fn build_backup_pvc(t: &ValidatedTenant) -> Option<PersistentVolumeClaim> {
@@ -88,7 +93,7 @@ fn job_pod(t: &ValidatedTenant, b: &Backups) -> PodSpec {
         security_context: Some(pod_security()),
         affinity,
         containers: vec![Container {
-            name: "backup".into(),
+            name: CONTAINER.into(),
             image: Some(t.image.clone()),
             args: Some(vec![
                 "backup".into(),
@@ -96,7 +101,13 @@ fn job_pod(t: &ValidatedTenant, b: &Backups) -> PodSpec {
                 BACKUP_DIR.into(),
                 "--retain-days".into(),
                 b.retain_days.to_string(),
+                "--termination-log".into(),
+                TERMINATION_LOG.into(),
             ]),
+            termination_message_path: Some(TERMINATION_LOG.into()),
+            // A crash before the runtime could write its error still leaves a reason: the tail
+            // of the log.
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
             env: Some(vec![
                 database_env(t),
                 EnvVar {
@@ -138,7 +149,11 @@ pub fn build_backup_cronjob(t: &ValidatedTenant, suspend: bool) -> Option<CronJo
             failed_jobs_history_limit: Some(3),
             starting_deadline_seconds: Some(3600),
             job_template: JobTemplateSpec {
-                metadata: None,
+                // Labelled like the pods, so the operator can watch its backup Jobs.
+                metadata: Some(ObjectMeta {
+                    labels: Some(common_labels(t, "backup")),
+                    ..Default::default()
+                }),
                 spec: Some(JobSpec {
                     backoff_limit: Some(2),
                     template: PodTemplateSpec {

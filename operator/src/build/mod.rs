@@ -23,7 +23,9 @@ mod service;
 mod service_account;
 pub mod workload;
 
-pub use backup::{build_backup_cronjob, build_backup_pvc};
+pub use backup::{
+    CONTAINER as BACKUP_CONTAINER, TERMINATION_LOG, build_backup_cronjob, build_backup_pvc,
+};
 pub use cnpg::{build_cnpg_cluster, cnpg_api_resource};
 pub use config_map::{RuntimeConfig, build_config_map};
 pub use ingress::{build_ingress, url as ingress_url};

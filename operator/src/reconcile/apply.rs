@@ -1,22 +1,30 @@
 //! Step 4 of the pipeline: server-side apply, one field manager, `force`, and no write at all when
 //! nothing changed.
 //!
-//! Idempotence without noise: every desired object carries a hash of itself in an annotation. If
-//! the live object already carries the same hash (and has not been marked for deletion-grace
-//! purge), the apply is skipped, so a reconcile with nothing to do makes zero writes. Trade-off:
-//! an edit by someone else to a field we own is not reverted until our desired object changes
-//! (compare `kubectl apply`'s last-applied). We accept that: the alternative (diffing managed
-//! fields against server-defaulted objects) is fragile, and a forced apply on every resync would
-//! write N objects per tenant per period.
+//! Idempotence without noise: every desired object carries a hash of itself in an annotation, and
+//! the `Memo` remembers, per object, the hash we applied and the object's `generation` /
+//! `resourceVersion` as our apply left it. An apply is skipped only when the desired hash is the
+//! one we applied AND the live object has not been written since (generation for kinds that have
+//! one, so status updates by other controllers do not count; resourceVersion otherwise). So a
+//! reconcile with nothing to do makes zero writes, and a hand edit of a field we own (which bumps
+//! the generation, or the resourceVersion of kinds without one) is reverted by the next reconcile.
+//!
+//! An object we have no memo for (the operator restarted) is adopted when its hash matches: its
+//! current generation / resourceVersion become the reference, so edits made while no operator ran
+//! are only reverted with the next change of the desired object (restarting must not cost one
+//! write per child of every tenant).
 
 use super::cache::{self, Cached, Caches};
 use crate::labels;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
 
 /// Failure to write an object.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +75,147 @@ impl Error {
     }
 }
 
+/// What our last apply of one object left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The hash we applied.
+    pub hash: String,
+    /// `metadata.generation` after the apply (kinds without one: `None`).
+    pub generation: Option<i64>,
+    /// `metadata.resourceVersion` after the apply.
+    pub resource_version: Option<String>,
+}
+
+impl Applied {
+    fn of(hash: &str, meta: &ObjectMeta) -> Self {
+        Self {
+            hash: hash.to_string(),
+            generation: meta.generation.filter(|g| *g > 0),
+            resource_version: meta.resource_version.clone(),
+        }
+    }
+
+    /// Whether `live` was written after our apply. Generation counts where the kind has one
+    /// (spec writes only; status updates by other controllers do not); else resourceVersion. A
+    /// live object OLDER than our apply is a cache that has not caught up, not an edit.
+    pub fn written_since(&self, live: &ObjectMeta) -> bool {
+        if let (Some(ours), Some(now)) = (self.generation, live.generation) {
+            return now > ours;
+        }
+        let rv = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
+        match (rv(&self.resource_version), rv(&live.resource_version)) {
+            // The API server's resourceVersions are etcd revisions; compare them as such. Not
+            // numeric (another storage): any difference counts as a write.
+            (Some(ours), Some(now)) => now > ours,
+            _ => self.resource_version != live.resource_version,
+        }
+    }
+}
+
+/// Per object (`kind/ns/name`), what our last apply left behind, and the hashes of applies in
+/// flight. Shared by every reconcile of the process; lost on restart (see the module doc).
+#[derive(Debug, Clone, Default)]
+pub struct Memo(Arc<Mutex<MemoInner>>);
+
+#[derive(Debug, Default)]
+struct MemoInner {
+    applied: HashMap<String, Applied>,
+    in_flight: HashMap<String, String>,
+}
+
+impl Memo {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The record of `key`.
+    pub fn get(&self, key: &str) -> Option<Applied> {
+        self.lock().applied.get(key).cloned()
+    }
+
+    /// Whether a watch event of `key` (an object at `resource_version` carrying `hash`) is the
+    /// echo of our own apply: the resourceVersion our last apply's response carried, or, while
+    /// that apply is still in flight (its watch event often arrives before its response), the
+    /// hash it is writing. An echo tells the reconcile nothing new.
+    pub fn is_echo(&self, key: &str, resource_version: Option<&str>, hash: Option<&str>) -> bool {
+        let m = self.lock();
+        let by_rv = resource_version.is_some()
+            && m.applied
+                .get(key)
+                .is_some_and(|a| a.resource_version.as_deref() == resource_version);
+        let in_flight = hash.is_some() && m.in_flight.get(key).map(String::as_str) == hash;
+        by_rv || in_flight
+    }
+
+    /// Marks an apply of `hash` to `key` as in flight.
+    pub fn begin(&self, key: &str, hash: &str) {
+        self.lock()
+            .in_flight
+            .insert(key.to_string(), hash.to_string());
+    }
+
+    /// Records `key` (`None`: we deleted it, or the apply failed) and ends its apply in flight.
+    pub fn record(&self, key: String, applied: Option<Applied>) {
+        let mut m = self.lock();
+        m.in_flight.remove(&key);
+        match applied {
+            Some(a) => m.applied.insert(key, a),
+            None => m.applied.remove(&key),
+        };
+    }
+
+    /// Ends an apply in flight that failed, keeping the last record.
+    pub fn abort(&self, key: &str) {
+        self.lock().in_flight.remove(key);
+    }
+}
+
+/// Where children are read from and what we remember of our writes.
+#[derive(Clone, Copy)]
+pub struct Children<'a> {
+    /// The controller's stores (`None`: every read is a GET).
+    pub caches: Option<&'a Caches>,
+    /// Our last applies.
+    pub memo: &'a Memo,
+}
+
+/// What to do with one desired object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it.
+    Apply,
+    /// Nothing to do.
+    Skip,
+    /// Nothing to do, and remember the live object as ours (no memo yet, same hash).
+    Adopt(Applied),
+}
+
+/// The pure decision: apply unless the live object is the one we applied with this very hash
+/// and nobody wrote it since.
+pub fn verdict(live: Option<&ObjectMeta>, hash: &str, memo: Option<&Applied>) -> Verdict {
+    let Some(live) = live else {
+        return Verdict::Apply;
+    };
+    let annotations = live.annotations.as_ref();
+    if annotations.is_some_and(|a| a.contains_key(labels::PURGE_AFTER)) {
+        // Detached data being re-attached: the apply removes the grace annotations.
+        return Verdict::Apply;
+    }
+    let live_hash = annotations.and_then(|a| a.get(labels::SPEC_HASH));
+    match memo {
+        Some(m) if m.hash == hash => {
+            if m.written_since(live) {
+                Verdict::Apply
+            } else {
+                Verdict::Skip
+            }
+        }
+        None if live_hash.is_some_and(|h| h == hash) => Verdict::Adopt(Applied::of(hash, live)),
+        // No hash match, or we applied another hash since (a stale cache may still show this one).
+        _ => Verdict::Apply,
+    }
+}
+
 /// What `apply` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -96,10 +245,23 @@ pub fn is_current<K: Resource>(live: &K, hash: &str) -> bool {
     a.get(labels::SPEC_HASH).is_some_and(|h| h == hash) && !a.contains_key(labels::PURGE_AFTER)
 }
 
-/// Applies `desired` unless `live` (already read by the caller) carries the same hash, or,
-/// with caches, unless we applied that very hash ourselves and the cache has not caught up.
+/// The memo key of an object: `Kind/namespace/name`.
+pub fn key_of<K: Resource>(obj: &K) -> String
+where
+    K::DynamicType: Default,
+{
+    format!(
+        "{}/{}/{}",
+        K::kind(&K::DynamicType::default()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Applies `desired` unless `live` (already read by the caller) is what we last applied with
+/// the same hash and was not written since (see `verdict`).
 pub async fn apply_with_live<K>(
-    caches: Option<&Caches>,
+    at: Children<'_>,
     api: &Api<K>,
     desired: K,
     live: Option<&K>,
@@ -108,14 +270,14 @@ where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
     K::DynamicType: Default,
 {
-    apply_adjusted(caches, api, desired, live, |_| {}).await
+    apply_adjusted(at, api, desired, live, |_| {}).await
 }
 
 /// `apply_with_live`, where `adjust` edits the object after its hash is taken: for fields the
 /// API server will not let us change (immutable specs), which we copy from the live object. The
 /// hash stays that of what we built, so it is stable across reconciles.
 pub async fn apply_adjusted<K>(
-    caches: Option<&Caches>,
+    at: Children<'_>,
     api: &Api<K>,
     mut desired: K,
     live: Option<&K>,
@@ -127,52 +289,55 @@ where
 {
     let hash = stamp(&mut desired);
     adjust(&mut desired);
-    if live.is_some_and(|l| is_current(l, &hash)) {
-        return Ok(Outcome::Unchanged);
+    let key = key_of(&desired);
+    match verdict(live.map(|l| l.meta()), &hash, at.memo.get(&key).as_ref()) {
+        Verdict::Skip => return Ok(Outcome::Unchanged),
+        Verdict::Adopt(a) => {
+            at.memo.record(key, Some(a));
+            return Ok(Outcome::Unchanged);
+        }
+        Verdict::Apply => {}
     }
     let name = desired.name_any();
     let kind = K::kind(&K::DynamicType::default()).to_string();
-    let key = format!("{kind}/{}/{name}", desired.namespace().unwrap_or_default());
-    if let (Some(c), Some(l)) = (caches, live)
-        && c.applied_hash_is(&key, &hash)
-        && !l.annotations().contains_key(labels::PURGE_AFTER)
-    {
-        return Ok(Outcome::Unchanged);
-    }
-    api.patch(
-        &name,
-        &PatchParams::apply(labels::FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map_err(|source| Error::Apply { kind, name, source })?;
-    if let Some(c) = caches {
-        c.record(key, Some(hash));
-    }
+    at.memo.begin(&key, &hash);
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(labels::FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(|source| {
+            at.memo.abort(&key);
+            Error::Apply { kind, name, source }
+        })?;
+    at.memo
+        .record(key, Some(Applied::of(&hash, written.meta())));
     Ok(Outcome::Applied)
 }
 
 /// Looks up the live object (cache or GET), then applies `desired` if it differs.
-pub async fn apply<K>(caches: Option<&Caches>, api: &Api<K>, desired: K) -> Result<Outcome, Error>
+pub async fn apply<K>(at: Children<'_>, api: &Api<K>, desired: K) -> Result<Outcome, Error>
 where
     K: Cached + Serialize,
 {
     let name = desired.name_any();
     let ns = desired.namespace().unwrap_or_default();
-    let live = cache::live(caches, api, &ns, &name)
+    let live = cache::live(at.caches, api, &ns, &name)
         .await
         .map_err(|source| Error::Read {
             kind: K::kind(&()).to_string(),
             name: name.clone(),
             source,
         })?;
-    apply_with_live(caches, api, desired, live.as_ref()).await
+    apply_with_live(at, api, desired, live.as_ref()).await
 }
 
 /// Deletes an object we made if it exists. The existence check goes through the cache when
 /// there is one, so an absent object costs no request at all.
 pub async fn delete_if_ours<K>(
-    caches: Option<&Caches>,
+    at: Children<'_>,
     api: &Api<K>,
     ns: &str,
     name: &str,
@@ -181,7 +346,7 @@ where
     K: Cached + Serialize,
 {
     let kind = || K::kind(&()).to_string();
-    let live = cache::live(caches, api, ns, name)
+    let live = cache::live(at.caches, api, ns, name)
         .await
         .map_err(|source| Error::Read {
             kind: kind(),
@@ -192,9 +357,7 @@ where
     if live.meta().deletion_timestamp.is_some() || !super::dereference::is_ours(live.meta()) {
         return Ok(false);
     }
-    if let Some(c) = caches {
-        c.record(format!("{}/{ns}/{name}", kind()), None);
-    }
+    at.memo.record(format!("{}/{ns}/{name}", kind()), None);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
@@ -233,4 +396,126 @@ pub async fn apply_dynamic(
     .await
     .map_err(|source| Error::Apply { kind, name, source })?;
     Ok(Outcome::Applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(hash: Option<&str>, generation: Option<i64>, rv: &str) -> ObjectMeta {
+        ObjectMeta {
+            annotations: hash.map(|h| [(labels::SPEC_HASH.to_string(), h.to_string())].into()),
+            generation,
+            resource_version: Some(rv.into()),
+            ..Default::default()
+        }
+    }
+
+    fn applied(hash: &str, generation: Option<i64>, rv: &str) -> Applied {
+        Applied {
+            hash: hash.into(),
+            generation,
+            resource_version: Some(rv.into()),
+        }
+    }
+
+    #[test]
+    fn missing_objects_and_new_hashes_are_applied() {
+        assert_eq!(verdict(None, "h", None), Verdict::Apply);
+        let live = meta(Some("old"), Some(1), "10");
+        assert_eq!(verdict(Some(&live), "h", None), Verdict::Apply);
+        assert_eq!(
+            verdict(Some(&live), "h", Some(&applied("old", Some(1), "10"))),
+            Verdict::Apply
+        );
+    }
+
+    #[test]
+    fn our_own_untouched_apply_is_skipped_even_from_a_stale_cache() {
+        let ours = applied("h", Some(3), "20");
+        assert_eq!(
+            verdict(Some(&meta(Some("h"), Some(3), "20")), "h", Some(&ours)),
+            Verdict::Skip
+        );
+        // The cache still shows the object before our write (older generation and hash).
+        assert_eq!(
+            verdict(Some(&meta(Some("old"), Some(2), "12")), "h", Some(&ours)),
+            Verdict::Skip
+        );
+        // Status updates by another controller move resourceVersion, not generation.
+        assert_eq!(
+            verdict(Some(&meta(Some("h"), Some(3), "25")), "h", Some(&ours)),
+            Verdict::Skip
+        );
+    }
+
+    #[test]
+    fn a_hand_edit_after_our_apply_is_reverted() {
+        // A kind with a generation: a spec edit bumps it.
+        let ours = applied("h", Some(3), "20");
+        assert_eq!(
+            verdict(Some(&meta(Some("h"), Some(4), "21")), "h", Some(&ours)),
+            Verdict::Apply
+        );
+        // A kind without one (ConfigMap): any write moves resourceVersion.
+        let ours = applied("h", None, "20");
+        assert_eq!(
+            verdict(Some(&meta(Some("h"), None, "21")), "h", Some(&ours)),
+            Verdict::Apply
+        );
+        assert_eq!(
+            verdict(Some(&meta(Some("h"), None, "20")), "h", Some(&ours)),
+            Verdict::Skip
+        );
+    }
+
+    #[test]
+    fn without_a_memo_a_matching_object_is_adopted() {
+        let live = meta(Some("h"), Some(7), "99");
+        assert_eq!(
+            verdict(Some(&live), "h", None),
+            Verdict::Adopt(applied("h", Some(7), "99"))
+        );
+    }
+
+    #[test]
+    fn only_our_own_write_is_an_echo() {
+        let memo = Memo::default();
+        let k = "ConfigMap/ns/a";
+        // In flight: the event that carries the hash being written is ours.
+        memo.begin(k, "h");
+        assert!(memo.is_echo(k, Some("20"), Some("h")));
+        assert!(
+            !memo.is_echo(k, Some("20"), Some("other")),
+            "someone else's hash"
+        );
+        memo.record(k.into(), Some(applied("h", None, "20")));
+        // Done: only the exact resourceVersion of the response.
+        assert!(memo.is_echo(k, Some("20"), Some("h")));
+        assert!(!memo.is_echo(k, Some("21"), Some("h")), "a later write");
+        assert!(!memo.is_echo("ConfigMap/ns/b", Some("20"), Some("h")));
+        assert!(!memo.is_echo(k, None, None));
+        // A failed apply is no longer in flight.
+        memo.begin(k, "h2");
+        memo.abort(k);
+        assert!(!memo.is_echo(k, Some("22"), Some("h2")));
+        assert_eq!(memo.get(k), Some(applied("h", None, "20")));
+        memo.record(k.into(), None);
+        assert!(
+            !memo.is_echo(k, Some("20"), Some("h")),
+            "forgotten on delete"
+        );
+    }
+
+    #[test]
+    fn detached_data_is_always_reapplied() {
+        let mut live = meta(Some("h"), None, "5");
+        live.annotations
+            .get_or_insert_with(Default::default)
+            .insert(labels::PURGE_AFTER.into(), "2026-12-01T00:00:00Z".into());
+        assert_eq!(
+            verdict(Some(&live), "h", Some(&applied("h", None, "5"))),
+            Verdict::Apply
+        );
+    }
 }

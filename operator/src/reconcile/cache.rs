@@ -4,24 +4,23 @@
 //! The controller's own watches on the children (which trigger reconciles) fill these stores, so
 //! caching costs no extra watch. Objects are selected by `app.kubernetes.io/managed-by`, so the
 //! stores hold only what this operator made. A cache can lag behind our own last write by one
-//! watch event; the worst case is one redundant (idempotent) apply, and the watch event that brings
-//! the store up to date triggers the reconcile that then sees no change.
+//! watch event; `apply::Memo` knows what we wrote, so a stale object is not applied again.
 //!
 //! When no controller runs (tests calling `reconcile` directly), or before the stores have listed
 //! once, lookups fall back to a GET.
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 /// One store per managed kind.
 #[derive(Clone)]
@@ -48,36 +47,21 @@ pub struct Caches {
     pub pvcs: Store<PersistentVolumeClaim>,
     /// Secrets the operator generated.
     pub secrets: Store<Secret>,
+    /// Backup Jobs (made by the backup CronJobs, labelled by their template).
+    pub jobs: Store<Job>,
+    /// Backup Pods (their termination messages are the backups' results).
+    pub pods: Store<Pod>,
+    /// Metadata of every Secret the operator can see (to know whether a referenced Secret
+    /// exists and changed without reading it).
+    pub secret_meta: Store<PartialObjectMeta<Secret>>,
     /// Set once every store has listed once.
     pub ready: Arc<AtomicBool>,
-    /// Hash last applied per object (`kind/ns/name`), for objects whose watch event has not
-    /// reached the store yet: without it, the reconcile triggered by one of our own writes would
-    /// see the stale object and apply again.
-    pub applied: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Caches {
     /// Whether every store has completed its initial list.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-    }
-
-    /// Whether we applied exactly `hash` to `key` ourselves.
-    pub fn applied_hash_is(&self, key: &str, hash: &str) -> bool {
-        self.applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
-            .is_some_and(|h| h == hash)
-    }
-
-    /// Records the hash we applied to `key` (`None`: we deleted it).
-    pub fn record(&self, key: String, hash: Option<String>) {
-        let mut m = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        match hash {
-            Some(h) => m.insert(key, h),
-            None => m.remove(&key),
-        };
     }
 
     /// Waits for every store's initial list, then marks the caches ready.
@@ -96,6 +80,9 @@ impl Caches {
             Box::pin(self.service_accounts.wait_until_ready()),
             Box::pin(self.pvcs.wait_until_ready()),
             Box::pin(self.secrets.wait_until_ready()),
+            Box::pin(self.secret_meta.wait_until_ready()),
+            Box::pin(self.jobs.wait_until_ready()),
+            Box::pin(self.pods.wait_until_ready()),
         ])
         .await;
         if all.iter().all(Result::is_ok) {

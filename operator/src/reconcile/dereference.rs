@@ -10,8 +10,10 @@ use contact_crds::v1alpha1::{ContactTenant, DatabaseKind};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 /// Failure to read from the API server (not a missing object: that is data, not an error).
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +162,65 @@ pub fn tenants_for_secret(
         .collect()
 }
 
+/// The key names (never the values) of referenced Secrets, by `ns/name`, with the
+/// resourceVersion they were read at. With the controller's metadata watch of Secrets, a Secret
+/// whose resourceVersion has not moved is not read again: a reconcile reads no Secret at all
+/// unless one changed.
+#[derive(Debug, Clone, Default)]
+pub struct SecretKeys(Arc<Mutex<HashMap<String, KeysAt>>>);
+
+/// A Secret's resourceVersion and key names at that version.
+type KeysAt = (String, BTreeSet<String>);
+
+impl SecretKeys {
+    fn get(&self, key: &str, resource_version: Option<&str>) -> Option<BTreeSet<String>> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (rv, keys) = m.get(key)?;
+        (Some(rv.as_str()) == resource_version).then(|| keys.clone())
+    }
+
+    fn put(&self, key: String, resource_version: Option<String>, keys: BTreeSet<String>) {
+        if let Some(rv) = resource_version {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, (rv, keys));
+        }
+    }
+}
+
+/// The key names of Secret `ns/name` (`None`: it does not exist).
+async fn secret_keys(
+    api: &Api<Secret>,
+    caches: Option<&Caches>,
+    memo: &SecretKeys,
+    ns: &str,
+    name: &str,
+) -> Result<Option<BTreeSet<String>>, Error> {
+    let key = format!("{ns}/{name}");
+    if let Some(c) = caches.filter(|c| c.is_ready()) {
+        // The metadata watch sees every Secret: absent there is absent (its event, when it is
+        // created, triggers the reconcile that finds it).
+        let meta = c.secret_meta.get(&ObjectRef::new(name).within(ns));
+        let Some(meta) = meta else { return Ok(None) };
+        if let Some(keys) = memo.get(&key, meta.metadata.resource_version.as_deref()) {
+            return Ok(Some(keys));
+        }
+    }
+    let Some(s) = get_opt(api, "Secret", name).await? else {
+        return Ok(None);
+    };
+    let keys: BTreeSet<String> = s
+        .data
+        .iter()
+        .flat_map(|d| d.keys())
+        .chain(s.string_data.iter().flat_map(|d| d.keys()))
+        .cloned()
+        .collect();
+    memo.put(key, s.metadata.resource_version, keys.clone());
+    Ok(Some(keys))
+}
+
 async fn get_opt<K>(api: &Api<K>, kind: &'static str, name: &str) -> Result<Option<K>, Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -191,6 +252,7 @@ async fn cached<K: Cached>(
 pub async fn dereference(
     client: &Client,
     caches: Option<&Caches>,
+    secret_memo: &SecretKeys,
     t: &ContactTenant,
 ) -> Result<Dereferenced, Error> {
     let ns = t.namespace().unwrap_or_default();
@@ -198,18 +260,15 @@ pub async fn dereference(
     let mut out = Dereferenced::default();
 
     // Each Secret is read once, however many channels use it.
-    let mut cache: BTreeMap<String, Option<Secret>> = BTreeMap::new();
+    let mut cache: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
     for r in referenced_secrets(t) {
         if !cache.contains_key(&r.name) {
-            let s = get_opt(&secrets, "Secret", &r.name).await?;
+            let s = secret_keys(&secrets, caches, secret_memo, &ns, &r.name).await?;
             cache.insert(r.name.clone(), s);
         }
         let problem = match cache.get(&r.name) {
-            Some(Some(s)) => {
-                let has = s.data.as_ref().is_some_and(|d| d.contains_key(&r.key))
-                    || s.string_data
-                        .as_ref()
-                        .is_some_and(|d| d.contains_key(&r.key));
+            Some(Some(keys)) => {
+                let has = keys.contains(&r.key);
                 (!has).then(|| SecretProblem::KeyMissing {
                     secret: r.name.clone(),
                     key: r.key.clone(),

@@ -13,10 +13,12 @@
 //! the grace period (`lifecycle::grace`).
 
 pub mod apply;
+pub mod backups;
 pub mod cache;
 pub mod dereference;
 pub mod gating;
 pub mod status;
+pub mod storage;
 pub mod validate;
 
 use crate::build::{self, Workload, names};
@@ -29,21 +31,22 @@ use crate::metrics::Metrics;
 use apply::Outcome;
 use contact_crds::v1alpha1::ContactTenant;
 use dereference::{Dereferenced, ExistingWorkload};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use gating::{Decision, RestartFacts};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Secret, Service, ServiceAccount,
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{
     WatchStreamExt, reflector,
     watcher::{self, watcher},
@@ -68,6 +71,10 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// Caches of managed objects, set by `run_controller` (empty: every read is a GET).
     pub caches: std::sync::OnceLock<cache::Caches>,
+    /// What our last apply of each child left behind (skip unchanged, revert hand edits).
+    pub memo: apply::Memo,
+    /// Key names of referenced Secrets by resourceVersion (no re-read of unchanged Secrets).
+    pub secret_keys: dereference::SecretKeys,
 }
 
 impl Ctx {
@@ -93,6 +100,8 @@ impl Ctx {
             recorder,
             metrics,
             caches: std::sync::OnceLock::new(),
+            memo: apply::Memo::default(),
+            secret_keys: dereference::SecretKeys::default(),
         }
     }
 }
@@ -110,12 +119,18 @@ pub enum Error {
     /// Writing the status failed.
     #[error("failed to update status")]
     Status(#[from] status::Error),
+    /// Growing a volume failed (not refused: failed).
+    #[error("failed to grow a volume")]
+    Storage(#[from] storage::Error),
+    /// Listing backup Jobs or Pods failed.
+    #[error("failed to read backups")]
+    Backups(#[from] backups::Error),
     /// Detaching, re-attaching or purging data failed.
     #[error("failed to handle tenant data")]
     Grace(#[from] grace::Error),
     /// Adding or removing the finalizer failed.
     #[error("failed to manage the finalizer")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    Finalizer(#[source] kube::Error),
 }
 
 impl Error {
@@ -125,6 +140,8 @@ impl Error {
             Error::Dereference(_) => "dereference",
             Error::Apply(_) => "apply",
             Error::Status(_) => "status",
+            Error::Storage(_) => "storage",
+            Error::Backups(_) => "backups",
             Error::Grace(_) => "grace",
             Error::Finalizer(_) => "finalizer",
         }
@@ -145,22 +162,85 @@ pub async fn reconcile(tenant: Arc<ContactTenant>, ctx: Arc<Ctx>) -> Result<Acti
         return Ok(Action::await_change());
     }
     let api: Api<ContactTenant> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = finalizer(&api, labels::FINALIZER, tenant, |event| async {
-        match event {
-            // Boxed: the pipeline's future is large, and a reconcile must not be able to overflow
-            // a worker thread's stack (debug builds made that happen in tests).
-            FinalizerEvent::Apply(t) => Box::pin(apply_tenant(&t, &ctx)).await,
-            FinalizerEvent::Cleanup(t) => Box::pin(cleanup_tenant(&t, &ctx)).await,
+    // Boxed: the pipeline's future is large, and a reconcile must not be able to overflow a
+    // worker thread's stack (debug builds made that happen in tests).
+    let result = if tenant.meta().deletion_timestamp.is_some() {
+        match finalizer_index(&tenant) {
+            Some(i) => match Box::pin(cleanup_tenant(&tenant, &ctx)).await {
+                Ok(action) => remove_finalizer(&api, &tenant, i).await.map(|()| action),
+                Err(e) => Err(e),
+            },
+            None => Ok(Action::await_change()),
         }
-    })
-    .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(Box::new(other)),
-    });
+    } else {
+        // The finalizer goes on in the same pass as the children (not in a pass of its own that
+        // waits for the watch to bring the tenant back): one reconcile provisions a new tenant.
+        match finalizer_index(&tenant) {
+            Some(_) => Box::pin(apply_tenant(&tenant, &ctx)).await,
+            None => match add_finalizer(&api, &tenant).await {
+                Ok(()) => Box::pin(apply_tenant(&tenant, &ctx)).await,
+                Err(e) => Err(e),
+            },
+        }
+    };
     ctx.metrics.reconciled(started.elapsed());
     result
+}
+
+fn finalizer_index(t: &ContactTenant) -> Option<usize> {
+    t.finalizers().iter().position(|f| f == labels::FINALIZER)
+}
+
+/// Adds our finalizer. The JSON patch tests the list it extends, so a concurrent change of the
+/// finalizers fails the patch (and the reconcile retries) instead of losing an entry.
+async fn add_finalizer(api: &Api<ContactTenant>, t: &ContactTenant) -> Result<(), Error> {
+    let patch = if t.finalizers().is_empty() {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [labels::FINALIZER] },
+        ])
+    } else {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": t.finalizers() },
+            { "op": "add", "path": "/metadata/finalizers/-", "value": labels::FINALIZER },
+        ])
+    };
+    finalizer_patch(api, t, patch).await
+}
+
+/// Removes our finalizer (at index `i`), once the data is detached.
+async fn remove_finalizer(
+    api: &Api<ContactTenant>,
+    t: &ContactTenant,
+    i: usize,
+) -> Result<(), Error> {
+    let path = format!("/metadata/finalizers/{i}");
+    let patch = serde_json::json!([
+        { "op": "test", "path": path, "value": labels::FINALIZER },
+        { "op": "remove", "path": path },
+    ]);
+    match finalizer_patch(api, t, patch).await {
+        // Already gone: the tenant was deleted meanwhile.
+        Err(Error::Finalizer(kube::Error::Api(s))) if s.code == 404 => Ok(()),
+        other => other,
+    }
+}
+
+async fn finalizer_patch(
+    api: &Api<ContactTenant>,
+    t: &ContactTenant,
+    patch: serde_json::Value,
+) -> Result<(), Error> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| Error::Finalizer(kube::Error::SerdeError(e)))?;
+    api.patch::<ContactTenant>(
+        &t.name_any(),
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Json(patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::Finalizer)
 }
 
 /// What to do after a failed reconcile: count it and retry soon (only transient failures get
@@ -198,36 +278,50 @@ fn conditions_for_problem(reason: &str, message: &str) -> Vec<Cond> {
 async fn publish_status(tenant: &ContactTenant, ctx: &Ctx, desired: &Desired) -> Result<(), Error> {
     let api: Api<ContactTenant> =
         Api::namespaced(ctx.client.clone(), &tenant.namespace().unwrap_or_default());
-    let (transitions, _) = status::update(&api, tenant, desired, ctx.clock.now()).await?;
-    let oref = tenant.object_ref(&());
-    for c in transitions {
-        let ev = Event {
-            type_: if c.is_warning() {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: c.reason.clone(),
-            note: Some(
-                format!(
-                    "{}={}: {}",
-                    c.type_,
-                    c.status
-                        .map_or("Unknown", |b| if b { "True" } else { "False" }),
-                    c.message
-                )
-                .chars()
-                .take(1000)
-                .collect(),
-            ),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        // Events are best effort: failing to record one must not fail the reconcile.
-        if let Err(e) = ctx.recorder.publish(&ev, &oref).await {
-            warn!(error = %e, "failed to publish event");
+    let plan = status::plan(tenant, desired, ctx.clock.now());
+    let name = tenant.name_any();
+    let write = async {
+        match &plan.patch {
+            Some(p) => status::write(&api, &name, p).await,
+            None => Ok(()),
         }
-    }
+    };
+    let oref = tenant.object_ref(&());
+    let events = async {
+        for c in &plan.transitions {
+            let ev = Event {
+                type_: if c.is_warning() {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: c.reason.clone(),
+                note: Some(
+                    format!(
+                        "{}={}: {}",
+                        c.type_,
+                        c.status
+                            .map_or("Unknown", |b| if b { "True" } else { "False" }),
+                        c.message
+                    )
+                    .chars()
+                    .take(1000)
+                    .collect(),
+                ),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            // Events are best effort: failing to record one must not fail the reconcile.
+            if let Err(e) = ctx.recorder.publish(&ev, &oref).await {
+                warn!(error = %e, "failed to publish event");
+            }
+        }
+    };
+    // The Events go out alongside the status write rather than after it: they are best effort,
+    // and a reconcile should not wait a round trip for them (client-go's recorder is
+    // asynchronous for the same reason).
+    let (written, ()) = futures::join!(write, events);
+    written?;
     let key = format!(
         "{}/{}",
         tenant.namespace().unwrap_or_default(),
@@ -305,7 +399,12 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
 
     // 1. dereference
     let caches = ctx.caches.get();
-    let deref: Dereferenced = dereference::dereference(&ctx.client, caches, tenant).await?;
+    let deref: Dereferenced =
+        dereference::dereference(&ctx.client, caches, &ctx.secret_keys, tenant).await?;
+    let at = apply::Children {
+        caches,
+        memo: &ctx.memo,
+    };
     if let Some(first) = deref.secret_problems.first() {
         let message = deref
             .secret_problems
@@ -319,6 +418,8 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
             url: None,
             next_maintenance_window: None,
             pending_changes: Vec::new(),
+            // A spec problem does not make the last backup any less taken.
+            last_backup: tenant.status.as_ref().and_then(|s| s.last_backup.clone()),
         };
         publish_status(tenant, ctx, &desired).await?;
         return Ok(Action::requeue(SECRET_RETRY));
@@ -334,6 +435,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 url: None,
                 next_maintenance_window: None,
                 pending_changes: Vec::new(),
+                last_backup: tenant.status.as_ref().and_then(|s| s.last_backup.clone()),
             };
             publish_status(tenant, ctx, &desired).await?;
             // Only a spec change can fix it.
@@ -396,6 +498,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         .await;
     }
     let client = &ctx.client;
+    let mut storage_problems: Vec<storage::StorageProblem> = Vec::new();
     let mut applied = 0usize;
     let mut count = |o: Outcome| applied += usize::from(o == Outcome::Applied);
     let deleted = |d: bool| {
@@ -407,23 +510,16 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     };
     count(
         apply::apply(
-            caches,
+            at,
             &Api::<ServiceAccount>::namespaced(client.clone(), &ns),
             service_account,
         )
         .await?,
     );
+    count(apply::apply(at, &Api::<Secret>::namespaced(client.clone(), &ns), keys).await?);
     count(
         apply::apply(
-            caches,
-            &Api::<Secret>::namespaced(client.clone(), &ns),
-            keys,
-        )
-        .await?,
-    );
-    count(
-        apply::apply(
-            caches,
+            at,
             &Api::<ConfigMap>::namespaced(client.clone(), &ns),
             config_map,
         )
@@ -431,7 +527,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     );
     count(
         apply::apply(
-            caches,
+            at,
             &Api::<Service>::namespaced(client.clone(), &ns),
             service,
         )
@@ -439,7 +535,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     );
     count(
         apply::apply(
-            caches,
+            at,
             &Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
             network_policy,
         )
@@ -454,16 +550,67 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 name: names::backup_pvc(&name),
                 source,
             })?;
-        // A claim's spec is (mostly) immutable: keep the live one and manage only labels.
-        let keep = live.as_ref().map(|l| l.spec.clone());
-        count(
-            apply::apply_adjusted(caches, &pvc_api, pvc, live.as_ref(), |p| {
-                if let Some(spec) = keep {
-                    p.spec = spec;
-                }
-            })
-            .await?,
-        );
+        // A claim's spec is immutable but for its size, which may only grow: keep the live
+        // spec, with the larger size if the tenant asks for one.
+        let grow_to = live
+            .as_ref()
+            .and_then(storage::requested)
+            .zip(v.backups.as_ref().map(|b| b.size.clone()))
+            .filter(|(current, desired)| storage::grows(current, desired));
+        let keep = live.as_ref().map(|l| {
+            let mut spec = l.spec.clone();
+            if let Some((_, to)) = &grow_to {
+                spec.get_or_insert_with(Default::default)
+                    .resources
+                    .get_or_insert_with(Default::default)
+                    .requests
+                    .get_or_insert_with(Default::default)
+                    .insert("storage".into(), Quantity(to.clone()));
+            }
+            spec
+        });
+        match apply::apply_adjusted(at, &pvc_api, pvc, live.as_ref(), |p| {
+            if let Some(spec) = keep {
+                p.spec = spec;
+            }
+        })
+        .await
+        {
+            Ok(o) => count(o),
+            Err(e) if grow_to.is_some() && storage::is_refusal(e.kube()) => {
+                let (from, to) = grow_to.unwrap_or_default();
+                storage_problems.push(storage::StorageProblem {
+                    claim: names::backup_pvc(&name),
+                    from,
+                    to,
+                    message: storage::refusal_message(e.kube()),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The SQLite claims come from the StatefulSet's (immutable) template: grow them in place.
+    // Not held for the window: growing a volume does not restart the runtime.
+    if let validate::Database::Sqlite { size, .. } = &v.database
+        && deref
+            .workloads
+            .iter()
+            .any(|w| matches!(w, ExistingWorkload::StatefulSet(_)))
+    {
+        let pvc_api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+        let claim = names::sqlite_pvc(&name);
+        let live = cache::live(caches, &pvc_api, &ns, &claim)
+            .await
+            .map_err(|source| apply::Error::Read {
+                kind: "PersistentVolumeClaim".into(),
+                name: claim.clone(),
+                source,
+            })?;
+        if let Some(live) = live
+            && let Some(problem) = storage::grow(&pvc_api, &live, size).await?
+        {
+            storage_problems.push(problem);
+        }
     }
 
     let mut cnpg_missing = false;
@@ -503,7 +650,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                     // done on the PVC itself (storage classes with allowVolumeExpansion).
                     let keep = live.map(|l| l.spec.volume_claim_templates.clone());
                     count(
-                        apply::apply_adjusted(caches, &sts_api, s.clone(), live, |s| {
+                        apply::apply_adjusted(at, &sts_api, s.clone(), live, |s| {
                             if let Some(templates) = keep {
                                 s.spec.volume_claim_templates = templates;
                             }
@@ -511,8 +658,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                         .await?,
                     );
                     count(deleted(
-                        apply::delete_if_ours(caches, &deploy_api, &ns, &names::runtime(&name))
-                            .await?,
+                        apply::delete_if_ours(at, &deploy_api, &ns, &names::runtime(&name)).await?,
                     ));
                 }
                 Workload::Deployment(d) => {
@@ -522,19 +668,17 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                         ExistingWorkload::Deployment(d) => Some(d),
                         ExistingWorkload::StatefulSet(_) => None,
                     });
-                    count(apply::apply_with_live(caches, &deploy_api, d.clone(), live).await?);
+                    count(apply::apply_with_live(at, &deploy_api, d.clone(), live).await?);
                     count(deleted(
-                        apply::delete_if_ours(caches, &sts_api, &ns, &names::runtime(&name))
-                            .await?,
+                        apply::delete_if_ours(at, &sts_api, &ns, &names::runtime(&name)).await?,
                     ));
                 }
             }
             match build::build_pdb(&v, replicas) {
-                Some(pdb) => count(apply::apply(caches, &pdb_api, pdb).await?),
+                Some(pdb) => count(apply::apply(at, &pdb_api, pdb).await?),
                 None => {
                     count(deleted(
-                        apply::delete_if_ours(caches, &pdb_api, &ns, &names::runtime(&name))
-                            .await?,
+                        apply::delete_if_ours(at, &pdb_api, &ns, &names::runtime(&name)).await?,
                     ));
                 }
             }
@@ -560,12 +704,12 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 .await
                 .ok()
                 .flatten();
-            count(apply::apply_with_live(caches, &cron_api, job, live.as_ref()).await?);
+            count(apply::apply_with_live(at, &cron_api, job, live.as_ref()).await?);
             live
         }
         None => {
             count(deleted(
-                apply::delete_if_ours(caches, &cron_api, &ns, &names::backup_job(&name)).await?,
+                apply::delete_if_ours(at, &cron_api, &ns, &names::backup_job(&name)).await?,
             ));
             None
         }
@@ -575,7 +719,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         .await
         .ok()
         .flatten();
-    count(apply::apply_with_live(caches, &ing_api, ingress, ing_live.as_ref()).await?);
+    count(apply::apply_with_live(at, &ing_api, ingress, ing_live.as_ref()).await?);
     if applied > 0 {
         info!(applied, "applied changed children");
     }
@@ -609,12 +753,20 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
             format!("{ready}/{replicas} replicas ready"),
         ),
     });
-    conditions.push(Cond::new(
-        "Provisioned",
-        Some(true),
-        "Applied",
-        "all children applied",
-    ));
+    conditions.push(if storage_problems.is_empty() {
+        Cond::new("Provisioned", Some(true), "Applied", "all children applied")
+    } else {
+        Cond::new(
+            "Provisioned",
+            Some(false),
+            "StorageNotExpandable",
+            storage_problems
+                .iter()
+                .map(storage::StorageProblem::describe)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    });
     conditions.push(match &v.database {
         validate::Database::Sqlite { .. } if ready > 0 => Cond::new(
             "DatabaseReady",
@@ -690,7 +842,15 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
             "the ingress controller has not assigned an address yet",
         )
     });
-    conditions.push(backups_condition(&v, cron_live.as_ref(), now));
+    let previous_backup = tenant.status.as_ref().and_then(|s| s.last_backup.as_ref());
+    let (backups_cond, last_backup) = if v.backups.is_some() {
+        let seen = backups::read(client, caches, &ns, &name).await?;
+        backups::assess(true, &seen, cron_live.as_ref(), previous_backup, now)
+    } else {
+        let seen = backups::Observed::default();
+        backups::assess(false, &seen, None, previous_backup, now)
+    };
+    conditions.push(backups_cond);
     conditions.push(match (&decision, &window) {
         (Decision::Hold { pending }, Some(w)) => Cond::new(
             "MaintenancePending",
@@ -725,6 +885,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         url: Some(build::ingress_url(&v)),
         next_maintenance_window: occurrence,
         pending_changes: pending,
+        last_backup,
     };
     publish_status(tenant, ctx, &desired).await?;
 
@@ -749,119 +910,76 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     Ok(Action::requeue(wake))
 }
 
-fn backups_condition(
-    v: &validate::ValidatedTenant,
-    live: Option<&CronJob>,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Cond {
-    if v.backups.is_none() {
-        return Cond::new(
-            "BackupsHealthy",
-            None,
-            "NotConfigured",
-            "spec.backups is not set",
-        );
-    }
-    let st = live.and_then(|c| c.status.as_ref());
-    let secs = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-        t.as_ref().map(|t| t.0.as_second())
-    };
-    let last_ok = st.and_then(|s| secs(&s.last_successful_time));
-    let last_run = st.and_then(|s| secs(&s.last_schedule_time));
-    match (last_ok, last_run) {
-        (Some(ok), Some(run)) if run > ok && now.timestamp() - ok > 36 * 3600 => Cond::new(
-            "BackupsHealthy",
-            Some(false),
-            "BackupOverdue",
-            "the last scheduled backup did not succeed",
-        ),
-        (Some(_), _) => Cond::new(
-            "BackupsHealthy",
-            Some(true),
-            "LastBackupSucceeded",
-            "the last backup succeeded",
-        ),
-        (None, Some(run)) if now.timestamp() - run > 36 * 3600 => Cond::new(
-            "BackupsHealthy",
-            Some(false),
-            "BackupOverdue",
-            "no backup has succeeded yet",
-        ),
-        _ => Cond::new(
-            "BackupsHealthy",
-            None,
-            "NoBackupYet",
-            "no backup has run yet",
-        ),
-    }
-}
-
 /// The Cleanup branch of the finalizer: remove the runtime at once, detach the data.
 async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error> {
     let now = ctx.clock.now();
     let ns = tenant.namespace().unwrap_or_default();
     let name = tenant.name_any();
     let c = &ctx.client;
+    let at = apply::Children {
+        caches: None,
+        memo: &ctx.memo,
+    };
     // The garbage collector would remove owned children too, but only after the tenant object is
     // gone; removing the runtime here stops it at once, before data is detached.
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<StatefulSet>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<Deployment>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<CronJob>::namespaced(c.clone(), &ns),
         &ns,
         &names::backup_job(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<Ingress>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<Service>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<PodDisruptionBudget>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<NetworkPolicy>::namespaced(c.clone(), &ns),
         &ns,
         &names::network_policy(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<ConfigMap>::namespaced(c.clone(), &ns),
         &ns,
         &names::config(&name),
     )
     .await?;
     apply::delete_if_ours(
-        None,
+        at,
         &Api::<ServiceAccount>::namespaced(c.clone(), &ns),
         &ns,
         &names::runtime(&name),
@@ -891,6 +1009,21 @@ async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Err
     Ok(Action::await_change())
 }
 
+/// What of a tenant triggers a reconcile: its spec (generation), its annotations (`apply-now`)
+/// and its deletion. Not its status, which only the reconcile writes.
+fn tenant_trigger(t: &ContactTenant) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.metadata.generation.hash(&mut h);
+    t.metadata.annotations.hash(&mut h);
+    t.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|d| d.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run_controller(
     ctx: Arc<Ctx>,
@@ -910,7 +1043,11 @@ pub async fn run_controller(
     .default_backoff()
     .modify(|t| t.managed_fields_mut().clear())
     .reflect(tenant_writer)
-    .applied_objects();
+    .applied_objects()
+    // Only what the reconcile acts on triggers it: our own status patch (and finalizer) would
+    // otherwise bring every tenant back for a pass with nothing to do. The store above still
+    // sees every change.
+    .predicate_filter(tenant_trigger, PredicateConfig::default());
     let controller = Controller::for_stream(tenant_stream, tenant_store);
     let store = controller.store();
 
@@ -919,12 +1056,25 @@ pub async fn run_controller(
     macro_rules! reflect {
         ($k:ty) => {{
             let (reader, writer) = reflector::store::<$k>();
+            let memo = ctx.memo.clone();
             let stream = watcher(Api::<$k>::all(client.clone()), owned.clone())
                 .default_backoff()
                 // managedFields are most of an object's size and never read here.
                 .modify(|o| o.managed_fields_mut().clear())
                 .reflect(writer)
-                .touched_objects();
+                .touched_objects()
+                // The echo of our own apply tells the reconcile nothing new: it would only bring
+                // the tenant back for a pass with nothing to do. The store above still takes it
+                // in. (A write by someone else landing while our apply of the same hash is in
+                // flight would be taken for the echo; the next event or the resync covers it.)
+                .try_filter(move |o| {
+                    let echo = memo.is_echo(
+                        &apply::key_of(o),
+                        o.meta().resource_version.as_deref(),
+                        o.annotations().get(labels::SPEC_HASH).map(String::as_str),
+                    );
+                    futures::future::ready(!echo)
+                });
             (reader, stream)
         }};
     }
@@ -939,6 +1089,38 @@ pub async fn run_controller(
     let (service_accounts, sa_s) = reflect!(ServiceAccount);
     let (pvcs, pvc_s) = reflect!(PersistentVolumeClaim);
     let (secrets, keys_s) = reflect!(Secret);
+    // Backup Jobs and Pods: only the backup component (the runtime's own pods never matter here).
+    let backup_only = watcher::Config::default().labels(&format!(
+        "{}={},{}=backup",
+        labels::MANAGED_BY,
+        labels::FIELD_MANAGER,
+        labels::COMPONENT
+    ));
+    macro_rules! reflect_backup {
+        ($k:ty) => {{
+            let (reader, writer) = reflector::store::<$k>();
+            let stream = watcher(Api::<$k>::all(client.clone()), backup_only.clone())
+                .default_backoff()
+                .modify(|o| o.managed_fields_mut().clear())
+                .reflect(writer)
+                .touched_objects();
+            (reader, stream)
+        }};
+    }
+    let (jobs, jobs_s) = reflect_backup!(Job);
+    let (pods, pods_s) = reflect_backup!(Pod);
+    // Channel and database Secrets are the user's: watch their metadata only (the name maps an
+    // event to tenants, the resourceVersion says whether a Secret changed since we read its keys),
+    // so Secret data never has to sit in this process's memory.
+    let (secret_meta, secret_meta_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let secret_meta_s = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(secret_meta_writer)
+    .touched_objects();
     let caches = cache::Caches {
         statefulsets,
         deployments,
@@ -951,8 +1133,10 @@ pub async fn run_controller(
         service_accounts,
         pvcs,
         secrets,
+        jobs,
+        pods,
+        secret_meta,
         ready: Arc::default(),
-        applied: Arc::default(),
     };
     if ctx.caches.set(caches.clone()).is_ok() {
         tokio::spawn(async move { caches.wait_ready().await });
@@ -975,22 +1159,22 @@ pub async fn run_controller(
         .owns_stream(sa_s)
         .watches_stream(pvc_s, by_tenant_label)
         .watches_stream(keys_s, by_tenant_label)
+        // Backup Jobs are owned by the CronJob, their Pods by the Job: map them by label too.
+        .watches_stream(jobs_s, by_tenant_label)
+        .watches_stream(pods_s, by_tenant_label)
         // Channel and database Secrets are the user's, not owned: map each Secret event to the
         // tenants that refer to it (the generated key Secret is mapped by label above).
-        .watches_stream(
-            // Metadata only: the name is all the mapping needs, and Secret data never has to
-            // sit in this process's memory.
-            watcher(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .touched_objects(),
-            move |secret| {
-                let ns = secret.namespace().unwrap_or_default();
-                dereference::tenants_for_secret(&store.state(), &ns, &secret.name_any())
-            },
-        )
+        .watches_stream(secret_meta_s, move |secret| {
+            // Our own key Secrets are mapped by label above; scanning every tenant for each of
+            // them would make provisioning N tenants cost N² lookups.
+            if secret.labels().get(labels::MANAGED_BY).map(String::as_str)
+                == Some(labels::FIELD_MANAGER)
+            {
+                return Vec::new();
+            }
+            let ns = secret.namespace().unwrap_or_default();
+            dereference::tenants_for_secret(&store.state(), &ns, &secret.name_any())
+        })
         // A short debounce folds the burst of watch events our own applies cause into one reconcile.
         .with_config(
             controller::Config::default()

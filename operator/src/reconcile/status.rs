@@ -1,14 +1,14 @@
 //! Step 5 of the pipeline: the tenant's status (conditions with `observedGeneration`, url, next
 //! maintenance window, pending changes), patched through the status subresource by server-side
 //! apply, and only when it changed. Condition transitions are returned so the caller publishes
-//! one Event per transition.
+//! one Event per transition. `plan` is pure; `write` is the I/O.
 
 use crate::labels;
 use chrono::{DateTime, Utc};
 use contact_crds::v1alpha1::ContactTenant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
 /// Condition types, in the order they are written.
@@ -101,6 +101,8 @@ pub struct Desired {
     pub next_maintenance_window: Option<crate::maintenance::Occurrence>,
     /// Changes waiting for the window.
     pub pending_changes: Vec<crate::reconcile::gating::Change>,
+    /// The last successful backup (kept once known: the Pods it came from are pruned).
+    pub last_backup: Option<contact_crds::v1alpha1::BackupRecord>,
 }
 
 fn to_time(t: DateTime<Utc>) -> Time {
@@ -151,6 +153,9 @@ pub fn render(desired: &Desired, conditions: &[Condition]) -> Value {
     if let Some(w) = desired.next_maintenance_window {
         s["nextMaintenanceWindow"] = json!({ "start": ts(w.start), "end": ts(w.end) });
     }
+    if let Some(b) = &desired.last_backup {
+        s["lastBackup"] = serde_json::to_value(b).unwrap_or(Value::Null);
+    }
     if !desired.pending_changes.is_empty() {
         s["pendingChanges"] = desired
             .pending_changes
@@ -179,6 +184,7 @@ pub fn differs(live: &Value, rendered: &Value) -> bool {
         "url",
         "nextMaintenanceWindow",
         "pendingChanges",
+        "lastBackup",
     ];
     OWNED.iter().any(|k| {
         let (a, b) = (live.get(*k), rendered.get(*k));
@@ -189,14 +195,18 @@ pub fn differs(live: &Value, rendered: &Value) -> bool {
     })
 }
 
-/// Patches the status if it differs from the live one. Returns the transitions and whether a
-/// write happened.
-pub async fn update(
-    api: &Api<ContactTenant>,
-    tenant: &ContactTenant,
-    desired: &Desired,
-    now: DateTime<Utc>,
-) -> Result<(Vec<Cond>, bool), Error> {
+/// What `update` decided: the condition transitions (one Event each) and the status to write,
+/// if it differs from the live one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Conditions that transitioned.
+    pub transitions: Vec<Cond>,
+    /// The server-side-apply body for the status subresource (`None`: unchanged).
+    pub patch: Option<Value>,
+}
+
+/// Decides the status write and the transitions (pure).
+pub fn plan(tenant: &ContactTenant, desired: &Desired, now: DateTime<Utc>) -> Plan {
     let live = tenant
         .status
         .as_ref()
@@ -213,23 +223,26 @@ pub async fn update(
         transitions.retain(|c| c.type_ == "Provisioned" || c.is_warning());
     }
     let rendered = render(desired, &conds);
-    if !differs(&live, &rendered) {
-        return Ok((transitions, false));
-    }
-    let patch = json!({
-        "apiVersion": "contact.dev/v1alpha1",
-        "kind": "ContactTenant",
-        "status": rendered,
+    let patch = differs(&live, &rendered).then(|| {
+        json!({
+            "apiVersion": "contact.dev/v1alpha1",
+            "kind": "ContactTenant",
+            "status": rendered,
+        })
     });
-    let name = tenant.name_any();
+    Plan { transitions, patch }
+}
+
+/// Writes a planned status (server-side apply on the status subresource).
+pub async fn write(api: &Api<ContactTenant>, name: &str, patch: &Value) -> Result<(), Error> {
     api.patch_status(
-        &name,
+        name,
         &PatchParams::apply(labels::FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        &Patch::Apply(patch),
     )
     .await
-    .map_err(|e| Error::Patch(name, e))?;
-    Ok((transitions, true))
+    .map(|_| ())
+    .map_err(|e| Error::Patch(name.to_string(), e))
 }
 
 #[cfg(test)]
@@ -256,6 +269,7 @@ mod tests {
             url: Some("https://x".into()),
             next_maintenance_window: None,
             pending_changes: vec![],
+            last_backup: None,
         }
     }
 

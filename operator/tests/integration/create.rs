@@ -254,34 +254,3 @@ async fn unknown_hosting_location_is_reported_and_nothing_is_built() {
             .is_none()
     );
 }
-
-#[tokio::test]
-async fn changing_storage_sizes_does_not_break_applies() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
-    // Immutable in a StatefulSet: the operator must not send it again (the apply would fail).
-    patch_tenant(
-        &env.admin,
-        json!({ "metadata": { "annotations": { "contact.dev/apply-now": "true" } },
-                "spec": { "database": { "sqlite": { "storage": "20Gi" } },
-                          "backups": { "storage": { "size": "50Gi" } } } }),
-    )
-    .await;
-    reconcile_once(&env).await;
-    let sts = Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-        .get("acme")
-        .await
-        .expect("sts");
-    let size = sts.spec.volume_claim_templates.expect("templates")[0]
-        .spec
-        .as_ref()
-        .and_then(|s| s.resources.as_ref())
-        .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage").cloned());
-    assert_eq!(size.map(|q| q.0), Some("5Gi".to_string()));
-    assert_eq!(
-        condition(&env.admin, "Provisioned").await.map(|c| c.0),
-        Some("True".into())
-    );
-}

@@ -3,11 +3,14 @@
 //!
 //! One test binary, one module per behaviour, each test on its own fresh control plane.
 
+mod backups;
 mod common;
 mod create;
 mod deletion;
+mod drift;
 mod gating;
 mod idle;
 mod leader;
 mod lifecycle;
 mod secrets;
+mod storage;

@@ -1,0 +1,111 @@
+//! Drift: a hand edit of a field the operator owns is reverted, while idle passes still write
+//! nothing.
+
+use crate::common::*;
+use contact_operator::config::OperatorConfig;
+use contact_operator::reconcile::run_controller;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::time::Duration;
+
+fn image(sts: &StatefulSet) -> Option<String> {
+    sts.spec.template.spec.as_ref()?.containers[0].image.clone()
+}
+
+#[tokio::test]
+async fn a_hand_edit_is_reverted_by_the_next_reconcile() {
+    let env = env().await;
+    create_tenant(&env.admin, tenant_json()).await;
+    settle(&env).await;
+    let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
+    let stss = Api::<StatefulSet>::namespaced(env.admin.clone(), NS);
+    let rendered = cms.get("acme-config").await.expect("cm").data;
+
+    // Someone edits both by hand (kubectl edit would send the same kind of patch).
+    cms.patch(
+        "acme-config",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "runtime.json": "{}" } })),
+    )
+    .await
+    .expect("edit cm");
+    let edited = stss
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "template": { "spec": { "containers": [
+                { "name": "runtime", "image": "example.com/evil:1" }
+            ] } } } })),
+        )
+        .await
+        .expect("edit sts");
+    assert_eq!(image(&edited).as_deref(), Some("example.com/evil:1"));
+
+    env.counter.reset();
+    reconcile_once(&env).await;
+    assert_eq!(cms.get("acme-config").await.expect("cm").data, rendered);
+    let sts = stss.get("acme").await.expect("sts");
+    assert_eq!(
+        image(&sts).as_deref(),
+        Some("ghcr.io/contact-dev/contact-runtime:1.0.0")
+    );
+    let writes = env.counter.writes();
+    assert_eq!(
+        writes.len(),
+        2,
+        "exactly the two edited objects: {writes:?}"
+    );
+
+    // Reverted, the next pass has nothing to do again.
+    env.counter.reset();
+    reconcile_once(&env).await;
+    assert_eq!(env.counter.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn the_running_controller_reverts_an_edit_on_its_own() {
+    let config = OperatorConfig {
+        resync: Duration::from_secs(3600),
+        ..OperatorConfig::default()
+    };
+    let env = env_with(config, true).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(env.ctx.clone(), async move {
+        let _ = stopped.await;
+    }));
+    create_tenant(&env.admin, tenant_json()).await;
+    let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let rendered = loop {
+        if let Ok(cm) = cms.get("acme-config").await {
+            break cm.data;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never provisioned");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    cms.patch(
+        "acme-config",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "runtime.json": "{}" } })),
+    )
+    .await
+    .expect("edit cm");
+    // No resync within the test: the edit's own watch event must bring the reconcile.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if cms.get("acme-config").await.expect("cm").data == rendered {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the edit was not reverted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+}
