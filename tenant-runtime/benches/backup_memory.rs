@@ -295,6 +295,7 @@ async fn generate(url: &str, messages: u64) -> u64 {
                 text: format!("Hello, this is customer {i}"),
             },
             category_id: None,
+            reopen_closed_since: None,
         };
         let nonce = Nonce {
             channel_app: "wa".into(),

@@ -138,6 +138,9 @@ pub struct RoutingDefaults {
     pub relax_levels_after_secs: Option<u32>,
     /// After this wait, optional skills are no longer required (`None`: never).
     pub drop_optional_after_secs: Option<u32>,
+    /// A customer who writes again within this many seconds of a close reopens that
+    /// conversation (same history, back in the queue) instead of starting a new one (0: never).
+    pub reopen_within_secs: u64,
 }
 
 impl Default for RoutingDefaults {
@@ -149,6 +152,7 @@ impl Default for RoutingDefaults {
             sticky_window_secs: 24 * 3600,
             relax_levels_after_secs: Some(120),
             drop_optional_after_secs: Some(300),
+            reopen_within_secs: 7 * 24 * 3600,
         }
     }
 }

@@ -69,6 +69,7 @@ async fn queued(store: &Store, identity: &str) -> String {
         external_id: new_id(),
         content: MessageContent::Text { text: "hi".into() },
         category_id: None,
+        reopen_closed_since: None,
     };
     let nonce = Nonce {
         channel_app: "wa".into(),

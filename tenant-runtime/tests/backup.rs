@@ -128,6 +128,7 @@ fn inbound(identity: &str, text: &str) -> InboundMessage {
         external_id: new_id(),
         content: MessageContent::Text { text: text.into() },
         category_id: None,
+        reopen_closed_since: None,
     }
 }
 

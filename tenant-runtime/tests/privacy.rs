@@ -76,6 +76,7 @@ async fn inbound(store: &Store, identity: &str, text: &str) -> (String, String) 
         external_id: new_id(),
         content: MessageContent::Text { text: text.into() },
         category_id: None,
+        reopen_closed_since: None,
     };
     match store.record_inbound(&nonce(), &msg).await.unwrap() {
         InboundOutcome::Stored {

@@ -582,8 +582,9 @@ async fn unassign_transfer_and_sticky_return(db: Db) {
         )
         .await;
     assert_eq!(status, 403, "{body}");
-    // A close, then the customer writes again: the new conversation goes to the agent who served
-    // them last (sticky), although ann is less loaded.
+    // A close, then the customer writes again: the same conversation reopens (within the
+    // reopen window) and goes back to the agent who served them last (sticky), although ann is
+    // less loaded.
     customer(&h, "46700005002", "other customer").await;
     let (other, _, _) = conversation_of(&h, "46700005002").await;
     let owner = assigned(&h, &other).await;
@@ -601,14 +602,16 @@ async fn unassign_transfer_and_sticky_return(db: Db) {
     }
     assert_eq!(closer.id, owner);
     customer(&h, "46700005002", "me again").await;
-    let again = eventually(10, "the new conversation", || async {
-        let (new_id, _, _) = conversation_of(&h, "46700005002").await;
-        (new_id != other).then_some(new_id)
-    })
-    .await;
+    let (again, _, _) = conversation_of(&h, "46700005002").await;
+    assert_eq!(again, other, "the closed conversation reopens");
     assert_eq!(assigned(&h, &again).await, owner);
     let d = decisions(&h, &again).await;
-    assert_eq!(d[0]["reason"], "sticky", "{d:?}");
+    assert_eq!(
+        d.len(),
+        2,
+        "the first assignment and the one after the reopen: {d:?}"
+    );
+    assert_eq!(d[1]["reason"], "sticky", "{d:?}");
 }
 
 async fn a_deposed_allocator_cannot_claim(db: Db) {
@@ -686,6 +689,7 @@ async fn queued(store: &Store, identity: &str) -> String {
         external_id: new_id(),
         content: MessageContent::Text { text: "hi".into() },
         category_id: None,
+        reopen_closed_since: None,
     };
     let nonce = Nonce {
         channel_app: "wa".into(),

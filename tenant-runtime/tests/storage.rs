@@ -55,6 +55,7 @@ both!(
     category_skills_become_requirements,
     expired_nonces_are_purged,
     closed_conversation_is_not_reused,
+    closed_conversation_reopens_within_the_window,
     concurrent_redeliveries_store_once,
 );
 
@@ -74,6 +75,7 @@ fn inbound(identity: &str, id: &str, text: &str) -> InboundMessage {
         external_id: id.into(),
         content: MessageContent::Text { text: text.into() },
         category_id: None,
+        reopen_closed_since: None,
     }
 }
 
@@ -646,4 +648,77 @@ async fn concurrent_redeliveries_store_once(store: Store) {
     }
     assert_eq!(stored, 1);
     assert_eq!(store.count("messages").await.unwrap(), before + 1);
+}
+
+/// Closes `id` as the Workspace does, `closed_at` set to `at`.
+async fn close_at(store: &Store, id: &str, at: i64) {
+    let sql = "UPDATE conversations SET status = 'closed', closed_at = $1, assigned_user_id = NULL WHERE id = $2";
+    match store {
+        Store::Sqlite(p) => sqlx::query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|_| ()),
+        Store::Postgres(p) => sqlx::query(sql)
+            .bind(at)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+}
+
+async fn closed_conversation_reopens_within_the_window(store: Store) {
+    let week = 7 * 24 * 3600 * 1000;
+    let first = open_conversation(&store).await;
+    close_at(&store, &first, now_ms()).await;
+    let events_before = store.count("conversation_events").await.unwrap();
+    let mut again = inbound("46700000001", &new_id(), "me again");
+    again.reopen_closed_since = Some(now_ms() - week);
+    match store
+        .record_inbound(&nonce(&new_id()), &again)
+        .await
+        .unwrap()
+    {
+        InboundOutcome::Stored {
+            conversation_id,
+            opened_conversation,
+            ..
+        } => {
+            assert_eq!(conversation_id, first, "the closed conversation reopens");
+            assert!(!opened_conversation);
+        }
+        other => panic!("expected Stored, got {other:?}"),
+    }
+    let conv = store.conversation(&first).await.unwrap();
+    assert_eq!(conv.status, ConversationStatus::Queued);
+    assert_eq!(conv.assigned_user_id, None);
+    assert_eq!(store.count("conversations").await.unwrap(), 1);
+    // The reopen and the message are both events for routing and the live view.
+    assert_eq!(
+        store.count("conversation_events").await.unwrap(),
+        events_before + 2
+    );
+
+    // Closed longer ago than the window: a new conversation, the old one stays closed.
+    close_at(&store, &first, now_ms() - 2 * week).await;
+    let mut late = inbound("46700000001", &new_id(), "remember me?");
+    late.reopen_closed_since = Some(now_ms() - week);
+    let second = match store
+        .record_inbound(&nonce(&new_id()), &late)
+        .await
+        .unwrap()
+    {
+        InboundOutcome::Stored {
+            conversation_id, ..
+        } => conversation_id,
+        other => panic!("expected Stored, got {other:?}"),
+    };
+    assert_ne!(second, first);
+    assert_eq!(
+        store.conversation(&first).await.unwrap().status,
+        ConversationStatus::Closed
+    );
 }

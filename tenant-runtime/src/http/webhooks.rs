@@ -119,6 +119,10 @@ async fn handle(
                 external_id: m.message_id,
                 content: m.content,
                 category_id,
+                reopen_closed_since: match state.routing.defaults().reopen_within_secs {
+                    0 => None,
+                    secs => Some(crate::storage::now_ms() - secs.saturating_mul(1000) as i64),
+                },
             };
             match state.store.record_inbound(&nonce, &msg).await? {
                 InboundOutcome::Stored { .. } => "stored",

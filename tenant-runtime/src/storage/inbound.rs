@@ -64,6 +64,9 @@ pub struct InboundMessage {
     pub content: MessageContent,
     /// Category for a new conversation (the channel app's default).
     pub category_id: Option<String>,
+    /// A conversation of this contact and app closed at or after this time (epoch ms) is
+    /// reopened instead of a new one being started (`None`: always start a new one).
+    pub reopen_closed_since: Option<i64>,
 }
 
 /// What [`Store::record_inbound`] did.
@@ -175,23 +178,31 @@ impl Store {
         // lock is then held only for the writes. The lookups may be stale by the time we write;
         // every write below is guarded (unique indexes, `status <> 'closed'`) and a guard that
         // trips makes the caller retry from here with fresh lookups.
-        let (existing, contact_id, open): (Option<String>, Option<String>, Option<String>) = on_pool!(
-            self,
-            |pool| {
-                sqlx::query_as(
+        type Lookup = (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let (existing, contact_id, open, reopenable): Lookup = on_pool!(self, |pool| {
+            sqlx::query_as(
                 "SELECT (SELECT id FROM messages WHERE channel_app = $1 AND external_id = $2), \
                         (SELECT contact_id FROM contact_identities WHERE channel = $3 AND identity = $4), \
                         (SELECT c.id FROM conversations c JOIN contact_identities i ON i.contact_id = c.contact_id \
-                          WHERE i.channel = $3 AND i.identity = $4 AND c.channel_app = $1 AND c.status <> 'closed')",
+                          WHERE i.channel = $3 AND i.identity = $4 AND c.channel_app = $1 AND c.status <> 'closed'), \
+                        (SELECT c.id FROM conversations c JOIN contact_identities i ON i.contact_id = c.contact_id \
+                          WHERE i.channel = $3 AND i.identity = $4 AND c.channel_app = $1 AND c.status = 'closed' \
+                            AND c.closed_at >= $5 ORDER BY c.closed_at DESC LIMIT 1)",
             )
             .bind(&msg.channel_app)
             .bind(&msg.external_id)
             .bind(msg.channel.as_str())
             .bind(&msg.identity)
+            // No window: a bound no closed conversation reaches.
+            .bind(msg.reopen_closed_since.unwrap_or(i64::MAX))
             .fetch_one(pool)
             .await?
-            }
-        );
+        });
         if let (Store::Postgres(pool), None, Some(contact), Some(conversation)) =
             (self, &existing, &contact_id, &open)
             && let Some(outcome) =
@@ -237,8 +248,8 @@ impl Store {
                     id
                 }
             };
-            let (conversation_id, opened) = match open {
-                Some(id) => {
+            let (conversation_id, opened) = match (open, reopenable) {
+                (Some(id), _) => {
                     let touched = sqlx::query(
                         "UPDATE conversations SET last_inbound_at = $1, updated_at = $1 WHERE id = $2 AND status <> 'closed'",
                     )
@@ -253,7 +264,34 @@ impl Store {
                     }
                     (id, false)
                 }
-                None => {
+                (None, Some(id)) => {
+                    // The customer writes again soon after a close: the same conversation
+                    // (history, category, skills) goes back to the queue, at the end of it.
+                    // The partial unique index still allows only one open conversation.
+                    let touched = sqlx::query(
+                        "UPDATE conversations SET status = 'queued', assigned_user_id = NULL, assigned_at = NULL, closed_at = NULL, \
+                         enqueued_at = $1, last_inbound_at = $1, updated_at = $1 WHERE id = $2 AND status = 'closed'",
+                    )
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if touched == 0 {
+                        // Reopened or deleted since the lookup: start over.
+                        return Err(super::Error::Contended);
+                    }
+                    sqlx::query(
+                        "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, 'conversation_reopened', $2, $3)",
+                    )
+                    .bind(&id)
+                    .bind(serde_json::json!({ "contact_id": contact_id }).to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    (id, false)
+                }
+                (None, None) => {
                     let id = super::new_id();
                     // The partial unique index allows one open conversation per contact and app.
                     sqlx::query(

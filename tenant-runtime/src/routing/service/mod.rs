@@ -94,6 +94,11 @@ impl RoutingService {
         self.epoch.load(Ordering::Relaxed)
     }
 
+    /// The routing settings this replica started with (the operator's rendering or the file).
+    pub fn defaults(&self) -> &RoutingDefaults {
+        &self.defaults
+    }
+
     /// This replica's id (as stored in `routing_leader` and `routing_presence`).
     pub fn replica(&self) -> &str {
         &self.replica
