@@ -1,5 +1,5 @@
 //! `contact-runtime demo`: the runtime on an embedded SQLite file plus the simulator, seeded with
-//! an admin, two agents, skills and categories, and instructions for playing a customer.
+//! an admin, two agents, a DPO, skills and categories, and instructions for playing a customer.
 
 use std::net::SocketAddr;
 
@@ -129,6 +129,14 @@ pub async fn seed(store: &Store) -> anyhow::Result<()> {
             vec![english.id, german.id],
         ))
         .await?;
+    store
+        .create_user(&user(
+            "dpo@demo.contact",
+            "Dana DPO",
+            Role::Dpo,
+            vec![],
+        ))
+        .await?;
     Ok(())
 }
 
@@ -150,8 +158,9 @@ Contact demo is running (data in {db}).
              OpenAPI: {runtime_url}/api/v1/openapi.json   metrics: {runtime_url}/metrics
   Simulator  {sim_url}   (plays the Sinch Conversation API)
 
-  Web UI     {runtime_url}/   sign in as alice@demo.contact or bob@demo.contact (agents) or
-             admin@demo.contact (admin), password {DEMO_PASSWORD}
+  Web UI     {runtime_url}/   sign in as alice@demo.contact or bob@demo.contact (agents),
+             admin@demo.contact (admin) or dpo@demo.contact (data protection officer),
+             password {DEMO_PASSWORD}
 
   Play a customer on WhatsApp:
     curl -s -X POST {sim_url}/_sim/inbound -H 'content-type: application/json' \
