@@ -130,12 +130,7 @@ pub async fn seed(store: &Store) -> anyhow::Result<()> {
         ))
         .await?;
     store
-        .create_user(&user(
-            "dpo@demo.contact",
-            "Dana DPO",
-            Role::Dpo,
-            vec![],
-        ))
+        .create_user(&user("dpo@demo.contact", "Dana DPO", Role::Dpo, vec![]))
         .await?;
     Ok(())
 }
