@@ -12,7 +12,7 @@ use contact_runtime::domain::{ChannelType, MessageContent, Role};
 use contact_runtime::http::auth::password;
 use contact_runtime::storage::{
     AcceptOutcome, CategoryEdit, CategoryRule, InboundMessage, InboundOutcome, NewInvite, NewSkill,
-    NewUser, Nonce, PickOutcome, Store, new_id, now_ms,
+    NewUser, Nonce, PickRefusal, Store, new_id, now_ms,
 };
 use serde_json::{Value, json};
 
@@ -41,6 +41,7 @@ macro_rules! both {
 
 both!(
     concurrent_picks_have_exactly_one_winner,
+    one_agents_simultaneous_picks_stay_within_capacity,
     sessions_expire_and_end,
     invites_work_once_and_expire,
     close_transfer_notes_and_events,
@@ -97,30 +98,28 @@ async fn concurrent_picks_have_exactly_one_winner(store: Store) {
             let store = store.clone();
             let id = id.clone();
             let a = a.clone();
-            tokio::spawn(
-                async move { (a.clone(), store.pick_conversation(&id, &a).await.unwrap()) },
-            )
+            tokio::spawn(async move { (a.clone(), store.claim_pick(&id, &a, None).await.unwrap()) })
         }))
         .await;
         let winners: Vec<String> = outcomes
             .into_iter()
             .map(|r| r.unwrap())
-            .filter(|(_, o)| *o == PickOutcome::Won)
+            .filter(|(_, o)| o.is_ok())
             .map(|(a, _)| a)
             .collect();
         assert_eq!(winners.len(), 1, "round {round}");
         let c = store.conversation(&id).await.unwrap();
         assert_eq!(c.assigned_user_id.as_deref(), Some(winners[0].as_str()));
         assert_eq!(
-            store.pick_conversation(&id, &agents[0]).await.unwrap(),
-            PickOutcome::Lost {
+            store.claim_pick(&id, &agents[0], None).await.unwrap(),
+            Err(PickRefusal::NotQueued {
                 status: "assigned".into()
-            }
+            })
         );
     }
     assert!(store.queue().await.unwrap().is_empty());
     assert!(matches!(
-        store.pick_conversation("nope", &agents[0]).await,
+        store.claim_pick("nope", &agents[0], None).await,
         Err(contact_runtime::storage::Error::NotFound { .. })
     ));
 }
@@ -224,10 +223,7 @@ async fn close_transfer_notes_and_events(store: Store) {
     let b = agent(&store, "b@x.test").await;
     let id = queued(&store, "4671").await;
     let before = store.last_event_id().await.unwrap();
-    assert_eq!(
-        store.pick_conversation(&id, &a).await.unwrap(),
-        PickOutcome::Won
-    );
+    assert_eq!(store.claim_pick(&id, &a, None).await.unwrap(), Ok(()));
     assert!(
         !store
             .transfer_conversation(&id, Some(&b), Some(&a), &b)
@@ -254,10 +250,7 @@ async fn close_transfer_notes_and_events(store: Store) {
             .unwrap()
     );
     assert_eq!(store.queue().await.unwrap().len(), 1, "back in the queue");
-    assert_eq!(
-        store.pick_conversation(&id, &a).await.unwrap(),
-        PickOutcome::Won
-    );
+    assert_eq!(store.claim_pick(&id, &a, None).await.unwrap(), Ok(()));
     assert!(
         !store.close_conversation(&id, Some(&b), &b).await.unwrap(),
         "not b's"
@@ -569,4 +562,41 @@ async fn bootstrap_admin_never_overwrites_a_password() {
         "first-password-1",
         again.password_hash.as_deref().unwrap()
     ));
+}
+
+/// One agent picking several conversations at once (two tabs, a double click) never ends above
+/// capacity: on PostgreSQL the claims of one agent serialize on the agent's row.
+async fn one_agents_simultaneous_picks_stay_within_capacity(store: Store) {
+    let a = agent(&store, "busy@x.test").await;
+    for round in 0..8 {
+        let mut ids = Vec::new();
+        for i in 0..4 {
+            ids.push(queued(&store, &format!("4672{round}{i}")).await);
+        }
+        let outcomes = futures::future::join_all(ids.iter().map(|id| {
+            let (store, id, a) = (store.clone(), id.clone(), a.clone());
+            tokio::spawn(async move { store.claim_pick(&id, &a, Some(2)).await.unwrap() })
+        }))
+        .await;
+        let won = outcomes.iter().filter(|o| matches!(o, Ok(Ok(())))).count();
+        assert_eq!(won, 2, "round {round}: {outcomes:?}");
+        for o in outcomes.iter().map(|o| o.as_ref().unwrap()) {
+            if let Err(refusal) = o {
+                assert!(
+                    matches!(
+                        refusal,
+                        PickRefusal::AtCapacity {
+                            load: 2,
+                            capacity: 2
+                        }
+                    ),
+                    "{refusal:?}"
+                );
+            }
+        }
+        // Free the agent for the next round.
+        for id in &ids {
+            store.close_conversation(id, Some(&a), &a).await.ok();
+        }
+    }
 }

@@ -647,7 +647,9 @@ async fn a_deposed_allocator_cannot_claim(db: Db) {
         reason: "least_loaded".to_owned(),
         explanation: json!({}),
     };
-    let refused = store.commit_routing("old", old, &[], &[claim(&a.id)]).await;
+    let refused = store
+        .commit_routing("old", old, &[], &[claim(&a.id)], None)
+        .await;
     assert!(
         matches!(refused, Err(contact_runtime::storage::Error::Contended)),
         "{refused:?}"
@@ -660,7 +662,7 @@ async fn a_deposed_allocator_cannot_claim(db: Db) {
     assert_eq!(row.status, "queued");
     assert_eq!(
         store
-            .commit_routing("new", new, &[], &[claim(&a.id)])
+            .commit_routing("new", new, &[], &[claim(&a.id)], None)
             .await
             .unwrap(),
         vec![true]
@@ -668,7 +670,7 @@ async fn a_deposed_allocator_cannot_claim(db: Db) {
     // A second claim of the same conversation touches nothing.
     assert_eq!(
         store
-            .commit_routing("new", new, &[], &[claim(&a.id)])
+            .commit_routing("new", new, &[], &[claim(&a.id)], None)
             .await
             .unwrap(),
         vec![false]

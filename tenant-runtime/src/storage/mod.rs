@@ -51,8 +51,7 @@ pub use routing::{
     REPLICA_STALE_MS, Return, RoutingRows, Signal,
 };
 pub use workspace::{
-    CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note,
-    PickOutcome, QueueItem,
+    CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note, QueueItem,
 };
 
 /// Errors of the storage layer.

@@ -275,6 +275,15 @@ fn conversation_row(t: ConvTuple) -> OpenConversationRow {
     }
 }
 
+/// Claims queued conversation `$3` for agent `$1` at `$2`, unless it is pinned to someone else or
+/// the agent already holds `$4` assigned conversations (`NULL`: no limit).
+const CLAIM: &str = "UPDATE conversations SET status = 'assigned', assigned_user_id = $1, assigned_at = $2, updated_at = $2, pinned_user_id = NULL, avoid_user_id = NULL \
+     WHERE id = $3 AND status = 'queued' AND (pinned_user_id IS NULL OR pinned_user_id = $1) \
+     AND ($4 IS NULL OR (SELECT COUNT(*) FROM conversations o WHERE o.assigned_user_id = $1 AND o.status = 'assigned') < $4)";
+
+/// PostgreSQL: serializes the claims of one agent (picks and automatic ones).
+const LOCK_AGENT: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
+
 fn event_sql() -> &'static str {
     "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)"
 }
@@ -466,8 +475,13 @@ impl Store {
         epoch: i64,
         returns: &[Return],
         claims: &[Claim],
+        capacity: Option<i64>,
     ) -> Result<Vec<bool>> {
         let now = now_ms();
+        let postgres = self.backend() == Backend::Postgres;
+        let mut agents: Vec<&str> = claims.iter().map(|c| c.user_id.as_str()).collect();
+        agents.sort_unstable();
+        agents.dedup();
         // PostgreSQL: FOR SHARE makes a takeover (which updates the row) wait for this commit.
         let fence = match self.backend() {
             Backend::Postgres => {
@@ -484,6 +498,18 @@ impl Store {
                 .await?;
             if held != Some(epoch) {
                 return Err(Error::Contended);
+            }
+            // PostgreSQL: a manual pick for the same agent may commit meanwhile; holding the
+            // agents' rows (all of them, in id order, before any conversation row, so a pick,
+            // which locks its one agent and then its conversation, cannot deadlock with us)
+            // makes the capacity check below see it. SQLite runs one writer at a time anyway.
+            if postgres {
+                for agent in &agents {
+                    sqlx::query(LOCK_AGENT)
+                        .bind(*agent)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             for r in returns {
                 let n = sqlx::query(
@@ -521,16 +547,14 @@ impl Store {
             }
             let mut won = Vec::with_capacity(claims.len());
             for c in claims {
-                let n = sqlx::query(
-                    "UPDATE conversations SET status = 'assigned', assigned_user_id = $1, assigned_at = $2, updated_at = $2, pinned_user_id = NULL, avoid_user_id = NULL \
-                     WHERE id = $3 AND status = 'queued' AND (pinned_user_id IS NULL OR pinned_user_id = $1)",
-                )
-                .bind(&c.user_id)
-                .bind(now)
-                .bind(&c.conversation_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                let n = sqlx::query(CLAIM)
+                    .bind(&c.user_id)
+                    .bind(now)
+                    .bind(&c.conversation_id)
+                    .bind(capacity)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                 if n == 1 {
                     sqlx::query(event_sql())
                         .bind(&c.conversation_id)
@@ -571,18 +595,22 @@ impl Store {
         let now = now_ms();
         on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let won = sqlx::query(
-                "UPDATE conversations SET status = 'assigned', assigned_user_id = $1, assigned_at = $2, updated_at = $2, pinned_user_id = NULL, avoid_user_id = NULL \
-                 WHERE id = $3 AND status = 'queued' AND (pinned_user_id IS NULL OR pinned_user_id = $1) \
-                 AND ($4 IS NULL OR (SELECT COUNT(*) FROM conversations o WHERE o.assigned_user_id = $1 AND o.status = 'assigned') < $4)",
-            )
-            .bind(user_id)
-            .bind(now)
-            .bind(id)
-            .bind(capacity)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
+            // Two picks by one agent at once must not both pass the capacity check (see
+            // `commit_routing` for the lock order).
+            if self.backend() == Backend::Postgres {
+                sqlx::query(LOCK_AGENT)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let won = sqlx::query(CLAIM)
+                .bind(user_id)
+                .bind(now)
+                .bind(id)
+                .bind(capacity)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
                 == 1;
             if won {
                 sqlx::query(event_sql())

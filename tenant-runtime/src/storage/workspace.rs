@@ -40,19 +40,6 @@ pub struct QueueItem {
     /// Last customer message.
     pub last_inbound_at: Option<DateTime<Utc>>,
 }
-
-/// The result of a pick.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PickOutcome {
-    /// The caller owns the conversation now.
-    Won,
-    /// Someone else was faster (or it is no longer queued).
-    Lost {
-        /// Current status.
-        status: String,
-    },
-}
-
 /// An internal note on a conversation.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Note {
@@ -234,55 +221,6 @@ impl Store {
             )
             .collect()
     }
-
-    /// Claims a queued conversation for `user_id`.
-    ///
-    /// One conditional `UPDATE … WHERE id = ? AND status = 'queued'`: when two agents pick at
-    /// once, the database serializes the two updates and only the first matches a row.
-    pub async fn pick_conversation(&self, id: &str, user_id: &str) -> Result<PickOutcome> {
-        let now = now_ms();
-        let outcome = on_pool!(self, |pool| {
-            let mut tx = pool.begin_write().await?;
-            let won = sqlx::query(
-                "UPDATE conversations SET status = 'assigned', assigned_user_id = $1, assigned_at = $2, updated_at = $2 WHERE id = $3 AND status = 'queued'",
-            )
-            .bind(user_id)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if won {
-                sqlx::query(event_sql())
-                    .bind(id)
-                    .bind("conversation_assigned")
-                    .bind(serde_json::json!({ "user_id": user_id, "by": "pick" }).to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                PickOutcome::Won
-            } else {
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM conversations WHERE id = $1")
-                        .bind(id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                match status {
-                    None => {
-                        return Err(Error::NotFound {
-                            what: "conversation",
-                            id: id.to_owned(),
-                        });
-                    }
-                    Some(status) => PickOutcome::Lost { status },
-                }
-            }
-        });
-        Ok(outcome)
-    }
-
     /// Closes an open conversation; `owner` restricts it to that assignee. Returns whether it
     /// was closed now.
     pub async fn close_conversation(

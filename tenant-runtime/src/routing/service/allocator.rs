@@ -457,7 +457,13 @@ impl Allocator {
             .collect();
         let won = match self
             .store
-            .commit_routing(&self.holder, self.epoch, &returns, &claims)
+            .commit_routing(
+                &self.holder,
+                self.epoch,
+                &returns,
+                &claims,
+                Some(i64::from(self.capacity)),
+            )
             .await
         {
             Ok(won) => won,
