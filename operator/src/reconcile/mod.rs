@@ -517,20 +517,14 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         Api::<Service>::namespaced(client.clone(), &ns),
         Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
     );
-    let independent = futures::try_join!(
+    let (sa, keys, cm, svc, np) = futures::try_join!(
         apply::apply(at, &sa_api, service_account),
         apply::apply(at, &keys_api, keys),
         apply::apply(at, &cm_api, config_map),
         apply::apply(at, &svc_api, service),
         apply::apply(at, &np_api, network_policy),
     )?;
-    for o in [
-        independent.0,
-        independent.1,
-        independent.2,
-        independent.3,
-        independent.4,
-    ] {
+    for o in [sa, keys, cm, svc, np] {
         count(o);
     }
     if let Some(pvc) = backup_pvc {

@@ -465,6 +465,11 @@ pub fn sample_contact_message(i: u64) -> Value {
     }
 }
 
+/// The simulator's own endpoints (`/_sim/…`) answer errors as `{"error": message}`.
+fn sim_error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
 fn rpc_error(status: StatusCode, rpc: &str, message: &str) -> Response {
     (
         status,
@@ -601,6 +606,7 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
                 .any(|c| c.key_id == id && c.key_secret == secret)
         });
     if !valid {
+        // OAuth2's own error shape (RFC 6749 §5.2), as the real token endpoint answers.
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({ "error": "invalid_client", "error_description": "bad key id or secret" })),
@@ -838,11 +844,7 @@ async fn set_faults(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
             *sim.faults.lock().await = f.clone();
             Json(f).into_response()
         }
-        Err(e) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({ "error": e.to_string() })),
-        )
-            .into_response(),
+        Err(e) => sim_error(StatusCode::BAD_REQUEST, &e),
     }
 }
 
@@ -850,29 +852,17 @@ async fn inbound(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: InboundRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": e.to_string() })),
-            )
-                .into_response();
+            return sim_error(StatusCode::BAD_REQUEST, &e);
         }
     };
     let Some(ch) = sim.channel(req.channel.as_deref()).cloned() else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "no such channel" })),
-        )
-            .into_response();
+        return sim_error(StatusCode::NOT_FOUND, "no such channel");
     };
     let content = match (req.contact_message, req.text) {
         (Some(c), _) => c,
         (None, Some(text)) => json!({ "text_message": { "text": text } }),
         (None, None) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": "give `text` or `contact_message`" })),
-            )
-                .into_response();
+            return sim_error(StatusCode::BAD_REQUEST, "give `text` or `contact_message`");
         }
     };
     let identity = req.identity.unwrap_or_else(|| "46700000001".to_owned());
@@ -918,19 +908,11 @@ async fn set_window(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: WindowRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": e.to_string() })),
-            )
-                .into_response();
+            return sim_error(StatusCode::BAD_REQUEST, &e);
         }
     };
     let Some(ch) = sim.channel(req.channel.as_deref()).cloned() else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "no such channel" })),
-        )
-            .into_response();
+        return sim_error(StatusCode::NOT_FOUND, "no such channel");
     };
     let (mut contact, _) = sim.customer_wrote(&ch, &req.identity).await;
     contact.last_inbound =
@@ -946,19 +928,11 @@ async fn callback(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: CallbackRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": e.to_string() })),
-            )
-                .into_response();
+            return sim_error(StatusCode::BAD_REQUEST, &e);
         }
     };
     let Some(ch) = sim.channel(Some(&req.channel)).cloned() else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "no such channel" })),
-        )
-            .into_response();
+        return sim_error(StatusCode::NOT_FOUND, "no such channel");
     };
     relay(&sim, &ch, req.body.to_string().as_bytes(), "").await
 }
@@ -983,11 +957,10 @@ async fn relay_json(
             "runtime_status": status,
             "runtime_response": serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
         })),
-        Err(e) => Err((
+        Err(e) => Err(sim_error(
             StatusCode::BAD_GATEWAY,
-            Json(json!({ "error": format!("runtime unreachable: {e}") })),
-        )
-            .into_response()),
+            format!("runtime unreachable: {e}"),
+        )),
     }
 }
 
@@ -999,19 +972,11 @@ async fn start_stream(State(sim): State<Arc<Sim>>, body: Bytes) -> Response {
     let req: StreamRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({ "error": e.to_string() })),
-            )
-                .into_response();
+            return sim_error(StatusCode::BAD_REQUEST, &e);
         }
     };
     let Some(ch) = sim.channel(Some(&req.channel)).cloned() else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({ "error": "no such channel" })),
-        )
-            .into_response();
+        return sim_error(StatusCode::NOT_FOUND, "no such channel");
     };
     *sim.stream.lock().await = StreamProgress {
         requested: req.count,

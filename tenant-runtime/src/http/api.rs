@@ -378,6 +378,6 @@ pub async fn create_category(
     }
     let category = state.store.create_category(&new).await?;
     // The allocator rebuilds its categories.
-    state.store.routing_signal(None, "settings").await?;
+    state.routing.signal(None, "settings").await?;
     Ok((StatusCode::CREATED, Json(category)))
 }

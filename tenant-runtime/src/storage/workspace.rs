@@ -40,6 +40,7 @@ pub struct QueueItem {
     /// Last customer message.
     pub last_inbound_at: Option<DateTime<Utc>>,
 }
+
 /// An internal note on a conversation.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Note {

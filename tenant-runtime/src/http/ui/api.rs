@@ -136,8 +136,8 @@ pub async fn set_auto_allocate(
         .await?;
     // The allocator reads the change (and allocates when it was switched on).
     state
-        .store
-        .routing_signal(who.user_id.as_deref(), "auto_allocate")
+        .routing
+        .signal(who.user_id.as_deref(), "auto_allocate")
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -158,8 +158,8 @@ pub async fn set_my_skill(
         .set_user_skill_active(who.require_user()?, &skill_id, req.enabled)
         .await?;
     state
-        .store
-        .routing_signal(who.user_id.as_deref(), "skills")
+        .routing
+        .signal(who.user_id.as_deref(), "skills")
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -742,7 +742,7 @@ pub async fn create_category(
     let edit: CategoryEdit = json_body(&headers, &body)?;
     check_category(&edit)?;
     let id = state.store.save_category(None, &edit).await?;
-    state.store.routing_signal(None, "settings").await?;
+    state.routing.signal(None, "settings").await?;
     Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
 }
 
@@ -758,7 +758,7 @@ pub async fn update_category(
     let edit: CategoryEdit = json_body(&headers, &body)?;
     check_category(&edit)?;
     state.store.save_category(Some(&id), &edit).await?;
-    state.store.routing_signal(None, "settings").await?;
+    state.routing.signal(None, "settings").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -778,7 +778,7 @@ pub async fn delete_category(
         .into());
     }
     state.store.delete_category(&id).await?;
-    state.store.routing_signal(None, "settings").await?;
+    state.routing.signal(None, "settings").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -804,7 +804,7 @@ pub async fn rename_skill(
         return Err(ApiError::bad_request("invalid_skill", "name must not be empty").into());
     }
     state.store.rename_skill(&id, req.name.trim()).await?;
-    state.store.routing_signal(None, "settings").await?;
+    state.routing.signal(None, "settings").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -816,7 +816,7 @@ pub async fn delete_skill(
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
     state.store.delete_skill(&id).await?;
-    state.store.routing_signal(None, "settings").await?;
+    state.routing.signal(None, "settings").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -840,7 +840,7 @@ pub async fn set_user_skills(
     let req: UserSkills = json_body(&headers, &body)?;
     state.store.user(&id).await?;
     state.store.set_user_skills(&id, &req.skill_ids).await?;
-    state.store.routing_signal(Some(&id), "skills").await?;
+    state.routing.signal(Some(&id), "skills").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -876,7 +876,7 @@ pub async fn set_user_role(
     let req: RoleChange = json_body(&headers, &body)?;
     not_yourself(&who, &id, "change the role of")?;
     state.store.set_user_role(&id, req.role).await?;
-    state.store.routing_signal(Some(&id), "role").await?;
+    state.routing.signal(Some(&id), "role").await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -953,7 +953,7 @@ pub async fn set_routing(
     let value = serde_json::to_value(&req)
         .map_err(|e| ApiError::bad_request("invalid_routing", e.to_string()))?;
     state.store.set_tenant_setting(ROUTING_KEY, &value).await?;
-    state.store.routing_signal(None, "settings").await?;
+    state.routing.signal(None, "settings").await?;
     Ok(Json(req))
 }
 

@@ -122,7 +122,7 @@ impl RoutingService {
     }
 
     /// Records an agent-level change and wakes the allocator.
-    pub async fn signal(&self, user_id: Option<&str>, kind: &str) -> Result<(), Error> {
+    pub async fn signal(&self, user_id: Option<&str>, kind: &str) -> storage::Result<()> {
         self.store.routing_signal(user_id, kind).await?;
         self.wake();
         Ok(())
