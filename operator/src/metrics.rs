@@ -93,29 +93,37 @@ impl Metrics {
             .inc();
     }
 
-    /// Records a tenant's current conditions (`None` when the tenant is gone) and recomputes the
-    /// gauge, so it always equals the count over live tenants.
+    /// Records a tenant's current conditions (`None` when the tenant is gone) and moves the gauge
+    /// by the difference, so it always equals the count over live tenants (recounting every
+    /// tenant on each call made provisioning N tenants cost N² steps).
     pub fn set_conditions(&self, tenant: &str, conditions: Option<Vec<(String, String)>>) {
         let mut map = self.by_tenant.lock().unwrap_or_else(|e| e.into_inner());
-        match conditions {
+        let previous = match conditions {
             Some(c) => {
-                map.insert(tenant.to_string(), c);
+                for (condition, status) in &c {
+                    self.gauge(condition, status).inc();
+                }
+                map.insert(tenant.to_string(), c)
             }
-            None => {
-                map.remove(tenant);
-            }
+            None => map.remove(tenant),
+        };
+        for (condition, status) in previous.unwrap_or_default() {
+            self.gauge(&condition, &status).dec();
         }
-        self.tenants.clear();
-        for conds in map.values() {
-            for (condition, status) in conds {
-                self.tenants
-                    .get_or_create(&ConditionLabels {
-                        condition: condition.clone(),
-                        status: status.clone(),
-                    })
-                    .inc();
-            }
-        }
+    }
+
+    /// Live tenants whose `condition` has `status` (as last written by this operator).
+    pub fn tenants_with(&self, condition: &str, status: &str) -> i64 {
+        self.gauge(condition, status).get()
+    }
+
+    fn gauge(&self, condition: &str, status: &str) -> Gauge {
+        self.tenants
+            .get_or_create(&ConditionLabels {
+                condition: condition.to_string(),
+                status: status.to_string(),
+            })
+            .clone()
     }
 
     /// OpenMetrics text of every metric.
@@ -143,8 +151,11 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("status=\"False\"} 1"), "{text}");
+        assert_eq!(m.tenants_with("Ready", "True"), 2);
+        assert_eq!(m.tenants_with("Ready", "False"), 0);
         m.set_conditions("a/x", None);
         assert!(m.encode().contains("status=\"True\"} 1"));
+        assert_eq!(m.tenants_with("Ready", "True"), 1);
         m.reconciled(Duration::from_millis(20));
         m.failed("kube");
         let text = m.encode();

@@ -508,8 +508,11 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
             Outcome::Unchanged
         }
     };
-    // These five depend on nothing here and nothing here depends on their answers: one round
-    // trip of latency instead of five (a tenant's reconcile was a chain of sequential requests).
+    // Everything but the workload depends on nothing here, and nothing here depends on their
+    // answers: they go out together (one round trip of latency instead of eight; a tenant's
+    // reconcile was a chain of sequential requests, and with a bounded number of reconciles in
+    // flight that chain, not the API server, set the pace). The workload follows, so its pods
+    // never start before the identity, keys and configuration they mount exist.
     let (sa_api, keys_api, cm_api, svc_api, np_api) = (
         Api::<ServiceAccount>::namespaced(client.clone(), &ns),
         Api::<Secret>::namespaced(client.clone(), &ns),
@@ -517,17 +520,10 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         Api::<Service>::namespaced(client.clone(), &ns),
         Api::<NetworkPolicy>::namespaced(client.clone(), &ns),
     );
-    let (sa, keys, cm, svc, np) = futures::try_join!(
-        apply::apply(at, &sa_api, service_account),
-        apply::apply(at, &keys_api, keys),
-        apply::apply(at, &cm_api, config_map),
-        apply::apply(at, &svc_api, service),
-        apply::apply(at, &np_api, network_policy),
-    )?;
-    for o in [sa, keys, cm, svc, np] {
-        count(o);
-    }
-    if let Some(pvc) = backup_pvc {
+    let backup_claim = async {
+        let Some(pvc) = backup_pvc else {
+            return Ok::<_, Error>((Outcome::Unchanged, None));
+        };
         let pvc_api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
         let live = cache::live(caches, &pvc_api, &ns, &names::backup_pvc(&name))
             .await
@@ -562,19 +558,61 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         })
         .await
         {
-            Ok(o) => count(o),
+            Ok(o) => Ok((o, None)),
             Err(e) if grow_to.is_some() && storage::is_refusal(e.kube()) => {
                 let (from, to) = grow_to.unwrap_or_default();
-                storage_problems.push(storage::StorageProblem {
+                let problem = storage::StorageProblem {
                     claim: names::backup_pvc(&name),
                     from,
                     to,
                     message: storage::refusal_message(e.kube()),
-                });
+                };
+                Ok((Outcome::Unchanged, Some(problem)))
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
         }
+    };
+    let cron_api = Api::<CronJob>::namespaced(client.clone(), &ns);
+    let schedule = async {
+        match backup_job {
+            Some(job) => {
+                let live = cache::live(caches, &cron_api, &ns, &names::backup_job(&name))
+                    .await
+                    .ok()
+                    .flatten();
+                let o = apply::apply_with_live(at, &cron_api, job, live.as_ref()).await?;
+                Ok::<_, Error>((o, live))
+            }
+            None => {
+                let gone =
+                    apply::delete_if_ours(at, &cron_api, &ns, &names::backup_job(&name)).await?;
+                Ok((deleted(gone), None))
+            }
+        }
+    };
+    let ing_api = Api::<Ingress>::namespaced(client.clone(), &ns);
+    let route = async {
+        let live = cache::live(caches, &ing_api, &ns, &names::runtime(&name))
+            .await
+            .ok()
+            .flatten();
+        let o = apply::apply_with_live(at, &ing_api, ingress, live.as_ref()).await?;
+        Ok::<_, Error>((o, live))
+    };
+    let (sa, keys, cm, svc, np, (claim, claim_problem), (cron, cron_live), (ing, ing_live)) = futures::try_join!(
+        async { Ok::<_, Error>(apply::apply(at, &sa_api, service_account).await?) },
+        async { Ok(apply::apply(at, &keys_api, keys).await?) },
+        async { Ok(apply::apply(at, &cm_api, config_map).await?) },
+        async { Ok(apply::apply(at, &svc_api, service).await?) },
+        async { Ok(apply::apply(at, &np_api, network_policy).await?) },
+        backup_claim,
+        schedule,
+        route,
+    )?;
+    for o in [sa, keys, cm, svc, np, claim, cron, ing] {
+        count(o);
     }
+    storage_problems.extend(claim_problem);
     // The SQLite claims come from the StatefulSet's (immutable) template: grow them in place.
     // Not held for the window: growing a volume does not restart the runtime.
     if let validate::Database::Sqlite { size, .. } = &v.database
@@ -683,29 +721,6 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
         Decision::Hold { pending } => pending.clone(),
     };
 
-    let cron_api = Api::<CronJob>::namespaced(client.clone(), &ns);
-    let cron_live = match backup_job {
-        Some(job) => {
-            let live = cache::live(caches, &cron_api, &ns, &names::backup_job(&name))
-                .await
-                .ok()
-                .flatten();
-            count(apply::apply_with_live(at, &cron_api, job, live.as_ref()).await?);
-            live
-        }
-        None => {
-            count(deleted(
-                apply::delete_if_ours(at, &cron_api, &ns, &names::backup_job(&name)).await?,
-            ));
-            None
-        }
-    };
-    let ing_api = Api::<Ingress>::namespaced(client.clone(), &ns);
-    let ing_live = cache::live(caches, &ing_api, &ns, &names::runtime(&name))
-        .await
-        .ok()
-        .flatten();
-    count(apply::apply_with_live(at, &ing_api, ingress, ing_live.as_ref()).await?);
     if applied > 0 {
         info!(applied, "applied changed children");
     }
