@@ -9,6 +9,10 @@
 //! reconcile with nothing to do makes zero writes, and a hand edit of a field we own (which bumps
 //! the generation, or the resourceVersion of kinds without one) is reverted by the next reconcile.
 //!
+//! Labels, annotations and owner references are metadata: editing them moves resourceVersion but
+//! not generation, so for kinds with a generation they are compared directly (ours must be there
+//! with our values) whenever the live object is at least as new as our apply.
+//!
 //! An object we have no memo for (the operator restarted) is adopted when its hash matches: its
 //! current generation / resourceVersion become the reference, so edits made while no operator ran
 //! are only reverted with the next change of the desired object (restarting must not cost one
@@ -110,6 +114,38 @@ impl Applied {
             _ => self.resource_version != live.resource_version,
         }
     }
+
+    /// Whether `live` is our apply or a later version of the object (not a cache that has not
+    /// caught up with our write yet).
+    pub fn not_older_than_ours(&self, live: &ObjectMeta) -> bool {
+        let rv = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
+        match (rv(&self.resource_version), rv(&live.resource_version)) {
+            (Some(ours), Some(now)) => now >= ours,
+            // Not numeric: only the very version we wrote is known not to be older.
+            _ => self.resource_version == live.resource_version,
+        }
+    }
+}
+
+/// Whether `live` lacks a label, annotation or owner reference of `desired`, or carries another
+/// value for it. Keys others add (controllers, admission) are theirs and do not count.
+pub fn metadata_drifted(desired: &ObjectMeta, live: &ObjectMeta) -> bool {
+    let missing = |want: &Option<std::collections::BTreeMap<String, String>>,
+                   have: &Option<std::collections::BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .any(|(k, v)| have.as_ref().and_then(|h| h.get(k)) != Some(v))
+    };
+    let owner_missing = desired.owner_references.iter().flatten().any(|want| {
+        !live
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|have| have.uid == want.uid && have.controller == want.controller)
+    });
+    missing(&desired.labels, &live.labels)
+        || missing(&desired.annotations, &live.annotations)
+        || owner_missing
 }
 
 /// Per object (`kind/ns/name`), what our last apply left behind, and the hashes of applies in
@@ -164,6 +200,23 @@ impl Memo {
         };
     }
 
+    /// Forgets `key` entirely (its tenant is gone).
+    pub fn forget(&self, key: &str) {
+        let mut m = self.lock();
+        m.applied.remove(key);
+        m.in_flight.remove(key);
+    }
+
+    /// How many objects are remembered.
+    pub fn len(&self) -> usize {
+        self.lock().applied.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Ends an apply in flight that failed, keeping the last record.
     pub fn abort(&self, key: &str) {
         self.lock().in_flight.remove(key);
@@ -191,8 +244,13 @@ pub enum Verdict {
 }
 
 /// The pure decision: apply unless the live object is the one we applied with this very hash
-/// and nobody wrote it since.
-pub fn verdict(live: Option<&ObjectMeta>, hash: &str, memo: Option<&Applied>) -> Verdict {
+/// and nobody wrote it since (its spec, or our labels, annotations and owner references).
+pub fn verdict(
+    desired: &ObjectMeta,
+    live: Option<&ObjectMeta>,
+    hash: &str,
+    memo: Option<&Applied>,
+) -> Verdict {
     let Some(live) = live else {
         return Verdict::Apply;
     };
@@ -204,7 +262,8 @@ pub fn verdict(live: Option<&ObjectMeta>, hash: &str, memo: Option<&Applied>) ->
     let live_hash = annotations.and_then(|a| a.get(labels::SPEC_HASH));
     match memo {
         Some(m) if m.hash == hash => {
-            if m.written_since(live) {
+            let metadata_edited = m.not_older_than_ours(live) && metadata_drifted(desired, live);
+            if m.written_since(live) || metadata_edited {
                 Verdict::Apply
             } else {
                 Verdict::Skip
@@ -237,12 +296,6 @@ pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> String {
     obj.annotations_mut()
         .insert(labels::SPEC_HASH.to_string(), h.clone());
     h
-}
-
-/// Whether `live` already has `hash` and nothing that a fresh apply would remove.
-pub fn is_current<K: Resource>(live: &K, hash: &str) -> bool {
-    let a = live.annotations();
-    a.get(labels::SPEC_HASH).is_some_and(|h| h == hash) && !a.contains_key(labels::PURGE_AFTER)
 }
 
 /// The memo key of an object: `Kind/namespace/name`.
@@ -290,7 +343,8 @@ where
     let hash = stamp(&mut desired);
     adjust(&mut desired);
     let key = key_of(&desired);
-    match verdict(live.map(|l| l.meta()), &hash, at.memo.get(&key).as_ref()) {
+    let memo = at.memo.get(&key);
+    match verdict(desired.meta(), live.map(|l| l.meta()), &hash, memo.as_ref()) {
         Verdict::Skip => return Ok(Outcome::Unchanged),
         Verdict::Adopt(a) => {
             at.memo.record(key, Some(a));
@@ -369,8 +423,10 @@ where
     }
 }
 
-/// `apply_with_live` for a `DynamicObject` (whose kind lives in the object, not the type).
+/// `apply_with_live` for a `DynamicObject` (whose kind lives in the object, not the type): the
+/// same verdict and memo, so hand edits of a CloudNativePG `Cluster` are reverted too.
 pub async fn apply_dynamic(
+    at: Children<'_>,
     api: &Api<kube::api::DynamicObject>,
     mut desired: kube::api::DynamicObject,
     live: Option<&kube::api::DynamicObject>,
@@ -379,22 +435,36 @@ pub async fn apply_dynamic(
     desired
         .annotations_mut()
         .insert(labels::SPEC_HASH.to_string(), hash.clone());
-    if live.is_some_and(|l| is_current(l, &hash)) {
-        return Ok(Outcome::Unchanged);
-    }
     let name = desired.name_any();
     let kind = desired
         .types
         .as_ref()
         .map(|t| t.kind.clone())
         .unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(labels::FIELD_MANAGER).force(),
-        &Patch::Apply(&desired),
-    )
-    .await
-    .map_err(|source| Error::Apply { kind, name, source })?;
+    let key = format!("{kind}/{}/{name}", desired.namespace().unwrap_or_default());
+    let memo = at.memo.get(&key);
+    match verdict(desired.meta(), live.map(|l| l.meta()), &hash, memo.as_ref()) {
+        Verdict::Skip => return Ok(Outcome::Unchanged),
+        Verdict::Adopt(a) => {
+            at.memo.record(key, Some(a));
+            return Ok(Outcome::Unchanged);
+        }
+        Verdict::Apply => {}
+    }
+    at.memo.begin(&key, &hash);
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(labels::FIELD_MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await
+        .map_err(|source| {
+            at.memo.abort(&key);
+            Error::Apply { kind, name, source }
+        })?;
+    at.memo
+        .record(key, Some(Applied::of(&hash, written.meta())));
     Ok(Outcome::Applied)
 }
 
@@ -405,8 +475,18 @@ mod tests {
     fn meta(hash: Option<&str>, generation: Option<i64>, rv: &str) -> ObjectMeta {
         ObjectMeta {
             annotations: hash.map(|h| [(labels::SPEC_HASH.to_string(), h.to_string())].into()),
+            labels: Some([("app".to_string(), "contact".to_string())].into()),
             generation,
             resource_version: Some(rv.into()),
+            ..Default::default()
+        }
+    }
+
+    /// What we apply: our hash annotation and a label.
+    fn ours_meta(hash: &str) -> ObjectMeta {
+        ObjectMeta {
+            annotations: Some([(labels::SPEC_HASH.to_string(), hash.to_string())].into()),
+            labels: Some([("app".to_string(), "contact".to_string())].into()),
             ..Default::default()
         }
     }
@@ -421,11 +501,19 @@ mod tests {
 
     #[test]
     fn missing_objects_and_new_hashes_are_applied() {
-        assert_eq!(verdict(None, "h", None), Verdict::Apply);
+        assert_eq!(verdict(&ours_meta("h"), None, "h", None), Verdict::Apply);
         let live = meta(Some("old"), Some(1), "10");
-        assert_eq!(verdict(Some(&live), "h", None), Verdict::Apply);
         assert_eq!(
-            verdict(Some(&live), "h", Some(&applied("old", Some(1), "10"))),
+            verdict(&ours_meta("h"), Some(&live), "h", None),
+            Verdict::Apply
+        );
+        assert_eq!(
+            verdict(
+                &ours_meta("h"),
+                Some(&live),
+                "h",
+                Some(&applied("old", Some(1), "10"))
+            ),
             Verdict::Apply
         );
     }
@@ -434,17 +522,32 @@ mod tests {
     fn our_own_untouched_apply_is_skipped_even_from_a_stale_cache() {
         let ours = applied("h", Some(3), "20");
         assert_eq!(
-            verdict(Some(&meta(Some("h"), Some(3), "20")), "h", Some(&ours)),
+            verdict(
+                &ours_meta("h"),
+                Some(&meta(Some("h"), Some(3), "20")),
+                "h",
+                Some(&ours)
+            ),
             Verdict::Skip
         );
         // The cache still shows the object before our write (older generation and hash).
         assert_eq!(
-            verdict(Some(&meta(Some("old"), Some(2), "12")), "h", Some(&ours)),
+            verdict(
+                &ours_meta("h"),
+                Some(&meta(Some("old"), Some(2), "12")),
+                "h",
+                Some(&ours)
+            ),
             Verdict::Skip
         );
         // Status updates by another controller move resourceVersion, not generation.
         assert_eq!(
-            verdict(Some(&meta(Some("h"), Some(3), "25")), "h", Some(&ours)),
+            verdict(
+                &ours_meta("h"),
+                Some(&meta(Some("h"), Some(3), "25")),
+                "h",
+                Some(&ours)
+            ),
             Verdict::Skip
         );
     }
@@ -454,18 +557,93 @@ mod tests {
         // A kind with a generation: a spec edit bumps it.
         let ours = applied("h", Some(3), "20");
         assert_eq!(
-            verdict(Some(&meta(Some("h"), Some(4), "21")), "h", Some(&ours)),
+            verdict(
+                &ours_meta("h"),
+                Some(&meta(Some("h"), Some(4), "21")),
+                "h",
+                Some(&ours)
+            ),
             Verdict::Apply
         );
         // A kind without one (ConfigMap): any write moves resourceVersion.
         let ours = applied("h", None, "20");
         assert_eq!(
-            verdict(Some(&meta(Some("h"), None, "21")), "h", Some(&ours)),
+            verdict(
+                &ours_meta("h"),
+                Some(&meta(Some("h"), None, "21")),
+                "h",
+                Some(&ours)
+            ),
             Verdict::Apply
         );
         assert_eq!(
-            verdict(Some(&meta(Some("h"), None, "20")), "h", Some(&ours)),
+            verdict(
+                &ours_meta("h"),
+                Some(&meta(Some("h"), None, "20")),
+                "h",
+                Some(&ours)
+            ),
             Verdict::Skip
+        );
+    }
+
+    #[test]
+    fn a_metadata_edit_is_reverted_even_where_generation_stays() {
+        let ours = applied("h", Some(3), "20");
+        // Our label removed by hand: resourceVersion moves, generation does not.
+        let mut edited = meta(Some("h"), Some(3), "21");
+        edited.labels = None;
+        assert_eq!(
+            verdict(&ours_meta("h"), Some(&edited), "h", Some(&ours)),
+            Verdict::Apply
+        );
+        // Our hash annotation changed by hand.
+        let edited = meta(Some("forged"), Some(3), "21");
+        assert_eq!(
+            verdict(&ours_meta("h"), Some(&edited), "h", Some(&ours)),
+            Verdict::Apply
+        );
+        // Someone else's label next to ours is theirs.
+        let mut added = meta(Some("h"), Some(3), "21");
+        added
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("team".into(), "x".into());
+        assert_eq!(
+            verdict(&ours_meta("h"), Some(&added), "h", Some(&ours)),
+            Verdict::Skip
+        );
+        // A cache older than our apply is not an edit, whatever its metadata.
+        let mut stale = meta(None, Some(2), "12");
+        stale.labels = None;
+        assert_eq!(
+            verdict(&ours_meta("h"), Some(&stale), "h", Some(&ours)),
+            Verdict::Skip
+        );
+    }
+
+    #[test]
+    fn a_removed_owner_reference_is_restored() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owner = OwnerReference {
+            uid: "u1".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        let mut desired = ours_meta("h");
+        desired.owner_references = Some(vec![owner.clone()]);
+        let ours = applied("h", Some(3), "20");
+        let mut live = meta(Some("h"), Some(3), "20");
+        live.owner_references = Some(vec![owner]);
+        assert_eq!(
+            verdict(&desired, Some(&live), "h", Some(&ours)),
+            Verdict::Skip
+        );
+        live.owner_references = None;
+        live.resource_version = Some("21".into());
+        assert_eq!(
+            verdict(&desired, Some(&live), "h", Some(&ours)),
+            Verdict::Apply
         );
     }
 
@@ -473,7 +651,7 @@ mod tests {
     fn without_a_memo_a_matching_object_is_adopted() {
         let live = meta(Some("h"), Some(7), "99");
         assert_eq!(
-            verdict(Some(&live), "h", None),
+            verdict(&ours_meta("h"), Some(&live), "h", None),
             Verdict::Adopt(applied("h", Some(7), "99"))
         );
     }
@@ -514,7 +692,12 @@ mod tests {
             .get_or_insert_with(Default::default)
             .insert(labels::PURGE_AFTER.into(), "2026-12-01T00:00:00Z".into());
         assert_eq!(
-            verdict(Some(&live), "h", Some(&applied("h", None, "5"))),
+            verdict(
+                &ours_meta("h"),
+                Some(&live),
+                "h",
+                Some(&applied("h", None, "5"))
+            ),
             Verdict::Apply
         );
     }

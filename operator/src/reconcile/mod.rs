@@ -651,7 +651,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     let pending = match &decision {
         Decision::Apply { changes } => {
             if let Some(cluster) = cnpg {
-                match apply::apply_dynamic(&cnpg_api, cluster, cnpg_live.as_ref()).await {
+                match apply::apply_dynamic(at, &cnpg_api, cluster, cnpg_live.as_ref()).await {
                     Ok(o) => count(o),
                     // No CloudNativePG CRD on this cluster: say so in a condition, not a crash.
                     Err(e) if matches!(e.kube(), kube::Error::Api(s) if s.code == 404) => {
@@ -904,11 +904,28 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     if let Some(t) = lifecycle::until_trial_end(&v, now) {
         wake = wake.min(t);
     }
+    // CloudNativePG's Cluster is not watched (its CRD may come and go with the cluster's add-ons):
+    // while the database is not ready, look again soon, so DatabaseReady follows it.
+    if let Some(after) = cnpg_recheck(cnpg_missing, &desired.conditions) {
+        wake = wake.min(after);
+    }
     let wake = wake
         .to_std()
         .unwrap_or_default()
         .max(Duration::from_secs(1));
     Ok(Action::requeue(wake))
+}
+
+/// When to read a CloudNativePG Cluster again: soon while it is coming up, now and then while
+/// its CRD is missing (an add-on being installed), not at all when it is ready or not used.
+fn cnpg_recheck(cnpg_missing: bool, conditions: &[Cond]) -> Option<chrono::Duration> {
+    if cnpg_missing {
+        return Some(chrono::Duration::seconds(60));
+    }
+    conditions
+        .iter()
+        .any(|c| c.type_ == "DatabaseReady" && c.reason == "ClusterNotReady")
+        .then(|| chrono::Duration::seconds(10))
 }
 
 /// The Cleanup branch of the finalizer: remove the runtime at once, detach the data.
@@ -1006,6 +1023,17 @@ async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Err
         ),
     )
     .await;
+    // The runtime's children left the memo as they were deleted above; the data objects stay
+    // in the cluster (detached) but not in the memo: a process that provisions and deletes
+    // tenants for months must not keep a record of every one it ever had.
+    ctx.memo
+        .forget(&format!("Secret/{ns}/{}", names::keys(&name)));
+    ctx.memo.forget(&format!(
+        "PersistentVolumeClaim/{ns}/{}",
+        names::backup_pvc(&name)
+    ));
+    ctx.memo
+        .forget(&format!("Cluster/{ns}/{}", names::cnpg(&name)));
     ctx.metrics.set_conditions(&format!("{ns}/{name}"), None);
     Ok(Action::await_change())
 }

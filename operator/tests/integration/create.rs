@@ -208,13 +208,15 @@ async fn cloudnativepg_without_its_crd_is_a_condition_not_a_crash() {
     t["spec"]["database"] = json!({ "cloudNativePG": { "instances": 3 } });
     t["spec"]["runtime"]["replicas"] = json!(2);
     create_tenant(&env.admin, t).await;
-    settle(&env).await;
+    let action = settle(&env).await;
     assert_eq!(
         condition(&env.admin, "DatabaseReady")
             .await
             .map(|c| (c.0, c.1)),
         Some(("False".into(), "CloudNativePGNotInstalled".into()))
     );
+    // The CRD may be installed later (an add-on): look again now and then.
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
     assert!(
         Api::<Deployment>::namespaced(env.admin.clone(), NS)
             .get_opt("acme")
@@ -253,4 +255,120 @@ async fn unknown_hosting_location_is_reported_and_nothing_is_built() {
             .expect("get")
             .is_none()
     );
+}
+
+/// A stand-in for CloudNativePG's `clusters.postgresql.cnpg.io` CRD: the group, version, kind,
+/// scope and status subresource of the real one, with an open schema (the real CRD's schema
+/// runs to thousands of lines and is CloudNativePG's to validate, not ours).
+const CNPG_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: clusters.postgresql.cnpg.io
+spec:
+  group: postgresql.cnpg.io
+  scope: Namespaced
+  names: { plural: clusters, singular: cluster, kind: Cluster }
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: { status: {} }
+      schema:
+        openAPIV3Schema:
+          type: object
+          x-kubernetes-preserve-unknown-fields: true
+"#;
+
+#[tokio::test]
+async fn cloudnativepg_cluster_is_built_kept_and_followed_when_its_crd_is_installed() {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+    let env = env().await;
+    contact_tests::kube_helpers::install_crds(&env.admin, CNPG_CRD)
+        .await
+        .expect("CNPG CRD installs");
+    let mut t = tenant_json();
+    t["spec"]["database"] = json!({ "cloudNativePG": { "instances": 3, "storage": "20Gi" } });
+    t["spec"]["runtime"]["replicas"] = json!(2);
+    create_tenant(&env.admin, t).await;
+    let action = settle(&env).await;
+
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "postgresql.cnpg.io",
+        "v1",
+        "Cluster",
+    ));
+    let clusters = Api::<DynamicObject>::namespaced_with(env.admin.clone(), NS, &ar);
+    let cluster = clusters.get("acme-db").await.expect("the Cluster exists");
+    assert_eq!(cluster.data["spec"]["instances"], json!(3));
+    assert_eq!(cluster.data["spec"]["storage"]["size"], json!("20Gi"));
+    assert_eq!(
+        cluster.data["spec"]["bootstrap"]["initdb"]["database"],
+        json!("contact")
+    );
+    // The database is data: it outlives the tenant object (detached on deletion), so no owner.
+    assert!(cluster.owner_references().is_empty());
+    assert_eq!(
+        condition(&env.admin, "DatabaseReady")
+            .await
+            .map(|c| (c.0, c.1, c.2)),
+        Some((
+            "False".into(),
+            "ClusterNotReady".into(),
+            "0/3 instances ready".into()
+        ))
+    );
+    // Not watched: the reconcile comes back soon to follow the Cluster coming up.
+    assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+
+    // A hand edit of the Cluster is reverted like any other child's.
+    clusters
+        .patch(
+            "acme-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "instances": 1 } })),
+        )
+        .await
+        .expect("edit");
+    env.counter.reset();
+    reconcile_once(&env).await;
+    let cluster = clusters.get("acme-db").await.expect("cluster");
+    assert_eq!(cluster.data["spec"]["instances"], json!(3), "reverted");
+    assert!(
+        env.counter
+            .writes()
+            .iter()
+            .any(|w| w.contains("clusters/acme-db")),
+        "{:?}",
+        env.counter.writes()
+    );
+
+    // CloudNativePG reports its instances ready: DatabaseReady follows, and nothing is written
+    // but the status.
+    clusters
+        .patch_status(
+            "acme-db",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "readyInstances": 3 } })),
+        )
+        .await
+        .expect("status");
+    env.counter.reset();
+    reconcile_once(&env).await;
+    assert_eq!(
+        condition(&env.admin, "DatabaseReady")
+            .await
+            .map(|c| (c.0, c.1)),
+        Some(("True".into(), "ClusterReady".into()))
+    );
+    let writes = env.counter.writes();
+    assert!(
+        writes
+            .iter()
+            .all(|w| w.contains("contacttenants/acme/status") || w.contains("events")),
+        "{writes:?}"
+    );
+    env.counter.reset();
+    reconcile_once(&env).await;
+    assert_eq!(env.counter.writes(), Vec::<String>::new(), "then idle");
 }

@@ -103,8 +103,14 @@ async fn runtime_goes_at_once_data_after_the_grace_period() {
     settle(&env).await;
     sqlite_pvc(&env.admin, &t.uid().unwrap_or_default()).await;
     let c = &env.admin;
+    assert!(
+        !env.ctx.memo.is_empty(),
+        "the operator remembers its applies"
+    );
 
     delete_and_cleanup(&env).await;
+    // Nothing of a deleted tenant stays in the operator's memory.
+    assert_eq!(env.ctx.memo.len(), 0, "memo after deletion");
     let now = wednesday();
     for gone in [
         Api::<StatefulSet>::namespaced(c.clone(), NS)

@@ -6,6 +6,7 @@ use contact_operator::config::OperatorConfig;
 use contact_operator::reconcile::run_controller;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use std::time::Duration;
@@ -59,6 +60,42 @@ async fn a_hand_edit_is_reverted_by_the_next_reconcile() {
     );
 
     // Reverted, the next pass has nothing to do again.
+    env.counter.reset();
+    reconcile_once(&env).await;
+    assert_eq!(env.counter.writes(), Vec::<String>::new());
+
+    // A metadata edit moves no generation: our tenant label taken off the StatefulSet (which
+    // would orphan it from label-mapped watches) is put back all the same, and someone else's
+    // label next to ours stays.
+    let edited = stss
+        .patch(
+            "acme",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": {
+                contact_operator::labels::TENANT: null, "team": "support"
+            } } })),
+        )
+        .await
+        .expect("edit labels");
+    assert!(
+        !edited
+            .labels()
+            .contains_key(contact_operator::labels::TENANT)
+    );
+    env.counter.reset();
+    reconcile_once(&env).await;
+    let sts = stss.get("acme").await.expect("sts");
+    assert_eq!(
+        sts.labels()
+            .get(contact_operator::labels::TENANT)
+            .map(String::as_str),
+        Some("acme")
+    );
+    assert_eq!(
+        sts.labels().get("team").map(String::as_str),
+        Some("support")
+    );
+    assert_eq!(env.counter.writes().len(), 1, "{:?}", env.counter.writes());
     env.counter.reset();
     reconcile_once(&env).await;
     assert_eq!(env.counter.writes(), Vec::<String>::new());
