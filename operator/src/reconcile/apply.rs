@@ -18,7 +18,7 @@
 //! are only reverted with the next change of the desired object (restarting must not cost one
 //! write per child of every tenant).
 
-use super::cache::{self, Cached, Caches};
+use super::cache::{self, Caches, MetaCached};
 use crate::labels;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -332,8 +332,23 @@ where
 pub async fn apply_adjusted<K>(
     at: Children<'_>,
     api: &Api<K>,
-    mut desired: K,
+    desired: K,
     live: Option<&K>,
+    adjust: impl FnOnce(&mut K),
+) -> Result<Outcome, Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+    K::DynamicType: Default,
+{
+    apply_over(at, api, desired, live.map(|l| l.meta()), adjust).await
+}
+
+/// The apply itself, given only the live object's metadata (all the verdict reads).
+async fn apply_over<K>(
+    at: Children<'_>,
+    api: &Api<K>,
+    mut desired: K,
+    live: Option<&ObjectMeta>,
     adjust: impl FnOnce(&mut K),
 ) -> Result<Outcome, Error>
 where
@@ -344,7 +359,7 @@ where
     adjust(&mut desired);
     let key = key_of(&desired);
     let memo = at.memo.get(&key);
-    match verdict(desired.meta(), live.map(|l| l.meta()), &hash, memo.as_ref()) {
+    match verdict(desired.meta(), live, &hash, memo.as_ref()) {
         Verdict::Skip => return Ok(Outcome::Unchanged),
         Verdict::Adopt(a) => {
             at.memo.record(key, Some(a));
@@ -371,21 +386,21 @@ where
     Ok(Outcome::Applied)
 }
 
-/// Looks up the live object (cache or GET), then applies `desired` if it differs.
+/// Looks up the live object's metadata (cache or GET), then applies `desired` if it differs.
 pub async fn apply<K>(at: Children<'_>, api: &Api<K>, desired: K) -> Result<Outcome, Error>
 where
-    K: Cached + Serialize,
+    K: MetaCached + Serialize,
 {
     let name = desired.name_any();
     let ns = desired.namespace().unwrap_or_default();
-    let live = cache::live(at.caches, api, &ns, &name)
+    let live = cache::live_meta(at.caches, api, &ns, &name)
         .await
         .map_err(|source| Error::Read {
             kind: K::kind(&()).to_string(),
             name: name.clone(),
             source,
         })?;
-    apply_with_live(at, api, desired, live.as_ref()).await
+    apply_over(at, api, desired, live.as_ref(), |_| {}).await
 }
 
 /// Deletes an object we made if it exists. The existence check goes through the cache when
@@ -397,10 +412,10 @@ pub async fn delete_if_ours<K>(
     name: &str,
 ) -> Result<bool, Error>
 where
-    K: Cached + Serialize,
+    K: MetaCached + Serialize,
 {
     let kind = || K::kind(&()).to_string();
-    let live = cache::live(at.caches, api, ns, name)
+    let live = cache::live_meta(at.caches, api, ns, name)
         .await
         .map_err(|source| Error::Read {
             kind: kind(),
@@ -408,7 +423,7 @@ where
             source,
         })?;
     let Some(live) = live else { return Ok(false) };
-    if live.meta().deletion_timestamp.is_some() || !super::dereference::is_ours(live.meta()) {
+    if live.deletion_timestamp.is_some() || !super::dereference::is_ours(&live) {
         return Ok(false);
     }
     at.memo.record(format!("{}/{ns}/{name}", kind()), None);

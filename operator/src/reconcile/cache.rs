@@ -6,6 +6,10 @@
 //! stores hold only what this operator made. A cache can lag behind our own last write by one
 //! watch event; `apply::Memo` knows what we wrote, so a stale object is not applied again.
 //!
+//! Kinds whose live objects are read only for their metadata (the apply verdict needs no more:
+//! Services, NetworkPolicies, PDBs, ConfigMaps, ServiceAccounts) are watched as metadata only, so
+//! neither the API server nor this process encodes, decodes or keeps their bodies.
+//!
 //! When no controller runs (tests calling `reconcile` directly), or before the stores have listed
 //! once, lookups fall back to a GET.
 
@@ -16,9 +20,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -29,20 +34,20 @@ pub struct Caches {
     pub statefulsets: Store<StatefulSet>,
     /// Deployments.
     pub deployments: Store<Deployment>,
-    /// Services.
-    pub services: Store<Service>,
+    /// Services (metadata).
+    pub services: Store<PartialObjectMeta<Service>>,
     /// Ingresses.
     pub ingresses: Store<Ingress>,
-    /// NetworkPolicies.
-    pub network_policies: Store<NetworkPolicy>,
-    /// PodDisruptionBudgets.
-    pub pdbs: Store<PodDisruptionBudget>,
+    /// NetworkPolicies (metadata).
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// PodDisruptionBudgets (metadata).
+    pub pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
     /// CronJobs.
     pub cronjobs: Store<CronJob>,
-    /// ConfigMaps.
-    pub config_maps: Store<ConfigMap>,
-    /// ServiceAccounts.
-    pub service_accounts: Store<ServiceAccount>,
+    /// ConfigMaps (metadata).
+    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    /// ServiceAccounts (metadata).
+    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
     /// PVCs (backup and SQLite data).
     pub pvcs: Store<PersistentVolumeClaim>,
     /// Secrets the operator generated.
@@ -105,11 +110,30 @@ pub trait Cached:
     fn store(c: &Caches) -> &Store<Self>;
 }
 
+/// A kind whose live metadata can be looked up, from a full store or a metadata-only one.
+pub trait MetaCached:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The cached metadata of `ns/name`, if the store has it.
+    fn cached_meta(c: &Caches, ns: &str, name: &str) -> Option<ObjectMeta>;
+}
+
 macro_rules! cached {
     ($($k:ty => $f:ident),* $(,)?) => {
         $(impl Cached for $k {
             fn store(c: &Caches) -> &Store<Self> {
                 &c.$f
+            }
+        }
+        impl MetaCached for $k {
+            fn cached_meta(c: &Caches, ns: &str, name: &str) -> Option<ObjectMeta> {
+                c.$f.get(&ObjectRef::new(name).within(ns)).map(|o| o.meta().clone())
             }
         })*
     };
@@ -117,15 +141,27 @@ macro_rules! cached {
 cached!(
     StatefulSet => statefulsets,
     Deployment => deployments,
-    Service => services,
     Ingress => ingresses,
-    NetworkPolicy => network_policies,
-    PodDisruptionBudget => pdbs,
     CronJob => cronjobs,
-    ConfigMap => config_maps,
-    ServiceAccount => service_accounts,
     PersistentVolumeClaim => pvcs,
     Secret => secrets,
+);
+
+macro_rules! meta_cached {
+    ($($k:ty => $f:ident),* $(,)?) => {
+        $(impl MetaCached for $k {
+            fn cached_meta(c: &Caches, ns: &str, name: &str) -> Option<ObjectMeta> {
+                c.$f.get(&ObjectRef::new(name).within(ns)).map(|o| o.metadata.clone())
+            }
+        })*
+    };
+}
+meta_cached!(
+    Service => services,
+    NetworkPolicy => network_policies,
+    PodDisruptionBudget => pdbs,
+    ConfigMap => config_maps,
+    ServiceAccount => service_accounts,
 );
 
 /// The live object `ns/name`: from the cache when it is ready, else by GET.
@@ -141,4 +177,17 @@ pub async fn live<K: Cached>(
             .map(|o| (*o).clone()));
     }
     api.get_opt(name).await
+}
+
+/// The live metadata of `ns/name`: from the cache when it is ready, else by a metadata GET.
+pub async fn live_meta<K: MetaCached>(
+    caches: Option<&Caches>,
+    api: &Api<K>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<ObjectMeta>, kube::Error> {
+    if let Some(c) = caches.filter(|c| c.is_ready()) {
+        return Ok(K::cached_meta(c, ns, name));
+    }
+    Ok(api.get_metadata_opt(name).await?.map(|o| o.metadata))
 }

@@ -1053,6 +1053,26 @@ fn tenant_trigger(t: &ContactTenant) -> Option<u64> {
     Some(h.finish())
 }
 
+/// A watch-event filter that drops the echo of our own apply: it tells the reconcile nothing new
+/// and would only bring the tenant back for a pass with nothing to do (the store still takes it
+/// in). A write by someone else landing while our apply of the same hash is in flight would be
+/// taken for the echo; the next event or the resync covers it.
+fn not_echo<K>(memo: &apply::Memo) -> impl FnMut(&K) -> futures::future::Ready<bool> + use<K>
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    let memo = memo.clone();
+    move |o: &K| {
+        let echo = memo.is_echo(
+            &apply::key_of(o),
+            o.meta().resource_version.as_deref(),
+            o.annotations().get(labels::SPEC_HASH).map(String::as_str),
+        );
+        futures::future::ready(!echo)
+    }
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run_controller(
     ctx: Arc<Ctx>,
@@ -1085,37 +1105,27 @@ pub async fn run_controller(
     macro_rules! reflect {
         ($k:ty) => {{
             let (reader, writer) = reflector::store::<$k>();
-            let memo = ctx.memo.clone();
             let stream = watcher(Api::<$k>::all(client.clone()), owned.clone())
                 .default_backoff()
                 // managedFields are most of an object's size and never read here.
                 .modify(|o| o.managed_fields_mut().clear())
                 .reflect(writer)
                 .touched_objects()
-                // The echo of our own apply tells the reconcile nothing new: it would only bring
-                // the tenant back for a pass with nothing to do. The store above still takes it
-                // in. (A write by someone else landing while our apply of the same hash is in
-                // flight would be taken for the echo; the next event or the resync covers it.)
-                .try_filter(move |o| {
-                    let echo = memo.is_echo(
-                        &apply::key_of(o),
-                        o.meta().resource_version.as_deref(),
-                        o.annotations().get(labels::SPEC_HASH).map(String::as_str),
-                    );
-                    futures::future::ready(!echo)
-                });
+                .try_filter(not_echo(&ctx.memo));
             (reader, stream)
         }};
     }
+    // Metadata only where the reads need nothing else (see `cache`): Api<PartialObjectMeta<K>>
+    // sends metadata-only requests, so no body is encoded, sent, decoded or kept.
     let (statefulsets, sts_s) = reflect!(StatefulSet);
     let (deployments, deploy_s) = reflect!(Deployment);
-    let (services, svc_s) = reflect!(Service);
+    let (services, svc_s) = reflect!(PartialObjectMeta<Service>);
     let (ingresses, ing_s) = reflect!(Ingress);
-    let (network_policies, np_s) = reflect!(NetworkPolicy);
-    let (pdbs, pdb_s) = reflect!(PodDisruptionBudget);
+    let (network_policies, np_s) = reflect!(PartialObjectMeta<NetworkPolicy>);
+    let (pdbs, pdb_s) = reflect!(PartialObjectMeta<PodDisruptionBudget>);
     let (cronjobs, cron_s) = reflect!(CronJob);
-    let (config_maps, cm_s) = reflect!(ConfigMap);
-    let (service_accounts, sa_s) = reflect!(ServiceAccount);
+    let (config_maps, cm_s) = reflect!(PartialObjectMeta<ConfigMap>);
+    let (service_accounts, sa_s) = reflect!(PartialObjectMeta<ServiceAccount>);
     let (pvcs, pvc_s) = reflect!(PersistentVolumeClaim);
     let (secrets, keys_s) = reflect!(Secret);
     // Backup Jobs and Pods: only the backup component (the runtime's own pods never matter here).
