@@ -46,6 +46,8 @@ both!(
     picks_race_and_respect_capacity,
     unassign_transfer_and_sticky_return,
     a_deposed_allocator_cannot_claim,
+    levels_decide_until_they_are_relaxed,
+    optional_skills_prefer_holders_until_dropped,
 );
 
 /// A signed-in agent.
@@ -612,6 +614,242 @@ async fn unassign_transfer_and_sticky_return(db: Db) {
         "the first assignment and the one after the reopen: {d:?}"
     );
     assert_eq!(d[1]["reason"], "sticky", "{d:?}");
+}
+
+/// Seconds after which the widening tests relax levels and drop optional skills.
+const WIDEN_SECS: u32 = 3;
+
+async fn levels_decide_until_they_are_relaxed(db: Db) {
+    widening_scenario(db, false).await;
+}
+
+async fn optional_skills_prefer_holders_until_dropped(db: Db) {
+    widening_scenario(db, true).await;
+}
+
+/// An admin API call: `(status, body)`.
+async fn admin(h: &Harness, method: Method, path: &str, body: Value) -> (u16, Value) {
+    let r = h.api(method, path).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Ann is the better match (level 4 against bob's level 2, or she holds the optional skill bob
+/// lacks): she gets the conversation although bob is less loaded. Once she is full, the next one
+/// waits until the widening threshold and then goes to bob, and its stored explanation says so.
+async fn widening_scenario(db: Db, optional: bool) {
+    let h = Harness::start(db, |s| {
+        s.routing.relax_levels_after_secs = Some(WIDEN_SECS);
+        s.routing.drop_optional_after_secs = Some(WIDEN_SECS);
+    })
+    .await;
+    set_routing(&h, 2, 60).await;
+    let spanish = h
+        .store
+        .create_skill(&NewSkill {
+            name: "spanish".into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    let a = agent(&h.store, "ann", vec![]).await;
+    let b = agent(&h.store, "bob", vec![]).await;
+
+    // Bad levels are refused precisely, naming the field.
+    for (body, needle) in [
+        (
+            json!({ "skill_ids": [spanish], "levels": { &spanish: 6 } }),
+            "out of range",
+        ),
+        (
+            json!({ "skill_ids": [spanish], "levels": { &spanish: 0 } }),
+            "out of range",
+        ),
+        (
+            json!({ "skill_ids": [], "levels": { &spanish: 3 } }),
+            "not in skill_ids",
+        ),
+    ] {
+        let (status, err) = admin(
+            &h,
+            Method::PUT,
+            &format!("/admin/users/{}/skills", a.id),
+            body,
+        )
+        .await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("invalid_level")),
+            "{err}"
+        );
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(needle),
+            "{err}"
+        );
+    }
+    let (status, err) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Bad", "skill_ids": [spanish], "skill_options": { &spanish: { "min_level": 9 } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_level")),
+        "{err}"
+    );
+    let (status, err) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Bad", "skill_ids": [], "skill_options": { &spanish: { "optional": true } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_skill_option")),
+        "{err}"
+    );
+
+    let (a_skills, b_skills, option) = if optional {
+        (
+            json!({ "skill_ids": [spanish] }),
+            json!({ "skill_ids": [] }),
+            json!({ "optional": true }),
+        )
+    } else {
+        (
+            json!({ "skill_ids": [spanish], "levels": { &spanish: 4 } }),
+            json!({ "skill_ids": [spanish], "levels": { &spanish: 2 } }),
+            json!({ "min_level": 4 }),
+        )
+    };
+    for (who, body) in [(&a, a_skills), (&b, b_skills)] {
+        let (status, err) = admin(
+            &h,
+            Method::PUT,
+            &format!("/admin/users/{}/skills", who.id),
+            body,
+        )
+        .await;
+        assert_eq!(status, 204, "{err}");
+    }
+    let (status, category) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Spanish", "rules": [{ "keywords": ["hola"] }],
+            "skill_ids": [spanish], "skill_options": { &spanish: option }
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{category}");
+    // The admin reads the requirement back; the agent sees their level in the Workspace.
+    let (_, cats) = admin(&h, Method::GET, "/admin/categories", Value::Null).await;
+    let saved = cats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == category["id"])
+        .unwrap();
+    assert_eq!(
+        saved["skill_options"][&spanish],
+        json!({ "min_level": if optional { Value::Null } else { json!(4) }, "optional": optional })
+    );
+    let me: Value = a
+        .call(&h, Method::GET, "/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["skills"][0]["name"], "spanish");
+    assert_eq!(
+        me["skills"][0]["level"],
+        if optional { Value::Null } else { json!(4) }
+    );
+
+    // Ann takes a general conversation while bob is away: bob is the less loaded one after.
+    let _la = a.live(&h).await;
+    let _lb = b.live(&h).await;
+    assert_eq!(
+        b.put(&h, "/me/status", json!({ "status": "away" })).await,
+        204
+    );
+    customer(&h, "46700007001", "hello").await;
+    let (general, _, _) = conversation_of(&h, "46700007001").await;
+    assert_eq!(assigned(&h, &general).await, a.id);
+    assert_eq!(
+        b.put(&h, "/me/status", json!({ "status": "available" }))
+            .await,
+        204
+    );
+
+    // A Spanish conversation goes to ann (1/2) rather than bob (0/2).
+    customer(&h, "46700007002", "hola, una pregunta").await;
+    let (first, _, _) = conversation_of(&h, "46700007002").await;
+    assert_eq!(assigned(&h, &first).await, a.id);
+    let d = decisions(&h, &first).await;
+    let e = &d[0]["explanation"];
+    assert_eq!(
+        e["widening"],
+        json!({ "levels_relaxed": false, "optional_dropped": false }),
+        "{e}"
+    );
+    let bob = e["considered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["excluded"]["agent"] == b.id.as_str())
+        .unwrap_or_else(|| panic!("bob is excluded: {e}"));
+    let why = if optional {
+        "missing_skill"
+    } else {
+        "level_too_low"
+    };
+    assert!(bob["excluded"]["reason"].get(why).is_some(), "{bob}");
+
+    // Ann is full now: the next one waits for the widening, then bob gets it.
+    customer(&h, "46700007003", "hola otra vez").await;
+    let (second, status, _) = conversation_of(&h, "46700007003").await;
+    assert_eq!(status, "queued");
+    // Categorization runs in the allocator right after arrival.
+    let c = eventually(10, "categorization", || async {
+        let c: Value = h
+            .api(Method::GET, &format!("/conversations/{second}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (c["category_id"] == category["id"]).then_some(c)
+    })
+    .await;
+    assert_eq!(assigned(&h, &second).await, b.id);
+    let d = decisions(&h, &second).await;
+    assert_eq!(d.len(), 1, "{d:?}");
+    let widened = if optional {
+        "optional_dropped"
+    } else {
+        "levels_relaxed"
+    };
+    assert_eq!(d[0]["explanation"]["widening"][widened], true, "{d:?}");
+    let decided: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(d[0]["created_at"].clone()).unwrap();
+    let arrived: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(c["created_at"].clone()).unwrap();
+    assert!(
+        decided - arrived >= chrono::TimeDelta::seconds(i64::from(WIDEN_SECS)),
+        "widened only after the wait: arrived {arrived}, decided {decided}"
+    );
 }
 
 async fn a_deposed_allocator_cannot_claim(db: Db) {

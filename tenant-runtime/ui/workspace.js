@@ -96,7 +96,7 @@ function renderSkills() {
           renderQueue();
         } catch (e) { ev.target.checked = !ev.target.checked; toast(e.message); }
       },
-    }), s.name)));
+    }), s.name, s.level ? el('span', { class: 'muted level', title: 'set by an admin (1 basic … 5 expert)' }, ` · level ${s.level}`) : null)));
 }
 
 // --- queue -----------------------------------------------------------------------------------

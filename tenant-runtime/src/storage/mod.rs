@@ -34,7 +34,9 @@ pub(crate) use audit::AuditTx;
 pub use audit::{AuditQuery, CHAIN_BATCH, ChainReport};
 pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
 pub use cursor::{EventCursor, GAP_PATIENCE};
-pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
+pub use directory::{
+    Category, NewCategory, NewSkill, NewUser, Skill, SkillOption, User, UserSkill,
+};
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
 };
@@ -47,8 +49,8 @@ pub use privacy::{
     SubjectData, normalize_phone,
 };
 pub use routing::{
-    AgentRow, ArrivalFacts, CategoryRow, Claim, DecisionRecord, OpenConversationRow, PickRefusal,
-    REPLICA_STALE_MS, Return, RoutingRows, Signal,
+    AgentRow, ArrivalFacts, CategoryRow, Claim, DecisionRecord, HeldSkill, NeededSkill,
+    OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
 };
 pub use workspace::{
     CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note, QueueItem,

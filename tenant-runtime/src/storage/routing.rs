@@ -43,8 +43,8 @@ pub struct AgentRow {
     pub auto_allocate: bool,
     /// `available`, `away` or `offline`.
     pub status: String,
-    /// Skills held: `(name, active)`.
-    pub skills: Vec<(String, bool)>,
+    /// Skills held.
+    pub skills: Vec<HeldSkill>,
     /// Live Workspace sessions on replicas with a fresh heartbeat.
     pub sessions: i64,
     /// When the agent's presence last changed (epoch ms), if ever.
@@ -93,8 +93,35 @@ pub struct CategoryRow {
     pub priority: i64,
     /// Rules (JSON, see `workspace::CategoryRule`).
     pub rules: Vec<super::CategoryRule>,
-    /// Required skill names.
-    pub skills: Vec<String>,
+    /// Required skills.
+    pub skills: Vec<NeededSkill>,
+}
+
+/// A skill an agent holds, for the routing snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSkill {
+    /// Skill name.
+    pub name: String,
+    /// Switched on by the agent.
+    pub active: bool,
+    /// Proficiency 1..=5, if an admin set one.
+    pub level: Option<u8>,
+}
+
+/// A skill a category requires, for the routing snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeededSkill {
+    /// Skill name.
+    pub name: String,
+    /// Minimum proficiency, if any.
+    pub min_level: Option<u8>,
+    /// Dropped after the optional-skill wait.
+    pub optional: bool,
+}
+
+/// A stored level (1..=5 by the schema's CHECK) as the routing level.
+fn level(stored: Option<i64>) -> Option<u8> {
+    stored.and_then(|l| u8::try_from(l).ok())
 }
 
 /// Everything the routing service rebuilds its state from.
@@ -202,17 +229,17 @@ pub enum PickRefusal {
     },
 }
 
-/// `(conversations, categories (id, name, priority, rules), category skills (category, name))`
+/// `(conversations, categories (id, name, priority, rules), category skills (category, name, min level, optional))`
 type RowsTuple = (
     Vec<ConvTuple>,
     Vec<(String, String, i64, String)>,
-    Vec<(String, String)>,
+    Vec<(String, String, Option<i64>, bool)>,
 );
 
-/// `(agents (id, auto_allocate, status, last assigned), skills (user, name, active), presence (user, sessions, changed))`
+/// `(agents (id, auto_allocate, status, last assigned), skills (user, name, active, level), presence (user, sessions, changed))`
 type AgentsTuple = (
     Vec<(String, bool, Option<String>, Option<i64>)>,
-    Vec<(String, String, bool)>,
+    Vec<(String, String, bool, Option<i64>)>,
     Vec<(String, i64, Option<i64>)>,
 );
 
@@ -316,15 +343,22 @@ impl Store {
             .fetch_all(pool)
             .await?;
             let category_skills = sqlx::query_as(
-                "SELECT cs.category_id, s.name FROM category_skills cs JOIN skills s ON s.id = cs.skill_id ORDER BY s.name",
+                "SELECT cs.category_id, s.name, cs.min_level, cs.optional FROM category_skills cs JOIN skills s ON s.id = cs.skill_id ORDER BY s.name",
             )
             .fetch_all(pool)
             .await?;
             (conversations, categories, category_skills)
         });
-        let mut skills_of_category: HashMap<String, Vec<String>> = HashMap::new();
-        for (category, name) in category_skills {
-            skills_of_category.entry(category).or_default().push(name);
+        let mut skills_of_category: HashMap<String, Vec<NeededSkill>> = HashMap::new();
+        for (category, name, min_level, optional) in category_skills {
+            skills_of_category
+                .entry(category)
+                .or_default()
+                .push(NeededSkill {
+                    name,
+                    min_level: level(min_level),
+                    optional,
+                });
         }
         let categories = categories
             .into_iter()
@@ -920,7 +954,7 @@ impl Store {
             .fetch_all(pool)
             .await?;
             let skills = sqlx::query_as(
-                "SELECT us.user_id, s.name, us.active FROM user_skills us JOIN skills s ON s.id = us.skill_id ORDER BY s.name",
+                "SELECT us.user_id, s.name, us.active, us.level FROM user_skills us JOIN skills s ON s.id = us.skill_id ORDER BY s.name",
             )
             .fetch_all(pool)
             .await?;
@@ -933,9 +967,13 @@ impl Store {
             .await?;
             (agents, skills, presence)
         });
-        let mut skills_of: HashMap<String, Vec<(String, bool)>> = HashMap::new();
-        for (user, name, active) in skills {
-            skills_of.entry(user).or_default().push((name, active));
+        let mut skills_of: HashMap<String, Vec<HeldSkill>> = HashMap::new();
+        for (user, name, active, stored) in skills {
+            skills_of.entry(user).or_default().push(HeldSkill {
+                name,
+                active,
+                level: level(stored),
+            });
         }
         let presence: HashMap<String, (i64, Option<i64>)> = presence
             .into_iter()

@@ -5,13 +5,13 @@
 //! Every change of a conversation writes a row to `conversation_events` in the same transaction;
 //! `http::live` tails that table to push the change to browsers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
+use super::{Error, Result, SkillOption, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
 use crate::domain::ChannelType;
 
 /// A conversation waiting in the queue, with what an agent needs to choose it.
@@ -107,6 +107,9 @@ pub struct CategoryEdit {
     /// Required skill ids.
     #[serde(default)]
     pub skill_ids: Vec<String>,
+    /// Minimum level and optional flag per skill id; every key must be in `skill_ids`.
+    #[serde(default)]
+    pub skill_options: BTreeMap<String, SkillOption>,
 }
 
 /// Routing attributes of a category.
@@ -464,8 +467,14 @@ impl Store {
         Ok(())
     }
 
-    /// Grants (or revokes) skills of a user: replaces the user's skill set, keeping switches.
-    pub async fn set_user_skills(&self, user_id: &str, skill_ids: &[String]) -> Result<()> {
+    /// Grants (or revokes) skills of a user: replaces the user's skill set and levels (a skill
+    /// missing from `levels` has none), keeping the agent's on/off switches.
+    pub async fn set_user_skills(
+        &self,
+        user_id: &str,
+        skill_ids: &[String],
+        levels: &BTreeMap<String, u8>,
+    ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let held: Vec<String> =
@@ -480,16 +489,29 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            for s in skill_ids.iter().filter(|s| !held.contains(s)) {
-                sqlx::query(
-                    "INSERT INTO user_skills (user_id, skill_id, active) VALUES ($1, $2, $3)",
-                )
-                .bind(user_id)
-                .bind(s)
-                .bind(true)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| fk_or(e, "user skill"))?;
+            for s in skill_ids {
+                let level = levels.get(s).copied().map(i64::from);
+                if held.contains(s) {
+                    sqlx::query(
+                        "UPDATE user_skills SET level = $1 WHERE user_id = $2 AND skill_id = $3",
+                    )
+                    .bind(level)
+                    .bind(user_id)
+                    .bind(s)
+                    .execute(&mut *tx)
+                    .await?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO user_skills (user_id, skill_id, active, level) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(user_id)
+                    .bind(s)
+                    .bind(true)
+                    .bind(level)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| fk_or(e, "user skill"))?;
+                }
             }
             tx.commit().await?;
         });
@@ -649,12 +671,17 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             for skill in &edit.skill_ids {
-                sqlx::query("INSERT INTO category_skills (category_id, skill_id) VALUES ($1, $2)")
-                    .bind(&id)
-                    .bind(skill)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| fk_or(e, "category skill"))?;
+                let option = edit.skill_options.get(skill).copied().unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO category_skills (category_id, skill_id, min_level, optional) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&id)
+                .bind(skill)
+                .bind(option.min_level.map(i64::from))
+                .bind(option.optional)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| fk_or(e, "category skill"))?;
             }
             tx.commit().await?;
         });

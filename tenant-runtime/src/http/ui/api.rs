@@ -31,6 +31,8 @@ pub struct MySkill {
     pub name: String,
     /// Switched on.
     pub active: bool,
+    /// Proficiency 1 (basic) to 5 (expert) an admin set, if any.
+    pub level: Option<u8>,
 }
 
 /// `GET /api/v1/me`.
@@ -96,6 +98,7 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
             name: names.get(&s.skill_id).cloned().unwrap_or_default(),
             id: s.skill_id.clone(),
             active: s.active,
+            level: s.level,
         })
         .collect();
     skills.sort_by(|a, b| a.name.cmp(&b.name));
@@ -713,6 +716,21 @@ pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<Catego
     ))
 }
 
+/// Proficiency levels run from 1 (basic) to [`crate::routing::MAX_LEVEL`] (expert).
+fn check_level(level: u8, what: &str) -> Result<(), Error> {
+    if (1..=crate::routing::MAX_LEVEL).contains(&level) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_level",
+        format!(
+            "{what}: level {level} is out of range; levels run from 1 to {}",
+            crate::routing::MAX_LEVEL
+        ),
+    )
+    .into())
+}
+
 fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
     if edit.name.trim().is_empty() || edit.name.chars().count() > 100 {
         return Err(ApiError::bad_request(
@@ -727,6 +745,18 @@ fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
             "priority must be between -1000 and 1000",
         )
         .into());
+    }
+    for (skill, option) in &edit.skill_options {
+        if !edit.skill_ids.contains(skill) {
+            return Err(ApiError::bad_request(
+                "invalid_skill_option",
+                format!("skill_options names `{skill}`, which is not in skill_ids"),
+            )
+            .into());
+        }
+        if let Some(level) = option.min_level {
+            check_level(level, &format!("min_level of skill `{skill}`"))?;
+        }
     }
     Ok(())
 }
@@ -748,7 +778,7 @@ pub async fn create_category(
 
 /// `PUT /api/v1/admin/categories/{id}`.
 #[utoipa::path(put, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = CategoryEdit,
-    responses((status = 204, description = "Saved"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn update_category(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -820,17 +850,21 @@ pub async fn delete_skill(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The skills a user holds.
+/// The skills a user holds, with their levels.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSkills {
-    /// Skill ids.
+    /// Skill ids (replaces the user's set; the agent's on/off switches of kept skills stay).
     pub skill_ids: Vec<String>,
+    /// Proficiency 1 (basic) to 5 (expert) per skill id; every key must be in `skill_ids`.
+    /// A skill missing here has no level.
+    #[serde(default)]
+    pub levels: std::collections::BTreeMap<String, u8>,
 }
 
 /// `PUT /api/v1/admin/users/{id}/skills`.
 #[utoipa::path(put, path = "/api/v1/admin/users/{id}/skills", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = UserSkills,
-    responses((status = 204, description = "Saved"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Saved"), (status = 400, description = "A level out of 1..=5 or for a skill not in skill_ids", body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn set_user_skills(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -838,8 +872,21 @@ pub async fn set_user_skills(
     body: Bytes,
 ) -> Result<StatusCode, Error> {
     let req: UserSkills = json_body(&headers, &body)?;
+    for (skill, &level) in &req.levels {
+        if !req.skill_ids.contains(skill) {
+            return Err(ApiError::bad_request(
+                "invalid_level",
+                format!("levels names `{skill}`, which is not in skill_ids"),
+            )
+            .into());
+        }
+        check_level(level, &format!("skill `{skill}`"))?;
+    }
     state.store.user(&id).await?;
-    state.store.set_user_skills(&id, &req.skill_ids).await?;
+    state
+        .store
+        .set_user_skills(&id, &req.skill_ids, &req.levels)
+        .await?;
     state.routing.signal(Some(&id), "skills").await?;
     Ok(StatusCode::NO_CONTENT)
 }
