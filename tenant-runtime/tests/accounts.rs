@@ -301,6 +301,7 @@ async fn categories_with_routing_attributes(store: Store) {
             channels: vec![ChannelType::Sms],
             channel_apps: vec![],
             keywords: vec!["refund".into()],
+            contact_attributes: [("tier".into(), "gold".into())].into(),
         }],
         skill_ids: vec![german.id.clone()],
         skill_options: [(

@@ -48,6 +48,8 @@ both!(
     a_deposed_allocator_cannot_claim,
     levels_decide_until_they_are_relaxed,
     optional_skills_prefer_holders_until_dropped,
+    contact_attributes_sort_into_categories,
+    decisions_go_with_anonymized_and_deleted_conversations,
 );
 
 /// A signed-in agent.
@@ -850,6 +852,247 @@ async fn widening_scenario(db: Db, optional: bool) {
         decided - arrived >= chrono::TimeDelta::seconds(i64::from(WIDEN_SECS)),
         "widened only after the wait: arrived {arrived}, decided {decided}"
     );
+}
+
+/// A contact with `tier = gold` (set by the agent serving them, audited) lands in the Gold
+/// category by its rule the next time they write, and is served before an older conversation.
+async fn contact_attributes_sort_into_categories(db: Db) {
+    // No reopening: the customer's next message starts a new conversation, categorized anew.
+    let h = Harness::start(db, |s| s.routing.reopen_within_secs = 0).await;
+    set_routing(&h, 1, 60).await;
+    let (status, gold) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Gold", "priority": 7, "rules": [{ "contact_attributes": { "tier": "gold" } }]
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{gold}");
+    let (status, err) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Bad", "rules": [{ "contact_attributes": { "Tier!": "gold" } }]
+        }),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_category")),
+        "{err}"
+    );
+    let (_, cats) = admin(&h, Method::GET, "/admin/categories", Value::Null).await;
+    let saved = cats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == gold["id"])
+        .unwrap();
+    assert_eq!(
+        saved["rules"][0]["contact_attributes"],
+        json!({ "tier": "gold" })
+    );
+    let a = agent(&h.store, "ann", vec![]).await;
+    let b = agent(&h.store, "bob", vec![]).await;
+    let _la = a.live(&h).await;
+    customer(&h, "46700008001", "hello").await;
+    let (first, _, _) = conversation_of(&h, "46700008001").await;
+    assert_eq!(assigned(&h, &first).await, a.id);
+    let view: Value = a
+        .call(
+            &h,
+            Method::GET,
+            &format!("/workspace/conversations/{first}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["contact_attributes"], json!({}));
+    let contact = view["conversation"]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/contacts/{contact}/attributes");
+
+    // Bad input is refused precisely; bob holds no conversation of this contact.
+    for (attributes, needle) in [
+        (json!({ "Tier": "gold" }), "attribute key `Tier`"),
+        (json!({ "tier": "" }), "value of attribute `tier`"),
+        (
+            json!({ "tier": "x".repeat(201) }),
+            "value of attribute `tier`",
+        ),
+    ] {
+        let r = a
+            .call(&h, Method::PUT, &path)
+            .json(&json!({ "attributes": attributes }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "invalid_attribute", "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(needle),
+            "{err}"
+        );
+    }
+    let r = b
+        .call(&h, Method::PUT, &path)
+        .json(&json!({ "attributes": { "tier": "gold" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = a
+        .call(&h, Method::PUT, &path)
+        .json(&json!({ "attributes": { "tier": "gold" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(got["attributes"], json!({ "tier": "gold" }));
+    // Audited as ann, about the contact.
+    let audit = h
+        .store
+        .audit_entries(&contact_runtime::storage::AuditQuery {
+            subject_id: Some(contact.clone()),
+            after_seq: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().any(|e| e.actor == a.id
+            && e.entity == "contact_attribute"
+            && e.attribute == "tier"
+            && e.new_value.as_deref() == Some("gold")),
+        "{audit:?}"
+    );
+    assert_eq!(
+        a.post(&h, &format!("/conversations/{first}/close"), json!({}))
+            .await
+            .0,
+        204
+    );
+    // Once closed, ann holds nothing of this contact any more.
+    let r = a.call(&h, Method::GET, &path).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Ann is away: an ordinary customer writes first, then the gold one.
+    assert_eq!(
+        a.put(&h, "/me/status", json!({ "status": "away" })).await,
+        204
+    );
+    customer(&h, "46700008002", "hello").await;
+    let (plain, _, _) = conversation_of(&h, "46700008002").await;
+    customer(&h, "46700008001", "it is me again").await;
+    let (again, _, _) = conversation_of(&h, "46700008001").await;
+    assert_ne!(again, first, "a new conversation");
+    let queue: Value = eventually(10, "the gold conversation categorized", || async {
+        let q: Value = a
+            .call(&h, Method::GET, "/queue")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (q[0]["id"] == again.as_str()).then_some(q)
+    })
+    .await;
+    assert_eq!(
+        (&queue[0]["category_id"], &queue[0]["priority"]),
+        (&gold["id"], &json!(7))
+    );
+    assert_eq!(queue[1]["id"], plain.as_str());
+    // Ann comes back with room for one: the gold customer is served first.
+    assert_eq!(
+        a.put(&h, "/me/status", json!({ "status": "available" }))
+            .await,
+        204
+    );
+    assert_eq!(assigned(&h, &again).await, a.id);
+    let c: Value = h
+        .api(Method::GET, &format!("/conversations/{plain}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["status"], "queued");
+}
+
+/// Routing decisions explain a conversation (who was considered, who served the contact last):
+/// they go when the DPO anonymizes the contact and when retention deletes the conversation,
+/// and stay for everything else.
+async fn decisions_go_with_anonymized_and_deleted_conversations(db: Db) {
+    use contact_runtime::privacy::ManualClock;
+    use contact_runtime::privacy::retention::{RetentionJob, RetentionSettings};
+    const DAY: i64 = 86_400_000;
+    let h = Harness::start(db, |_| {}).await;
+    let a = agent(&h.store, "ann", vec![]).await;
+    let _la = a.live(&h).await;
+    let mut ids = Vec::new();
+    for identity in ["46700009001", "46700009002", "46700009003"] {
+        customer(&h, identity, "hello").await;
+        let (id, _, _) = conversation_of(&h, identity).await;
+        assert_eq!(assigned(&h, &id).await, a.id);
+        ids.push(id);
+    }
+    let count = |id: String| {
+        let store = h.store.clone();
+        async move { store.routing_decisions(&id).await.unwrap().len() }
+    };
+    for id in &ids {
+        assert_eq!(count(id.clone()).await, 1);
+    }
+    let (anonymized, deleted, kept) = (&ids[0], &ids[1], &ids[2]);
+
+    // The DPO anonymizes the first customer: their conversation's decisions go.
+    let c: Value = h
+        .api(Method::GET, &format!("/conversations/{anonymized}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    h.store
+        .anonymize_contact(c["contact_id"].as_str().unwrap(), "dpo-test", now_ms())
+        .await
+        .unwrap();
+    assert_eq!(count(anonymized.clone()).await, 0);
+    assert_eq!(count(deleted.clone()).await, 1);
+
+    // The second is closed and, a year later, deleted by retention (without anonymization
+    // first): its decisions go with it; the open third one keeps its decision.
+    assert_eq!(
+        a.post(&h, &format!("/conversations/{deleted}/close"), json!({}))
+            .await
+            .0,
+        204
+    );
+    let clock = ManualClock::at(now_ms() + 366 * DAY);
+    let settings = RetentionSettings {
+        anonymize_conversations_after_days: 0,
+        delete_conversations_after_days: 365,
+        ..RetentionSettings::default()
+    };
+    let job = RetentionJob::new(h.store.clone(), Arc::new(clock), settings);
+    let r = job.run_once(None).await.unwrap();
+    assert!(r.deleted >= 1, "{r:?}");
+    assert!(h.store.conversation(deleted).await.is_err(), "deleted");
+    assert_eq!(count(deleted.clone()).await, 0);
+    assert_eq!(count(kept.clone()).await, 1);
 }
 
 async fn a_deposed_allocator_cannot_claim(db: Db) {

@@ -104,7 +104,8 @@ async function loadCategories() {
     el('td', {}, c.name, el('div', { class: 'muted' }, c.description)),
     el('td', {}, String(c.priority)),
     el('td', {}, c.rules.length ? c.rules.map((r) => el('div', {},
-      r.keywords.length ? `keywords: ${r.keywords.join(', ')} ` : '', r.channels.length ? `channels: ${r.channels.join(', ')}` : '')) : el('span', { class: 'muted' }, c.default ? 'default' : 'none')),
+      r.keywords.length ? `keywords: ${r.keywords.join(', ')} ` : '', r.channels.length ? `channels: ${r.channels.join(', ')} ` : '',
+      Object.keys(r.contact_attributes || {}).length ? `contact: ${pairs(r.contact_attributes)}` : '')) : el('span', { class: 'muted' }, c.default ? 'default' : 'none')),
     el('td', {}, c.skill_ids.map((id) => el('span', { class: 'chip' }, requirementText(c, id)))),
     el('td', {},
       el('button', { onclick: () => editCategory(c) }, 'Edit'), ' ',
@@ -120,9 +121,10 @@ function editCategory(c) {
   $('cat-name').value = c ? c.name : '';
   $('cat-desc').value = c ? c.description : '';
   $('cat-priority').value = c ? c.priority : 0;
-  const rule = (c && c.rules[0]) || { keywords: [], channels: [] };
+  const rule = (c && c.rules[0]) || { keywords: [], channels: [], contact_attributes: {} };
   $('cat-keywords').value = rule.keywords.join(', ');
   $('cat-channels').value = rule.channels.join(', ');
+  $('cat-attributes').value = pairs(rule.contact_attributes || {});
   for (const b of document.querySelectorAll('input[name="cat-skill"]')) b.checked = !!c && c.skill_ids.includes(b.value);
   const options = (c && c.skill_options) || {};
   for (const b of document.querySelectorAll('input[name="cat-optional"]')) b.checked = !!(options[b.value] || {}).optional;
@@ -141,6 +143,9 @@ function skillOptions(ids) {
 }
 
 const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
+// Contact attributes of a rule as `tier=gold, lang=de` and back.
+const pairs = (o) => Object.entries(o).map(([k, v]) => `${k}=${v}`).join(', ');
+const unpairs = (s) => Object.fromEntries(list(s).map((p) => { const i = p.indexOf('='); return i > 0 ? [p.slice(0, i).trim(), p.slice(i + 1).trim()] : [p, '']; }));
 
 async function loadRouting() {
   const r = await api('GET', '/api/v1/admin/routing');
@@ -181,11 +186,13 @@ async function main() {
     ev.preventDefault();
     const keywords = list($('cat-keywords').value);
     const channels = list($('cat-channels').value).map((c) => c.toUpperCase());
+    const attributes = unpairs($('cat-attributes').value);
     const body = {
       name: $('cat-name').value.trim(),
       description: $('cat-desc').value,
       priority: Number($('cat-priority').value || 0),
-      rules: keywords.length || channels.length ? [{ keywords, channels, channel_apps: [] }] : [],
+      rules: keywords.length || channels.length || Object.keys(attributes).length
+        ? [{ keywords, channels, channel_apps: [], contact_attributes: attributes }] : [],
       skill_ids: [...document.querySelectorAll('input[name="cat-skill"]:checked')].map((b) => b.value),
     };
     body.skill_options = skillOptions(body.skill_ids);

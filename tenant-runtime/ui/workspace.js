@@ -271,6 +271,7 @@ function renderConversation() {
         } catch (e) { toast(e.message); }
       } }, 'Close')),
     whyThisAgent(c.id, v.colleagues),
+    contactAttributes(c.contact_id, v.contact_attributes),
     el('div', { class: 'thread', id: 'thread' }),
     el('div', { class: 'composer' },
       el('div', { class: `window ${comp.window_open ? '' : 'closed'}`, id: 'window' }, windowText(comp)),
@@ -282,6 +283,38 @@ function renderConversation() {
         el('button', { class: 'primary', id: 'send', onclick: send }, 'Send')),
       template));
   renderThread();
+}
+
+// The customer's attributes (`tier = gold`): category rules match on them when the customer's
+// next conversation arrives. Edited as `key=value` lines; saving replaces the set.
+function contactAttributes(contactId, attributes) {
+  const lines = Object.entries(attributes || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+  const text = el('textarea', { id: 'attr-text', rows: 3, placeholder: 'tier=gold', 'aria-label': 'customer attributes, one key=value per line' }, lines);
+  const summary = () => {
+    const n = Object.keys(attributes || {}).length;
+    return n ? `Customer attributes (${n})` : 'Customer attributes';
+  };
+  const head = el('summary', {}, summary());
+  return el('details', { id: 'attributes', open: Object.keys(attributes || {}).length > 0 }, head,
+    el('div', { id: 'attr-list' }, Object.entries(attributes || {}).map(([k, v]) => el('span', { class: 'chip', 'data-attribute': k }, `${k} = ${v}`))),
+    text,
+    el('button', { id: 'attr-save', onclick: async () => {
+      const next = {};
+      for (const line of text.value.split('\n')) {
+        if (!line.trim()) continue;
+        const i = line.indexOf('=');
+        if (i <= 0) return toast(`Not key=value: ${line}`);
+        next[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+      }
+      try {
+        const r = await api('PUT', `/api/v1/contacts/${encodeURIComponent(contactId)}/attributes`, { attributes: next });
+        attributes = r.attributes;
+        if (state.view) state.view.contact_attributes = r.attributes;
+        fill($('attr-list'), Object.entries(r.attributes).map(([k, v]) => el('span', { class: 'chip', 'data-attribute': k }, `${k} = ${v}`)));
+        head.textContent = summary();
+        toast('Attributes saved');
+      } catch (e) { toast(e.message); }
+    } }, 'Save attributes'));
 }
 
 // Why the conversation went where it went: its routing decisions, loaded when opened.

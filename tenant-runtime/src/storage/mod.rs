@@ -10,6 +10,7 @@
 //! sqlx writes RFC 3339 text with a variable number of fractional digits, which would not sort.
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`, embedded in the binary.
 
+mod attributes;
 mod audit;
 mod auth;
 mod cursor;

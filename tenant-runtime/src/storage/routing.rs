@@ -148,6 +148,8 @@ pub struct ArrivalFacts {
     pub conversation: OpenConversationRow,
     /// The text of its first customer message (empty for media without caption, …).
     pub first_message: String,
+    /// The contact's attributes, for rules on them.
+    pub contact_attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// One decision to persist.
@@ -417,9 +419,11 @@ impl Store {
                 _ => String::new(),
             })
             .unwrap_or_default();
+        let contact_attributes = self.contact_attributes(&conversation.contact_id).await?;
         Ok(Some(ArrivalFacts {
             conversation,
             first_message,
+            contact_attributes,
         }))
     }
 

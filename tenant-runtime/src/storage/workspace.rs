@@ -87,6 +87,9 @@ pub struct CategoryRule {
     /// The first message contains one of these words (empty: any).
     #[serde(default)]
     pub keywords: Vec<String>,
+    /// The contact has every one of these attributes with exactly this value (empty: any).
+    #[serde(default)]
+    pub contact_attributes: BTreeMap<String, String>,
 }
 
 /// The routing attributes of a category edited in the Configurator.

@@ -41,6 +41,7 @@ test('admin creates a skill and a category and invites a user who accepts and lo
   await page.fill('#cat-desc', 'Sending things back');
   await page.fill('#cat-priority', '5');
   await page.fill('#cat-keywords', 'return, refund');
+  await page.fill('#cat-attributes', 'tier=gold');
   await page.check('#cat-skills label:has-text("german") input');
   // German at level 3 or better, and optional: dropped after routing.drop_optional_after_secs.
   await page.selectOption('#cat-skills .cat-skill[data-skill="german"] select', '3');
@@ -53,6 +54,8 @@ test('admin creates a skill and a category and invites a user who accepts and lo
   const cats = await tokenApi(stack, 'GET', '/api/v1/admin/categories');
   const returns = cats.body.find((c) => c.name === 'Returns');
   assert.equal(returns.priority, 5);
+  assert.deepEqual(returns.rules[0].contact_attributes, { tier: 'gold' });
+  assert.match(await cat.textContent(), /contact: tier=gold/);
   assert.equal(returns.skill_ids.length, 1);
   assert.deepEqual(returns.skill_options, { [returns.skill_ids[0]]: { min_level: 3, optional: true } });
 

@@ -1,7 +1,7 @@
 //! The JSON endpoints behind the Workspace (`/api/v1/me…`, `/api/v1/queue`,
 //! `/api/v1/workspace/…`, pick/close/transfer/notes) and the Configurator (`/api/v1/admin/…`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -403,6 +403,9 @@ pub struct ConversationView {
     pub colleagues: Vec<Colleague>,
     /// Names of users who wrote messages or notes.
     pub authors: HashMap<String, String>,
+    /// The customer's attributes (`tier = gold`), editable while the agent holds the
+    /// conversation.
+    pub contact_attributes: BTreeMap<String, String>,
 }
 
 /// `GET /api/v1/workspace/conversations/{id}`.
@@ -441,6 +444,10 @@ pub async fn conversation_view(
         })
         .collect();
     Ok(Json(ConversationView {
+        contact_attributes: state
+            .store
+            .contact_attributes(&conversation.contact_id)
+            .await?,
         composer: composer(&conversation),
         messages: state.store.messages(&id).await?,
         notes: state.store.notes(&id).await?,
@@ -597,6 +604,78 @@ pub async fn transfer(
     }
 }
 
+/// A contact's attributes: key/value pairs such as `tier = gold` (keys 1 to 40 of `a-z`, `0-9`,
+/// `_`, `-`, `.` starting with a letter; values 1 to 200 characters; at most 20).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactAttributes {
+    /// The attributes by key.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Admins (and the API token) may edit any contact's attributes; an agent those of a customer
+/// whose conversation they hold.
+async fn check_contact_access(
+    state: &AppState,
+    who: &Principal,
+    contact_id: &str,
+) -> Result<(), Error> {
+    if who.role == Role::Admin {
+        state.store.contact(contact_id).await?;
+        return Ok(());
+    }
+    let holds = match &who.user_id {
+        Some(user) => state.store.holds_contact(user, contact_id).await?,
+        None => false,
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "you hold no open conversation with contact `{contact_id}`"
+        )))
+    }
+}
+
+/// `GET /api/v1/contacts/{id}/attributes`.
+#[utoipa::path(get, path = "/api/v1/contacts/{id}/attributes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Contact id")),
+    responses((status = 200, body = ContactAttributes), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "An agent who holds no conversation of this contact", body = ErrorBody)))]
+pub async fn contact_attributes(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ContactAttributes>, Error> {
+    check_contact_access(&state, &who, &id).await?;
+    Ok(Json(ContactAttributes {
+        attributes: state.store.contact_attributes(&id).await?,
+    }))
+}
+
+/// `PUT /api/v1/contacts/{id}/attributes`: replaces the contact's attributes; each added,
+/// changed or removed key is audited (personal data).
+#[utoipa::path(put, path = "/api/v1/contacts/{id}/attributes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Contact id")), request_body = ContactAttributes,
+    responses((status = 200, body = ContactAttributes), (status = 400, description = "A bad key or value, or too many", body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "An agent who holds no conversation of this contact", body = ErrorBody)))]
+pub async fn set_contact_attributes(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ContactAttributes>, Error> {
+    let req: ContactAttributes = json_body(&headers, &body)?;
+    crate::domain::attributes::check(&req.attributes)
+        .map_err(|e| ApiError::bad_request("invalid_attribute", e.to_string()))?;
+    check_contact_access(&state, &who, &id).await?;
+    let actor = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+    state
+        .store
+        .set_contact_attributes(&id, &req.attributes, &actor, now_ms())
+        .await?;
+    Ok(Json(ContactAttributes {
+        attributes: state.store.contact_attributes(&id).await?,
+    }))
+}
+
 /// A note.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -745,6 +824,10 @@ fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
             "priority must be between -1000 and 1000",
         )
         .into());
+    }
+    for rule in &edit.rules {
+        crate::domain::attributes::check(&rule.contact_attributes)
+            .map_err(|e| ApiError::bad_request("invalid_category", format!("rule: {e}")))?;
     }
     for (skill, option) in &edit.skill_options {
         if !edit.skill_ids.contains(skill) {
@@ -1010,7 +1093,7 @@ pub async fn set_routing(
 #[openapi(
     paths(
         me, set_auto_allocate, set_my_skill, set_status, routing_decisions, dashboard, queue, pick, my_conversations,
-        conversation_view, send, close, transfer, add_note, channels, categories, create_category,
+        conversation_view, send, close, transfer, add_note, contact_attributes, set_contact_attributes, channels, categories, create_category,
         update_category, delete_category, rename_skill, delete_skill, set_user_skills, set_user_role,
         deactivate_user, routing,
         set_routing, crate::http::auth::routes::login, crate::http::auth::routes::logout,

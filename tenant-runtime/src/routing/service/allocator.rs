@@ -7,7 +7,6 @@
 //! messages; its decisions are persisted with [`Store::commit_routing`] (conditional claims,
 //! fenced by the lease epoch) and a claim that loses is resynchronized from its row.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,14 +194,14 @@ impl Allocator {
         let Some(channel) = convert::channel(&row.channel) else {
             return Ok(());
         };
-        let attributes = BTreeMap::new();
+        let attributes = &facts.contact_attributes;
         let chosen = categorize(
             &self.categories,
             &Inbound {
                 channel,
                 channel_app: Some(&row.channel_app),
                 first_message: &facts.first_message,
-                contact_attributes: &attributes,
+                contact_attributes: attributes,
             },
         );
         let stored = row

@@ -1,7 +1,7 @@
 //! Pure translation between stored rows (text ids, epoch milliseconds) and the routing model
 //! (integer ids, instants). No I/O: the allocator reads rows and hands them here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -142,7 +142,7 @@ pub fn categories(rows: &[CategoryRow], default_id: &str, ids: &mut Ids) -> Cate
                         .collect(),
                     channel_apps: r.channel_apps.clone(),
                     keywords: r.keywords.clone(),
-                    contact_attributes: BTreeMap::new(),
+                    contact_attributes: r.contact_attributes.clone(),
                 })
                 .collect(),
         };
@@ -414,6 +414,7 @@ mod tests {
                     channels: vec![ChannelType::Viber],
                     channel_apps: vec![],
                     keywords: vec!["refund".to_owned()],
+                    contact_attributes: [("tier".to_owned(), "gold".to_owned())].into(),
                 }],
                 skills: vec![
                     NeededSkill {
@@ -433,6 +434,7 @@ mod tests {
         assert_eq!(c.default.name, "General");
         assert_eq!(c.ordered.len(), 1);
         assert_eq!(c.ordered[0].rules[0].channels, vec![Channel::Viber]);
+        assert_eq!(c.ordered[0].rules[0].contact_attributes["tier"], "gold");
         assert_eq!(
             c.ordered[0].required_skills,
             vec![
