@@ -50,6 +50,7 @@ both!(
     optional_skills_prefer_holders_until_dropped,
     contact_attributes_sort_into_categories,
     decisions_go_with_anonymized_and_deleted_conversations,
+    transfers_wait_for_a_busy_agent_then_fall_back,
 );
 
 /// A signed-in agent.
@@ -1093,6 +1094,171 @@ async fn decisions_go_with_anonymized_and_deleted_conversations(db: Db) {
     assert!(h.store.conversation(deleted).await.is_err(), "deleted");
     assert_eq!(count(deleted.clone()).await, 0);
     assert_eq!(count(kept.clone()).await, 1);
+}
+
+/// Seconds a transfer waits for a busy agent in the transfer test.
+const PIN_SECS: u64 = 3;
+
+/// A transfer to a full agent waits for them (the queue and the explanation say so) and is
+/// theirs once they have room; another one falls back to anyone eligible after the fallback; an
+/// agent with room gets a transfer at once; an offline one is refused.
+async fn transfers_wait_for_a_busy_agent_then_fall_back(db: Db) {
+    let h = Harness::start(db, |s| s.routing.transfer_pin_fallback_secs = PIN_SECS).await;
+    set_routing(&h, 1, 60).await;
+    let a = agent(&h.store, "ann", vec![]).await;
+    let b = agent(&h.store, "bob", vec![]).await;
+    let d = agent(&h.store, "dan", vec![]).await;
+    assert_eq!(
+        d.put(&h, "/me/status", json!({ "status": "offline" }))
+            .await,
+        204
+    );
+    let _la = a.live(&h).await;
+    customer(&h, "46700010001", "hello").await;
+    let (c1, _, _) = conversation_of(&h, "46700010001").await;
+    assert_eq!(assigned(&h, &c1).await, a.id);
+    let _lb = b.live(&h).await;
+    customer(&h, "46700010002", "hello").await;
+    let (c2, _, _) = conversation_of(&h, "46700010002").await;
+    assert_eq!(assigned(&h, &c2).await, b.id);
+
+    // An offline colleague: refused, nothing changes.
+    let (status, err) = a
+        .post(
+            &h,
+            &format!("/conversations/{c1}/transfer"),
+            json!({ "to_user_id": d.id }),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("agent_offline")),
+        "{err}"
+    );
+    assert_eq!(assigned(&h, &c1).await, a.id);
+
+    // Bob is full: the conversation waits for him.
+    let (status, body) = a
+        .post(
+            &h,
+            &format!("/conversations/{c1}/transfer"),
+            json!({ "to_user_id": b.id }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (
+            &body["waiting_for"],
+            &body["because"],
+            &body["fallback_after_secs"]
+        ),
+        (&json!(b.id), &json!("at_capacity"), &json!(PIN_SECS))
+    );
+    let queue: Value = b
+        .call(&h, Method::GET, "/queue")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["id"] == c1.as_str())
+        .expect("queued");
+    assert_eq!(
+        (&item["waiting_for"], &item["waiting_for_name"]),
+        (&json!(b.id), &json!("bob"))
+    );
+    let decided = decisions(&h, &c1).await;
+    let last = decided.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["reason"], &last["user_id"]),
+        (
+            &json!("transfer"),
+            &json!("waiting_for_agent"),
+            &json!(b.id)
+        )
+    );
+    assert_eq!(last["explanation"]["because"], "at_capacity");
+    // Ann, who has room now, may not pick it: it is bob's.
+    let (status, err) = a
+        .post(&h, &format!("/conversations/{c1}/pick"), json!({}))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("transferred_to_other")),
+        "{err}"
+    );
+    // Bob closes his other conversation: the waiting one is his.
+    assert_eq!(
+        b.post(&h, &format!("/conversations/{c2}/close"), json!({}))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(assigned(&h, &c1).await, b.id);
+    let decided = decisions(&h, &c1).await;
+    assert_eq!(decided.last().unwrap()["reason"], "pinned", "{decided:?}");
+
+    // Another one for bob while he is full: after the fallback anyone eligible (ann) takes it.
+    customer(&h, "46700010003", "hello").await;
+    let (c3, _, _) = conversation_of(&h, "46700010003").await;
+    assert_eq!(assigned(&h, &c3).await, a.id);
+    let (status, body) = a
+        .post(
+            &h,
+            &format!("/conversations/{c3}/transfer"),
+            json!({ "to_user_id": b.id }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let taken = eventually(20, "the fallback", || async {
+        let c: Value = h
+            .api(Method::GET, &format!("/conversations/{c3}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (c["status"] == "assigned").then(|| c["assigned_user_id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    assert_eq!(taken, a.id);
+    let decided = decisions(&h, &c3).await;
+    let reasons: Vec<&str> = decided
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    let n = reasons.len();
+    assert_eq!(
+        &reasons[n - 3..],
+        ["waiting_for_agent", "pin_expired", "only_candidate"],
+        "{decided:?}"
+    );
+    let at = |d: &Value| {
+        serde_json::from_value::<chrono::DateTime<chrono::Utc>>(d["created_at"].clone()).unwrap()
+    };
+    let waited = at(&decided[n - 1]) - at(&decided[n - 3]);
+    assert!(
+        waited >= chrono::TimeDelta::seconds(PIN_SECS as i64),
+        "fell back after {waited}"
+    );
+
+    // With room for two, bob gets a transfer at once.
+    set_routing(&h, 2, 60).await;
+    let (status, body) = a
+        .post(
+            &h,
+            &format!("/conversations/{c3}/transfer"),
+            json!({ "to_user_id": b.id }),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(assigned(&h, &c3).await, b.id);
 }
 
 async fn a_deposed_allocator_cannot_claim(db: Db) {

@@ -119,7 +119,9 @@ function renderQueue() {
   fill($('queue-rows'), state.queue.map((q) => el('tr', { 'data-conversation': q.id },
     el('td', {}, q.channel, el('div', { class: 'muted' }, q.channel_app)),
     el('td', {}, q.contact_name || q.identity),
-    el('td', {}, q.category || '–', q.priority ? el('span', { class: 'chip' }, `priority ${q.priority}`) : null),
+    el('td', {}, q.category || '–', q.priority ? el('span', { class: 'chip' }, `priority ${q.priority}`) : null,
+      q.waiting_for ? el('span', { class: 'chip waiting', title: 'transferred: only this agent may take it until the fallback passes' },
+        q.waiting_for === session.me.user_id ? 'waiting for you' : `waiting for ${q.waiting_for_name || q.waiting_for}`) : null),
     el('td', {}, q.required_skills.length ? q.required_skills.map((s) => el('span', {
       class: `chip ${mySkills().has(s) ? '' : 'missing'}`,
       title: mySkills().has(s) ? 'you have this skill' : 'you do not have this skill (switched on)',
@@ -258,8 +260,10 @@ function renderConversation() {
       transferTo,
       el('button', { id: 'transfer', onclick: async () => {
         try {
-          await api('POST', `/api/v1/conversations/${encodeURIComponent(c.id)}/transfer`, { to_user_id: transferTo.value || null });
-          toast('Transferred');
+          const r = await api('POST', `/api/v1/conversations/${encodeURIComponent(c.id)}/transfer`, { to_user_id: transferTo.value || null });
+          // 202: the colleague cannot take it now; it waits for them in the queue.
+          const why = { away: 'is away', disconnected: 'is not connected', at_capacity: 'is full' };
+          toast(r && r.waiting_for ? `${r.display_name} ${why[r.because] || r.because}: it waits for them${r.fallback_after_secs ? ` (anyone after ${r.fallback_after_secs} s)` : ''}` : 'Transferred');
           closeView();
         } catch (e) { toast(e.message); }
       } }, 'Transfer'),
@@ -324,6 +328,7 @@ const REASONS = {
   pinned: 'transferred to this agent', manual_pick: 'picked from the queue',
   grace_expired: 'agent disconnected: back to the queue', agent_offline: 'agent went offline: back to the queue',
   transfer_to_category: 'moved to another category',
+  waiting_for_agent: 'transferred: waits for the agent', pin_expired: 'the agent did not take it in time: open to everyone',
 };
 function whyThisAgent(id, colleagues) {
   const name = (u) => (colleagues.find((c) => c.id === u) || {}).display_name || (u === session.me.user_id ? 'you' : u || '—');

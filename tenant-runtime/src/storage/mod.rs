@@ -52,6 +52,7 @@ pub use privacy::{
 pub use routing::{
     AgentRow, ArrivalFacts, CategoryRow, Claim, DecisionRecord, HeldSkill, NeededSkill,
     OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
+    TransferOutcome,
 };
 pub use workspace::{
     CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note, QueueItem,

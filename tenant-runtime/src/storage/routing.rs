@@ -209,6 +209,23 @@ pub struct Signal {
     pub kind: String,
 }
 
+/// What a transfer to a named agent did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// The agent had room: the conversation is theirs now.
+    Assigned,
+    /// The agent is `away`, `disconnected` or `at_capacity`: the conversation is back in the
+    /// queue at its old place, pinned to them.
+    Waiting {
+        /// Why they could not take it now.
+        because: &'static str,
+    },
+    /// The agent is offline: nothing changed.
+    AgentOffline,
+    /// The conversation is not assigned (to the caller, when one was given): nothing changed.
+    NotAssigned,
+}
+
 /// Why a manual pick was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PickRefusal {
@@ -622,6 +639,189 @@ impl Store {
         }))
     }
 
+    /// Hands conversation `id` (assigned; to `owner` when given) to agent `to`: directly when
+    /// they are available, connected and below `capacity`; otherwise it goes back to the queue
+    /// at its old place pinned to them, with a `transfer` decision (`waiting_for_agent`) that says
+    /// why and after how long the pin falls back (`fallback_secs`, `None`: never). `by` is who
+    /// transferred it. The target's row is locked on PostgreSQL, as claims do, so the capacity
+    /// read holds until the commit.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transfer_to_agent(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        to: &str,
+        by: &str,
+        capacity: i64,
+        fallback_secs: Option<u64>,
+        now: i64,
+    ) -> Result<TransferOutcome> {
+        let postgres = self.backend() == Backend::Postgres;
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            if postgres {
+                sqlx::query(LOCK_AGENT).bind(to).execute(&mut *tx).await?;
+            }
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM routing_agents WHERE user_id = $1")
+                    .bind(to)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let sessions: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(p.sessions), 0) AS BIGINT) FROM routing_presence p \
+                 JOIN routing_replicas r ON r.replica = p.replica WHERE p.user_id = $1 AND r.seen_at >= $2",
+            )
+            .bind(to)
+            .bind(now - REPLICA_STALE_MS)
+            .fetch_one(&mut *tx)
+            .await?;
+            let load: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned' AND id <> $2",
+            )
+            .bind(to)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let because = match status.as_deref() {
+                Some("offline") => return Ok(TransferOutcome::AgentOffline),
+                Some("away") => Some("away"),
+                _ if sessions == 0 => Some("disconnected"),
+                _ if load >= capacity => Some("at_capacity"),
+                _ => None,
+            };
+            let n = match because {
+                None => sqlx::query(
+                    "UPDATE conversations SET assigned_user_id = $1, assigned_at = $2, updated_at = $2, pinned_user_id = NULL, pinned_at = NULL \
+                     WHERE id = $3 AND status = 'assigned' AND ($4 IS NULL OR assigned_user_id = $4)",
+                )
+                .bind(to)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?,
+                Some(_) => sqlx::query(
+                    "UPDATE conversations SET status = 'queued', assigned_user_id = NULL, assigned_at = NULL, avoid_user_id = NULL, \
+                     pinned_user_id = $1, pinned_at = $2, updated_at = $2 \
+                     WHERE id = $3 AND status = 'assigned' AND ($4 IS NULL OR assigned_user_id = $4)",
+                )
+                .bind(to)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?,
+            }
+            .rows_affected();
+            if n != 1 {
+                return Ok(TransferOutcome::NotAssigned);
+            }
+            let (kind, data) = match because {
+                None => (
+                    "conversation_assigned",
+                    serde_json::json!({ "user_id": to, "by": "transfer", "from": by }),
+                ),
+                Some(_) => (
+                    "conversation_queued",
+                    serde_json::json!({ "by": by, "pinned_user_id": to }),
+                ),
+            };
+            sqlx::query(event_sql())
+                .bind(id)
+                .bind(kind)
+                .bind(data.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(because) = because {
+                let explanation = serde_json::json!({
+                    "reason": "waiting_for_agent",
+                    "waiting_for": to,
+                    "because": because,
+                    "load": load,
+                    "capacity": capacity,
+                    "transferred_by": by,
+                    "fallback_after_secs": fallback_secs,
+                });
+                sqlx::query(decision_sql())
+                    .bind(id)
+                    .bind(to)
+                    .bind("transfer")
+                    .bind("waiting_for_agent")
+                    .bind(explanation.to_string())
+                    .bind(None::<i64>)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            match because {
+                None => TransferOutcome::Assigned,
+                Some(because) => TransferOutcome::Waiting { because },
+            }
+        }))
+    }
+
+    /// Drops the pins of queued conversations pinned at or before `cutoff` (epoch ms): each
+    /// gets a `transfer` decision (`pin_expired`) and a `conversation_queued` event, and may go
+    /// to anyone eligible from now on. Returns their ids.
+    pub async fn expire_pins(&self, cutoff: i64, now: i64) -> Result<Vec<String>> {
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let due: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT id, pinned_user_id, pinned_at FROM conversations \
+                 WHERE status = 'queued' AND pinned_user_id IS NOT NULL AND pinned_at IS NOT NULL AND pinned_at <= $1 ORDER BY id",
+            )
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut dropped = Vec::with_capacity(due.len());
+            for (id, user, pinned_at) in due {
+                let n = sqlx::query(
+                    "UPDATE conversations SET pinned_user_id = NULL, pinned_at = NULL, updated_at = $1 \
+                     WHERE id = $2 AND status = 'queued' AND pinned_user_id = $3",
+                )
+                .bind(now)
+                .bind(&id)
+                .bind(&user)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    continue;
+                }
+                let explanation = serde_json::json!({
+                    "reason": "pin_expired",
+                    "waited_for": user,
+                    "waited_secs": (now - pinned_at) / 1000,
+                });
+                sqlx::query(decision_sql())
+                    .bind(&id)
+                    .bind(&user)
+                    .bind("transfer")
+                    .bind("pin_expired")
+                    .bind(explanation.to_string())
+                    .bind(None::<i64>)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(event_sql())
+                    .bind(&id)
+                    .bind("conversation_queued")
+                    .bind(
+                        serde_json::json!({ "by": "system:routing", "pin_dropped": user })
+                            .to_string(),
+                    )
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                dropped.push(id);
+            }
+            tx.commit().await?;
+            dropped
+        }))
+    }
+
     /// A manual pick: claims a queued conversation for `user_id` unless it is pinned to someone
     /// else or the agent already holds `capacity` open conversations (`None`: no limit).
     pub async fn claim_pick(
@@ -844,6 +1044,16 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            if status == "offline" {
+                // Transfers waiting for an agent who logs off are open to everyone at once (the
+                // allocator's state drops them too), not only after the fallback.
+                sqlx::query(
+                    "UPDATE conversations SET pinned_user_id = NULL, pinned_at = NULL WHERE pinned_user_id = $1 AND status = 'queued'",
+                )
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "INSERT INTO routing_signals (user_id, kind, created_at) VALUES ($1, 'status', $2)",
             )

@@ -39,6 +39,11 @@ pub struct QueueItem {
     pub queued_since: DateTime<Utc>,
     /// Last customer message.
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// Transferred to this agent, who could not take it at once: only they may take it until
+    /// the fallback passes.
+    pub waiting_for: Option<String>,
+    /// That agent's name.
+    pub waiting_for_name: Option<String>,
 }
 
 /// An internal note on a conversation.
@@ -175,11 +180,15 @@ impl Store {
             String,
             i64,
             Option<i64>,
+            Option<String>,
+            Option<String>,
         );
         let (rows, skills): (Vec<Row>, Vec<(String, String)>) = on_pool!(self, |pool| {
             let rows = sqlx::query_as(
-                "SELECT c.id, c.channel, c.channel_app, c.category_id, k.name, k.priority, p.display_name, c.identity, c.created_at, c.last_inbound_at \
+                "SELECT c.id, c.channel, c.channel_app, c.category_id, k.name, k.priority, p.display_name, c.identity, c.created_at, c.last_inbound_at, \
+                 c.pinned_user_id, w.display_name \
                  FROM conversations c LEFT JOIN categories k ON k.id = c.category_id JOIN contacts p ON p.id = c.contact_id \
+                 LEFT JOIN users w ON w.id = c.pinned_user_id \
                  WHERE c.status = 'queued' ORDER BY COALESCE(k.priority, 0) DESC, c.created_at, c.id LIMIT 500",
             )
             .fetch_all(pool)
@@ -208,6 +217,8 @@ impl Store {
                     identity,
                     created,
                     last,
+                    waiting_for,
+                    waiting_for_name,
                 )| {
                     Ok(QueueItem {
                         required_skills: by_conv.remove(&id).unwrap_or_default(),
@@ -223,6 +234,8 @@ impl Store {
                         identity,
                         queued_since: from_ms(created),
                         last_inbound_at: last.map(from_ms),
+                        waiting_for,
+                        waiting_for_name,
                     })
                 },
             )

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
@@ -19,7 +20,7 @@ use crate::http::auth::{Error, Principal, Via, check_conversation_access, json_b
 use crate::http::error::{ApiError, ErrorBody};
 use crate::storage::{
     CategoryEdit, ChannelHealth, Contact, Conversation, DecisionRecord, Figures, Message, Note,
-    PickRefusal, QueueItem, now_ms,
+    PickRefusal, QueueItem, TransferOutcome, now_ms,
 };
 
 /// A skill as the agent sees it.
@@ -529,16 +530,29 @@ pub struct Transfer {
     pub to_category_id: Option<String>,
 }
 
+/// A transfer to an agent who cannot take the conversation now: it waits for them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferWaiting {
+    /// The agent it waits for.
+    pub waiting_for: String,
+    /// Their name.
+    pub display_name: String,
+    /// `away`, `disconnected` or `at_capacity`.
+    pub because: String,
+    /// After this many seconds anyone eligible may take it (`null`: it waits for them).
+    pub fallback_after_secs: Option<u64>,
+}
+
 /// `POST /api/v1/conversations/{id}/transfer`.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/transfer", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Transfer,
-    responses((status = 204, description = "Moved"), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Moved: to the agent (who had room), to the queue or to the category"), (status = 202, description = "The agent is away, disconnected or full: the conversation waits for them in the queue (pinned) until they take it or the fallback passes", body = TransferWaiting), (status = 409, description = "Not assigned (to you), closed, or the agent is offline (`agent_offline`)", body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn transfer(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, Error> {
+) -> Result<axum::response::Response, Error> {
     let req: Transfer = json_body(&headers, &body)?;
     check_conversation_access(&state, &who, &id, true).await?;
     if let Some(category) = &req.to_category_id {
@@ -556,7 +570,7 @@ pub async fn transfer(
             .transfer_to_category(&id, owner, category, &by)
             .await
         {
-            Ok(true) => Ok(StatusCode::NO_CONTENT),
+            Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
             Ok(false) => Err(ApiError::Conflict {
                 code: "not_open",
                 message: format!("conversation `{id}` is closed or not assigned to you"),
@@ -570,6 +584,8 @@ pub async fn transfer(
             Err(e) => Err(e.into()),
         };
     }
+    let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+    let owner = (who.role == Role::Agent).then_some(by.as_str());
     if let Some(to) = &req.to_user_id {
         let target = state
             .store
@@ -586,15 +602,45 @@ pub async fn transfer(
             }
             .into());
         }
+        let capacity = i64::from(state.routing.capacity().await?);
+        let fallback = Some(state.routing.defaults().transfer_pin_fallback_secs).filter(|s| *s > 0);
+        return match state
+            .store
+            .transfer_to_agent(&id, owner, to, &by, capacity, fallback, now_ms())
+            .await?
+        {
+            TransferOutcome::Assigned => Ok(StatusCode::NO_CONTENT.into_response()),
+            TransferOutcome::Waiting { because } => Ok((
+                StatusCode::ACCEPTED,
+                Json(TransferWaiting {
+                    waiting_for: to.clone(),
+                    display_name: target.display_name,
+                    because: because.to_owned(),
+                    fallback_after_secs: fallback,
+                }),
+            )
+                .into_response()),
+            TransferOutcome::AgentOffline => Err(ApiError::Conflict {
+                code: "agent_offline",
+                message: format!(
+                    "{} is offline; transfer to someone else or back to the queue",
+                    target.display_name
+                ),
+            }
+            .into()),
+            TransferOutcome::NotAssigned => Err(ApiError::Conflict {
+                code: "not_assigned",
+                message: format!("conversation `{id}` is not assigned (to you)"),
+            }
+            .into()),
+        };
     }
-    let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
-    let owner = (who.role == Role::Agent).then_some(by.as_str());
     if state
         .store
-        .transfer_conversation(&id, owner, req.to_user_id.as_deref(), &by)
+        .transfer_conversation(&id, owner, None, &by)
         .await?
     {
-        Ok(StatusCode::NO_CONTENT)
+        Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::Conflict {
             code: "not_assigned",
