@@ -56,6 +56,7 @@ test('admin creates a skill and a category and invites a user who accepts and lo
   assert.equal(returns.priority, 5);
   assert.deepEqual(returns.rules[0].contact_attributes, { tier: 'gold' });
   assert.match(await cat.textContent(), /contact: tier=gold/);
+  await screenshot(page, 'configurator-category');
   assert.equal(returns.skill_ids.length, 1);
   assert.deepEqual(returns.skill_options, { [returns.skill_ids[0]]: { min_level: 3, optional: true } });
 
@@ -108,6 +109,7 @@ test('admin creates a skill and a category and invites a user who accepts and lo
   const users = await tokenApi(stack, 'GET', '/api/v1/users');
   const nadia = users.body.find((u) => u.email === 'new.agent@tenant.test');
   assert.deepEqual(nadia.skills.map((s) => [s.active, s.level]), [[true, 4]]);
+  await screenshot(page, 'configurator-levels');
   await p2.goto(`${stack.url}/workspace`);
   await p2.waitForSelector('body[data-ready="1"]');
   await p2.locator('#skills', { hasText: 'german · level 4' }).waitFor();
