@@ -275,8 +275,10 @@ impl Store {
         }))
     }
 
-    /// Hands an assigned conversation to `to` (another agent) or back to the queue (`None`);
-    /// `owner` restricts it to that assignee. Returns whether it moved.
+    /// Hands an assigned conversation to `to` (another agent) unconditionally, or back to the
+    /// queue (`None`); `owner` restricts it to that assignee. Returns whether it moved. The API
+    /// hands to an agent through [`Store::transfer_to_agent`], which checks that they can take
+    /// it now and otherwise pins it to them.
     pub async fn transfer_conversation(
         &self,
         id: &str,
