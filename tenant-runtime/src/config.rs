@@ -141,6 +141,10 @@ pub struct RoutingDefaults {
     /// A customer who writes again within this many seconds of a close reopens that
     /// conversation (same history, back in the queue) instead of starting a new one (0: never).
     pub reopen_within_secs: u64,
+    /// A conversation transferred to an agent who is away, disconnected or full waits for them
+    /// this many seconds; then the pin is dropped and any eligible agent may take it
+    /// (0: it waits for them until they take it or go offline).
+    pub transfer_pin_fallback_secs: u64,
 }
 
 impl Default for RoutingDefaults {
@@ -153,6 +157,7 @@ impl Default for RoutingDefaults {
             relax_levels_after_secs: Some(120),
             drop_optional_after_secs: Some(300),
             reopen_within_secs: 7 * 24 * 3600,
+            transfer_pin_fallback_secs: 300,
         }
     }
 }

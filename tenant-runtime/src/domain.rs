@@ -6,6 +6,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+pub mod attributes;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

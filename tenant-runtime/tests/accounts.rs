@@ -12,7 +12,7 @@ use contact_runtime::domain::{ChannelType, MessageContent, Role};
 use contact_runtime::http::auth::password;
 use contact_runtime::storage::{
     AcceptOutcome, CategoryEdit, CategoryRule, InboundMessage, InboundOutcome, NewInvite, NewSkill,
-    NewUser, Nonce, PickRefusal, Store, new_id, now_ms,
+    NewUser, Nonce, PickRefusal, SkillOption, Store, new_id, now_ms,
 };
 use serde_json::{Value, json};
 
@@ -301,13 +301,28 @@ async fn categories_with_routing_attributes(store: Store) {
             channels: vec![ChannelType::Sms],
             channel_apps: vec![],
             keywords: vec!["refund".into()],
+            contact_attributes: [("tier".into(), "gold".into())].into(),
         }],
         skill_ids: vec![german.id.clone()],
+        skill_options: [(
+            german.id.clone(),
+            SkillOption {
+                min_level: Some(3),
+                optional: true,
+            },
+        )]
+        .into(),
     };
     let id = store.save_category(None, &edit).await.unwrap();
     let routing = store.category_routing().await.unwrap();
     assert_eq!(routing[&id].priority, 7);
     assert_eq!(routing[&id].rules, edit.rules);
+    let saved = store.categories().await.unwrap();
+    let saved = saved.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(
+        saved.skill_options, edit.skill_options,
+        "level and flag kept"
+    );
     store.rename_skill(&german.id, "deutsch").await.unwrap();
     assert_eq!(store.skills().await.unwrap()[0].name, "deutsch");
     store.delete_skill(&german.id).await.unwrap();

@@ -669,6 +669,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         "46701112233",
         "Elm Street",
         "cdn.example.net",
+        "Prefers Mornings Elmwood",
     ];
     for (i, text) in [
         "Hi, I live on Elm Street 7",
@@ -730,6 +731,14 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         .await
         .unwrap();
     assert_eq!(patched.status(), 200);
+    // Attributes are personal data too: set by an admin (the API token here), audited.
+    let attributes = h
+        .api(Method::PUT, &format!("/contacts/{contact}/attributes"))
+        .json(&json!({ "attributes": { "crm_note": "Prefers Mornings Elmwood", "tier": "gold" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attributes.status(), 200);
 
     // Search by every kind of key finds her, and only her.
     for q in [
@@ -738,6 +747,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         "+46 70 111 22 33",
         "46701112233",
         "alice ex",
+        "prefers mornings elmwood",
     ] {
         let found: Value = as_user(
             &h,
@@ -809,7 +819,11 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         assert!(text.contains(s), "export lacks {s}");
     }
     assert_eq!(export["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(export["contact"]["attributes"]["tier"], "gold");
     let audit = export["audit"].as_array().unwrap();
+    assert!(audit.iter().any(|e| e["actor"] == "api"
+        && e["entity"] == "contact_attribute"
+        && e["attribute"] == "crm_note"));
     assert!(
         audit
             .iter()
@@ -886,6 +900,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         assert!(!text.contains(s), "export still holds {s}");
     }
     assert!(export["contact"]["anonymized_at"].is_string());
+    assert_eq!(export["contact"]["attributes"], json!({}));
     // The chain still verifies, and the anonymization is in it.
     let verify: Value = as_user(&h, &dpo, Method::GET, "/privacy/audit/verify")
         .send()

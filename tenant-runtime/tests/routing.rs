@@ -46,6 +46,11 @@ both!(
     picks_race_and_respect_capacity,
     unassign_transfer_and_sticky_return,
     a_deposed_allocator_cannot_claim,
+    levels_decide_until_they_are_relaxed,
+    optional_skills_prefer_holders_until_dropped,
+    contact_attributes_sort_into_categories,
+    decisions_go_with_anonymized_and_deleted_conversations,
+    transfers_wait_for_a_busy_agent_then_fall_back,
 );
 
 /// A signed-in agent.
@@ -612,6 +617,648 @@ async fn unassign_transfer_and_sticky_return(db: Db) {
         "the first assignment and the one after the reopen: {d:?}"
     );
     assert_eq!(d[1]["reason"], "sticky", "{d:?}");
+}
+
+/// Seconds after which the widening tests relax levels and drop optional skills.
+const WIDEN_SECS: u32 = 3;
+
+async fn levels_decide_until_they_are_relaxed(db: Db) {
+    widening_scenario(db, false).await;
+}
+
+async fn optional_skills_prefer_holders_until_dropped(db: Db) {
+    widening_scenario(db, true).await;
+}
+
+/// An admin API call: `(status, body)`.
+async fn admin(h: &Harness, method: Method, path: &str, body: Value) -> (u16, Value) {
+    let r = h.api(method, path).json(&body).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Ann is the better match (level 4 against bob's level 2, or she holds the optional skill bob
+/// lacks): she gets the conversation although bob is less loaded. Once she is full, the next one
+/// waits until the widening threshold and then goes to bob, and its stored explanation says so.
+async fn widening_scenario(db: Db, optional: bool) {
+    let h = Harness::start(db, |s| {
+        s.routing.relax_levels_after_secs = Some(WIDEN_SECS);
+        s.routing.drop_optional_after_secs = Some(WIDEN_SECS);
+    })
+    .await;
+    set_routing(&h, 2, 60).await;
+    let spanish = h
+        .store
+        .create_skill(&NewSkill {
+            name: "spanish".into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    let a = agent(&h.store, "ann", vec![]).await;
+    let b = agent(&h.store, "bob", vec![]).await;
+
+    // Bad levels are refused precisely, naming the field.
+    for (body, needle) in [
+        (
+            json!({ "skill_ids": [spanish], "levels": { &spanish: 6 } }),
+            "out of range",
+        ),
+        (
+            json!({ "skill_ids": [spanish], "levels": { &spanish: 0 } }),
+            "out of range",
+        ),
+        (
+            json!({ "skill_ids": [], "levels": { &spanish: 3 } }),
+            "not in skill_ids",
+        ),
+    ] {
+        let (status, err) = admin(
+            &h,
+            Method::PUT,
+            &format!("/admin/users/{}/skills", a.id),
+            body,
+        )
+        .await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("invalid_level")),
+            "{err}"
+        );
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(needle),
+            "{err}"
+        );
+    }
+    let (status, err) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Bad", "skill_ids": [spanish], "skill_options": { &spanish: { "min_level": 9 } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_level")),
+        "{err}"
+    );
+    let (status, err) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Bad", "skill_ids": [], "skill_options": { &spanish: { "optional": true } }
+        }),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_skill_option")),
+        "{err}"
+    );
+
+    let (a_skills, b_skills, option) = if optional {
+        (
+            json!({ "skill_ids": [spanish] }),
+            json!({ "skill_ids": [] }),
+            json!({ "optional": true }),
+        )
+    } else {
+        (
+            json!({ "skill_ids": [spanish], "levels": { &spanish: 4 } }),
+            json!({ "skill_ids": [spanish], "levels": { &spanish: 2 } }),
+            json!({ "min_level": 4 }),
+        )
+    };
+    for (who, body) in [(&a, a_skills), (&b, b_skills)] {
+        let (status, err) = admin(
+            &h,
+            Method::PUT,
+            &format!("/admin/users/{}/skills", who.id),
+            body,
+        )
+        .await;
+        assert_eq!(status, 204, "{err}");
+    }
+    let (status, category) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Spanish", "rules": [{ "keywords": ["hola"] }],
+            "skill_ids": [spanish], "skill_options": { &spanish: option }
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{category}");
+    // The admin reads the requirement back; the agent sees their level in the Workspace.
+    let (_, cats) = admin(&h, Method::GET, "/admin/categories", Value::Null).await;
+    let saved = cats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == category["id"])
+        .unwrap();
+    assert_eq!(
+        saved["skill_options"][&spanish],
+        json!({ "min_level": if optional { Value::Null } else { json!(4) }, "optional": optional })
+    );
+    let me: Value = a
+        .call(&h, Method::GET, "/me")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["skills"][0]["name"], "spanish");
+    assert_eq!(
+        me["skills"][0]["level"],
+        if optional { Value::Null } else { json!(4) }
+    );
+
+    // Ann takes a general conversation while bob is away: bob is the less loaded one after.
+    let _la = a.live(&h).await;
+    let _lb = b.live(&h).await;
+    assert_eq!(
+        b.put(&h, "/me/status", json!({ "status": "away" })).await,
+        204
+    );
+    customer(&h, "46700007001", "hello").await;
+    let (general, _, _) = conversation_of(&h, "46700007001").await;
+    assert_eq!(assigned(&h, &general).await, a.id);
+    assert_eq!(
+        b.put(&h, "/me/status", json!({ "status": "available" }))
+            .await,
+        204
+    );
+
+    // A Spanish conversation goes to ann (1/2) rather than bob (0/2).
+    customer(&h, "46700007002", "hola, una pregunta").await;
+    let (first, _, _) = conversation_of(&h, "46700007002").await;
+    assert_eq!(assigned(&h, &first).await, a.id);
+    let d = decisions(&h, &first).await;
+    let e = &d[0]["explanation"];
+    assert_eq!(
+        e["widening"],
+        json!({ "levels_relaxed": false, "optional_dropped": false }),
+        "{e}"
+    );
+    let bob = e["considered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["excluded"]["agent"] == b.id.as_str())
+        .unwrap_or_else(|| panic!("bob is excluded: {e}"));
+    let why = if optional {
+        "missing_skill"
+    } else {
+        "level_too_low"
+    };
+    assert!(bob["excluded"]["reason"].get(why).is_some(), "{bob}");
+
+    // Ann is full now: the next one waits for the widening, then bob gets it.
+    customer(&h, "46700007003", "hola otra vez").await;
+    let (second, status, _) = conversation_of(&h, "46700007003").await;
+    assert_eq!(status, "queued");
+    // Categorization runs in the allocator right after arrival.
+    let c = eventually(10, "categorization", || async {
+        let c: Value = h
+            .api(Method::GET, &format!("/conversations/{second}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (c["category_id"] == category["id"]).then_some(c)
+    })
+    .await;
+    assert_eq!(assigned(&h, &second).await, b.id);
+    let d = decisions(&h, &second).await;
+    assert_eq!(d.len(), 1, "{d:?}");
+    let widened = if optional {
+        "optional_dropped"
+    } else {
+        "levels_relaxed"
+    };
+    assert_eq!(d[0]["explanation"]["widening"][widened], true, "{d:?}");
+    let decided: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(d[0]["created_at"].clone()).unwrap();
+    let arrived: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(c["created_at"].clone()).unwrap();
+    assert!(
+        decided - arrived >= chrono::TimeDelta::seconds(i64::from(WIDEN_SECS)),
+        "widened only after the wait: arrived {arrived}, decided {decided}"
+    );
+}
+
+/// A contact with `tier = gold` (set by the agent serving them, audited) lands in the Gold
+/// category by its rule the next time they write, and is served before an older conversation.
+async fn contact_attributes_sort_into_categories(db: Db) {
+    // No reopening: the customer's next message starts a new conversation, categorized anew.
+    let h = Harness::start(db, |s| s.routing.reopen_within_secs = 0).await;
+    set_routing(&h, 1, 60).await;
+    let (status, gold) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Gold", "priority": 7, "rules": [{ "contact_attributes": { "tier": "gold" } }]
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{gold}");
+    let (status, err) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({
+            "name": "Bad", "rules": [{ "contact_attributes": { "Tier!": "gold" } }]
+        }),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("invalid_category")),
+        "{err}"
+    );
+    let (_, cats) = admin(&h, Method::GET, "/admin/categories", Value::Null).await;
+    let saved = cats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == gold["id"])
+        .unwrap();
+    assert_eq!(
+        saved["rules"][0]["contact_attributes"],
+        json!({ "tier": "gold" })
+    );
+    let a = agent(&h.store, "ann", vec![]).await;
+    let b = agent(&h.store, "bob", vec![]).await;
+    let _la = a.live(&h).await;
+    customer(&h, "46700008001", "hello").await;
+    let (first, _, _) = conversation_of(&h, "46700008001").await;
+    assert_eq!(assigned(&h, &first).await, a.id);
+    let view: Value = a
+        .call(
+            &h,
+            Method::GET,
+            &format!("/workspace/conversations/{first}"),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["contact_attributes"], json!({}));
+    let contact = view["conversation"]["contact_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/contacts/{contact}/attributes");
+
+    // Bad input is refused precisely; bob holds no conversation of this contact.
+    for (attributes, needle) in [
+        (json!({ "Tier": "gold" }), "attribute key `Tier`"),
+        (json!({ "tier": "" }), "value of attribute `tier`"),
+        (
+            json!({ "tier": "x".repeat(201) }),
+            "value of attribute `tier`",
+        ),
+    ] {
+        let r = a
+            .call(&h, Method::PUT, &path)
+            .json(&json!({ "attributes": attributes }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "invalid_attribute", "{err}");
+        assert!(
+            err["error"]["message"].as_str().unwrap().contains(needle),
+            "{err}"
+        );
+    }
+    let r = b
+        .call(&h, Method::PUT, &path)
+        .json(&json!({ "attributes": { "tier": "gold" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = a
+        .call(&h, Method::PUT, &path)
+        .json(&json!({ "attributes": { "tier": "gold" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got: Value = r.json().await.unwrap();
+    assert_eq!(got["attributes"], json!({ "tier": "gold" }));
+    // Audited as ann, about the contact.
+    let audit = h
+        .store
+        .audit_entries(&contact_runtime::storage::AuditQuery {
+            subject_id: Some(contact.clone()),
+            after_seq: 0,
+            limit: 0,
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().any(|e| e.actor == a.id
+            && e.entity == "contact_attribute"
+            && e.attribute == "tier"
+            && e.new_value.as_deref() == Some("gold")),
+        "{audit:?}"
+    );
+    assert_eq!(
+        a.post(&h, &format!("/conversations/{first}/close"), json!({}))
+            .await
+            .0,
+        204
+    );
+    // Once closed, ann holds nothing of this contact any more.
+    let r = a.call(&h, Method::GET, &path).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+
+    // Ann is away: an ordinary customer writes first, then the gold one.
+    assert_eq!(
+        a.put(&h, "/me/status", json!({ "status": "away" })).await,
+        204
+    );
+    customer(&h, "46700008002", "hello").await;
+    let (plain, _, _) = conversation_of(&h, "46700008002").await;
+    customer(&h, "46700008001", "it is me again").await;
+    let (again, _, _) = conversation_of(&h, "46700008001").await;
+    assert_ne!(again, first, "a new conversation");
+    let queue: Value = eventually(10, "the gold conversation categorized", || async {
+        let q: Value = a
+            .call(&h, Method::GET, "/queue")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (q[0]["id"] == again.as_str()).then_some(q)
+    })
+    .await;
+    assert_eq!(
+        (&queue[0]["category_id"], &queue[0]["priority"]),
+        (&gold["id"], &json!(7))
+    );
+    assert_eq!(queue[1]["id"], plain.as_str());
+    // Ann comes back with room for one: the gold customer is served first.
+    assert_eq!(
+        a.put(&h, "/me/status", json!({ "status": "available" }))
+            .await,
+        204
+    );
+    assert_eq!(assigned(&h, &again).await, a.id);
+    let c: Value = h
+        .api(Method::GET, &format!("/conversations/{plain}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["status"], "queued");
+}
+
+/// Routing decisions explain a conversation (who was considered, who served the contact last):
+/// they go when the DPO anonymizes the contact and when retention deletes the conversation,
+/// and stay for everything else.
+async fn decisions_go_with_anonymized_and_deleted_conversations(db: Db) {
+    use contact_runtime::privacy::ManualClock;
+    use contact_runtime::privacy::retention::{RetentionJob, RetentionSettings};
+    const DAY: i64 = 86_400_000;
+    let h = Harness::start(db, |_| {}).await;
+    let a = agent(&h.store, "ann", vec![]).await;
+    let _la = a.live(&h).await;
+    let mut ids = Vec::new();
+    for identity in ["46700009001", "46700009002", "46700009003"] {
+        customer(&h, identity, "hello").await;
+        let (id, _, _) = conversation_of(&h, identity).await;
+        assert_eq!(assigned(&h, &id).await, a.id);
+        ids.push(id);
+    }
+    let count = |id: String| {
+        let store = h.store.clone();
+        async move { store.routing_decisions(&id).await.unwrap().len() }
+    };
+    for id in &ids {
+        assert_eq!(count(id.clone()).await, 1);
+    }
+    let (anonymized, deleted, kept) = (&ids[0], &ids[1], &ids[2]);
+
+    // The DPO anonymizes the first customer: their conversation's decisions go.
+    let c: Value = h
+        .api(Method::GET, &format!("/conversations/{anonymized}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    h.store
+        .anonymize_contact(c["contact_id"].as_str().unwrap(), "dpo-test", now_ms())
+        .await
+        .unwrap();
+    assert_eq!(count(anonymized.clone()).await, 0);
+    assert_eq!(count(deleted.clone()).await, 1);
+
+    // The second is closed and, a year later, deleted by retention (without anonymization
+    // first): its decisions go with it; the open third one keeps its decision.
+    assert_eq!(
+        a.post(&h, &format!("/conversations/{deleted}/close"), json!({}))
+            .await
+            .0,
+        204
+    );
+    let clock = ManualClock::at(now_ms() + 366 * DAY);
+    let settings = RetentionSettings {
+        anonymize_conversations_after_days: 0,
+        delete_conversations_after_days: 365,
+        ..RetentionSettings::default()
+    };
+    let job = RetentionJob::new(h.store.clone(), Arc::new(clock), settings);
+    let r = job.run_once(None).await.unwrap();
+    assert!(r.deleted >= 1, "{r:?}");
+    assert!(h.store.conversation(deleted).await.is_err(), "deleted");
+    assert_eq!(count(deleted.clone()).await, 0);
+    assert_eq!(count(kept.clone()).await, 1);
+}
+
+/// Seconds a transfer waits for a busy agent in the transfer test.
+const PIN_SECS: u64 = 3;
+
+/// A transfer to a full agent waits for them (the queue and the explanation say so) and is
+/// theirs once they have room; another one falls back to anyone eligible after the fallback; an
+/// agent with room gets a transfer at once; an offline one is refused.
+async fn transfers_wait_for_a_busy_agent_then_fall_back(db: Db) {
+    let h = Harness::start(db, |s| s.routing.transfer_pin_fallback_secs = PIN_SECS).await;
+    set_routing(&h, 1, 60).await;
+    let a = agent(&h.store, "ann", vec![]).await;
+    let b = agent(&h.store, "bob", vec![]).await;
+    let d = agent(&h.store, "dan", vec![]).await;
+    assert_eq!(
+        d.put(&h, "/me/status", json!({ "status": "offline" }))
+            .await,
+        204
+    );
+    let _la = a.live(&h).await;
+    customer(&h, "46700010001", "hello").await;
+    let (c1, _, _) = conversation_of(&h, "46700010001").await;
+    assert_eq!(assigned(&h, &c1).await, a.id);
+    let _lb = b.live(&h).await;
+    customer(&h, "46700010002", "hello").await;
+    let (c2, _, _) = conversation_of(&h, "46700010002").await;
+    assert_eq!(assigned(&h, &c2).await, b.id);
+
+    // An offline colleague: refused, nothing changes.
+    let (status, err) = a
+        .post(
+            &h,
+            &format!("/conversations/{c1}/transfer"),
+            json!({ "to_user_id": d.id }),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("agent_offline")),
+        "{err}"
+    );
+    assert_eq!(assigned(&h, &c1).await, a.id);
+
+    // Bob is full: the conversation waits for him.
+    let (status, body) = a
+        .post(
+            &h,
+            &format!("/conversations/{c1}/transfer"),
+            json!({ "to_user_id": b.id }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (
+            &body["waiting_for"],
+            &body["because"],
+            &body["fallback_after_secs"]
+        ),
+        (&json!(b.id), &json!("at_capacity"), &json!(PIN_SECS))
+    );
+    let queue: Value = b
+        .call(&h, Method::GET, "/queue")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item = queue
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["id"] == c1.as_str())
+        .expect("queued");
+    assert_eq!(
+        (&item["waiting_for"], &item["waiting_for_name"]),
+        (&json!(b.id), &json!("bob"))
+    );
+    let decided = decisions(&h, &c1).await;
+    let last = decided.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["reason"], &last["user_id"]),
+        (
+            &json!("transfer"),
+            &json!("waiting_for_agent"),
+            &json!(b.id)
+        )
+    );
+    assert_eq!(last["explanation"]["because"], "at_capacity");
+    // Ann, who has room now, may not pick it: it is bob's.
+    let (status, err) = a
+        .post(&h, &format!("/conversations/{c1}/pick"), json!({}))
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("transferred_to_other")),
+        "{err}"
+    );
+    // Bob closes his other conversation: the waiting one is his.
+    assert_eq!(
+        b.post(&h, &format!("/conversations/{c2}/close"), json!({}))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(assigned(&h, &c1).await, b.id);
+    let decided = decisions(&h, &c1).await;
+    assert_eq!(decided.last().unwrap()["reason"], "pinned", "{decided:?}");
+
+    // Another one for bob while he is full: after the fallback anyone eligible (ann) takes it.
+    customer(&h, "46700010003", "hello").await;
+    let (c3, _, _) = conversation_of(&h, "46700010003").await;
+    assert_eq!(assigned(&h, &c3).await, a.id);
+    let (status, body) = a
+        .post(
+            &h,
+            &format!("/conversations/{c3}/transfer"),
+            json!({ "to_user_id": b.id }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let taken = eventually(20, "the fallback", || async {
+        let c: Value = h
+            .api(Method::GET, &format!("/conversations/{c3}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (c["status"] == "assigned").then(|| c["assigned_user_id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    assert_eq!(taken, a.id);
+    let decided = decisions(&h, &c3).await;
+    let reasons: Vec<&str> = decided
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
+    let n = reasons.len();
+    assert_eq!(
+        &reasons[n - 3..],
+        ["waiting_for_agent", "pin_expired", "only_candidate"],
+        "{decided:?}"
+    );
+    let at = |d: &Value| {
+        serde_json::from_value::<chrono::DateTime<chrono::Utc>>(d["created_at"].clone()).unwrap()
+    };
+    let waited = at(&decided[n - 1]) - at(&decided[n - 3]);
+    assert!(
+        waited >= chrono::TimeDelta::seconds(PIN_SECS as i64),
+        "fell back after {waited}"
+    );
+
+    // With room for two, bob gets a transfer at once.
+    set_routing(&h, 2, 60).await;
+    let (status, body) = a
+        .post(
+            &h,
+            &format!("/conversations/{c3}/transfer"),
+            json!({ "to_user_id": b.id }),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(assigned(&h, &c3).await, b.id);
 }
 
 async fn a_deposed_allocator_cannot_claim(db: Db) {

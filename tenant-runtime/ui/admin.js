@@ -37,21 +37,52 @@ async function loadSkills() {
           try { await api('DELETE', `/api/v1/admin/skills/${s.id}`); await refresh(); } catch (e) { toast(e.message); }
         } }, 'Delete')));
   }));
-  fill($('cat-skills'), skills.map((s) => el('label', { class: 'switch', style: 'margin-right:12px' },
-    el('input', { type: 'checkbox', value: s.id, name: 'cat-skill' }), s.name)));
+  // Per skill: required or not, a minimum level (relaxed after a wait) and whether it is
+  // optional (dropped after a wait).
+  fill($('cat-skills'), skills.map((s) => el('span', { class: 'cat-skill', 'data-skill': s.name, style: 'margin-right:16px; white-space:nowrap' },
+    el('label', { class: 'switch' }, el('input', { type: 'checkbox', value: s.id, name: 'cat-skill' }), s.name), ' ',
+    levelSelect('cat-level', s.id, null, `minimum level of ${s.name}`), ' ',
+    el('label', { class: 'switch' }, el('input', { type: 'checkbox', value: s.id, name: 'cat-optional', 'aria-label': `${s.name} optional` }), 'optional'))));
+}
+
+// Levels run 1 (basic) to 5 (expert); '' is no level (any level for a requirement).
+function levelSelect(name, skillId, value, label, onchange) {
+  return el('select', { name, 'data-skill-id': skillId, 'aria-label': label, onchange },
+    el('option', { value: '', selected: value == null }, name === 'cat-level' ? 'any level' : 'no level'),
+    [1, 2, 3, 4, 5].map((n) => el('option', { value: String(n), selected: value === n }, `level ${n}`)));
+}
+
+const levelOf = (select) => (select.value === '' ? null : Number(select.value));
+
+// A requirement as the category table shows it: `german ≥ 4 (optional)`.
+function requirementText(c, id) {
+  const o = (c.skill_options || {})[id] || {};
+  return `${skillName(id)}${o.min_level ? ` ≥ ${o.min_level}` : ''}${o.optional ? ' (optional)' : ''}`;
 }
 
 async function loadUsers() {
   const users = await api('GET', '/api/v1/users');
   fill($('user-rows'), users.map((u) => {
     const held = new Set(u.skills.map((s) => s.skill_id));
-    const boxes = skills.map((s) => el('label', { class: 'switch', style: 'margin-right:8px' },
-      el('input', { type: 'checkbox', checked: held.has(s.id), onchange: async (ev) => {
-        if (ev.target.checked) held.add(s.id); else held.delete(s.id);
-        try { await api('PUT', `/api/v1/admin/users/${u.id}/skills`, { skill_ids: [...held] }); } catch (e) { toast(e.message); }
-      } }), s.name));
+    const levels = Object.fromEntries(u.skills.filter((s) => s.level != null).map((s) => [s.skill_id, s.level]));
+    // One PUT carries the whole set: skills held and their levels.
+    const save = async () => {
+      const kept = Object.fromEntries(Object.entries(levels).filter(([id]) => held.has(id)));
+      try { await api('PUT', `/api/v1/admin/users/${u.id}/skills`, { skill_ids: [...held], levels: kept }); toast(`Skills of ${u.display_name} saved`); } catch (e) { toast(e.message); }
+    };
+    const boxes = skills.map((s) => el('span', { class: 'user-skill', 'data-skill': s.name, style: 'margin-right:12px; white-space:nowrap' },
+      el('label', { class: 'switch' },
+        el('input', { type: 'checkbox', checked: held.has(s.id), onchange: async (ev) => {
+          if (ev.target.checked) held.add(s.id); else held.delete(s.id);
+          await save();
+        } }), s.name), ' ',
+      levelSelect('user-level', s.id, levels[s.id] ?? null, `level of ${s.name} for ${u.email}`, async (ev) => {
+        const level = levelOf(ev.target);
+        if (level == null) delete levels[s.id]; else { levels[s.id] = level; held.add(s.id); ev.target.closest('.user-skill').querySelector('input').checked = true; }
+        await save();
+      })));
     const self = u.id === me.user_id;
-    const role = el('select', { 'aria-label': `role of ${u.email}`, disabled: self, onchange: async (ev) => {
+    const role = el('select', { class: 'role', 'aria-label': `role of ${u.email}`, disabled: self, onchange: async (ev) => {
       try { await api('PUT', `/api/v1/admin/users/${u.id}/role`, { role: ev.target.value }); toast(`${u.display_name} is ${ev.target.value} now`); await loadUsers(); } catch (e) { toast(e.message); }
     } }, ['agent', 'admin', 'dpo'].map((r) => el('option', { value: r, selected: r === u.role }, r)));
     return el('tr', { 'data-user': u.email }, el('td', {}, u.display_name), el('td', {}, u.email), el('td', {}, role),
@@ -73,8 +104,9 @@ async function loadCategories() {
     el('td', {}, c.name, el('div', { class: 'muted' }, c.description)),
     el('td', {}, String(c.priority)),
     el('td', {}, c.rules.length ? c.rules.map((r) => el('div', {},
-      r.keywords.length ? `keywords: ${r.keywords.join(', ')} ` : '', r.channels.length ? `channels: ${r.channels.join(', ')}` : '')) : el('span', { class: 'muted' }, c.default ? 'default' : 'none')),
-    el('td', {}, c.skill_ids.map((id) => el('span', { class: 'chip' }, skillName(id)))),
+      r.keywords.length ? `keywords: ${r.keywords.join(', ')} ` : '', r.channels.length ? `channels: ${r.channels.join(', ')} ` : '',
+      Object.keys(r.contact_attributes || {}).length ? `contact: ${pairs(r.contact_attributes)}` : '')) : el('span', { class: 'muted' }, c.default ? 'default' : 'none')),
+    el('td', {}, c.skill_ids.map((id) => el('span', { class: 'chip' }, requirementText(c, id)))),
     el('td', {},
       el('button', { onclick: () => editCategory(c) }, 'Edit'), ' ',
       c.default ? null : el('button', { class: 'danger', onclick: async () => {
@@ -89,13 +121,31 @@ function editCategory(c) {
   $('cat-name').value = c ? c.name : '';
   $('cat-desc').value = c ? c.description : '';
   $('cat-priority').value = c ? c.priority : 0;
-  const rule = (c && c.rules[0]) || { keywords: [], channels: [] };
+  const rule = (c && c.rules[0]) || { keywords: [], channels: [], contact_attributes: {} };
   $('cat-keywords').value = rule.keywords.join(', ');
   $('cat-channels').value = rule.channels.join(', ');
+  $('cat-attributes').value = pairs(rule.contact_attributes || {});
   for (const b of document.querySelectorAll('input[name="cat-skill"]')) b.checked = !!c && c.skill_ids.includes(b.value);
+  const options = (c && c.skill_options) || {};
+  for (const b of document.querySelectorAll('input[name="cat-optional"]')) b.checked = !!(options[b.value] || {}).optional;
+  for (const s of document.querySelectorAll('select[name="cat-level"]')) s.value = String((options[s.dataset.skillId] || {}).min_level || '');
+}
+
+// Minimum levels and optional flags of the checked skills, as the API takes them.
+function skillOptions(ids) {
+  const out = {};
+  for (const id of ids) {
+    const level = levelOf(document.querySelector(`select[name="cat-level"][data-skill-id="${id}"]`));
+    const optional = document.querySelector(`input[name="cat-optional"][value="${id}"]`).checked;
+    if (level != null || optional) out[id] = { min_level: level, optional };
+  }
+  return out;
 }
 
 const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
+// Contact attributes of a rule as `tier=gold, lang=de` and back.
+const pairs = (o) => Object.entries(o).map(([k, v]) => `${k}=${v}`).join(', ');
+const unpairs = (s) => Object.fromEntries(list(s).map((p) => { const i = p.indexOf('='); return i > 0 ? [p.slice(0, i).trim(), p.slice(i + 1).trim()] : [p, '']; }));
 
 async function loadRouting() {
   const r = await api('GET', '/api/v1/admin/routing');
@@ -136,13 +186,16 @@ async function main() {
     ev.preventDefault();
     const keywords = list($('cat-keywords').value);
     const channels = list($('cat-channels').value).map((c) => c.toUpperCase());
+    const attributes = unpairs($('cat-attributes').value);
     const body = {
       name: $('cat-name').value.trim(),
       description: $('cat-desc').value,
       priority: Number($('cat-priority').value || 0),
-      rules: keywords.length || channels.length ? [{ keywords, channels, channel_apps: [] }] : [],
+      rules: keywords.length || channels.length || Object.keys(attributes).length
+        ? [{ keywords, channels, channel_apps: [], contact_attributes: attributes }] : [],
       skill_ids: [...document.querySelectorAll('input[name="cat-skill"]:checked')].map((b) => b.value),
     };
+    body.skill_options = skillOptions(body.skill_ids);
     try {
       if (editing) await api('PUT', `/api/v1/admin/categories/${editing}`, body);
       else await api('POST', '/api/v1/admin/categories', body);

@@ -81,6 +81,7 @@ async function openSubject(id) {
     row('e-mail', c.email || ''),
     row('phone', c.phone || ''),
     row('identities', identities(c.identities)),
+    row('attributes', Object.entries(c.attributes || {}).map(([k, v]) => el('span', { class: 'chip' }, `${k} = ${v}`))),
     row('first seen', time(c.created_at)),
     row('anonymized', c.anonymized_at ? time(c.anonymized_at) : 'no'));
   $('conversation-count').textContent = String(d.conversations.length);

@@ -96,7 +96,7 @@ function renderSkills() {
           renderQueue();
         } catch (e) { ev.target.checked = !ev.target.checked; toast(e.message); }
       },
-    }), s.name)));
+    }), s.name, s.level ? el('span', { class: 'muted level', title: 'set by an admin (1 basic … 5 expert)' }, ` · level ${s.level}`) : null)));
 }
 
 // --- queue -----------------------------------------------------------------------------------
@@ -119,7 +119,9 @@ function renderQueue() {
   fill($('queue-rows'), state.queue.map((q) => el('tr', { 'data-conversation': q.id },
     el('td', {}, q.channel, el('div', { class: 'muted' }, q.channel_app)),
     el('td', {}, q.contact_name || q.identity),
-    el('td', {}, q.category || '–', q.priority ? el('span', { class: 'chip' }, `priority ${q.priority}`) : null),
+    el('td', {}, q.category || '–', q.priority ? el('span', { class: 'chip' }, `priority ${q.priority}`) : null,
+      q.waiting_for ? el('span', { class: 'chip waiting', title: 'transferred: only this agent may take it until the fallback passes' },
+        q.waiting_for === session.me.user_id ? 'waiting for you' : `waiting for ${q.waiting_for_name || q.waiting_for}`) : null),
     el('td', {}, q.required_skills.length ? q.required_skills.map((s) => el('span', {
       class: `chip ${mySkills().has(s) ? '' : 'missing'}`,
       title: mySkills().has(s) ? 'you have this skill' : 'you do not have this skill (switched on)',
@@ -258,8 +260,10 @@ function renderConversation() {
       transferTo,
       el('button', { id: 'transfer', onclick: async () => {
         try {
-          await api('POST', `/api/v1/conversations/${encodeURIComponent(c.id)}/transfer`, { to_user_id: transferTo.value || null });
-          toast('Transferred');
+          const r = await api('POST', `/api/v1/conversations/${encodeURIComponent(c.id)}/transfer`, { to_user_id: transferTo.value || null });
+          // 202: the colleague cannot take it now; it waits for them in the queue.
+          const why = { away: 'is away', disconnected: 'is not connected', at_capacity: 'is full' };
+          toast(r && r.waiting_for ? `${r.display_name} ${why[r.because] || r.because}: it waits for them${r.fallback_after_secs ? ` (anyone after ${r.fallback_after_secs} s)` : ''}` : 'Transferred');
           closeView();
         } catch (e) { toast(e.message); }
       } }, 'Transfer'),
@@ -271,6 +275,7 @@ function renderConversation() {
         } catch (e) { toast(e.message); }
       } }, 'Close')),
     whyThisAgent(c.id, v.colleagues),
+    contactAttributes(c.contact_id, v.contact_attributes),
     el('div', { class: 'thread', id: 'thread' }),
     el('div', { class: 'composer' },
       el('div', { class: `window ${comp.window_open ? '' : 'closed'}`, id: 'window' }, windowText(comp)),
@@ -284,6 +289,38 @@ function renderConversation() {
   renderThread();
 }
 
+// The customer's attributes (`tier = gold`): category rules match on them when the customer's
+// next conversation arrives. Edited as `key=value` lines; saving replaces the set.
+function contactAttributes(contactId, attributes) {
+  const lines = Object.entries(attributes || {}).map(([k, v]) => `${k}=${v}`).join('\n');
+  const text = el('textarea', { id: 'attr-text', rows: 3, placeholder: 'tier=gold', 'aria-label': 'customer attributes, one key=value per line' }, lines);
+  const summary = () => {
+    const n = Object.keys(attributes || {}).length;
+    return n ? `Customer attributes (${n})` : 'Customer attributes';
+  };
+  const head = el('summary', {}, summary());
+  return el('details', { id: 'attributes', open: Object.keys(attributes || {}).length > 0 }, head,
+    el('div', { id: 'attr-list' }, Object.entries(attributes || {}).map(([k, v]) => el('span', { class: 'chip', 'data-attribute': k }, `${k} = ${v}`))),
+    text,
+    el('button', { id: 'attr-save', onclick: async () => {
+      const next = {};
+      for (const line of text.value.split('\n')) {
+        if (!line.trim()) continue;
+        const i = line.indexOf('=');
+        if (i <= 0) return toast(`Not key=value: ${line}`);
+        next[line.slice(0, i).trim()] = line.slice(i + 1).trim();
+      }
+      try {
+        const r = await api('PUT', `/api/v1/contacts/${encodeURIComponent(contactId)}/attributes`, { attributes: next });
+        attributes = r.attributes;
+        if (state.view) state.view.contact_attributes = r.attributes;
+        fill($('attr-list'), Object.entries(r.attributes).map(([k, v]) => el('span', { class: 'chip', 'data-attribute': k }, `${k} = ${v}`)));
+        head.textContent = summary();
+        toast('Attributes saved');
+      } catch (e) { toast(e.message); }
+    } }, 'Save attributes'));
+}
+
 // Why the conversation went where it went: its routing decisions, loaded when opened.
 const REASONS = {
   least_loaded: 'least loaded', idle_longest: 'same load, idle longest', lowest_id: 'tie broken by id',
@@ -291,6 +328,7 @@ const REASONS = {
   pinned: 'transferred to this agent', manual_pick: 'picked from the queue',
   grace_expired: 'agent disconnected: back to the queue', agent_offline: 'agent went offline: back to the queue',
   transfer_to_category: 'moved to another category',
+  waiting_for_agent: 'transferred: waits for the agent', pin_expired: 'the agent did not take it in time: open to everyone',
 };
 function whyThisAgent(id, colleagues) {
   const name = (u) => (colleagues.find((c) => c.id === u) || {}).display_name || (u === session.me.user_id ? 'you' : u || '—');

@@ -1,6 +1,8 @@
 //! The audit entries that the runtime's write paths record: pure builders, called from inside
 //! the storage transactions that make the change (inbound messages, outbound messages, users).
 
+use std::collections::BTreeMap;
+
 use super::audit::{AuditAction, AuditChange};
 
 /// The actor of changes made by a channel's inbound traffic.
@@ -111,9 +113,78 @@ pub fn user_created(
     .collect()
 }
 
+/// Entries for an edit of a contact's attributes from `old` to `new`: one per key added
+/// (`create`), changed (`update`) or removed (`delete`, no value), all about the contact.
+pub fn contact_attributes(
+    actor: &str,
+    contact_id: &str,
+    old: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<AuditChange> {
+    let entry = |action, key: &str, value: Option<&String>| {
+        AuditChange::new(
+            actor,
+            action,
+            "contact_attribute",
+            contact_id,
+            key,
+            value.cloned(),
+        )
+        .about(contact_id)
+    };
+    let mut out: Vec<AuditChange> = new
+        .iter()
+        .filter_map(|(key, value)| match old.get(key) {
+            None => Some(entry(AuditAction::Create, key, Some(value))),
+            Some(before) if before != value => Some(entry(AuditAction::Update, key, Some(value))),
+            Some(_) => None,
+        })
+        .collect();
+    out.extend(
+        old.keys()
+            .filter(|key| !new.contains_key(*key))
+            .map(|key| entry(AuditAction::Delete, key, None)),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribute_edits_record_each_changed_key() {
+        let pairs = |p: &[(&str, &str)]| -> BTreeMap<String, String> {
+            p.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let old = pairs(&[("tier", "silver"), ("lang", "de"), ("crm", "7")]);
+        let new = pairs(&[("tier", "gold"), ("lang", "de"), ("vip", "yes")]);
+        let e = contact_attributes("u1", "c1", &old, &new);
+        let got: Vec<(&str, &str, Option<&str>)> = e
+            .iter()
+            .map(|c| {
+                (
+                    c.action.as_str(),
+                    c.attribute.as_str(),
+                    c.new_value.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("update", "tier", Some("gold")),
+                ("create", "vip", Some("yes")),
+                ("delete", "crm", None)
+            ]
+        );
+        assert!(e.iter().all(|c| c.subject_id.as_deref() == Some("c1")
+            && c.entity == "contact_attribute"
+            && c.actor == "u1"));
+        assert!(contact_attributes("u1", "c1", &new, &new).is_empty());
+    }
 
     #[test]
     fn a_first_message_records_contact_identity_and_content() {

@@ -406,6 +406,7 @@ mod tests {
                 channel: ChannelType::Sms,
                 identity: "46700000009".into(),
             }],
+            attributes: Default::default(),
             created_at: chrono::DateTime::UNIX_EPOCH,
             anonymized_at: None,
         };

@@ -1,5 +1,7 @@
 //! Users, skills and categories: the tenant's directory that routing and the UI build on.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -31,6 +33,29 @@ pub struct UserSkill {
     pub skill_id: String,
     /// Agents switch skills on and off; only active skills count for routing.
     pub active: bool,
+    /// Proficiency 1 (basic) to 5 (expert), set by admins; `null`: no level, which satisfies
+    /// only requirements without a minimum level.
+    pub level: Option<u8>,
+}
+
+/// How a category requires one of its skills (a skill without options is required at any level).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkillOption {
+    /// Minimum proficiency 1 to 5; relaxed after `routing.relax_levels_after_secs` of waiting.
+    #[serde(default)]
+    pub min_level: Option<u8>,
+    /// An optional skill is preferred at first and no longer required after
+    /// `routing.drop_optional_after_secs` of waiting.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+impl SkillOption {
+    /// Whether it differs from a plain requirement (any level, mandatory).
+    pub fn is_set(&self) -> bool {
+        self.min_level.is_some() || self.optional
+    }
 }
 
 /// A new user.
@@ -79,6 +104,8 @@ pub struct Category {
     pub description: String,
     /// Skills a conversation in this category requires.
     pub skill_ids: Vec<String>,
+    /// Minimum levels and optional flags by skill id (only skills that set one).
+    pub skill_options: BTreeMap<String, SkillOption>,
     /// Created at.
     pub created_at: DateTime<Utc>,
 }
@@ -158,7 +185,8 @@ impl Store {
 
     /// One user.
     pub async fn user(&self, id: &str) -> Result<User> {
-        let (row, skills): (Option<UserRow>, Vec<(String, bool)>) = on_pool!(self, |pool| {
+        type SkillRow = (String, bool, Option<i64>);
+        let (row, skills): (Option<UserRow>, Vec<SkillRow>) = on_pool!(self, |pool| {
             let row = sqlx::query_as(
                 "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1",
             )
@@ -166,7 +194,7 @@ impl Store {
             .fetch_optional(pool)
             .await?;
             let skills = sqlx::query_as(
-                "SELECT skill_id, active FROM user_skills WHERE user_id = $1 ORDER BY skill_id",
+                "SELECT skill_id, active, level FROM user_skills WHERE user_id = $1 ORDER BY skill_id",
             )
             .bind(id)
             .fetch_all(pool)
@@ -186,7 +214,11 @@ impl Store {
                 .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
             skills: skills
                 .into_iter()
-                .map(|(skill_id, active)| UserSkill { skill_id, active })
+                .map(|(skill_id, active, level)| UserSkill {
+                    skill_id,
+                    active,
+                    level: level.and_then(|l| u8::try_from(l).ok()),
+                })
                 .collect(),
             created_at: from_ms(created_at),
         })
@@ -279,20 +311,22 @@ impl Store {
             name: new.name.clone(),
             description: new.description.clone(),
             skill_ids,
+            skill_options: BTreeMap::new(),
             created_at: from_ms(now),
         })
     }
 
     /// Every category, by name.
     pub async fn categories(&self) -> Result<Vec<Category>> {
-        let (rows, links): (Vec<CategoryRow>, Vec<(String, String)>) = on_pool!(self, |pool| {
+        type LinkRow = (String, String, Option<i64>, bool);
+        let (rows, links): (Vec<CategoryRow>, Vec<LinkRow>) = on_pool!(self, |pool| {
             let rows = sqlx::query_as(
                 "SELECT id, name, description, created_at FROM categories ORDER BY name",
             )
             .fetch_all(pool)
             .await?;
             let links = sqlx::query_as(
-                "SELECT category_id, skill_id FROM category_skills ORDER BY skill_id",
+                "SELECT category_id, skill_id, min_level, optional FROM category_skills ORDER BY skill_id",
             )
             .fetch_all(pool)
             .await?;
@@ -303,8 +337,20 @@ impl Store {
             .map(|(id, name, description, created_at)| Category {
                 skill_ids: links
                     .iter()
-                    .filter(|(c, _)| *c == id)
-                    .map(|(_, s)| s.clone())
+                    .filter(|(c, ..)| *c == id)
+                    .map(|(_, s, ..)| s.clone())
+                    .collect(),
+                skill_options: links
+                    .iter()
+                    .filter(|(c, ..)| *c == id)
+                    .map(|(_, s, min_level, optional)| {
+                        let option = SkillOption {
+                            min_level: min_level.and_then(|l| u8::try_from(l).ok()),
+                            optional: *optional,
+                        };
+                        (s.clone(), option)
+                    })
+                    .filter(|(_, o)| o.is_set())
                     .collect(),
                 id,
                 name,

@@ -10,6 +10,7 @@
 //! sqlx writes RFC 3339 text with a variable number of fractional digits, which would not sort.
 //! Migrations live in `migrations/sqlite` and `migrations/postgres`, embedded in the binary.
 
+mod attributes;
 mod audit;
 mod auth;
 mod cursor;
@@ -34,7 +35,9 @@ pub(crate) use audit::AuditTx;
 pub use audit::{AuditQuery, CHAIN_BATCH, ChainReport};
 pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
 pub use cursor::{EventCursor, GAP_PATIENCE};
-pub use directory::{Category, NewCategory, NewSkill, NewUser, Skill, User, UserSkill};
+pub use directory::{
+    Category, NewCategory, NewSkill, NewUser, Skill, SkillOption, User, UserSkill,
+};
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
 };
@@ -47,8 +50,9 @@ pub use privacy::{
     SubjectData, normalize_phone,
 };
 pub use routing::{
-    AgentRow, ArrivalFacts, CategoryRow, Claim, DecisionRecord, OpenConversationRow, PickRefusal,
-    REPLICA_STALE_MS, Return, RoutingRows, Signal,
+    AgentRow, ArrivalFacts, CategoryRow, Claim, DecisionRecord, HeldSkill, NeededSkill,
+    OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
+    TransferOutcome,
 };
 pub use workspace::{
     CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note, QueueItem,

@@ -27,6 +27,8 @@ pub struct ContactDetails {
     pub phone: Option<String>,
     /// Channel identities.
     pub identities: Vec<ContactIdentity>,
+    /// Attributes (`tier = gold`) set by admins and agents; routing rules match on them.
+    pub attributes: std::collections::BTreeMap<String, String>,
     /// First seen.
     pub created_at: DateTime<Utc>,
     /// When the personal data was replaced, if it was.
@@ -206,6 +208,12 @@ macro_rules! impl_privacy_tx {
                 .bind(now)
                 .execute(&mut *self)
                 .await?;
+                // Decisions explain who got the conversation and why (candidates, sticky
+                // history): they go with the content they explain.
+                sqlx::query("DELETE FROM routing_decisions WHERE conversation_id = $1")
+                    .bind(id)
+                    .execute(&mut *self)
+                    .await?;
                 sqlx::query(
                     "UPDATE conversations SET identity = 'anonymized', anonymized_at = $2, \
                      status = 'closed', closed_at = COALESCE(closed_at, $2) WHERE id = $1",
@@ -250,6 +258,11 @@ macro_rules! impl_privacy_tx {
                         .await?;
                 }
                 report.identities = identities.len() as u64;
+                // Attributes are free text about the person: nothing of them is kept.
+                sqlx::query("DELETE FROM contact_attributes WHERE contact_id = $1")
+                    .bind(id)
+                    .execute(&mut *self)
+                    .await?;
                 sqlx::query(
                     "UPDATE contacts SET display_name = CASE WHEN display_name IS NULL THEN NULL ELSE $2 END, \
                      email = NULL, phone = NULL, anonymized_at = $3 WHERE id = $1",
@@ -267,7 +280,7 @@ macro_rules! impl_privacy_tx {
                 .execute(&mut *self)
                 .await?
                 .rows_affected();
-                let changes: Vec<AuditChange> = ["display_name", "email", "phone", "identities", "messages"]
+                let changes: Vec<AuditChange> = ["display_name", "email", "phone", "identities", "attributes", "messages"]
                     .into_iter()
                     .map(|attribute| {
                         AuditChange::new(actor, AuditAction::Anonymize, "contact", id, attribute, None).about(id)
@@ -291,6 +304,8 @@ macro_rules! impl_privacy_tx {
                     "DELETE FROM messages WHERE conversation_id = $1",
                     "DELETE FROM conversation_events WHERE conversation_id = $1",
                     "DELETE FROM conversation_skills WHERE conversation_id = $1",
+                    // The foreign key cascades too; explicit so the list says what goes.
+                    "DELETE FROM routing_decisions WHERE conversation_id = $1",
                     "DELETE FROM conversations WHERE id = $1",
                 ] {
                     sqlx::query(sql).bind(id).execute(&mut *self).await?;
@@ -417,12 +432,15 @@ impl Store {
             id: id.to_owned(),
         })?;
         let Contact { identities, .. } = self.contact(id).await?;
-        Ok(details(row, identities))
+        let mut out = details(row, identities);
+        out.attributes = self.contact_attributes(id).await?;
+        Ok(out)
     }
 
     /// Every contact with its details, oldest first.
     pub async fn all_contact_details(&self) -> Result<Vec<ContactDetails>> {
-        let (rows, idents): (Vec<DetailsRow>, Vec<(String, String, String)>) = on_pool!(
+        type Triples = Vec<(String, String, String)>;
+        let (rows, idents, attributes): (Vec<DetailsRow>, Triples, Triples) = on_pool!(
             self,
             |pool| {
                 let rows = sqlx::query_as(
@@ -435,9 +453,24 @@ impl Store {
                 )
                 .fetch_all(pool)
                 .await?;
-                (rows, idents)
+                let attributes = sqlx::query_as(
+                    "SELECT contact_id, key, value FROM contact_attributes ORDER BY contact_id, key",
+                )
+                .fetch_all(pool)
+                .await?;
+                (rows, idents, attributes)
             }
         );
+        let mut attributes_of: std::collections::HashMap<
+            String,
+            std::collections::BTreeMap<String, String>,
+        > = std::collections::HashMap::new();
+        for (contact_id, key, value) in attributes {
+            attributes_of
+                .entry(contact_id)
+                .or_default()
+                .insert(key, value);
+        }
         let mut by_contact: std::collections::HashMap<String, Vec<ContactIdentity>> =
             std::collections::HashMap::new();
         for (contact_id, channel, identity) in idents {
@@ -455,13 +488,17 @@ impl Store {
             .into_iter()
             .map(|row| {
                 let identities = by_contact.remove(&row.0).unwrap_or_default();
-                details(row, identities)
+                let attributes = attributes_of.remove(&row.0).unwrap_or_default();
+                ContactDetails {
+                    attributes,
+                    ..details(row, identities)
+                }
             })
             .collect())
     }
 
-    /// Ids of the contacts `q` names: part of a name, an e-mail address, a phone number or a
-    /// channel identity (phone numbers also match MSISDN identities). Earlier values count
+    /// Ids of the contacts `q` names: part of a name, an e-mail address, a phone number, a
+    /// channel identity (phone numbers also match MSISDN identities) or an attribute's value. Earlier values count
     /// too: an address the contact had before an edit is still in the audit log, and so still
     /// the contact's personal data.
     pub async fn search_subjects(&self, q: &str, limit: i64) -> Result<Vec<String>> {
@@ -474,8 +511,9 @@ impl Store {
             "SELECT DISTINCT c.id FROM contacts c LEFT JOIN contact_identities i ON i.contact_id = c.id \
              WHERE ($1 IS NOT NULL AND LOWER(c.display_name) LIKE $1 ESCAPE '\\') OR LOWER(c.email) = $2 \
              OR ($3 IS NOT NULL AND (c.phone = $3 OR i.identity = $3)) OR i.identity = $4 \
+             OR c.id IN (SELECT contact_id FROM contact_attributes WHERE LOWER(value) = $2) \
              OR c.id IN (SELECT subject_id FROM audit_log WHERE subject_id IS NOT NULL \
-                 AND entity IN ('contact', 'contact_identity') AND new_value IS NOT NULL \
+                 AND entity IN ('contact', 'contact_identity', 'contact_attribute') AND new_value IS NOT NULL \
                  AND (LOWER(new_value) = $2 OR new_value = $3 OR new_value = $4)) \
              ORDER BY c.id LIMIT $5"
         )
@@ -850,6 +888,10 @@ impl Store {
                     tx.anonymize_contact_tx(contact_id, &actor, now).await?;
                 }
                 if total == 0 && step == RetentionStep::Delete {
+                    sqlx::query("DELETE FROM contact_attributes WHERE contact_id = $1")
+                        .bind(contact_id)
+                        .execute(&mut *tx)
+                        .await?;
                     sqlx::query("DELETE FROM contact_identities WHERE contact_id = $1")
                         .bind(contact_id)
                         .execute(&mut *tx)
@@ -876,6 +918,7 @@ fn details(row: DetailsRow, identities: Vec<ContactIdentity>) -> ContactDetails 
         email,
         phone,
         identities,
+        attributes: std::collections::BTreeMap::new(),
         created_at: from_ms(created_at),
         anonymized_at: anonymized_at.map(from_ms),
     }

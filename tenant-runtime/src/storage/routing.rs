@@ -43,8 +43,8 @@ pub struct AgentRow {
     pub auto_allocate: bool,
     /// `available`, `away` or `offline`.
     pub status: String,
-    /// Skills held: `(name, active)`.
-    pub skills: Vec<(String, bool)>,
+    /// Skills held.
+    pub skills: Vec<HeldSkill>,
     /// Live Workspace sessions on replicas with a fresh heartbeat.
     pub sessions: i64,
     /// When the agent's presence last changed (epoch ms), if ever.
@@ -93,8 +93,35 @@ pub struct CategoryRow {
     pub priority: i64,
     /// Rules (JSON, see `workspace::CategoryRule`).
     pub rules: Vec<super::CategoryRule>,
-    /// Required skill names.
-    pub skills: Vec<String>,
+    /// Required skills.
+    pub skills: Vec<NeededSkill>,
+}
+
+/// A skill an agent holds, for the routing snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSkill {
+    /// Skill name.
+    pub name: String,
+    /// Switched on by the agent.
+    pub active: bool,
+    /// Proficiency 1..=5, if an admin set one.
+    pub level: Option<u8>,
+}
+
+/// A skill a category requires, for the routing snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeededSkill {
+    /// Skill name.
+    pub name: String,
+    /// Minimum proficiency, if any.
+    pub min_level: Option<u8>,
+    /// Dropped after the optional-skill wait.
+    pub optional: bool,
+}
+
+/// A stored level (1..=5 by the schema's CHECK) as the routing level.
+fn level(stored: Option<i64>) -> Option<u8> {
+    stored.and_then(|l| u8::try_from(l).ok())
 }
 
 /// Everything the routing service rebuilds its state from.
@@ -121,6 +148,8 @@ pub struct ArrivalFacts {
     pub conversation: OpenConversationRow,
     /// The text of its first customer message (empty for media without caption, …).
     pub first_message: String,
+    /// The contact's attributes, for rules on them.
+    pub contact_attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// One decision to persist.
@@ -180,6 +209,23 @@ pub struct Signal {
     pub kind: String,
 }
 
+/// What a transfer to a named agent did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferOutcome {
+    /// The agent had room: the conversation is theirs now.
+    Assigned,
+    /// The agent is `away`, `disconnected` or `at_capacity`: the conversation is back in the
+    /// queue at its old place, pinned to them.
+    Waiting {
+        /// Why they could not take it now.
+        because: &'static str,
+    },
+    /// The agent is offline: nothing changed.
+    AgentOffline,
+    /// The conversation is not assigned (to the caller, when one was given): nothing changed.
+    NotAssigned,
+}
+
 /// Why a manual pick was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PickRefusal {
@@ -202,17 +248,17 @@ pub enum PickRefusal {
     },
 }
 
-/// `(conversations, categories (id, name, priority, rules), category skills (category, name))`
+/// `(conversations, categories (id, name, priority, rules), category skills (category, name, min level, optional))`
 type RowsTuple = (
     Vec<ConvTuple>,
     Vec<(String, String, i64, String)>,
-    Vec<(String, String)>,
+    Vec<(String, String, Option<i64>, bool)>,
 );
 
-/// `(agents (id, auto_allocate, status, last assigned), skills (user, name, active), presence (user, sessions, changed))`
+/// `(agents (id, auto_allocate, status, last assigned), skills (user, name, active, level), presence (user, sessions, changed))`
 type AgentsTuple = (
     Vec<(String, bool, Option<String>, Option<i64>)>,
-    Vec<(String, String, bool)>,
+    Vec<(String, String, bool, Option<i64>)>,
     Vec<(String, i64, Option<i64>)>,
 );
 
@@ -316,15 +362,22 @@ impl Store {
             .fetch_all(pool)
             .await?;
             let category_skills = sqlx::query_as(
-                "SELECT cs.category_id, s.name FROM category_skills cs JOIN skills s ON s.id = cs.skill_id ORDER BY s.name",
+                "SELECT cs.category_id, s.name, cs.min_level, cs.optional FROM category_skills cs JOIN skills s ON s.id = cs.skill_id ORDER BY s.name",
             )
             .fetch_all(pool)
             .await?;
             (conversations, categories, category_skills)
         });
-        let mut skills_of_category: HashMap<String, Vec<String>> = HashMap::new();
-        for (category, name) in category_skills {
-            skills_of_category.entry(category).or_default().push(name);
+        let mut skills_of_category: HashMap<String, Vec<NeededSkill>> = HashMap::new();
+        for (category, name, min_level, optional) in category_skills {
+            skills_of_category
+                .entry(category)
+                .or_default()
+                .push(NeededSkill {
+                    name,
+                    min_level: level(min_level),
+                    optional,
+                });
         }
         let categories = categories
             .into_iter()
@@ -383,9 +436,11 @@ impl Store {
                 _ => String::new(),
             })
             .unwrap_or_default();
+        let contact_attributes = self.contact_attributes(&conversation.contact_id).await?;
         Ok(Some(ArrivalFacts {
             conversation,
             first_message,
+            contact_attributes,
         }))
     }
 
@@ -581,6 +636,189 @@ impl Store {
             }
             tx.commit().await?;
             won
+        }))
+    }
+
+    /// Hands conversation `id` (assigned; to `owner` when given) to agent `to`: directly when
+    /// they are available, connected and below `capacity`; otherwise it goes back to the queue
+    /// at its old place pinned to them, with a `transfer` decision (`waiting_for_agent`) that says
+    /// why and after how long the pin falls back (`fallback_secs`, `None`: never). `by` is who
+    /// transferred it. The target's row is locked on PostgreSQL, as claims do, so the capacity
+    /// read holds until the commit.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn transfer_to_agent(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        to: &str,
+        by: &str,
+        capacity: i64,
+        fallback_secs: Option<u64>,
+        now: i64,
+    ) -> Result<TransferOutcome> {
+        let postgres = self.backend() == Backend::Postgres;
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            if postgres {
+                sqlx::query(LOCK_AGENT).bind(to).execute(&mut *tx).await?;
+            }
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM routing_agents WHERE user_id = $1")
+                    .bind(to)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let sessions: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(p.sessions), 0) AS BIGINT) FROM routing_presence p \
+                 JOIN routing_replicas r ON r.replica = p.replica WHERE p.user_id = $1 AND r.seen_at >= $2",
+            )
+            .bind(to)
+            .bind(now - REPLICA_STALE_MS)
+            .fetch_one(&mut *tx)
+            .await?;
+            let load: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned' AND id <> $2",
+            )
+            .bind(to)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let because = match status.as_deref() {
+                Some("offline") => return Ok(TransferOutcome::AgentOffline),
+                Some("away") => Some("away"),
+                _ if sessions == 0 => Some("disconnected"),
+                _ if load >= capacity => Some("at_capacity"),
+                _ => None,
+            };
+            let n = match because {
+                None => sqlx::query(
+                    "UPDATE conversations SET assigned_user_id = $1, assigned_at = $2, updated_at = $2, pinned_user_id = NULL, pinned_at = NULL \
+                     WHERE id = $3 AND status = 'assigned' AND ($4 IS NULL OR assigned_user_id = $4)",
+                )
+                .bind(to)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?,
+                Some(_) => sqlx::query(
+                    "UPDATE conversations SET status = 'queued', assigned_user_id = NULL, assigned_at = NULL, avoid_user_id = NULL, \
+                     pinned_user_id = $1, pinned_at = $2, updated_at = $2 \
+                     WHERE id = $3 AND status = 'assigned' AND ($4 IS NULL OR assigned_user_id = $4)",
+                )
+                .bind(to)
+                .bind(now)
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?,
+            }
+            .rows_affected();
+            if n != 1 {
+                return Ok(TransferOutcome::NotAssigned);
+            }
+            let (kind, data) = match because {
+                None => (
+                    "conversation_assigned",
+                    serde_json::json!({ "user_id": to, "by": "transfer", "from": by }),
+                ),
+                Some(_) => (
+                    "conversation_queued",
+                    serde_json::json!({ "by": by, "pinned_user_id": to }),
+                ),
+            };
+            sqlx::query(event_sql())
+                .bind(id)
+                .bind(kind)
+                .bind(data.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            if let Some(because) = because {
+                let explanation = serde_json::json!({
+                    "reason": "waiting_for_agent",
+                    "waiting_for": to,
+                    "because": because,
+                    "load": load,
+                    "capacity": capacity,
+                    "transferred_by": by,
+                    "fallback_after_secs": fallback_secs,
+                });
+                sqlx::query(decision_sql())
+                    .bind(id)
+                    .bind(to)
+                    .bind("transfer")
+                    .bind("waiting_for_agent")
+                    .bind(explanation.to_string())
+                    .bind(None::<i64>)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            match because {
+                None => TransferOutcome::Assigned,
+                Some(because) => TransferOutcome::Waiting { because },
+            }
+        }))
+    }
+
+    /// Drops the pins of queued conversations pinned at or before `cutoff` (epoch ms): each
+    /// gets a `transfer` decision (`pin_expired`) and a `conversation_queued` event, and may go
+    /// to anyone eligible from now on. Returns their ids.
+    pub async fn expire_pins(&self, cutoff: i64, now: i64) -> Result<Vec<String>> {
+        Ok(on_pool!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            let due: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT id, pinned_user_id, pinned_at FROM conversations \
+                 WHERE status = 'queued' AND pinned_user_id IS NOT NULL AND pinned_at IS NOT NULL AND pinned_at <= $1 ORDER BY id",
+            )
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut dropped = Vec::with_capacity(due.len());
+            for (id, user, pinned_at) in due {
+                let n = sqlx::query(
+                    "UPDATE conversations SET pinned_user_id = NULL, pinned_at = NULL, updated_at = $1 \
+                     WHERE id = $2 AND status = 'queued' AND pinned_user_id = $3",
+                )
+                .bind(now)
+                .bind(&id)
+                .bind(&user)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if n != 1 {
+                    continue;
+                }
+                let explanation = serde_json::json!({
+                    "reason": "pin_expired",
+                    "waited_for": user,
+                    "waited_secs": (now - pinned_at) / 1000,
+                });
+                sqlx::query(decision_sql())
+                    .bind(&id)
+                    .bind(&user)
+                    .bind("transfer")
+                    .bind("pin_expired")
+                    .bind(explanation.to_string())
+                    .bind(None::<i64>)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(event_sql())
+                    .bind(&id)
+                    .bind("conversation_queued")
+                    .bind(
+                        serde_json::json!({ "by": "system:routing", "pin_dropped": user })
+                            .to_string(),
+                    )
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                dropped.push(id);
+            }
+            tx.commit().await?;
+            dropped
         }))
     }
 
@@ -806,6 +1044,16 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            if status == "offline" {
+                // Transfers waiting for an agent who logs off are open to everyone at once (the
+                // allocator's state drops them too), not only after the fallback.
+                sqlx::query(
+                    "UPDATE conversations SET pinned_user_id = NULL, pinned_at = NULL WHERE pinned_user_id = $1 AND status = 'queued'",
+                )
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            }
             sqlx::query(
                 "INSERT INTO routing_signals (user_id, kind, created_at) VALUES ($1, 'status', $2)",
             )
@@ -920,7 +1168,7 @@ impl Store {
             .fetch_all(pool)
             .await?;
             let skills = sqlx::query_as(
-                "SELECT us.user_id, s.name, us.active FROM user_skills us JOIN skills s ON s.id = us.skill_id ORDER BY s.name",
+                "SELECT us.user_id, s.name, us.active, us.level FROM user_skills us JOIN skills s ON s.id = us.skill_id ORDER BY s.name",
             )
             .fetch_all(pool)
             .await?;
@@ -933,9 +1181,13 @@ impl Store {
             .await?;
             (agents, skills, presence)
         });
-        let mut skills_of: HashMap<String, Vec<(String, bool)>> = HashMap::new();
-        for (user, name, active) in skills {
-            skills_of.entry(user).or_default().push((name, active));
+        let mut skills_of: HashMap<String, Vec<HeldSkill>> = HashMap::new();
+        for (user, name, active, stored) in skills {
+            skills_of.entry(user).or_default().push(HeldSkill {
+                name,
+                active,
+                level: level(stored),
+            });
         }
         let presence: HashMap<String, (i64, Option<i64>)> = presence
             .into_iter()

@@ -5,13 +5,13 @@
 //! Every change of a conversation writes a row to `conversation_events` in the same transaction;
 //! `http::live` tails that table to push the change to browsers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
+use super::{Error, Result, SkillOption, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
 use crate::domain::ChannelType;
 
 /// A conversation waiting in the queue, with what an agent needs to choose it.
@@ -39,6 +39,11 @@ pub struct QueueItem {
     pub queued_since: DateTime<Utc>,
     /// Last customer message.
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// Transferred to this agent, who could not take it at once: only they may take it until
+    /// the fallback passes.
+    pub waiting_for: Option<String>,
+    /// That agent's name.
+    pub waiting_for_name: Option<String>,
 }
 
 /// An internal note on a conversation.
@@ -87,6 +92,9 @@ pub struct CategoryRule {
     /// The first message contains one of these words (empty: any).
     #[serde(default)]
     pub keywords: Vec<String>,
+    /// The contact has every one of these attributes with exactly this value (empty: any).
+    #[serde(default)]
+    pub contact_attributes: BTreeMap<String, String>,
 }
 
 /// The routing attributes of a category edited in the Configurator.
@@ -107,6 +115,9 @@ pub struct CategoryEdit {
     /// Required skill ids.
     #[serde(default)]
     pub skill_ids: Vec<String>,
+    /// Minimum level and optional flag per skill id; every key must be in `skill_ids`.
+    #[serde(default)]
+    pub skill_options: BTreeMap<String, SkillOption>,
 }
 
 /// Routing attributes of a category.
@@ -169,11 +180,15 @@ impl Store {
             String,
             i64,
             Option<i64>,
+            Option<String>,
+            Option<String>,
         );
         let (rows, skills): (Vec<Row>, Vec<(String, String)>) = on_pool!(self, |pool| {
             let rows = sqlx::query_as(
-                "SELECT c.id, c.channel, c.channel_app, c.category_id, k.name, k.priority, p.display_name, c.identity, c.created_at, c.last_inbound_at \
+                "SELECT c.id, c.channel, c.channel_app, c.category_id, k.name, k.priority, p.display_name, c.identity, c.created_at, c.last_inbound_at, \
+                 c.pinned_user_id, w.display_name \
                  FROM conversations c LEFT JOIN categories k ON k.id = c.category_id JOIN contacts p ON p.id = c.contact_id \
+                 LEFT JOIN users w ON w.id = c.pinned_user_id \
                  WHERE c.status = 'queued' ORDER BY COALESCE(k.priority, 0) DESC, c.created_at, c.id LIMIT 500",
             )
             .fetch_all(pool)
@@ -202,6 +217,8 @@ impl Store {
                     identity,
                     created,
                     last,
+                    waiting_for,
+                    waiting_for_name,
                 )| {
                     Ok(QueueItem {
                         required_skills: by_conv.remove(&id).unwrap_or_default(),
@@ -217,6 +234,8 @@ impl Store {
                         identity,
                         queued_since: from_ms(created),
                         last_inbound_at: last.map(from_ms),
+                        waiting_for,
+                        waiting_for_name,
                     })
                 },
             )
@@ -256,8 +275,10 @@ impl Store {
         }))
     }
 
-    /// Hands an assigned conversation to `to` (another agent) or back to the queue (`None`);
-    /// `owner` restricts it to that assignee. Returns whether it moved.
+    /// Hands an assigned conversation to `to` (another agent) unconditionally, or back to the
+    /// queue (`None`); `owner` restricts it to that assignee. Returns whether it moved. The API
+    /// hands to an agent through [`Store::transfer_to_agent`], which checks that they can take
+    /// it now and otherwise pins it to them.
     pub async fn transfer_conversation(
         &self,
         id: &str,
@@ -464,8 +485,14 @@ impl Store {
         Ok(())
     }
 
-    /// Grants (or revokes) skills of a user: replaces the user's skill set, keeping switches.
-    pub async fn set_user_skills(&self, user_id: &str, skill_ids: &[String]) -> Result<()> {
+    /// Grants (or revokes) skills of a user: replaces the user's skill set and levels (a skill
+    /// missing from `levels` has none), keeping the agent's on/off switches.
+    pub async fn set_user_skills(
+        &self,
+        user_id: &str,
+        skill_ids: &[String],
+        levels: &BTreeMap<String, u8>,
+    ) -> Result<()> {
         on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let held: Vec<String> =
@@ -480,16 +507,29 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
             }
-            for s in skill_ids.iter().filter(|s| !held.contains(s)) {
-                sqlx::query(
-                    "INSERT INTO user_skills (user_id, skill_id, active) VALUES ($1, $2, $3)",
-                )
-                .bind(user_id)
-                .bind(s)
-                .bind(true)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| fk_or(e, "user skill"))?;
+            for s in skill_ids {
+                let level = levels.get(s).copied().map(i64::from);
+                if held.contains(s) {
+                    sqlx::query(
+                        "UPDATE user_skills SET level = $1 WHERE user_id = $2 AND skill_id = $3",
+                    )
+                    .bind(level)
+                    .bind(user_id)
+                    .bind(s)
+                    .execute(&mut *tx)
+                    .await?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO user_skills (user_id, skill_id, active, level) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(user_id)
+                    .bind(s)
+                    .bind(true)
+                    .bind(level)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| fk_or(e, "user skill"))?;
+                }
             }
             tx.commit().await?;
         });
@@ -649,12 +689,17 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             for skill in &edit.skill_ids {
-                sqlx::query("INSERT INTO category_skills (category_id, skill_id) VALUES ($1, $2)")
-                    .bind(&id)
-                    .bind(skill)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| fk_or(e, "category skill"))?;
+                let option = edit.skill_options.get(skill).copied().unwrap_or_default();
+                sqlx::query(
+                    "INSERT INTO category_skills (category_id, skill_id, min_level, optional) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&id)
+                .bind(skill)
+                .bind(option.min_level.map(i64::from))
+                .bind(option.optional)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| fk_or(e, "category skill"))?;
             }
             tx.commit().await?;
         });

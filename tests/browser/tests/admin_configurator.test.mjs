@@ -41,16 +41,24 @@ test('admin creates a skill and a category and invites a user who accepts and lo
   await page.fill('#cat-desc', 'Sending things back');
   await page.fill('#cat-priority', '5');
   await page.fill('#cat-keywords', 'return, refund');
+  await page.fill('#cat-attributes', 'tier=gold');
   await page.check('#cat-skills label:has-text("german") input');
+  // German at level 3 or better, and optional: dropped after routing.drop_optional_after_secs.
+  await page.selectOption('#cat-skills .cat-skill[data-skill="german"] select', '3');
+  await page.check('#cat-skills .cat-skill[data-skill="german"] input[name="cat-optional"]');
   await page.click('#cat-form button[type=submit]');
   const cat = page.locator('#cat-rows tr[data-category="Returns"]');
   await cat.waitFor();
   assert.match(await cat.textContent(), /keywords: return, refund/);
-  assert.match(await cat.textContent(), /german/);
+  assert.match(await cat.textContent(), /german ≥ 3 \(optional\)/);
   const cats = await tokenApi(stack, 'GET', '/api/v1/admin/categories');
   const returns = cats.body.find((c) => c.name === 'Returns');
   assert.equal(returns.priority, 5);
+  assert.deepEqual(returns.rules[0].contact_attributes, { tier: 'gold' });
+  assert.match(await cat.textContent(), /contact: tier=gold/);
+  await screenshot(page, 'configurator-category');
   assert.equal(returns.skill_ids.length, 1);
+  assert.deepEqual(returns.skill_options, { [returns.skill_ids[0]]: { min_level: 3, optional: true } });
 
   await page.click('button[data-tab=users]');
   await page.fill('#inv-email', 'new.agent@tenant.test');
@@ -93,9 +101,21 @@ test('admin creates a skill and a category and invites a user who accepts and lo
   await page.click('button[data-tab=users]');
   await page.locator('#invite-rows', { hasText: 'accepted' }).waitFor();
 
-  // A role change applies at the user's next request; deactivation signs them out everywhere.
+  // The admin gives Nadia german at level 4 (choosing a level grants the skill); her Workspace
+  // shows it.
   const row = page.locator('#user-rows tr[data-user="new.agent@tenant.test"]');
-  await row.locator('select').selectOption('dpo');
+  await row.locator('.user-skill[data-skill="german"] select').selectOption('4');
+  await page.locator('#toast', { hasText: 'Skills of Nadia saved' }).waitFor();
+  const users = await tokenApi(stack, 'GET', '/api/v1/users');
+  const nadia = users.body.find((u) => u.email === 'new.agent@tenant.test');
+  assert.deepEqual(nadia.skills.map((s) => [s.active, s.level]), [[true, 4]]);
+  await screenshot(page, 'configurator-levels');
+  await p2.goto(`${stack.url}/workspace`);
+  await p2.waitForSelector('body[data-ready="1"]');
+  await p2.locator('#skills', { hasText: 'german · level 4' }).waitFor();
+
+  // A role change applies at the user's next request; deactivation signs them out everywhere.
+  await row.locator('select.role').selectOption('dpo');
   await page.locator('#toast', { hasText: 'Nadia is dpo now' }).waitFor();
   const resp = await p2.goto(`${stack.url}/workspace`);
   assert.equal(resp.status(), 403, 'a DPO has no Workspace');

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startStack, createUser, customerWrites, simSent, simFailNext, eventually, browser, login, screenshot,
+  startStack, createUser, customerWrites, simSent, simFailNext, eventually, browser, login, screenshot, tokenApi,
 } from '../harness.mjs';
 
 let stack;
@@ -68,6 +68,19 @@ test('agent receives, picks and answers a conversation started by the simulator'
   await page.click('#send');
   await page.locator('#thread .msg.note', { hasText: 'Customer is happy' }).waitFor();
   assert.ok(!(await simSent(stack)).some((m) => JSON.stringify(m.body).includes('Customer is happy')), 'notes are never sent');
+
+  // The agent records a customer attribute (category rules match on it); a bad key is refused.
+  await page.click('#attributes summary');
+  await page.fill('#attr-text', 'Tier=gold');
+  await page.click('#attr-save');
+  await page.locator('#toast', { hasText: 'attribute key `Tier`' }).waitFor();
+  await page.fill('#attr-text', 'tier=gold\nlang=en');
+  await page.click('#attr-save');
+  await page.locator('#attr-list .chip[data-attribute="tier"]', { hasText: 'tier = gold' }).waitFor();
+  const contacts = await tokenApi(stack, 'GET', '/api/v1/contacts');
+  const contact = contacts.body.find((c) => c.identities.some((i) => i.identity === '46700000001'));
+  const stored = await tokenApi(stack, 'GET', `/api/v1/contacts/${contact.id}/attributes`);
+  assert.deepEqual(stored.body.attributes, { lang: 'en', tier: 'gold' });
 
   await screenshot(page, 'workspace-conversation');
 

@@ -16,7 +16,7 @@ let agent;
 const browsers = [];
 
 const PHONE = '46701234567';
-const SECRETS = ['Greta Lindqvist', 'greta@example.org', PHONE, 'Elm Street 7'];
+const SECRETS = ['Greta Lindqvist', 'greta@example.org', PHONE, 'Elm Street 7', 'Allergic To Lilies'];
 
 before(async () => {
   stack = await startStack();
@@ -33,6 +33,10 @@ before(async () => {
   const patched = await tokenApi(stack, 'PATCH', `/api/v1/privacy/contacts/${greta.id}`,
     { display_name: 'Greta Lindqvist', email: 'greta@example.org' });
   assert.equal(patched.status, 200, JSON.stringify(patched.body));
+  // An attribute set by an admin (the token here): personal data like the rest.
+  const attributes = await tokenApi(stack, 'PUT', `/api/v1/contacts/${greta.id}/attributes`,
+    { attributes: { crm_note: 'Allergic To Lilies', tier: 'gold' } });
+  assert.equal(attributes.status, 200, JSON.stringify(attributes.body));
 });
 
 after(async () => {
@@ -56,6 +60,7 @@ test('a DPO finds, exports and anonymizes a customer; the data is gone from page
   assert.equal(await page.locator('#results tr').count(), 1);
   const id = await page.locator('#results tr').getAttribute('data-contact');
   assert.equal(await page.locator('#contact-rows td[data-field="e-mail"]').textContent(), 'greta@example.org');
+  assert.match(await page.locator('#contact-rows td[data-field="attributes"]').textContent(), /crm_note = Allergic To Lilies/);
   assert.equal(await page.locator('#conversation-count').textContent(), '1');
   assert.equal(await page.locator('#message-count').textContent(), '1');
   assert.equal(await page.locator('#message-rows td.content').textContent(), 'Hello, please send it to Elm Street 7');
@@ -64,7 +69,7 @@ test('a DPO finds, exports and anonymizes a customer; the data is gone from page
   assert.ok(await page.locator('#audit-rows td', { hasText: 'channel:wa' }).count() > 0, 'the inbound write is audited');
 
   // The same customer by e-mail (any case) and by part of the name; the other customer is not.
-  for (const q of ['GRETA@example.org', 'lindq']) {
+  for (const q of ['GRETA@example.org', 'lindq', 'allergic to lilies']) {
     await page.fill('#q', q);
     await page.click('#search-form button[type=submit]');
     await page.locator('#search-note', { hasText: `found for “${q}”` }).waitFor();

@@ -1,12 +1,13 @@
 //! The JSON endpoints behind the Workspace (`/api/v1/me…`, `/api/v1/queue`,
 //! `/api/v1/workspace/…`, pick/close/transfer/notes) and the Configurator (`/api/v1/admin/…`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
@@ -19,7 +20,7 @@ use crate::http::auth::{Error, Principal, Via, check_conversation_access, json_b
 use crate::http::error::{ApiError, ErrorBody};
 use crate::storage::{
     CategoryEdit, ChannelHealth, Contact, Conversation, DecisionRecord, Figures, Message, Note,
-    PickRefusal, QueueItem, now_ms,
+    PickRefusal, QueueItem, TransferOutcome, now_ms,
 };
 
 /// A skill as the agent sees it.
@@ -31,6 +32,8 @@ pub struct MySkill {
     pub name: String,
     /// Switched on.
     pub active: bool,
+    /// Proficiency 1 (basic) to 5 (expert) an admin set, if any.
+    pub level: Option<u8>,
 }
 
 /// `GET /api/v1/me`.
@@ -96,6 +99,7 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
             name: names.get(&s.skill_id).cloned().unwrap_or_default(),
             id: s.skill_id.clone(),
             active: s.active,
+            level: s.level,
         })
         .collect();
     skills.sort_by(|a, b| a.name.cmp(&b.name));
@@ -400,6 +404,9 @@ pub struct ConversationView {
     pub colleagues: Vec<Colleague>,
     /// Names of users who wrote messages or notes.
     pub authors: HashMap<String, String>,
+    /// The customer's attributes (`tier = gold`), editable while the agent holds the
+    /// conversation.
+    pub contact_attributes: BTreeMap<String, String>,
 }
 
 /// `GET /api/v1/workspace/conversations/{id}`.
@@ -438,6 +445,10 @@ pub async fn conversation_view(
         })
         .collect();
     Ok(Json(ConversationView {
+        contact_attributes: state
+            .store
+            .contact_attributes(&conversation.contact_id)
+            .await?,
         composer: composer(&conversation),
         messages: state.store.messages(&id).await?,
         notes: state.store.notes(&id).await?,
@@ -519,16 +530,29 @@ pub struct Transfer {
     pub to_category_id: Option<String>,
 }
 
+/// A transfer to an agent who cannot take the conversation now: it waits for them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TransferWaiting {
+    /// The agent it waits for.
+    pub waiting_for: String,
+    /// Their name.
+    pub display_name: String,
+    /// `away`, `disconnected` or `at_capacity`.
+    pub because: String,
+    /// After this many seconds anyone eligible may take it (`null`: it waits for them).
+    pub fallback_after_secs: Option<u64>,
+}
+
 /// `POST /api/v1/conversations/{id}/transfer`.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/transfer", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Transfer,
-    responses((status = 204, description = "Moved"), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Moved: to the agent (who had room), to the queue or to the category"), (status = 202, description = "The agent is away, disconnected or full: the conversation waits for them in the queue (pinned) until they take it or the fallback passes", body = TransferWaiting), (status = 409, description = "Not assigned (to you), closed, or the agent is offline (`agent_offline`)", body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn transfer(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, Error> {
+) -> Result<axum::response::Response, Error> {
     let req: Transfer = json_body(&headers, &body)?;
     check_conversation_access(&state, &who, &id, true).await?;
     if let Some(category) = &req.to_category_id {
@@ -546,7 +570,7 @@ pub async fn transfer(
             .transfer_to_category(&id, owner, category, &by)
             .await
         {
-            Ok(true) => Ok(StatusCode::NO_CONTENT),
+            Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
             Ok(false) => Err(ApiError::Conflict {
                 code: "not_open",
                 message: format!("conversation `{id}` is closed or not assigned to you"),
@@ -560,6 +584,8 @@ pub async fn transfer(
             Err(e) => Err(e.into()),
         };
     }
+    let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+    let owner = (who.role == Role::Agent).then_some(by.as_str());
     if let Some(to) = &req.to_user_id {
         let target = state
             .store
@@ -576,15 +602,45 @@ pub async fn transfer(
             }
             .into());
         }
+        let capacity = i64::from(state.routing.capacity().await?);
+        let fallback = Some(state.routing.defaults().transfer_pin_fallback_secs).filter(|s| *s > 0);
+        return match state
+            .store
+            .transfer_to_agent(&id, owner, to, &by, capacity, fallback, now_ms())
+            .await?
+        {
+            TransferOutcome::Assigned => Ok(StatusCode::NO_CONTENT.into_response()),
+            TransferOutcome::Waiting { because } => Ok((
+                StatusCode::ACCEPTED,
+                Json(TransferWaiting {
+                    waiting_for: to.clone(),
+                    display_name: target.display_name,
+                    because: because.to_owned(),
+                    fallback_after_secs: fallback,
+                }),
+            )
+                .into_response()),
+            TransferOutcome::AgentOffline => Err(ApiError::Conflict {
+                code: "agent_offline",
+                message: format!(
+                    "{} is offline; transfer to someone else or back to the queue",
+                    target.display_name
+                ),
+            }
+            .into()),
+            TransferOutcome::NotAssigned => Err(ApiError::Conflict {
+                code: "not_assigned",
+                message: format!("conversation `{id}` is not assigned (to you)"),
+            }
+            .into()),
+        };
     }
-    let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
-    let owner = (who.role == Role::Agent).then_some(by.as_str());
     if state
         .store
-        .transfer_conversation(&id, owner, req.to_user_id.as_deref(), &by)
+        .transfer_conversation(&id, owner, None, &by)
         .await?
     {
-        Ok(StatusCode::NO_CONTENT)
+        Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::Conflict {
             code: "not_assigned",
@@ -592,6 +648,78 @@ pub async fn transfer(
         }
         .into())
     }
+}
+
+/// A contact's attributes: key/value pairs such as `tier = gold` (keys 1 to 40 of `a-z`, `0-9`,
+/// `_`, `-`, `.` starting with a letter; values 1 to 200 characters; at most 20).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactAttributes {
+    /// The attributes by key.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Admins (and the API token) may edit any contact's attributes; an agent those of a customer
+/// whose conversation they hold.
+async fn check_contact_access(
+    state: &AppState,
+    who: &Principal,
+    contact_id: &str,
+) -> Result<(), Error> {
+    if who.role == Role::Admin {
+        state.store.contact(contact_id).await?;
+        return Ok(());
+    }
+    let holds = match &who.user_id {
+        Some(user) => state.store.holds_contact(user, contact_id).await?,
+        None => false,
+    };
+    if holds {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "you hold no open conversation with contact `{contact_id}`"
+        )))
+    }
+}
+
+/// `GET /api/v1/contacts/{id}/attributes`.
+#[utoipa::path(get, path = "/api/v1/contacts/{id}/attributes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Contact id")),
+    responses((status = 200, body = ContactAttributes), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "An agent who holds no conversation of this contact", body = ErrorBody)))]
+pub async fn contact_attributes(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ContactAttributes>, Error> {
+    check_contact_access(&state, &who, &id).await?;
+    Ok(Json(ContactAttributes {
+        attributes: state.store.contact_attributes(&id).await?,
+    }))
+}
+
+/// `PUT /api/v1/contacts/{id}/attributes`: replaces the contact's attributes; each added,
+/// changed or removed key is audited (personal data).
+#[utoipa::path(put, path = "/api/v1/contacts/{id}/attributes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Contact id")), request_body = ContactAttributes,
+    responses((status = 200, body = ContactAttributes), (status = 400, description = "A bad key or value, or too many", body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "An agent who holds no conversation of this contact", body = ErrorBody)))]
+pub async fn set_contact_attributes(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<ContactAttributes>, Error> {
+    let req: ContactAttributes = json_body(&headers, &body)?;
+    crate::domain::attributes::check(&req.attributes)
+        .map_err(|e| ApiError::bad_request("invalid_attribute", e.to_string()))?;
+    check_contact_access(&state, &who, &id).await?;
+    let actor = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
+    state
+        .store
+        .set_contact_attributes(&id, &req.attributes, &actor, now_ms())
+        .await?;
+    Ok(Json(ContactAttributes {
+        attributes: state.store.contact_attributes(&id).await?,
+    }))
 }
 
 /// A note.
@@ -713,6 +841,21 @@ pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<Catego
     ))
 }
 
+/// Proficiency levels run from 1 (basic) to [`crate::routing::MAX_LEVEL`] (expert).
+fn check_level(level: u8, what: &str) -> Result<(), Error> {
+    if (1..=crate::routing::MAX_LEVEL).contains(&level) {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(
+        "invalid_level",
+        format!(
+            "{what}: level {level} is out of range; levels run from 1 to {}",
+            crate::routing::MAX_LEVEL
+        ),
+    )
+    .into())
+}
+
 fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
     if edit.name.trim().is_empty() || edit.name.chars().count() > 100 {
         return Err(ApiError::bad_request(
@@ -727,6 +870,22 @@ fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
             "priority must be between -1000 and 1000",
         )
         .into());
+    }
+    for rule in &edit.rules {
+        crate::domain::attributes::check(&rule.contact_attributes)
+            .map_err(|e| ApiError::bad_request("invalid_category", format!("rule: {e}")))?;
+    }
+    for (skill, option) in &edit.skill_options {
+        if !edit.skill_ids.contains(skill) {
+            return Err(ApiError::bad_request(
+                "invalid_skill_option",
+                format!("skill_options names `{skill}`, which is not in skill_ids"),
+            )
+            .into());
+        }
+        if let Some(level) = option.min_level {
+            check_level(level, &format!("min_level of skill `{skill}`"))?;
+        }
     }
     Ok(())
 }
@@ -748,7 +907,7 @@ pub async fn create_category(
 
 /// `PUT /api/v1/admin/categories/{id}`.
 #[utoipa::path(put, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = CategoryEdit,
-    responses((status = 204, description = "Saved"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn update_category(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -820,17 +979,21 @@ pub async fn delete_skill(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The skills a user holds.
+/// The skills a user holds, with their levels.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserSkills {
-    /// Skill ids.
+    /// Skill ids (replaces the user's set; the agent's on/off switches of kept skills stay).
     pub skill_ids: Vec<String>,
+    /// Proficiency 1 (basic) to 5 (expert) per skill id; every key must be in `skill_ids`.
+    /// A skill missing here has no level.
+    #[serde(default)]
+    pub levels: std::collections::BTreeMap<String, u8>,
 }
 
 /// `PUT /api/v1/admin/users/{id}/skills`.
 #[utoipa::path(put, path = "/api/v1/admin/users/{id}/skills", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = UserSkills,
-    responses((status = 204, description = "Saved"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Saved"), (status = 400, description = "A level out of 1..=5 or for a skill not in skill_ids", body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn set_user_skills(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -838,8 +1001,21 @@ pub async fn set_user_skills(
     body: Bytes,
 ) -> Result<StatusCode, Error> {
     let req: UserSkills = json_body(&headers, &body)?;
+    for (skill, &level) in &req.levels {
+        if !req.skill_ids.contains(skill) {
+            return Err(ApiError::bad_request(
+                "invalid_level",
+                format!("levels names `{skill}`, which is not in skill_ids"),
+            )
+            .into());
+        }
+        check_level(level, &format!("skill `{skill}`"))?;
+    }
     state.store.user(&id).await?;
-    state.store.set_user_skills(&id, &req.skill_ids).await?;
+    state
+        .store
+        .set_user_skills(&id, &req.skill_ids, &req.levels)
+        .await?;
     state.routing.signal(Some(&id), "skills").await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -963,7 +1139,7 @@ pub async fn set_routing(
 #[openapi(
     paths(
         me, set_auto_allocate, set_my_skill, set_status, routing_decisions, dashboard, queue, pick, my_conversations,
-        conversation_view, send, close, transfer, add_note, channels, categories, create_category,
+        conversation_view, send, close, transfer, add_note, contact_attributes, set_contact_attributes, channels, categories, create_category,
         update_category, delete_category, rename_skill, delete_skill, set_user_skills, set_user_role,
         deactivate_user, routing,
         set_routing, crate::http::auth::routes::login, crate::http::auth::routes::logout,

@@ -220,6 +220,10 @@ pub fn api_routes() -> Router<AppState> {
         .route("/conversations/{id}/close", post(api::close))
         .route("/conversations/{id}/transfer", post(api::transfer))
         .route("/conversations/{id}/notes", post(api::add_note))
+        .route(
+            "/contacts/{id}/attributes",
+            get(api::contact_attributes).put(api::set_contact_attributes),
+        )
         .route("/workspace/conversations/{id}", get(api::conversation_view))
         .route("/workspace/conversations/{id}/messages", post(api::send))
         .route_layer(middleware::from_fn(auth::allow(AGENTS)));

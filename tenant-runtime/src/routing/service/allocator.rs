@@ -7,7 +7,6 @@
 //! messages; its decisions are persisted with [`Store::commit_routing`] (conditional claims,
 //! fenced by the lease epoch) and a claim that loses is resynchronized from its row.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +52,8 @@ pub struct Allocator {
     /// Conversations whose claim lost: read their rows again.
     resync: Vec<String>,
     last_sweep: Instant,
+    /// How long a transfer waits for its agent before anyone may take it (`None`: no limit).
+    pin_fallback: Option<chrono::TimeDelta>,
 }
 
 impl Allocator {
@@ -98,6 +99,11 @@ impl Allocator {
             signals_from: rows.signals_from,
             resync: Vec::new(),
             last_sweep: Instant::now(),
+            pin_fallback: (defaults.transfer_pin_fallback_secs > 0).then(|| {
+                chrono::TimeDelta::seconds(
+                    i64::try_from(defaults.transfer_pin_fallback_secs).unwrap_or(i64::MAX / 1000),
+                )
+            }),
         };
         allocator.apply(Event::Tick, None).await?;
         tracing::info!(
@@ -195,14 +201,14 @@ impl Allocator {
         let Some(channel) = convert::channel(&row.channel) else {
             return Ok(());
         };
-        let attributes = BTreeMap::new();
+        let attributes = &facts.contact_attributes;
         let chosen = categorize(
             &self.categories,
             &Inbound {
                 channel,
                 channel_app: Some(&row.channel_app),
                 first_message: &facts.first_message,
-                contact_attributes: &attributes,
+                contact_attributes: attributes,
             },
         );
         let stored = row
@@ -280,6 +286,22 @@ impl Allocator {
             ("queued", Some(ConversationStatus::Closed { .. })) => {
                 self.apply(Event::Reopened(cid), None).await
             }
+            // A transfer to an agent who could not take it at once: it waits for them at its
+            // old place (the row carries the pin); or its pin changed (dropped after the
+            // fallback on another path). The state takes the row as it is and sweeps.
+            ("queued", Some(ConversationStatus::Assigned { .. }))
+                if row.pinned_user_id.is_some() =>
+            {
+                self.state.restore(data, ConversationStatus::Waiting);
+                self.apply(Event::Tick, None).await
+            }
+            ("queued", Some(ConversationStatus::Waiting))
+                if self.state.conversation(cid).map(|c| c.pinned_agent)
+                    != Some(data.pinned_agent) =>
+            {
+                self.state.restore(data, ConversationStatus::Waiting);
+                self.apply(Event::Tick, None).await
+            }
             ("queued", Some(_)) if category_moved => {
                 let event = Event::TransferToCategory {
                     conversation: cid,
@@ -354,8 +376,31 @@ impl Allocator {
             }
         }
         if due || self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.expire_pins(now).await?;
             self.reconcile().await?;
             self.apply(Event::Tick, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Transfers that waited longer than the fallback for their agent: the pin is dropped in
+    /// the database (with a `pin_expired` decision) and in the state; the sweep that follows
+    /// offers them to everyone eligible. Checked at each sweep, so at most [`SWEEP_EVERY`] late.
+    async fn expire_pins(&mut self, now: chrono::DateTime<Utc>) -> Result<(), Error> {
+        let Some(fallback) = self.pin_fallback else {
+            return Ok(());
+        };
+        let cutoff = (now - fallback).timestamp_millis();
+        for id in self
+            .store
+            .expire_pins(cutoff, now.timestamp_millis())
+            .await?
+        {
+            if let Some(row) = self.store.routing_conversation(&id).await?
+                && let Some(data) = convert::conversation(&row, &self.categories, &mut self.ids)
+            {
+                self.state.restore(data, ConversationStatus::Waiting);
+            }
         }
         Ok(())
     }

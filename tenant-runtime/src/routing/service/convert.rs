@@ -1,7 +1,7 @@
 //! Pure translation between stored rows (text ids, epoch milliseconds) and the routing model
 //! (integer ids, instants). No I/O: the allocator reads rows and hands them here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -122,7 +122,15 @@ pub fn categories(rows: &[CategoryRow], default_id: &str, ids: &mut Ids) -> Cate
             } else {
                 i32::MAX
             }),
-            required_skills: row.skills.iter().map(SkillRequirement::new).collect(),
+            required_skills: row
+                .skills
+                .iter()
+                .map(|s| SkillRequirement {
+                    skill: s.name.clone(),
+                    min_level: s.min_level,
+                    optional: s.optional,
+                })
+                .collect(),
             rules: row
                 .rules
                 .iter()
@@ -134,7 +142,7 @@ pub fn categories(rows: &[CategoryRow], default_id: &str, ids: &mut Ids) -> Cate
                         .collect(),
                     channel_apps: r.channel_apps.clone(),
                     keywords: r.keywords.clone(),
-                    contact_attributes: BTreeMap::new(),
+                    contact_attributes: r.contact_attributes.clone(),
                 })
                 .collect(),
         };
@@ -188,12 +196,12 @@ pub fn agent(
         skills: row
             .skills
             .iter()
-            .map(|(name, active)| {
+            .map(|s| {
                 (
-                    name.clone(),
+                    s.name.clone(),
                     AgentSkill {
-                        active: *active,
-                        level: None,
+                        active: s.active,
+                        level: s.level,
                     },
                 )
             })
@@ -303,13 +311,25 @@ pub fn reason(reason: &WinReason) -> String {
 mod tests {
     use super::*;
     use crate::storage::CategoryRule as StoredRule;
+    use crate::storage::{HeldSkill, NeededSkill};
 
     fn agent_row(id: &str, sessions: i64) -> AgentRow {
         AgentRow {
             user_id: id.to_owned(),
             auto_allocate: true,
             status: "available".to_owned(),
-            skills: vec![("billing".to_owned(), true), ("fr".to_owned(), false)],
+            skills: vec![
+                HeldSkill {
+                    name: "billing".to_owned(),
+                    active: true,
+                    level: Some(4),
+                },
+                HeldSkill {
+                    name: "fr".to_owned(),
+                    active: false,
+                    level: None,
+                },
+            ],
             sessions,
             presence_changed_at: Some(1_000),
             last_assigned_at: None,
@@ -352,6 +372,10 @@ mod tests {
             }
         );
         assert!(fresh.skills["billing"].active && !fresh.skills["fr"].active);
+        assert_eq!(
+            (fresh.skills["billing"].level, fresh.skills["fr"].level),
+            (Some(4), None)
+        );
         let was_connected = Agent {
             connection: Connection::Connected,
             ..fresh.clone()
@@ -390,17 +414,33 @@ mod tests {
                     channels: vec![ChannelType::Viber],
                     channel_apps: vec![],
                     keywords: vec!["refund".to_owned()],
+                    contact_attributes: [("tier".to_owned(), "gold".to_owned())].into(),
                 }],
-                skills: vec!["billing".to_owned()],
+                skills: vec![
+                    NeededSkill {
+                        name: "billing".to_owned(),
+                        min_level: Some(3),
+                        optional: false,
+                    },
+                    NeededSkill {
+                        name: "fr".to_owned(),
+                        min_level: None,
+                        optional: true,
+                    },
+                ],
             },
         ];
         let c = categories(&rows, "general", &mut ids);
         assert_eq!(c.default.name, "General");
         assert_eq!(c.ordered.len(), 1);
         assert_eq!(c.ordered[0].rules[0].channels, vec![Channel::Viber]);
+        assert_eq!(c.ordered[0].rules[0].contact_attributes["tier"], "gold");
         assert_eq!(
             c.ordered[0].required_skills,
-            vec![SkillRequirement::new("billing")]
+            vec![
+                SkillRequirement::new("billing").at_least(3),
+                SkillRequirement::new("fr").optional()
+            ]
         );
         let missing = categories(&rows[1..], "general", &mut ids);
         assert_eq!(missing.default.id, c.default.id);
