@@ -358,8 +358,26 @@ where
     let hash = stamp(&mut desired);
     adjust(&mut desired);
     let key = key_of(&desired);
+    let kind = K::kind(&K::DynamicType::default()).to_string();
+    write_unless_current(at, api, desired, live, &hash, key, kind).await
+}
+
+/// The verdict on a stamped object and, unless it says skip (or adopt), the write, with the memo
+/// told of the apply in flight and of what it left.
+async fn write_unless_current<K>(
+    at: Children<'_>,
+    api: &Api<K>,
+    desired: K,
+    live: Option<&ObjectMeta>,
+    hash: &str,
+    key: String,
+    kind: String,
+) -> Result<Outcome, Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
     let memo = at.memo.get(&key);
-    match verdict(desired.meta(), live, &hash, memo.as_ref()) {
+    match verdict(desired.meta(), live, hash, memo.as_ref()) {
         Verdict::Skip => return Ok(Outcome::Unchanged),
         Verdict::Adopt(a) => {
             at.memo.record(key, Some(a));
@@ -368,8 +386,7 @@ where
         Verdict::Apply => {}
     }
     let name = desired.name_any();
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    at.memo.begin(&key, &hash);
+    at.memo.begin(&key, hash);
     let written = api
         .patch(
             &name,
@@ -381,8 +398,7 @@ where
             at.memo.abort(&key);
             Error::Apply { kind, name, source }
         })?;
-    at.memo
-        .record(key, Some(Applied::of(&hash, written.meta())));
+    at.memo.record(key, Some(Applied::of(hash, written.meta())));
     Ok(Outcome::Applied)
 }
 
@@ -450,37 +466,17 @@ pub async fn apply_dynamic(
     desired
         .annotations_mut()
         .insert(labels::SPEC_HASH.to_string(), hash.clone());
-    let name = desired.name_any();
     let kind = desired
         .types
         .as_ref()
         .map(|t| t.kind.clone())
         .unwrap_or_default();
-    let key = format!("{kind}/{}/{name}", desired.namespace().unwrap_or_default());
-    let memo = at.memo.get(&key);
-    match verdict(desired.meta(), live.map(|l| l.meta()), &hash, memo.as_ref()) {
-        Verdict::Skip => return Ok(Outcome::Unchanged),
-        Verdict::Adopt(a) => {
-            at.memo.record(key, Some(a));
-            return Ok(Outcome::Unchanged);
-        }
-        Verdict::Apply => {}
-    }
-    at.memo.begin(&key, &hash);
-    let written = api
-        .patch(
-            &name,
-            &PatchParams::apply(labels::FIELD_MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await
-        .map_err(|source| {
-            at.memo.abort(&key);
-            Error::Apply { kind, name, source }
-        })?;
-    at.memo
-        .record(key, Some(Applied::of(&hash, written.meta())));
-    Ok(Outcome::Applied)
+    let key = format!(
+        "{kind}/{}/{}",
+        desired.namespace().unwrap_or_default(),
+        desired.name_any()
+    );
+    write_unless_current(at, api, desired, live.map(|l| l.meta()), &hash, key, kind).await
 }
 
 #[cfg(test)]

@@ -130,11 +130,6 @@ macro_rules! cached {
             fn store(c: &Caches) -> &Store<Self> {
                 &c.$f
             }
-        }
-        impl MetaCached for $k {
-            fn cached_meta(c: &Caches, ns: &str, name: &str) -> Option<ObjectMeta> {
-                c.$f.get(&ObjectRef::new(name).within(ns)).map(|o| o.meta().clone())
-            }
         })*
     };
 }
@@ -151,12 +146,18 @@ macro_rules! meta_cached {
     ($($k:ty => $f:ident),* $(,)?) => {
         $(impl MetaCached for $k {
             fn cached_meta(c: &Caches, ns: &str, name: &str) -> Option<ObjectMeta> {
-                c.$f.get(&ObjectRef::new(name).within(ns)).map(|o| o.metadata.clone())
+                c.$f.get(&ObjectRef::new(name).within(ns)).map(|o| o.meta().clone())
             }
         })*
     };
 }
 meta_cached!(
+    StatefulSet => statefulsets,
+    Deployment => deployments,
+    Ingress => ingresses,
+    CronJob => cronjobs,
+    PersistentVolumeClaim => pvcs,
+    Secret => secrets,
     Service => services,
     NetworkPolicy => network_policies,
     PodDisruptionBudget => pdbs,
