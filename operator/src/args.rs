@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// PostgreSQL image for CloudNativePG clusters (CloudNativePG's default if unset).
     #[arg(long, env = "CONTACT_CNPG_IMAGE")]
     pub cnpg_image: Option<String>,
+    /// Tenants reconciled at once (each reconcile is a few round trips to the API server).
+    #[arg(long, env = "CONTACT_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
 }
 
 /// A flag value that does not parse.
@@ -117,6 +120,7 @@ impl RunArgs {
             resync_seconds,
             sweep_interval_seconds,
             cnpg_image,
+            concurrency,
         } = self;
         let locations: BTreeMap<String, BTreeMap<String, String>> =
             serde_json::from_str(&hosting_locations).map_err(Error::HostingLocations)?;
@@ -129,6 +133,7 @@ impl RunArgs {
                 locations,
                 cnpg_image,
                 resync: Duration::from_secs(resync_seconds.max(1)),
+                concurrency,
                 watch_namespaces: watch_namespaces
                     .into_iter()
                     .filter(|n| !n.is_empty())
@@ -164,6 +169,8 @@ mod tests {
             "a,b",
             "--metrics-addr",
             "127.0.0.1:9090",
+            "--concurrency",
+            "64",
         ])
         .expect("parses");
         let Command::Run(args) = cli.command;
@@ -178,6 +185,15 @@ mod tests {
             vec!["a".to_string(), "b".to_string()]
         );
         assert_eq!(s.http_addr.port(), 9090);
+        assert_eq!(s.config.concurrency, 64);
+    }
+
+    #[test]
+    fn zero_concurrency_is_refused() {
+        let err = Cli::try_parse_from(["contact-operator", "run", "--concurrency", "0"])
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("--concurrency"), "{err}");
     }
 
     #[test]

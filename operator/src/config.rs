@@ -19,6 +19,8 @@ pub struct OperatorConfig {
     pub watch_namespaces: Vec<String>,
     /// How often a healthy tenant is reconciled even without events (drift repair, trial expiry).
     pub resync: std::time::Duration,
+    /// Tenants reconciled at once.
+    pub concurrency: u16,
 }
 
 impl Default for OperatorConfig {
@@ -29,6 +31,7 @@ impl Default for OperatorConfig {
             locations: BTreeMap::new(),
             cnpg_image: None,
             resync: std::time::Duration::from_secs(300),
+            concurrency: 16,
             watch_namespaces: Vec::new(),
         }
     }

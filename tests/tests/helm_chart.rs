@@ -179,6 +179,7 @@ fn value_switches_change_what_renders() {
         "grafanaDashboard.enabled=true",
         "hostingLocations.eu-ireland.topology\\.kubernetes\\.io/region=eu-west-1",
         "watchNamespaces={tenant-a,tenant-b}",
+        "concurrency=64",
     ]);
     let k = kinds(&objs);
     assert!(k.iter().any(|k| k == "ServiceMonitor"));
@@ -201,6 +202,7 @@ fn value_switches_change_what_renders() {
             .clone()
     };
     assert_eq!(value("CONTACT_WATCH_NAMESPACES"), "tenant-a,tenant-b");
+    assert_eq!(value("CONTACT_CONCURRENCY"), "64");
     let locations: serde_json::Value =
         serde_json::from_str(value("CONTACT_HOSTING_LOCATIONS").as_str().unwrap()).unwrap();
     assert_eq!(
@@ -213,6 +215,7 @@ fn value_switches_change_what_renders() {
 fn the_values_schema_refuses_bad_values() {
     for (set, expected) in [
         ("replicaCount=0", "replicaCount"),
+        ("concurrency=0", "concurrency"),
         ("image.pullPolicy=Sometimes", "pullPolicy"),
         ("logFormat=xml", "logFormat"),
         ("metrics.port=80", "port"),

@@ -1217,7 +1217,7 @@ pub async fn run_controller(
         // A short debounce folds the burst of watch events our own applies cause into one reconcile.
         .with_config(
             controller::Config::default()
-                .concurrency(16)
+                .concurrency(ctx.config.concurrency)
                 .debounce(Duration::from_millis(300)),
         )
         .graceful_shutdown_on(shutdown)
