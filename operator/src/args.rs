@@ -190,9 +190,10 @@ mod tests {
 
     #[test]
     fn zero_concurrency_is_refused() {
-        let err = Cli::try_parse_from(["contact-operator", "run", "--concurrency", "0"])
-            .err()
-            .expect("refused");
+        let Err(err) = Cli::try_parse_from(["contact-operator", "run", "--concurrency", "0"])
+        else {
+            panic!("--concurrency 0 was accepted");
+        };
         assert!(err.to_string().contains("--concurrency"), "{err}");
     }
 
