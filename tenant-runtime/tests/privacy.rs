@@ -505,9 +505,29 @@ async fn concurrent_writers_keep_one_chain(db: Db) {
 
 async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     let (store, _g) = store(db).await;
-    let (c1, _) = inbound(&store, "46700000011", "old secret one").await;
+    let (c1, first) = inbound(&store, "46700000011", "old secret one").await;
     let (_c2, _) = inbound(&store, "46700000012", "old secret two").await;
     let (c3, open) = inbound(&store, "46700000013", "still talking").await;
+    // Internal notes on a closed and on the open conversation.
+    let agent = store
+        .create_user(&contact_runtime::storage::NewUser {
+            email: "agent@example.org".into(),
+            display_name: "Agent".into(),
+            role: contact_runtime::domain::Role::Agent,
+            password_hash: None,
+            skill_ids: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .id;
+    store
+        .add_note(&first, &agent, "old secret note: lives at Oak Road 3")
+        .await
+        .unwrap();
+    store
+        .add_note(&open, &agent, "still talking note")
+        .await
+        .unwrap();
     let closed_at = now_ms();
     exec(
         &store,
@@ -559,7 +579,12 @@ async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     assert!(hits.is_empty(), "identity survives in {hits:?}");
     let (_, hits) = columns_containing(&store, "still talking").await;
     assert!(!hits.is_empty(), "the open conversation keeps its content");
+    let (_, hits) = columns_containing(&store, "still talking note").await;
+    assert!(!hits.is_empty(), "the open conversation keeps its notes");
     assert_eq!(store.count("messages").await.unwrap(), 3, "counts are kept");
+    assert_eq!(store.count("conversation_notes").await.unwrap(), 2);
+    let notes = store.notes(&first).await.unwrap();
+    assert_eq!(notes[0].text, "[anonymized]");
     assert!(
         store
             .contact_details(&c1)
@@ -585,6 +610,7 @@ async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     assert!(r.audit_purged > 0);
     assert_eq!(store.count("conversations").await.unwrap(), 1);
     assert_eq!(store.count("messages").await.unwrap(), 1);
+    assert_eq!(store.count("conversation_notes").await.unwrap(), 1, "notes go with their conversation");
     assert_eq!(store.count("contacts").await.unwrap(), 1);
     let v = store.verify_audit_chain().await.unwrap();
     assert_eq!(v.broken, None);
@@ -617,7 +643,9 @@ async fn two_retention_runners_do_not_overlap(db: Db) {
     let entries = store.audit_entries(&AuditQuery::default()).await.unwrap();
     let per_conversation = entries
         .iter()
-        .filter(|e| e.entity == "conversation" && e.action == "anonymize")
+        .filter(|e| {
+            e.entity == "conversation" && e.action == "anonymize" && e.attribute == "messages"
+        })
         .count();
     assert_eq!(per_conversation, 12, "each conversation anonymized once");
     assert_eq!(store.verify_audit_chain().await.unwrap().broken, None);
@@ -662,6 +690,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     let h = Harness::start(db, |_| {}).await;
     let dpo = user(&h, "dpo@example.org", "dpo").await;
     let agent = user(&h, "agent@example.org", "agent").await;
+    let supervisor = user(&h, "supervisor@example.org", "admin").await;
     let secrets = [
         "Alice Example",
         "alice@example.com",
@@ -670,6 +699,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         "Elm Street",
         "cdn.example.net",
         "Prefers Mornings Elmwood",
+        // Only in an internal note: what an agent typed about her.
+        "Birchwood Lane 12",
     ];
     for (i, text) in [
         "Hi, I live on Elm Street 7",
@@ -739,6 +770,18 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         .await
         .unwrap();
     assert_eq!(attributes.status(), 200);
+    // Agents' internal notes repeat what the customer said: personal data as well.
+    let note = as_user(
+        &h,
+        &supervisor,
+        Method::POST,
+        &format!("/conversations/{conversation}/notes"),
+    )
+    .json(&json!({ "text": "Moved to Birchwood Lane 12, call 46701112233 after 5" }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(note.status(), 201);
 
     // Search by every kind of key finds her, and only her.
     for q in [
@@ -819,6 +862,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         assert!(text.contains(s), "export lacks {s}");
     }
     assert_eq!(export["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(export["notes"].as_array().unwrap().len(), 1);
+    assert_eq!(export["notes"][0]["author_user_id"], supervisor.as_str());
     assert_eq!(export["contact"]["attributes"]["tier"], "gold");
     let audit = export["audit"].as_array().unwrap();
     assert!(audit.iter().any(|e| e["actor"] == "api"
@@ -861,6 +906,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     .await
     .unwrap();
     assert_eq!(report["messages"], 3);
+    assert_eq!(report["notes"], 1);
     assert_eq!(report["identities"], 1);
 
     // Gone from every column of every table...
@@ -874,6 +920,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     let (_, hits) = columns_containing(&h.store, "Bob here").await;
     assert!(!hits.is_empty());
     assert_eq!(h.store.count("messages").await.unwrap(), 4);
+    assert_eq!(h.store.count("conversation_notes").await.unwrap(), 1);
     // Gone from search and export too.
     let found: Value = as_user(&h, &dpo, Method::GET, "/privacy/subjects?q=46701112233")
         .send()
@@ -901,6 +948,14 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     }
     assert!(export["contact"]["anonymized_at"].is_string());
     assert_eq!(export["contact"]["attributes"], json!({}));
+    assert_eq!(export["notes"][0]["text"], "[anonymized]");
+    assert!(
+        export["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "anonymize" && e["attribute"] == "notes")
+    );
     // The chain still verifies, and the anonymization is in it.
     let verify: Value = as_user(&h, &dpo, Method::GET, "/privacy/audit/verify")
         .send()
@@ -934,7 +989,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     assert!(gone["audit_entries_redacted"].as_u64().unwrap() >= 3);
     let (_, hits) = columns_containing(&h.store, "agent@example.org").await;
     assert!(hits.is_empty(), "the agent's e-mail survives in {hits:?}");
-    assert_eq!(h.store.count("users").await.unwrap(), 2);
+    assert_eq!(h.store.count("users").await.unwrap(), 3);
     assert_eq!(h.store.verify_audit_chain().await.unwrap().broken, None);
 
     // A new message from the same number is a new, unlinked contact.
