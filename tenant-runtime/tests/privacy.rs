@@ -610,7 +610,11 @@ async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     assert!(r.audit_purged > 0);
     assert_eq!(store.count("conversations").await.unwrap(), 1);
     assert_eq!(store.count("messages").await.unwrap(), 1);
-    assert_eq!(store.count("conversation_notes").await.unwrap(), 1, "notes go with their conversation");
+    assert_eq!(
+        store.count("conversation_notes").await.unwrap(),
+        1,
+        "notes go with their conversation"
+    );
     assert_eq!(store.count("contacts").await.unwrap(), 1);
     let v = store.verify_audit_chain().await.unwrap();
     assert_eq!(v.broken, None);
