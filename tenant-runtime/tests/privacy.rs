@@ -1166,11 +1166,17 @@ async fn forged_actor_header_changes_nothing(db: Db) {
 async fn contact_import_and_export(db: Db) {
     let h = Harness::start(db, |_| {}).await;
     let admin = user(&h, "admin@example.org", "admin").await;
-    let csv = "display_name,email,phone,identities\n\
-               Ann Import,ann@example.com,+46 70 000 0001,WHATSAPP:46700000001\n\
-               Bad Mail,bad-mail,,\n\
-               Ben Import,,,SMS:46700000002;TELEGRAM:ben_t\n\
-               Dup,,,WHATSAPP:46700000001\n";
+    // Attributes take one `attr:<key>` column each; values are kept as written (quotes,
+    // separators, outer spaces), an empty cell is no attribute.
+    let long = "x".repeat(201);
+    let csv = format!(
+        "display_name,email,phone,identities,attr:tier,attr:crm.note\n\
+         Ann Import,ann@example.com,+46 70 000 0001,WHATSAPP:46700000001,gold,\"Likes \"\"quotes\"\"; a=b, c\"\n\
+         Bad Mail,bad-mail,,,,\n\
+         Ben Import,,,SMS:46700000002;TELEGRAM:ben_t,, padded \n\
+         Dup,,,WHATSAPP:46700000001,,\n\
+         Eve Long,,,,{long},\n"
+    );
     let resp = as_user(&h, &admin, Method::POST, "/privacy/contacts/import")
         .header("content-type", "text/csv")
         .body(csv)
@@ -1185,12 +1191,54 @@ async fn contact_import_and_export(db: Db) {
         json!([
             { "row": 3, "field": "email", "message": "`bad-mail` is not an e-mail address" },
             { "row": 5, "field": "identities", "message": "WHATSAPP:46700000001 appears in an earlier row" },
+            { "row": 6, "field": "attr:tier", "message": "value of attribute `tier` must have 1 to 200 characters and no control characters" },
         ])
+    );
+    let attributes_of = |name: &'static str| {
+        let h = &h;
+        async move {
+            let all = h.store.all_contact_details().await.unwrap();
+            all.into_iter()
+                .find(|c| c.display_name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("no contact {name}"))
+                .attributes
+        }
+    };
+    assert_eq!(
+        attributes_of("Ann Import").await,
+        [
+            ("crm.note".to_owned(), "Likes \"quotes\"; a=b, c".to_owned()),
+            ("tier".to_owned(), "gold".to_owned())
+        ]
+        .into()
+    );
+    assert_eq!(
+        attributes_of("Ben Import").await,
+        [("crm.note".to_owned(), " padded ".to_owned())].into()
+    );
+    // A column whose key the API would refuse refuses the file, naming column and key.
+    let bad = as_user(
+        &h,
+        &admin,
+        Method::POST,
+        "/privacy/contacts/import?format=csv",
+    )
+    .body("display_name,attr:Tier\nZed,gold\n")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("column `attr:Tier`") && message.contains("attribute key `Tier`"),
+        "{message}"
     );
     // An identity that already exists in the database is a row error too, and the rest lands.
     let json_rows = json!([
         { "display_name": "Cid", "identities": [{ "channel": "SMS", "identity": "46700000002" }] },
-        { "display_name": "Dora", "email": "dora@example.com" },
+        { "display_name": "Dora", "email": "dora@example.com", "attributes": { "tier": "silver" } },
+        { "display_name": "Finn", "attributes": { "Bad Key": "x" } },
     ]);
     let report: Value = as_user(
         &h,
@@ -1207,6 +1255,14 @@ async fn contact_import_and_export(db: Db) {
     .unwrap();
     assert_eq!(report["imported"][0]["row"], 2);
     assert_eq!(report["errors"][0]["row"], 1);
+    assert_eq!(
+        (&report["errors"][1]["row"], &report["errors"][1]["field"]),
+        (&json!(3), &json!("attributes.Bad Key"))
+    );
+    assert_eq!(
+        attributes_of("Dora").await,
+        [("tier".to_owned(), "silver".to_owned())].into()
+    );
     assert!(
         report["errors"][0]["message"]
             .as_str()
@@ -1262,6 +1318,10 @@ async fn contact_import_and_export(db: Db) {
             .iter()
             .any(|e| e.actor == admin && e.attribute == "identity:TELEGRAM")
     );
+    assert!(entries.iter().any(|e| e.actor == admin
+        && e.entity == "contact_attribute"
+        && e.attribute == "crm.note"
+        && e.new_value.as_deref() == Some(" padded ")));
 
     // Export in both formats; the export is audited.
     let csv_out = as_user(
@@ -1277,7 +1337,10 @@ async fn contact_import_and_export(db: Db) {
     .await
     .unwrap();
     assert!(
-        csv_out.starts_with("id,display_name,email,phone,identities,created_at,anonymized_at\n")
+        csv_out.starts_with(
+            "id,display_name,email,phone,identities,created_at,anonymized_at,attr:crm.note,attr:tier\n"
+        ),
+        "{csv_out}"
     );
     assert!(csv_out.contains("Ann Import,ann@example.com,46700000001,WHATSAPP:46700000001"));
     assert!(csv_out.contains("SMS:46700000002;TELEGRAM:ben_t"));
@@ -1291,5 +1354,59 @@ async fn contact_import_and_export(db: Db) {
     assert_eq!(json_out.as_array().unwrap().len(), 3);
     let entries = h.store.audit_entries(&AuditQuery::default()).await.unwrap();
     assert_eq!(entries.iter().filter(|e| e.action == "export").count(), 2);
+
+    // Round trip: the export's name and attribute columns, imported again (as new contacts
+    // named `again <name>`), give every contact the same attributes back.
+    let mut reader = csv::Reader::from_reader(csv_out.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let keep: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| *h == "display_name" || h.starts_with("attr:"))
+        .map(|(i, _)| i)
+        .collect();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(keep.iter().map(|&i| &header[i]))
+        .unwrap();
+    for record in reader.records() {
+        let record = record.unwrap();
+        writer
+            .write_record(keep.iter().map(|&i| {
+                if header[i] == *"display_name" {
+                    format!("again {}", &record[i])
+                } else {
+                    record[i].to_owned()
+                }
+            }))
+            .unwrap();
+    }
+    let again = as_user(
+        &h,
+        &admin,
+        Method::POST,
+        "/privacy/contacts/import?format=csv",
+    )
+    .body(writer.into_inner().unwrap())
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 200);
+    let report: Value = again.json().await.unwrap();
+    assert_eq!(report["errors"], json!([]));
+    let all = h.store.all_contact_details().await.unwrap();
+    for original in all.iter().filter(|c| {
+        !c.display_name
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("again ")
+    }) {
+        let name = format!("again {}", original.display_name.as_deref().unwrap());
+        let copy = all
+            .iter()
+            .find(|c| c.display_name.as_deref() == Some(name.as_str()))
+            .unwrap();
+        assert_eq!(copy.attributes, original.attributes, "{name}");
+    }
     assert_eq!(h.store.verify_audit_chain().await.unwrap().broken, None);
 }

@@ -180,10 +180,11 @@ pub(crate) trait PrivacyTx {
     ) -> Result<AnonymizeReport>;
     /// Deletes one conversation with its messages, notes, outbox rows, events and skills.
     async fn delete_conversation_tx(&mut self, id: &str, now: i64) -> Result<()>;
-    /// Creates a contact from `input`, audited as `actor`.
+    /// Creates a contact from `input` with `attributes`, audited as `actor`.
     async fn create_contact_tx(
         &mut self,
         input: &ContactInput,
+        attributes: &std::collections::BTreeMap<String, String>,
         actor: &str,
         now: i64,
     ) -> Result<String>;
@@ -342,7 +343,13 @@ macro_rules! impl_privacy_tx {
                 Ok(())
             }
 
-            async fn create_contact_tx(&mut self, input: &ContactInput, actor: &str, now: i64) -> Result<String> {
+            async fn create_contact_tx(
+                &mut self,
+                input: &ContactInput,
+                attributes: &std::collections::BTreeMap<String, String>,
+                actor: &str,
+                now: i64,
+            ) -> Result<String> {
                 let id = new_id();
                 sqlx::query(
                     "INSERT INTO contacts (id, display_name, email, phone, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -396,6 +403,24 @@ macro_rules! impl_privacy_tx {
                         .about(&id),
                     );
                 }
+                // Audited per key as an attribute edit would be (`contact_attribute`).
+                for (key, value) in attributes {
+                    sqlx::query(
+                        "INSERT INTO contact_attributes (contact_id, key, value, updated_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&id)
+                    .bind(key)
+                    .bind(value)
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await?;
+                }
+                changes.extend(crate::privacy::hooks::contact_attributes(
+                    actor,
+                    &id,
+                    &std::collections::BTreeMap::new(),
+                    attributes,
+                ));
                 self.append_audit(now, &changes).await?;
                 Ok(id)
             }
@@ -678,16 +703,18 @@ impl Store {
         Ok(redacted)
     }
 
-    /// Creates a contact from `input` (validated by the caller), audited as `actor`.
+    /// Creates a contact from `input` with `attributes` (both validated by the caller), in one
+    /// transaction audited as `actor`.
     pub async fn create_contact(
         &self,
         input: &ContactInput,
+        attributes: &std::collections::BTreeMap<String, String>,
         actor: &str,
         now: i64,
     ) -> Result<String> {
         Ok(on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let id = tx.create_contact_tx(input, actor, now).await?;
+            let id = tx.create_contact_tx(input, attributes, actor, now).await?;
             tx.commit().await?;
             id
         }))
