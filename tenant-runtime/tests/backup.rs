@@ -201,6 +201,7 @@ async fn seed(store: &Store) {
                     identity: "obrien".into(),
                 }],
             },
+            &Default::default(),
             "admin",
             now_ms(),
         )

@@ -505,9 +505,29 @@ async fn concurrent_writers_keep_one_chain(db: Db) {
 
 async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     let (store, _g) = store(db).await;
-    let (c1, _) = inbound(&store, "46700000011", "old secret one").await;
+    let (c1, first) = inbound(&store, "46700000011", "old secret one").await;
     let (_c2, _) = inbound(&store, "46700000012", "old secret two").await;
     let (c3, open) = inbound(&store, "46700000013", "still talking").await;
+    // Internal notes on a closed and on the open conversation.
+    let agent = store
+        .create_user(&contact_runtime::storage::NewUser {
+            email: "agent@example.org".into(),
+            display_name: "Agent".into(),
+            role: contact_runtime::domain::Role::Agent,
+            password_hash: None,
+            skill_ids: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .id;
+    store
+        .add_note(&first, &agent, "old secret note: lives at Oak Road 3")
+        .await
+        .unwrap();
+    store
+        .add_note(&open, &agent, "still talking note")
+        .await
+        .unwrap();
     let closed_at = now_ms();
     exec(
         &store,
@@ -559,7 +579,12 @@ async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     assert!(hits.is_empty(), "identity survives in {hits:?}");
     let (_, hits) = columns_containing(&store, "still talking").await;
     assert!(!hits.is_empty(), "the open conversation keeps its content");
+    let (_, hits) = columns_containing(&store, "still talking note").await;
+    assert!(!hits.is_empty(), "the open conversation keeps its notes");
     assert_eq!(store.count("messages").await.unwrap(), 3, "counts are kept");
+    assert_eq!(store.count("conversation_notes").await.unwrap(), 2);
+    let notes = store.notes(&first).await.unwrap();
+    assert_eq!(notes[0].text, "[anonymized]");
     assert!(
         store
             .contact_details(&c1)
@@ -585,6 +610,11 @@ async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     assert!(r.audit_purged > 0);
     assert_eq!(store.count("conversations").await.unwrap(), 1);
     assert_eq!(store.count("messages").await.unwrap(), 1);
+    assert_eq!(
+        store.count("conversation_notes").await.unwrap(),
+        1,
+        "notes go with their conversation"
+    );
     assert_eq!(store.count("contacts").await.unwrap(), 1);
     let v = store.verify_audit_chain().await.unwrap();
     assert_eq!(v.broken, None);
@@ -617,7 +647,9 @@ async fn two_retention_runners_do_not_overlap(db: Db) {
     let entries = store.audit_entries(&AuditQuery::default()).await.unwrap();
     let per_conversation = entries
         .iter()
-        .filter(|e| e.entity == "conversation" && e.action == "anonymize")
+        .filter(|e| {
+            e.entity == "conversation" && e.action == "anonymize" && e.attribute == "messages"
+        })
         .count();
     assert_eq!(per_conversation, 12, "each conversation anonymized once");
     assert_eq!(store.verify_audit_chain().await.unwrap().broken, None);
@@ -662,6 +694,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     let h = Harness::start(db, |_| {}).await;
     let dpo = user(&h, "dpo@example.org", "dpo").await;
     let agent = user(&h, "agent@example.org", "agent").await;
+    let supervisor = user(&h, "supervisor@example.org", "admin").await;
     let secrets = [
         "Alice Example",
         "alice@example.com",
@@ -670,6 +703,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         "Elm Street",
         "cdn.example.net",
         "Prefers Mornings Elmwood",
+        // Only in an internal note: what an agent typed about her.
+        "Birchwood Lane 12",
     ];
     for (i, text) in [
         "Hi, I live on Elm Street 7",
@@ -739,6 +774,18 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         .await
         .unwrap();
     assert_eq!(attributes.status(), 200);
+    // Agents' internal notes repeat what the customer said: personal data as well.
+    let note = as_user(
+        &h,
+        &supervisor,
+        Method::POST,
+        &format!("/conversations/{conversation}/notes"),
+    )
+    .json(&json!({ "text": "Moved to Birchwood Lane 12, call 46701112233 after 5" }))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(note.status(), 201);
 
     // Search by every kind of key finds her, and only her.
     for q in [
@@ -819,6 +866,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         assert!(text.contains(s), "export lacks {s}");
     }
     assert_eq!(export["messages"].as_array().unwrap().len(), 3);
+    assert_eq!(export["notes"].as_array().unwrap().len(), 1);
+    assert_eq!(export["notes"][0]["author_user_id"], supervisor.as_str());
     assert_eq!(export["contact"]["attributes"]["tier"], "gold");
     let audit = export["audit"].as_array().unwrap();
     assert!(audit.iter().any(|e| e["actor"] == "api"
@@ -861,6 +910,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     .await
     .unwrap();
     assert_eq!(report["messages"], 3);
+    assert_eq!(report["notes"], 1);
     assert_eq!(report["identities"], 1);
 
     // Gone from every column of every table...
@@ -874,6 +924,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     let (_, hits) = columns_containing(&h.store, "Bob here").await;
     assert!(!hits.is_empty());
     assert_eq!(h.store.count("messages").await.unwrap(), 4);
+    assert_eq!(h.store.count("conversation_notes").await.unwrap(), 1);
     // Gone from search and export too.
     let found: Value = as_user(&h, &dpo, Method::GET, "/privacy/subjects?q=46701112233")
         .send()
@@ -901,6 +952,14 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     }
     assert!(export["contact"]["anonymized_at"].is_string());
     assert_eq!(export["contact"]["attributes"], json!({}));
+    assert_eq!(export["notes"][0]["text"], "[anonymized]");
+    assert!(
+        export["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "anonymize" && e["attribute"] == "notes")
+    );
     // The chain still verifies, and the anonymization is in it.
     let verify: Value = as_user(&h, &dpo, Method::GET, "/privacy/audit/verify")
         .send()
@@ -934,7 +993,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     assert!(gone["audit_entries_redacted"].as_u64().unwrap() >= 3);
     let (_, hits) = columns_containing(&h.store, "agent@example.org").await;
     assert!(hits.is_empty(), "the agent's e-mail survives in {hits:?}");
-    assert_eq!(h.store.count("users").await.unwrap(), 2);
+    assert_eq!(h.store.count("users").await.unwrap(), 3);
     assert_eq!(h.store.verify_audit_chain().await.unwrap().broken, None);
 
     // A new message from the same number is a new, unlinked contact.
@@ -1107,11 +1166,17 @@ async fn forged_actor_header_changes_nothing(db: Db) {
 async fn contact_import_and_export(db: Db) {
     let h = Harness::start(db, |_| {}).await;
     let admin = user(&h, "admin@example.org", "admin").await;
-    let csv = "display_name,email,phone,identities\n\
-               Ann Import,ann@example.com,+46 70 000 0001,WHATSAPP:46700000001\n\
-               Bad Mail,bad-mail,,\n\
-               Ben Import,,,SMS:46700000002;TELEGRAM:ben_t\n\
-               Dup,,,WHATSAPP:46700000001\n";
+    // Attributes take one `attr:<key>` column each; values are kept as written (quotes,
+    // separators, outer spaces), an empty cell is no attribute.
+    let long = "x".repeat(201);
+    let csv = format!(
+        "display_name,email,phone,identities,attr:tier,attr:crm.note\n\
+         Ann Import,ann@example.com,+46 70 000 0001,WHATSAPP:46700000001,gold,\"Likes \"\"quotes\"\"; a=b, c\"\n\
+         Bad Mail,bad-mail,,,,\n\
+         Ben Import,,,SMS:46700000002;TELEGRAM:ben_t,, padded \n\
+         Dup,,,WHATSAPP:46700000001,,\n\
+         Eve Long,,,,{long},\n"
+    );
     let resp = as_user(&h, &admin, Method::POST, "/privacy/contacts/import")
         .header("content-type", "text/csv")
         .body(csv)
@@ -1126,12 +1191,54 @@ async fn contact_import_and_export(db: Db) {
         json!([
             { "row": 3, "field": "email", "message": "`bad-mail` is not an e-mail address" },
             { "row": 5, "field": "identities", "message": "WHATSAPP:46700000001 appears in an earlier row" },
+            { "row": 6, "field": "attr:tier", "message": "value of attribute `tier` must have 1 to 200 characters and no control characters" },
         ])
+    );
+    let attributes_of = |name: &'static str| {
+        let h = &h;
+        async move {
+            let all = h.store.all_contact_details().await.unwrap();
+            all.into_iter()
+                .find(|c| c.display_name.as_deref() == Some(name))
+                .unwrap_or_else(|| panic!("no contact {name}"))
+                .attributes
+        }
+    };
+    assert_eq!(
+        attributes_of("Ann Import").await,
+        [
+            ("crm.note".to_owned(), "Likes \"quotes\"; a=b, c".to_owned()),
+            ("tier".to_owned(), "gold".to_owned())
+        ]
+        .into()
+    );
+    assert_eq!(
+        attributes_of("Ben Import").await,
+        [("crm.note".to_owned(), " padded ".to_owned())].into()
+    );
+    // A column whose key the API would refuse refuses the file, naming column and key.
+    let bad = as_user(
+        &h,
+        &admin,
+        Method::POST,
+        "/privacy/contacts/import?format=csv",
+    )
+    .body("display_name,attr:Tier\nZed,gold\n")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: Value = bad.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("column `attr:Tier`") && message.contains("attribute key `Tier`"),
+        "{message}"
     );
     // An identity that already exists in the database is a row error too, and the rest lands.
     let json_rows = json!([
         { "display_name": "Cid", "identities": [{ "channel": "SMS", "identity": "46700000002" }] },
-        { "display_name": "Dora", "email": "dora@example.com" },
+        { "display_name": "Dora", "email": "dora@example.com", "attributes": { "tier": "silver" } },
+        { "display_name": "Finn", "attributes": { "Bad Key": "x" } },
     ]);
     let report: Value = as_user(
         &h,
@@ -1148,6 +1255,14 @@ async fn contact_import_and_export(db: Db) {
     .unwrap();
     assert_eq!(report["imported"][0]["row"], 2);
     assert_eq!(report["errors"][0]["row"], 1);
+    assert_eq!(
+        (&report["errors"][1]["row"], &report["errors"][1]["field"]),
+        (&json!(3), &json!("attributes.Bad Key"))
+    );
+    assert_eq!(
+        attributes_of("Dora").await,
+        [("tier".to_owned(), "silver".to_owned())].into()
+    );
     assert!(
         report["errors"][0]["message"]
             .as_str()
@@ -1203,6 +1318,10 @@ async fn contact_import_and_export(db: Db) {
             .iter()
             .any(|e| e.actor == admin && e.attribute == "identity:TELEGRAM")
     );
+    assert!(entries.iter().any(|e| e.actor == admin
+        && e.entity == "contact_attribute"
+        && e.attribute == "crm.note"
+        && e.new_value.as_deref() == Some(" padded ")));
 
     // Export in both formats; the export is audited.
     let csv_out = as_user(
@@ -1218,7 +1337,10 @@ async fn contact_import_and_export(db: Db) {
     .await
     .unwrap();
     assert!(
-        csv_out.starts_with("id,display_name,email,phone,identities,created_at,anonymized_at\n")
+        csv_out.starts_with(
+            "id,display_name,email,phone,identities,created_at,anonymized_at,attr:crm.note,attr:tier\n"
+        ),
+        "{csv_out}"
     );
     assert!(csv_out.contains("Ann Import,ann@example.com,46700000001,WHATSAPP:46700000001"));
     assert!(csv_out.contains("SMS:46700000002;TELEGRAM:ben_t"));
@@ -1232,5 +1354,59 @@ async fn contact_import_and_export(db: Db) {
     assert_eq!(json_out.as_array().unwrap().len(), 3);
     let entries = h.store.audit_entries(&AuditQuery::default()).await.unwrap();
     assert_eq!(entries.iter().filter(|e| e.action == "export").count(), 2);
+
+    // Round trip: the export's name and attribute columns, imported again (as new contacts
+    // named `again <name>`), give every contact the same attributes back.
+    let mut reader = csv::Reader::from_reader(csv_out.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let keep: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| *h == "display_name" || h.starts_with("attr:"))
+        .map(|(i, _)| i)
+        .collect();
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer
+        .write_record(keep.iter().map(|&i| &header[i]))
+        .unwrap();
+    for record in reader.records() {
+        let record = record.unwrap();
+        writer
+            .write_record(keep.iter().map(|&i| {
+                if header[i] == *"display_name" {
+                    format!("again {}", &record[i])
+                } else {
+                    record[i].to_owned()
+                }
+            }))
+            .unwrap();
+    }
+    let again = as_user(
+        &h,
+        &admin,
+        Method::POST,
+        "/privacy/contacts/import?format=csv",
+    )
+    .body(writer.into_inner().unwrap())
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 200);
+    let report: Value = again.json().await.unwrap();
+    assert_eq!(report["errors"], json!([]));
+    let all = h.store.all_contact_details().await.unwrap();
+    for original in all.iter().filter(|c| {
+        !c.display_name
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("again ")
+    }) {
+        let name = format!("again {}", original.display_name.as_deref().unwrap());
+        let copy = all
+            .iter()
+            .find(|c| c.display_name.as_deref() == Some(name.as_str()))
+            .unwrap();
+        assert_eq!(copy.attributes, original.attributes, "{name}");
+    }
     assert_eq!(h.store.verify_audit_chain().await.unwrap().broken, None);
 }

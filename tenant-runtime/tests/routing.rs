@@ -51,6 +51,7 @@ both!(
     contact_attributes_sort_into_categories,
     decisions_go_with_anonymized_and_deleted_conversations,
     transfers_wait_for_a_busy_agent_then_fall_back,
+    transfers_to_an_agent_without_the_skills_need_force,
 );
 
 /// A signed-in agent.
@@ -1259,6 +1260,130 @@ async fn transfers_wait_for_a_busy_agent_then_fall_back(db: Db) {
         .await;
     assert_eq!(status, 204, "{body}");
     assert_eq!(assigned(&h, &c3).await, b.id);
+}
+
+/// A transfer to an agent who lacks the conversation's required skills is refused naming them,
+/// whether the agent could take it at once or not; with `force` it goes through, the decision
+/// says who overrode the requirement, and a forced pin on a full agent is theirs as soon as they
+/// have room (routing sets the skills aside for that pin only).
+async fn transfers_to_an_agent_without_the_skills_need_force(db: Db) {
+    let h = Harness::start(db, |_| {}).await;
+    set_routing(&h, 1, 60).await;
+    let billing = h
+        .store
+        .create_skill(&NewSkill {
+            name: "billing".into(),
+        })
+        .await
+        .unwrap()
+        .id;
+    let a = agent(&h.store, "ann", vec![billing.clone()]).await;
+    let b = agent(&h.store, "bob", vec![]).await;
+    let (status, category) = admin(
+        &h,
+        Method::POST,
+        "/admin/categories",
+        json!({ "name": "Billing", "rules": [{ "keywords": ["invoice"] }], "skill_ids": [billing] }),
+    )
+    .await;
+    assert_eq!(status, 201, "{category}");
+    let _la = a.live(&h).await;
+    let _lb = b.live(&h).await;
+    customer(&h, "46700020001", "about my invoice").await;
+    let (c1, _, _) = conversation_of(&h, "46700020001").await;
+    assert_eq!(assigned(&h, &c1).await, a.id);
+
+    // Bob has room but not the skill: refused, naming it; nothing changes.
+    let (status, err) = a
+        .post(
+            &h,
+            &format!("/conversations/{c1}/transfer"),
+            json!({ "to_user_id": b.id }),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("agent_lacks_skill")),
+        "{err}"
+    );
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("bob") && message.contains("billing"),
+        "{message}"
+    );
+    assert_eq!(assigned(&h, &c1).await, a.id);
+    let before = decisions(&h, &c1).await.len();
+
+    // Forced: his at once, and the decision says ann overrode the requirement.
+    let (status, body) = a
+        .post(
+            &h,
+            &format!("/conversations/{c1}/transfer"),
+            json!({ "to_user_id": b.id, "force": true }),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(assigned(&h, &c1).await, b.id);
+    let decided = decisions(&h, &c1).await;
+    assert_eq!(decided.len(), before + 1, "{decided:?}");
+    let last = decided.last().unwrap();
+    assert_eq!(
+        (&last["kind"], &last["reason"], &last["user_id"]),
+        (
+            &json!("transfer"),
+            &json!("skills_overridden"),
+            &json!(b.id)
+        )
+    );
+    assert_eq!(
+        last["explanation"]["skills_overridden"],
+        json!({ "by": a.id, "missing": [{ "missing_skill": { "skill": "billing" } }] })
+    );
+
+    // Bob is full now. The next billing conversation goes to ann; a transfer to bob would wait
+    // for him, and is refused just the same without force.
+    customer(&h, "46700020002", "another invoice").await;
+    let (c2, _, _) = conversation_of(&h, "46700020002").await;
+    assert_eq!(assigned(&h, &c2).await, a.id);
+    let (status, err) = a
+        .post(
+            &h,
+            &format!("/conversations/{c2}/transfer"),
+            json!({ "to_user_id": b.id }),
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("agent_lacks_skill")),
+        "{err}"
+    );
+    assert_eq!(assigned(&h, &c2).await, a.id);
+    let (status, body) = a
+        .post(
+            &h,
+            &format!("/conversations/{c2}/transfer"),
+            json!({ "to_user_id": b.id, "force": true }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["because"], "at_capacity");
+    let decided = decisions(&h, &c2).await;
+    let last = decided.last().unwrap();
+    assert_eq!(last["reason"], "waiting_for_agent");
+    assert_eq!(
+        last["explanation"]["skills_overridden"]["by"],
+        a.id.as_str()
+    );
+    // Bob closes his conversation: the pinned one is his, skills set aside for that pin.
+    assert_eq!(
+        b.post(&h, &format!("/conversations/{c1}/close"), json!({}))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(assigned(&h, &c2).await, b.id);
+    let decided = decisions(&h, &c2).await;
+    assert_eq!(decided.last().unwrap()["reason"], "pinned", "{decided:?}");
 }
 
 async fn a_deposed_allocator_cannot_claim(db: Db) {

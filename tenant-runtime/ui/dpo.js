@@ -1,5 +1,5 @@
 // The data protection officer's page: find every piece of personal data tied to one customer
-// (contacts, conversations, messages, audit entries), download it as JSON for a subject access
+// (contacts, conversations, messages, internal notes, audit entries), download it as JSON for a subject access
 // request, anonymize it irreversibly after typing the customer's id, and watch the audit chain.
 // Everything shown comes from /api/v1/privacy and is rendered with text nodes only.
 import { api, loadMe, el, fill, time, toast, logout } from '/ui/common.js';
@@ -92,6 +92,10 @@ async function openSubject(id) {
   fill($('message-rows'), d.messages.map((m) => el('tr', { 'data-message': m.id },
     el('td', {}, time(m.created_at)), el('td', {}, m.direction), el('td', {}, m.content.type),
     el('td', { class: 'content' }, contentText(m.content)))));
+  $('note-count').textContent = String(d.notes.length);
+  fill($('note-rows'), d.notes.map((n) => el('tr', { 'data-note': n.id },
+    el('td', {}, time(n.created_at)), el('td', {}, n.author_name || n.author_user_id || ''),
+    el('td', { class: 'content' }, n.text))));
   $('audit-count').textContent = String(d.audit.length);
   fill($('audit-rows'), d.audit.map((a) => el('tr', { 'data-seq': String(a.seq) },
     el('td', {}, String(a.seq)), el('td', {}, time(new Date(a.at).toISOString())), el('td', {}, a.actor),
@@ -125,7 +129,7 @@ $('anonymize-form').addEventListener('submit', async (ev) => {
   $('anonymize').disabled = true;
   try {
     const r = await api('POST', `/api/v1/privacy/subjects/${encodeURIComponent(id)}/anonymize`, { confirm: typed });
-    toast(`Anonymized: ${r.messages} messages, ${r.conversations} conversations, ${r.identities} identities, ${r.audit_entries_redacted} audit values erased`);
+    toast(`Anonymized: ${r.messages} messages, ${r.notes} notes, ${r.conversations} conversations, ${r.identities} identities, ${r.audit_entries_redacted} audit values erased`);
     await openSubject(id);
     $('anonymize-result').textContent = '';
     // The same search again shows the customer can no longer be found by what identified them;

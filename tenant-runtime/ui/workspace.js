@@ -260,7 +260,17 @@ function renderConversation() {
       transferTo,
       el('button', { id: 'transfer', onclick: async () => {
         try {
-          const r = await api('POST', `/api/v1/conversations/${encodeURIComponent(c.id)}/transfer`, { to_user_id: transferTo.value || null });
+          const path = `/api/v1/conversations/${encodeURIComponent(c.id)}/transfer`;
+          const body = { to_user_id: transferTo.value || null };
+          let r;
+          try {
+            r = await api('POST', path, body);
+          } catch (e) {
+            // The colleague lacks a required skill: the server names it; handing it over anyway
+            // is the agent's explicit decision, recorded in the routing decision.
+            if (e.code !== 'agent_lacks_skill' || !confirm(`${e.message}.\n\nTransfer anyway?`)) throw e;
+            r = await api('POST', path, { ...body, force: true });
+          }
           // 202: the colleague cannot take it now; it waits for them in the queue.
           const why = { away: 'is away', disconnected: 'is not connected', at_capacity: 'is full' };
           toast(r && r.waiting_for ? `${r.display_name} ${why[r.because] || r.because}: it waits for them${r.fallback_after_secs ? ` (anyone after ${r.fallback_after_secs} s)` : ''}` : 'Transferred');
@@ -328,6 +338,7 @@ const REASONS = {
   pinned: 'transferred to this agent', manual_pick: 'picked from the queue',
   grace_expired: 'agent disconnected: back to the queue', agent_offline: 'agent went offline: back to the queue',
   transfer_to_category: 'moved to another category',
+  skills_overridden: 'transferred to an agent without the required skills (the transferring agent overrode them)',
   waiting_for_agent: 'transferred: waits for the agent', pin_expired: 'the agent did not take it in time: open to everyone',
 };
 function whyThisAgent(id, colleagues) {

@@ -373,7 +373,7 @@ pub struct ImportReport {
 /// import, 422 when every row was refused, 400 when the file cannot be read. Role `dpo` or
 /// `admin`.
 #[utoipa::path(post, path = "/api/v1/privacy/contacts/import", tag = "privacy", params(FormatQuery),
-    request_body(content = String, description = "CSV (header: any of display_name, email, phone, identities) or a JSON array of ContactInput", content_type = "text/csv"),
+    request_body(content = String, description = "CSV (header: any of display_name, email, phone, identities, and attr:<key> per contact attribute) or a JSON array of ContactInput with an optional `attributes` object", content_type = "text/csv"),
     responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 422, description = "No row could be imported", body = ImportReport)))]
 pub async fn import_contacts(
     State(state): State<AppState>,
@@ -409,8 +409,12 @@ pub async fn import_contacts(
         imported: Vec::new(),
         errors: parsed.errors,
     };
-    for (row, input) in parsed.valid {
-        match state.store.create_contact(&input, &actor, now_ms()).await {
+    for (row, input, attributes) in parsed.valid {
+        match state
+            .store
+            .create_contact(&input, &attributes, &actor, now_ms())
+            .await
+        {
             Ok(contact_id) => report.imported.push(ImportedRow { row, contact_id }),
             Err(storage::Error::Conflict(what)) => report.errors.push(RowError {
                 row,

@@ -2,20 +2,27 @@
 //!
 //! CSV has a header row naming any of the columns `display_name`, `email`, `phone`,
 //! `identities` (in any order); `identities` holds `CHANNEL:identity` pairs separated by `;`,
-//! e.g. `WHATSAPP:46700000001;SMS:46700000001`. JSON is an array of objects with the fields
-//! of [`ContactInput`]. A file that cannot be read at all (no header, unknown column, not a JSON
-//! array) is refused as a whole; otherwise every row is validated on its own and the valid ones
-//! are imported, and each invalid one is reported with its row number, field and reason.
+//! e.g. `WHATSAPP:46700000001;SMS:46700000001`. Contact attributes take one column each,
+//! `attr:<key>` (`attr:tier`), whose cell is the value as is (not trimmed: the API keeps
+//! spaces too) and an empty cell no attribute; one column per key rather than one packed column
+//! because values may hold any separator, and the CSV quoting already round-trips them. JSON is
+//! an array of objects with the fields of [`ContactInput`] and an optional `attributes` object.
+//! Attributes follow the API's rules ([`crate::domain::attributes`]). A file that cannot be read
+//! at all (no header, unknown column, an `attr:` column whose key is invalid, not a JSON array)
+//! is refused as a whole; otherwise every row is validated on its own and the valid ones are
+//! imported, and each invalid one is reported with its row number, field (`attr:<key>` or
+//! `attributes.<key>` for an attribute) and reason.
 //!
 //! Row numbers: for CSV the line in the file (the header is line 1); for JSON the 1-based
 //! position in the array.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::ChannelType;
+use crate::domain::attributes::{self, MAX_ATTRIBUTES};
 use crate::storage::{ContactDetails, ContactIdentity, ContactInput, normalize_phone};
 
 /// Errors that refuse a whole file.
@@ -51,11 +58,14 @@ pub struct RowError {
     pub message: String,
 }
 
+/// A contact's attributes (`key -> value`).
+pub type Attributes = BTreeMap<String, String>;
+
 /// The outcome of parsing: valid rows and row errors.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Parsed {
-    /// Valid rows with their row numbers.
-    pub valid: Vec<(u64, ContactInput)>,
+    /// Valid rows with their row numbers and attributes.
+    pub valid: Vec<(u64, ContactInput, Attributes)>,
     /// Invalid rows.
     pub errors: Vec<RowError>,
 }
@@ -72,12 +82,17 @@ pub enum Format {
 
 const COLUMNS: [&str; 4] = ["display_name", "email", "phone", "identities"];
 
+/// Prefix of an attribute column: `attr:tier`.
+pub const ATTRIBUTE_PREFIX: &str = "attr:";
+
 /// Parses and validates a CSV file.
 pub fn parse_csv(bytes: &[u8]) -> Result<Parsed, Error> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
-        .trim(csv::Trim::All)
+        // Only the header: the contact fields are trimmed by `validate`, attribute values are
+        // kept as written.
+        .trim(csv::Trim::Headers)
         .from_reader(bytes);
     let headers = reader
         .headers()
@@ -87,10 +102,23 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Parsed, Error> {
         return Err(Error::Header("the header row is missing".to_owned()));
     }
     let mut index = [None; 4];
+    let mut attribute_columns: Vec<(usize, String)> = Vec::new();
     for (i, h) in headers.iter().enumerate() {
+        if let Some(key) = h
+            .get(..ATTRIBUTE_PREFIX.len())
+            .filter(|p| p.eq_ignore_ascii_case(ATTRIBUTE_PREFIX))
+            .map(|_| &h[ATTRIBUTE_PREFIX.len()..])
+        {
+            attributes::check_key(key).map_err(|e| Error::Header(format!("column `{h}`: {e}")))?;
+            if attribute_columns.iter().any(|(_, k)| k == key) {
+                return Err(Error::Header(format!("column `{h}` appears twice")));
+            }
+            attribute_columns.push((i, key.to_owned()));
+            continue;
+        }
         let Some(col) = COLUMNS.iter().position(|c| c.eq_ignore_ascii_case(h)) else {
             return Err(Error::Header(format!(
-                "unknown column `{h}` (expected some of {})",
+                "unknown column `{h}` (expected some of {}, or {ATTRIBUTE_PREFIX}<key>)",
                 COLUMNS.join(", ")
             )));
         };
@@ -132,7 +160,13 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Parsed, Error> {
             phone: Some(get(2).to_owned()),
             identities,
         };
-        push_row(&mut parsed, &mut seen, line, raw, errors);
+        // An empty cell is no attribute (the API refuses empty values anyway).
+        let pairs = attribute_columns.iter().filter_map(|(i, key)| {
+            let value = record.get(*i).unwrap_or("");
+            (!value.is_empty()).then(|| (key.clone(), value.to_owned()))
+        });
+        let attributes = validate_attributes(line, ATTRIBUTE_PREFIX, pairs, &mut errors);
+        push_row(&mut parsed, &mut seen, line, raw, attributes, errors);
     }
     if rows == 0 {
         return Err(Error::Empty);
@@ -149,10 +183,25 @@ pub fn parse_json(bytes: &[u8]) -> Result<Parsed, Error> {
     }
     let mut parsed = Parsed::default();
     let mut seen = HashSet::new();
-    for (i, item) in items.into_iter().enumerate() {
+    for (i, mut item) in items.into_iter().enumerate() {
         let row = i as u64 + 1;
+        let mut errors = Vec::new();
+        let attributes = match item.as_object_mut().and_then(|o| o.remove("attributes")) {
+            None | Some(serde_json::Value::Null) => Attributes::new(),
+            Some(value) => match serde_json::from_value::<Attributes>(value) {
+                Ok(pairs) => validate_attributes(row, "attributes.", pairs, &mut errors),
+                Err(e) => {
+                    errors.push(RowError {
+                        row,
+                        field: "attributes".to_owned(),
+                        message: format!("expected an object of text values: {e}"),
+                    });
+                    Attributes::new()
+                }
+            },
+        };
         match serde_json::from_value::<ContactInput>(item) {
-            Ok(raw) => push_row(&mut parsed, &mut seen, row, raw, Vec::new()),
+            Ok(raw) => push_row(&mut parsed, &mut seen, row, raw, attributes, errors),
             Err(e) => parsed.errors.push(RowError {
                 row,
                 field: "row".to_owned(),
@@ -189,11 +238,42 @@ fn parse_identities(text: &str, row: u64, errors: &mut Vec<RowError>) -> Vec<Con
     out
 }
 
+/// Checks each attribute on its own with the API's rules, so that every bad key of a row is
+/// named (`field` = `prefix` + key), and the count.
+fn validate_attributes(
+    row: u64,
+    prefix: &str,
+    pairs: impl IntoIterator<Item = (String, String)>,
+    errors: &mut Vec<RowError>,
+) -> Attributes {
+    let mut out = Attributes::new();
+    for (key, value) in pairs {
+        let one = Attributes::from([(key.clone(), value)]);
+        match attributes::check(&one) {
+            Ok(()) => out.extend(one),
+            Err(e) => errors.push(RowError {
+                row,
+                field: format!("{prefix}{key}"),
+                message: e.to_string(),
+            }),
+        }
+    }
+    if out.len() > MAX_ATTRIBUTES {
+        errors.push(RowError {
+            row,
+            field: "attributes".to_owned(),
+            message: attributes::AttributeError::TooMany(out.len()).to_string(),
+        });
+    }
+    out
+}
+
 fn push_row(
     parsed: &mut Parsed,
     seen: &mut HashSet<(ChannelType, String)>,
     row: u64,
     raw: ContactInput,
+    attributes: Attributes,
     mut errors: Vec<RowError>,
 ) {
     let input = validate(row, raw, &mut errors);
@@ -210,7 +290,7 @@ fn push_row(
         }
     }
     if errors.is_empty() {
-        parsed.valid.push((row, input));
+        parsed.valid.push((row, input, attributes));
     } else {
         parsed.errors.extend(errors);
     }
@@ -301,11 +381,16 @@ fn valid_email(e: &str) -> bool {
 }
 
 /// Contacts as CSV (`id`, `display_name`, `email`, `phone`, `identities`, `created_at`,
-/// `anonymized_at`); the import reads the same columns back (it ignores none: strip `id` and the
-/// timestamps first).
+/// `anonymized_at`, then one `attr:<key>` column per attribute key any contact has, in key
+/// order, empty where a contact lacks it); the import reads the same columns back (it ignores
+/// none: strip `id` and the timestamps first).
 pub fn to_csv(contacts: &[ContactDetails]) -> String {
+    let keys: BTreeSet<&str> = contacts
+        .iter()
+        .flat_map(|c| c.attributes.keys().map(String::as_str))
+        .collect();
     let mut w = csv::Writer::from_writer(Vec::new());
-    let _ = w.write_record([
+    let header = [
         "id",
         "display_name",
         "email",
@@ -313,7 +398,11 @@ pub fn to_csv(contacts: &[ContactDetails]) -> String {
         "identities",
         "created_at",
         "anonymized_at",
-    ]);
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(keys.iter().map(|k| format!("{ATTRIBUTE_PREFIX}{k}")));
+    let _ = w.write_record(header);
     for c in contacts {
         let identities = c
             .identities
@@ -321,15 +410,23 @@ pub fn to_csv(contacts: &[ContactDetails]) -> String {
             .map(|i| format!("{}:{}", i.channel, i.identity))
             .collect::<Vec<_>>()
             .join(";");
-        let _ = w.write_record([
+        let created_at = c.created_at.to_rfc3339();
+        let anonymized_at = c.anonymized_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+        let fields = [
             c.id.as_str(),
             c.display_name.as_deref().unwrap_or(""),
             c.email.as_deref().unwrap_or(""),
             c.phone.as_deref().unwrap_or(""),
             &identities,
-            &c.created_at.to_rfc3339(),
-            &c.anonymized_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-        ]);
+            &created_at,
+            &anonymized_at,
+        ]
+        .into_iter()
+        .chain(
+            keys.iter()
+                .map(|k| c.attributes.get(*k).map_or("", String::as_str)),
+        );
+        let _ = w.write_record(fields);
     }
     String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
 }
@@ -396,6 +493,96 @@ mod tests {
     }
 
     #[test]
+    fn attribute_columns_are_validated_per_key_and_line() {
+        let long = "v".repeat(201);
+        let csv = format!(
+            "display_name,attr:tier,attr:crm.id\n\
+             Ann,gold,\n\
+             Bob,{long},\"a\nb\"\n\
+             Cid,, x \n"
+        );
+        let p = parse_csv(csv.as_bytes()).unwrap();
+        /// `(line, name, attributes)`
+        type Row<'a> = (u64, &'a str, Vec<(&'a str, &'a str)>);
+        let valid: Vec<Row> = p
+            .valid
+            .iter()
+            .map(|(row, input, attrs)| {
+                (
+                    *row,
+                    input.display_name.as_deref().unwrap(),
+                    attrs
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            valid,
+            vec![
+                (2, "Ann", vec![("tier", "gold")]),
+                // The quoted newline makes Bob's record two lines long: Cid is on line 5.
+                (5, "Cid", vec![("crm.id", " x ")]),
+            ]
+        );
+        let errs: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.row, e.field.as_str())).collect();
+        assert_eq!(errs, vec![(3, "attr:tier"), (3, "attr:crm.id")]);
+        assert!(p.errors[0].message.contains("`tier`"));
+    }
+
+    #[test]
+    fn a_bad_attribute_column_refuses_the_file() {
+        for (header, needle) in [
+            ("display_name,attr:Tier", "attribute key `Tier`"),
+            ("display_name,attr:", "attribute key ``"),
+            ("display_name,attr:tier,ATTR:tier", "appears twice"),
+        ] {
+            let csv = format!("{header}\nA,b,c\n");
+            match parse_csv(csv.as_bytes()) {
+                Err(Error::Header(m)) => assert!(m.contains(needle), "{m}"),
+                other => panic!("{header}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn too_many_attributes_are_a_row_error() {
+        let keys: Vec<String> = (0..=MAX_ATTRIBUTES).map(|i| format!("attr:k{i}")).collect();
+        let values = vec!["v"; keys.len()];
+        let csv = format!(
+            "display_name,{}\nAnn,{}\n",
+            keys.join(","),
+            values.join(",")
+        );
+        let p = parse_csv(csv.as_bytes()).unwrap();
+        assert!(p.valid.is_empty());
+        assert_eq!(
+            (p.errors[0].row, p.errors[0].field.as_str()),
+            (2, "attributes")
+        );
+    }
+
+    #[test]
+    fn json_rows_carry_attributes() {
+        let json = r#"[{"display_name":"A","attributes":{"tier":"gold"}},
+                       {"display_name":"B","attributes":{"Tier":"x","ok":""}},
+                       {"display_name":"C","attributes":["tier"]}]"#;
+        let p = parse_json(json.as_bytes()).unwrap();
+        assert_eq!(p.valid.len(), 1);
+        assert_eq!(p.valid[0].2.get("tier").map(String::as_str), Some("gold"));
+        let errs: Vec<(u64, &str)> = p.errors.iter().map(|e| (e.row, e.field.as_str())).collect();
+        assert_eq!(
+            errs,
+            vec![
+                (2, "attributes.Tier"),
+                (2, "attributes.ok"),
+                (3, "attributes")
+            ]
+        );
+    }
+
+    #[test]
     fn export_reads_back_through_import() {
         let c = ContactDetails {
             id: "c1".into(),
@@ -406,23 +593,47 @@ mod tests {
                 channel: ChannelType::Sms,
                 identity: "46700000009".into(),
             }],
-            attributes: Default::default(),
+            attributes: [
+                ("tier".to_owned(), " gold, \"plus\"; x=y ".to_owned()),
+                ("crm.id".to_owned(), "42".to_owned()),
+            ]
+            .into(),
             created_at: chrono::DateTime::UNIX_EPOCH,
             anonymized_at: None,
         };
-        let csv = to_csv(&[c]);
+        // A second contact without attributes: empty cells, which import as none.
+        let plain = ContactDetails {
+            id: "c2".into(),
+            display_name: Some("Plain".into()),
+            identities: Vec::new(),
+            attributes: Default::default(),
+            ..c.clone()
+        };
+        let csv = to_csv(&[c.clone(), plain]);
+        assert!(csv.starts_with(
+            "id,display_name,email,phone,identities,created_at,anonymized_at,attr:crm.id,attr:tier\n"
+        ));
         // Keep only the importable columns.
         let mut r = csv::Reader::from_reader(csv.as_bytes());
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(["display_name", "email", "phone", "identities"])
-            .unwrap();
+        w.write_record([
+            "display_name",
+            "email",
+            "phone",
+            "identities",
+            "attr:crm.id",
+            "attr:tier",
+        ])
+        .unwrap();
         for rec in r.records() {
             let rec = rec.unwrap();
-            w.write_record([&rec[1], &rec[2], &rec[3], &rec[4]])
+            w.write_record([&rec[1], &rec[2], &rec[3], &rec[4], &rec[7], &rec[8]])
                 .unwrap();
         }
         let p = parse_csv(&w.into_inner().unwrap()).unwrap();
         assert!(p.errors.is_empty(), "{:?}", p.errors);
         assert_eq!(p.valid[0].1.display_name.as_deref(), Some("Ann, \"Jr\""));
+        assert_eq!(p.valid[0].2, c.attributes);
+        assert!(p.valid[1].2.is_empty());
     }
 }

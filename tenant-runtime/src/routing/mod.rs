@@ -26,7 +26,7 @@ mod proptests;
 mod tests;
 
 pub use categorize::{Categorized, Inbound, MatchedBy, categorize};
-pub use engine::{PickError, allocate, pick, why_waiting};
+pub use engine::{PickError, allocate, pick, transfer_skill_gaps, why_waiting};
 pub use explain::{
     CandidateFacts, Decision, Exclusion, ExplainLevel, Explanation, Verdict, WinReason,
 };

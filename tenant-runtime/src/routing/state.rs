@@ -34,7 +34,8 @@ use super::{
     explain::{Decision, Exclusion, ExplainLevel, Verdict},
     model::{
         Agent, AgentId, AgentStatus, Categories, CategoryId, Channel, Connection, ContactId,
-        ConversationId, LastAgent, RoutingSettings, Snapshot, WaitingConversation,
+        ConversationId, LastAgent, RoutingSettings, SkillRequirement, Snapshot,
+        WaitingConversation,
     },
 };
 
@@ -482,6 +483,7 @@ impl RoutingState {
         if let Some(record) = self.records.get_mut(&conversation) {
             record.status = ConversationStatus::Assigned { agent, since: now };
             record.data.pinned_agent = None;
+            record.data.required_skills = category_skills(&self.categories, record.data.category);
             record.data.avoid_agent = None;
         }
         self.assigned.entry(agent).or_default().insert(conversation);
@@ -717,8 +719,11 @@ impl RoutingState {
                         return Err(EventError::NotAssigned(conversation));
                     }
                 };
+                let skills =
+                    category_skills(&self.categories, self.record(conversation)?.data.category);
                 self.back_to_queue(conversation, |data| {
                     data.pinned_agent = None;
+                    data.required_skills = skills;
                     data.avoid_agent = Some(from);
                 })?;
                 Ok(Some(Scope::Incremental {
@@ -734,6 +739,7 @@ impl RoutingState {
                 let mut data = record.data.clone();
                 data.enqueued_at = now;
                 data.pinned_agent = None;
+                data.required_skills = category_skills(&self.categories, data.category);
                 data.avoid_agent = None;
                 self.enqueue(data);
                 Ok(Some(Scope::Incremental {
@@ -796,6 +802,7 @@ impl RoutingState {
         for id in &returned {
             let mut data = self.records[id].data.clone();
             data.pinned_agent = None;
+            data.required_skills = category_skills(&self.categories, data.category);
             self.enqueue(data);
         }
         let pinned: Vec<ConversationId> = self
@@ -807,6 +814,7 @@ impl RoutingState {
         for id in pinned {
             let mut data = self.records[&id].data.clone();
             data.pinned_agent = None;
+            data.required_skills = category_skills(&self.categories, data.category);
             self.enqueue(data);
             returned.push(id);
         }
@@ -816,4 +824,15 @@ impl RoutingState {
 
 fn record_contact(records: &BTreeMap<ConversationId, Record>, id: ConversationId) -> ContactId {
     records[&id].data.contact
+}
+
+/// The skills a conversation of `category` requires. A pin is the only thing that may set them
+/// aside (a transfer that overrode them, `pin_overrides_skills`), so every path that drops a pin
+/// puts them back from here.
+fn category_skills(categories: &Categories, category: CategoryId) -> Vec<SkillRequirement> {
+    categories
+        .get(category)
+        .unwrap_or(&categories.default)
+        .required_skills
+        .clone()
 }

@@ -183,6 +183,41 @@ mod engine_rules {
     }
 
     #[test]
+    fn a_transfer_names_every_unmet_requirement_but_not_optional_ones() {
+        let required = [
+            SkillRequirement::new("billing").at_least(3),
+            SkillRequirement::new("french"),
+            SkillRequirement::new("refunds"),
+            SkillRequirement::new("vip").optional(),
+        ];
+        let mut bob = agent(1)
+            .with_skill("billing", Some(2))
+            .with_skill("refunds", None);
+        bob.skills.get_mut("refunds").expect("skill").active = false;
+        assert_eq!(
+            transfer_skill_gaps(&bob, &required),
+            vec![
+                Exclusion::LevelTooLow {
+                    skill: "billing".into(),
+                    level: Some(2),
+                    required: 3
+                },
+                Exclusion::MissingSkill {
+                    skill: "french".into()
+                },
+                Exclusion::InactiveSkill {
+                    skill: "refunds".into()
+                },
+            ]
+        );
+        let carol = agent(2)
+            .with_skill("billing", Some(4))
+            .with_skill("french", None)
+            .with_skill("refunds", Some(1));
+        assert_eq!(transfer_skill_gaps(&carol, &required), vec![]);
+    }
+
+    #[test]
     fn only_active_skills_at_the_minimum_level_match() {
         let needs =
             |c: WaitingConversation| c.requiring(SkillRequirement::new("billing").at_least(3));

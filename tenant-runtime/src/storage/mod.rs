@@ -337,6 +337,7 @@ impl Store {
             "outbox" => "SELECT COUNT(*) FROM outbox",
             "webhook_nonces" => "SELECT COUNT(*) FROM webhook_nonces",
             "conversation_events" => "SELECT COUNT(*) FROM conversation_events",
+            "conversation_notes" => "SELECT COUNT(*) FROM conversation_notes",
             "users" => "SELECT COUNT(*) FROM users",
             "skills" => "SELECT COUNT(*) FROM skills",
             "categories" => "SELECT COUNT(*) FROM categories",

@@ -11,7 +11,7 @@ use super::{
     Contact, ContactIdentity, Conversation, Error, Message, Result, Store, WriteTx, from_ms,
     is_retryable, new_id, on_pool,
 };
-use crate::privacy::anonymize::{ANONYMIZED_NAME, anonymize_content_json};
+use crate::privacy::anonymize::{ANONYMIZED_NAME, ANONYMIZED_TEXT, anonymize_content_json};
 use crate::privacy::audit::{AuditAction, AuditChange, StoredEntry};
 
 /// A contact with every detail Contact keeps about the person.
@@ -85,6 +85,9 @@ pub struct SubjectData {
     pub conversations: Vec<Conversation>,
     /// The messages of those conversations, oldest first.
     pub messages: Vec<Message>,
+    /// The agents' internal notes on those conversations (they often repeat what the customer
+    /// said: an address, a number), by conversation, oldest first.
+    pub notes: Vec<super::Note>,
     /// Audit entries about them.
     pub audit: Vec<StoredEntry>,
 }
@@ -98,10 +101,21 @@ pub struct AnonymizeReport {
     pub conversations: u64,
     /// Messages whose content was replaced.
     pub messages: u64,
+    /// Internal notes whose text was replaced.
+    pub notes: u64,
     /// Identities replaced.
     pub identities: u64,
     /// Audit entries whose values were erased.
     pub audit_entries_redacted: u64,
+}
+
+/// What anonymizing one conversation replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Redacted {
+    /// Messages whose content was replaced.
+    pub messages: u64,
+    /// Internal notes whose text was replaced.
+    pub notes: u64,
 }
 
 /// A retention job's resumable position.
@@ -154,8 +168,9 @@ type DetailsRow = (
 
 /// Transaction-level privacy operations, shared by the DPO actions and the retention job.
 pub(crate) trait PrivacyTx {
-    /// Replaces the content of one conversation; returns the messages replaced.
-    async fn anonymize_conversation_tx(&mut self, id: &str, now: i64) -> Result<u64>;
+    /// Replaces the content of one conversation (messages and internal notes); returns how
+    /// many of each were replaced.
+    async fn anonymize_conversation_tx(&mut self, id: &str, now: i64) -> Result<Redacted>;
     /// Replaces every piece of personal data of one contact.
     async fn anonymize_contact_tx(
         &mut self,
@@ -163,12 +178,13 @@ pub(crate) trait PrivacyTx {
         actor: &str,
         now: i64,
     ) -> Result<AnonymizeReport>;
-    /// Deletes one conversation with its messages, outbox rows, events and skills.
+    /// Deletes one conversation with its messages, notes, outbox rows, events and skills.
     async fn delete_conversation_tx(&mut self, id: &str, now: i64) -> Result<()>;
-    /// Creates a contact from `input`, audited as `actor`.
+    /// Creates a contact from `input` with `attributes`, audited as `actor`.
     async fn create_contact_tx(
         &mut self,
         input: &ContactInput,
+        attributes: &std::collections::BTreeMap<String, String>,
         actor: &str,
         now: i64,
     ) -> Result<String>;
@@ -179,7 +195,7 @@ pub(crate) trait PrivacyTx {
 macro_rules! impl_privacy_tx {
     ($conn:ty) => {
         impl PrivacyTx for $conn {
-            async fn anonymize_conversation_tx(&mut self, id: &str, now: i64) -> Result<u64> {
+            async fn anonymize_conversation_tx(&mut self, id: &str, now: i64) -> Result<Redacted> {
                 let rows: Vec<(String, String)> = sqlx::query_as(
                     "SELECT id, content FROM messages WHERE conversation_id = $1 ORDER BY id",
                 )
@@ -193,6 +209,16 @@ macro_rules! impl_privacy_tx {
                         .execute(&mut *self)
                         .await?;
                 }
+                // Notes are the agents' free text about the customer: replaced like message
+                // texts, keeping the row (author, time) so counts survive as they do for messages.
+                let notes = sqlx::query(
+                    "UPDATE conversation_notes SET text = $1 WHERE conversation_id = $2 AND text <> $1",
+                )
+                .bind(ANONYMIZED_TEXT)
+                .bind(id)
+                .execute(&mut *self)
+                .await?
+                .rows_affected();
                 // The outbox payload repeats the text and the recipient.
                 sqlx::query(
                     "UPDATE outbox SET payload = '{}', last_error = NULL WHERE id IN (SELECT id FROM messages WHERE conversation_id = $1)",
@@ -222,7 +248,7 @@ macro_rules! impl_privacy_tx {
                 .bind(now)
                 .execute(&mut *self)
                 .await?;
-                Ok(rows.len() as u64)
+                Ok(Redacted { messages: rows.len() as u64, notes })
             }
 
             async fn anonymize_contact_tx(&mut self, id: &str, actor: &str, now: i64) -> Result<AnonymizeReport> {
@@ -240,7 +266,9 @@ macro_rules! impl_privacy_tx {
                         .fetch_all(&mut *self)
                         .await?;
                 for c in &conversations {
-                    report.messages += self.anonymize_conversation_tx(c, now).await?;
+                    let redacted = self.anonymize_conversation_tx(c, now).await?;
+                    report.messages += redacted.messages;
+                    report.notes += redacted.notes;
                     report.conversations += 1;
                 }
                 let identities: Vec<(String, String)> = sqlx::query_as(
@@ -280,7 +308,7 @@ macro_rules! impl_privacy_tx {
                 .execute(&mut *self)
                 .await?
                 .rows_affected();
-                let changes: Vec<AuditChange> = ["display_name", "email", "phone", "identities", "attributes", "messages"]
+                let changes: Vec<AuditChange> = ["display_name", "email", "phone", "identities", "attributes", "messages", "notes"]
                     .into_iter()
                     .map(|attribute| {
                         AuditChange::new(actor, AuditAction::Anonymize, "contact", id, attribute, None).about(id)
@@ -302,6 +330,8 @@ macro_rules! impl_privacy_tx {
                 for sql in [
                     "DELETE FROM outbox WHERE id IN (SELECT id FROM messages WHERE conversation_id = $1)",
                     "DELETE FROM messages WHERE conversation_id = $1",
+                    // The foreign key cascades too; explicit, as for routing decisions.
+                    "DELETE FROM conversation_notes WHERE conversation_id = $1",
                     "DELETE FROM conversation_events WHERE conversation_id = $1",
                     "DELETE FROM conversation_skills WHERE conversation_id = $1",
                     // The foreign key cascades too; explicit so the list says what goes.
@@ -313,7 +343,13 @@ macro_rules! impl_privacy_tx {
                 Ok(())
             }
 
-            async fn create_contact_tx(&mut self, input: &ContactInput, actor: &str, now: i64) -> Result<String> {
+            async fn create_contact_tx(
+                &mut self,
+                input: &ContactInput,
+                attributes: &std::collections::BTreeMap<String, String>,
+                actor: &str,
+                now: i64,
+            ) -> Result<String> {
                 let id = new_id();
                 sqlx::query(
                     "INSERT INTO contacts (id, display_name, email, phone, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -367,6 +403,24 @@ macro_rules! impl_privacy_tx {
                         .about(&id),
                     );
                 }
+                // Audited per key as an attribute edit would be (`contact_attribute`).
+                for (key, value) in attributes {
+                    sqlx::query(
+                        "INSERT INTO contact_attributes (contact_id, key, value, updated_at) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&id)
+                    .bind(key)
+                    .bind(value)
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await?;
+                }
+                changes.extend(crate::privacy::hooks::contact_attributes(
+                    actor,
+                    &id,
+                    &std::collections::BTreeMap::new(),
+                    attributes,
+                ));
                 self.append_audit(now, &changes).await?;
                 Ok(id)
             }
@@ -538,9 +592,11 @@ impl Store {
         .await?);
         let mut conversations = Vec::with_capacity(ids.len());
         let mut messages = Vec::new();
+        let mut notes = Vec::new();
         for c in &ids {
             conversations.push(self.conversation(c).await?);
             messages.extend(self.messages(c).await?);
+            notes.extend(self.notes(c).await?);
         }
         let audit = self
             .audit_entries(&super::AuditQuery {
@@ -553,6 +609,7 @@ impl Store {
             contact,
             conversations,
             messages,
+            notes,
             audit,
         })
     }
@@ -646,16 +703,18 @@ impl Store {
         Ok(redacted)
     }
 
-    /// Creates a contact from `input` (validated by the caller), audited as `actor`.
+    /// Creates a contact from `input` with `attributes` (both validated by the caller), in one
+    /// transaction audited as `actor`.
     pub async fn create_contact(
         &self,
         input: &ContactInput,
+        attributes: &std::collections::BTreeMap<String, String>,
         actor: &str,
         now: i64,
     ) -> Result<String> {
         Ok(on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let id = tx.create_contact_tx(input, actor, now).await?;
+            let id = tx.create_contact_tx(input, attributes, actor, now).await?;
             tx.commit().await?;
             id
         }))
@@ -837,17 +896,19 @@ impl Store {
                 match step {
                     RetentionStep::Anonymize => {
                         tx.anonymize_conversation_tx(id, now).await?;
-                        changes.push(
-                            AuditChange::new(
-                                &actor,
-                                AuditAction::Anonymize,
-                                "conversation",
-                                id,
-                                "messages",
-                                None,
-                            )
-                            .about(contact_id),
-                        );
+                        for attribute in ["messages", "notes"] {
+                            changes.push(
+                                AuditChange::new(
+                                    &actor,
+                                    AuditAction::Anonymize,
+                                    "conversation",
+                                    id,
+                                    attribute,
+                                    None,
+                                )
+                                .about(contact_id),
+                            );
+                        }
                     }
                     RetentionStep::Delete => {
                         tx.delete_conversation_tx(id, now).await?;

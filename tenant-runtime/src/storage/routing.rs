@@ -76,6 +76,8 @@ pub struct OpenConversationRow {
     pub assigned_at: Option<i64>,
     /// Transfer target.
     pub pinned_user_id: Option<String>,
+    /// The transfer to `pinned_user_id` overrode the category's required skills (`force`).
+    pub pin_overrides_skills: bool,
     /// The agent who put it back.
     pub avoid_user_id: Option<String>,
     /// The agent who last closed a conversation with this contact, and when (epoch ms).
@@ -209,6 +211,37 @@ pub struct Signal {
     pub kind: String,
 }
 
+/// The requirements (`(skill, min_level, optional)`) an agent holding `held`
+/// (`(skill, active, level)`) does not meet for a transfer, by the routing core's rule.
+fn skill_gaps(
+    required: &[(String, Option<i64>, bool)],
+    held: &[(String, bool, Option<i64>)],
+) -> Vec<crate::routing::Exclusion> {
+    use crate::routing::{Agent, AgentId, AgentSkill, SkillRequirement};
+    let mut agent = Agent::new(AgentId(0), 0);
+    agent.skills = held
+        .iter()
+        .map(|(name, active, held_level)| {
+            (
+                name.clone(),
+                AgentSkill {
+                    active: *active,
+                    level: level(*held_level),
+                },
+            )
+        })
+        .collect();
+    let requirements: Vec<SkillRequirement> = required
+        .iter()
+        .map(|(skill, min_level, optional)| SkillRequirement {
+            skill: skill.clone(),
+            min_level: level(*min_level),
+            optional: *optional,
+        })
+        .collect();
+    crate::routing::transfer_skill_gaps(&agent, &requirements)
+}
+
 /// What a transfer to a named agent did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TransferOutcome {
@@ -222,6 +255,12 @@ pub enum TransferOutcome {
     },
     /// The agent is offline: nothing changed.
     AgentOffline,
+    /// The agent does not meet the conversation's required skills and the transfer was not
+    /// forced: nothing changed.
+    LacksSkills {
+        /// Every unmet requirement, in the category's order.
+        missing: Vec<crate::routing::Exclusion>,
+    },
     /// The conversation is not assigned (to the caller, when one was given): nothing changed.
     NotAssigned,
 }
@@ -262,7 +301,8 @@ type AgentsTuple = (
     Vec<(String, i64, Option<i64>)>,
 );
 
-/// `(id, contact, channel, app, category, status, assignee, enqueued, assigned_at, pinned, avoid, last agent, last served)`
+/// `(id, contact, channel, app, category, status, assignee, enqueued, assigned_at, pinned,
+/// pin overrides skills, avoid, last agent, last served)`
 type ConvTuple = (
     String,
     String,
@@ -274,6 +314,7 @@ type ConvTuple = (
     i64,
     Option<i64>,
     Option<String>,
+    bool,
     Option<String>,
     Option<String>,
     Option<i64>,
@@ -283,7 +324,7 @@ type ConvTuple = (
 macro_rules! conversation_columns {
     () => {
         "c.id, c.contact_id, c.channel, c.channel_app, c.category_id, c.status, c.assigned_user_id, \
-     COALESCE(c.enqueued_at, c.created_at), c.assigned_at, c.pinned_user_id, c.avoid_user_id, \
+     COALESCE(c.enqueued_at, c.created_at), c.assigned_at, c.pinned_user_id, c.pin_overrides_skills, c.avoid_user_id, \
      (SELECT x.assigned_user_id FROM conversations x WHERE x.contact_id = c.contact_id AND x.status = 'closed' AND x.assigned_user_id IS NOT NULL ORDER BY x.closed_at DESC LIMIT 1), \
      (SELECT x.closed_at FROM conversations x WHERE x.contact_id = c.contact_id AND x.status = 'closed' AND x.assigned_user_id IS NOT NULL ORDER BY x.closed_at DESC LIMIT 1)"
     };
@@ -301,6 +342,7 @@ fn conversation_row(t: ConvTuple) -> OpenConversationRow {
         enqueued_at,
         assigned_at,
         pinned_user_id,
+        pin_overrides_skills,
         avoid_user_id,
         last,
         served,
@@ -316,6 +358,7 @@ fn conversation_row(t: ConvTuple) -> OpenConversationRow {
         enqueued_at,
         assigned_at,
         pinned_user_id,
+        pin_overrides_skills,
         avoid_user_id,
         last_agent: last.zip(served),
     }
@@ -645,6 +688,11 @@ impl Store {
     /// why and after how long the pin falls back (`fallback_secs`, `None`: never). `by` is who
     /// transferred it. The target's row is locked on PostgreSQL, as claims do, so the capacity
     /// read holds until the commit.
+    ///
+    /// An agent who does not meet the conversation's required skills (its category's, optional
+    /// ones aside; [`crate::routing::transfer_skill_gaps`]) is refused with every gap named,
+    /// unless `force`: then the transfer goes ahead as for a skilled agent and its decision
+    /// records that `by` overrode the requirement (`skills_overridden`).
     #[allow(clippy::too_many_arguments)]
     pub async fn transfer_to_agent(
         &self,
@@ -654,6 +702,7 @@ impl Store {
         by: &str,
         capacity: i64,
         fallback_secs: Option<u64>,
+        force: bool,
         now: i64,
     ) -> Result<TransferOutcome> {
         let postgres = self.backend() == Backend::Postgres;
@@ -682,8 +731,32 @@ impl Store {
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
+            if status.as_deref() == Some("offline") {
+                return Ok(TransferOutcome::AgentOffline);
+            }
+            // Read in the transaction, so the verdict is about the skills the commit sees.
+            let required: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
+                "SELECT s.name, cs.min_level, cs.optional FROM conversations c \
+                 JOIN category_skills cs ON cs.category_id = COALESCE(c.category_id, $2) \
+                 JOIN skills s ON s.id = cs.skill_id WHERE c.id = $1 ORDER BY s.name",
+            )
+            .bind(id)
+            .bind(super::GENERAL_CATEGORY_ID)
+            .fetch_all(&mut *tx)
+            .await?;
+            let held: Vec<(String, bool, Option<i64>)> = sqlx::query_as(
+                "SELECT s.name, us.active, us.level FROM user_skills us JOIN skills s ON s.id = us.skill_id WHERE us.user_id = $1",
+            )
+            .bind(to)
+            .fetch_all(&mut *tx)
+            .await?;
+            let missing = skill_gaps(&required, &held);
+            if !missing.is_empty() && !force {
+                return Ok(TransferOutcome::LacksSkills { missing });
+            }
+            let overridden =
+                (!missing.is_empty()).then(|| serde_json::json!({ "by": by, "missing": missing }));
             let because = match status.as_deref() {
-                Some("offline") => return Ok(TransferOutcome::AgentOffline),
                 Some("away") => Some("away"),
                 _ if sessions == 0 => Some("disconnected"),
                 _ if load >= capacity => Some("at_capacity"),
@@ -702,13 +775,14 @@ impl Store {
                 .await?,
                 Some(_) => sqlx::query(
                     "UPDATE conversations SET status = 'queued', assigned_user_id = NULL, assigned_at = NULL, avoid_user_id = NULL, \
-                     pinned_user_id = $1, pinned_at = $2, updated_at = $2 \
+                     pinned_user_id = $1, pinned_at = $2, pin_overrides_skills = $5, updated_at = $2 \
                      WHERE id = $3 AND status = 'assigned' AND ($4 IS NULL OR assigned_user_id = $4)",
                 )
                 .bind(to)
                 .bind(now)
                 .bind(id)
                 .bind(owner)
+                .bind(overridden.is_some())
                 .execute(&mut *tx)
                 .await?,
             }
@@ -733,6 +807,26 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            if let (None, Some(overridden)) = (because, &overridden) {
+                // A direct hand-over leaves no decision otherwise; one that overrode the
+                // requirement must say so, and who did it.
+                let explanation = serde_json::json!({
+                    "reason": "skills_overridden",
+                    "transferred_to": to,
+                    "transferred_by": by,
+                    "skills_overridden": overridden,
+                });
+                sqlx::query(decision_sql())
+                    .bind(id)
+                    .bind(to)
+                    .bind("transfer")
+                    .bind("skills_overridden")
+                    .bind(explanation.to_string())
+                    .bind(None::<i64>)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             if let Some(because) = because {
                 let explanation = serde_json::json!({
                     "reason": "waiting_for_agent",
@@ -742,6 +836,7 @@ impl Store {
                     "capacity": capacity,
                     "transferred_by": by,
                     "fallback_after_secs": fallback_secs,
+                    "skills_overridden": overridden,
                 });
                 sqlx::query(decision_sql())
                     .bind(id)

@@ -47,7 +47,7 @@ pub struct QueueItem {
 }
 
 /// An internal note on a conversation.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Note {
     /// Id.
     pub id: String,

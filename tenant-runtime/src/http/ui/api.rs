@@ -528,6 +528,10 @@ pub struct Transfer {
     /// category's priority and skills.
     #[serde(default)]
     pub to_category_id: Option<String>,
+    /// Hand it to `to_user_id` even though they lack skills the conversation requires (409
+    /// `agent_lacks_skill` otherwise); the routing decision records the override and who made it.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// A transfer to an agent who cannot take the conversation now: it waits for them.
@@ -545,7 +549,7 @@ pub struct TransferWaiting {
 
 /// `POST /api/v1/conversations/{id}/transfer`.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/transfer", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Transfer,
-    responses((status = 204, description = "Moved: to the agent (who had room), to the queue or to the category"), (status = 202, description = "The agent is away, disconnected or full: the conversation waits for them in the queue (pinned) until they take it or the fallback passes", body = TransferWaiting), (status = 409, description = "Not assigned (to you), closed, or the agent is offline (`agent_offline`)", body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 204, description = "Moved: to the agent (who had room), to the queue or to the category"), (status = 202, description = "The agent is away, disconnected or full: the conversation waits for them in the queue (pinned) until they take it or the fallback passes", body = TransferWaiting), (status = 409, description = "Not assigned (to you), closed, the agent is offline (`agent_offline`), or the agent lacks required skills and `force` was not set (`agent_lacks_skill`, naming them)", body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn transfer(
     State(state): State<AppState>,
     who: Principal,
@@ -606,7 +610,7 @@ pub async fn transfer(
         let fallback = Some(state.routing.defaults().transfer_pin_fallback_secs).filter(|s| *s > 0);
         return match state
             .store
-            .transfer_to_agent(&id, owner, to, &by, capacity, fallback, now_ms())
+            .transfer_to_agent(&id, owner, to, &by, capacity, fallback, req.force, now_ms())
             .await?
         {
             TransferOutcome::Assigned => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -625,6 +629,20 @@ pub async fn transfer(
                 message: format!(
                     "{} is offline; transfer to someone else or back to the queue",
                     target.display_name
+                ),
+            }
+            .into()),
+            TransferOutcome::LacksSkills { missing } => Err(ApiError::Conflict {
+                code: "agent_lacks_skill",
+                message: format!(
+                    "{} does not meet this conversation's required skills: {}; transfer to \
+                     someone else, or send \"force\": true to hand it over anyway",
+                    target.display_name,
+                    missing
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             }
             .into()),

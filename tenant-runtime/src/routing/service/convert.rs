@@ -232,7 +232,13 @@ pub fn conversation(
         channel: channel(&row.channel)?,
         category: category.id,
         priority: category.priority,
-        required_skills: category.required_skills.clone(),
+        // A forced transfer (the transferring agent overrode the skills) waits for its agent
+        // without them; once the pin goes, the category's requirement is back.
+        required_skills: if row.pinned_user_id.is_some() && row.pin_overrides_skills {
+            Vec::new()
+        } else {
+            category.required_skills.clone()
+        },
         enqueued_at: from_ms(row.enqueued_at),
         last_agent: row.last_agent.as_ref().map(|(agent, at)| LastAgent {
             agent: crate::routing::AgentId(ids.agents.id(agent)),
