@@ -1107,8 +1107,9 @@ pub async fn run_controller(
             let (reader, writer) = reflector::store::<$k>();
             let stream = watcher(Api::<$k>::all(client.clone()), owned.clone())
                 .default_backoff()
-                // managedFields are most of an object's size and never read here.
-                .modify(|o| o.managed_fields_mut().clear())
+                // managedFields are most of an object's size and never read here (nor are pod
+                // templates: see `cache::Slim`).
+                .modify(cache::Slim::slim)
                 .reflect(writer)
                 .touched_objects()
                 .try_filter(not_echo(&ctx.memo));
@@ -1140,7 +1141,7 @@ pub async fn run_controller(
             let (reader, writer) = reflector::store::<$k>();
             let stream = watcher(Api::<$k>::all(client.clone()), backup_only.clone())
                 .default_backoff()
-                .modify(|o| o.managed_fields_mut().clear())
+                .modify(cache::Slim::slim)
                 .reflect(writer)
                 .touched_objects();
             (reader, stream)
