@@ -56,8 +56,8 @@ pub struct Caches {
     pub jobs: Store<Job>,
     /// Backup Pods (their termination messages are the backups' results).
     pub pods: Store<Pod>,
-    /// Metadata of every Secret the operator can see (to know whether a referenced Secret
-    /// exists and changed without reading it).
+    /// Metadata of every Secret the operator can see but its own key Secrets (to know whether a
+    /// referenced Secret exists and changed without reading it).
     pub secret_meta: Store<PartialObjectMeta<Secret>>,
     /// Set once every store has listed once.
     pub ready: Arc<AtomicBool>,

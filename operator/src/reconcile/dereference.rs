@@ -199,11 +199,19 @@ async fn secret_keys(
 ) -> Result<Option<BTreeSet<String>>, Error> {
     let key = format!("{ns}/{name}");
     if let Some(c) = caches.filter(|c| c.is_ready()) {
-        // The metadata watch sees every Secret: absent there is absent (its event, when it is
-        // created, triggers the reconcile that finds it).
-        let meta = c.secret_meta.get(&ObjectRef::new(name).within(ns));
-        let Some(meta) = meta else { return Ok(None) };
-        if let Some(keys) = memo.get(&key, meta.metadata.resource_version.as_deref()) {
+        // The metadata watch sees every Secret but our own key Secrets, which the key store
+        // holds: absent in both is absent (its event, when it is created, triggers the
+        // reconcile that finds it).
+        let (user, ours) = (
+            c.secret_meta.get(&ObjectRef::new(name).within(ns)),
+            c.secrets.get(&ObjectRef::new(name).within(ns)),
+        );
+        let resource_version = match (user, ours) {
+            (Some(m), _) => m.metadata.resource_version.clone(),
+            (None, Some(s)) => s.metadata.resource_version.clone(),
+            (None, None) => return Ok(None),
+        };
+        if let Some(keys) = memo.get(&key, resource_version.as_deref()) {
             return Ok(Some(keys));
         }
     }

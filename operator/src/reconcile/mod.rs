@@ -1153,9 +1153,16 @@ pub async fn run_controller(
     // event to tenants, the resourceVersion says whether a Secret changed since we read its keys),
     // so Secret data never has to sit in this process's memory.
     let (secret_meta, secret_meta_writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    // Our own key Secrets are left out: the key store above has them, and each would otherwise
+    // cost a second watch event per write.
+    let not_ours = watcher::Config::default().labels(&format!(
+        "{}!={}",
+        labels::MANAGED_BY,
+        labels::FIELD_MANAGER
+    ));
     let secret_meta_s = watcher(
         Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
+        not_ours,
     )
     .default_backoff()
     .modify(|o| o.managed_fields_mut().clear())
@@ -1205,13 +1212,6 @@ pub async fn run_controller(
         // Channel and database Secrets are the user's, not owned: map each Secret event to the
         // tenants that refer to it (the generated key Secret is mapped by label above).
         .watches_stream(secret_meta_s, move |secret| {
-            // Our own key Secrets are mapped by label above; scanning every tenant for each of
-            // them would make provisioning N tenants cost N² lookups.
-            if secret.labels().get(labels::MANAGED_BY).map(String::as_str)
-                == Some(labels::FIELD_MANAGER)
-            {
-                return Vec::new();
-            }
             let ns = secret.namespace().unwrap_or_default();
             dereference::tenants_for_secret(&store.state(), &ns, &secret.name_any())
         })
