@@ -120,6 +120,22 @@ pub enum Store {
 /// Runs `$body` with `$pool` bound to the concrete pool of `$store`.
 ///
 /// The body is compiled once per driver, so it must only use SQL and types both understand.
+/// Appends one row to `conversation_events` (the live stream's and the allocator's source) with
+/// the caller's executor, usually its write transaction: `push_event!(tx, id, kind, data, now)`,
+/// `data` already JSON text.
+macro_rules! push_event {
+    ($tx:ident, $conversation:expr, $kind:expr, $data:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind($conversation)
+        .bind($kind)
+        .bind($data)
+        .bind($now)
+        .execute(&mut *$tx)
+    };
+}
+
 macro_rules! on_pool {
     ($store:expr, |$pool:ident| $body:expr) => {
         match $store {
@@ -129,6 +145,7 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+pub(crate) use push_event;
 
 /// A write transaction. On SQLite it also holds the write gate of its database file.
 ///

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{Backend, Error, Result, Store, WriteTx, from_ms, now_ms, on_pool};
+use super::{Backend, Error, Result, Store, WriteTx, from_ms, now_ms, on_pool, push_event};
 
 /// Replaces a conversation's skill requirements with its category's, inside `$tx`.
 macro_rules! replace_skills {
@@ -373,10 +373,6 @@ const CLAIM: &str = "UPDATE conversations SET status = 'assigned', assigned_user
 /// PostgreSQL: serializes the claims of one agent (picks and automatic ones).
 const LOCK_AGENT: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
 
-fn event_sql() -> &'static str {
-    "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)"
-}
-
 fn decision_sql() -> &'static str {
     "INSERT INTO routing_decisions (conversation_id, user_id, kind, reason, explanation, epoch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 }
@@ -621,16 +617,15 @@ impl Store {
                 .await?
                 .rows_affected();
                 if n == 1 {
-                    sqlx::query(event_sql())
-                        .bind(&r.conversation_id)
-                        .bind("conversation_queued")
-                        .bind(
-                            serde_json::json!({ "by": "routing", "epoch": epoch, "from": r.user_id, "reason": r.reason })
-                                .to_string(),
-                        )
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    let data = serde_json::json!({ "by": "routing", "epoch": epoch, "from": r.user_id, "reason": r.reason });
+                    push_event!(
+                        tx,
+                        &r.conversation_id,
+                        "conversation_queued",
+                        data.to_string(),
+                        now
+                    )
+                    .await?;
                     sqlx::query(decision_sql())
                         .bind(&r.conversation_id)
                         .bind(&r.user_id)
@@ -654,16 +649,15 @@ impl Store {
                     .await?
                     .rows_affected();
                 if n == 1 {
-                    sqlx::query(event_sql())
-                        .bind(&c.conversation_id)
-                        .bind("conversation_assigned")
-                        .bind(
-                            serde_json::json!({ "user_id": c.user_id, "by": "routing", "epoch": epoch, "reason": c.reason })
-                                .to_string(),
-                        )
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    let data = serde_json::json!({ "user_id": c.user_id, "by": "routing", "epoch": epoch, "reason": c.reason });
+                    push_event!(
+                        tx,
+                        &c.conversation_id,
+                        "conversation_assigned",
+                        data.to_string(),
+                        now
+                    )
+                    .await?;
                     sqlx::query(decision_sql())
                         .bind(&c.conversation_id)
                         .bind(&c.user_id)
@@ -800,13 +794,7 @@ impl Store {
                     serde_json::json!({ "by": by, "pinned_user_id": to }),
                 ),
             };
-            sqlx::query(event_sql())
-                .bind(id)
-                .bind(kind)
-                .bind(data.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            push_event!(tx, id, kind, data.to_string(), now).await?;
             if let (None, Some(overridden)) = (because, &overridden) {
                 // A direct hand-over leaves no decision otherwise; one that overrode the
                 // requirement must say so, and who did it.
@@ -900,16 +888,14 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(event_sql())
-                    .bind(&id)
-                    .bind("conversation_queued")
-                    .bind(
-                        serde_json::json!({ "by": "system:routing", "pin_dropped": user })
-                            .to_string(),
-                    )
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                push_event!(
+                    tx,
+                    &id,
+                    "conversation_queued",
+                    serde_json::json!({ "by": "system:routing", "pin_dropped": user }).to_string(),
+                    now
+                )
+                .await?;
                 dropped.push(id);
             }
             tx.commit().await?;
@@ -946,13 +932,14 @@ impl Store {
                 .rows_affected()
                 == 1;
             if won {
-                sqlx::query(event_sql())
-                    .bind(id)
-                    .bind("conversation_assigned")
-                    .bind(serde_json::json!({ "user_id": user_id, "by": "pick" }).to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                push_event!(
+                    tx,
+                    id,
+                    "conversation_assigned",
+                    serde_json::json!({ "user_id": user_id, "by": "pick" }).to_string(),
+                    now
+                )
+                .await?;
                 sqlx::query(decision_sql())
                     .bind(id)
                     .bind(user_id)
@@ -1025,13 +1012,14 @@ impl Store {
             .rows_affected();
             if n == 1 {
                 replace_skills!(tx, id, category_id);
-                sqlx::query(event_sql())
-                    .bind(id)
-                    .bind("conversation_queued")
-                    .bind(serde_json::json!({ "by": by, "category_id": category_id }).to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                push_event!(
+                    tx,
+                    id,
+                    "conversation_queued",
+                    serde_json::json!({ "by": by, "category_id": category_id }).to_string(),
+                    now
+                )
+                .await?;
                 sqlx::query(decision_sql())
                     .bind(id)
                     .bind(Option::<String>::None)

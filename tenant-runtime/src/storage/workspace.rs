@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Error, Result, SkillOption, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
+use super::{
+    Error, Result, SkillOption, Store, WriteTx, from_ms, new_id, now_ms, on_pool, push_event,
+};
 use crate::domain::ChannelType;
 
 /// A conversation waiting in the queue, with what an agent needs to choose it.
@@ -147,10 +149,6 @@ type FailureRow = (String, i64, Option<String>);
 /// `(id, conversation_id, kind, data, created_at, status, assigned_user_id)`
 type EventTuple = (i64, String, String, String, i64, String, Option<String>);
 
-fn event_sql() -> &'static str {
-    "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)"
-}
-
 fn start_of_day_ms(now: i64) -> i64 {
     now - now.rem_euclid(86_400_000)
 }
@@ -262,13 +260,14 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                sqlx::query(event_sql())
-                    .bind(id)
-                    .bind("conversation_closed")
-                    .bind(serde_json::json!({ "by": by }).to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                push_event!(
+                    tx,
+                    id,
+                    "conversation_closed",
+                    serde_json::json!({ "by": by }).to_string(),
+                    now
+                )
+                .await?;
             }
             tx.commit().await?;
             n == 1
@@ -317,13 +316,7 @@ impl Store {
                     ),
                     None => ("conversation_queued", serde_json::json!({ "by": by })),
                 };
-                sqlx::query(event_sql())
-                    .bind(id)
-                    .bind(kind)
-                    .bind(data.to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                push_event!(tx, id, kind, data.to_string(), now).await?;
             }
             tx.commit().await?;
             n == 1
@@ -358,13 +351,14 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(event_sql())
-                .bind(conversation_id)
-                .bind("note_added")
-                .bind(serde_json::json!({ "note_id": id }).to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            push_event!(
+                tx,
+                conversation_id,
+                "note_added",
+                serde_json::json!({ "note_id": id }).to_string(),
+                now
+            )
+            .await?;
             tx.commit().await?;
         });
         let user = self.user(author).await.ok();
