@@ -6,13 +6,13 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Db, Harness, store};
+use common::{Db, Harness, queued, store};
 use contact_runtime::config::Secret;
-use contact_runtime::domain::{ChannelType, MessageContent, Role};
+use contact_runtime::domain::{ChannelType, Role};
 use contact_runtime::http::auth::password;
 use contact_runtime::storage::{
-    AcceptOutcome, CategoryEdit, CategoryRule, InboundMessage, InboundOutcome, NewInvite, NewSkill,
-    NewUser, Nonce, PickRefusal, SkillOption, Store, new_id, now_ms,
+    AcceptOutcome, CategoryEdit, CategoryRule, NewInvite, NewSkill, NewUser, PickRefusal,
+    SkillOption, Store, now_ms,
 };
 use serde_json::{Value, json};
 
@@ -60,29 +60,6 @@ async fn agent(store: &Store, email: &str) -> String {
         .await
         .unwrap()
         .id
-}
-
-async fn queued(store: &Store, identity: &str) -> String {
-    let msg = InboundMessage {
-        channel_app: "wa".into(),
-        channel: ChannelType::Whatsapp,
-        identity: identity.into(),
-        external_id: new_id(),
-        content: MessageContent::Text { text: "hi".into() },
-        category_id: None,
-        reopen_closed_since: None,
-    };
-    let nonce = Nonce {
-        channel_app: "wa".into(),
-        nonce: new_id(),
-        expires_at: now_ms() + 600_000,
-    };
-    match store.record_inbound(&nonce, &msg).await.unwrap() {
-        InboundOutcome::Stored {
-            conversation_id, ..
-        } => conversation_id,
-        other => panic!("{other:?}"),
-    }
 }
 
 async fn concurrent_picks_have_exactly_one_winner(store: Store) {

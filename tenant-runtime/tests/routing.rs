@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Db, Harness, eventually};
+use common::{Db, Harness, eventually, queued};
 use contact_runtime::app::Application;
 use contact_runtime::domain::Role;
 use contact_runtime::http::auth::password;
@@ -1451,31 +1451,6 @@ async fn a_deposed_allocator_cannot_claim(db: Db) {
         store.routing_decisions(&conversation).await.unwrap().len(),
         1
     );
-}
-
-async fn queued(store: &Store, identity: &str) -> String {
-    use contact_runtime::domain::{ChannelType, MessageContent};
-    use contact_runtime::storage::{InboundMessage, InboundOutcome, Nonce};
-    let msg = InboundMessage {
-        channel_app: "wa".into(),
-        channel: ChannelType::Whatsapp,
-        identity: identity.into(),
-        external_id: new_id(),
-        content: MessageContent::Text { text: "hi".into() },
-        category_id: None,
-        reopen_closed_since: None,
-    };
-    let nonce = Nonce {
-        channel_app: "wa".into(),
-        nonce: new_id(),
-        expires_at: now_ms() + 600_000,
-    };
-    match store.record_inbound(&nonce, &msg).await.unwrap() {
-        InboundOutcome::Stored {
-            conversation_id, ..
-        } => conversation_id,
-        other => panic!("{other:?}"),
-    }
 }
 
 /// A runtime replica on a shared database, stoppable gracefully.

@@ -768,6 +768,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                 .join("; "),
         )
     });
+    let mut cnpg_coming_up = false;
     conditions.push(match &v.database {
         validate::Database::Sqlite { .. } if ready > 0 => Cond::new(
             "DatabaseReady",
@@ -814,6 +815,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
                         format!("{ready}/{instances} instances ready"),
                     )
                 } else {
+                    cnpg_coming_up = true;
                     Cond::new(
                         "DatabaseReady",
                         Some(false),
@@ -906,7 +908,7 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
     }
     // CloudNativePG's Cluster is not watched (its CRD may come and go with the cluster's add-ons):
     // while the database is not ready, look again soon, so DatabaseReady follows it.
-    if let Some(after) = cnpg_recheck(cnpg_missing, &desired.conditions) {
+    if let Some(after) = cnpg_recheck(cnpg_missing, cnpg_coming_up) {
         wake = wake.min(after);
     }
     let wake = wake
@@ -918,14 +920,14 @@ async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Error
 
 /// When to read a CloudNativePG Cluster again: soon while it is coming up, now and then while
 /// its CRD is missing (an add-on being installed), not at all when it is ready or not used.
-fn cnpg_recheck(cnpg_missing: bool, conditions: &[Cond]) -> Option<chrono::Duration> {
+fn cnpg_recheck(cnpg_missing: bool, cnpg_coming_up: bool) -> Option<chrono::Duration> {
     if cnpg_missing {
-        return Some(chrono::Duration::seconds(60));
+        Some(chrono::Duration::seconds(60))
+    } else if cnpg_coming_up {
+        Some(chrono::Duration::seconds(10))
+    } else {
+        None
     }
-    conditions
-        .iter()
-        .any(|c| c.type_ == "DatabaseReady" && c.reason == "ClusterNotReady")
-        .then(|| chrono::Duration::seconds(10))
 }
 
 /// The Cleanup branch of the finalizer: remove the runtime at once, detach the data.

@@ -308,3 +308,30 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Stores one inbound WhatsApp text from `identity` straight through the store (no HTTP), which
+/// queues a conversation; returns its id.
+pub async fn queued(store: &Store, identity: &str) -> String {
+    use contact_runtime::domain::MessageContent;
+    use contact_runtime::storage::{InboundMessage, InboundOutcome, Nonce, new_id, now_ms};
+    let msg = InboundMessage {
+        channel_app: "wa".into(),
+        channel: ChannelType::Whatsapp,
+        identity: identity.into(),
+        external_id: new_id(),
+        content: MessageContent::Text { text: "hi".into() },
+        category_id: None,
+        reopen_closed_since: None,
+    };
+    let nonce = Nonce {
+        channel_app: "wa".into(),
+        nonce: new_id(),
+        expires_at: now_ms() + 600_000,
+    };
+    match store.record_inbound(&nonce, &msg).await.unwrap() {
+        InboundOutcome::Stored {
+            conversation_id, ..
+        } => conversation_id,
+        other => panic!("{other:?}"),
+    }
+}
