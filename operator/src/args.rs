@@ -2,6 +2,7 @@
 //! `CONTACT_*` variables).
 
 use crate::config::OperatorConfig;
+use crate::leader::{Timing, TimingError};
 use crate::run::{LeaseSettings, Settings};
 use clap::{Args, Parser, Subcommand};
 use std::collections::BTreeMap;
@@ -52,6 +53,19 @@ pub struct RunArgs {
     /// Name of the leader Lease.
     #[arg(long, env = "CONTACT_LEASE_NAME", default_value = "contact-operator")]
     pub lease_name: String,
+    /// Seconds followers wait, from the last change they saw, before they may take the lease.
+    #[arg(long, env = "CONTACT_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// Seconds the leader keeps leading without a successful renewal (below the lease duration).
+    #[arg(
+        long,
+        env = "CONTACT_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 10
+    )]
+    pub lease_renew_deadline_seconds: u64,
+    /// Seconds between renewals by the leader and looks by the followers.
+    #[arg(long, env = "CONTACT_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    pub lease_retry_period_seconds: u64,
     /// This replica's identity (the pod name).
     #[arg(long, env = "CONTACT_POD_NAME")]
     pub pod_name: Option<String>,
@@ -101,6 +115,9 @@ pub enum Error {
         "invalid --hosting-locations (expected JSON like {{\"eu-ireland\":{{\"topology.kubernetes.io/region\":\"eu-west-1\"}}}})"
     )]
     HostingLocations(#[source] serde_json::Error),
+    /// The lease timings would let two replicas lead at once.
+    #[error("invalid --lease-* timings")]
+    LeaseTiming(#[source] TimingError),
 }
 
 impl RunArgs {
@@ -111,6 +128,9 @@ impl RunArgs {
             leader_election,
             lease_namespace,
             lease_name,
+            lease_duration_seconds,
+            lease_renew_deadline_seconds,
+            lease_retry_period_seconds,
             pod_name,
             watch_namespaces,
             hosting_locations,
@@ -124,6 +144,12 @@ impl RunArgs {
         } = self;
         let locations: BTreeMap<String, BTreeMap<String, String>> =
             serde_json::from_str(&hosting_locations).map_err(Error::HostingLocations)?;
+        let timing = Timing::new(
+            Duration::from_secs(lease_duration_seconds),
+            Duration::from_secs(lease_renew_deadline_seconds),
+            Duration::from_secs(lease_retry_period_seconds),
+        )
+        .map_err(Error::LeaseTiming)?;
         let identity =
             pod_name.unwrap_or_else(|| format!("contact-operator-{}", std::process::id()));
         Ok(Settings {
@@ -143,8 +169,7 @@ impl RunArgs {
                 namespace: lease_namespace,
                 name: lease_name,
                 identity: identity.clone(),
-                duration_secs: 15,
-                grace_secs: 5,
+                timing,
             }),
             http_addr: metrics_addr,
             sweep_interval: Duration::from_secs(sweep_interval_seconds.max(1)),
@@ -195,6 +220,32 @@ mod tests {
             panic!("--concurrency 0 was accepted");
         };
         assert!(err.to_string().contains("--concurrency"), "{err}");
+    }
+
+    #[test]
+    fn lease_timings_default_to_client_go_and_unsafe_ones_are_refused() {
+        let cli = Cli::try_parse_from(["contact-operator", "run"]).expect("parses");
+        let Command::Run(args) = cli.command;
+        let lease = args.settings().expect("settings").lease.expect("elects");
+        assert_eq!(lease.timing, Timing::DEFAULT);
+
+        let cli = Cli::try_parse_from([
+            "contact-operator",
+            "run",
+            "--lease-duration-seconds",
+            "10",
+            "--lease-renew-deadline-seconds",
+            "10",
+        ])
+        .expect("parses");
+        let Command::Run(args) = cli.command;
+        let Err(err) = args.settings() else {
+            panic!("a renew deadline equal to the lease duration was accepted");
+        };
+        assert!(matches!(
+            err,
+            Error::LeaseTiming(TimingError::DeadlineNotShorterThanLease { .. })
+        ));
     }
 
     #[test]

@@ -9,21 +9,62 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::time::Instant;
 
 /// Liveness and leadership of one operator process, shared with the HTTP handlers.
 #[derive(Debug, Default)]
 pub struct Health {
     /// Set once the API server answered.
     pub ready: AtomicBool,
-    /// Whether this replica holds the lease (runs the controller).
-    pub leader: AtomicBool,
+    /// Whether, and until when, this replica leads (runs the controller).
+    leadership: Mutex<Leadership>,
+}
+
+/// Whether a replica leads.
+#[derive(Debug, Default, Clone, Copy)]
+enum Leadership {
+    /// Another replica leads, or none yet.
+    #[default]
+    Follower,
+    /// Leads until this instant unless the lease is renewed (leader election).
+    Until(Instant),
+    /// Leads without an election (a single replica).
+    Always,
 }
 
 impl Health {
-    /// Whether this replica is the leader.
+    /// Whether this replica leads now. Read from the lease deadline itself, so it turns false
+    /// on time even if the task that would stop the controller runs late.
     pub fn is_leader(&self) -> bool {
-        self.leader.load(Ordering::SeqCst)
+        match *self.leadership() {
+            Leadership::Follower => false,
+            Leadership::Until(until) => Instant::now() < until,
+            Leadership::Always => true,
+        }
+    }
+
+    /// Leads until `until` (a lease renewal moves it).
+    pub fn lead_until(&self, until: Instant) {
+        *self.leadership() = Leadership::Until(until);
+    }
+
+    /// Leads with no election.
+    pub fn lead_always(&self) {
+        *self.leadership() = Leadership::Always;
+    }
+
+    /// Follows.
+    pub fn follow(&self) {
+        *self.leadership() = Leadership::Follower;
+    }
+
+    fn leadership(&self) -> std::sync::MutexGuard<'_, Leadership> {
+        // A panic while holding this lock leaves a plain value behind: still valid.
+        self.leadership
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -96,8 +137,14 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         health.ready.store(true, Ordering::SeqCst);
-        health.leader.store(true, Ordering::SeqCst);
         assert_eq!(get(app.clone(), "/readyz").await.0, StatusCode::OK);
+        assert!(
+            get(app.clone(), "/metrics")
+                .await
+                .1
+                .contains("contact_operator_leader 0")
+        );
+        health.lead_until(Instant::now() + std::time::Duration::from_secs(60));
         metrics.reconciled(std::time::Duration::from_millis(3));
         let (status, body) = get(app, "/metrics").await;
         assert_eq!(status, StatusCode::OK);
@@ -107,5 +154,19 @@ mod tests {
         );
         assert!(body.contains("contact_operator_leader 1"), "{body}");
         assert!(body.trim_end().ends_with("# EOF"), "{body}");
+    }
+
+    #[test]
+    fn leadership_ends_at_its_deadline_without_anyone_clearing_it() {
+        let health = Health::default();
+        assert!(!health.is_leader());
+        health.lead_until(Instant::now() + std::time::Duration::from_secs(60));
+        assert!(health.is_leader());
+        health.lead_until(Instant::now());
+        assert!(!health.is_leader(), "a passed deadline is not leadership");
+        health.lead_always();
+        assert!(health.is_leader());
+        health.follow();
+        assert!(!health.is_leader());
     }
 }

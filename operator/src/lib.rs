@@ -2,7 +2,7 @@
 //!
 //! Layout mirrors the reconcile pipeline: `reconcile` (dereference → validate → build → apply →
 //! status, plus the controller wiring), `build` (one pure `build_<kind>` per child), `maintenance`
-//! (window math), `lifecycle` (trial, suspension, deletion grace). `run` wires leader election,
+//! (window math), `lifecycle` (trial, suspension, deletion grace). `leader` elects one replica through a Lease; `run` wires it,
 //! the HTTP endpoints and the controller together for `main`.
 
 pub mod args;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod http;
 pub mod instrument;
 pub mod labels;
+pub mod leader;
 pub mod lifecycle;
 pub mod maintenance;
 pub mod metrics;

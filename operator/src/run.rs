@@ -6,12 +6,14 @@
 use crate::clock::{Clock, SystemClock};
 use crate::config::OperatorConfig;
 use crate::http::{Health, router};
+use crate::leader::{Elector, Ended, Timing};
 use crate::lifecycle::grace;
 use crate::metrics::Metrics;
 use crate::reconcile::{Ctx, run_controller};
 use futures::FutureExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
+use kube::api::Api;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,10 +30,7 @@ pub enum Error {
     /// The API server could not be reached at start.
     #[error("failed to reach the API server")]
     ApiServer(#[source] kube::Error),
-    /// The lease manager could not be created.
-    #[error("failed to set up leader election")]
-    Lease(#[source] kube_lease_manager::LeaseManagerError),
-    /// Another replica took the lease.
+    /// The lease was not renewed in time, or another replica took it.
     #[error("lost the leader lease")]
     LeaseLost,
 }
@@ -45,10 +44,8 @@ pub struct LeaseSettings {
     pub name: String,
     /// This replica's identity (pod name).
     pub identity: String,
-    /// Seconds a lease is valid without renewal.
-    pub duration_secs: u64,
-    /// Seconds before expiry the holder renews.
-    pub grace_secs: u64,
+    /// Lease duration, renew deadline and retry period.
+    pub timing: Timing,
 }
 
 /// Everything `run` needs.
@@ -110,65 +107,25 @@ pub async fn run(
     ));
 
     let Some(lease) = lease else {
-        health.leader.store(true, Ordering::SeqCst);
+        health.lead_always();
         lead(ctx, sweep_interval, shutdown).await;
         return Ok(());
     };
 
-    let manager = LeaseManagerBuilder::new(client.clone(), &lease.name)
-        .with_namespace(&lease.namespace)
-        .with_identity(&lease.identity)
-        .with_duration(lease.duration_secs)
-        .with_grace(lease.grace_secs)
-        .with_field_manager(format!("{}-lease", crate::labels::FIELD_MANAGER))
-        .build()
-        .await
-        .map_err(Error::Lease)?;
-    let (mut is_leader, lease_task) = manager.watch().await;
-
-    // Follow until we hold the lease (or are told to stop).
-    info!(identity = %lease.identity, "waiting for the leader lease");
-    loop {
-        if *is_leader.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = is_leader.changed() => if changed.is_err() { return Err(Error::LeaseLost) },
-            () = shutdown.clone() => return Ok(()),
-        }
-    }
-    info!(identity = %lease.identity, "acquired the leader lease");
-    health.leader.store(true, Ordering::SeqCst);
-
-    // Lead until shutdown or until the lease is lost.
-    let (lost_tx, lost_rx) = tokio::sync::oneshot::channel::<()>();
-    let watch_lease = async move {
-        while is_leader.changed().await.is_ok() {
-            if !*is_leader.borrow() {
-                break;
-            }
-        }
-        let _ = lost_tx.send(());
-        // Keep the receiver alive until here; dropping it releases the lease.
-        drop(is_leader);
+    let api = Api::<Lease>::namespaced(client, &lease.namespace);
+    let mut elector = Elector::new(api, &lease.name, &lease.identity, lease.timing);
+    let Some(until) = elector.acquire(shutdown.clone()).await else {
+        return Ok(());
     };
-    let lost = lost_rx.map(|_| ()).shared();
-    let stop =
-        futures::future::select(Box::pin(shutdown.clone()), Box::pin(lost.clone())).map(|_| ());
-    let watcher = tokio::spawn(watch_lease);
-    lead(ctx, sweep_interval, stop).await;
-    health.leader.store(false, Ordering::SeqCst);
-
-    let lost_lease = lost.now_or_never().is_some() && shutdown.clone().now_or_never().is_none();
-    watcher.abort();
-    // The receiver is gone with the aborted task: the lease task releases the lease and exits.
-    if let Ok(Err(e)) = lease_task.await {
-        warn!(error = %e, "failed to release the lease");
-    }
-    if lost_lease {
-        Err(Error::LeaseLost)
-    } else {
-        Ok(())
+    // Shutdown stops the controller gracefully and then releases the lease; a lost lease drops
+    // the controller at once and exits, so the process restarts as a follower (the usual
+    // controller-runtime behaviour).
+    match elector
+        .lead(until, &health, lead(ctx, sweep_interval, shutdown))
+        .await
+    {
+        Ended::Finished(()) => Ok(()),
+        Ended::Lost { .. } => Err(Error::LeaseLost),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Two operator replicas on one control plane: exactly one leads (and reconciles); when it stops,
-//! the other takes over.
+//! the other takes over; a leader whose lease is taken from it stops leading at once.
 
 use crate::common::*;
 use contact_operator::config::OperatorConfig;
 use contact_operator::http::Health;
+use contact_operator::leader::Timing;
 use contact_operator::metrics::Metrics;
 use contact_operator::run::{LeaseSettings, Settings, run};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,15 +20,25 @@ struct Replica {
     task: tokio::task::JoinHandle<Result<(), contact_operator::run::Error>>,
 }
 
-fn start(env: &Env, identity: &str) -> Replica {
+/// Shorter than the defaults so the test is quick; the renew deadline still leaves the leader
+/// several renewals of slack on a loaded machine.
+fn timing() -> Timing {
+    Timing::new(
+        Duration::from_secs(8),
+        Duration::from_secs(6),
+        Duration::from_millis(500),
+    )
+    .expect("valid timing")
+}
+
+fn start(env: &Env, lease: &str, identity: &str) -> Replica {
     let settings = Settings {
         config: OperatorConfig::default(),
         lease: Some(LeaseSettings {
             namespace: "default".into(),
-            name: "contact-operator".into(),
+            name: lease.into(),
             identity: identity.into(),
-            duration_secs: 4,
-            grace_secs: 1,
+            timing: timing(),
         }),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         sweep_interval: Duration::from_secs(3600),
@@ -62,8 +73,8 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[tokio::test]
 async fn one_leader_among_two_and_failover() {
     let env = env().await;
-    let mut a = start(&env, "replica-a");
-    let mut b = start(&env, "replica-b");
+    let mut a = start(&env, "contact-operator", "replica-a");
+    let mut b = start(&env, "contact-operator", "replica-b");
 
     wait_for("a leader", Duration::from_secs(30), || {
         a.health.is_leader() || b.health.is_leader()
@@ -128,4 +139,46 @@ async fn one_leader_among_two_and_failover() {
 
     let _ = follower.stop.take().map(|s| s.send(()));
     let _ = tokio::time::timeout(Duration::from_secs(30), &mut follower.task).await;
+}
+
+#[tokio::test]
+async fn a_leader_whose_lease_is_taken_stops_leading() {
+    let env = env().await;
+    let lease_name = "contact-operator-taken";
+    let mut a = start(&env, lease_name, "replica-a");
+    let health = a.health.clone();
+    wait_for("replica-a to lead", Duration::from_secs(30), || {
+        health.is_leader()
+    })
+    .await;
+
+    // Someone takes the lease by hand (as a replica would after a partition).
+    let leases = Api::<Lease>::namespaced(env.admin.clone(), "default");
+    let mut lease = leases.get(lease_name).await.expect("lease");
+    let spec = lease.spec.as_mut().expect("spec");
+    spec.holder_identity = Some("rival".into());
+    spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    ));
+    leases
+        .replace(lease_name, &Default::default(), &lease)
+        .await
+        .expect("take the lease");
+
+    // The next renewal sees the rival: replica-a steps down, exits with an error (so its pod restarts as a follower) and leaves the rival's lease alone.
+    let stopped = tokio::time::timeout(Duration::from_secs(30), &mut a.task).await;
+    assert!(
+        matches!(
+            stopped,
+            Ok(Ok(Err(contact_operator::run::Error::LeaseLost)))
+        ),
+        "a leader that lost its lease exits with LeaseLost: {stopped:?}"
+    );
+    assert!(!a.health.is_leader());
+    let lease = leases.get(lease_name).await.expect("lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("rival")
+    );
+    drop(a.stop.take());
 }
