@@ -9,7 +9,15 @@ set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-v1.35.4}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
-CACHE="${CONTACT_TESTBIN_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/contact-testbin}"
+# CONTACT_TESTBIN_DIR is the folder *of the binaries* (what this script prints and the tests read):
+# when it already holds them, there is nothing to build. The cache root is CONTACT_TESTBIN_CACHE, as
+# for install-helm.sh. (Reading CONTACT_TESTBIN_DIR as the root made `make test` under .ci/run build
+# a second copy nested inside the first.)
+if [[ -n "${CONTACT_TESTBIN_DIR:-}" && -x "$CONTACT_TESTBIN_DIR/kube-apiserver" && -x "$CONTACT_TESTBIN_DIR/etcd" ]]; then
+  echo "$CONTACT_TESTBIN_DIR"
+  exit 0
+fi
+CACHE="${CONTACT_TESTBIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/contact-testbin}"
 # The folder name carries a build revision: bump it when this script changes what it builds.
 OUT="$CACHE/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-r2"
 
