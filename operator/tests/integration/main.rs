@@ -12,5 +12,6 @@ mod gating;
 mod idle;
 mod leader;
 mod lifecycle;
+mod rbac;
 mod secrets;
 mod storage;

@@ -1,0 +1,205 @@
+//! The operator runs with nothing but the RBAC the Helm chart grants: the chart is rendered by
+//! the real helm CLI and applied, and the operator's client impersonates the chart's
+//! ServiceAccount (the API server runs with `--authorization-mode=RBAC`). A verb or resource the
+//! operator uses but the chart forgot fails this test; no other test would notice, because they
+//! all run as cluster admin.
+
+use crate::common::*;
+use contact_operator::config::OperatorConfig;
+use contact_operator::http::Health;
+use contact_operator::leader::Timing;
+use contact_operator::metrics::Metrics;
+use contact_operator::run::{LeaseSettings, Settings, run};
+use contact_tests::controlplane::ControlPlane;
+use contact_tests::kube_helpers::{apply_yaml, install_crds};
+use contact_tests::tools::run_helm;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const RELEASE_NS: &str = "contact-system";
+const CHART: &str = "charts/contact-operator";
+
+async fn create_namespace(admin: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(admin.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+}
+
+fn helm_template(extra: &[&str]) -> String {
+    let mut args = vec!["template", "contact", CHART, "--namespace", RELEASE_NS];
+    args.extend(extra);
+    let out = run_helm(&args);
+    assert!(out.success, "helm template failed:\n{}", out.stderr);
+    out.stdout
+}
+
+#[tokio::test]
+async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let admin = cp.client();
+    create_namespace(&admin, RELEASE_NS).await;
+    create_namespace(&admin, NS).await;
+    put_secret(
+        &admin,
+        "acme-sinch",
+        &[
+            ("key-id", "id"),
+            ("key-secret", "s3cr3t"),
+            ("webhook-secret", "hook"),
+        ],
+    )
+    .await;
+
+    // The chart, as `helm install` would create it: the CRD first, then everything else.
+    install_crds(
+        &admin,
+        &helm_template(&["--show-only", "templates/crds.yaml"]),
+    )
+    .await
+    .expect("the chart's CRD installs");
+    let applied = apply_yaml(&admin, &helm_template(&[]), RELEASE_NS)
+        .await
+        .expect("the chart applies");
+    let sa = applied
+        .iter()
+        .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "ServiceAccount"))
+        .expect("the chart has a ServiceAccount")
+        .name_any();
+
+    // The operator's client acts as that ServiceAccount, as its pod would.
+    let mut config = cp.config().clone();
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{RELEASE_NS}:{sa}"));
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".into(),
+        format!("system:serviceaccounts:{RELEASE_NS}"),
+        "system:authenticated".into(),
+    ]);
+    let as_operator = Client::try_from(config).expect("impersonating client");
+    // The premise: the client is held to the chart's RBAC (which grants no Namespace access).
+    assert!(
+        Api::<Namespace>::all(as_operator.clone())
+            .list(&Default::default())
+            .await
+            .is_err(),
+        "the impersonated client must be held to the chart's RBAC"
+    );
+
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let operator = tokio::spawn(run(
+        as_operator,
+        Settings {
+            config: OperatorConfig::default(),
+            lease: Some(LeaseSettings {
+                namespace: RELEASE_NS.into(),
+                name: "contact-operator".into(),
+                identity: "operator-0".into(),
+                timing: Timing::new(
+                    Duration::from_secs(8),
+                    Duration::from_secs(6),
+                    Duration::from_millis(500),
+                )
+                .expect("timing"),
+            }),
+            http_addr: "127.0.0.1:0".parse().expect("addr"),
+            sweep_interval: Duration::from_secs(3600),
+            instance: Some("operator-0".into()),
+        },
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    create_tenant(&admin, tenant_json()).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while condition(&admin, "Provisioned")
+        .await
+        .is_none_or(|c| c.0 != "True")
+    {
+        assert!(
+            !operator.is_finished(),
+            "the operator stopped: {:?}",
+            operator.await
+        );
+        assert!(
+            Instant::now() < deadline,
+            "not provisioned under the chart's RBAC (reconcile errors: {})",
+            metrics
+                .encode()
+                .lines()
+                .filter(|l| l.starts_with("contact_operator_reconcile_errors_total"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Everything a reconcile does went through: children (the key Secret among them), the
+    // status, an Event, and the Lease in the release namespace.
+    // The Lease was created in the release namespace and has been renewed since.
+    let leases = Api::<Lease>::namespaced(admin.clone(), RELEASE_NS);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let spec = leases
+            .get("contact-operator")
+            .await
+            .expect("the lease is in the release namespace")
+            .spec
+            .expect("spec");
+        assert_eq!(spec.holder_identity.as_deref(), Some("operator-0"));
+        if spec.renew_time.is_some() && spec.renew_time != spec.acquire_time {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease was never renewed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(health.is_leader());
+    Api::<Secret>::namespaced(admin.clone(), NS)
+        .get("acme-keys")
+        .await
+        .expect("the generated key Secret exists");
+    // The Event goes out beside the status write, so it may land just after it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reasons = event_reasons(&admin).await;
+        if !reasons.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Event about the tenant under the chart's RBAC"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !metrics
+            .encode()
+            .lines()
+            .any(|l| l.starts_with("contact_operator_reconcile_errors_total")),
+        "no reconcile failed for want of a permission:\n{}",
+        metrics.encode()
+    );
+
+    let _ = stop.send(());
+    let stopped = tokio::time::timeout(Duration::from_secs(30), operator).await;
+    assert!(
+        matches!(stopped, Ok(Ok(Ok(())))),
+        "the operator exits cleanly: {stopped:?}"
+    );
+}
