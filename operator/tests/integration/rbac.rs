@@ -196,6 +196,34 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
         metrics.encode()
     );
 
+    // Deletion under the same RBAC: the finalizer's cleanup (detaching the data from the tenant)
+    // runs and releases the object.
+    tenants(&admin)
+        .delete("acme", &Default::default())
+        .await
+        .expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tenants(&admin)
+        .get_opt("acme")
+        .await
+        .expect("get")
+        .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the finalizer was not released under the chart's RBAC"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let keys = Api::<Secret>::namespaced(admin.clone(), NS)
+        .get("acme-keys")
+        .await
+        .expect("the key Secret stays for the grace period");
+    assert!(
+        keys.owner_references().is_empty(),
+        "detached from the deleted tenant"
+    );
+
     let _ = stop.send(());
     let stopped = tokio::time::timeout(Duration::from_secs(30), operator).await;
     assert!(
