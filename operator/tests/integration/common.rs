@@ -56,30 +56,9 @@ pub async fn env_with(config: OperatorConfig, with_secret: bool) -> Env {
     install_crds(&admin, &contact_crds::crds_yaml().expect("crd yaml"))
         .await
         .expect("CRD installs");
-    Api::<Namespace>::all(admin.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(NS.into()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
+    create_namespace(&admin, NS).await;
     if with_secret {
-        put_secret(
-            &admin,
-            "acme-sinch",
-            &[
-                ("key-id", "id"),
-                ("key-secret", "s3cr3t"),
-                ("webhook-secret", "hook"),
-            ],
-        )
-        .await;
+        put_channel_secret(&admin).await;
     }
     let (client, counter) = counting_client(cp.config().clone()).expect("client");
     let clock = ManualClock::new(wednesday());
@@ -97,6 +76,35 @@ pub async fn env_with(config: OperatorConfig, with_secret: bool) -> Env {
         clock,
         counter,
     }
+}
+
+/// Creates a namespace.
+pub async fn create_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace");
+}
+
+/// The channel Secret `tenant_json` refers to, with every key it names.
+pub async fn put_channel_secret(client: &Client) {
+    put_secret(
+        client,
+        "acme-sinch",
+        &[
+            ("key-id", "id"),
+            ("key-secret", "s3cr3t"),
+            ("webhook-secret", "hook"),
+        ],
+    )
+    .await;
 }
 
 /// Creates or replaces a Secret in `NS`.

@@ -15,7 +15,7 @@ use contact_tests::kube_helpers::{apply_yaml, install_crds};
 use contact_tests::tools::run_helm;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,20 +23,6 @@ use tokio::time::Instant;
 
 const RELEASE_NS: &str = "contact-system";
 const CHART: &str = "charts/contact-operator";
-
-async fn create_namespace(admin: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(admin.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace");
-}
 
 fn helm_template(extra: &[&str]) -> String {
     let mut args = vec!["template", "contact", CHART, "--namespace", RELEASE_NS];
@@ -52,16 +38,7 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
     let admin = cp.client();
     create_namespace(&admin, RELEASE_NS).await;
     create_namespace(&admin, NS).await;
-    put_secret(
-        &admin,
-        "acme-sinch",
-        &[
-            ("key-id", "id"),
-            ("key-secret", "s3cr3t"),
-            ("webhook-secret", "hook"),
-        ],
-    )
-    .await;
+    put_channel_secret(&admin).await;
 
     // The chart, as `helm install` would create it: the CRD first, then everything else.
     install_crds(
