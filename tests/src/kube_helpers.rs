@@ -2,9 +2,10 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Discovery, Scope};
 use kube::runtime::wait::{await_condition, conditions};
@@ -84,6 +85,21 @@ pub async fn install_crds(
         installed.push(applied);
     }
     Ok(installed)
+}
+
+/// Creates a namespace (tests start from an empty control plane).
+pub async fn create_namespace(client: &Client, name: &str) -> Result<(), kube::Error> {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .map(|_| ())
 }
 
 /// Applies every object of a YAML stream with server-side apply, in order. Namespaced objects

@@ -5,9 +5,11 @@ use std::path::Path;
 
 use contact_crds::v1alpha1::*;
 use contact_tests::controlplane::ControlPlane;
-use contact_tests::kube_helpers::{TEST_MANAGER, apply_yaml, install_crds, parse_documents};
+use contact_tests::kube_helpers::{
+    TEST_MANAGER, apply_yaml, create_namespace, install_crds, parse_documents,
+};
 use contact_tests::repo_root;
-use k8s_openapi::api::core::v1::{Namespace, ResourceRequirements};
+use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -27,15 +29,7 @@ async fn control_plane_with_crd() -> (ControlPlane, Client) {
 }
 
 async fn namespace(client: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
+    create_namespace(client, name)
         .await
         .expect("namespace is created");
 }

@@ -1,10 +1,9 @@
 //! The Helm chart, rendered by a real helm CLI and created on a real control plane.
 
 use contact_tests::controlplane::ControlPlane;
-use contact_tests::kube_helpers::{apply_yaml, parse_documents};
+use contact_tests::kube_helpers::{apply_yaml, create_namespace, parse_documents};
 use contact_tests::tools::run_helm;
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::DynamicObject;
 
 const CHART: &str = "charts/contact-operator";
 
@@ -239,17 +238,7 @@ fn the_values_schema_refuses_bad_values() {
 async fn the_rendered_chart_is_accepted_by_a_real_apiserver() {
     let cp = ControlPlane::start().await.expect("control plane");
     let client = cp.client();
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some("contact-system".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    create_namespace(&client, "contact-system").await.unwrap();
     let out = run_helm(&[
         "template",
         "contact",

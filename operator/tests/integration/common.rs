@@ -11,7 +11,7 @@ use contact_operator::reconcile::{Ctx, reconcile};
 use contact_tests::controlplane::ControlPlane;
 use contact_tests::kube_helpers::install_crds;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -80,15 +80,7 @@ pub async fn env_with(config: OperatorConfig, with_secret: bool) -> Env {
 
 /// Creates a namespace.
 pub async fn create_namespace(client: &Client, name: &str) {
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
+    contact_tests::kube_helpers::create_namespace(client, name)
         .await
         .expect("namespace");
 }
