@@ -15,7 +15,9 @@
 
 mod rule;
 
-pub use rule::{Record, Step, Timing, TimingError, decide};
+pub use rule::{Timing, TimingError};
+
+use rule::{Record, Step, decide};
 
 use crate::http::Health;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -196,6 +198,7 @@ impl Elector {
                     .await
                     .map(Some)
             }
+            // `decide` says Create when there is no Lease; nothing to write otherwise.
             (Step::Take | Step::Renew, None) => Ok(None),
         };
         match written {
@@ -237,7 +240,7 @@ impl Elector {
     /// Hands the lease back so a follower need not wait for it to expire: clears the holder and
     /// promises one second, if we still hold it (a conditional update; a race is harmless).
     async fn release(&mut self) {
-        let lease = match self.api.get_opt(&self.name).await {
+        let mut lease = match self.api.get_opt(&self.name).await {
             Ok(Some(lease)) => lease,
             Ok(None) => return,
             Err(e) => {
@@ -245,7 +248,6 @@ impl Elector {
                 return;
             }
         };
-        let mut lease = lease;
         let Some(spec) = lease.spec.as_mut() else {
             return;
         };

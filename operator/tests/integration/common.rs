@@ -78,6 +78,17 @@ pub async fn env_with(config: OperatorConfig, with_secret: bool) -> Env {
     }
 }
 
+/// Lease timings shorter than the defaults so tests are quick; the renew deadline still leaves
+/// the leader several renewals of slack on a loaded machine.
+pub fn test_lease_timing() -> contact_operator::leader::Timing {
+    contact_operator::leader::Timing::new(
+        std::time::Duration::from_secs(8),
+        std::time::Duration::from_secs(6),
+        std::time::Duration::from_millis(500),
+    )
+    .expect("valid timing")
+}
+
 /// Creates a namespace.
 pub async fn create_namespace(client: &Client, name: &str) {
     contact_tests::kube_helpers::create_namespace(client, name)

@@ -4,7 +4,6 @@
 use crate::common::*;
 use contact_operator::config::OperatorConfig;
 use contact_operator::http::Health;
-use contact_operator::leader::Timing;
 use contact_operator::metrics::Metrics;
 use contact_operator::run::{LeaseSettings, Settings, run};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -14,31 +13,22 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+const LEASE: &str = "contact-operator";
+
 struct Replica {
     health: Arc<Health>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), contact_operator::run::Error>>,
 }
 
-/// Shorter than the defaults so the test is quick; the renew deadline still leaves the leader
-/// several renewals of slack on a loaded machine.
-fn timing() -> Timing {
-    Timing::new(
-        Duration::from_secs(8),
-        Duration::from_secs(6),
-        Duration::from_millis(500),
-    )
-    .expect("valid timing")
-}
-
-fn start(env: &Env, lease: &str, identity: &str) -> Replica {
+fn start(env: &Env, identity: &str) -> Replica {
     let settings = Settings {
         config: OperatorConfig::default(),
         lease: Some(LeaseSettings {
             namespace: "default".into(),
-            name: lease.into(),
+            name: LEASE.into(),
             identity: identity.into(),
-            timing: timing(),
+            timing: test_lease_timing(),
         }),
         http_addr: "127.0.0.1:0".parse().expect("addr"),
         sweep_interval: Duration::from_secs(3600),
@@ -73,8 +63,8 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 #[tokio::test]
 async fn one_leader_among_two_and_failover() {
     let env = env().await;
-    let mut a = start(&env, "contact-operator", "replica-a");
-    let mut b = start(&env, "contact-operator", "replica-b");
+    let mut a = start(&env, "replica-a");
+    let mut b = start(&env, "replica-b");
 
     wait_for("a leader", Duration::from_secs(30), || {
         a.health.is_leader() || b.health.is_leader()
@@ -144,8 +134,8 @@ async fn one_leader_among_two_and_failover() {
 #[tokio::test]
 async fn a_leader_whose_lease_is_taken_stops_leading() {
     let env = env().await;
-    let lease_name = "contact-operator-taken";
-    let mut a = start(&env, lease_name, "replica-a");
+
+    let mut a = start(&env, "replica-a");
     let health = a.health.clone();
     wait_for("replica-a to lead", Duration::from_secs(30), || {
         health.is_leader()
@@ -154,14 +144,14 @@ async fn a_leader_whose_lease_is_taken_stops_leading() {
 
     // Someone takes the lease by hand (as a replica would after a partition).
     let leases = Api::<Lease>::namespaced(env.admin.clone(), "default");
-    let mut lease = leases.get(lease_name).await.expect("lease");
+    let mut lease = leases.get(LEASE).await.expect("lease");
     let spec = lease.spec.as_mut().expect("spec");
     spec.holder_identity = Some("rival".into());
     spec.renew_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
         k8s_openapi::jiff::Timestamp::now(),
     ));
     leases
-        .replace(lease_name, &Default::default(), &lease)
+        .replace(LEASE, &Default::default(), &lease)
         .await
         .expect("take the lease");
 
@@ -175,7 +165,7 @@ async fn a_leader_whose_lease_is_taken_stops_leading() {
         "a leader that lost its lease exits with LeaseLost: {stopped:?}"
     );
     assert!(!a.health.is_leader());
-    let lease = leases.get(lease_name).await.expect("lease");
+    let lease = leases.get(LEASE).await.expect("lease");
     assert_eq!(
         lease.spec.and_then(|s| s.holder_identity).as_deref(),
         Some("rival")

@@ -7,7 +7,6 @@
 use crate::common::*;
 use contact_operator::config::OperatorConfig;
 use contact_operator::http::Health;
-use contact_operator::leader::Timing;
 use contact_operator::metrics::Metrics;
 use contact_operator::run::{LeaseSettings, Settings, run};
 use contact_tests::controlplane::ControlPlane;
@@ -85,12 +84,7 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
                 namespace: RELEASE_NS.into(),
                 name: "contact-operator".into(),
                 identity: "operator-0".into(),
-                timing: Timing::new(
-                    Duration::from_secs(8),
-                    Duration::from_secs(6),
-                    Duration::from_millis(500),
-                )
-                .expect("timing"),
+                timing: test_lease_timing(),
             }),
             http_addr: "127.0.0.1:0".parse().expect("addr"),
             sweep_interval: Duration::from_secs(3600),
