@@ -134,7 +134,6 @@ async fn one_leader_among_two_and_failover() {
 #[tokio::test]
 async fn a_leader_whose_lease_is_taken_stops_leading() {
     let env = env().await;
-
     let mut a = start(&env, "replica-a");
     let health = a.health.clone();
     wait_for("replica-a to lead", Duration::from_secs(30), || {
