@@ -117,7 +117,7 @@ impl Application {
         );
         crate::http::auth::bootstrap_admin(&store, &settings.auth).await?;
         let live = Arc::new(crate::http::live::LiveHub::default());
-        let routing = Arc::new(crate::routing::service::RoutingService::new(
+        let routing = Arc::new(crate::routing::RoutingService::new(
             store.clone(),
             settings.routing.clone(),
             live.clone(),
@@ -147,7 +147,7 @@ impl Application {
     }
 
     /// The routing service of this replica.
-    pub fn routing(&self) -> Arc<crate::routing::service::RoutingService> {
+    pub fn routing(&self) -> Arc<crate::routing::RoutingService> {
         self.state.routing.clone()
     }
 

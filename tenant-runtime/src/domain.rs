@@ -3,85 +3,19 @@
 //! Everything here is pure: enums with their wire names, message content, and the monotonic
 //! delivery-status state machine. No I/O, so it is covered by unit and property tests.
 
-use std::fmt;
-use std::str::FromStr;
-
 pub mod attributes;
 
+use contact_routing::wire_enum;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Errors when parsing a domain value from its wire name.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Error {
-    /// The text is not one of the known names of the value.
-    #[error("unknown {what} `{value}`")]
-    Unknown {
-        /// Which kind of value was parsed.
-        what: &'static str,
-        /// The text that did not match.
-        value: String,
-    },
-}
-
-macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident => $wire:literal $(| $alias:literal)*),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-        pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $wire $(, alias = $alias)*)] $variant,)+
-        }
-
-        impl $name {
-            /// Every variant, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The wire (and database) name.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $wire),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self, Error> {
-                match s {
-                    $($wire $(| $alias)* => Ok($name::$variant),)+
-                    other => Err(Error::Unknown { what: $what, value: other.to_owned() }),
-                }
-            }
-        }
-    };
-}
-
-wire_enum!(
-    /// A messaging channel reached through the Conversation API (its `ConversationChannel` name).
-    ChannelType, "channel", {
-        /// SMS (MSISDN identity; long texts are split into segments).
-        Sms => "SMS",
-        /// WhatsApp Business (24-hour customer-care window).
-        Whatsapp => "WHATSAPP",
-        /// Facebook Messenger (page-scoped ids).
-        Messenger => "MESSENGER",
-        /// Instagram direct messages.
-        Instagram => "INSTAGRAM",
-        /// Viber Business Messages (`VIBER` is accepted as an alias).
-        Viber => "VIBERBM" | "VIBER",
-        /// Telegram bot chats.
-        Telegram => "TELEGRAM",
-        /// RCS business messaging.
-        Rcs => "RCS",
-    }
-);
+/// The vocabulary the routing engine shares: one type each, defined in the engine's crate
+/// (the lowest floor) and used as they are by storage, services and the API.
+pub use contact_routing::{AgentStatus, CategoryRule, ChannelType, ParseError as Error};
 
 wire_enum!(
     /// Where a conversation stands.
+    #[derive(ToSchema)]
     ConversationStatus, "conversation status", {
         /// Waiting for an agent.
         Queued => "queued",
@@ -94,6 +28,7 @@ wire_enum!(
 
 wire_enum!(
     /// Which way a message travelled.
+    #[derive(ToSchema)]
     Direction, "direction", {
         /// From the customer to us.
         Inbound => "inbound",
@@ -104,6 +39,7 @@ wire_enum!(
 
 wire_enum!(
     /// What a user may do.
+    #[derive(ToSchema)]
     Role, "role", {
         /// Configures the tenant.
         Admin => "admin",
@@ -116,6 +52,7 @@ wire_enum!(
 
 wire_enum!(
     /// Delivery status of a message, using the Conversation API names where they exist.
+    #[derive(ToSchema)]
     DeliveryStatus, "delivery status", {
         /// Inbound message stored (inbound messages have no delivery lifecycle).
         Received => "RECEIVED",

@@ -13,7 +13,7 @@ use common::{Db, Harness, eventually, queued};
 use contact_runtime::app::Application;
 use contact_runtime::domain::Role;
 use contact_runtime::http::auth::password;
-use contact_runtime::routing::service::RoutingService;
+use contact_runtime::routing::RoutingService;
 use contact_runtime::storage::{Claim, NewSkill, NewUser, Store, new_id, now_ms};
 use reqwest::Method;
 use serde_json::{Value, json};

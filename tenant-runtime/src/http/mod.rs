@@ -48,7 +48,7 @@ pub struct AppState {
     /// Live events.
     pub live: Arc<live::LiveHub>,
     /// The routing service (allocator lease, presence, signals).
-    pub routing: Arc<crate::routing::service::RoutingService>,
+    pub routing: Arc<crate::routing::RoutingService>,
 }
 
 /// Largest accepted request body (callbacks are a few KiB; media arrives by URL).

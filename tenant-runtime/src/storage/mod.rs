@@ -50,12 +50,12 @@ pub use privacy::{
     SubjectData, normalize_phone,
 };
 pub use routing::{
-    AgentRow, ArrivalFacts, CategoryRow, Claim, DecisionRecord, HeldSkill, NeededSkill,
+    AgentRow, AgentTransfer, ArrivalFacts, CategoryRow, Claim, DecisionRecord, HeldSkill, NeededSkill,
     OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
-    TransferOutcome,
+    TransferOutcome, TransferPlan, TransferTarget,
 };
 pub use workspace::{
-    CategoryEdit, CategoryRouting, CategoryRule, ChannelHealth, EventRow, Figures, Note, QueueItem,
+    CategoryEdit, CategoryRouting, ChannelHealth, EventRow, Figures, Note, QueueItem,
 };
 
 /// Errors of the storage layer.

@@ -94,7 +94,7 @@ pub struct CategoryRow {
     /// Priority.
     pub priority: i64,
     /// Rules (JSON, see `workspace::CategoryRule`).
-    pub rules: Vec<super::CategoryRule>,
+    pub rules: Vec<crate::domain::CategoryRule>,
     /// Required skills.
     pub skills: Vec<NeededSkill>,
 }
@@ -119,6 +119,42 @@ pub struct NeededSkill {
     pub min_level: Option<u8>,
     /// Dropped after the optional-skill wait.
     pub optional: bool,
+}
+
+/// A skill an agent holds, as read.
+#[derive(sqlx::FromRow)]
+struct HeldSkillRow {
+    name: String,
+    active: bool,
+    level: Option<i64>,
+}
+
+impl From<HeldSkillRow> for HeldSkill {
+    fn from(r: HeldSkillRow) -> Self {
+        HeldSkill {
+            name: r.name,
+            active: r.active,
+            level: level(r.level),
+        }
+    }
+}
+
+/// A skill a category requires, as read.
+#[derive(sqlx::FromRow)]
+struct NeededSkillRow {
+    name: String,
+    min_level: Option<i64>,
+    optional: bool,
+}
+
+impl From<NeededSkillRow> for NeededSkill {
+    fn from(r: NeededSkillRow) -> Self {
+        NeededSkill {
+            name: r.name,
+            min_level: level(r.min_level),
+            optional: r.optional,
+        }
+    }
 }
 
 /// A stored level (1..=5 by the schema's CHECK) as the routing level.
@@ -211,40 +247,58 @@ pub struct Signal {
     pub kind: String,
 }
 
-/// The requirements (`(skill, min_level, optional)`) an agent holding `held`
-/// (`(skill, active, level)`) does not meet for a transfer, by the routing core's rule.
-fn skill_gaps(
-    required: &[(String, Option<i64>, bool)],
-    held: &[(String, bool, Option<i64>)],
-) -> Vec<crate::routing::Exclusion> {
-    use crate::routing::{Agent, AgentId, AgentSkill, SkillRequirement};
-    let mut agent = Agent::new(AgentId(0), 0);
-    agent.skills = held
-        .iter()
-        .map(|(name, active, held_level)| {
-            (
-                name.clone(),
-                AgentSkill {
-                    active: *active,
-                    level: level(*held_level),
-                },
-            )
-        })
-        .collect();
-    let requirements: Vec<SkillRequirement> = required
-        .iter()
-        .map(|(skill, min_level, optional)| SkillRequirement {
-            skill: skill.clone(),
-            min_level: level(*min_level),
-            optional: *optional,
-        })
-        .collect();
-    crate::routing::transfer_skill_gaps(&agent, &requirements)
+/// A transfer to a named agent, as the caller asks for it.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentTransfer<'a> {
+    /// The conversation.
+    pub conversation_id: &'a str,
+    /// Only if assigned to this user (an agent transfers only their own).
+    pub owner: Option<&'a str>,
+    /// The target agent.
+    pub to: &'a str,
+    /// Who transfers it (a user id, or `api`).
+    pub by: &'a str,
+    /// How many conversations the target may hold.
+    pub capacity: i64,
+    /// After how long a pin to a target who cannot take it falls back (`None`: never).
+    pub fallback_secs: Option<u64>,
+    /// Now (epoch ms).
+    pub now: i64,
+}
+
+/// What a transfer's transaction reads about its target, for the caller's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferTarget {
+    /// The target's stored status (`None`: never set one).
+    pub status: Option<String>,
+    /// The target's live Workspace sessions on replicas with a fresh heartbeat.
+    pub sessions: i64,
+    /// Conversations the target holds, this one aside.
+    pub load: i64,
+    /// What the conversation's category requires, by skill name.
+    pub required: Vec<NeededSkill>,
+    /// What the target holds.
+    pub held: Vec<HeldSkill>,
+}
+
+/// The caller's decision on a transfer, over a [`TransferTarget`]; `M` names the unmet skill
+/// requirements (the routing core's exclusions), which storage records as JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferPlan<M> {
+    /// Change nothing, answer this.
+    Refuse(TransferOutcome<M>),
+    /// Hand it over now (`waiting_for: None`), or queue it pinned to the target.
+    Proceed {
+        /// Why the target cannot take it now (`away`, `disconnected`, `at_capacity`).
+        waiting_for: Option<&'static str>,
+        /// The unmet requirements a forced transfer overrode.
+        overridden: Option<M>,
+    },
 }
 
 /// What a transfer to a named agent did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransferOutcome {
+pub enum TransferOutcome<M> {
     /// The agent had room: the conversation is theirs now.
     Assigned,
     /// The agent is `away`, `disconnected` or `at_capacity`: the conversation is back in the
@@ -259,10 +313,96 @@ pub enum TransferOutcome {
     /// forced: nothing changed.
     LacksSkills {
         /// Every unmet requirement, in the category's order.
-        missing: Vec<crate::routing::Exclusion>,
+        missing: M,
     },
     /// The conversation is not assigned (to the caller, when one was given): nothing changed.
     NotAssigned,
+}
+
+/// The decision a transfer records beside its event: none for a plain hand-over, one that says
+/// who overrode the skill requirement for a forced one, `waiting_for_agent` for a pin.
+fn transfer_explanation(
+    t: &AgentTransfer<'_>,
+    target: &TransferTarget,
+    waiting_for: Option<&'static str>,
+    overridden: Option<&serde_json::Value>,
+) -> Option<(&'static str, serde_json::Value)> {
+    match (waiting_for, overridden) {
+        (None, None) => None,
+        // A direct hand-over leaves no decision otherwise; one that overrode the requirement
+        // must say so, and who did it.
+        (None, Some(overridden)) => Some((
+            "skills_overridden",
+            serde_json::json!({
+                "reason": "skills_overridden",
+                "transferred_to": t.to,
+                "transferred_by": t.by,
+                "skills_overridden": overridden,
+            }),
+        )),
+        (Some(because), overridden) => Some((
+            "waiting_for_agent",
+            serde_json::json!({
+                "reason": "waiting_for_agent",
+                "waiting_for": t.to,
+                "because": because,
+                "load": target.load,
+                "capacity": t.capacity,
+                "transferred_by": t.by,
+                "fallback_after_secs": t.fallback_secs,
+                "skills_overridden": overridden,
+            }),
+        )),
+    }
+}
+
+/// Reads a transfer's [`TransferTarget`] inside `$tx` (a macro: the body runs on either pool).
+macro_rules! transfer_target {
+    ($tx:ident, $t:expr) => {{
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM routing_agents WHERE user_id = $1")
+                .bind($t.to)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(p.sessions), 0) AS BIGINT) FROM routing_presence p \
+             JOIN routing_replicas r ON r.replica = p.replica WHERE p.user_id = $1 AND r.seen_at >= $2",
+        )
+        .bind($t.to)
+        .bind($t.now - REPLICA_STALE_MS)
+        .fetch_one(&mut *$tx)
+        .await?;
+        let load: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned' AND id <> $2",
+        )
+        .bind($t.to)
+        .bind($t.conversation_id)
+        .fetch_one(&mut *$tx)
+        .await?;
+        // Read in the transaction, so the verdict is about the skills the commit sees.
+        let required: Vec<NeededSkillRow> = sqlx::query_as(
+            "SELECT s.name, cs.min_level, cs.optional FROM conversations c \
+             JOIN category_skills cs ON cs.category_id = COALESCE(c.category_id, $2) \
+             JOIN skills s ON s.id = cs.skill_id WHERE c.id = $1 ORDER BY s.name",
+        )
+        .bind($t.conversation_id)
+        .bind(super::GENERAL_CATEGORY_ID)
+        .fetch_all(&mut *$tx)
+        .await?;
+        let held: Vec<HeldSkillRow> = sqlx::query_as(
+            "SELECT s.name, us.active, us.level FROM user_skills us JOIN skills s ON s.id = us.skill_id WHERE us.user_id = $1",
+        )
+        .bind($t.to)
+        .fetch_all(&mut *$tx)
+        .await?;
+        TransferTarget {
+            status,
+            sessions,
+            load,
+            required: required.into_iter().map(NeededSkill::from).collect(),
+            held: held.into_iter().map(HeldSkill::from).collect(),
+        }
+    }};
 }
 
 /// Why a manual pick was refused.
@@ -676,95 +816,43 @@ impl Store {
         }))
     }
 
-    /// Hands conversation `id` (assigned; to `owner` when given) to agent `to`: directly when
-    /// they are available, connected and below `capacity`; otherwise it goes back to the queue
-    /// at its old place pinned to them, with a `transfer` decision (`waiting_for_agent`) that says
-    /// why and after how long the pin falls back (`fallback_secs`, `None`: never). `by` is who
-    /// transferred it. The target's row is locked on PostgreSQL, as claims do, so the capacity
-    /// read holds until the commit.
-    ///
-    /// An agent who does not meet the conversation's required skills (its category's, optional
-    /// ones aside; [`crate::routing::transfer_skill_gaps`]) is refused with every gap named,
-    /// unless `force`: then the transfer goes ahead as for a skilled agent and its decision
-    /// records that `by` overrode the requirement (`skills_overridden`).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn transfer_to_agent(
+    /// Hands conversation `t.conversation_id` (assigned; to `t.owner` when given) to agent
+    /// `t.to`, as `decide` rules on what the transaction reads of the target ([`TransferTarget`]):
+    /// the routing service passes the routing core's transfer decision, so storage holds the
+    /// transaction and the rule stays pure. Directly when the plan says so; otherwise the
+    /// conversation goes back to the queue at its old place pinned to the target, with a
+    /// `transfer` decision (`waiting_for_agent`) that says why and after how long the pin falls
+    /// back. The target's row is locked on PostgreSQL, as claims do, so the capacity read holds
+    /// until the commit. A forced hand-over that overrode skill requirements records who did it
+    /// (`skills_overridden`).
+    pub async fn transfer_to_agent<M: serde::Serialize + Send>(
         &self,
-        id: &str,
-        owner: Option<&str>,
-        to: &str,
-        by: &str,
-        capacity: i64,
-        fallback_secs: Option<u64>,
-        force: bool,
-        now: i64,
-    ) -> Result<TransferOutcome> {
-        let postgres = self.backend() == Backend::Postgres;
+        t: &AgentTransfer<'_>,
+        decide: impl FnOnce(&TransferTarget) -> TransferPlan<M> + Send,
+    ) -> Result<TransferOutcome<M>> {
+        let lock = (self.backend() == Backend::Postgres).then_some(LOCK_AGENT);
         Ok(on_pool!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            if postgres {
-                sqlx::query(LOCK_AGENT).bind(to).execute(&mut *tx).await?;
+            if let Some(lock) = lock {
+                sqlx::query(lock).bind(t.to).execute(&mut *tx).await?;
             }
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM routing_agents WHERE user_id = $1")
-                    .bind(to)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let sessions: i64 = sqlx::query_scalar(
-                "SELECT CAST(COALESCE(SUM(p.sessions), 0) AS BIGINT) FROM routing_presence p \
-                 JOIN routing_replicas r ON r.replica = p.replica WHERE p.user_id = $1 AND r.seen_at >= $2",
-            )
-            .bind(to)
-            .bind(now - REPLICA_STALE_MS)
-            .fetch_one(&mut *tx)
-            .await?;
-            let load: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned' AND id <> $2",
-            )
-            .bind(to)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-            if status.as_deref() == Some("offline") {
-                return Ok(TransferOutcome::AgentOffline);
-            }
-            // Read in the transaction, so the verdict is about the skills the commit sees.
-            let required: Vec<(String, Option<i64>, bool)> = sqlx::query_as(
-                "SELECT s.name, cs.min_level, cs.optional FROM conversations c \
-                 JOIN category_skills cs ON cs.category_id = COALESCE(c.category_id, $2) \
-                 JOIN skills s ON s.id = cs.skill_id WHERE c.id = $1 ORDER BY s.name",
-            )
-            .bind(id)
-            .bind(super::GENERAL_CATEGORY_ID)
-            .fetch_all(&mut *tx)
-            .await?;
-            let held: Vec<(String, bool, Option<i64>)> = sqlx::query_as(
-                "SELECT s.name, us.active, us.level FROM user_skills us JOIN skills s ON s.id = us.skill_id WHERE us.user_id = $1",
-            )
-            .bind(to)
-            .fetch_all(&mut *tx)
-            .await?;
-            let missing = skill_gaps(&required, &held);
-            if !missing.is_empty() && !force {
-                return Ok(TransferOutcome::LacksSkills { missing });
-            }
-            let overridden =
-                (!missing.is_empty()).then(|| serde_json::json!({ "by": by, "missing": missing }));
-            let because = match status.as_deref() {
-                Some("away") => Some("away"),
-                _ if sessions == 0 => Some("disconnected"),
-                _ if load >= capacity => Some("at_capacity"),
-                _ => None,
+            let target = transfer_target!(tx, t);
+            let (waiting_for, overridden) = match decide(&target) {
+                TransferPlan::Refuse(outcome) => return Ok(outcome),
+                TransferPlan::Proceed {
+                    waiting_for,
+                    overridden,
+                } => (waiting_for, overridden.map(|missing| serde_json::json!({ "by": t.by, "missing": missing }))),
             };
-            let n = match because {
+            let n = match waiting_for {
                 None => sqlx::query(
                     "UPDATE conversations SET assigned_user_id = $1, assigned_at = $2, updated_at = $2, pinned_user_id = NULL, pinned_at = NULL \
                      WHERE id = $3 AND status = 'assigned' AND ($4 IS NULL OR assigned_user_id = $4)",
                 )
-                .bind(to)
-                .bind(now)
-                .bind(id)
-                .bind(owner)
+                .bind(t.to)
+                .bind(t.now)
+                .bind(t.conversation_id)
+                .bind(t.owner)
                 .execute(&mut *tx)
                 .await?,
                 Some(_) => sqlx::query(
@@ -772,10 +860,10 @@ impl Store {
                      pinned_user_id = $1, pinned_at = $2, pin_overrides_skills = $5, updated_at = $2 \
                      WHERE id = $3 AND status = 'assigned' AND ($4 IS NULL OR assigned_user_id = $4)",
                 )
-                .bind(to)
-                .bind(now)
-                .bind(id)
-                .bind(owner)
+                .bind(t.to)
+                .bind(t.now)
+                .bind(t.conversation_id)
+                .bind(t.owner)
                 .bind(overridden.is_some())
                 .execute(&mut *tx)
                 .await?,
@@ -784,61 +872,32 @@ impl Store {
             if n != 1 {
                 return Ok(TransferOutcome::NotAssigned);
             }
-            let (kind, data) = match because {
+            let (kind, data) = match waiting_for {
                 None => (
                     "conversation_assigned",
-                    serde_json::json!({ "user_id": to, "by": "transfer", "from": by }),
+                    serde_json::json!({ "user_id": t.to, "by": "transfer", "from": t.by }),
                 ),
                 Some(_) => (
                     "conversation_queued",
-                    serde_json::json!({ "by": by, "pinned_user_id": to }),
+                    serde_json::json!({ "by": t.by, "pinned_user_id": t.to }),
                 ),
             };
-            push_event!(tx, id, kind, data.to_string(), now).await?;
-            if let (None, Some(overridden)) = (because, &overridden) {
-                // A direct hand-over leaves no decision otherwise; one that overrode the
-                // requirement must say so, and who did it.
-                let explanation = serde_json::json!({
-                    "reason": "skills_overridden",
-                    "transferred_to": to,
-                    "transferred_by": by,
-                    "skills_overridden": overridden,
-                });
+            push_event!(tx, t.conversation_id, kind, data.to_string(), t.now).await?;
+            let explanation = transfer_explanation(t, &target, waiting_for, overridden.as_ref());
+            if let Some((reason, explanation)) = explanation {
                 sqlx::query(decision_sql())
-                    .bind(id)
-                    .bind(to)
+                    .bind(t.conversation_id)
+                    .bind(t.to)
                     .bind("transfer")
-                    .bind("skills_overridden")
+                    .bind(reason)
                     .bind(explanation.to_string())
                     .bind(None::<i64>)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            if let Some(because) = because {
-                let explanation = serde_json::json!({
-                    "reason": "waiting_for_agent",
-                    "waiting_for": to,
-                    "because": because,
-                    "load": load,
-                    "capacity": capacity,
-                    "transferred_by": by,
-                    "fallback_after_secs": fallback_secs,
-                    "skills_overridden": overridden,
-                });
-                sqlx::query(decision_sql())
-                    .bind(id)
-                    .bind(to)
-                    .bind("transfer")
-                    .bind("waiting_for_agent")
-                    .bind(explanation.to_string())
-                    .bind(None::<i64>)
-                    .bind(now)
+                    .bind(t.now)
                     .execute(&mut *tx)
                     .await?;
             }
             tx.commit().await?;
-            match because {
+            match waiting_for {
                 None => TransferOutcome::Assigned,
                 Some(because) => TransferOutcome::Waiting { because },
             }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::{
     Error, Result, SkillOption, Store, WriteTx, from_ms, new_id, now_ms, on_pool, push_event,
 };
-use crate::domain::ChannelType;
+use crate::domain::{CategoryRule, ChannelType};
 
 /// A conversation waiting in the queue, with what an agent needs to choose it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -80,23 +80,6 @@ pub struct Figures {
     pub waiting_now: i64,
     /// Seconds the oldest waiting conversation has waited.
     pub longest_wait_secs: Option<i64>,
-}
-
-/// One categorization rule: it matches when every condition it sets holds.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, Default, ToSchema)]
-pub struct CategoryRule {
-    /// Any of these channels (empty: any).
-    #[serde(default)]
-    pub channels: Vec<ChannelType>,
-    /// Any of these channel apps (empty: any).
-    #[serde(default)]
-    pub channel_apps: Vec<String>,
-    /// The first message contains one of these words (empty: any).
-    #[serde(default)]
-    pub keywords: Vec<String>,
-    /// The contact has every one of these attributes with exactly this value (empty: any).
-    #[serde(default)]
-    pub contact_attributes: BTreeMap<String, String>,
 }
 
 /// The routing attributes of a category edited in the Configurator.

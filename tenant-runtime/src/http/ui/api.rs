@@ -14,13 +14,13 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::channels::rules;
 use crate::config::MaintenanceWindow;
-use crate::domain::{ChannelType, ConversationStatus, Role};
+use crate::domain::{AgentStatus, ChannelType, ConversationStatus, Role};
 use crate::http::AppState;
 use crate::http::auth::{Error, Principal, Via, check_conversation_access, json_body};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::storage::{
     CategoryEdit, ChannelHealth, Contact, Conversation, DecisionRecord, Figures, Message, Note,
-    PickRefusal, QueueItem, TransferOutcome, now_ms,
+    PickRefusal, QueueItem, TransferOutcome, now_ms, AgentTransfer,
 };
 
 /// A skill as the agent sees it.
@@ -166,28 +166,6 @@ pub async fn set_my_skill(
         .signal(who.user_id.as_deref(), "skills")
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// An agent's declared availability.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentStatus {
-    /// Takes new conversations (when connected, with auto-allocate on).
-    Available,
-    /// Keeps their conversations, takes no new ones automatically.
-    Away,
-    /// Holds no conversations: theirs return to the queue at their old places.
-    Offline,
-}
-
-impl AgentStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            AgentStatus::Available => "available",
-            AgentStatus::Away => "away",
-            AgentStatus::Offline => "offline",
-        }
-    }
 }
 
 /// A status change.
@@ -608,11 +586,16 @@ pub async fn transfer(
         }
         let capacity = i64::from(state.routing.capacity().await?);
         let fallback = Some(state.routing.defaults().transfer_pin_fallback_secs).filter(|s| *s > 0);
-        return match state
-            .store
-            .transfer_to_agent(&id, owner, to, &by, capacity, fallback, req.force, now_ms())
-            .await?
-        {
+        let transfer = AgentTransfer {
+            conversation_id: &id,
+            owner,
+            to,
+            by: &by,
+            capacity,
+            fallback_secs: fallback,
+            now: now_ms(),
+        };
+        return match state.routing.transfer_to_agent(&transfer, req.force).await? {
             TransferOutcome::Assigned => Ok(StatusCode::NO_CONTENT.into_response()),
             TransferOutcome::Waiting { because } => Ok((
                 StatusCode::ACCEPTED,
@@ -830,7 +813,7 @@ pub struct CategoryView {
     /// Priority.
     pub priority: i64,
     /// Rules.
-    pub rules: Vec<crate::storage::CategoryRule>,
+    pub rules: Vec<crate::domain::CategoryRule>,
     /// Whether it is the default (cannot be deleted).
     pub default: bool,
 }
@@ -859,16 +842,16 @@ pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<Catego
     ))
 }
 
-/// Proficiency levels run from 1 (basic) to [`crate::routing::MAX_LEVEL`] (expert).
+/// Proficiency levels run from 1 (basic) to [`contact_routing::MAX_LEVEL`] (expert).
 fn check_level(level: u8, what: &str) -> Result<(), Error> {
-    if (1..=crate::routing::MAX_LEVEL).contains(&level) {
+    if (1..=contact_routing::MAX_LEVEL).contains(&level) {
         return Ok(());
     }
     Err(ApiError::bad_request(
         "invalid_level",
         format!(
             "{what}: level {level} is out of range; levels run from 1 to {}",
-            crate::routing::MAX_LEVEL
+            contact_routing::MAX_LEVEL
         ),
     )
     .into())

@@ -1,6 +1,6 @@
 //! Routing engine benchmark: 10,000 waiting conversations, 500 agents, 20 skills.
 //!
-//! Run with `cargo bench -p contact-runtime --bench routing_engine` (add `-- --quick` for a
+//! Run with `cargo bench -p contact-routing --bench routing_engine` (add `-- --quick` for a
 //! shorter run). It prints one table comparing, in the same process on the same data:
 //!
 //! * a full allocation run: the engine ([`allocate`]) against the naive scan-all-agents
@@ -18,8 +18,8 @@ use std::{
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
-use contact_runtime::routing::{
-    Agent, AgentId, AgentSkill, Arrival, Categories, Category, CategoryId, Channel, ContactId,
+use contact_routing::{
+    Agent, AgentId, AgentSkill, Arrival, Categories, Category, CategoryId, ChannelType, ContactId,
     ConversationId, Event, ExplainLevel, LastAgent, RoutingSettings, RoutingState,
     SkillRequirement, Snapshot, WaitingConversation, allocate, naive,
 };
@@ -107,7 +107,7 @@ fn agents(rng: &mut Rng) -> Vec<Agent> {
             }
             agent.auto_allocate = rng.chance(95);
             if rng.chance(5) {
-                agent.status = contact_runtime::routing::AgentStatus::Away;
+                agent.status = contact_routing::AgentStatus::Away;
             }
             agent
         })
@@ -218,7 +218,7 @@ fn main() {
         let arrival = Arrival {
             id: c.id,
             contact: c.contact,
-            channel: Channel::Whatsapp,
+            channel: ChannelType::Whatsapp,
             category: c.category,
             last_agent: c.last_agent,
         };
@@ -264,7 +264,7 @@ fn main() {
             Event::ConversationArrived(Arrival {
                 id: c.id,
                 contact: ContactId(next_id),
-                channel: Channel::Whatsapp,
+                channel: ChannelType::Whatsapp,
                 category: c.category,
                 last_agent: c.last_agent,
             })

@@ -16,7 +16,7 @@ use super::Error;
 use super::convert::{self, Ids};
 use crate::config::RoutingDefaults;
 use crate::http::live::LiveHub;
-use crate::routing::{
+use contact_routing::{
     AgentId, AgentStatus, Arrival, Categories, CategoryId, ContactId, ConversationId,
     ConversationStatus, Decision, Event, ExplainLevel, Inbound, LastAgent, MatchedBy, RoutingState,
     categorize,
@@ -198,7 +198,7 @@ impl Allocator {
             return self.sync_conversation(id).await;
         }
         let row = &facts.conversation;
-        let Some(channel) = convert::channel(&row.channel) else {
+        let Ok(channel) = row.channel.parse() else {
             return Ok(());
         };
         let attributes = &facts.contact_attributes;
@@ -364,8 +364,8 @@ impl Allocator {
                 .state
                 .agents()
                 .filter(|a| match a.connection {
-                    crate::routing::Connection::Disconnected { since } => since + grace <= now,
-                    crate::routing::Connection::Connected => false,
+                    contact_routing::Connection::Disconnected { since } => since + grace <= now,
+                    contact_routing::Connection::Connected => false,
                 })
                 .filter(|a| self.state.assigned_to(a.id).next().is_some())
                 .map(|a| a.id)

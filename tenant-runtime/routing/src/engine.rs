@@ -248,22 +248,6 @@ pub(crate) fn skill_gap(
     })
 }
 
-/// Every requirement an agent does not meet for a transfer to them, in the requirements' order
-/// (a transfer names them all, so the transferring agent sees the whole gap at once).
-///
-/// A transfer is judged on what the conversation requires, not on what widening would later
-/// forgive: optional skills never block it (they are a preference), minimum levels do.
-pub fn transfer_skill_gaps(agent: &Agent, requirements: &[SkillRequirement]) -> Vec<Exclusion> {
-    let strict = Widening {
-        levels_relaxed: false,
-        optional_dropped: true,
-    };
-    requirements
-        .iter()
-        .filter_map(|requirement| skill_gap(agent, std::slice::from_ref(requirement), strict))
-        .collect()
-}
-
 /// The first reason an agent cannot receive a conversation automatically, on plain data.
 /// `pinned` relaxes the auto-allocate rule (transfers).
 pub(crate) fn exclusion(

@@ -33,7 +33,7 @@ fn config(default: u32) -> ProptestConfig {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default),
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "src/routing/proptest-regressions.txt",
+            "src/proptest-regressions.txt",
         ))),
         ..ProptestConfig::default()
     }
@@ -430,7 +430,7 @@ fn run_sequence(
             Op::Arrive { category, contact } => Event::ConversationArrived(Arrival {
                 id: ConversationId(arrived + 1),
                 contact: ContactId(contact),
-                channel: Channel::Whatsapp,
+                channel: ChannelType::Whatsapp,
                 category: CategoryId(category),
                 last_agent: None,
             }),
@@ -603,7 +603,7 @@ proptest! {
         let attributes = BTreeMap::new();
         let at = |text: &str| {
             categorize(&categories, &Inbound {
-                channel: Channel::Sms,
+                channel: ChannelType::Sms,
                 channel_app: None,
                 first_message: text,
                 contact_attributes: &attributes,

@@ -7,13 +7,12 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::config::RoutingDefaults;
-use crate::domain::ChannelType;
-use crate::routing::{
-    Agent, AgentSkill, AgentStatus, Categories, Category, CategoryId, CategoryRule, Channel,
+use contact_routing::{
+    Agent, AgentSkill, AgentStatus, Categories, Category, CategoryId,
     Connection, ContactId, ConversationId, LastAgent, RoutingSettings, SkillRequirement,
     WaitingConversation, WinReason,
 };
-use crate::storage::{AgentRow, CategoryRow, OpenConversationRow, from_ms};
+use crate::storage::{AgentRow, CategoryRow, HeldSkill, NeededSkill, OpenConversationRow, from_ms};
 
 /// Interns text ids as the integer ids the routing core uses, both ways.
 #[derive(Debug, Default, Clone)]
@@ -96,17 +95,24 @@ pub fn settings(
     )
 }
 
-/// The routing channel of a stored channel name (`None` for an unknown one).
-pub fn channel(name: &str) -> Option<Channel> {
-    Some(match name.parse::<ChannelType>().ok()? {
-        ChannelType::Sms => Channel::Sms,
-        ChannelType::Whatsapp => Channel::Whatsapp,
-        ChannelType::Messenger => Channel::Messenger,
-        ChannelType::Instagram => Channel::Instagram,
-        ChannelType::Viber => Channel::Viber,
-        ChannelType::Telegram => Channel::Telegram,
-        ChannelType::Rcs => Channel::Rcs,
-    })
+/// A category's stored skill requirement as routing's.
+pub fn requirement(s: &NeededSkill) -> SkillRequirement {
+    SkillRequirement {
+        skill: s.name.clone(),
+        min_level: s.min_level,
+        optional: s.optional,
+    }
+}
+
+/// A skill an agent holds, as routing's (name, skill).
+pub fn held_skill(s: &HeldSkill) -> (String, AgentSkill) {
+    (
+        s.name.clone(),
+        AgentSkill {
+            active: s.active,
+            level: s.level,
+        },
+    )
 }
 
 /// The tenant's categories: `default_id` is the default, the others are tried in row order.
@@ -122,29 +128,8 @@ pub fn categories(rows: &[CategoryRow], default_id: &str, ids: &mut Ids) -> Cate
             } else {
                 i32::MAX
             }),
-            required_skills: row
-                .skills
-                .iter()
-                .map(|s| SkillRequirement {
-                    skill: s.name.clone(),
-                    min_level: s.min_level,
-                    optional: s.optional,
-                })
-                .collect(),
-            rules: row
-                .rules
-                .iter()
-                .map(|r| CategoryRule {
-                    channels: r
-                        .channels
-                        .iter()
-                        .filter_map(|c| channel(c.as_str()))
-                        .collect(),
-                    channel_apps: r.channel_apps.clone(),
-                    keywords: r.keywords.clone(),
-                    contact_attributes: r.contact_attributes.clone(),
-                })
-                .collect(),
+            required_skills: row.skills.iter().map(requirement).collect(),
+            rules: row.rules.clone(),
         };
         if row.id == default_id {
             default = Some(category);
@@ -183,29 +168,13 @@ pub fn agent(
         }
     };
     Agent {
-        id: crate::routing::AgentId(ids.agents.id(&row.user_id)),
-        status: match row.status.as_str() {
-            "away" => AgentStatus::Away,
-            "offline" => AgentStatus::Offline,
-            _ => AgentStatus::Available,
-        },
+        id: contact_routing::AgentId(ids.agents.id(&row.user_id)),
+        status: row.status.parse().unwrap_or(AgentStatus::Available),
         connection,
         auto_allocate: row.auto_allocate,
         capacity,
         load: 0,
-        skills: row
-            .skills
-            .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    AgentSkill {
-                        active: s.active,
-                        level: s.level,
-                    },
-                )
-            })
-            .collect(),
+        skills: row.skills.iter().map(held_skill).collect(),
         last_assigned_at: row.last_assigned_at.map(from_ms),
     }
 }
@@ -224,12 +193,12 @@ pub fn conversation(
         .unwrap_or(&categories.default);
     let agent_id = |ids: &mut Ids, u: &Option<String>| {
         u.as_deref()
-            .map(|u| crate::routing::AgentId(ids.agents.id(u)))
+            .map(|u| contact_routing::AgentId(ids.agents.id(u)))
     };
     Some(WaitingConversation {
         id: ConversationId(ids.conversations.id(&row.id)),
         contact: ContactId(ids.contacts.id(&row.contact_id)),
-        channel: channel(&row.channel)?,
+        channel: row.channel.parse().ok()?,
         category: category.id,
         priority: category.priority,
         // A forced transfer (the transferring agent overrode the skills) waits for its agent
@@ -241,7 +210,7 @@ pub fn conversation(
         },
         enqueued_at: from_ms(row.enqueued_at),
         last_agent: row.last_agent.as_ref().map(|(agent, at)| LastAgent {
-            agent: crate::routing::AgentId(ids.agents.id(agent)),
+            agent: contact_routing::AgentId(ids.agents.id(agent)),
             served_at: from_ms(*at),
         }),
         pinned_agent: agent_id(ids, &row.pinned_user_id),
@@ -316,8 +285,7 @@ pub fn reason(reason: &WinReason) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::CategoryRule as StoredRule;
-    use crate::storage::{HeldSkill, NeededSkill};
+    use crate::domain::{CategoryRule as StoredRule, ChannelType};
 
     fn agent_row(id: &str, sessions: i64) -> AgentRow {
         AgentRow {
@@ -439,7 +407,7 @@ mod tests {
         let c = categories(&rows, "general", &mut ids);
         assert_eq!(c.default.name, "General");
         assert_eq!(c.ordered.len(), 1);
-        assert_eq!(c.ordered[0].rules[0].channels, vec![Channel::Viber]);
+        assert_eq!(c.ordered[0].rules[0].channels, vec![ChannelType::Viber]);
         assert_eq!(c.ordered[0].rules[0].contact_attributes["tier"], "gold");
         assert_eq!(
             c.ordered[0].required_skills,

@@ -33,7 +33,7 @@ use super::{
     engine::{Index, PickError, Scope, check_pick, skill_gap, verdicts_of},
     explain::{Decision, Exclusion, ExplainLevel, Verdict},
     model::{
-        Agent, AgentId, AgentStatus, Categories, CategoryId, Channel, Connection, ContactId,
+        Agent, AgentId, AgentStatus, Categories, CategoryId, ChannelType, Connection, ContactId,
         ConversationId, LastAgent, RoutingSettings, SkillRequirement, Snapshot,
         WaitingConversation,
     },
@@ -47,7 +47,7 @@ pub struct Arrival {
     /// The customer.
     pub contact: ContactId,
     /// The channel.
-    pub channel: Channel,
+    pub channel: ChannelType,
     /// The category from [`super::categorize::categorize`].
     pub category: CategoryId,
     /// The agent who last served the contact, if the caller knows; otherwise the state uses the

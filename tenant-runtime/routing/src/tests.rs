@@ -504,7 +504,7 @@ mod events {
         let arrival = Arrival {
             id: ConversationId(id),
             contact: ContactId(id),
-            channel: Channel::Sms,
+            channel: ChannelType::Sms,
             category: CategoryId(category),
             last_agent: None,
         };
@@ -749,7 +749,7 @@ mod events {
         let arrival = Arrival {
             id: ConversationId(3),
             contact: ContactId(1),
-            channel: Channel::Sms,
+            channel: ChannelType::Sms,
             category: CategoryId(0),
             last_agent: None,
         };
@@ -850,7 +850,7 @@ mod events {
         let unknown = Arrival {
             id: ConversationId(2),
             contact: ContactId(2),
-            channel: Channel::Sms,
+            channel: ChannelType::Sms,
             category: CategoryId(42),
             last_agent: None,
         };

@@ -43,37 +43,95 @@ id_type!(
     CategoryId
 );
 
-/// The messaging channel a conversation arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Channel {
-    /// SMS.
-    Sms,
-    /// WhatsApp.
-    Whatsapp,
-    /// Facebook Messenger.
-    Messenger,
-    /// Instagram.
-    Instagram,
-    /// Viber.
-    Viber,
-    /// Telegram.
-    Telegram,
-    /// RCS business messaging.
-    Rcs,
+/// A name that is not one of a value's wire names.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    /// The text is not one of the known names of the value.
+    #[error("unknown {what} `{value}`")]
+    Unknown {
+        /// Which kind of value was parsed.
+        what: &'static str,
+        /// The text that did not match.
+        value: String,
+    },
 }
 
-/// What an agent said about their availability.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AgentStatus {
-    /// Takes new conversations.
-    Available,
-    /// Keeps their conversations but takes no new ones automatically.
-    Away,
-    /// Logged out: holds no conversations.
-    Offline,
+/// Declares a vocabulary enum with its wire (and database) names: `ALL`, `as_str`, `Display`,
+/// `FromStr` (failing with [`ParseError`]) and serde all agree on one list, so a name cannot
+/// drift between them. Extra derives come in as attributes (the runtime adds its OpenAPI
+/// schema that way); the caller needs `serde`.
+#[macro_export]
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident => $wire:literal $(| $alias:literal)*),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $wire $(, alias = $alias)*)] $variant,)+
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire (and database) name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $wire),+ }
+            }
+        }
+
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::ParseError;
+            fn from_str(s: &str) -> Result<Self, $crate::ParseError> {
+                match s {
+                    $($wire $(| $alias)* => Ok($name::$variant),)+
+                    other => Err($crate::ParseError::Unknown { what: $what, value: other.to_owned() }),
+                }
+            }
+        }
+    };
 }
+
+wire_enum!(
+    /// A messaging channel reached through the Conversation API (its `ConversationChannel` name).
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    ChannelType, "channel", {
+        /// SMS (MSISDN identity; long texts are split into segments).
+        Sms => "SMS",
+        /// WhatsApp Business (24-hour customer-care window).
+        Whatsapp => "WHATSAPP",
+        /// Facebook Messenger (page-scoped ids).
+        Messenger => "MESSENGER",
+        /// Instagram direct messages.
+        Instagram => "INSTAGRAM",
+        /// Viber Business Messages (`VIBER` is accepted as an alias).
+        Viber => "VIBERBM" | "VIBER",
+        /// Telegram bot chats.
+        Telegram => "TELEGRAM",
+        /// RCS business messaging.
+        Rcs => "RCS",
+    }
+);
+
+wire_enum!(
+    /// An agent's declared availability.
+    #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+    // The names again for the OpenAPI schema, which does not see the per-variant renames.
+    #[serde(rename_all = "snake_case")]
+    AgentStatus, "agent status", {
+        /// Takes new conversations (when connected, with auto-allocate on).
+        Available => "available",
+        /// Keeps their conversations, takes no new ones automatically.
+        Away => "away",
+        /// Holds no conversations: theirs return to the queue at their old places.
+        Offline => "offline",
+    }
+);
 
 /// Whether the agent's browser session is live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,7 +278,7 @@ pub struct WaitingConversation {
     /// The customer.
     pub contact: ContactId,
     /// The channel.
-    pub channel: Channel,
+    pub channel: ChannelType,
     /// The category it was sorted into.
     pub category: CategoryId,
     /// From the category: higher is served first.
@@ -244,7 +302,7 @@ impl WaitingConversation {
         Self {
             id,
             contact: ContactId(id.0),
-            channel: Channel::Whatsapp,
+            channel: ChannelType::Whatsapp,
             category: CategoryId(0),
             priority: 0,
             required_skills: Vec::new(),
@@ -348,24 +406,26 @@ pub struct Snapshot {
     pub now: DateTime<Utc>,
 }
 
-/// One rule of a category. Every condition that is set must hold (AND); an empty rule matches
-/// everything.
+/// One categorization rule: it matches when every condition it sets holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CategoryRule {
-    /// The conversation's channel is one of these (empty: any).
+    /// Any of these channels (empty: any).
     #[serde(default)]
-    pub channels: Vec<Channel>,
-    /// The Conversation API app the message came through is one of these (empty: any).
+    pub channels: Vec<ChannelType>,
+    /// Any of these channel apps (empty: any).
     #[serde(default)]
     pub channel_apps: Vec<String>,
-    /// The first message contains at least one of these, case-insensitively, as whole words
-    /// (empty: any). A keyword may be several words ("refund request").
+    /// The first message contains one of these words (empty: any).
     #[serde(default)]
     pub keywords: Vec<String>,
     /// The contact has every one of these attributes with exactly this value (empty: any).
     #[serde(default)]
     pub contact_attributes: BTreeMap<String, String>,
 }
+
+// An empty rule matches everything; keywords match case-insensitively as whole words, and a
+// keyword may be several words ("refund request"): see `categorize`.
 
 /// A routing category: where a conversation is sorted on arrival.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,13 +11,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Categories, Category, CategoryId, CategoryRule, Channel, SkillRequirement};
+use super::model::{Categories, Category, CategoryId, CategoryRule, ChannelType, SkillRequirement};
 
 /// What categorization looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct Inbound<'a> {
     /// The channel.
-    pub channel: Channel,
+    pub channel: ChannelType,
     /// The Conversation API app id the message came through, if known.
     pub channel_app: Option<&'a str>,
     /// The text of the first message.
@@ -177,7 +177,7 @@ mod tests {
                     "telegram",
                     vec![
                         CategoryRule {
-                            channels: vec![Channel::Telegram],
+                            channels: vec![ChannelType::Telegram],
                             ..CategoryRule::default()
                         },
                         CategoryRule {
@@ -192,7 +192,7 @@ mod tests {
     }
 
     fn inbound<'a>(
-        channel: Channel,
+        channel: ChannelType,
         app: Option<&'a str>,
         message: &'a str,
         attributes: &'a BTreeMap<String, String>,
@@ -210,7 +210,7 @@ mod tests {
         let none = BTreeMap::new();
         let got = categorize(
             &tenant(),
-            &inbound(Channel::Sms, None, "I want a REFUND!", &none),
+            &inbound(ChannelType::Sms, None, "I want a REFUND!", &none),
         );
         assert_eq!(got.category, CategoryId(1));
         assert_eq!(got.priority, 10);
@@ -229,7 +229,7 @@ mod tests {
         let none = BTreeMap::new();
         let got = categorize(
             &tenant(),
-            &inbound(Channel::Sms, None, "refunded already", &none),
+            &inbound(ChannelType::Sms, None, "refunded already", &none),
         );
         assert_eq!(got.category, CategoryId(0));
         assert_eq!(got.matched_by, MatchedBy::Default);
@@ -240,7 +240,7 @@ mod tests {
         let none = BTreeMap::new();
         let got = categorize(
             &tenant(),
-            &inbound(Channel::Sms, None, "Money Back, bitte", &none),
+            &inbound(ChannelType::Sms, None, "Money Back, bitte", &none),
         );
         assert_eq!(got.category, CategoryId(1));
         assert!(contains_word("ça va, refund", "refund"));
@@ -257,11 +257,11 @@ mod tests {
         let gold = [("tier".to_string(), "gold".to_string())].into();
         let silver = [("tier".to_string(), "silver".to_string())].into();
         assert_eq!(
-            categorize(&tenant(), &inbound(Channel::Sms, None, "hi", &gold)).category,
+            categorize(&tenant(), &inbound(ChannelType::Sms, None, "hi", &gold)).category,
             CategoryId(2)
         );
         assert_eq!(
-            categorize(&tenant(), &inbound(Channel::Sms, None, "hi", &silver)).category,
+            categorize(&tenant(), &inbound(ChannelType::Sms, None, "hi", &silver)).category,
             CategoryId(0)
         );
     }
@@ -271,7 +271,7 @@ mod tests {
         let gold = [("tier".to_string(), "gold".to_string())].into();
         let got = categorize(
             &tenant(),
-            &inbound(Channel::Telegram, None, "refund", &gold),
+            &inbound(ChannelType::Telegram, None, "refund", &gold),
         );
         assert_eq!(got.category, CategoryId(1));
     }
@@ -279,7 +279,7 @@ mod tests {
     #[test]
     fn channel_and_channel_app_rules_are_alternatives() {
         let none = BTreeMap::new();
-        let by_channel = categorize(&tenant(), &inbound(Channel::Telegram, None, "hi", &none));
+        let by_channel = categorize(&tenant(), &inbound(ChannelType::Telegram, None, "hi", &none));
         assert_eq!(
             by_channel.matched_by,
             MatchedBy::Rule {
@@ -289,7 +289,7 @@ mod tests {
         );
         let by_app = categorize(
             &tenant(),
-            &inbound(Channel::Sms, Some("app-tg"), "hi", &none),
+            &inbound(ChannelType::Sms, Some("app-tg"), "hi", &none),
         );
         assert_eq!(by_app.category, CategoryId(3));
         assert_eq!(
@@ -301,7 +301,7 @@ mod tests {
         );
         let other_app = categorize(
             &tenant(),
-            &inbound(Channel::Sms, Some("app-x"), "hi", &none),
+            &inbound(ChannelType::Sms, Some("app-x"), "hi", &none),
         );
         assert_eq!(other_app.category, CategoryId(0));
     }
@@ -314,7 +314,7 @@ mod tests {
                 3,
                 "wa-billing",
                 vec![CategoryRule {
-                    channels: vec![Channel::Whatsapp],
+                    channels: vec![ChannelType::Whatsapp],
                     keywords: vec!["invoice".into()],
                     ..CategoryRule::default()
                 }],
@@ -322,9 +322,9 @@ mod tests {
             default: category(0, 0, "general", vec![]),
         };
         let none = BTreeMap::new();
-        let hit = inbound(Channel::Whatsapp, None, "my invoice", &none);
-        let wrong_channel = inbound(Channel::Sms, None, "my invoice", &none);
-        let no_keyword = inbound(Channel::Whatsapp, None, "hello", &none);
+        let hit = inbound(ChannelType::Whatsapp, None, "my invoice", &none);
+        let wrong_channel = inbound(ChannelType::Sms, None, "my invoice", &none);
+        let no_keyword = inbound(ChannelType::Whatsapp, None, "hello", &none);
         assert_eq!(categorize(&categories, &hit).category, CategoryId(7));
         assert_eq!(
             categorize(&categories, &wrong_channel).category,
