@@ -24,7 +24,7 @@ use contact_runtime::app::Application;
 use contact_runtime::channels::signature;
 use contact_runtime::config::{ChannelApp, Region, Secret, Settings};
 use contact_runtime::domain::ChannelType;
-use contact_runtime::privacy::audit::{AuditAction, AuditChange, GENESIS_HASH, prepare, seal};
+use contact_runtime::domain::audit::{AuditAction, AuditChange, GENESIS_HASH, prepare, seal};
 use contact_runtime::privacy::chainer::AuditChainer;
 use contact_runtime::storage::{ConnectOptions, Store, WriteTx, new_id, now_ms};
 use contact_tests::postgres::PgServer;

@@ -116,7 +116,7 @@ impl Application {
             metrics.clone(),
         );
         crate::http::auth::bootstrap_admin(&store, &settings.auth).await?;
-        let live = Arc::new(crate::http::live::LiveHub::default());
+        let live = Arc::new(crate::live::LiveHub::default());
         let routing = Arc::new(crate::routing::RoutingService::new(
             store.clone(),
             settings.routing.clone(),
@@ -164,7 +164,7 @@ impl Application {
         let addr = self.local_addr();
         let sender = tokio::spawn(self.sender.clone().run());
         let housekeeping = tokio::spawn(housekeeping(self.state.store.clone()));
-        let live = tokio::spawn(crate::http::live::tail(
+        let live = tokio::spawn(crate::live::tail(
             self.state.store.clone(),
             self.state.live.clone(),
         ));

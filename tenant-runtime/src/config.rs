@@ -105,7 +105,7 @@ pub struct Settings {
     /// The next maintenance window (the operator sets it; the Workspace warns before it).
     pub maintenance: Option<MaintenanceWindow>,
     /// Retention of personal data (the tenant's `spec.retention`).
-    pub retention: crate::privacy::RetentionSettings,
+    pub retention: RetentionSettings,
     /// Who the tenant is (the operator sets it from the ContactTenant).
     pub tenant: TenantSettings,
     /// Routing defaults (the tenant's `spec.routing`).
@@ -213,6 +213,34 @@ pub struct MaintenanceWindow {
     pub end: chrono::DateTime<chrono::Utc>,
 }
 
+/// Retention settings (the tenant's `spec.retention`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Closed conversations lose their content after this many days (0 = never).
+    pub anonymize_conversations_after_days: i64,
+    /// Closed conversations are deleted after this many days (0 = never).
+    pub delete_conversations_after_days: i64,
+    /// Audit entries are purged after this many days (0 = never).
+    pub audit_log_days: i64,
+    /// How often the job runs.
+    pub interval_secs: u64,
+    /// Conversations (or audit entries) per transaction.
+    pub batch_size: i64,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            anonymize_conversations_after_days: 90,
+            delete_conversations_after_days: 365,
+            audit_log_days: 365,
+            interval_secs: 3600,
+            batch_size: 200,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {
@@ -227,7 +255,7 @@ impl Default for Settings {
             channels: Vec::new(),
             auth: AuthSettings::default(),
             maintenance: None,
-            retention: crate::privacy::RetentionSettings::default(),
+            retention: RetentionSettings::default(),
             tenant: TenantSettings::default(),
             routing: RoutingDefaults::default(),
         }

@@ -1,19 +1,40 @@
 //! The Contact tenant runtime: one binary that serves a tenant's API, UI and channel webhooks.
 //!
-//! Layout, one folder per concern: [`storage`] (sqlx repositories and migrations), [`channels`]
-//! (the Conversation API adapter: webhook verification, callback parsing, channel rules, the
-//! outbox sender and the simulator), [`http`] (routes, errors, health and metrics), [`routing`] (the pure,
-//! deterministic routing engine). [`domain`]
-//! holds the pure vocabulary they share; [`config`] the settings; [`app`] wires it together.
+//! # Floors
+//!
+//! Modules stand on floors and import only from their own floor or below, never from above;
+//! on one floor, imports between modules never run in a circle. The table is read by the
+//! `floors` test (`tests/api/floors.rs`), which fails naming the file and line of any upward or
+//! circular `crate::` import, so it is the rule and not a picture of it.
+//!
+//! | floor | modules | what stands there |
+//! |---|---|---|
+//! | 0 | `domain` | vocabulary and API types, the audit entry format, anonymized content: pure |
+//! | 1 | `config`, `metrics` | settings and the metric registry, read by nearly everything |
+//! | 2 | `storage` | sqlx repositories (rows, SQL, migrations) on SQLite or PostgreSQL |
+//! | 3 | `live`, `channels`, `routing`, `privacy`, `backup` | the services: the live event hub, the Conversation API adapter and outbox, the routing service, retention and audit chaining, backup and restore |
+//! | 4 | `http` | routes (one module per area), accounts, the one error type, the OpenAPI document |
+//! | 5 | `app` | wires storage, services and HTTP into a running server |
+//! | 6 | `cli` | the command line (`serve`, `demo`, `backup`, …) |
+//!
+//! `config` and `metrics` stand low because every floor above reads them and they read only
+//! the vocabulary. The routing engine is not a module here but its own crate
+//! (`contact-routing`), below all of these: pure by what it can link.
+//!
+//! Layout, one folder per concern: [`storage`] (repositories and migrations), [`channels`]
+//! (webhook verification, callback parsing, channel rules, the outbox sender and the simulator),
+//! [`routing`] (the allocator service around the engine), [`privacy`] (retention, audit
+//! chaining, contact import/export parsing), [`backup`], [`live`] (the event hub), [`http`]
+//! (routes, auth, errors, OpenAPI), [`app`] (wiring) and [`cli`].
 
 pub mod app;
 pub mod backup;
 pub mod channels;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod domain;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod privacy;
 pub mod routing;

@@ -11,8 +11,8 @@ use contact_runtime::config::Secret;
 use contact_runtime::domain::{CategoryRule, ChannelType, Role};
 use contact_runtime::http::auth::password;
 use contact_runtime::storage::{
-    AcceptOutcome, CategoryEdit, NewInvite, NewSkill, NewUser, PickRefusal,
-    SkillOption, Store, now_ms,
+    AcceptOutcome, CategoryEdit, NewInvite, NewSkill, NewUser, PickRefusal, SkillOption, Store,
+    now_ms,
 };
 use serde_json::{Value, json};
 

@@ -4,7 +4,7 @@
 fn committed_openapi_document_is_current() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json");
     let committed = std::fs::read_to_string(path).unwrap_or_default();
-    let generated = contact_runtime::http::api::openapi_json();
+    let generated = contact_runtime::http::openapi::openapi_json();
     assert!(
         committed == generated,
         "tenant-runtime/openapi.json is out of date; regenerate it with\n  cargo run -p contact-runtime -- openapi > tenant-runtime/openapi.json"

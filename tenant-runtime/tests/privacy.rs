@@ -8,11 +8,12 @@ mod common;
 use std::sync::Arc;
 
 use common::{Db, Harness, inbound_text, store};
+use contact_runtime::config::RetentionSettings;
+use contact_runtime::domain::audit::{AuditAction, AuditChange, Broken};
 use contact_runtime::domain::{ChannelType, MessageContent};
 use contact_runtime::http::auth::password;
 use contact_runtime::privacy::ManualClock;
-use contact_runtime::privacy::audit::{AuditAction, AuditChange, Broken};
-use contact_runtime::privacy::retention::{RetentionJob, RetentionSettings};
+use contact_runtime::privacy::retention::RetentionJob;
 use contact_runtime::storage::{
     AuditQuery, InboundMessage, InboundOutcome, NewOutbound, Nonce, Store, new_id, now_ms,
 };
@@ -200,7 +201,7 @@ async fn chained_count(store: &Store) -> i64 {
 /// A database whose audit log was written before migration 0110 (chained inline) keeps its chain
 /// across the migration, and new entries chain on after it.
 async fn migration_0110_keeps_an_existing_chain(db: Db) {
-    use contact_runtime::privacy::audit::{GENESIS_HASH, seal};
+    use contact_runtime::domain::audit::{GENESIS_HASH, seal};
     let (url, _g) = common::database_url(db);
     let store = Store::connect(&url, &Default::default()).await.unwrap();
     let dir = match db {

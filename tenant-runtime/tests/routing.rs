@@ -1037,8 +1037,9 @@ async fn contact_attributes_sort_into_categories(db: Db) {
 /// they go when the DPO anonymizes the contact and when retention deletes the conversation,
 /// and stay for everything else.
 async fn decisions_go_with_anonymized_and_deleted_conversations(db: Db) {
+    use contact_runtime::config::RetentionSettings;
     use contact_runtime::privacy::ManualClock;
-    use contact_runtime::privacy::retention::{RetentionJob, RetentionSettings};
+    use contact_runtime::privacy::retention::RetentionJob;
     const DAY: i64 = 86_400_000;
     let h = Harness::start(db, |_| {}).await;
     let a = agent(&h.store, "ann", vec![]).await;

@@ -279,7 +279,10 @@ mod tests {
     #[test]
     fn channel_and_channel_app_rules_are_alternatives() {
         let none = BTreeMap::new();
-        let by_channel = categorize(&tenant(), &inbound(ChannelType::Telegram, None, "hi", &none));
+        let by_channel = categorize(
+            &tenant(),
+            &inbound(ChannelType::Telegram, None, "hi", &none),
+        );
         assert_eq!(
             by_channel.matched_by,
             MatchedBy::Rule {

@@ -1,34 +1,36 @@
-//! HTTP: the router, shared state, probes, webhooks, the REST API, accounts ([`auth`]), live
-//! events ([`live`]) and the web UI ([`ui`]).
+//! HTTP: the router and shared state ([`AppState`]), accounts and access ([`auth`]), the one
+//! error type ([`Error`]), the routes, one module per area ([`routes`]), and the one OpenAPI
+//! assembly ([`openapi`]). The floor above the services: handlers call storage and the
+//! services, nothing below calls back up.
 //!
 //! `/api/v1` accepts a browser session (cookie + CSRF token) or the integrators' bearer token,
 //! and checks roles per route group; webhooks authenticate by signature instead.
 
-pub mod api;
 pub mod auth;
 pub mod error;
-pub mod health;
-pub mod live;
-pub mod ui;
-pub mod webhooks;
+pub mod openapi;
+pub mod routes;
+
+pub use error::{Error, ErrorBody};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio::sync::Notify;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::{ChannelApp, Settings};
+use crate::live::LiveHub;
 use crate::metrics::Metrics;
+use crate::routing::RoutingService;
 use crate::storage::Store;
-use error::ApiError;
 
 /// State shared by all handlers.
 #[derive(Debug, Clone)]
@@ -46,9 +48,9 @@ pub struct AppState {
     /// Login rate limits and the invite mailer.
     pub auth: Arc<auth::AuthState>,
     /// Live events.
-    pub live: Arc<live::LiveHub>,
+    pub live: Arc<LiveHub>,
     /// The routing service (allocator lease, presence, signals).
-    pub routing: Arc<crate::routing::RoutingService>,
+    pub routing: Arc<RoutingService>,
 }
 
 /// Largest accepted request body (callbacks are a few KiB; media arrives by URL).
@@ -56,63 +58,27 @@ const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The whole HTTP surface of the runtime.
 pub fn router(state: AppState) -> Router {
-    use crate::domain::Role::{Admin, Agent, Dpo};
-    // Role per route group: contacts and conversation lists are for admins and DPOs; a single
-    // conversation also for its agent (ownership checked in `conversation_guard`); the
-    // directory for admins. The API token counts as admin.
-    let readers = Router::new()
-        .route("/contacts", get(api::list_contacts))
-        .route("/contacts/{id}", get(api::get_contact))
-        .route("/conversations", get(api::list_conversations))
-        .route_layer(middleware::from_fn(auth::allow(&[Admin, Dpo])));
-    let conversation = Router::new()
-        .route("/conversations/{id}", get(api::get_conversation))
-        .route(
-            "/conversations/{id}/messages",
-            get(api::list_messages).post(api::send_message),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::conversation_guard,
-        ))
-        .route_layer(middleware::from_fn(auth::allow(&[Admin, Agent, Dpo])));
-    let directory = Router::new()
-        .route("/users", get(api::list_users).post(api::create_user))
-        .route("/skills", get(api::list_skills).post(api::create_skill))
-        .route(
-            "/categories",
-            get(api::list_categories).post(api::create_category),
-        )
-        .route_layer(middleware::from_fn(auth::allow(&[Admin])));
-    let api = readers
-        .merge(conversation)
-        .merge(directory)
-        .merge(ui::api_routes())
-        // The privacy routes check the role of the authenticated principal themselves (dpo;
-        // admin too for import, export and retention) and record it as the actor.
-        .merge(crate::privacy::http::routes())
+    // Each area's routes carry their own role checks (see `routes`); everything under
+    // `/api/v1` first needs a principal.
+    let api = routes::conversations::routes(state.clone())
+        .merge(routes::directory::routes())
+        .merge(routes::workspace::routes())
+        .merge(routes::configurator::routes())
+        .merge(routes::privacy::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
         // The document itself is public: integrators read it before they have a token.
-        .route("/openapi.json", get(api::openapi));
+        .route("/openapi.json", get(openapi::openapi));
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route(
-            "/webhooks/sinch/{channel_app}",
-            post(webhooks::sinch_webhook),
-        )
+        .merge(routes::health::routes())
+        .merge(routes::webhooks::routes())
         .nest("/api/v1", api)
-        .merge(ui::pages())
-        .merge(ui::auth_routes(state.clone()))
-        .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            live::wake_on_write,
-        ))
+        .merge(routes::pages::routes())
+        .merge(routes::auth::routes(state.clone()))
+        .fallback(|| async { Error::NotFound("no such route".to_owned()) })
+        .layer(middleware::from_fn_with_state(state.clone(), wake_on_write))
         .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
@@ -121,6 +87,25 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Middleware: after a state-changing request (webhook, reply, pick, …) has been answered, its
+/// transaction is committed, so the tailer can pick its events up at once.
+pub async fn wake_on_write(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let write = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    let response = next.run(request).await;
+    if write {
+        state.live.wake();
+        state.routing.wake();
+    }
+    response
 }
 
 /// Errors produced by axum itself (405, 413, …) come as plain text; rewrite them into the same
@@ -145,15 +130,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
         _ => "error",
     };
     let allow = response.headers().get(axum::http::header::ALLOW).cloned();
-    let body = error::ErrorBody {
-        error: error::ErrorDetail {
-            code: code.to_owned(),
-            message: status
-                .canonical_reason()
-                .unwrap_or("request failed")
-                .to_owned(),
-        },
-    };
+    let body = ErrorBody::new(code, status.canonical_reason().unwrap_or("request failed"));
     let mut rewritten = (status, axum::Json(body)).into_response();
     if let Some(allow) = allow {
         rewritten

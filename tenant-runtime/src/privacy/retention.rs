@@ -9,40 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::clock::Clock;
+use crate::config::RetentionSettings;
 use crate::storage::{self, Checkpoint, RetentionStep, Store};
 
 const DAY_MS: i64 = 86_400_000;
-
-/// Retention settings (the tenant's `spec.retention`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RetentionSettings {
-    /// Closed conversations lose their content after this many days (0 = never).
-    pub anonymize_conversations_after_days: i64,
-    /// Closed conversations are deleted after this many days (0 = never).
-    pub delete_conversations_after_days: i64,
-    /// Audit entries are purged after this many days (0 = never).
-    pub audit_log_days: i64,
-    /// How often the job runs.
-    pub interval_secs: u64,
-    /// Conversations (or audit entries) per transaction.
-    pub batch_size: i64,
-}
-
-impl Default for RetentionSettings {
-    fn default() -> Self {
-        Self {
-            anonymize_conversations_after_days: 90,
-            delete_conversations_after_days: 365,
-            audit_log_days: 365,
-            interval_secs: 3600,
-            batch_size: 200,
-        }
-    }
-}
 
 /// What one run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]

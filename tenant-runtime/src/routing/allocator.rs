@@ -15,14 +15,14 @@ use chrono::Utc;
 use super::Error;
 use super::convert::{self, Ids};
 use crate::config::RoutingDefaults;
-use crate::http::live::LiveHub;
+use crate::live::LiveHub;
+use crate::storage::{
+    Claim, EventCursor, EventRow, GENERAL_CATEGORY_ID, OpenConversationRow, Return, Store, from_ms,
+};
 use contact_routing::{
     AgentId, AgentStatus, Arrival, Categories, CategoryId, ContactId, ConversationId,
     ConversationStatus, Decision, Event, ExplainLevel, Inbound, LastAgent, MatchedBy, RoutingState,
     categorize,
-};
-use crate::storage::{
-    Claim, EventCursor, EventRow, GENERAL_CATEGORY_ID, OpenConversationRow, Return, Store, from_ms,
 };
 
 /// The periodic sweep (safety net; widening and grace have their own timers).

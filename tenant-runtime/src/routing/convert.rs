@@ -7,12 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::config::RoutingDefaults;
-use contact_routing::{
-    Agent, AgentSkill, AgentStatus, Categories, Category, CategoryId,
-    Connection, ContactId, ConversationId, LastAgent, RoutingSettings, SkillRequirement,
-    WaitingConversation, WinReason,
-};
 use crate::storage::{AgentRow, CategoryRow, HeldSkill, NeededSkill, OpenConversationRow, from_ms};
+use contact_routing::{
+    Agent, AgentSkill, AgentStatus, Categories, Category, CategoryId, Connection, ContactId,
+    ConversationId, LastAgent, RoutingSettings, SkillRequirement, WaitingConversation, WinReason,
+};
 
 /// Interns text ids as the integer ids the routing core uses, both ways.
 #[derive(Debug, Default, Clone)]

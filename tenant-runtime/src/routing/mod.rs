@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::RoutingDefaults;
-use crate::http::live::LiveHub;
+use crate::live::LiveHub;
 use crate::storage::{
     self, AgentTransfer, Store, TransferOutcome, TransferPlan, TransferTarget, new_id, now_ms,
 };
@@ -285,7 +285,11 @@ impl RoutingService {
 }
 
 /// The routing core's transfer decision over what storage read about the target.
-fn transfer_plan(target: &TransferTarget, capacity: i64, force: bool) -> TransferPlan<Vec<Exclusion>> {
+fn transfer_plan(
+    target: &TransferTarget,
+    capacity: i64,
+    force: bool,
+) -> TransferPlan<Vec<Exclusion>> {
     let facts = TransferFacts {
         status: target
             .status

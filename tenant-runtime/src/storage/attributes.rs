@@ -45,7 +45,7 @@ impl Store {
                     .fetch_all(&mut *tx)
                     .await?;
             let old: BTreeMap<String, String> = old.into_iter().collect();
-            let changes = crate::privacy::hooks::contact_attributes(actor, id, &old, new);
+            let changes = super::audit::entries::contact_attributes(actor, id, &old, new);
             if changes.is_empty() {
                 return Ok(());
             }

@@ -170,7 +170,7 @@ impl Store {
                 .await
                 .map_err(|e| conflict_on_unique(e, "user skill"))?;
             }
-            let audit = crate::privacy::hooks::user_created(
+            let audit = super::audit::entries::user_created(
                 "api",
                 &id,
                 &new.email,

@@ -5,8 +5,8 @@
 //! rolled back (crash, error) can be retried with the same nonce.
 
 use super::{AuditTx, Result, Store, WriteTx, is_retryable, now_ms, on_pool};
+use crate::domain::audit::prepare;
 use crate::domain::{ChannelType, DeliveryStatus, MessageContent};
-use crate::privacy::audit::prepare;
 
 /// Records a callback's nonce on an open connection (inside the callback's write transaction).
 trait NonceTx {
@@ -352,7 +352,7 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            let audit = crate::privacy::hooks::inbound(
+            let audit = super::audit::entries::inbound(
                 &msg.channel_app,
                 &contact_id,
                 new_identity,
@@ -456,7 +456,7 @@ async fn returning_customer_fast_path(
 ) -> Result<Option<InboundOutcome>> {
     let message_id = super::new_id();
     let changes =
-        crate::privacy::hooks::inbound(&msg.channel_app, contact_id, None, &message_id, content);
+        super::audit::entries::inbound(&msg.channel_app, contact_id, None, &message_id, content);
     let [change] = changes.as_slice() else {
         // The hook records more than the content: leave it to the general path.
         return Ok(None);

@@ -427,7 +427,7 @@ impl Store {
                         .bind(&new.conversation_id)
                         .fetch_optional(&mut *tx)
                         .await?;
-                let audit = crate::privacy::hooks::outbound(
+                let audit = super::audit::entries::outbound(
                     new.author_user_id.as_deref(),
                     contact_id.as_deref(),
                     &new.id,

@@ -50,8 +50,8 @@ pub use privacy::{
     SubjectData, normalize_phone,
 };
 pub use routing::{
-    AgentRow, AgentTransfer, ArrivalFacts, CategoryRow, Claim, DecisionRecord, HeldSkill, NeededSkill,
-    OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
+    AgentRow, AgentTransfer, ArrivalFacts, CategoryRow, Claim, DecisionRecord, HeldSkill,
+    NeededSkill, OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
     TransferOutcome, TransferPlan, TransferTarget,
 };
 pub use workspace::{

@@ -11,8 +11,8 @@ use super::{
     Contact, ContactIdentity, Conversation, Error, Message, Result, Store, WriteTx, from_ms,
     is_retryable, new_id, on_pool,
 };
-use crate::privacy::anonymize::{ANONYMIZED_NAME, ANONYMIZED_TEXT, anonymize_content_json};
-use crate::privacy::audit::{AuditAction, AuditChange, StoredEntry};
+use crate::domain::anonymize::{ANONYMIZED_NAME, ANONYMIZED_TEXT, anonymize_content_json};
+use crate::domain::audit::{AuditAction, AuditChange, StoredEntry};
 
 /// A contact with every detail Contact keeps about the person.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -415,7 +415,7 @@ macro_rules! impl_privacy_tx {
                     .execute(&mut *self)
                     .await?;
                 }
-                changes.extend(crate::privacy::hooks::contact_attributes(
+                changes.extend(super::audit::entries::contact_attributes(
                     actor,
                     &id,
                     &std::collections::BTreeMap::new(),
@@ -866,7 +866,7 @@ impl Store {
                  ORDER BY COALESCE(closed_at, updated_at), id LIMIT $4"
             }
         };
-        let actor = crate::privacy::hooks::system_actor(step.job());
+        let actor = super::audit::entries::system_actor(step.job());
         // Several replicas on PostgreSQL may run the job at once: their batches take turns, and
         // each selects only rows still due, so none is processed twice. (SQLite writers are
         // serialized anyway.)

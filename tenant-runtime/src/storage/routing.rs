@@ -842,7 +842,10 @@ impl Store {
                 TransferPlan::Proceed {
                     waiting_for,
                     overridden,
-                } => (waiting_for, overridden.map(|missing| serde_json::json!({ "by": t.by, "missing": missing }))),
+                } => (
+                    waiting_for,
+                    overridden.map(|missing| serde_json::json!({ "by": t.by, "missing": missing })),
+                ),
             };
             let n = match waiting_for {
                 None => sqlx::query(

@@ -18,18 +18,15 @@
 
 pub mod limit;
 pub mod password;
-pub mod routes;
 
 use std::net::SocketAddr;
 
-use axum::Json;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
-use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::{AppState, Error};
 use crate::config::AuthSettings;
 use crate::domain::Role;
 use crate::storage::{self, NewUser, Store};
@@ -39,71 +36,19 @@ pub const SESSION_COOKIE: &str = "contact_session";
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// Errors of authentication and authorization (also used by the UI's API handlers).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// 401: no valid session or token.
-    #[error("sign in first (no valid session or bearer token)")]
-    Unauthenticated,
-    /// 401: the e-mail or the password is wrong (deliberately not saying which).
-    #[error("wrong e-mail or password")]
-    BadCredentials,
-    /// 403: signed in, but the role or ownership does not allow this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// 403: a state-changing request of a session without the right CSRF token.
-    #[error("missing or wrong X-CSRF-Token header")]
-    Csrf,
-    /// 415: the body must be JSON.
-    #[error("send the body as JSON with Content-Type: application/json")]
-    NotJson,
-    /// 429: too many failed logins.
-    #[error("too many failed logins; try again in {retry_after_secs} seconds")]
-    RateLimited {
-        /// Seconds until the next attempt is allowed.
-        retry_after_secs: u64,
-    },
-    /// 500: argon2 failed.
-    #[error("failed to hash the password")]
-    Hash,
-    /// Anything the shared API error covers (400, 404, 409, 422, 500 …).
-    #[error(transparent)]
-    Api(#[from] ApiError),
+/// Sends invite e-mails. The seam for SMTP: without a mailer the admin passes the link on.
+pub trait Mailer: Send + Sync + std::fmt::Debug {
+    /// Sends the invite link; returns whether it was sent.
+    fn send_invite(&self, to: &str, url: &str) -> bool;
 }
 
-impl From<storage::Error> for Error {
-    fn from(e: storage::Error) -> Self {
-        Error::Api(e.into())
-    }
-}
+/// The mailer used when none is configured: sends nothing.
+#[derive(Debug, Default)]
+pub struct NoMailer;
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        if let Error::Api(e) = self {
-            return e.into_response();
-        }
-        let (status, code) = match &self {
-            Error::Api(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Error::BadCredentials => (StatusCode::UNAUTHORIZED, "invalid_credentials"),
-            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            Error::Csrf => (StatusCode::FORBIDDEN, "csrf_failed"),
-            Error::NotJson => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            Error::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
-            Error::Hash => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-        };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: code.to_owned(),
-                message: self.to_string(),
-            },
-        };
-        let mut resp = (status, Json(body)).into_response();
-        if let Error::RateLimited { retry_after_secs } = self {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
-        }
-        resp
+impl Mailer for NoMailer {
+    fn send_invite(&self, _to: &str, _url: &str) -> bool {
+        false
     }
 }
 
@@ -113,7 +58,7 @@ pub struct AuthState {
     /// Failed-login counters.
     pub limiter: limit::FailureLimiter,
     /// Sends invite links (the SMTP seam).
-    pub mailer: Box<dyn routes::Mailer>,
+    pub mailer: Box<dyn Mailer>,
 }
 
 impl AuthState {
@@ -125,7 +70,7 @@ impl AuthState {
                 settings.max_failures_per_account,
                 settings.max_failures_per_ip,
             ),
-            mailer: Box::new(routes::NoMailer),
+            mailer: Box::new(NoMailer),
         }
     }
 }
@@ -242,10 +187,10 @@ pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Option<P
                     via: Via::ApiToken,
                 }))
             }
-            _ => Err(Error::Api(ApiError::Unauthorized {
+            _ => Err(Error::Unauthorized {
                 code: "unauthorized",
                 message: "missing or wrong bearer token".to_owned(),
-            })),
+            }),
         };
     }
     let Some(sid) = cookie(headers, SESSION_COOKIE) else {
@@ -330,7 +275,7 @@ pub async fn check_conversation_access(
     who: &Principal,
     conversation_id: &str,
     write: bool,
-) -> Result<crate::storage::Conversation, Error> {
+) -> Result<storage::Conversation, Error> {
     let conversation = state.store.conversation(conversation_id).await?;
     match who.role {
         Role::Admin => Ok(conversation),
@@ -395,8 +340,7 @@ pub fn json_body<T: for<'de> serde::Deserialize<'de>>(
     if !is_json {
         return Err(Error::NotJson);
     }
-    serde_json::from_slice(body)
-        .map_err(|e| Error::Api(ApiError::bad_request("invalid_json", e.to_string())))
+    serde_json::from_slice(body).map_err(|e| Error::bad_request("invalid_json", e.to_string()))
 }
 
 /// Creates the first admin from the settings when the password is set and the account does not

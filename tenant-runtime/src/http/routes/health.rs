@@ -1,14 +1,22 @@
 //! Probes and metrics: `/healthz` (the process serves), `/readyz` (database reachable and every
 //! migration applied), `/metrics` (Prometheus text format).
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
 use serde_json::json;
 
-use super::AppState;
-use super::error::ApiError;
+use crate::http::{AppState, Error};
+
+/// The probe and metrics routes (public).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
 
 /// Liveness: answers as long as the server runs.
 pub async fn healthz() -> impl IntoResponse {
@@ -16,15 +24,15 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 /// Readiness: 200 when the database answers and the schema is current, else 503.
-pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Error> {
     match state.store.ready().await {
         Ok(true) => Ok((StatusCode::OK, Json(json!({ "status": "ready" })))),
-        Ok(false) => Err(ApiError::Unavailable(
+        Ok(false) => Err(Error::Unavailable(
             "database migrations are not all applied".to_owned(),
         )),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::Unavailable("database unreachable".to_owned()))
+            Err(Error::Unavailable("database unreachable".to_owned()))
         }
     }
 }

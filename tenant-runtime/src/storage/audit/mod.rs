@@ -1,5 +1,6 @@
 //! The audit log's storage: appending inside the caller's transaction, chaining, reading,
-//! verifying, redacting and purging. The chain rules live in [`crate::privacy::audit`].
+//! verifying, redacting and purging. The chain rules live in [`crate::domain::audit`]; which
+//! entries each write records, in [`entries`].
 //!
 //! Appending and chaining are separate steps. A change's transaction inserts its entries
 //! *unchained* (content, salt and value hash; `seq`, `prev_hash` and `hash` NULL), so personal
@@ -13,8 +14,10 @@
 //! [`Store::settle_audit`]: they chain whatever is committed, waiting for the lock if another
 //! chainer holds it. What commits after that is reported as `pending`, not as tampering.
 
+pub(crate) mod entries;
+
 use super::{Result, Store, WriteTx, on_pool};
-use crate::privacy::audit::{
+use crate::domain::audit::{
     AuditChange, Broken, ChainVerifier, GENESIS_HASH, Link, StoredEntry, Unchained, link, prepare,
 };
 

@@ -1,106 +1,43 @@
-//! The versioned REST API under `/api/v1` and its OpenAPI document.
+//! The integrators' REST API for contacts, conversations and messages. Contacts and the
+//! conversation list are for admins and DPOs; a single conversation also for its agent (the
+//! ownership check is [`auth::conversation_guard`]); the API token counts as admin.
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router, middleware};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::{Page, limit, parse_json, query};
 use crate::channels::{rules, sinch};
+use crate::domain::Role::{Admin, Agent, Dpo};
 use crate::domain::{ConversationStatus, MessageContent};
-use crate::storage::{
-    Category, Contact, Conversation, ConversationFilter, Message, NewCategory, NewOutbound,
-    NewSkill, NewUser, Skill, User, new_id,
-};
+use crate::http::error::ErrorBody;
+use crate::http::{AppState, Error, auth};
+use crate::storage::{Contact, Conversation, ConversationFilter, Message, NewOutbound, new_id};
 
-/// The OpenAPI document of `/api/v1` (and the webhook).
-#[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "Contact tenant runtime API",
-        description = "Contacts, conversations, messages, the tenant directory, the Workspace and the Configurator. Integrators authenticate with `Authorization: Bearer <api_token>` (acts as an admin); browsers with the `contact_session` cookie from `/auth/login` plus `X-CSRF-Token` on state changes.",
-        version = "v1",
-        license(name = "Apache-2.0")
-    ),
-    paths(
-        list_contacts, get_contact, list_conversations, get_conversation, list_messages,
-        send_message, list_users, create_user, list_skills, create_skill, list_categories,
-        create_category, super::webhooks::sinch_webhook
-    ),
-    components(schemas(ErrorBody, MessageContent, SendMessage)),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
-    tags(
-        (name = "conversations", description = "Conversations and their messages"),
-        (name = "directory", description = "Users, skills and categories"),
-        (name = "webhooks", description = "Conversation API callbacks (signed, no bearer token)")
-    )
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-/// The OpenAPI document as pretty JSON with a trailing newline (what `openapi.json` holds).
-pub fn openapi_json() -> String {
-    let mut doc = ApiDoc::openapi();
-    doc.merge(crate::http::ui::api::WorkspaceDoc::openapi());
-    doc.merge(crate::privacy::http::PrivacyApiDoc::openapi());
-    let mut s = doc
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    s.push('\n');
-    s
-}
-
-/// `GET /api/v1/openapi.json`
-pub async fn openapi() -> impl axum::response::IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        openapi_json(),
-    )
-}
-
-fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
-}
-
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
-/// Paging.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct Page {
-    /// At most this many items (1–500, default 100).
-    pub limit: Option<i64>,
-}
-
-fn limit(l: Option<i64>) -> Result<i64, ApiError> {
-    match l {
-        None => Ok(100),
-        Some(n) if (1..=500).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("limit must be between 1 and 500, got {n}"),
-        )),
-    }
+/// `/contacts…` and `/conversations…` (under `/api/v1`, behind `authenticate`).
+pub fn routes(state: AppState) -> Router<AppState> {
+    let readers = Router::new()
+        .route("/contacts", get(list_contacts))
+        .route("/contacts/{id}", get(get_contact))
+        .route("/conversations", get(list_conversations))
+        .route_layer(middleware::from_fn(auth::allow(&[Admin, Dpo])));
+    let conversation = Router::new()
+        .route("/conversations/{id}", get(get_conversation))
+        .route(
+            "/conversations/{id}/messages",
+            get(list_messages).post(send_message),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state,
+            auth::conversation_guard,
+        ))
+        .route_layer(middleware::from_fn(auth::allow(&[Admin, Agent, Dpo])));
+    readers.merge(conversation)
 }
 
 /// Contacts, newest first.
@@ -109,7 +46,7 @@ fn limit(l: Option<i64>) -> Result<i64, ApiError> {
 pub async fn list_contacts(
     State(state): State<AppState>,
     q: Result<Query<Page>, QueryRejection>,
-) -> Result<Json<Vec<Contact>>, ApiError> {
+) -> Result<Json<Vec<Contact>>, Error> {
     let page = query(q)?;
     Ok(Json(state.store.contacts(limit(page.limit)?).await?))
 }
@@ -121,7 +58,7 @@ pub async fn list_contacts(
 pub async fn get_contact(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Contact>, ApiError> {
+) -> Result<Json<Contact>, Error> {
     Ok(Json(state.store.contact(&id).await?))
 }
 
@@ -141,7 +78,7 @@ pub struct ConversationQuery {
 pub async fn list_conversations(
     State(state): State<AppState>,
     q: Result<Query<ConversationQuery>, QueryRejection>,
-) -> Result<Json<Vec<Conversation>>, ApiError> {
+) -> Result<Json<Vec<Conversation>>, Error> {
     let q = query(q)?;
     let filter = ConversationFilter {
         status: q.status,
@@ -157,7 +94,7 @@ pub async fn list_conversations(
 pub async fn get_conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Conversation>, ApiError> {
+) -> Result<Json<Conversation>, Error> {
     Ok(Json(state.store.conversation(&id).await?))
 }
 
@@ -168,7 +105,7 @@ pub async fn get_conversation(
 pub async fn list_messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Vec<Message>>, ApiError> {
+) -> Result<Json<Vec<Message>>, Error> {
     state.store.conversation(&id).await?;
     Ok(Json(state.store.messages(&id).await?))
 }
@@ -207,16 +144,16 @@ pub async fn send_message(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<Message>), ApiError> {
+) -> Result<(StatusCode, Json<Message>), Error> {
     let req: SendMessage = parse_json(&body)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
             let v = v.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_header", "Idempotency-Key must be visible ASCII")
+                Error::bad_request("invalid_header", "Idempotency-Key must be visible ASCII")
             })?;
             if v.is_empty() || v.len() > 128 {
-                return Err(ApiError::bad_request(
+                return Err(Error::bad_request(
                     "invalid_header",
                     "Idempotency-Key must be 1 to 128 characters",
                 ));
@@ -226,7 +163,7 @@ pub async fn send_message(
     };
     let conversation = state.store.conversation(&id).await?;
     if conversation.status == ConversationStatus::Closed {
-        return Err(ApiError::Conflict {
+        return Err(Error::Conflict {
             code: "conversation_closed",
             message: format!("conversation `{id}` is closed"),
         });
@@ -234,7 +171,7 @@ pub async fn send_message(
     let app = state
         .apps
         .get(&conversation.channel_app)
-        .ok_or_else(|| ApiError::Conflict {
+        .ok_or_else(|| Error::Conflict {
             code: "channel_app_missing",
             message: format!(
                 "channel app `{}` is no longer configured",
@@ -247,7 +184,7 @@ pub async fn send_message(
                 .store
                 .user(user_id)
                 .await
-                .map_err(|_| ApiError::Unprocessable {
+                .map_err(|_| Error::Unprocessable {
                     code: "unknown_author",
                     message: format!("user `{user_id}` does not exist"),
                 })?
@@ -261,7 +198,7 @@ pub async fn send_message(
         conversation.last_inbound_at,
         chrono::Utc::now(),
     )
-    .map_err(|v| ApiError::Unprocessable {
+    .map_err(|v| Error::Unprocessable {
         code: match v {
             rules::Violation::TooLong { .. } => "text_too_long",
             rules::Violation::TooManySegments { .. } => "sms_too_long",
@@ -298,86 +235,4 @@ pub async fn send_message(
     } else {
         Ok((StatusCode::OK, Json(message)))
     }
-}
-
-/// Every user.
-#[utoipa::path(get, path = "/api/v1/users", tag = "directory",
-    responses((status = 200, body = Vec<User>)))]
-pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<User>>, ApiError> {
-    Ok(Json(state.store.users().await?))
-}
-
-/// Creates a user (no password yet: login comes later).
-#[utoipa::path(post, path = "/api/v1/users", tag = "directory", request_body = NewUser,
-    responses((status = 201, body = User), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_user(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<User>), ApiError> {
-    let new: NewUser = parse_json(&body)?;
-    if !new.email.contains('@') || new.display_name.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_user",
-            "email must contain `@` and display_name must not be empty",
-        ));
-    }
-    let user = state.store.create_user(&new).await?;
-    state.routing.seed_new_user(&user.id).await?;
-    Ok((StatusCode::CREATED, Json(user)))
-}
-
-/// Every skill.
-#[utoipa::path(get, path = "/api/v1/skills", tag = "directory",
-    responses((status = 200, body = Vec<Skill>)))]
-pub async fn list_skills(State(state): State<AppState>) -> Result<Json<Vec<Skill>>, ApiError> {
-    Ok(Json(state.store.skills().await?))
-}
-
-/// Creates a skill.
-#[utoipa::path(post, path = "/api/v1/skills", tag = "directory", request_body = NewSkill,
-    responses((status = 201, body = Skill), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_skill(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Skill>), ApiError> {
-    let new: NewSkill = parse_json(&body)?;
-    if new.name.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_skill",
-            "name must not be empty",
-        ));
-    }
-    Ok((
-        StatusCode::CREATED,
-        Json(state.store.create_skill(&new).await?),
-    ))
-}
-
-/// Every category.
-#[utoipa::path(get, path = "/api/v1/categories", tag = "directory",
-    responses((status = 200, body = Vec<Category>)))]
-pub async fn list_categories(
-    State(state): State<AppState>,
-) -> Result<Json<Vec<Category>>, ApiError> {
-    Ok(Json(state.store.categories().await?))
-}
-
-/// Creates a category.
-#[utoipa::path(post, path = "/api/v1/categories", tag = "directory", request_body = NewCategory,
-    responses((status = 201, body = Category), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_category(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<Category>), ApiError> {
-    let new: NewCategory = parse_json(&body)?;
-    if new.name.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_category",
-            "name must not be empty",
-        ));
-    }
-    let category = state.store.create_category(&new).await?;
-    // The allocator rebuilds its categories.
-    state.routing.signal(None, "settings").await?;
-    Ok((StatusCode::CREATED, Json(category)))
 }

@@ -6,18 +6,24 @@
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::AppState;
-use super::error::ApiError;
 use crate::channels::callbacks::{self, Callback};
 use crate::channels::signature;
+use crate::http::error::ErrorBody;
+use crate::http::{AppState, Error};
 use crate::storage::{DeliveryReport, InboundMessage, InboundOutcome, Nonce, ReportOutcome};
+
+/// The webhook route (public: callbacks authenticate by signature).
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/webhooks/sinch/{channel_app}", post(sinch_webhook))
+}
 
 /// What the webhook did with a callback.
 #[derive(Debug, Serialize, ToSchema)]
@@ -38,9 +44,9 @@ pub struct WebhookAck {
     request_body(content = Object, description = "A Conversation API callback, signed with the app's webhook secret"),
     responses(
         (status = 200, description = "Durably recorded (or acknowledged and ignored)", body = WebhookAck),
-        (status = 400, description = "Malformed callback; nothing recorded", body = super::error::ErrorBody),
-        (status = 401, description = "Missing, wrong, stale or replayed signature", body = super::error::ErrorBody),
-        (status = 404, description = "No such channel app", body = super::error::ErrorBody),
+        (status = 400, description = "Malformed callback; nothing recorded", body = ErrorBody),
+        (status = 401, description = "Missing, wrong, stale or replayed signature", body = ErrorBody),
+        (status = 404, description = "No such channel app", body = ErrorBody),
     )
 )]
 pub async fn sinch_webhook(
@@ -48,7 +54,7 @@ pub async fn sinch_webhook(
     Path(channel_app): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<WebhookAck>, ApiError> {
+) -> Result<Json<WebhookAck>, Error> {
     let started = Instant::now();
     let result = handle(&state, &channel_app, &headers, &body).await;
     state
@@ -70,11 +76,11 @@ async fn handle(
     channel_app: &str,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<WebhookAck, ApiError> {
+) -> Result<WebhookAck, Error> {
     let app = state
         .apps
         .get(channel_app)
-        .ok_or_else(|| ApiError::NotFound(format!("channel app `{channel_app}` not found")))?;
+        .ok_or_else(|| Error::NotFound(format!("channel app `{channel_app}` not found")))?;
     let max_skew = state.settings.webhook.max_skew_secs;
     let verified = signature::verify(
         app.webhook_secret.expose(),
@@ -83,7 +89,7 @@ async fn handle(
         chrono::Utc::now().timestamp(),
         max_skew,
     )
-    .map_err(|e| ApiError::Unauthorized {
+    .map_err(|e| Error::Unauthorized {
         code: match e {
             signature::Error::Stale { .. } => "stale_signature",
             signature::Error::Mismatch => "bad_signature",
@@ -91,7 +97,7 @@ async fn handle(
         },
         message: e.to_string(),
     })?;
-    let callback = callbacks::parse(body).map_err(|e| ApiError::BadRequest {
+    let callback = callbacks::parse(body).map_err(|e| Error::BadRequest {
         code: "invalid_callback",
         message: e.to_string(),
     })?;
@@ -101,7 +107,7 @@ async fn handle(
         // Past this, the timestamp check alone refuses a replay.
         expires_at: (verified.timestamp + max_skew + 1) * 1000,
     };
-    let replayed = || ApiError::Unauthorized {
+    let replayed = || Error::Unauthorized {
         code: "replayed_nonce",
         message: format!("signature nonce `{}` was already used", verified.nonce),
     };

@@ -1,4 +1,7 @@
-//! The command line: `serve` (default), `openapi`, `simulator`, `demo`.
+//! The command line: `serve` (default), `openapi`, `simulator`, `demo` ([`demo`]), `backup`,
+//! `restore`. The top floor: it may use everything, nothing uses it.
+
+mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +12,6 @@ use clap::{Parser, Subcommand};
 use crate::app::{Application, shutdown_signal};
 use crate::channels::simulator::{SimSettings, Simulator};
 use crate::config::Settings;
-use crate::demo;
 
 /// Contact tenant runtime.
 #[derive(Debug, Parser)]
@@ -96,7 +98,7 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Openapi => {
-            print!("{}", crate::http::api::openapi_json());
+            print!("{}", crate::http::openapi::openapi_json());
             Ok(())
         }
         Command::Serve => {

@@ -17,14 +17,15 @@ use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::SystemClock;
-use super::audit::{AuditAction, AuditChange, StoredEntry};
-use super::retention::{RetentionJob, RetentionReport};
-use super::transfer::{self, Format, RowError};
+use super::query;
 use crate::domain::Role;
-use crate::http::AppState;
+use crate::domain::audit::{AuditAction, AuditChange, StoredEntry};
 use crate::http::auth::Principal;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::error::ErrorBody;
+use crate::http::{AppState, Error};
+use crate::privacy::SystemClock;
+use crate::privacy::retention::{RetentionJob, RetentionReport};
+use crate::privacy::transfer::{self, Format, RowError};
 use crate::storage::{
     self, AnonymizeReport, AuditQuery, ChainReport, ContactDetails, ContactInput, SubjectData,
     now_ms,
@@ -33,37 +34,9 @@ use crate::storage::{
 /// The actor recorded for the integrators' bearer token, which stands for no user.
 pub const API_ACTOR: &str = "api";
 
-/// Errors of the privacy routes.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// 403: the acting user may not do this.
-    #[error("{0}")]
-    Forbidden(String),
-    /// Any other API error.
-    #[error(transparent)]
-    Api(#[from] ApiError),
-}
-
-impl From<storage::Error> for Error {
-    fn from(e: storage::Error) -> Self {
-        Error::Api(e.into())
-    }
-}
-
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
-        match self {
-            Error::Forbidden(message) => (
-                StatusCode::FORBIDDEN,
-                Json(serde_json::json!({ "error": { "code": "forbidden", "message": message } })),
-            )
-                .into_response(),
-            Error::Api(e) => e.into_response(),
-        }
-    }
-}
-
-/// The privacy routes, to merge into `/api/v1` (inside its auth guard).
+/// The privacy routes, to merge into `/api/v1` (inside its auth guard). Each handler checks the
+/// role of the authenticated principal itself (dpo; admin too for import, export and
+/// retention) and records it as the actor.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/privacy/subjects", get(search))
@@ -78,16 +51,6 @@ pub fn routes() -> Router<AppState> {
         .route("/privacy/contacts/export", get(export_contacts))
         .route("/privacy/contacts/{id}", patch(update_contact))
 }
-
-/// The OpenAPI document of the privacy routes (merged into the runtime's).
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    paths(search, subject, export_subject, anonymize, anonymize_user, audit, verify, run_retention, import_contacts, export_contacts, update_contact),
-    components(schemas(ContactDetails, ContactInput, SubjectData, AnonymizeReport, AnonymizeRequest, ChainReport, StoredEntry,
-        RetentionReport, UserAnonymizeReport, ImportReport, ImportedRow, RowError, Format, crate::storage::IdentityInput, super::audit::Broken)),
-    tags((name = "privacy", description = "The DPO's search, export and anonymization, the audit log, retention, contact import/export"))
-)]
-pub struct PrivacyApiDoc;
 
 /// Who the audit log records for `who`: the signed-in user's id, or [`API_ACTOR`].
 pub fn actor_id(who: &Principal) -> String {
@@ -114,11 +77,6 @@ pub fn require(who: &Principal, roles: &[Role]) -> Result<String, Error> {
     }))
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Error> {
-    q.map(|Query(t)| t)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()).into())
-}
-
 /// Subject search.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -138,7 +96,7 @@ pub async fn search(
     require(&who, &[Role::Dpo])?;
     let q = query(q)?;
     if q.q.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid_query", "q must not be empty").into());
+        return Err(Error::bad_request("invalid_query", "q must not be empty"));
     }
     let mut out = Vec::new();
     for id in state.store.search_subjects(&q.q, 100).await? {
@@ -187,7 +145,7 @@ pub async fn export_subject(
         )
         .await?;
     let body = serde_json::to_string_pretty(&data)
-        .map_err(|e| ApiError::Internal(storage::Error::Corrupt(e.to_string())))?;
+        .map_err(|e| Error::Internal(storage::Error::Corrupt(e.to_string())))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/json".to_owned()),
@@ -222,13 +180,12 @@ pub async fn anonymize(
 ) -> Result<Json<AnonymizeReport>, Error> {
     let actor = require(&who, &[Role::Dpo])?;
     let req: AnonymizeRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+        .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
     if req.confirm != id {
-        return Err(ApiError::bad_request(
+        return Err(Error::bad_request(
             "confirmation_mismatch",
             "`confirm` must repeat the contact id: anonymization cannot be undone",
-        )
-        .into());
+        ));
     }
     Ok(Json(
         state.store.anonymize_contact(&id, &actor, now_ms()).await?,
@@ -258,13 +215,12 @@ pub async fn anonymize_user(
 ) -> Result<Json<UserAnonymizeReport>, Error> {
     let actor = require(&who, &[Role::Dpo])?;
     let req: AnonymizeRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+        .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
     if req.confirm != id {
-        return Err(ApiError::bad_request(
+        return Err(Error::bad_request(
             "confirmation_mismatch",
             "`confirm` must repeat the user id: anonymization cannot be undone",
-        )
-        .into());
+        ));
     }
     let audit_entries_redacted = state.store.anonymize_user(&id, &actor, now_ms()).await?;
     Ok(Json(UserAnonymizeReport {
@@ -297,11 +253,10 @@ pub async fn audit(
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(
+        return Err(Error::bad_request(
             "invalid_query",
             format!("limit must be between 1 and 1000, got {limit}"),
-        )
-        .into());
+        ));
     }
     Ok(Json(
         state
@@ -393,18 +348,17 @@ pub async fn import_contacts(
         None if content_type.starts_with("text/csv") => Format::Csv,
         None if content_type.starts_with("application/json") => Format::Json,
         None => {
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 "unknown_format",
                 "say ?format=csv or ?format=json, or send Content-Type text/csv or application/json",
-            )
-            .into());
+            ));
         }
     };
     let parsed = match format {
         Format::Csv => transfer::parse_csv(&body),
         Format::Json => transfer::parse_json(&body),
     }
-    .map_err(|e| ApiError::bad_request("invalid_file", e.to_string()))?;
+    .map_err(|e| Error::bad_request("invalid_file", e.to_string()))?;
     let mut report = ImportReport {
         imported: Vec::new(),
         errors: parsed.errors,
@@ -484,18 +438,17 @@ pub async fn update_contact(
 ) -> Result<Json<ContactDetails>, Error> {
     let actor = actor_id(&who);
     let raw: ContactInput = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?;
+        .map_err(|e| Error::bad_request("invalid_json", e.to_string()))?;
     // Validate like an import row, but keep "clear this field" (an empty string) apart from
     // "leave it" (absent).
     let mut errors = Vec::new();
     let clean = transfer::validate(1, raw.clone(), &mut errors);
     errors.retain(|e| e.field != "row");
     if let Some(e) = errors.first() {
-        return Err(ApiError::Unprocessable {
+        return Err(Error::Unprocessable {
             code: "invalid_contact",
             message: format!("{}: {}", e.field, e.message),
-        }
-        .into());
+        });
     }
     let keep = |raw: &Option<String>, clean: Option<String>| {
         raw.as_ref().map(|_| clean.unwrap_or_default())

@@ -1,7 +1,7 @@
 //! What anonymized data looks like: pure replacements that keep a record's shape and kind (so
 //! statistics such as message counts per kind and timestamps survive) but none of its content.
 
-use crate::domain::MessageContent;
+use super::MessageContent;
 
 /// Replaces names.
 pub const ANONYMIZED_NAME: &str = "Anonymized";

@@ -1,9 +1,13 @@
-//! Live events: conversation changes pushed to browsers over Server-Sent Events.
+//! Live events: the in-process hub that carries conversation changes to browsers (over
+//! Server-Sent Events, `http::routes::live`) and agent presence to the routing service.
+//!
+//! A service of its own rather than part of `http`: the routing service reads presence from it,
+//! and services must not reach up into the HTTP floor.
 //!
 //! Source of truth is the append-only `conversation_events` table, which every write path already
 //! fills in the same transaction as its change (webhooks, outbox, picks, closes, notes). One
 //! tailer task per process reads new rows as soon as a state-changing request of this process
-//! has been answered ([`wake_on_write`]), and at the latest every [`TAIL_INTERVAL`] (writes of
+//! has been answered (the HTTP layer's `wake_on_write`), and at the latest every [`TAIL_INTERVAL`] (writes of
 //! other replicas), and publishes them on an in-process broadcast channel; `GET /api/v1/live` subscribes and filters per user. Tailing the
 //! table rather than hooking each write path keeps the write paths untouched and works the same
 //! with several replicas on PostgreSQL (each tails the shared table). SSE rather than WebSocket:
@@ -16,21 +20,14 @@
 //! conversation and message/note events only of conversations assigned to them; DPOs see none.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::AppState;
-use super::auth::{Error as AuthError, Principal};
 use crate::domain::Role;
-use crate::storage::{EventRow, Store};
+use crate::storage::{EventCursor, EventRow, Store};
 
 /// Shortest pause between two reads of the tailer.
 pub const MIN_GAP: Duration = Duration::from_millis(10);
@@ -74,9 +71,9 @@ impl From<&EventRow> for LiveEvent {
     }
 }
 
-/// Whether `who` may see `event`.
-pub fn visible(who: &Principal, event: &LiveEvent) -> bool {
-    match who.role {
+/// Whether a user with `role` (`user_id`: `None` for the API token) may see `event`.
+pub fn visible(role: Role, user_id: Option<&str>, event: &LiveEvent) -> bool {
+    match role {
         Role::Admin => true,
         Role::Dpo => false,
         Role::Agent => match event.kind.as_str() {
@@ -84,10 +81,7 @@ pub fn visible(who: &Principal, event: &LiveEvent) -> bool {
             | "conversation_assigned"
             | "conversation_queued"
             | "conversation_closed" => true,
-            _ => {
-                event.assigned_user_id.is_some()
-                    && event.assigned_user_id.as_deref() == who.user_id.as_deref()
-            }
+            _ => event.assigned_user_id.is_some() && event.assigned_user_id.as_deref() == user_id,
         },
     }
 }
@@ -125,6 +119,16 @@ impl LiveHub {
         self.closing.send_replace(true);
     }
 
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+        self.tx.subscribe()
+    }
+
+    /// Turns `true` when the hub closes (graceful shutdown).
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Publishes an event to every subscriber.
     pub fn publish(&self, event: LiveEvent) {
         let _ = self.tx.send(Arc::new(event));
@@ -154,7 +158,8 @@ impl LiveHub {
         }
     }
 
-    fn enter(self: &Arc<Self>, user: &str) -> Presence {
+    /// Counts `user` as connected while the returned guard lives (one per open stream).
+    pub fn enter(self: &Arc<Self>, user: &str) -> Presence {
         let sessions = {
             let mut map = self.connected.lock().unwrap_or_else(|e| e.into_inner());
             let n = map.entry(user.to_owned()).or_default();
@@ -170,7 +175,8 @@ impl LiveHub {
 }
 
 /// Counts a user as connected while alive.
-struct Presence {
+#[derive(Debug)]
+pub struct Presence {
     hub: Arc<LiveHub>,
     user: String,
 }
@@ -197,7 +203,7 @@ impl Drop for Presence {
 pub async fn tail(store: Store, hub: Arc<LiveHub>) {
     let mut cursor = loop {
         match store.last_event_id().await {
-            Ok(id) => break crate::storage::EventCursor::after(id),
+            Ok(id) => break EventCursor::after(id),
             Err(e) => {
                 tracing::warn!(error = %e, "live: cannot read the event table yet");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -227,108 +233,9 @@ pub async fn tail(store: Store, hub: Arc<LiveHub>) {
     }
 }
 
-/// Middleware: after a state-changing request (webhook, reply, pick, …) has been answered, its
-/// transaction is committed, so the tailer can pick its events up at once.
-pub async fn wake_on_write(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let write = !matches!(
-        *request.method(),
-        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
-    );
-    let response = next.run(request).await;
-    if write {
-        state.live.wake();
-        state.routing.wake();
-    }
-    response
-}
-
-fn sse(event: &LiveEvent) -> Event {
-    Event::default()
-        .id(event.id.to_string())
-        .event(event.kind.clone())
-        .data(serde_json::to_string(event).unwrap_or_default())
-}
-
-/// `GET /api/v1/live`: the caller's event stream (`text/event-stream`).
-///
-/// A `Last-Event-ID` header (sent by `EventSource` on reconnect) replays what was missed, up to
-/// 500 events; a subscriber that falls behind the broadcast buffer gets a `resync` event and
-/// should reload its views.
-pub async fn stream(
-    State(state): State<AppState>,
-    who: Principal,
-    headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AuthError> {
-    let rx = state.live.tx.subscribe();
-    let mut backlog = Vec::new();
-    if let Some(after) = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i64>().ok())
-    {
-        for row in state.store.events_after(after, 500).await? {
-            let e = LiveEvent::from(&row);
-            if visible(&who, &e) {
-                backlog.push(e);
-            }
-        }
-    }
-    let replayed_to = backlog.last().map_or(0, |e| e.id);
-    let presence = who.user_id.as_deref().map(|u| state.live.enter(u));
-    let hello = Event::default().event("ready").data("{}");
-    let head = futures::stream::iter(
-        std::iter::once(hello)
-            .chain(backlog.iter().map(sse))
-            .map(Ok)
-            .collect::<Vec<_>>(),
-    );
-    let closing = state.live.closing.subscribe();
-    let tail = futures::stream::unfold(
-        (rx, who, presence, closing),
-        move |(mut rx, who, presence, mut closing)| async move {
-            loop {
-                if *closing.borrow() {
-                    return None;
-                }
-                let next = tokio::select! {
-                    next = rx.recv() => next,
-                    _ = closing.changed() => return None,
-                };
-                match next {
-                    Ok(e) if e.id > replayed_to && visible(&who, &e) => {
-                        return Some((Ok(sse(&e)), (rx, who, presence, closing)));
-                    }
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let resync = Event::default().event("resync").data("{}");
-                        return Some((Ok(resync), (rx, who, presence, closing)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        },
-    );
-    use futures::StreamExt as _;
-    Ok(Sse::new(head.chain(tail)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::auth::Via;
-
-    fn agent(id: &str) -> Principal {
-        Principal {
-            user_id: Some(id.to_owned()),
-            role: Role::Agent,
-            display_name: id.to_owned(),
-            via: Via::ApiToken,
-        }
-    }
 
     fn event(kind: &str, assignee: Option<&str>) -> LiveEvent {
         LiveEvent {
@@ -344,18 +251,22 @@ mod tests {
 
     #[test]
     fn agents_see_queue_changes_and_their_own_messages_only() {
-        let a = agent("a");
-        assert!(visible(&a, &event("conversation_opened", None)));
-        assert!(visible(&a, &event("conversation_assigned", Some("b"))));
-        assert!(visible(&a, &event("message_received", Some("a"))));
-        assert!(!visible(&a, &event("message_received", Some("b"))));
-        assert!(!visible(&a, &event("message_received", None)));
-        assert!(!visible(&a, &event("note_added", Some("b"))));
-        let mut dpo = agent("d");
-        dpo.role = Role::Dpo;
-        assert!(!visible(&dpo, &event("conversation_opened", None)));
-        let mut admin = agent("x");
-        admin.role = Role::Admin;
-        assert!(visible(&admin, &event("message_received", Some("b"))));
+        let a = |e: &LiveEvent| visible(Role::Agent, Some("a"), e);
+        assert!(a(&event("conversation_opened", None)));
+        assert!(a(&event("conversation_assigned", Some("b"))));
+        assert!(a(&event("message_received", Some("a"))));
+        assert!(!a(&event("message_received", Some("b"))));
+        assert!(!a(&event("message_received", None)));
+        assert!(!a(&event("note_added", Some("b"))));
+        assert!(!visible(
+            Role::Dpo,
+            Some("d"),
+            &event("conversation_opened", None)
+        ));
+        assert!(visible(
+            Role::Admin,
+            Some("x"),
+            &event("message_received", Some("b"))
+        ));
     }
 }

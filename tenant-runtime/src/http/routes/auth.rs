@@ -1,20 +1,34 @@
-//! `/auth/*` (login, logout, invite acceptance) and `/api/v1/admin/invites`.
+//! `/auth/*` (login, logout, invite acceptance) and the handlers of `/api/v1/admin/invites`
+//! (mounted by [`super::configurator`], with the other admin routes).
 
 use std::time::Instant;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router, middleware};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Error, Principal, Via, json_body, password};
 use crate::domain::Role;
-use crate::http::AppState;
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::auth::{
+    self, Principal, Via, came_over_tls, client_ip, json_body, password, peer, session_cookie,
+};
+use crate::http::error::ErrorBody;
+use crate::http::{AppState, Error};
 use crate::storage::{AcceptOutcome, Invite, NewInvite, now_ms};
+
+/// `/auth/*`: login and invite acceptance are public; logout needs the session (and CSRF).
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/auth/logout", post(logout))
+        .route_layer(middleware::from_fn_with_state(state, auth::authenticate))
+        .route("/auth/login", post(login))
+        .route("/auth/invite/lookup", post(lookup_invite))
+        .route("/auth/invite/accept", post(accept_invite))
+}
 
 /// Login request.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -68,7 +82,7 @@ async fn start_session(
             now_ms() + ttl * 1000,
         )
         .await?;
-    let secure = super::came_over_tls(&state.settings.auth, headers);
+    let secure = came_over_tls(&state.settings.auth, headers);
     let info = SessionInfo {
         user_id: user.id,
         display_name: user.display_name,
@@ -78,7 +92,7 @@ async fn start_session(
     };
     let mut resp = Json(info).into_response();
     resp.headers_mut()
-        .insert(header::SET_COOKIE, super::session_cookie(&sid, ttl, secure));
+        .insert(header::SET_COOKIE, session_cookie(&sid, ttl, secure));
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         "no-store".parse().expect("static header"),
@@ -90,13 +104,13 @@ async fn start_session(
 #[utoipa::path(post, path = "/auth/login", tag = "accounts", security(()), request_body = Login,
     responses((status = 200, description = "Signed in; sets the `contact_session` cookie", body = SessionInfo), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, description = "Too many failed logins (see `Retry-After`)", body = ErrorBody)))]
 pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, Error> {
-    let peer = super::peer(request.extensions());
+    let peer = peer(request.extensions());
     let headers = request.headers().clone();
     let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
         .await
-        .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+        .map_err(|e| Error::bad_request("invalid_body", e.to_string()))?;
     let req: Login = json_body(&headers, &body)?;
-    let ip = super::client_ip(&headers, peer);
+    let ip = client_ip(&headers, peer);
     let limiter = &state.auth.limiter;
     let email = req.email.trim().to_owned();
     if let Some(retry_after_secs) = limiter.blocked(&email, &ip, Instant::now()) {
@@ -104,7 +118,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
         return Err(Error::RateLimited { retry_after_secs });
     }
     if req.password.len() > 4 * password::MAX_PASSWORD_CHARS {
-        return Err(ApiError::bad_request("invalid_password", "password too long").into());
+        return Err(Error::bad_request("invalid_password", "password too long"));
     }
     let creds = state.store.credentials(&email).await?;
     let pw = req.password;
@@ -144,10 +158,10 @@ pub async fn logout(
     if let Via::Session { id_hash, .. } = &who.via {
         state.store.delete_session(id_hash).await?;
     }
-    let secure = super::came_over_tls(&state.settings.auth, &headers);
+    let secure = came_over_tls(&state.settings.auth, &headers);
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut()
-        .insert(header::SET_COOKIE, super::session_cookie("", 0, secure));
+        .insert(header::SET_COOKIE, session_cookie("", 0, secure));
     Ok(resp)
 }
 
@@ -176,22 +190,6 @@ pub struct CreatedInvite {
     pub mailed: bool,
 }
 
-/// Sends invite e-mails. The seam for SMTP: without a mailer the admin passes the link on.
-pub trait Mailer: Send + Sync + std::fmt::Debug {
-    /// Sends the invite link; returns whether it was sent.
-    fn send_invite(&self, to: &str, url: &str) -> bool;
-}
-
-/// The mailer used when none is configured: sends nothing.
-#[derive(Debug, Default)]
-pub struct NoMailer;
-
-impl Mailer for NoMailer {
-    fn send_invite(&self, _to: &str, _url: &str) -> bool {
-        false
-    }
-}
-
 fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     if let Some(u) = &state.settings.auth.public_url {
         return u.clone();
@@ -200,7 +198,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost");
-    let scheme = if super::came_over_tls(&state.settings.auth, headers) {
+    let scheme = if came_over_tls(&state.settings.auth, headers) {
         "https"
     } else {
         "http"
@@ -220,18 +218,18 @@ pub async fn create_invite(
     let req: CreateInvite = json_body(&headers, &body)?;
     let email = req.email.trim().to_owned();
     if !email.contains('@') || email.len() > 254 || email.chars().any(char::is_whitespace) {
-        return Err(
-            ApiError::bad_request("invalid_email", "email must look like name@domain").into(),
-        );
+        return Err(Error::bad_request(
+            "invalid_email",
+            "email must look like name@domain",
+        ));
     }
     if let Some(c) = state.store.credentials(&email).await?
         && c.password_hash.is_some()
     {
-        return Err(ApiError::Conflict {
+        return Err(Error::Conflict {
             code: "account_exists",
             message: format!("`{email}` already has an account"),
-        }
-        .into());
+        });
     }
     let token = password::random_token();
     let display_name = req
@@ -290,15 +288,15 @@ pub async fn lookup_invite(
         .store
         .invite_by_token_hash(&password::token_hash(&req.token))
         .await?
-        .ok_or_else(|| ApiError::NotFound("no such invite".to_owned()))?;
+        .ok_or_else(|| Error::NotFound("no such invite".to_owned()))?;
     if invite.accepted_at.is_some() || invite.expires_at <= chrono::Utc::now() {
-        return Err(gone().into());
+        return Err(gone());
     }
     Ok(Json(invite))
 }
 
-fn gone() -> ApiError {
-    ApiError::Conflict {
+fn gone() -> Error {
+    Error::Conflict {
         code: "invite_spent",
         message: "this invite link was used already or has expired; ask an admin for a new one"
             .to_owned(),
@@ -327,7 +325,7 @@ pub async fn accept_invite(
     body: Bytes,
 ) -> Result<Response, Error> {
     let req: AcceptInvite = json_body(&headers, &body)?;
-    password::check_new(&req.password).map_err(|m| ApiError::Unprocessable {
+    password::check_new(&req.password).map_err(|m| Error::Unprocessable {
         code: "weak_password",
         message: m,
     })?;
@@ -351,13 +349,12 @@ pub async fn accept_invite(
             state.routing.seed_new_user(&user_id).await?;
             start_session(&state, &headers, &user_id).await
         }
-        AcceptOutcome::Unknown => Err(ApiError::NotFound("no such invite".to_owned()).into()),
-        AcceptOutcome::Spent => Err(gone().into()),
-        AcceptOutcome::AccountExists => Err(ApiError::Conflict {
+        AcceptOutcome::Unknown => Err(Error::NotFound("no such invite".to_owned())),
+        AcceptOutcome::Spent => Err(gone()),
+        AcceptOutcome::AccountExists => Err(Error::Conflict {
             code: "account_exists",
             message: "an account with this e-mail already has a password; sign in instead"
                 .to_owned(),
-        }
-        .into()),
+        }),
     }
 }

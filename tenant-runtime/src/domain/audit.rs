@@ -7,7 +7,7 @@
 //! breaking the chain, and leaves no guessable digest behind (an unsalted hash of a phone
 //! number could be reversed by trying every number).
 //!
-//! Entries are written in two steps (see `storage/audit.rs`): [`prepare`] in the transaction of
+//! Entries are written in two steps (see `storage/audit/`): [`prepare`] in the transaction of
 //! the change (content, salt and value hash: the change never commits without its entry), and
 //! [`link`] by the one chainer shortly after commit (position and hashes). Nothing in the chained
 //! form depends on the value itself, so an entry can even be redacted before it is chained.
@@ -138,7 +138,10 @@ pub struct StoredEntry {
 impl StoredEntry {
     /// When, as a timestamp.
     pub fn time(&self) -> DateTime<Utc> {
-        crate::storage::from_ms(self.at)
+        use chrono::TimeZone;
+        Utc.timestamp_millis_opt(self.at)
+            .single()
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
     }
 }
 

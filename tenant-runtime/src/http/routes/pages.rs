@@ -8,21 +8,19 @@
 //! `textContent`, never as HTML: a message that contains markup shows as that markup.
 //!
 //! Page routes check the session server-side: no session → redirect to `/login`; a role that
-//! may not see the page → 403. The data behind the pages comes from [`api`] under `/api/v1`.
-
-pub mod api;
+//! may not see the page → 403. The data behind the pages comes from the other route modules
+//! under `/api/v1` ([`super::workspace`], [`super::configurator`], [`super::privacy`]).
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use tower_http::compression::CompressionLayer;
 
-use super::AppState;
-use super::auth::{self, routes::home};
+use super::auth::home;
 use crate::domain::Role;
+use crate::http::{AppState, auth};
 
 /// Content-Security-Policy of every page.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http: data:; media-src https: http:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
@@ -109,8 +107,8 @@ async fn guarded(
     match auth::principal(state, headers).await {
         Ok(Some(p)) if roles.contains(&p.role) => page(StatusCode::OK, body),
         Ok(Some(_)) => page(StatusCode::FORBIDDEN, FORBIDDEN_HTML),
-        Ok(None) | Err(auth::Error::Api(_)) => Redirect::to("/login").into_response(),
-        Err(e) => e.into_response(),
+        // A wrong bearer token or a database failure: sign in (again).
+        Ok(None) | Err(_) => Redirect::to("/login").into_response(),
     }
 }
 
@@ -175,7 +173,7 @@ async fn asset(Path(name): Path<String>) -> Response {
 }
 
 /// The page and asset routes (public; pages check the session themselves).
-pub fn pages() -> Router<AppState> {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(root))
         .route("/login", get(login_page))
@@ -186,69 +184,4 @@ pub fn pages() -> Router<AppState> {
         .route("/dpo", get(dpo_page))
         .route("/ui/{name}", get(asset))
         .layer(CompressionLayer::new())
-}
-
-/// `/auth/*`: login and invite acceptance are public; logout needs the session (and CSRF).
-pub fn auth_routes(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/auth/logout", post(auth::routes::logout))
-        .route_layer(middleware::from_fn_with_state(state, auth::authenticate))
-        .route("/auth/login", post(auth::routes::login))
-        .route("/auth/invite/lookup", post(auth::routes::lookup_invite))
-        .route("/auth/invite/accept", post(auth::routes::accept_invite))
-}
-
-const AGENTS: &[Role] = &[Role::Agent, Role::Admin];
-const ADMINS: &[Role] = &[Role::Admin];
-const EVERYONE: &[Role] = &[Role::Agent, Role::Admin, Role::Dpo];
-
-/// The Workspace and Configurator API (mounted under `/api/v1`, behind `authenticate`).
-pub fn api_routes() -> Router<AppState> {
-    let everyone = Router::new()
-        .route("/me", get(api::me))
-        .route("/live", get(super::live::stream))
-        .route_layer(middleware::from_fn(auth::allow(EVERYONE)));
-    let agents = Router::new()
-        .route("/me/auto-allocate", put(api::set_auto_allocate))
-        .route("/me/status", put(api::set_status))
-        .route("/conversations/{id}/routing", get(api::routing_decisions))
-        .route("/me/skills/{skill_id}", put(api::set_my_skill))
-        .route("/me/dashboard", get(api::dashboard))
-        .route("/me/conversations", get(api::my_conversations))
-        .route("/queue", get(api::queue))
-        .route("/conversations/{id}/pick", post(api::pick))
-        .route("/conversations/{id}/close", post(api::close))
-        .route("/conversations/{id}/transfer", post(api::transfer))
-        .route("/conversations/{id}/notes", post(api::add_note))
-        .route(
-            "/contacts/{id}/attributes",
-            get(api::contact_attributes).put(api::set_contact_attributes),
-        )
-        .route("/workspace/conversations/{id}", get(api::conversation_view))
-        .route("/workspace/conversations/{id}/messages", post(api::send))
-        .route_layer(middleware::from_fn(auth::allow(AGENTS)));
-    let admins = Router::new()
-        .route("/admin/channels", get(api::channels))
-        .route(
-            "/admin/categories",
-            get(api::categories).post(api::create_category),
-        )
-        .route(
-            "/admin/categories/{id}",
-            put(api::update_category).delete(api::delete_category),
-        )
-        .route(
-            "/admin/skills/{id}",
-            axum::routing::patch(api::rename_skill).delete(api::delete_skill),
-        )
-        .route("/admin/users/{id}/skills", put(api::set_user_skills))
-        .route("/admin/users/{id}/role", put(api::set_user_role))
-        .route("/admin/users/{id}/deactivate", post(api::deactivate_user))
-        .route(
-            "/admin/invites",
-            get(auth::routes::list_invites).post(auth::routes::create_invite),
-        )
-        .route("/admin/routing", get(api::routing).put(api::set_routing))
-        .route_layer(middleware::from_fn(auth::allow(ADMINS)));
-    everyone.merge(agents).merge(admins)
 }

@@ -1,9 +1,12 @@
-//! The audit entries that the runtime's write paths record: pure builders, called from inside
-//! the storage transactions that make the change (inbound messages, outbound messages, users).
+//! Which audit entries storage's write paths record: pure builders, called from inside the
+//! transactions that make the change (inbound messages, outbound messages, users, contact
+//! attributes, retention), so personal data never commits without its entry. They sit beside
+//! the audit writer rather than in `privacy`: storage is below the services and must not call
+//! up, and keeping the entry next to the write that needs it keeps that promise in one place.
 
 use std::collections::BTreeMap;
 
-use super::audit::{AuditAction, AuditChange};
+use crate::domain::audit::{AuditAction, AuditChange};
 
 /// The actor of changes made by a channel's inbound traffic.
 pub fn channel_actor(channel_app: &str) -> String {

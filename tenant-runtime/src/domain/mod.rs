@@ -1,9 +1,15 @@
-//! Domain vocabulary shared by storage, channels and the HTTP API.
+//! Domain vocabulary shared by storage, the services and the HTTP API: the lowest floor of the
+//! runtime (see the crate's floor table), importing nothing else of it.
 //!
 //! Everything here is pure: enums with their wire names, message content, and the monotonic
-//! delivery-status state machine. No I/O, so it is covered by unit and property tests.
+//! delivery-status state machine; contact attributes ([`attributes`]); the audit log's entry
+//! format and hash chain ([`audit`]), which storage writes in the transaction of each change;
+//! and what anonymized data looks like ([`anonymize`]), which storage writes too. No I/O, so it
+//! is covered by unit and property tests.
 
+pub mod anonymize;
 pub mod attributes;
+pub mod audit;
 
 use contact_routing::wire_enum;
 use serde::{Deserialize, Serialize};

@@ -1,27 +1,58 @@
-//! The JSON endpoints behind the Workspace (`/api/v1/me…`, `/api/v1/queue`,
-//! `/api/v1/workspace/…`, pick/close/transfer/notes) and the Configurator (`/api/v1/admin/…`).
+//! The JSON endpoints behind the agent Workspace: `/api/v1/me…`, `/api/v1/queue`,
+//! `/api/v1/workspace/…`, pick/close/transfer/notes and contact attributes.
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::{Json, Router, middleware};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 use crate::channels::rules;
 use crate::config::MaintenanceWindow;
+use crate::domain::Role::{Admin, Agent, Dpo};
 use crate::domain::{AgentStatus, ChannelType, ConversationStatus, Role};
-use crate::http::AppState;
-use crate::http::auth::{Error, Principal, Via, check_conversation_access, json_body};
-use crate::http::error::{ApiError, ErrorBody};
+use crate::http::auth::{self, Principal, Via, check_conversation_access, json_body};
+use crate::http::error::ErrorBody;
+use crate::http::{AppState, Error};
 use crate::storage::{
-    CategoryEdit, ChannelHealth, Contact, Conversation, DecisionRecord, Figures, Message, Note,
-    PickRefusal, QueueItem, TransferOutcome, now_ms, AgentTransfer,
+    AgentTransfer, Contact, Conversation, DecisionRecord, Figures, Message, Note, PickRefusal,
+    QueueItem, TransferOutcome, now_ms,
 };
+
+/// Everyone signed in: `/me`, `/live`; agents and admins: the rest (under `/api/v1`, behind
+/// `authenticate`).
+pub fn routes() -> Router<AppState> {
+    let everyone = Router::new()
+        .route("/me", get(me))
+        .route("/live", get(super::live::stream))
+        .route_layer(middleware::from_fn(auth::allow(&[Agent, Admin, Dpo])));
+    let agents = Router::new()
+        .route("/me/auto-allocate", put(set_auto_allocate))
+        .route("/me/status", put(set_status))
+        .route("/conversations/{id}/routing", get(routing_decisions))
+        .route("/me/skills/{skill_id}", put(set_my_skill))
+        .route("/me/dashboard", get(dashboard))
+        .route("/me/conversations", get(my_conversations))
+        .route("/queue", get(queue))
+        .route("/conversations/{id}/pick", post(pick))
+        .route("/conversations/{id}/close", post(close))
+        .route("/conversations/{id}/transfer", post(transfer))
+        .route("/conversations/{id}/notes", post(add_note))
+        .route(
+            "/contacts/{id}/attributes",
+            get(contact_attributes).put(set_contact_attributes),
+        )
+        .route("/workspace/conversations/{id}", get(conversation_view))
+        .route("/workspace/conversations/{id}/messages", post(send))
+        .route_layer(middleware::from_fn(auth::allow(&[Agent, Admin])));
+    everyone.merge(agents)
+}
 
 /// A skill as the agent sees it.
 #[derive(Debug, Serialize, ToSchema)]
@@ -266,23 +297,20 @@ pub async fn pick(
     };
     match state.store.claim_pick(&id, user, capacity).await? {
         Ok(()) => Ok(Json(state.store.conversation(&id).await?)),
-        Err(PickRefusal::NotQueued { status }) => Err(ApiError::Conflict {
+        Err(PickRefusal::NotQueued { status }) => Err(Error::Conflict {
             code: "already_taken",
             message: format!("conversation `{id}` is no longer queued (it is {status})"),
-        }
-        .into()),
-        Err(PickRefusal::AtCapacity { load, capacity }) => Err(ApiError::Conflict {
+        }),
+        Err(PickRefusal::AtCapacity { load, capacity }) => Err(Error::Conflict {
             code: "at_capacity",
             message: format!(
                 "you already have {load} open conversations (at most {capacity}); close one first"
             ),
-        }
-        .into()),
-        Err(PickRefusal::PinnedToOther { user_id }) => Err(ApiError::Conflict {
+        }),
+        Err(PickRefusal::PinnedToOther { user_id }) => Err(Error::Conflict {
             code: "transferred_to_other",
             message: format!("conversation `{id}` was transferred to user `{user_id}`"),
-        }
-        .into()),
+        }),
     }
 }
 
@@ -461,15 +489,14 @@ pub async fn send(
     let req: Compose = json_body(&headers, &body)?;
     let conversation = check_conversation_access(&state, &who, &id, true).await?;
     if conversation.status != ConversationStatus::Assigned && who.role == Role::Agent {
-        return Err(ApiError::Conflict {
+        return Err(Error::Conflict {
             code: "not_assigned",
             message: "pick the conversation before answering".to_owned(),
-        }
-        .into());
+        });
     }
     let body = json!({ "content": req.content, "author_user_id": who.user_id });
     let body = Bytes::from(body.to_string());
-    Ok(crate::http::api::send_message(State(state), Path(id), headers, body).await?)
+    super::conversations::send_message(State(state), Path(id), headers, body).await
 }
 
 /// `POST /api/v1/conversations/{id}/close`.
@@ -486,11 +513,10 @@ pub async fn close(
     if state.store.close_conversation(&id, owner, &by).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::Conflict {
+        Err(Error::Conflict {
             code: "conversation_closed",
             message: format!("conversation `{id}` is already closed"),
-        }
-        .into())
+        })
     }
 }
 
@@ -539,11 +565,10 @@ pub async fn transfer(
     check_conversation_access(&state, &who, &id, true).await?;
     if let Some(category) = &req.to_category_id {
         if req.to_user_id.is_some() {
-            return Err(ApiError::bad_request(
+            return Err(Error::bad_request(
                 "invalid_transfer",
                 "give either to_user_id or to_category_id, not both",
-            )
-            .into());
+            ));
         }
         let by = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
         let owner = (who.role == Role::Agent).then_some(by.as_str());
@@ -553,16 +578,14 @@ pub async fn transfer(
             .await
         {
             Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
-            Ok(false) => Err(ApiError::Conflict {
+            Ok(false) => Err(Error::Conflict {
                 code: "not_open",
                 message: format!("conversation `{id}` is closed or not assigned to you"),
-            }
-            .into()),
-            Err(crate::storage::Error::NotFound { .. }) => Err(ApiError::Unprocessable {
+            }),
+            Err(crate::storage::Error::NotFound { .. }) => Err(Error::Unprocessable {
                 code: "unknown_category",
                 message: format!("category `{category}` does not exist"),
-            }
-            .into()),
+            }),
             Err(e) => Err(e.into()),
         };
     }
@@ -573,16 +596,15 @@ pub async fn transfer(
             .store
             .user(to)
             .await
-            .map_err(|_| ApiError::Unprocessable {
+            .map_err(|_| Error::Unprocessable {
                 code: "unknown_user",
                 message: format!("user `{to}` does not exist"),
             })?;
         if target.role != Role::Agent {
-            return Err(ApiError::Unprocessable {
+            return Err(Error::Unprocessable {
                 code: "not_an_agent",
                 message: format!("`{}` is not an agent", target.display_name),
-            }
-            .into());
+            });
         }
         let capacity = i64::from(state.routing.capacity().await?);
         let fallback = Some(state.routing.defaults().transfer_pin_fallback_secs).filter(|s| *s > 0);
@@ -595,7 +617,11 @@ pub async fn transfer(
             fallback_secs: fallback,
             now: now_ms(),
         };
-        return match state.routing.transfer_to_agent(&transfer, req.force).await? {
+        return match state
+            .routing
+            .transfer_to_agent(&transfer, req.force)
+            .await?
+        {
             TransferOutcome::Assigned => Ok(StatusCode::NO_CONTENT.into_response()),
             TransferOutcome::Waiting { because } => Ok((
                 StatusCode::ACCEPTED,
@@ -607,15 +633,14 @@ pub async fn transfer(
                 }),
             )
                 .into_response()),
-            TransferOutcome::AgentOffline => Err(ApiError::Conflict {
+            TransferOutcome::AgentOffline => Err(Error::Conflict {
                 code: "agent_offline",
                 message: format!(
                     "{} is offline; transfer to someone else or back to the queue",
                     target.display_name
                 ),
-            }
-            .into()),
-            TransferOutcome::LacksSkills { missing } => Err(ApiError::Conflict {
+            }),
+            TransferOutcome::LacksSkills { missing } => Err(Error::Conflict {
                 code: "agent_lacks_skill",
                 message: format!(
                     "{} does not meet this conversation's required skills: {}; transfer to \
@@ -627,13 +652,11 @@ pub async fn transfer(
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-            }
-            .into()),
-            TransferOutcome::NotAssigned => Err(ApiError::Conflict {
+            }),
+            TransferOutcome::NotAssigned => Err(Error::Conflict {
                 code: "not_assigned",
                 message: format!("conversation `{id}` is not assigned (to you)"),
-            }
-            .into()),
+            }),
         };
     }
     if state
@@ -643,11 +666,10 @@ pub async fn transfer(
     {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::Conflict {
+        Err(Error::Conflict {
             code: "not_assigned",
             message: format!("conversation `{id}` is not assigned (to you)"),
-        }
-        .into())
+        })
     }
 }
 
@@ -711,7 +733,7 @@ pub async fn set_contact_attributes(
 ) -> Result<Json<ContactAttributes>, Error> {
     let req: ContactAttributes = json_body(&headers, &body)?;
     crate::domain::attributes::check(&req.attributes)
-        .map_err(|e| ApiError::bad_request("invalid_attribute", e.to_string()))?;
+        .map_err(|e| Error::bad_request("invalid_attribute", e.to_string()))?;
     check_contact_access(&state, &who, &id).await?;
     let actor = who.user_id.clone().unwrap_or_else(|| "api".to_owned());
     state
@@ -744,9 +766,10 @@ pub async fn add_note(
     let req: NewNote = json_body(&headers, &body)?;
     let text = req.text.trim();
     if text.is_empty() || text.chars().count() > 4000 {
-        return Err(
-            ApiError::bad_request("invalid_note", "a note has 1 to 4000 characters").into(),
-        );
+        return Err(Error::bad_request(
+            "invalid_note",
+            "a note has 1 to 4000 characters",
+        ));
     }
     check_conversation_access(&state, &who, &id, true).await?;
     let note = state.store.add_note(&id, who.require_user()?, text).await?;
@@ -754,420 +777,3 @@ pub async fn add_note(
 }
 
 // === Configurator ===
-
-/// A channel app as the Configurator shows it (read-only: the operator owns it).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ChannelView {
-    /// Name.
-    pub name: String,
-    /// Channel.
-    pub channel: ChannelType,
-    /// Region.
-    #[schema(value_type = String)]
-    pub region: crate::config::Region,
-    /// Project id.
-    pub project_id: String,
-    /// App id.
-    pub app_id: String,
-    /// Webhook path to configure in the Conversation API app.
-    pub webhook_path: String,
-    /// Default category.
-    pub category: Option<String>,
-    /// Who owns the definition.
-    pub managed_by: &'static str,
-    /// Health.
-    pub health: ChannelHealth,
-}
-
-/// `GET /api/v1/admin/channels`.
-#[utoipa::path(get, path = "/api/v1/admin/channels", tag = "configurator", security(("session" = []), ("bearer" = [])),
-    responses((status = 200, body = Vec<ChannelView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn channels(State(state): State<AppState>) -> Result<Json<Vec<ChannelView>>, Error> {
-    let mut health = state.store.channel_health().await?;
-    Ok(Json(
-        state
-            .settings
-            .channels
-            .iter()
-            .map(|a| ChannelView {
-                name: a.name.clone(),
-                channel: a.channel,
-                region: a.region,
-                project_id: a.project_id.clone(),
-                app_id: a.app_id.clone(),
-                webhook_path: format!("/webhooks/sinch/{}", a.name),
-                category: a.category.clone(),
-                managed_by: "operator",
-                health: health.remove(&a.name).unwrap_or_default(),
-            })
-            .collect(),
-    ))
-}
-
-/// A category with its routing attributes.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CategoryView {
-    /// The category.
-    #[serde(flatten)]
-    pub category: crate::storage::Category,
-    /// Priority.
-    pub priority: i64,
-    /// Rules.
-    pub rules: Vec<crate::domain::CategoryRule>,
-    /// Whether it is the default (cannot be deleted).
-    pub default: bool,
-}
-
-/// `GET /api/v1/admin/categories`.
-#[utoipa::path(get, path = "/api/v1/admin/categories", tag = "configurator", security(("session" = []), ("bearer" = [])),
-    responses((status = 200, body = Vec<CategoryView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryView>>, Error> {
-    let mut routing = state.store.category_routing().await?;
-    Ok(Json(
-        state
-            .store
-            .categories()
-            .await?
-            .into_iter()
-            .map(|c| {
-                let r = routing.remove(&c.id);
-                CategoryView {
-                    default: c.id == crate::storage::GENERAL_CATEGORY_ID,
-                    priority: r.as_ref().map_or(0, |r| r.priority),
-                    rules: r.map(|r| r.rules).unwrap_or_default(),
-                    category: c,
-                }
-            })
-            .collect(),
-    ))
-}
-
-/// Proficiency levels run from 1 (basic) to [`contact_routing::MAX_LEVEL`] (expert).
-fn check_level(level: u8, what: &str) -> Result<(), Error> {
-    if (1..=contact_routing::MAX_LEVEL).contains(&level) {
-        return Ok(());
-    }
-    Err(ApiError::bad_request(
-        "invalid_level",
-        format!(
-            "{what}: level {level} is out of range; levels run from 1 to {}",
-            contact_routing::MAX_LEVEL
-        ),
-    )
-    .into())
-}
-
-fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
-    if edit.name.trim().is_empty() || edit.name.chars().count() > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_category",
-            "name must have 1 to 100 characters",
-        )
-        .into());
-    }
-    if !(-1000..=1000).contains(&edit.priority) {
-        return Err(ApiError::bad_request(
-            "invalid_category",
-            "priority must be between -1000 and 1000",
-        )
-        .into());
-    }
-    for rule in &edit.rules {
-        crate::domain::attributes::check(&rule.contact_attributes)
-            .map_err(|e| ApiError::bad_request("invalid_category", format!("rule: {e}")))?;
-    }
-    for (skill, option) in &edit.skill_options {
-        if !edit.skill_ids.contains(skill) {
-            return Err(ApiError::bad_request(
-                "invalid_skill_option",
-                format!("skill_options names `{skill}`, which is not in skill_ids"),
-            )
-            .into());
-        }
-        if let Some(level) = option.min_level {
-            check_level(level, &format!("min_level of skill `{skill}`"))?;
-        }
-    }
-    Ok(())
-}
-
-/// `POST /api/v1/admin/categories`.
-#[utoipa::path(post, path = "/api/v1/admin/categories", tag = "configurator", security(("session" = []), ("bearer" = [])), request_body = CategoryEdit,
-    responses((status = 201, description = "Created; the body has its id"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn create_category(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, Json<serde_json::Value>), Error> {
-    let edit: CategoryEdit = json_body(&headers, &body)?;
-    check_category(&edit)?;
-    let id = state.store.save_category(None, &edit).await?;
-    state.routing.signal(None, "settings").await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
-}
-
-/// `PUT /api/v1/admin/categories/{id}`.
-#[utoipa::path(put, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = CategoryEdit,
-    responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn update_category(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, Error> {
-    let edit: CategoryEdit = json_body(&headers, &body)?;
-    check_category(&edit)?;
-    state.store.save_category(Some(&id), &edit).await?;
-    state.routing.signal(None, "settings").await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `DELETE /api/v1/admin/categories/{id}`: its conversations move to General.
-#[utoipa::path(delete, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
-    responses((status = 204, description = "Deleted; its conversations moved to General"), (status = 404, body = ErrorBody), (status = 409, description = "The default category", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn delete_category(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
-    if id == crate::storage::GENERAL_CATEGORY_ID {
-        return Err(ApiError::Conflict {
-            code: "default_category",
-            message: "the General category catches everything else and cannot be deleted"
-                .to_owned(),
-        }
-        .into());
-    }
-    state.store.delete_category(&id).await?;
-    state.routing.signal(None, "settings").await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// A skill rename.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RenameSkill {
-    /// New name.
-    pub name: String,
-}
-
-/// `PATCH /api/v1/admin/skills/{id}`.
-#[utoipa::path(patch, path = "/api/v1/admin/skills/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = RenameSkill,
-    responses((status = 204, description = "Renamed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn rename_skill(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, Error> {
-    let req: RenameSkill = json_body(&headers, &body)?;
-    if req.name.trim().is_empty() {
-        return Err(ApiError::bad_request("invalid_skill", "name must not be empty").into());
-    }
-    state.store.rename_skill(&id, req.name.trim()).await?;
-    state.routing.signal(None, "settings").await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// `DELETE /api/v1/admin/skills/{id}`.
-#[utoipa::path(delete, path = "/api/v1/admin/skills/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
-    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn delete_skill(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
-    state.store.delete_skill(&id).await?;
-    state.routing.signal(None, "settings").await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The skills a user holds, with their levels.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserSkills {
-    /// Skill ids (replaces the user's set; the agent's on/off switches of kept skills stay).
-    pub skill_ids: Vec<String>,
-    /// Proficiency 1 (basic) to 5 (expert) per skill id; every key must be in `skill_ids`.
-    /// A skill missing here has no level.
-    #[serde(default)]
-    pub levels: std::collections::BTreeMap<String, u8>,
-}
-
-/// `PUT /api/v1/admin/users/{id}/skills`.
-#[utoipa::path(put, path = "/api/v1/admin/users/{id}/skills", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = UserSkills,
-    responses((status = 204, description = "Saved"), (status = 400, description = "A level out of 1..=5 or for a skill not in skill_ids", body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn set_user_skills(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, Error> {
-    let req: UserSkills = json_body(&headers, &body)?;
-    for (skill, &level) in &req.levels {
-        if !req.skill_ids.contains(skill) {
-            return Err(ApiError::bad_request(
-                "invalid_level",
-                format!("levels names `{skill}`, which is not in skill_ids"),
-            )
-            .into());
-        }
-        check_level(level, &format!("skill `{skill}`"))?;
-    }
-    state.store.user(&id).await?;
-    state
-        .store
-        .set_user_skills(&id, &req.skill_ids, &req.levels)
-        .await?;
-    state.routing.signal(Some(&id), "skills").await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// A role change.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RoleChange {
-    /// The new role.
-    pub role: Role,
-}
-
-fn not_yourself(who: &Principal, id: &str, what: &str) -> Result<(), Error> {
-    if who.user_id.as_deref() == Some(id) {
-        return Err(ApiError::Conflict {
-            code: "own_account",
-            message: format!("you cannot {what} your own account; ask another admin"),
-        }
-        .into());
-    }
-    Ok(())
-}
-
-#[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = RoleChange,
-    responses((status = 204, description = "Changed; applies at the user's next request"), (status = 404, body = ErrorBody), (status = 409, description = "Own account", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-/// `PUT /api/v1/admin/users/{id}/role`.
-pub async fn set_user_role(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<StatusCode, Error> {
-    let req: RoleChange = json_body(&headers, &body)?;
-    not_yourself(&who, &id, "change the role of")?;
-    state.store.set_user_role(&id, req.role).await?;
-    state.routing.signal(Some(&id), "role").await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[utoipa::path(post, path = "/api/v1/admin/users/{id}/deactivate", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
-    responses((status = 204, description = "Password removed and every session ended"), (status = 404, body = ErrorBody), (status = 409, description = "Own account", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-/// `POST /api/v1/admin/users/{id}/deactivate`: signs the user out everywhere and removes the
-/// password; a new invite reactivates the account.
-pub async fn deactivate_user(
-    State(state): State<AppState>,
-    who: Principal,
-    Path(id): Path<String>,
-) -> Result<StatusCode, Error> {
-    not_yourself(&who, &id, "deactivate")?;
-    state.store.deactivate_user(&id).await?;
-    // A deactivated agent takes nothing and their conversations return to the queue.
-    state.store.set_agent_status(&id, "offline").await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// Routing settings of the tenant.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RoutingSettings {
-    /// New agents start with auto-allocate on.
-    pub auto_allocate_by_default: bool,
-    /// Most open conversations per agent that routing assigns.
-    pub max_conversations_per_agent: u32,
-    /// Seconds before a disconnected agent's conversations return to the queue.
-    pub return_to_queue_after_disconnect_secs: u32,
-}
-
-impl Default for RoutingSettings {
-    fn default() -> Self {
-        Self {
-            auto_allocate_by_default: true,
-            max_conversations_per_agent: 5,
-            return_to_queue_after_disconnect_secs: 60,
-        }
-    }
-}
-
-const ROUTING_KEY: &str = "routing";
-
-/// `GET /api/v1/admin/routing`.
-#[utoipa::path(get, path = "/api/v1/admin/routing", tag = "configurator", security(("session" = []), ("bearer" = [])),
-    responses((status = 200, body = RoutingSettings), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn routing(State(state): State<AppState>) -> Result<Json<RoutingSettings>, Error> {
-    Ok(Json(
-        state
-            .store
-            .tenant_setting(ROUTING_KEY)
-            .await?
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default(),
-    ))
-}
-
-/// `PUT /api/v1/admin/routing`.
-#[utoipa::path(put, path = "/api/v1/admin/routing", tag = "configurator", security(("session" = []), ("bearer" = [])), request_body = RoutingSettings,
-    responses((status = 200, body = RoutingSettings), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn set_routing(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<RoutingSettings>, Error> {
-    let req: RoutingSettings = json_body(&headers, &body)?;
-    if !(1..=50).contains(&req.max_conversations_per_agent) {
-        return Err(ApiError::bad_request(
-            "invalid_routing",
-            "max_conversations_per_agent must be between 1 and 50",
-        )
-        .into());
-    }
-    let value = serde_json::to_value(&req)
-        .map_err(|e| ApiError::bad_request("invalid_routing", e.to_string()))?;
-    state.store.set_tenant_setting(ROUTING_KEY, &value).await?;
-    state.routing.signal(None, "settings").await?;
-    Ok(Json(req))
-}
-
-/// The OpenAPI document of the Workspace, Configurator and account endpoints (merged into the
-/// runtime's document by `http::api::openapi_json`).
-#[derive(OpenApi)]
-#[openapi(
-    paths(
-        me, set_auto_allocate, set_my_skill, set_status, routing_decisions, dashboard, queue, pick, my_conversations,
-        conversation_view, send, close, transfer, add_note, contact_attributes, set_contact_attributes, channels, categories, create_category,
-        update_category, delete_category, rename_skill, delete_skill, set_user_skills, set_user_role,
-        deactivate_user, routing,
-        set_routing, crate::http::auth::routes::login, crate::http::auth::routes::logout,
-        crate::http::auth::routes::create_invite, crate::http::auth::routes::list_invites,
-        crate::http::auth::routes::lookup_invite, crate::http::auth::routes::accept_invite
-    ),
-    modifiers(&SessionAuth),
-    tags(
-        (name = "workspace", description = "The agent Workspace: queue, picks, own conversations. Needs a signed-in user (session cookie + X-CSRF-Token on changes); the API token is refused where a person is needed."),
-        (name = "configurator", description = "Admin settings: channels, categories, skills, users, invites, routing"),
-        (name = "accounts", description = "Login, logout and invite acceptance (JSON only)")
-    )
-)]
-pub struct WorkspaceDoc;
-
-struct SessionAuth;
-
-impl utoipa::Modify for SessionAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "session",
-            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
-                crate::http::auth::SESSION_COOKIE,
-                "Browser session from /auth/login; state-changing requests also need X-CSRF-Token",
-            ))),
-        );
-    }
-}
