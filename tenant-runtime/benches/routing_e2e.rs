@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 use contact_runtime::app::Application;
 use contact_runtime::channels::signature;
 use contact_runtime::config::{ChannelApp, Region, Secret, Settings};
+use contact_runtime::domain::api::NewUser;
 use contact_runtime::domain::{ChannelType, Role};
 use contact_runtime::http::auth::password;
-use contact_runtime::storage::{NewUser, Store, new_id, now_ms};
+use contact_runtime::storage::{Store, new_id, now_ms};
 use contact_tests::postgres::PgServer;
 
 const SECRET: &str = "bench-webhook-secret";

@@ -17,6 +17,11 @@
 //! | 5 | `app` | wires storage, services and HTTP into a running server |
 //! | 6 | `cli` | the command line (`serve`, `demo`, `backup`, …) |
 //!
+//! Pure files, whatever their floor, import nothing of the runtime but `domain`: they do no
+//! I/O and work on the vocabulary and API types only (the same test checks them):
+//! `privacy/transfer.rs`, `channels/rules.rs`, `channels/callbacks.rs`, `channels/signature.rs`,
+//! `storage/audit/entries.rs`, `http/auth/password.rs`, `http/auth/limit.rs`.
+//!
 //! `config` and `metrics` stand low because every floor above reads them and they read only
 //! the vocabulary. The routing engine is not a module here but its own crate
 //! (`contact-routing`), below all of these: pure by what it can link.

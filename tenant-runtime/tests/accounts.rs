@@ -8,12 +8,10 @@ use std::sync::Arc;
 
 use common::{Db, Harness, queued, store};
 use contact_runtime::config::Secret;
+use contact_runtime::domain::api::{CategoryEdit, NewSkill, NewUser, SkillOption};
 use contact_runtime::domain::{CategoryRule, ChannelType, Role};
 use contact_runtime::http::auth::password;
-use contact_runtime::storage::{
-    AcceptOutcome, CategoryEdit, NewInvite, NewSkill, NewUser, PickRefusal, SkillOption, Store,
-    now_ms,
-};
+use contact_runtime::storage::{AcceptOutcome, NewInvite, PickRefusal, Store, now_ms};
 use serde_json::{Value, json};
 
 macro_rules! both {

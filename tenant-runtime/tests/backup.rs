@@ -13,10 +13,10 @@ use std::process::{Command, Output};
 
 use common::{Db, database_url};
 use contact_runtime::backup::{self, BackupKey, BackupResult, Manifest, snapshot};
+use contact_runtime::domain::api::{ContactIdentity, ContactInput, NewCategory, NewSkill, NewUser};
 use contact_runtime::domain::{ChannelType, MessageContent, Role};
 use contact_runtime::storage::{
-    ConnectOptions, ContactIdentity, ContactInput, InboundMessage, InboundOutcome, NewCategory,
-    NewOutbound, NewSkill, NewUser, Nonce, Store, new_id, now_ms,
+    ConnectOptions, InboundMessage, InboundOutcome, NewOutbound, Nonce, Store, new_id, now_ms,
 };
 
 macro_rules! both {

@@ -511,7 +511,7 @@ async fn retention_anonymizes_then_deletes_resumably(db: Db) {
     let (c3, open) = inbound(&store, "46700000013", "still talking").await;
     // Internal notes on a closed and on the open conversation.
     let agent = store
-        .create_user(&contact_runtime::storage::NewUser {
+        .create_user(&contact_runtime::domain::api::NewUser {
             email: "agent@example.org".into(),
             display_name: "Agent".into(),
             role: contact_runtime::domain::Role::Agent,

@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::{Db, Harness, eventually, queued};
 use contact_runtime::app::Application;
 use contact_runtime::domain::Role;
+use contact_runtime::domain::api::{NewSkill, NewUser};
 use contact_runtime::http::auth::password;
 use contact_runtime::routing::RoutingService;
-use contact_runtime::storage::{Claim, NewSkill, NewUser, Store, new_id, now_ms};
+use contact_runtime::storage::{Claim, Store, new_id, now_ms};
 use reqwest::Method;
 use serde_json::{Value, json};
 

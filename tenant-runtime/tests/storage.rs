@@ -6,12 +6,13 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{Db, counts, store};
+use contact_runtime::domain::api::{NewCategory, NewSkill, NewUser};
 use contact_runtime::domain::{
     ChannelType, ConversationStatus, DeliveryStatus, Direction, MessageContent, Role,
 };
 use contact_runtime::storage::{
-    DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, NewCategory, NewOutbound,
-    NewSkill, NewUser, Nonce, ReportOutcome, RetryAt, Store, new_id, now_ms,
+    DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, NewOutbound, Nonce,
+    ReportOutcome, RetryAt, Store, new_id, now_ms,
 };
 
 /// Defines `sqlite::<case>` and `postgres::<case>` tests for every listed case.

@@ -8,8 +8,9 @@ use clap::Args;
 use crate::app::{Application, shutdown_signal};
 use crate::channels::simulator::{SimSettings, Simulator};
 use crate::config::{ChannelApp, Region, Secret, Settings};
+use crate::domain::api::{NewCategory, NewSkill, NewUser};
 use crate::domain::{ChannelType, Role};
-use crate::storage::{NewCategory, NewSkill, NewUser, Store};
+use crate::storage::Store;
 
 /// Demo options.
 #[derive(Debug, Args)]

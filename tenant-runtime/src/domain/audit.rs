@@ -102,7 +102,7 @@ impl AuditChange {
 }
 
 /// An entry as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct StoredEntry {
     /// Position in the chain (1, 2, …; never reused).
     pub seq: i64,
@@ -239,7 +239,7 @@ pub fn prepare(at: i64, change: &AuditChange) -> PendingEntry {
 
 /// What the chainer reads of an entry that is not chained yet (the value is not needed: the
 /// chain covers its salted hash).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unchained {
     /// Row id: the order in which unchained entries are linked.
     pub id: i64,

@@ -4,10 +4,12 @@
 //! Everything here is pure: enums with their wire names, message content, and the monotonic
 //! delivery-status state machine; contact attributes ([`attributes`]); the audit log's entry
 //! format and hash chain ([`audit`]), which storage writes in the transaction of each change;
-//! and what anonymized data looks like ([`anonymize`]), which storage writes too. No I/O, so it
+//! and what anonymized data looks like ([`anonymize`]), which storage writes too; and the API
+//! types ([`api`]) that storage builds and the routes serialize. No I/O, so it
 //! is covered by unit and property tests.
 
 pub mod anonymize;
+pub mod api;
 pub mod attributes;
 pub mod audit;
 

@@ -7,12 +7,12 @@ use utoipa::OpenApi;
 use super::error::ErrorBody;
 use super::routes::{auth, configurator, conversations, directory, privacy, webhooks, workspace};
 use crate::domain::MessageContent;
+use crate::domain::api::{
+    AnonymizeReport, ChainReport, ContactDetails, ContactInput, IdentityInput, SubjectData,
+};
 use crate::domain::audit::{Broken, StoredEntry};
 use crate::privacy::retention::RetentionReport;
 use crate::privacy::transfer::{Format, RowError};
-use crate::storage::{
-    AnonymizeReport, ChainReport, ContactDetails, ContactInput, IdentityInput, SubjectData,
-};
 
 /// The OpenAPI document of `/api/v1`, `/auth` and the webhook.
 #[derive(OpenApi)]

@@ -22,8 +22,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::domain::ChannelType;
+use crate::domain::api::{ContactDetails, ContactIdentity, ContactInput, normalize_phone};
 use crate::domain::attributes::{self, MAX_ATTRIBUTES};
-use crate::storage::{ContactDetails, ContactIdentity, ContactInput, normalize_phone};
 
 /// Errors that refuse a whole file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

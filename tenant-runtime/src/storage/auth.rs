@@ -4,11 +4,10 @@
 //! `http::auth`): the database never holds anything that lets a reader log in.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
 use crate::domain::Role;
+use crate::domain::api::Invite;
 
 /// What a login needs to know about an account.
 #[derive(Debug, Clone)]
@@ -34,25 +33,6 @@ pub struct SessionRecord {
     pub csrf_token: String,
     /// When the session ends.
     pub expires_at: DateTime<Utc>,
-}
-
-/// A pending or accepted invite.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Invite {
-    /// Stable id.
-    pub id: String,
-    /// Who is invited.
-    pub email: String,
-    /// Name for the new account.
-    pub display_name: String,
-    /// Role the account gets.
-    pub role: Role,
-    /// Created at.
-    pub created_at: DateTime<Utc>,
-    /// The link stops working at this time.
-    pub expires_at: DateTime<Utc>,
-    /// When the link was used.
-    pub accepted_at: Option<DateTime<Utc>>,
 }
 
 /// A new invite (the token is hashed by the caller).

@@ -32,31 +32,21 @@ use sqlx::sqlite::{
 };
 
 pub(crate) use audit::AuditTx;
-pub use audit::{AuditQuery, CHAIN_BATCH, ChainReport};
-pub use auth::{AcceptOutcome, Credentials, Invite, NewInvite, SessionRecord};
+pub use audit::{AuditQuery, CHAIN_BATCH};
+pub use auth::{AcceptOutcome, Credentials, NewInvite, SessionRecord};
 pub use cursor::{EventCursor, GAP_PATIENCE};
-pub use directory::{
-    Category, NewCategory, NewSkill, NewUser, Skill, SkillOption, User, UserSkill,
-};
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
 };
-pub use messages::{
-    Contact, ContactIdentity, Conversation, ConversationFilter, Message, NewOutbound,
-};
+pub use messages::{ConversationFilter, NewOutbound};
 pub use outbox::{OutboxItem, RetryAt};
-pub use privacy::{
-    AnonymizeReport, Checkpoint, ContactDetails, ContactInput, IdentityInput, RetentionStep,
-    SubjectData, normalize_phone,
-};
+pub use privacy::{Checkpoint, RetentionStep};
 pub use routing::{
-    AgentRow, AgentTransfer, ArrivalFacts, CategoryRow, Claim, DecisionRecord, HeldSkill,
-    NeededSkill, OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
+    AgentRow, AgentTransfer, ArrivalFacts, CategoryRow, Claim, HeldSkill, NeededSkill,
+    OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
     TransferOutcome, TransferPlan, TransferTarget,
 };
-pub use workspace::{
-    CategoryEdit, CategoryRouting, ChannelHealth, EventRow, Figures, Note, QueueItem,
-};
+pub use workspace::{CategoryRouting, EventRow};
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

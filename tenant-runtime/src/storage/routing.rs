@@ -8,11 +8,8 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
-
 use super::{Backend, Error, Result, Store, WriteTx, from_ms, now_ms, on_pool, push_event};
+use crate::domain::api::DecisionRecord;
 
 /// Replaces a conversation's skill requirements with its category's, inside `$tx`.
 macro_rules! replace_skills {
@@ -212,28 +209,6 @@ pub struct Return {
     pub user_id: String,
     /// Why (`agent_offline`, `grace_expired`).
     pub reason: String,
-}
-
-/// A stored decision, as the API shows it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct DecisionRecord {
-    /// Id (monotonic).
-    pub id: i64,
-    /// Conversation.
-    pub conversation_id: String,
-    /// The agent it went to (or left, for `returned`).
-    pub user_id: Option<String>,
-    /// The agent's name.
-    pub user_name: Option<String>,
-    /// `automatic`, `manual`, `transfer` or `returned`.
-    pub kind: String,
-    /// Why, in one word (`least_loaded`, `sticky`, `manual_pick`, `grace_expired`, …).
-    pub reason: String,
-    /// The full explanation: winner, runner-up, widening and (when recorded) every candidate.
-    #[schema(value_type = Object)]
-    pub explanation: serde_json::Value,
-    /// When.
-    pub created_at: DateTime<Utc>,
 }
 
 /// A routing signal: an agent-level change.

@@ -47,6 +47,25 @@ fn floors(lib_rs: &str) -> BTreeMap<String, u32> {
     out
 }
 
+/// The files the `Pure files … :` paragraph of the doc names (`src/`-relative, in backticks).
+fn pure_files(lib_rs: &str) -> BTreeSet<String> {
+    let doc: Vec<&str> = lib_rs
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("//!"))
+        .map(str::trim)
+        .collect();
+    let Some(start) = doc.iter().position(|l| l.starts_with("Pure files")) else {
+        return BTreeSet::new();
+    };
+    doc[start..]
+        .iter()
+        .take_while(|l| !l.is_empty())
+        .flat_map(|l| l.split('`').skip(1).step_by(2))
+        .filter(|name| name.ends_with(".rs"))
+        .map(|name| format!("src/{name}"))
+        .collect()
+}
+
 /// The top-level modules `src/lib.rs` declares.
 fn declared(lib_rs: &str) -> BTreeSet<String> {
     blank(lib_rs)
@@ -339,6 +358,21 @@ fn violations(lib_rs: &str, sources: &[Source]) -> Vec<String> {
         .map(|m| format!("src/lib.rs: module `{m}` stands on no floor of the table"))
         .collect();
     let refs: Vec<Reference> = sources.iter().flat_map(|s| references(s, &tops)).collect();
+    let pure = pure_files(lib_rs);
+    for file in &pure {
+        if !sources.iter().any(|s| s.path == *file) {
+            out.push(format!("src/lib.rs: pure file `{file}` does not exist"));
+        }
+    }
+    for r in refs
+        .iter()
+        .filter(|r| pure.contains(&r.file) && r.to != "domain")
+    {
+        out.push(format!(
+            "{}:{}: a pure file imports `{}` (only `domain` is allowed)",
+            r.file, r.line, r.to
+        ));
+    }
     let mut same_floor: BTreeMap<(String, String), Vec<&Reference>> = BTreeMap::new();
     for r in &refs {
         let (Some(from), Some(to)) = (floor.get(&r.from), floor.get(&r.to)) else {
@@ -426,16 +460,23 @@ fn the_runtime_imports_only_from_its_floor_or_below() {
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
-const TABLE: &str = "//! | floor | modules | what |\n//! |---|---|---|\n//! | 0 | `domain` | words |\n//! | 1 | `storage`, `cache` | rows |\n//! | 2 | `http` | routes |\n\npub mod cache;\npub mod domain;\npub mod http;\npub mod storage;\n";
+const TABLE: &str = "//! | floor | modules | what |\n//! |---|---|---|\n//! | 0 | `domain` | words |\n//! | 1 | `storage`, `cache` | rows |\n//! | 2 | `http` | routes |\n//!\n//! Pure files import `domain` only:\n//! `cache/pure.rs`.\n\npub mod cache;\npub mod domain;\npub mod http;\npub mod storage;\n";
 
+/// The violations of `files` under [`TABLE`] (with an empty `src/cache/pure.rs` unless given).
 fn check(files: &[(&str, &str)]) -> Vec<String> {
-    let sources: Vec<Source> = files
+    let mut sources: Vec<Source> = files
         .iter()
         .map(|(path, text)| Source {
             path: (*path).to_owned(),
             text: (*text).to_owned(),
         })
         .collect();
+    if !sources.iter().any(|s| s.path == "src/cache/pure.rs") {
+        sources.push(Source {
+            path: "src/cache/pure.rs".to_owned(),
+            text: String::new(),
+        });
+    }
     violations(TABLE, &sources)
 }
 
@@ -447,7 +488,11 @@ fn the_table_is_read_from_the_doc() {
             .map(|(m, f)| (m.to_owned(), f))
             .into()
     );
-    let missing = violations(&format!("{TABLE}pub mod app;\n"), &[]);
+    let pure = Source {
+        path: "src/cache/pure.rs".to_owned(),
+        text: String::new(),
+    };
+    let missing = violations(&format!("{TABLE}pub mod app;\n"), &[pure]);
     assert_eq!(
         missing,
         ["src/lib.rs: module `app` stands on no floor of the table"]
@@ -515,6 +560,27 @@ fn super_paths_that_climb_to_the_root_count() {
             "src/storage.rs:1: `storage` (floor 1) imports `http` (floor 2): an upward import",
             "src/cache/mod.rs:3: `cache` (floor 1) imports `http` (floor 2): an upward import",
         ]
+    );
+}
+
+#[test]
+fn a_pure_file_may_import_the_vocabulary_only() {
+    assert_eq!(pure_files(TABLE), ["src/cache/pure.rs".to_owned()].into());
+    let broken = check(&[
+        (
+            "src/cache/pure.rs",
+            "use crate::domain::Word;\nuse crate::storage::Row;\n",
+        ),
+        ("src/cache/mod.rs", "use crate::storage::Row;\n"),
+    ]);
+    assert_eq!(
+        broken,
+        ["src/cache/pure.rs:2: a pure file imports `storage` (only `domain` is allowed)"]
+    );
+    let gone = violations(TABLE, &[]);
+    assert_eq!(
+        gone,
+        ["src/lib.rs: pure file `src/cache/pure.rs` does not exist"]
     );
 }
 

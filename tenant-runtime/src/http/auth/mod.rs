@@ -29,7 +29,8 @@ use axum::response::{IntoResponse, Response};
 use super::{AppState, Error};
 use crate::config::AuthSettings;
 use crate::domain::Role;
-use crate::storage::{self, NewUser, Store};
+use crate::domain::api::{Conversation, NewUser};
+use crate::storage::{self, Store};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "contact_session";
@@ -275,7 +276,7 @@ pub async fn check_conversation_access(
     who: &Principal,
     conversation_id: &str,
     write: bool,
-) -> Result<storage::Conversation, Error> {
+) -> Result<Conversation, Error> {
     let conversation = state.store.conversation(conversation_id).await?;
     match who.role {
         Role::Admin => Ok(conversation),

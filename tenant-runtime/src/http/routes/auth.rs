@@ -13,12 +13,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::domain::Role;
+use crate::domain::api::Invite;
 use crate::http::auth::{
     self, Principal, Via, came_over_tls, client_ip, json_body, password, peer, session_cookie,
 };
 use crate::http::error::ErrorBody;
 use crate::http::{AppState, Error};
-use crate::storage::{AcceptOutcome, Invite, NewInvite, now_ms};
+use crate::storage::{AcceptOutcome, NewInvite, now_ms};
 
 /// `/auth/*`: login and invite acceptance are public; logout needs the session (and CSRF).
 pub fn routes(state: AppState) -> Router<AppState> {

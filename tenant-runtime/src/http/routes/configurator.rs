@@ -13,10 +13,10 @@ use utoipa::ToSchema;
 use super::auth::{create_invite, list_invites};
 use crate::domain::ChannelType;
 use crate::domain::Role::{self, Admin};
+use crate::domain::api::{CategoryEdit, ChannelHealth};
 use crate::http::auth::{self, Principal, json_body};
 use crate::http::error::ErrorBody;
 use crate::http::{AppState, Error};
-use crate::storage::{CategoryEdit, ChannelHealth};
 
 /// `/admin/…` (under `/api/v1`, behind `authenticate`): admins only.
 pub fn routes() -> Router<AppState> {
@@ -93,7 +93,7 @@ pub async fn channels(State(state): State<AppState>) -> Result<Json<Vec<ChannelV
 pub struct CategoryView {
     /// The category.
     #[serde(flatten)]
-    pub category: crate::storage::Category,
+    pub category: crate::domain::api::Category,
     /// Priority.
     pub priority: i64,
     /// Rules.

@@ -14,10 +14,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::{Page, limit, parse_json, query};
 use crate::channels::{rules, sinch};
 use crate::domain::Role::{Admin, Agent, Dpo};
+use crate::domain::api::{Contact, Conversation, Message};
 use crate::domain::{ConversationStatus, MessageContent};
 use crate::http::error::ErrorBody;
 use crate::http::{AppState, Error, auth};
-use crate::storage::{Contact, Conversation, ConversationFilter, Message, NewOutbound, new_id};
+use crate::storage::{ConversationFilter, NewOutbound, new_id};
 
 /// `/contacts…` and `/conversations…` (under `/api/v1`, behind `authenticate`).
 pub fn routes(state: AppState) -> Router<AppState> {

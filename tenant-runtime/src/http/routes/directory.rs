@@ -8,9 +8,9 @@ use axum::{Json, Router, middleware};
 
 use super::parse_json;
 use crate::domain::Role::Admin;
+use crate::domain::api::{Category, NewCategory, NewSkill, NewUser, Skill, User};
 use crate::http::error::ErrorBody;
 use crate::http::{AppState, Error, auth};
-use crate::storage::{Category, NewCategory, NewSkill, NewUser, Skill, User};
 
 /// `/users`, `/skills`, `/categories` (under `/api/v1`, behind `authenticate`): admins only.
 pub fn routes() -> Router<AppState> {

@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::query;
 use crate::domain::Role;
+use crate::domain::api::{AnonymizeReport, ChainReport, ContactDetails, ContactInput, SubjectData};
 use crate::domain::audit::{AuditAction, AuditChange, StoredEntry};
 use crate::http::auth::Principal;
 use crate::http::error::ErrorBody;
@@ -26,10 +27,7 @@ use crate::http::{AppState, Error};
 use crate::privacy::SystemClock;
 use crate::privacy::retention::{RetentionJob, RetentionReport};
 use crate::privacy::transfer::{self, Format, RowError};
-use crate::storage::{
-    self, AnonymizeReport, AuditQuery, ChainReport, ContactDetails, ContactInput, SubjectData,
-    now_ms,
-};
+use crate::storage::{self, AuditQuery, now_ms};
 
 /// The actor recorded for the integrators' bearer token, which stands for no user.
 pub const API_ACTOR: &str = "api";

@@ -16,14 +16,14 @@ use utoipa::ToSchema;
 use crate::channels::rules;
 use crate::config::MaintenanceWindow;
 use crate::domain::Role::{Admin, Agent, Dpo};
+use crate::domain::api::{
+    Contact, Conversation, DecisionRecord, Figures, Message, Note, QueueItem,
+};
 use crate::domain::{AgentStatus, ChannelType, ConversationStatus, Role};
 use crate::http::auth::{self, Principal, Via, check_conversation_access, json_body};
 use crate::http::error::ErrorBody;
 use crate::http::{AppState, Error};
-use crate::storage::{
-    AgentTransfer, Contact, Conversation, DecisionRecord, Figures, Message, Note, PickRefusal,
-    QueueItem, TransferOutcome, now_ms,
-};
+use crate::storage::{AgentTransfer, PickRefusal, TransferOutcome, now_ms};
 
 /// Everyone signed in: `/me`, `/live`; agents and admins: the rest (under `/api/v1`, behind
 /// `authenticate`).

@@ -17,8 +17,9 @@
 pub(crate) mod entries;
 
 use super::{Result, Store, WriteTx, on_pool};
+use crate::domain::api::ChainReport;
 use crate::domain::audit::{
-    AuditChange, Broken, ChainVerifier, GENESIS_HASH, Link, StoredEntry, Unchained, link, prepare,
+    AuditChange, ChainVerifier, GENESIS_HASH, Link, StoredEntry, Unchained, link, prepare,
 };
 
 /// Advisory lock key that makes one chainer at a time on PostgreSQL ("audit" in ASCII).
@@ -99,18 +100,74 @@ macro_rules! chain_head {
     }};
 }
 
-/// Result of verifying the stored chain.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct ChainReport {
-    /// Entries checked.
-    pub checked: u64,
-    /// The anchor verification started from (`seq` of the last purged entry), if any.
-    pub anchor_seq: Option<i64>,
-    /// The first broken entry, if any.
-    pub broken: Option<Broken>,
-    /// Entries committed but not chained yet when the check ended (written during it): a short
-    /// tail that the chainer links within moments, not a sign of tampering.
-    pub pending: u64,
+/// An `audit_log` row as read for the API and verification.
+#[derive(sqlx::FromRow)]
+struct EntryRow {
+    seq: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    entity: String,
+    entity_id: String,
+    subject_id: Option<String>,
+    attribute: String,
+    new_value: Option<String>,
+    salt: Option<String>,
+    value_hash: String,
+    prev_hash: String,
+    hash: String,
+    redacted_at: Option<i64>,
+}
+
+impl From<EntryRow> for StoredEntry {
+    fn from(r: EntryRow) -> Self {
+        StoredEntry {
+            seq: r.seq,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            entity: r.entity,
+            entity_id: r.entity_id,
+            subject_id: r.subject_id,
+            attribute: r.attribute,
+            new_value: r.new_value,
+            salt: r.salt,
+            value_hash: r.value_hash,
+            prev_hash: r.prev_hash,
+            hash: r.hash,
+            redacted_at: r.redacted_at,
+        }
+    }
+}
+
+/// An `audit_log` row the chainer has not linked yet.
+#[derive(sqlx::FromRow)]
+struct UnchainedRow {
+    id: i64,
+    at: i64,
+    actor: String,
+    action: String,
+    entity: String,
+    entity_id: String,
+    subject_id: Option<String>,
+    attribute: String,
+    value_hash: String,
+}
+
+impl From<UnchainedRow> for Unchained {
+    fn from(r: UnchainedRow) -> Self {
+        Unchained {
+            id: r.id,
+            at: r.at,
+            actor: r.actor,
+            action: r.action,
+            entity: r.entity,
+            entity_id: r.entity_id,
+            subject_id: r.subject_id,
+            attribute: r.attribute,
+            value_hash: r.value_hash,
+        }
+    }
 }
 
 /// Which entries to read.
@@ -168,10 +225,11 @@ impl Store {
             Store::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
                 let head: (i64, String) = chain_head!(tx);
-                let rows: Vec<Unchained> = sqlx::query_as(SELECT_UNCHAINED)
+                let rows: Vec<UnchainedRow> = sqlx::query_as(SELECT_UNCHAINED)
                     .bind(batch)
                     .fetch_all(&mut *tx)
                     .await?;
+                let rows: Vec<Unchained> = rows.into_iter().map(Unchained::from).collect();
                 let links = link((head.0, &head.1), &rows);
                 // In-process statements are cheap on SQLite: one prepared UPDATE per entry.
                 let mut updated = 0;
@@ -212,10 +270,11 @@ impl Store {
                     return Ok(0);
                 }
                 let head: (i64, String) = chain_head!(tx);
-                let rows: Vec<Unchained> = sqlx::query_as(SELECT_UNCHAINED)
+                let rows: Vec<UnchainedRow> = sqlx::query_as(SELECT_UNCHAINED)
                     .bind(batch)
                     .fetch_all(&mut *tx)
                     .await?;
+                let rows: Vec<Unchained> = rows.into_iter().map(Unchained::from).collect();
                 let links = link((head.0, &head.1), &rows);
                 // The whole batch in one round trip.
                 let (ids, seqs, prevs, hashes) = columns(&links);
@@ -254,12 +313,13 @@ impl Store {
     pub async fn audit_entries(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>> {
         self.settle_audit().await?;
         let limit = if q.limit <= 0 { i64::MAX } else { q.limit };
-        Ok(on_pool!(self, |pool| sqlx::query_as(SELECT_ENTRIES)
+        let rows: Vec<EntryRow> = on_pool!(self, |pool| sqlx::query_as(SELECT_ENTRIES)
             .bind(&q.subject_id)
             .bind(q.after_seq)
             .bind(limit)
             .fetch_all(pool)
-            .await?))
+            .await?);
+        Ok(rows.into_iter().map(StoredEntry::from).collect())
     }
 
     /// The purge anchor `(seq, hash)`, if entries were ever purged.
