@@ -181,7 +181,7 @@ impl Application {
             crate::privacy::chainer::AuditChainer::new(self.state.store.clone()).run_forever(),
         );
         let app = router(self.state.clone());
-        tracing::info!(%addr, backend = ?self.state.store.backend(), "serving");
+        tracing::info!(%addr, backend = ?self.state.store.dialect(), "serving");
         let hub = self.state.live.clone();
         let shutdown = async move {
             shutdown.await;

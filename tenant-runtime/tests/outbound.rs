@@ -405,7 +405,7 @@ async fn server_errors_are_retried(db: Db) {
         (h.store.outbox_count("sent").await.unwrap() == 1).then_some(())
     })
     .await;
-    let (_, attempts, _) = h.store.outbox_row(id).await.unwrap();
+    let attempts = h.store.outbox_row(id).await.unwrap().attempts;
     assert_eq!(attempts, 4, "three 500s, then success");
     let log = sent(&h).await;
     assert_eq!(log.messages.len(), 1);
@@ -433,7 +433,7 @@ async fn throttling_honours_retry_after(db: Db) {
         "{:?}",
         started.elapsed()
     );
-    let (_, attempts, _) = h.store.outbox_row(id).await.unwrap();
+    let attempts = h.store.outbox_row(id).await.unwrap().attempts;
     assert_eq!(attempts, 2);
 }
 
@@ -452,7 +452,7 @@ async fn timeouts_are_retried_without_duplicates(db: Db) {
         (h.store.outbox_count("sent").await.unwrap() == 1).then_some(())
     })
     .await;
-    let (_, attempts, _) = h.store.outbox_row(&id).await.unwrap();
+    let attempts = h.store.outbox_row(&id).await.unwrap().attempts;
     assert!(attempts >= 2, "attempts = {attempts}");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let log = sent(&h).await;
@@ -514,7 +514,11 @@ async fn short_lived_tokens_are_refreshed_before_expiry() {
         .iter()
         .filter(|m| m.direction == contact_runtime::domain::Direction::Outbound)
     {
-        assert_eq!(h.store.outbox_row(&m.id).await.unwrap().1, 1, "{m:?}");
+        assert_eq!(
+            h.store.outbox_row(&m.id).await.unwrap().attempts,
+            1,
+            "{m:?}"
+        );
     }
 }
 

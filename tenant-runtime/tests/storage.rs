@@ -328,9 +328,9 @@ async fn outbox_retry_and_failure(store: Store) {
         store.claim_outbox(10, 30_000).await.unwrap().is_empty(),
         "not due yet"
     );
-    let (state, attempts, error) = store.outbox_row(&id).await.unwrap();
+    let row = store.outbox_row(&id).await.unwrap();
     assert_eq!(
-        (state.as_str(), attempts, error.as_deref()),
+        (row.state.as_str(), row.attempts, row.last_error.as_deref()),
         ("pending", 1, Some("503 busy"))
     );
     store.fail_outbox(&id, "400 bad request").await.unwrap();

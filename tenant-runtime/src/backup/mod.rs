@@ -81,9 +81,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    /// The database failed.
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
     /// The store failed.
     #[error("storage error")]
     Storage(#[from] storage::Error),
@@ -254,7 +251,7 @@ pub async fn backup_chunked(
         name: name.clone(),
         created_at: created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         created_at_ms: now_ms,
-        database: snapshot::backend_name(store).to_owned(),
+        database: store.dialect().name().to_owned(),
         schema_version: 0,
         tables: BTreeMap::new(),
         cipher: "AES-256-GCM".to_owned(),
@@ -470,7 +467,7 @@ pub async fn restore_opened(
     key: &BackupKey,
     force: bool,
 ) -> Result<RestoreResult, Error> {
-    let kind = snapshot::backend_name(store);
+    let kind = store.dialect().name();
     if manifest.database != kind {
         return Err(Error::Format(format!(
             "the backup is of a {} database, the target is {kind}",

@@ -2,13 +2,10 @@
 //! back in foreign-key order.
 //!
 //! The dump is JSON Lines: a header line (`{"format", "database", "schemaVersion", "tables"}`,
-//! tables in load order), then one line per row, `{"t": table, "r": {column: value}}`.
-//! PostgreSQL reads every table inside one `REPEATABLE READ READ ONLY` transaction (one
-//! snapshot for all tables), rows as `row_to_json`, and loads them with
-//! `json_populate_recordset`. SQLite reads inside one read transaction, which in WAL mode is a
-//! snapshot as well (writers go on and are not seen), rows as `json_object`, and loads them with
-//! `json_extract`. Tables are discovered from the catalog, so tables other branches add are
-//! included without changes here.
+//! tables in load order), then one line per row, `{"t": table, "r": {column: value}}`. The SQL
+//! that reads and writes the rows differs per database and lives in storage
+//! (`storage/dialect/snapshot.rs`): one consistent snapshot for all tables, rows as the
+//! database's own JSON, tables discovered from the catalog so that new tables need no change.
 //!
 //! Both directions stream: [`write_dump`] writes each row as the database returns it, and
 //! [`load_from`] reads rows one at a time and inserts them in batches of [`LOAD_BATCH`], so
@@ -18,11 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Write};
 
-use futures::TryStreamExt;
-
 use serde::{Deserialize, Serialize};
-// Identifiers in the dynamic SQL below come from the database's own catalog and are quoted.
-use sqlx::{AssertSqlSafe, Row};
 
 use super::Error;
 use crate::storage::Store;
@@ -267,58 +260,9 @@ pub fn load_order(
     Ok(out)
 }
 
-fn quote(ident: &str) -> String {
-    format!("\"{}\"", ident.replace('"', "\"\""))
-}
-
-/// The tables that hold data, with the foreign keys between them and the schema version.
-async fn catalog(store: &Store) -> Result<(Vec<String>, Vec<(String, String)>, i64), Error> {
-    Ok(match store {
-        Store::Sqlite(pool) => {
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations' ORDER BY name",
-            )
-            .fetch_all(pool)
-            .await?;
-            let mut refs = Vec::new();
-            for t in &tables {
-                let to: Vec<String> =
-                    sqlx::query_scalar("SELECT \"table\" FROM pragma_foreign_key_list($1)")
-                        .bind(t)
-                        .fetch_all(pool)
-                        .await?;
-                refs.extend(to.into_iter().map(|to| (t.clone(), to)));
-            }
-            let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-                .fetch_one(pool)
-                .await?;
-            (tables, refs, v.unwrap_or(0))
-        }
-        Store::Postgres(pool) => {
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' AND table_name <> '_sqlx_migrations' ORDER BY 1",
-            )
-            .fetch_all(pool)
-            .await?;
-            let refs: Vec<(String, String)> = sqlx::query_as(
-                "SELECT cl.relname::text, ref.relname::text FROM pg_constraint c \
-                 JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_class ref ON ref.oid = c.confrelid \
-                 JOIN pg_namespace n ON n.oid = cl.relnamespace \
-                 WHERE c.contype = 'f' AND n.nspname = current_schema()",
-            )
-            .fetch_all(pool)
-            .await?;
-            let v: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-                .fetch_one(pool)
-                .await?;
-            (tables, refs, v.unwrap_or(0))
-        }
-    })
-}
-
 /// The schema version (newest applied migration) of `store`.
 pub async fn schema_version(store: &Store) -> Result<i64, Error> {
-    Ok(catalog(store).await?.2)
+    Ok(store.catalog().await?.schema_version)
 }
 
 /// What [`write_dump`] wrote.
@@ -344,71 +288,31 @@ fn write_row(out: &mut impl Write, table_json: &str, row: &str) -> Result<(), Er
 /// Streams every row of every table, read in one consistent snapshot on a live database, into
 /// `out` as JSON Lines. Holds one row at a time.
 pub async fn write_dump(store: &Store, out: &mut impl Write) -> Result<DumpSummary, Error> {
-    let (tables, refs, schema_version) = catalog(store).await?;
-    let order = load_order(&tables, &refs)?;
+    let catalog = store.catalog().await?;
+    let order = load_order(&catalog.tables, &catalog.references)?;
     let header = DumpHeader {
         format: DUMP_FORMAT,
-        database: backend_name(store).to_owned(),
-        schema_version,
+        database: store.dialect().name().to_owned(),
+        schema_version: catalog.schema_version,
         tables: order.clone(),
     };
     let mut line = serde_json::to_vec(&header).map_err(|e| Error::Format(e.to_string()))?;
     line.push(b'\n');
     out.write_all(&line)
         .map_err(|e| Error::Format(format!("writing the dump: {e}")))?;
-    let mut counts = BTreeMap::new();
-    match store {
-        Store::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            for t in &order {
-                let cols: Vec<String> =
-                    sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
-                        .bind(t)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                let pairs = cols
-                    .iter()
-                    .map(|c| format!("'{}', {}", c.replace('\'', "''"), quote(c)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "SELECT json_object({pairs}) FROM {} ORDER BY rowid",
-                    quote(t)
+    // The table name as JSON, encoded once per table rather than once per row.
+    let mut table_json = (String::new(), String::new());
+    let counts = store
+        .dump_rows(&order, |table, row| {
+            if table_json.0 != table {
+                table_json = (
+                    table.to_owned(),
+                    serde_json::Value::String(table.to_owned()).to_string(),
                 );
-                let table_json = serde_json::Value::String(t.clone()).to_string();
-                let mut n = 0u64;
-                let mut rows =
-                    sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str())).fetch(&mut *tx);
-                while let Some(row) = rows.try_next().await? {
-                    write_row(out, &table_json, &row)?;
-                    n += 1;
-                }
-                drop(rows);
-                counts.insert(t.clone(), n);
             }
-            tx.commit().await?;
-        }
-        Store::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                .execute(&mut *tx)
-                .await?;
-            for t in &order {
-                let sql = format!("SELECT row_to_json(x)::text FROM {} x", quote(t));
-                let table_json = serde_json::Value::String(t.clone()).to_string();
-                let mut n = 0u64;
-                let mut rows =
-                    sqlx::query_scalar::<_, String>(AssertSqlSafe(sql.as_str())).fetch(&mut *tx);
-                while let Some(row) = rows.try_next().await? {
-                    write_row(out, &table_json, &row)?;
-                    n += 1;
-                }
-                drop(rows);
-                counts.insert(t.clone(), n);
-            }
-            tx.commit().await?;
-        }
-    }
+            write_row(out, &table_json.1, row)
+        })
+        .await?;
     Ok(DumpSummary { header, counts })
 }
 
@@ -420,43 +324,10 @@ pub async fn dump(store: &Store) -> Result<Dump, Error> {
     Dump::from_bytes(&bytes)
 }
 
-/// `sqlite` or `postgres`.
-pub fn backend_name(store: &Store) -> &'static str {
-    match store {
-        Store::Sqlite(_) => "sqlite",
-        Store::Postgres(_) => "postgres",
-    }
-}
-
 /// Rows that count as data (migrations seed a few rows, e.g. the General category).
 pub async fn data_rows(store: &Store) -> Result<u64, Error> {
-    let (tables, _, _) = catalog(store).await?;
-    let mut n = 0u64;
-    for t in &tables {
-        let sql = if t == "categories" {
-            format!(
-                "SELECT COUNT(*) FROM {} WHERE id <> '{}'",
-                quote(t),
-                crate::storage::GENERAL_CATEGORY_ID
-            )
-        } else {
-            format!("SELECT COUNT(*) FROM {}", quote(t))
-        };
-        let c: i64 = match store {
-            Store::Sqlite(pool) => {
-                sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
-                    .fetch_one(pool)
-                    .await?
-            }
-            Store::Postgres(pool) => {
-                sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
-                    .fetch_one(pool)
-                    .await?
-            }
-        };
-        n += c as u64;
-    }
-    Ok(n)
+    let catalog = store.catalog().await?;
+    Ok(store.data_rows(&catalog.tables).await?)
 }
 
 /// Replaces every row of every table of `store` with the rows of `dump`, in one transaction
@@ -489,135 +360,64 @@ pub async fn load_from<R: BufRead>(
     load_rows(store, &tables, || reader.next_row(), check).await
 }
 
-/// Inserts the rows of `next` batch by batch: a batch ends at [`LOAD_BATCH`] rows or where the
-/// table changes. `$insert` runs one batch (table, JSON array text).
-macro_rules! load_batches {
-    ($next:expr, $counts:expr, |$t:ident, $batch:ident| $insert:expr) => {{
-        let mut rows: Vec<serde_json::Value> = Vec::with_capacity(LOAD_BATCH);
-        let mut table: Option<String> = None;
-        loop {
-            let row = $next()?;
-            let ends = match (&row, &table) {
-                (Some((t, _)), Some(current)) => t != current || rows.len() == LOAD_BATCH,
-                (None, Some(_)) => true,
-                _ => false,
-            };
-            if ends && !rows.is_empty() {
-                let $batch = serde_json::Value::Array(std::mem::take(&mut rows)).to_string();
-                let $t: &str = table.as_deref().unwrap_or_default();
-                $insert;
-            }
-            let Some((t, r)) = row else { break };
-            *$counts.entry(t.clone()).or_insert(0u64) += 1;
-            table = Some(t);
-            rows.push(r);
-        }
-    }};
-}
-
 async fn load_rows(
     store: &Store,
     dump_tables: &[String],
-    mut next: impl FnMut() -> Result<Option<(String, serde_json::Value)>, Error>,
+    next: impl FnMut() -> Result<Option<(String, serde_json::Value)>, Error>,
     check: impl FnOnce(&BTreeMap<String, u64>) -> Result<(), Error>,
 ) -> Result<BTreeMap<String, u64>, Error> {
-    let (tables, refs, _) = catalog(store).await?;
-    let order = load_order(&tables, &refs)?;
+    let catalog = store.catalog().await?;
+    let order = load_order(&catalog.tables, &catalog.references)?;
     for t in dump_tables {
-        if !tables.contains(t) {
+        if !catalog.tables.contains(t) {
             return Err(Error::Format(format!("table `{t}` does not exist here")));
         }
     }
-    let mut counts: BTreeMap<String, u64> = dump_tables.iter().map(|t| (t.clone(), 0)).collect();
-    match store {
-        Store::Sqlite(pool) => {
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("PRAGMA defer_foreign_keys = ON")
-                .execute(&mut *tx)
-                .await?;
-            for t in order.iter().rev() {
-                sqlx::query(AssertSqlSafe(format!("DELETE FROM {}", quote(t))))
-                    .execute(&mut *tx)
-                    .await?;
+    let batches = std::cell::RefCell::new(Batches {
+        next,
+        pending: None,
+        counts: dump_tables.iter().map(|t| (t.clone(), 0)).collect(),
+    });
+    store
+        .load_rows(
+            &order,
+            || batches.borrow_mut().next_batch(),
+            || check(&batches.borrow().counts),
+        )
+        .await?;
+    Ok(batches.into_inner().counts)
+}
+
+/// Groups the rows a reader yields into insert batches: a batch ends at [`LOAD_BATCH`] rows or
+/// where the table changes. Counts the rows per table as they pass.
+struct Batches<F> {
+    next: F,
+    /// A row read that belongs to the next batch.
+    pending: Option<(String, serde_json::Value)>,
+    counts: BTreeMap<String, u64>,
+}
+
+impl<F: FnMut() -> Result<Option<(String, serde_json::Value)>, Error>> Batches<F> {
+    /// The next batch as `(table, JSON array text)`, `None` after the last row.
+    fn next_batch(&mut self) -> Result<Option<(String, String)>, Error> {
+        let mut rows = Vec::new();
+        let mut table: Option<String> = None;
+        loop {
+            let row = match self.pending.take() {
+                Some(row) => Some(row),
+                None => (self.next)()?,
+            };
+            let Some((t, r)) = row else { break };
+            if table.as_ref().is_some_and(|current| *current != t) || rows.len() == LOAD_BATCH {
+                self.pending = Some((t, r));
+                break;
             }
-            let mut statements: BTreeMap<String, String> = BTreeMap::new();
-            load_batches!(next, counts, |t, batch| {
-                if !statements.contains_key(t) {
-                    let cols: Vec<String> =
-                        sqlx::query_scalar("SELECT name FROM pragma_table_info($1) ORDER BY cid")
-                            .bind(t)
-                            .fetch_all(&mut *tx)
-                            .await?;
-                    let names = cols.iter().map(|c| quote(c)).collect::<Vec<_>>().join(", ");
-                    let values = cols
-                        .iter()
-                        .map(|c| format!("json_extract(value, '$.\"{}\"')", c.replace('\'', "''")))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    statements.insert(
-                        t.to_owned(),
-                        format!(
-                            "INSERT INTO {} ({names}) SELECT {values} FROM json_each($1)",
-                            quote(t)
-                        ),
-                    );
-                }
-                let sql = &statements[t];
-                sqlx::query(AssertSqlSafe(sql.as_str()))
-                    .bind(batch)
-                    .execute(&mut *tx)
-                    .await?;
-            });
-            check(&counts)?;
-            tx.commit().await?;
+            *self.counts.entry(t.clone()).or_insert(0) += 1;
+            table = Some(t);
+            rows.push(r);
         }
-        Store::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            let list = order
-                .iter()
-                .map(|t| quote(t))
-                .collect::<Vec<_>>()
-                .join(", ");
-            if !order.is_empty() {
-                sqlx::query(AssertSqlSafe(format!("TRUNCATE {list} RESTART IDENTITY")))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            load_batches!(next, counts, |t, batch| {
-                let sql = format!(
-                    "INSERT INTO {q} OVERRIDING SYSTEM VALUE SELECT * FROM json_populate_recordset(NULL::{q}, $1::json)",
-                    q = quote(t)
-                );
-                sqlx::query(AssertSqlSafe(sql.as_str()))
-                    .bind(batch)
-                    .execute(&mut *tx)
-                    .await?;
-            });
-            check(&counts)?;
-            // Identity and serial columns continue after the restored ids.
-            let seqs = sqlx::query(
-                "SELECT table_name::text, column_name::text FROM information_schema.columns \
-                 WHERE table_schema = current_schema() AND (is_identity = 'YES' OR column_default LIKE 'nextval%')",
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in seqs {
-                let (t, c): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-                let sql = format!(
-                    "SELECT setval(pg_get_serial_sequence($1, $2), COALESCE(MAX({c}), 1), MAX({c}) IS NOT NULL) FROM {t}",
-                    c = quote(&c),
-                    t = quote(&t)
-                );
-                sqlx::query(AssertSqlSafe(sql.as_str()))
-                    .bind(quote(&t))
-                    .bind(&c)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-        }
+        Ok(table.map(|t| (t, serde_json::Value::Array(rows).to_string())))
     }
-    Ok(counts)
 }
 
 #[cfg(test)]

@@ -229,16 +229,19 @@ impl Allocator {
             }
             _ => stored,
         };
-        let arrival = Arrival {
-            id: ConversationId(self.ids.conversations.id(id)),
-            contact: ContactId(self.ids.contacts.id(&row.contact_id)),
-            channel,
-            category,
-            last_agent: row.last_agent.as_ref().map(|(agent, at)| LastAgent {
-                agent: AgentId(self.ids.agents.id(agent)),
-                served_at: from_ms(*at),
-            }),
-        };
+        let arrival =
+            Arrival {
+                id: ConversationId(self.ids.conversations.id(id)),
+                contact: ContactId(self.ids.contacts.id(&row.contact_id)),
+                channel,
+                category,
+                last_agent: row.last_agent.as_ref().zip(row.last_agent_closed_at).map(
+                    |(agent, at)| LastAgent {
+                        agent: AgentId(self.ids.agents.id(agent)),
+                        served_at: from_ms(at),
+                    },
+                ),
+            };
         self.apply(Event::ConversationArrived(arrival), None).await
     }
 

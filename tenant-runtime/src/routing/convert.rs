@@ -208,10 +208,14 @@ pub fn conversation(
             category.required_skills.clone()
         },
         enqueued_at: from_ms(row.enqueued_at),
-        last_agent: row.last_agent.as_ref().map(|(agent, at)| LastAgent {
-            agent: contact_routing::AgentId(ids.agents.id(agent)),
-            served_at: from_ms(*at),
-        }),
+        last_agent: row
+            .last_agent
+            .as_ref()
+            .zip(row.last_agent_closed_at)
+            .map(|(agent, at)| LastAgent {
+                agent: contact_routing::AgentId(ids.agents.id(agent)),
+                served_at: from_ms(at),
+            }),
         pinned_agent: agent_id(ids, &row.pinned_user_id),
         avoid_agent: agent_id(ids, &row.avoid_user_id),
     })

@@ -3,18 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use super::{AuditTx, Error, Result, Store, WriteTx, on_pool};
+use super::{AsConn, Error, Pair, Result, Store, WriteTx, append_audit, on_driver};
 
 impl Store {
     /// The attributes of contact `id` (empty when it has none or does not exist).
     pub async fn contact_attributes(&self, id: &str) -> Result<BTreeMap<String, String>> {
-        let rows: Vec<(String, String)> = on_pool!(self, |pool| sqlx::query_as(
-            "SELECT key, value FROM contact_attributes WHERE contact_id = $1 ORDER BY key"
+        let rows: Vec<Pair> = on_driver!(self, |pool| {
+            sqlx::query_as(
+            "SELECT key AS owner, value AS item FROM contact_attributes WHERE contact_id = $1 ORDER BY key"
         )
         .bind(id)
         .fetch_all(pool)
-        .await?);
-        Ok(rows.into_iter().collect())
+        .await?
+        });
+        Ok(rows.into_iter().map(|p| (p.owner, p.item)).collect())
     }
 
     /// Replaces the attributes of contact `id` with `new` (validated by the caller), auditing
@@ -26,7 +28,7 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<()> {
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let exists: Option<String> =
                 sqlx::query_scalar("SELECT id FROM contacts WHERE id = $1")
@@ -39,12 +41,14 @@ impl Store {
                     id: id.to_owned(),
                 });
             }
-            let old: Vec<(String, String)> =
-                sqlx::query_as("SELECT key, value FROM contact_attributes WHERE contact_id = $1")
-                    .bind(id)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let old: BTreeMap<String, String> = old.into_iter().collect();
+            let old: Vec<Pair> = sqlx::query_as(
+                "SELECT key AS owner, value AS item FROM contact_attributes WHERE contact_id = $1",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            let old: BTreeMap<String, String> =
+                old.into_iter().map(|p| (p.owner, p.item)).collect();
             let changes = super::audit::entries::contact_attributes(actor, id, &old, new);
             if changes.is_empty() {
                 return Ok(());
@@ -64,7 +68,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            tx.append_audit(now, &changes).await?;
+            append_audit(&mut tx.conn(), now, &changes).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -72,7 +76,7 @@ impl Store {
 
     /// Whether `user_id` holds an open conversation with contact `contact_id`.
     pub async fn holds_contact(&self, user_id: &str, contact_id: &str) -> Result<bool> {
-        let n: i64 = on_pool!(self, |pool| {
+        let n: i64 = on_driver!(self, |pool| {
             sqlx::query_scalar(
             "SELECT COUNT(*) FROM conversations WHERE contact_id = $1 AND assigned_user_id = $2 AND status = 'assigned'"
         )

@@ -5,12 +5,12 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
+use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_driver};
 use crate::domain::Role;
 use crate::domain::api::Invite;
 
 /// What a login needs to know about an account.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Credentials {
     /// User id.
     pub user_id: String,
@@ -65,45 +65,69 @@ pub enum AcceptOutcome {
     AccountExists,
 }
 
-/// `(id, email, display_name, role, created_at, expires_at, accepted_at)`
-type InviteRow = (String, String, String, String, i64, i64, Option<i64>);
+/// An invite as read.
+#[derive(sqlx::FromRow)]
+struct InviteRow {
+    id: String,
+    email: String,
+    display_name: String,
+    role: String,
+    created_at: i64,
+    expires_at: i64,
+    accepted_at: Option<i64>,
+}
 
 fn invite_from_row(row: InviteRow) -> Result<Invite> {
-    let (id, email, display_name, role, created_at, expires_at, accepted_at) = row;
     Ok(Invite {
-        id,
-        email,
-        display_name,
-        role: parse_role(&role)?,
-        created_at: from_ms(created_at),
-        expires_at: from_ms(expires_at),
-        accepted_at: accepted_at.map(from_ms),
+        id: row.id,
+        email: row.email,
+        display_name: row.display_name,
+        role: parse_role(&row.role)?,
+        created_at: from_ms(row.created_at),
+        expires_at: from_ms(row.expires_at),
+        accepted_at: row.accepted_at.map(from_ms),
     })
 }
 
+/// A live session joined with its user, as read.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    user_id: String,
+    email: String,
+    display_name: String,
+    role: String,
+    csrf_token: String,
+    expires_at: i64,
+}
+
+/// An invite's state at acceptance.
+#[derive(sqlx::FromRow)]
+struct InviteState {
+    email: String,
+    display_name: String,
+    role: String,
+    expires_at: i64,
+    accepted_at: Option<i64>,
+}
+
 fn parse_role(role: &str) -> Result<Role> {
-    role.parse()
-        .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))
+    role.parse().map_err(super::corrupt)
 }
 
 impl Store {
     /// Login data of the user with this e-mail (case-insensitive), if any.
     pub async fn credentials(&self, email: &str) -> Result<Option<Credentials>> {
-        let row: Option<(String, Option<String>)> = on_pool!(self, |pool| sqlx::query_as(
-            "SELECT id, password_hash FROM users WHERE LOWER(email) = LOWER($1)"
+        Ok(on_driver!(self, |pool| sqlx::query_as(
+            "SELECT id AS user_id, password_hash FROM users WHERE LOWER(email) = LOWER($1)"
         )
         .bind(email)
         .fetch_optional(pool)
-        .await?);
-        Ok(row.map(|(user_id, password_hash)| Credentials {
-            user_id,
-            password_hash,
-        }))
+        .await?))
     }
 
     /// Sets (or replaces) a user's password hash.
     pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<()> {
-        let n = on_pool!(self, |pool| sqlx::query(
+        let n = on_driver!(self, |pool| sqlx::query(
             "UPDATE users SET password_hash = $1 WHERE id = $2"
         )
         .bind(hash)
@@ -129,7 +153,7 @@ impl Store {
         expires_at: i64,
     ) -> Result<()> {
         let now = now_ms();
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             // Each login is a chance to forget sessions that ended.
             sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
@@ -153,33 +177,31 @@ impl Store {
 
     /// The unexpired session with this id hash, with its user.
     pub async fn session(&self, id_hash: &str) -> Result<Option<SessionRecord>> {
-        let row: Option<(String, String, String, String, String, i64)> = on_pool!(self, |pool| {
+        let row: Option<SessionRow> = on_driver!(self, |pool| {
             sqlx::query_as(
-                "SELECT u.id, u.email, u.display_name, u.role, s.csrf_token, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2",
+                "SELECT u.id AS user_id, u.email, u.display_name, u.role, s.csrf_token, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND s.expires_at > $2",
             )
             .bind(id_hash)
             .bind(now_ms())
             .fetch_optional(pool)
             .await?
         });
-        row.map(
-            |(user_id, email, display_name, role, csrf_token, expires_at)| {
-                Ok(SessionRecord {
-                    user_id,
-                    email,
-                    display_name,
-                    role: parse_role(&role)?,
-                    csrf_token,
-                    expires_at: from_ms(expires_at),
-                })
-            },
-        )
+        row.map(|r| {
+            Ok(SessionRecord {
+                user_id: r.user_id,
+                email: r.email,
+                display_name: r.display_name,
+                role: parse_role(&r.role)?,
+                csrf_token: r.csrf_token,
+                expires_at: from_ms(r.expires_at),
+            })
+        })
         .transpose()
     }
 
     /// Ends a session (logout).
     pub async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
+        on_driver!(self, |pool| sqlx::query(
             "DELETE FROM sessions WHERE id_hash = $1"
         )
         .bind(id_hash)
@@ -191,7 +213,7 @@ impl Store {
 
     /// Changes a user's role (sessions pick it up at their next request).
     pub async fn set_user_role(&self, user_id: &str, role: Role) -> Result<()> {
-        let n = on_pool!(self, |pool| sqlx::query(
+        let n = on_driver!(self, |pool| sqlx::query(
             "UPDATE users SET role = $1 WHERE id = $2"
         )
         .bind(role.as_str())
@@ -211,7 +233,7 @@ impl Store {
     /// Deactivates a user: removes the password and ends every session (a new invite
     /// reactivates the account).
     pub async fn deactivate_user(&self, user_id: &str) -> Result<()> {
-        let n = on_pool!(self, |pool| {
+        let n = on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = sqlx::query("UPDATE users SET password_hash = NULL WHERE id = $1")
                 .bind(user_id)
@@ -238,7 +260,7 @@ impl Store {
     pub async fn create_invite(&self, new: &NewInvite) -> Result<Invite> {
         let id = new_id();
         let now = now_ms();
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             sqlx::query(
             "INSERT INTO invites (id, token_hash, email, display_name, role, created_by, created_at, expires_at, accepted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)"
         )
@@ -267,7 +289,7 @@ impl Store {
 
     /// Invites, newest first.
     pub async fn invites(&self) -> Result<Vec<Invite>> {
-        let rows: Vec<InviteRow> = on_pool!(self, |pool| {
+        let rows: Vec<InviteRow> = on_driver!(self, |pool| {
             sqlx::query_as(
             "SELECT id, email, display_name, role, created_at, expires_at, accepted_at FROM invites ORDER BY created_at DESC LIMIT 200"
         )
@@ -279,7 +301,7 @@ impl Store {
 
     /// The invite with this token hash, if any (expired or used ones included).
     pub async fn invite_by_token_hash(&self, token_hash: &str) -> Result<Option<Invite>> {
-        let row: Option<InviteRow> = on_pool!(self, |pool| {
+        let row: Option<InviteRow> = on_driver!(self, |pool| {
             sqlx::query_as(
             "SELECT id, email, display_name, role, created_at, expires_at, accepted_at FROM invites WHERE token_hash = $1"
         )
@@ -299,15 +321,22 @@ impl Store {
         display_name: Option<&str>,
     ) -> Result<AcceptOutcome> {
         let now = now_ms();
-        let outcome = on_pool!(self, |pool| {
+        let outcome = on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let row: Option<(String, String, String, i64, Option<i64>)> = sqlx::query_as(
+            let row: Option<InviteState> = sqlx::query_as(
                 "SELECT email, display_name, role, expires_at, accepted_at FROM invites WHERE token_hash = $1",
             )
             .bind(token_hash)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((email, invited_name, role, expires_at, accepted_at)) = row else {
+            let Some(InviteState {
+                email,
+                display_name: invited_name,
+                role,
+                expires_at,
+                accepted_at,
+            }) = row
+            else {
                 return Ok(AcceptOutcome::Unknown);
             };
             if accepted_at.is_some() || expires_at <= now {
@@ -325,8 +354,8 @@ impl Store {
             if used != 1 {
                 return Ok(AcceptOutcome::Spent);
             }
-            let existing: Option<(String, Option<String>)> = sqlx::query_as(
-                "SELECT id, password_hash FROM users WHERE LOWER(email) = LOWER($1)",
+            let existing: Option<Credentials> = sqlx::query_as(
+                "SELECT id AS user_id, password_hash FROM users WHERE LOWER(email) = LOWER($1)",
             )
             .bind(&email)
             .fetch_optional(&mut *tx)
@@ -337,8 +366,14 @@ impl Store {
                 .unwrap_or(&invited_name)
                 .to_owned();
             let user_id = match existing {
-                Some((_, Some(_))) => return Ok(AcceptOutcome::AccountExists),
-                Some((id, None)) => {
+                Some(Credentials {
+                    password_hash: Some(_),
+                    ..
+                }) => return Ok(AcceptOutcome::AccountExists),
+                Some(Credentials {
+                    user_id: id,
+                    password_hash: None,
+                }) => {
                     sqlx::query(
                         "UPDATE users SET password_hash = $1, display_name = $2, role = $3 WHERE id = $4",
                     )

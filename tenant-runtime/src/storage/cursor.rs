@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{EventRow, Result, Store, from_ms, on_pool};
+use super::workspace::EventRecord;
+use super::{EventRow, Result, Store, on_driver};
 
 /// How long a hole in the ids is read again.
 pub const GAP_PATIENCE: Duration = Duration::from_secs(5);
@@ -95,8 +96,7 @@ impl EventCursor {
 impl Store {
     /// Conversation events with `after < id <= upto`, as [`Store::events_after`] returns them.
     pub async fn events_between(&self, after: i64, upto: i64, limit: i64) -> Result<Vec<EventRow>> {
-        type Tuple = (i64, String, String, String, i64, String, Option<String>);
-        let rows: Vec<Tuple> = on_pool!(self, |pool| {
+        let rows: Vec<EventRecord> = on_driver!(self, |pool| {
             sqlx::query_as(
                 "SELECT e.id, e.conversation_id, e.kind, e.data, e.created_at, c.status, c.assigned_user_id FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id WHERE e.id > $1 AND e.id <= $2 ORDER BY e.id LIMIT $3",
             )
@@ -106,27 +106,12 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, conversation_id, kind, data, created_at, status, assigned_user_id)| {
-                    EventRow {
-                        id,
-                        conversation_id,
-                        kind,
-                        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
-                        created_at: from_ms(created_at),
-                        status,
-                        assigned_user_id,
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(EventRow::from).collect())
     }
 
     /// Ids of the conversations waiting in the queue (the allocator's periodic reconciliation).
     pub async fn queued_conversation_ids(&self) -> Result<Vec<String>> {
-        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+        Ok(on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT id FROM conversations WHERE status = 'queued'"
         )
         .fetch_all(pool)

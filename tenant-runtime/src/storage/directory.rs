@@ -2,15 +2,56 @@
 
 use std::collections::BTreeMap;
 
-use super::{AuditTx, Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool};
+use super::{
+    AsConn, Error, Result, Store, WriteTx, append_audit, from_ms, level, new_id, now_ms, on_driver,
+};
 use crate::domain::api::{
     Category, NewCategory, NewSkill, NewUser, Skill, SkillOption, User, UserSkill,
 };
 
-/// `(id, email, display_name, role, created_at)`
-type UserRow = (String, String, String, String, i64);
-/// `(id, name, description, created_at)`
-type CategoryRow = (String, String, String, i64);
+/// A user as read (their skills come apart).
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    display_name: String,
+    role: String,
+    created_at: i64,
+}
+
+/// A skill a user holds, as read.
+#[derive(sqlx::FromRow)]
+struct UserSkillRow {
+    skill_id: String,
+    active: bool,
+    level: Option<i64>,
+}
+
+/// A skill as read.
+#[derive(sqlx::FromRow)]
+struct SkillRow {
+    id: String,
+    name: String,
+    created_at: i64,
+}
+
+/// A category as read (its skills come apart).
+#[derive(sqlx::FromRow)]
+struct CategoryRow {
+    id: String,
+    name: String,
+    description: String,
+    created_at: i64,
+}
+
+/// A skill a category requires, as read.
+#[derive(sqlx::FromRow)]
+struct CategorySkillRow {
+    category_id: String,
+    skill_id: String,
+    min_level: Option<i64>,
+    optional: bool,
+}
 
 fn conflict_on_unique(e: sqlx::Error, what: &str) -> Error {
     match &e {
@@ -29,7 +70,7 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         let what = format!("user with e-mail `{}`", new.email);
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO users (id, email, display_name, role, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -61,7 +102,7 @@ impl Store {
                 &new.display_name,
                 new.role.as_str(),
             );
-            tx.append_audit(now, &audit).await?;
+            append_audit(&mut tx.conn(), now, &audit).await?;
             tx.commit().await?;
         });
         self.user(&id).await
@@ -69,8 +110,7 @@ impl Store {
 
     /// One user.
     pub async fn user(&self, id: &str) -> Result<User> {
-        type SkillRow = (String, bool, Option<i64>);
-        let (row, skills): (Option<UserRow>, Vec<SkillRow>) = on_pool!(self, |pool| {
+        let (row, skills): (Option<UserRow>, Vec<UserSkillRow>) = on_driver!(self, |pool| {
             let row = sqlx::query_as(
                 "SELECT id, email, display_name, role, created_at FROM users WHERE id = $1",
             )
@@ -85,32 +125,30 @@ impl Store {
             .await?;
             (row, skills)
         });
-        let (id, email, display_name, role, created_at) = row.ok_or_else(|| Error::NotFound {
+        let row = row.ok_or_else(|| Error::NotFound {
             what: "user",
             id: id.to_owned(),
         })?;
         Ok(User {
-            id,
-            email,
-            display_name,
-            role: role
-                .parse()
-                .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
+            id: row.id,
+            email: row.email,
+            display_name: row.display_name,
+            role: row.role.parse().map_err(super::corrupt)?,
             skills: skills
                 .into_iter()
-                .map(|(skill_id, active, level)| UserSkill {
-                    skill_id,
-                    active,
-                    level: level.and_then(|l| u8::try_from(l).ok()),
+                .map(|s| UserSkill {
+                    skill_id: s.skill_id,
+                    active: s.active,
+                    level: level(s.level),
                 })
                 .collect(),
-            created_at: from_ms(created_at),
+            created_at: from_ms(row.created_at),
         })
     }
 
     /// Every user, by e-mail.
     pub async fn users(&self) -> Result<Vec<User>> {
-        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
+        let ids: Vec<String> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT id FROM users ORDER BY email"
         )
         .fetch_all(pool)
@@ -127,7 +165,7 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         let what = format!("skill `{}`", new.name);
-        on_pool!(self, |pool| sqlx::query(
+        on_driver!(self, |pool| sqlx::query(
             "INSERT INTO skills (id, name, created_at) VALUES ($1, $2, $3)"
         )
         .bind(&id)
@@ -146,17 +184,17 @@ impl Store {
 
     /// Every skill, by name.
     pub async fn skills(&self) -> Result<Vec<Skill>> {
-        let rows: Vec<(String, String, i64)> = on_pool!(self, |pool| sqlx::query_as(
+        let rows: Vec<SkillRow> = on_driver!(self, |pool| sqlx::query_as(
             "SELECT id, name, created_at FROM skills ORDER BY name"
         )
         .fetch_all(pool)
         .await?);
         Ok(rows
             .into_iter()
-            .map(|(id, name, created_at)| Skill {
-                id,
-                name,
-                created_at: from_ms(created_at),
+            .map(|s| Skill {
+                id: s.id,
+                name: s.name,
+                created_at: from_ms(s.created_at),
             })
             .collect())
     }
@@ -166,7 +204,7 @@ impl Store {
         let id = new_id();
         let now = now_ms();
         let what = format!("category `{}`", new.name);
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO categories (id, name, description, created_at) VALUES ($1, $2, $3, $4)",
@@ -202,8 +240,7 @@ impl Store {
 
     /// Every category, by name.
     pub async fn categories(&self) -> Result<Vec<Category>> {
-        type LinkRow = (String, String, Option<i64>, bool);
-        let (rows, links): (Vec<CategoryRow>, Vec<LinkRow>) = on_pool!(self, |pool| {
+        let (rows, links): (Vec<CategoryRow>, Vec<CategorySkillRow>) = on_driver!(self, |pool| {
             let rows = sqlx::query_as(
                 "SELECT id, name, description, created_at FROM categories ORDER BY name",
             )
@@ -218,35 +255,32 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|(id, name, description, created_at)| Category {
-                skill_ids: links
-                    .iter()
-                    .filter(|(c, ..)| *c == id)
-                    .map(|(_, s, ..)| s.clone())
-                    .collect(),
-                skill_options: links
-                    .iter()
-                    .filter(|(c, ..)| *c == id)
-                    .map(|(_, s, min_level, optional)| {
-                        let option = SkillOption {
-                            min_level: min_level.and_then(|l| u8::try_from(l).ok()),
-                            optional: *optional,
-                        };
-                        (s.clone(), option)
-                    })
-                    .filter(|(_, o)| o.is_set())
-                    .collect(),
-                id,
-                name,
-                description,
-                created_at: from_ms(created_at),
+            .map(|c| {
+                let own = || links.iter().filter(|l| l.category_id == c.id);
+                Category {
+                    skill_ids: own().map(|l| l.skill_id.clone()).collect(),
+                    skill_options: own()
+                        .map(|l| {
+                            let option = SkillOption {
+                                min_level: level(l.min_level),
+                                optional: l.optional,
+                            };
+                            (l.skill_id.clone(), option)
+                        })
+                        .filter(|(_, o)| o.is_set())
+                        .collect(),
+                    id: c.id,
+                    name: c.name,
+                    description: c.description,
+                    created_at: from_ms(c.created_at),
+                }
             })
             .collect())
     }
 
     /// The id of the category named `name`, if any.
     pub async fn category_id_by_name(&self, name: &str) -> Result<Option<String>> {
-        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+        Ok(on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT id FROM categories WHERE name = $1"
         )
         .bind(name)

@@ -1,6 +1,9 @@
 //! Contacts, conversations and messages: reads for the API and the outbound write path.
 
-use super::{AuditTx, Error, Result, Store, WriteTx, from_ms, is_retryable, now_ms, on_pool};
+use super::{
+    AsConn, Error, Result, Store, WriteTx, append_audit, corrupt, from_ms, is_retryable, now_ms,
+    on_driver,
+};
 use crate::domain::api::{Contact, ContactIdentity, Conversation, Message};
 use crate::domain::{ConversationStatus, DeliveryStatus, MessageContent};
 
@@ -100,11 +103,37 @@ impl MessageRow {
     }
 }
 
-/// `(id, display_name, created_at)`
-type ContactRow = (String, Option<String>, i64);
+/// A contact as read (its identities come apart).
+#[derive(sqlx::FromRow)]
+struct ContactRow {
+    id: String,
+    display_name: Option<String>,
+    created_at: i64,
+}
 
-fn corrupt(e: crate::domain::Error) -> Error {
-    Error::Corrupt(e.to_string())
+/// One channel identity of a contact as read.
+#[derive(sqlx::FromRow)]
+pub(super) struct IdentityRow {
+    pub(super) channel: String,
+    pub(super) identity: String,
+}
+
+impl IdentityRow {
+    /// The identity with its channel parsed.
+    pub(super) fn into_model(self) -> Result<ContactIdentity> {
+        Ok(ContactIdentity {
+            channel: self.channel.parse().map_err(corrupt)?,
+            identity: self.identity,
+        })
+    }
+}
+
+/// A conversation event as read (data still JSON text).
+#[derive(sqlx::FromRow)]
+struct EventData {
+    id: i64,
+    kind: String,
+    data: String,
 }
 
 #[cfg(test)]
@@ -124,47 +153,38 @@ const SELECT_MESSAGE_BY_KEY: &str = "SELECT id, conversation_id, direction, exte
 impl Store {
     /// One contact with its identities.
     pub async fn contact(&self, id: &str) -> Result<Contact> {
-        let (row, identities): (Option<ContactRow>, Vec<(String, String)>) = on_pool!(
-            self,
-            |pool| {
-                let row = sqlx::query_as(
-                    "SELECT id, display_name, created_at FROM contacts WHERE id = $1",
-                )
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
-                let ids = sqlx::query_as(
+        let (row, identities): (Option<ContactRow>, Vec<IdentityRow>) = on_driver!(self, |pool| {
+            let row =
+                sqlx::query_as("SELECT id, display_name, created_at FROM contacts WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            let ids = sqlx::query_as(
                     "SELECT channel, identity FROM contact_identities WHERE contact_id = $1 ORDER BY channel, identity",
                 )
                 .bind(id)
                 .fetch_all(pool)
                 .await?;
-                (row, ids)
-            }
-        );
-        let (id, display_name, created_at) = row.ok_or_else(|| Error::NotFound {
+            (row, ids)
+        });
+        let row = row.ok_or_else(|| Error::NotFound {
             what: "contact",
             id: id.to_owned(),
         })?;
         Ok(Contact {
-            id,
-            display_name,
+            id: row.id,
+            display_name: row.display_name,
             identities: identities
                 .into_iter()
-                .map(|(channel, identity)| {
-                    Ok(ContactIdentity {
-                        channel: channel.parse().map_err(corrupt)?,
-                        identity,
-                    })
-                })
+                .map(IdentityRow::into_model)
                 .collect::<Result<_>>()?,
-            created_at: from_ms(created_at),
+            created_at: from_ms(row.created_at),
         })
     }
 
     /// The newest contacts, at most `limit`.
     pub async fn contacts(&self, limit: i64) -> Result<Vec<Contact>> {
-        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
+        let ids: Vec<String> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT id FROM contacts ORDER BY created_at DESC, id DESC LIMIT $1"
         )
         .bind(limit)
@@ -180,7 +200,7 @@ impl Store {
     /// One conversation.
     pub async fn conversation(&self, id: &str) -> Result<Conversation> {
         let row: Option<ConversationRow> =
-            on_pool!(self, |pool| sqlx::query_as(SELECT_CONVERSATION)
+            on_driver!(self, |pool| sqlx::query_as(SELECT_CONVERSATION)
                 .bind(id)
                 .fetch_optional(pool)
                 .await?);
@@ -193,7 +213,7 @@ impl Store {
     }
 
     async fn conversation_skills(&self, id: &str) -> Result<Vec<String>> {
-        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+        Ok(on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT skill_id FROM conversation_skills WHERE conversation_id = $1 ORDER BY skill_id"
         )
         .bind(id)
@@ -204,11 +224,12 @@ impl Store {
     /// Conversations, newest first.
     pub async fn conversations(&self, filter: &ConversationFilter) -> Result<Vec<Conversation>> {
         let status = filter.status.map(|s| s.as_str());
-        let rows: Vec<ConversationRow> = on_pool!(self, |pool| sqlx::query_as(LIST_CONVERSATIONS)
-            .bind(status)
-            .bind(filter.limit)
-            .fetch_all(pool)
-            .await?);
+        let rows: Vec<ConversationRow> =
+            on_driver!(self, |pool| sqlx::query_as(LIST_CONVERSATIONS)
+                .bind(status)
+                .bind(filter.limit)
+                .fetch_all(pool)
+                .await?);
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let skills = self.conversation_skills(&row.id).await?;
@@ -219,7 +240,7 @@ impl Store {
 
     /// Sets the skills a conversation requires (replacing earlier ones).
     pub async fn set_conversation_skills(&self, id: &str, skill_ids: &[String]) -> Result<()> {
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query("DELETE FROM conversation_skills WHERE conversation_id = $1")
                 .bind(id)
@@ -241,7 +262,7 @@ impl Store {
 
     /// One message.
     pub async fn message(&self, id: &str) -> Result<Message> {
-        let row: Option<MessageRow> = on_pool!(self, |pool| sqlx::query_as(SELECT_MESSAGE)
+        let row: Option<MessageRow> = on_driver!(self, |pool| sqlx::query_as(SELECT_MESSAGE)
             .bind(id)
             .fetch_optional(pool)
             .await?);
@@ -254,7 +275,7 @@ impl Store {
 
     /// The messages of a conversation, oldest first.
     pub async fn messages(&self, conversation_id: &str) -> Result<Vec<Message>> {
-        let rows: Vec<MessageRow> = on_pool!(self, |pool| sqlx::query_as(LIST_MESSAGES)
+        let rows: Vec<MessageRow> = on_driver!(self, |pool| sqlx::query_as(LIST_MESSAGES)
             .bind(conversation_id)
             .fetch_all(pool)
             .await?);
@@ -280,7 +301,7 @@ impl Store {
         let content = serde_json::to_string(&new.content)
             .map_err(|e| Error::Corrupt(format!("message content: {e}")))?;
         let payload = new.payload.to_string();
-        let (row, created): (MessageRow, bool) = on_pool!(self, |pool| {
+        let (row, created): (MessageRow, bool) = on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let existing: Option<MessageRow> = match &new.idempotency_key {
                 Some(key) => {
@@ -350,7 +371,7 @@ impl Store {
                     &new.id,
                     &content,
                 );
-                tx.append_audit(now, &audit).await?;
+                append_audit(&mut tx.conn(), now, &audit).await?;
                 let row: MessageRow = sqlx::query_as(SELECT_MESSAGE)
                     .bind(&new.id)
                     .fetch_one(&mut *tx)
@@ -368,7 +389,7 @@ impl Store {
         conversation_id: &str,
         after_id: i64,
     ) -> Result<Vec<(i64, String, serde_json::Value)>> {
-        let rows: Vec<(i64, String, String)> = on_pool!(self, |pool| {
+        let rows: Vec<EventData> = on_driver!(self, |pool| {
             sqlx::query_as(
             "SELECT id, kind, data FROM conversation_events WHERE conversation_id = $1 AND id > $2 ORDER BY id"
         )
@@ -378,10 +399,10 @@ impl Store {
         .await?
         });
         rows.into_iter()
-            .map(|(id, kind, data)| {
-                let data = serde_json::from_str(&data)
+            .map(|e| {
+                let data = serde_json::from_str(&e.data)
                     .map_err(|e| Error::Corrupt(format!("event data: {e}")))?;
-                Ok((id, kind, data))
+                Ok((e.id, e.kind, data))
             })
             .collect()
     }

@@ -1,19 +1,20 @@
 //! Durable state: sqlx repositories over SQLite (the embedded default) or PostgreSQL.
 //!
-//! [`Store`] is an enum over the two pools rather than `sqlx::Any`: `Any` only speaks a handful
-//! of primitive types and hides each driver's options (WAL, busy timeout, `BEGIN IMMEDIATE`).
-//! The SQL is written once in the common dialect (`$1` placeholders, which SQLite accepts too,
-//! `ON CONFLICT`, `RETURNING`) and each repository method runs it on whichever pool is configured
-//! through the [`on_pool!`] macro, which expands the same body once per driver.
+//! [`Store`] holds the pool of either driver; the SQL is written once and runs on whichever is
+//! configured, and what differs between the two lives in [`dialect`] (read it first). Rows are
+//! `#[derive(FromRow)]` structs private to their repository; what leaves storage is the API
+//! types of `domain::api` or the plain records declared here.
 //!
 //! Timestamps are stored as unix epoch milliseconds (`BIGINT`): SQLite has no timestamp type and
 //! sqlx writes RFC 3339 text with a variable number of fractional digits, which would not sort.
-//! Migrations live in `migrations/sqlite` and `migrations/postgres`, embedded in the binary.
+//! Migrations live in `migrations/sqlite` and `migrations/postgres`, embedded in the binary, and
+//! `tests/api/schema.rs` fails when the two schemas drift apart.
 
 mod attributes;
 mod audit;
 mod auth;
 mod cursor;
+pub mod dialect;
 mod directory;
 mod inbound;
 mod messages;
@@ -26,12 +27,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+pub(crate) use dialect::{AsConn, Conn, on_driver};
+pub use dialect::{Dialect, Driver, WriteTransaction, WriteTx};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub(crate) use audit::AuditTx;
+pub(crate) use audit::append_audit;
 pub use audit::{AuditQuery, CHAIN_BATCH};
 pub use auth::{AcceptOutcome, Credentials, NewInvite, SessionRecord};
 pub use cursor::{EventCursor, GAP_PATIENCE};
@@ -39,7 +42,7 @@ pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
 };
 pub use messages::{ConversationFilter, NewOutbound};
-pub use outbox::{OutboxItem, RetryAt};
+pub use outbox::{OutboxItem, OutboxState, RetryAt};
 pub use privacy::{Checkpoint, RetentionStep};
 pub use routing::{
     AgentRow, AgentTransfer, ArrivalFacts, CategoryRow, Claim, HeldSkill, NeededSkill,
@@ -86,35 +89,38 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+/// Two text columns read as `owner` and `item` (a skill of a conversation, an attribute of a
+/// contact, …): the one row shape many reads share.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct Pair {
+    /// What the item belongs to (or the key).
+    pub owner: String,
+    /// The item (or the value).
+    pub item: String,
+}
+
+/// A stored proficiency level (1..=5 by the schema's CHECK) as the vocabulary's.
+pub(crate) fn level(stored: Option<i64>) -> Option<u8> {
+    stored.and_then(|l| u8::try_from(l).ok())
+}
+
+/// A stored name that no longer parses: a bug or a hand-edited row.
+pub(crate) fn corrupt(e: crate::domain::Error) -> Error {
+    Error::Corrupt(e.to_string())
+}
+
 /// Shorthand for storage results.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Which database a [`Store`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Embedded SQLite file.
-    Sqlite,
-    /// PostgreSQL server.
-    Postgres,
-}
+/// The database handle shared by every part of the runtime: the SQLite pool (WAL, foreign keys
+/// on, busy timeout) or the PostgreSQL pool.
+pub type Store = Driver<SqlitePool, PgPool>;
 
-/// The database handle shared by every part of the runtime.
-#[derive(Debug, Clone)]
-pub enum Store {
-    /// SQLite pool (WAL, foreign keys on, busy timeout).
-    Sqlite(SqlitePool),
-    /// PostgreSQL pool.
-    Postgres(PgPool),
-}
-
-/// Runs `$body` with `$pool` bound to the concrete pool of `$store`.
-///
-/// The body is compiled once per driver, so it must only use SQL and types both understand.
 /// Appends one row to `conversation_events` (the live stream's and the allocator's source) with
-/// the caller's executor, usually its write transaction: `push_event!(tx, id, kind, data, now)`,
-/// `data` already JSON text.
+/// the caller's connection, usually its write transaction: `push_event!(tx, id, kind, data, now)`
+/// (`tx` derefs to the connection; `*c` for a [`Conn`]'s), `data` already JSON text.
 macro_rules! push_event {
-    ($tx:ident, $conversation:expr, $kind:expr, $data:expr, $now:expr) => {
+    ($tx:expr, $conversation:expr, $kind:expr, $data:expr, $now:expr) => {
         sqlx::query(
             "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)",
         )
@@ -125,101 +131,7 @@ macro_rules! push_event {
         .execute(&mut *$tx)
     };
 }
-
-macro_rules! on_pool {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match $store {
-            $crate::storage::Store::Sqlite($pool) => $body,
-            $crate::storage::Store::Postgres($pool) => $body,
-        }
-    };
-}
-pub(crate) use on_pool;
 pub(crate) use push_event;
-
-/// A write transaction. On SQLite it also holds the write gate of its database file.
-///
-/// SQLite allows one writer at a time; when several connections contend, SQLite's busy handler
-/// makes the losers sleep in steps of up to 100 ms even if the lock frees up at once. Queuing
-/// writers on an async mutex first hands the lock over without sleeping (the benchmark showed
-/// p99 acknowledgement times of ~750 ms without it). The gate is per database file and
-/// process; other processes still meet the busy timeout.
-pub struct WriteTransaction<DB: sqlx::Database> {
-    tx: sqlx::Transaction<'static, DB>,
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl<DB: sqlx::Database> std::ops::Deref for WriteTransaction<DB> {
-    type Target = DB::Connection;
-    fn deref(&self) -> &DB::Connection {
-        &self.tx
-    }
-}
-
-impl<DB: sqlx::Database> std::ops::DerefMut for WriteTransaction<DB> {
-    fn deref_mut(&mut self) -> &mut DB::Connection {
-        &mut self.tx
-    }
-}
-
-impl<DB: sqlx::Database> WriteTransaction<DB> {
-    /// Commits, then releases the gate.
-    pub async fn commit(self) -> Result<()> {
-        self.tx.commit().await?;
-        Ok(())
-    }
-}
-
-/// Opens a write transaction on either pool.
-///
-/// SQLite gets `BEGIN IMMEDIATE`: a deferred transaction that reads first and writes later can
-/// fail with `SQLITE_BUSY` without waiting when another writer got there in between.
-pub trait WriteTx {
-    /// The sqlx database of the pool.
-    type Db: sqlx::Database;
-    /// Begins a transaction that will write.
-    fn begin_write(
-        &self,
-    ) -> impl std::future::Future<Output = Result<WriteTransaction<Self::Db>>> + Send;
-}
-
-fn sqlite_gate(pool: &SqlitePool) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-    type Gates = std::sync::Mutex<
-        std::collections::HashMap<std::path::PathBuf, std::sync::Arc<tokio::sync::Mutex<()>>>,
-    >;
-    static GATES: std::sync::OnceLock<Gates> = std::sync::OnceLock::new();
-    let file = pool.connect_options().get_filename().to_path_buf();
-    let mut gates = GATES
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    gates.entry(file).or_default().clone()
-}
-
-impl WriteTx for SqlitePool {
-    type Db = sqlx::Sqlite;
-    async fn begin_write(&self) -> Result<WriteTransaction<sqlx::Sqlite>> {
-        let gate = sqlite_gate(self).lock_owned().await;
-        let tx = self.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(WriteTransaction {
-            tx,
-            _gate: Some(gate),
-        })
-    }
-}
-
-impl WriteTx for PgPool {
-    type Db = sqlx::Postgres;
-    async fn begin_write(&self) -> Result<WriteTransaction<sqlx::Postgres>> {
-        Ok(WriteTransaction {
-            tx: self.begin().await?,
-            _gate: None,
-        })
-    }
-}
-
-static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Pool sizing and timeouts.
 #[derive(Debug, Clone)]
@@ -293,25 +205,10 @@ impl Store {
         }
     }
 
-    /// Which database this is.
-    pub fn backend(&self) -> Backend {
-        match self {
-            Store::Sqlite(_) => Backend::Sqlite,
-            Store::Postgres(_) => Backend::Postgres,
-        }
-    }
-
-    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
-        match self {
-            Store::Sqlite(_) => &SQLITE_MIGRATOR,
-            Store::Postgres(_) => &POSTGRES_MIGRATOR,
-        }
-    }
-
     /// Applies the embedded migrations that are not applied yet.
     pub async fn migrate(&self) -> Result<()> {
-        let migrator = self.migrator();
-        on_pool!(self, |pool| migrator
+        let migrator = self.dialect().migrator();
+        on_driver!(self, |pool| migrator
             .run(pool)
             .await
             .map_err(Error::Migrate))
@@ -319,19 +216,23 @@ impl Store {
 
     /// Readiness: the database answers and every embedded migration is applied.
     pub async fn ready(&self) -> Result<bool> {
-        let applied: Vec<i64> = on_pool!(self, |pool| {
+        let applied: Vec<i64> = on_driver!(self, |pool| {
             sqlx::query_scalar(
                 "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
             )
             .fetch_all(pool)
             .await?
         });
-        Ok(self.migrator().iter().all(|m| applied.contains(&m.version)))
+        Ok(self
+            .dialect()
+            .migrator()
+            .iter()
+            .all(|m| applied.contains(&m.version)))
     }
 
     /// Closes the pool, waiting for connections to be returned.
     pub async fn close(&self) {
-        on_pool!(self, |pool| pool.close().await)
+        on_driver!(self, |pool| pool.close().await)
     }
 
     /// Number of rows in `table` (for tests and the benchmark; the name is checked against a list).
@@ -350,7 +251,7 @@ impl Store {
             "categories" => "SELECT COUNT(*) FROM categories",
             other => return Err(Error::Corrupt(format!("no such table `{other}`"))),
         };
-        Ok(on_pool!(self, |pool| sqlx::query_scalar(sql)
+        Ok(on_driver!(self, |pool| sqlx::query_scalar(sql)
             .fetch_one(pool)
             .await?))
     }

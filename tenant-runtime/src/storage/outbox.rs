@@ -5,7 +5,7 @@
 //! so a crash between the two re-sends the same request with the same `correlation_id`, which the
 //! far side dedupes: at-least-once delivery made exactly-once by the idempotency key.
 
-use super::{Result, Store, WriteTx, now_ms, on_pool};
+use super::{Result, Store, WriteTx, now_ms, on_driver};
 use crate::domain::DeliveryStatus;
 
 /// A claimed outbox row.
@@ -25,13 +25,24 @@ pub struct OutboxItem {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryAt(pub i64);
 
+/// Where one outbox row stands.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct OutboxState {
+    /// `pending`, `sent` or `failed`.
+    pub state: String,
+    /// Send attempts so far.
+    pub attempts: i64,
+    /// The last attempt's error, if it failed.
+    pub last_error: Option<String>,
+}
+
 impl Store {
     /// Claims up to `limit` due rows for `lease_ms` milliseconds.
     pub async fn claim_outbox(&self, limit: i64, lease_ms: i64) -> Result<Vec<OutboxItem>> {
         let now = now_ms();
         // The lease conditions are repeated outside the sub-select so that, on PostgreSQL, a row
         // another sender claimed meanwhile is re-checked after the row lock and skipped.
-        let items: Vec<OutboxItem> = on_pool!(self, |pool| {
+        let items: Vec<OutboxItem> = on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let items = sqlx::query_as(
                 "UPDATE outbox SET lease_until = $1, attempts = attempts + 1 \
@@ -53,7 +64,7 @@ impl Store {
     /// Marks a row sent after the API accepted it, and records the API's message id.
     pub async fn mark_outbox_sent(&self, id: &str, external_id: &str) -> Result<()> {
         let now = now_ms();
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "UPDATE outbox SET state = 'sent', sent_at = $1, lease_until = NULL, last_error = NULL WHERE id = $2 AND state = 'pending'",
@@ -86,7 +97,7 @@ impl Store {
 
     /// Releases a row for another try at `at` (epoch ms), remembering the error.
     pub async fn retry_outbox(&self, id: &str, at: RetryAt, error: &str) -> Result<()> {
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             sqlx::query(
             "UPDATE outbox SET available_at = $1, lease_until = NULL, last_error = $2 WHERE id = $3 AND state = 'pending'"
         )
@@ -103,7 +114,7 @@ impl Store {
     /// Gives up on a row: the message is marked `FAILED` with the error as reason.
     pub async fn fail_outbox(&self, id: &str, error: &str) -> Result<()> {
         let now = now_ms();
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "UPDATE outbox SET state = 'failed', lease_until = NULL, last_error = $1 WHERE id = $2 AND state = 'pending'",
@@ -138,7 +149,7 @@ impl Store {
 
     /// Number of outbox rows in `state` (`pending`, `sent` or `failed`).
     pub async fn outbox_count(&self, state: &str) -> Result<i64> {
-        Ok(on_pool!(self, |pool| sqlx::query_scalar(
+        Ok(on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM outbox WHERE state = $1"
         )
         .bind(state)
@@ -146,9 +157,9 @@ impl Store {
         .await?))
     }
 
-    /// `(attempts, last_error)` of one outbox row.
-    pub async fn outbox_row(&self, id: &str) -> Result<(String, i64, Option<String>)> {
-        let row: Option<(String, i64, Option<String>)> = on_pool!(self, |pool| sqlx::query_as(
+    /// The delivery state of one outbox row.
+    pub async fn outbox_row(&self, id: &str) -> Result<OutboxState> {
+        let row: Option<OutboxState> = on_driver!(self, |pool| sqlx::query_as(
             "SELECT state, attempts, last_error FROM outbox WHERE id = $1"
         )
         .bind(id)

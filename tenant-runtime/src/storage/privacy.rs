@@ -2,8 +2,12 @@
 //! contact edits and imports, and the retention batches. Every change is audited in the same
 //! transaction that makes it.
 
-use super::audit::AuditTx;
-use super::{Error, Result, Store, WriteTx, from_ms, is_retryable, new_id, on_pool};
+use super::audit::append_audit;
+use super::dialect::advisory_lock;
+use super::messages::IdentityRow;
+use super::{
+    AsConn, Conn, Error, Result, Store, WriteTx, from_ms, is_retryable, new_id, on_driver,
+};
 use crate::domain::anonymize::{ANONYMIZED_NAME, ANONYMIZED_TEXT, anonymize_content_json};
 use crate::domain::api::{
     AnonymizeReport, Contact, ContactDetails, ContactIdentity, ContactInput, SubjectData,
@@ -44,297 +48,351 @@ fn like_pattern(q: &str) -> String {
     format!("%{escaped}%")
 }
 
-/// `(id, display_name, email, phone, created_at, anonymized_at)`
-type DetailsRow = (
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    Option<i64>,
-);
-
-/// Transaction-level privacy operations, shared by the DPO actions and the retention job.
-pub(crate) trait PrivacyTx {
-    /// Replaces the content of one conversation (messages and internal notes); returns how
-    /// many of each were replaced.
-    async fn anonymize_conversation_tx(&mut self, id: &str, now: i64) -> Result<Redacted>;
-    /// Replaces every piece of personal data of one contact.
-    async fn anonymize_contact_tx(
-        &mut self,
-        id: &str,
-        actor: &str,
-        now: i64,
-    ) -> Result<AnonymizeReport>;
-    /// Deletes one conversation with its messages, notes, outbox rows, events and skills.
-    async fn delete_conversation_tx(&mut self, id: &str, now: i64) -> Result<()>;
-    /// Creates a contact from `input` with `attributes`, audited as `actor`.
-    async fn create_contact_tx(
-        &mut self,
-        input: &ContactInput,
-        attributes: &std::collections::BTreeMap<String, String>,
-        actor: &str,
-        now: i64,
-    ) -> Result<String>;
-    /// Saves a retention checkpoint.
-    async fn save_checkpoint_tx(&mut self, cp: &Checkpoint, now: i64) -> Result<()>;
+/// A contact's own columns as read (identities and attributes come apart).
+#[derive(sqlx::FromRow)]
+struct DetailsRow {
+    id: String,
+    display_name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    created_at: i64,
+    anonymized_at: Option<i64>,
 }
 
-macro_rules! impl_privacy_tx {
-    ($conn:ty) => {
-        impl PrivacyTx for $conn {
-            async fn anonymize_conversation_tx(&mut self, id: &str, now: i64) -> Result<Redacted> {
-                let rows: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT id, content FROM messages WHERE conversation_id = $1 ORDER BY id",
-                )
-                .bind(id)
-                .fetch_all(&mut *self)
-                .await?;
-                for (message_id, content) in &rows {
-                    sqlx::query("UPDATE messages SET content = $1 WHERE id = $2")
-                        .bind(anonymize_content_json(content))
-                        .bind(message_id)
-                        .execute(&mut *self)
-                        .await?;
-                }
-                // Notes are the agents' free text about the customer: replaced like message
-                // texts, keeping the row (author, time) so counts survive as they do for messages.
-                let notes = sqlx::query(
-                    "UPDATE conversation_notes SET text = $1 WHERE conversation_id = $2 AND text <> $1",
-                )
-                .bind(ANONYMIZED_TEXT)
-                .bind(id)
-                .execute(&mut *self)
-                .await?
-                .rows_affected();
-                // The outbox payload repeats the text and the recipient.
-                sqlx::query(
-                    "UPDATE outbox SET payload = '{}', last_error = NULL WHERE id IN (SELECT id FROM messages WHERE conversation_id = $1)",
-                )
-                .bind(id)
-                .execute(&mut *self)
-                .await?;
-                sqlx::query(
-                    "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 \
-                     WHERE redacted_at IS NULL AND entity = 'message' AND entity_id IN (SELECT id FROM messages WHERE conversation_id = $1)",
-                )
-                .bind(id)
-                .bind(now)
-                .execute(&mut *self)
-                .await?;
-                // Decisions explain who got the conversation and why (candidates, sticky
-                // history): they go with the content they explain.
-                sqlx::query("DELETE FROM routing_decisions WHERE conversation_id = $1")
-                    .bind(id)
-                    .execute(&mut *self)
-                    .await?;
-                sqlx::query(
-                    "UPDATE conversations SET identity = 'anonymized', anonymized_at = $2, \
-                     status = 'closed', closed_at = COALESCE(closed_at, $2) WHERE id = $1",
-                )
-                .bind(id)
-                .bind(now)
-                .execute(&mut *self)
-                .await?;
-                Ok(Redacted { messages: rows.len() as u64, notes })
-            }
+/// A message's content as read.
+#[derive(sqlx::FromRow)]
+struct ContentRow {
+    id: String,
+    content: String,
+}
 
-            async fn anonymize_contact_tx(&mut self, id: &str, actor: &str, now: i64) -> Result<AnonymizeReport> {
-                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM contacts WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&mut *self)
-                    .await?;
-                if exists.is_none() {
-                    return Err(Error::NotFound { what: "contact", id: id.to_owned() });
-                }
-                let mut report = AnonymizeReport { contact_id: id.to_owned(), ..Default::default() };
-                let conversations: Vec<String> =
-                    sqlx::query_scalar("SELECT id FROM conversations WHERE contact_id = $1 ORDER BY id")
-                        .bind(id)
-                        .fetch_all(&mut *self)
-                        .await?;
-                for c in &conversations {
-                    let redacted = self.anonymize_conversation_tx(c, now).await?;
-                    report.messages += redacted.messages;
-                    report.notes += redacted.notes;
-                    report.conversations += 1;
-                }
-                let identities: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT channel, identity FROM contact_identities WHERE contact_id = $1 AND identity NOT LIKE 'anonymized:%'",
-                )
-                .bind(id)
-                .fetch_all(&mut *self)
-                .await?;
-                for (channel, identity) in &identities {
-                    sqlx::query("UPDATE contact_identities SET identity = $1 WHERE channel = $2 AND identity = $3")
-                        .bind(format!("anonymized:{}", new_id()))
-                        .bind(channel)
-                        .bind(identity)
-                        .execute(&mut *self)
-                        .await?;
-                }
-                report.identities = identities.len() as u64;
-                // Attributes are free text about the person: nothing of them is kept.
-                sqlx::query("DELETE FROM contact_attributes WHERE contact_id = $1")
-                    .bind(id)
-                    .execute(&mut *self)
-                    .await?;
-                sqlx::query(
-                    "UPDATE contacts SET display_name = CASE WHEN display_name IS NULL THEN NULL ELSE $2 END, \
-                     email = NULL, phone = NULL, anonymized_at = $3 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(ANONYMIZED_NAME)
-                .bind(now)
-                .execute(&mut *self)
-                .await?;
-                report.audit_entries_redacted = sqlx::query(
-                    "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 WHERE subject_id = $1 AND redacted_at IS NULL",
-                )
-                .bind(id)
-                .bind(now)
-                .execute(&mut *self)
-                .await?
-                .rows_affected();
-                let changes: Vec<AuditChange> = ["display_name", "email", "phone", "identities", "attributes", "messages", "notes"]
-                    .into_iter()
-                    .map(|attribute| {
-                        AuditChange::new(actor, AuditAction::Anonymize, "contact", id, attribute, None).about(id)
-                    })
-                    .collect();
-                self.append_audit(now, &changes).await?;
-                Ok(report)
-            }
+/// A contact's identity or attribute, by contact.
+#[derive(sqlx::FromRow)]
+struct ContactItem {
+    contact_id: String,
+    name: String,
+    value: String,
+}
 
-            async fn delete_conversation_tx(&mut self, id: &str, now: i64) -> Result<()> {
-                sqlx::query(
-                    "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 \
-                     WHERE redacted_at IS NULL AND entity = 'message' AND entity_id IN (SELECT id FROM messages WHERE conversation_id = $1)",
-                )
-                .bind(id)
-                .bind(now)
-                .execute(&mut *self)
-                .await?;
-                for sql in [
-                    "DELETE FROM outbox WHERE id IN (SELECT id FROM messages WHERE conversation_id = $1)",
-                    "DELETE FROM messages WHERE conversation_id = $1",
-                    // The foreign key cascades too; explicit, as for routing decisions.
-                    "DELETE FROM conversation_notes WHERE conversation_id = $1",
-                    "DELETE FROM conversation_events WHERE conversation_id = $1",
-                    "DELETE FROM conversation_skills WHERE conversation_id = $1",
-                    // The foreign key cascades too; explicit so the list says what goes.
-                    "DELETE FROM routing_decisions WHERE conversation_id = $1",
-                    "DELETE FROM conversations WHERE id = $1",
-                ] {
-                    sqlx::query(sql).bind(id).execute(&mut *self).await?;
-                }
-                Ok(())
-            }
+/// A conversation due for retention, with its position in the job.
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    at: i64,
+    id: String,
+    contact_id: String,
+}
 
-            async fn create_contact_tx(
-                &mut self,
-                input: &ContactInput,
-                attributes: &std::collections::BTreeMap<String, String>,
-                actor: &str,
-                now: i64,
-            ) -> Result<String> {
-                let id = new_id();
-                sqlx::query(
-                    "INSERT INTO contacts (id, display_name, email, phone, created_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&id)
-                .bind(&input.display_name)
-                .bind(&input.email)
-                .bind(&input.phone)
-                .bind(now)
-                .execute(&mut *self)
+/// How many conversations a contact has, and how many still keep content.
+#[derive(sqlx::FromRow)]
+struct KeptRow {
+    total: i64,
+    kept: i64,
+}
+
+// Transaction-level privacy operations, shared by the DPO actions and the retention job:
+// they run inside the caller's write transaction.
+
+/// Replaces the content of one conversation (messages and internal notes); returns how
+/// many of each were replaced.
+async fn anonymize_conversation_tx(conn: &mut Conn<'_>, id: &str, now: i64) -> Result<Redacted> {
+    on_driver!(conn, |c| {
+        let rows: Vec<ContentRow> = sqlx::query_as(
+            "SELECT id, content FROM messages WHERE conversation_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&mut **c)
+        .await?;
+        for row in &rows {
+            sqlx::query("UPDATE messages SET content = $1 WHERE id = $2")
+                .bind(anonymize_content_json(&row.content))
+                .bind(&row.id)
+                .execute(&mut **c)
                 .await?;
-                let mut changes = Vec::new();
-                for (attribute, value) in [
-                    ("display_name", &input.display_name),
-                    ("email", &input.email),
-                    ("phone", &input.phone),
-                ] {
-                    if value.is_some() {
-                        changes.push(
-                            AuditChange::new(actor, AuditAction::Create, "contact", &id, attribute, value.clone())
-                                .about(&id),
-                        );
-                    }
-                }
-                for ident in &input.identities {
-                    sqlx::query(
-                        "INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ($1, $2, $3, $4)",
+        }
+        // Notes are the agents' free text about the customer: replaced like message
+        // texts, keeping the row (author, time) so counts survive as they do for messages.
+        let notes = sqlx::query(
+            "UPDATE conversation_notes SET text = $1 WHERE conversation_id = $2 AND text <> $1",
+        )
+        .bind(ANONYMIZED_TEXT)
+        .bind(id)
+        .execute(&mut **c)
+        .await?
+        .rows_affected();
+        // The outbox payload repeats the text and the recipient.
+        sqlx::query(
+                "UPDATE outbox SET payload = '{}', last_error = NULL WHERE id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut **c)
+            .await?;
+        sqlx::query(
+                "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 \
+                 WHERE redacted_at IS NULL AND entity = 'message' AND entity_id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut **c)
+            .await?;
+        // Decisions explain who got the conversation and why (candidates, sticky
+        // history): they go with the content they explain.
+        sqlx::query("DELETE FROM routing_decisions WHERE conversation_id = $1")
+            .bind(id)
+            .execute(&mut **c)
+            .await?;
+        sqlx::query(
+            "UPDATE conversations SET identity = 'anonymized', anonymized_at = $2, \
+                 status = 'closed', closed_at = COALESCE(closed_at, $2) WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut **c)
+        .await?;
+        Ok(Redacted {
+            messages: rows.len() as u64,
+            notes,
+        })
+    })
+}
+
+/// Replaces every piece of personal data of one contact.
+async fn anonymize_contact_tx(
+    conn: &mut Conn<'_>,
+    id: &str,
+    actor: &str,
+    now: i64,
+) -> Result<AnonymizeReport> {
+    on_driver!(conn, |c| {
+        let exists: Option<String> = sqlx::query_scalar("SELECT id FROM contacts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **c)
+            .await?;
+        if exists.is_none() {
+            return Err(Error::NotFound {
+                what: "contact",
+                id: id.to_owned(),
+            });
+        }
+        let mut report = AnonymizeReport {
+            contact_id: id.to_owned(),
+            ..Default::default()
+        };
+        let conversations: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM conversations WHERE contact_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(&mut **c)
+                .await?;
+        for conversation in &conversations {
+            let redacted = anonymize_conversation_tx(&mut c.conn(), conversation, now).await?;
+            report.messages += redacted.messages;
+            report.notes += redacted.notes;
+            report.conversations += 1;
+        }
+        let identities: Vec<IdentityRow> = sqlx::query_as(
+                "SELECT channel, identity FROM contact_identities WHERE contact_id = $1 AND identity NOT LIKE 'anonymized:%'",
+            )
+            .bind(id)
+            .fetch_all(&mut **c)
+            .await?;
+        for i in &identities {
+            sqlx::query(
+                "UPDATE contact_identities SET identity = $1 WHERE channel = $2 AND identity = $3",
+            )
+            .bind(format!("anonymized:{}", new_id()))
+            .bind(&i.channel)
+            .bind(&i.identity)
+            .execute(&mut **c)
+            .await?;
+        }
+        report.identities = identities.len() as u64;
+        // Attributes are free text about the person: nothing of them is kept.
+        sqlx::query("DELETE FROM contact_attributes WHERE contact_id = $1")
+            .bind(id)
+            .execute(&mut **c)
+            .await?;
+        sqlx::query(
+                "UPDATE contacts SET display_name = CASE WHEN display_name IS NULL THEN NULL ELSE $2 END, \
+                 email = NULL, phone = NULL, anonymized_at = $3 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(ANONYMIZED_NAME)
+            .bind(now)
+            .execute(&mut **c)
+            .await?;
+        report.audit_entries_redacted = sqlx::query(
+                "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 WHERE subject_id = $1 AND redacted_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut **c)
+            .await?
+            .rows_affected();
+        let changes: Vec<AuditChange> = [
+            "display_name",
+            "email",
+            "phone",
+            "identities",
+            "attributes",
+            "messages",
+            "notes",
+        ]
+        .into_iter()
+        .map(|attribute| {
+            AuditChange::new(
+                actor,
+                AuditAction::Anonymize,
+                "contact",
+                id,
+                attribute,
+                None,
+            )
+            .about(id)
+        })
+        .collect();
+        append_audit(&mut c.conn(), now, &changes).await?;
+        Ok(report)
+    })
+}
+
+/// Deletes one conversation with its messages, notes, outbox rows, events and skills.
+async fn delete_conversation_tx(conn: &mut Conn<'_>, id: &str, now: i64) -> Result<()> {
+    on_driver!(conn, |c| {
+        sqlx::query(
+                "UPDATE audit_log SET new_value = NULL, salt = NULL, redacted_at = $2 \
+                 WHERE redacted_at IS NULL AND entity = 'message' AND entity_id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut **c)
+            .await?;
+        for sql in [
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM messages WHERE conversation_id = $1)",
+            "DELETE FROM messages WHERE conversation_id = $1",
+            // The foreign key cascades too; explicit, as for routing decisions.
+            "DELETE FROM conversation_notes WHERE conversation_id = $1",
+            "DELETE FROM conversation_events WHERE conversation_id = $1",
+            "DELETE FROM conversation_skills WHERE conversation_id = $1",
+            // The foreign key cascades too; explicit so the list says what goes.
+            "DELETE FROM routing_decisions WHERE conversation_id = $1",
+            "DELETE FROM conversations WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut **c).await?;
+        }
+        Ok(())
+    })
+}
+
+/// Creates a contact from `input` with `attributes`, audited as `actor`.
+async fn create_contact_tx(
+    conn: &mut Conn<'_>,
+    input: &ContactInput,
+    attributes: &std::collections::BTreeMap<String, String>,
+    actor: &str,
+    now: i64,
+) -> Result<String> {
+    on_driver!(conn, |c| {
+        let id = new_id();
+        sqlx::query(
+                "INSERT INTO contacts (id, display_name, email, phone, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&id)
+            .bind(&input.display_name)
+            .bind(&input.email)
+            .bind(&input.phone)
+            .bind(now)
+            .execute(&mut **c)
+            .await?;
+        let mut changes = Vec::new();
+        for (attribute, value) in [
+            ("display_name", &input.display_name),
+            ("email", &input.email),
+            ("phone", &input.phone),
+        ] {
+            if value.is_some() {
+                changes.push(
+                    AuditChange::new(
+                        actor,
+                        AuditAction::Create,
+                        "contact",
+                        &id,
+                        attribute,
+                        value.clone(),
                     )
-                    .bind(ident.channel.as_str())
-                    .bind(&ident.identity)
-                    .bind(&id)
-                    .bind(now)
-                    .execute(&mut *self)
-                    .await
-                    .map_err(|e| match &e {
-                        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(format!(
-                            "identity {}:{}",
-                            ident.channel, ident.identity
-                        )),
-                        _ => Error::Database(e),
-                    })?;
-                    changes.push(
-                        AuditChange::new(
-                            actor,
-                            AuditAction::Create,
-                            "contact_identity",
-                            &id,
-                            format!("identity:{}", ident.channel),
-                            Some(ident.identity.clone()),
-                        )
-                        .about(&id),
-                    );
-                }
-                // Audited per key as an attribute edit would be (`contact_attribute`).
-                for (key, value) in attributes {
-                    sqlx::query(
-                        "INSERT INTO contact_attributes (contact_id, key, value, updated_at) VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(&id)
-                    .bind(key)
-                    .bind(value)
-                    .bind(now)
-                    .execute(&mut *self)
-                    .await?;
-                }
-                changes.extend(super::audit::entries::contact_attributes(
-                    actor,
-                    &id,
-                    &std::collections::BTreeMap::new(),
-                    attributes,
-                ));
-                self.append_audit(now, &changes).await?;
-                Ok(id)
-            }
-
-            async fn save_checkpoint_tx(&mut self, cp: &Checkpoint, now: i64) -> Result<()> {
-                sqlx::query(
-                    "INSERT INTO retention_checkpoints (job, cutoff, cursor_at, cursor_id, processed, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                     ON CONFLICT (job) DO UPDATE SET cutoff = excluded.cutoff, cursor_at = excluded.cursor_at, cursor_id = excluded.cursor_id, \
-                     processed = excluded.processed, updated_at = excluded.updated_at",
-                )
-                .bind(&cp.job)
-                .bind(cp.cutoff)
-                .bind(cp.cursor_at)
-                .bind(&cp.cursor_id)
-                .bind(cp.processed)
-                .bind(now)
-                .execute(&mut *self)
-                .await?;
-                Ok(())
+                    .about(&id),
+                );
             }
         }
-    };
+        for ident in &input.identities {
+            sqlx::query(
+                    "INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(ident.channel.as_str())
+                .bind(&ident.identity)
+                .bind(&id)
+                .bind(now)
+                .execute(&mut **c)
+                .await
+                .map_err(|e| match &e {
+                    sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(format!(
+                        "identity {}:{}",
+                        ident.channel, ident.identity
+                    )),
+                    _ => Error::Database(e),
+                })?;
+            changes.push(
+                AuditChange::new(
+                    actor,
+                    AuditAction::Create,
+                    "contact_identity",
+                    &id,
+                    format!("identity:{}", ident.channel),
+                    Some(ident.identity.clone()),
+                )
+                .about(&id),
+            );
+        }
+        // Audited per key as an attribute edit would be (`contact_attribute`).
+        for (key, value) in attributes {
+            sqlx::query(
+                    "INSERT INTO contact_attributes (contact_id, key, value, updated_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(&id)
+                .bind(key)
+                .bind(value)
+                .bind(now)
+                .execute(&mut **c)
+                .await?;
+        }
+        changes.extend(super::audit::entries::contact_attributes(
+            actor,
+            &id,
+            &std::collections::BTreeMap::new(),
+            attributes,
+        ));
+        append_audit(&mut c.conn(), now, &changes).await?;
+        Ok(id)
+    })
 }
 
-impl_privacy_tx!(sqlx::SqliteConnection);
-impl_privacy_tx!(sqlx::PgConnection);
+/// Saves a retention checkpoint.
+async fn save_checkpoint_tx(conn: &mut Conn<'_>, cp: &Checkpoint, now: i64) -> Result<()> {
+    on_driver!(conn, |c| {
+        sqlx::query(
+                "INSERT INTO retention_checkpoints (job, cutoff, cursor_at, cursor_id, processed, updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (job) DO UPDATE SET cutoff = excluded.cutoff, cursor_at = excluded.cursor_at, cursor_id = excluded.cursor_id, \
+                 processed = excluded.processed, updated_at = excluded.updated_at",
+            )
+            .bind(&cp.job)
+            .bind(cp.cutoff)
+            .bind(cp.cursor_at)
+            .bind(&cp.cursor_id)
+            .bind(cp.processed)
+            .bind(now)
+            .execute(&mut **c)
+            .await?;
+        Ok(())
+    })
+}
 
 /// Advisory lock key that serializes retention batches on PostgreSQL ("retent" in ASCII).
 const RETENTION_LOCK: i64 = 0x7265_7465_6e74;
@@ -361,7 +419,7 @@ impl RetentionStep {
 impl Store {
     /// One contact with all its details.
     pub async fn contact_details(&self, id: &str) -> Result<ContactDetails> {
-        let row: Option<DetailsRow> = on_pool!(self, |pool| {
+        let row: Option<DetailsRow> = on_driver!(self, |pool| {
             sqlx::query_as(
             "SELECT id, display_name, email, phone, created_at, anonymized_at FROM contacts WHERE id = $1"
         )
@@ -381,8 +439,7 @@ impl Store {
 
     /// Every contact with its details, oldest first.
     pub async fn all_contact_details(&self) -> Result<Vec<ContactDetails>> {
-        type Triples = Vec<(String, String, String)>;
-        let (rows, idents, attributes): (Vec<DetailsRow>, Triples, Triples) = on_pool!(
+        let (rows, idents, attributes): (Vec<DetailsRow>, Vec<ContactItem>, Vec<ContactItem>) = on_driver!(
             self,
             |pool| {
                 let rows = sqlx::query_as(
@@ -391,12 +448,12 @@ impl Store {
                 .fetch_all(pool)
                 .await?;
                 let idents = sqlx::query_as(
-                    "SELECT contact_id, channel, identity FROM contact_identities ORDER BY contact_id, channel, identity",
+                    "SELECT contact_id, channel AS name, identity AS value FROM contact_identities ORDER BY contact_id, channel, identity",
                 )
                 .fetch_all(pool)
                 .await?;
                 let attributes = sqlx::query_as(
-                    "SELECT contact_id, key, value FROM contact_attributes ORDER BY contact_id, key",
+                    "SELECT contact_id, key AS name, value FROM contact_attributes ORDER BY contact_id, key",
                 )
                 .fetch_all(pool)
                 .await?;
@@ -407,30 +464,28 @@ impl Store {
             String,
             std::collections::BTreeMap<String, String>,
         > = std::collections::HashMap::new();
-        for (contact_id, key, value) in attributes {
+        for a in attributes {
             attributes_of
-                .entry(contact_id)
+                .entry(a.contact_id)
                 .or_default()
-                .insert(key, value);
+                .insert(a.name, a.value);
         }
         let mut by_contact: std::collections::HashMap<String, Vec<ContactIdentity>> =
             std::collections::HashMap::new();
-        for (contact_id, channel, identity) in idents {
+        for i in idents {
             by_contact
-                .entry(contact_id)
+                .entry(i.contact_id)
                 .or_default()
                 .push(ContactIdentity {
-                    channel: channel
-                        .parse()
-                        .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
-                    identity,
+                    channel: i.name.parse().map_err(super::corrupt)?,
+                    identity: i.value,
                 });
         }
         Ok(rows
             .into_iter()
             .map(|row| {
-                let identities = by_contact.remove(&row.0).unwrap_or_default();
-                let attributes = attributes_of.remove(&row.0).unwrap_or_default();
+                let identities = by_contact.remove(&row.id).unwrap_or_default();
+                let attributes = attributes_of.remove(&row.id).unwrap_or_default();
                 ContactDetails {
                     attributes,
                     ..details(row, identities)
@@ -448,7 +503,7 @@ impl Store {
         // A one-letter name search would return everyone.
         let name = (q.chars().count() >= 2).then(|| like_pattern(q));
         let phone = normalize_phone(q);
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             sqlx::query_scalar(
             "SELECT DISTINCT c.id FROM contacts c LEFT JOIN contact_identities i ON i.contact_id = c.id \
              WHERE ($1 IS NOT NULL AND LOWER(c.display_name) LIKE $1 ESCAPE '\\') OR LOWER(c.email) = $2 \
@@ -472,7 +527,7 @@ impl Store {
     /// Everything stored about contact `id`.
     pub async fn subject_data(&self, id: &str) -> Result<SubjectData> {
         let contact = self.contact_details(id).await?;
-        let ids: Vec<String> = on_pool!(self, |pool| sqlx::query_scalar(
+        let ids: Vec<String> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT id FROM conversations WHERE contact_id = $1 ORDER BY created_at, id"
         )
         .bind(id)
@@ -528,9 +583,9 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<AnonymizeReport> {
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let report = tx.anonymize_contact_tx(id, actor, now).await?;
+            let report = anonymize_contact_tx(&mut tx.conn(), id, actor, now).await?;
             tx.commit().await?;
             report
         }))
@@ -552,7 +607,7 @@ impl Store {
     }
 
     async fn try_anonymize_user(&self, id: &str, actor: &str, now: i64) -> Result<u64> {
-        let redacted = on_pool!(self, |pool| {
+        let redacted = on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = sqlx::query(
                 "UPDATE users SET email = $2, display_name = $3, password_hash = NULL WHERE id = $1",
@@ -584,7 +639,7 @@ impl Store {
                         .about(id)
                 })
                 .collect();
-            tx.append_audit(now, &changes).await?;
+            append_audit(&mut tx.conn(), now, &changes).await?;
             tx.commit().await?;
             redacted
         });
@@ -600,9 +655,9 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<String> {
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let id = tx.create_contact_tx(input, attributes, actor, now).await?;
+            let id = create_contact_tx(&mut tx.conn(), input, attributes, actor, now).await?;
             tx.commit().await?;
             id
         }))
@@ -659,7 +714,7 @@ impl Store {
                 );
             }
         }
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             for (column, value) in [
                 ("display_name", &name),
@@ -700,7 +755,7 @@ impl Store {
                     _ => Error::Database(e),
                 })?;
             }
-            tx.append_audit(now, &changes).await?;
+            append_audit(&mut tx.conn(), now, &changes).await?;
             tx.commit().await?;
         });
         self.contact_details(id).await
@@ -708,7 +763,7 @@ impl Store {
 
     /// The checkpoint of `job`, if a run is under way.
     pub async fn retention_checkpoint(&self, job: &str) -> Result<Option<Checkpoint>> {
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             sqlx::query_as(
             "SELECT job, cutoff, cursor_at, cursor_id, processed FROM retention_checkpoints WHERE job = $1"
         )
@@ -720,7 +775,7 @@ impl Store {
 
     /// Forgets the checkpoint of `job` (its run is complete).
     pub async fn clear_retention_checkpoint(&self, job: &str) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
+        on_driver!(self, |pool| sqlx::query(
             "DELETE FROM retention_checkpoints WHERE job = $1"
         )
         .bind(job)
@@ -742,13 +797,13 @@ impl Store {
     ) -> Result<(Checkpoint, u64)> {
         let select = match step {
             RetentionStep::Anonymize => {
-                "SELECT COALESCE(closed_at, updated_at), id, contact_id FROM conversations \
+                "SELECT COALESCE(closed_at, updated_at) AS at, id, contact_id FROM conversations \
                  WHERE status = 'closed' AND anonymized_at IS NULL AND COALESCE(closed_at, updated_at) < $1 \
                  AND (COALESCE(closed_at, updated_at) > $2 OR (COALESCE(closed_at, updated_at) = $2 AND id > $3)) \
                  ORDER BY COALESCE(closed_at, updated_at), id LIMIT $4"
             }
             RetentionStep::Delete => {
-                "SELECT COALESCE(closed_at, updated_at), id, contact_id FROM conversations \
+                "SELECT COALESCE(closed_at, updated_at) AS at, id, contact_id FROM conversations \
                  WHERE status = 'closed' AND COALESCE(closed_at, updated_at) < $1 \
                  AND (COALESCE(closed_at, updated_at) > $2 OR (COALESCE(closed_at, updated_at) = $2 AND id > $3)) \
                  ORDER BY COALESCE(closed_at, updated_at), id LIMIT $4"
@@ -758,19 +813,10 @@ impl Store {
         // Several replicas on PostgreSQL may run the job at once: their batches take turns, and
         // each selects only rows still due, so none is processed twice. (SQLite writers are
         // serialized anyway.)
-        let lock = match self.backend() {
-            super::Backend::Postgres => Some("SELECT pg_advisory_xact_lock($1)"),
-            super::Backend::Sqlite => None,
-        };
-        let out = on_pool!(self, |pool| {
+        let out = on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            if let Some(lock) = lock {
-                sqlx::query(lock)
-                    .bind(RETENTION_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let rows: Vec<(i64, String, String)> = sqlx::query_as(select)
+            advisory_lock(&mut tx.conn(), RETENTION_LOCK).await?;
+            let rows: Vec<DueRow> = sqlx::query_as(select)
                 .bind(cp.cutoff)
                 .bind(cp.cursor_at)
                 .bind(&cp.cursor_id)
@@ -780,10 +826,10 @@ impl Store {
             let mut next = cp.clone();
             let mut contacts = std::collections::BTreeSet::new();
             let mut changes = Vec::new();
-            for (at, id, contact_id) in &rows {
+            for DueRow { at, id, contact_id } in &rows {
                 match step {
                     RetentionStep::Anonymize => {
-                        tx.anonymize_conversation_tx(id, now).await?;
+                        anonymize_conversation_tx(&mut tx.conn(), id, now).await?;
                         for attribute in ["messages", "notes"] {
                             changes.push(
                                 AuditChange::new(
@@ -799,7 +845,7 @@ impl Store {
                         }
                     }
                     RetentionStep::Delete => {
-                        tx.delete_conversation_tx(id, now).await?;
+                        delete_conversation_tx(&mut tx.conn(), id, now).await?;
                         changes.push(
                             AuditChange::new(
                                 &actor,
@@ -818,12 +864,12 @@ impl Store {
                 next.cursor_id = id.clone();
                 next.processed += 1;
             }
-            tx.append_audit(now, &changes).await?;
+            append_audit(&mut tx.conn(), now, &changes).await?;
             // A contact none of whose conversations keep content is anonymized with them; one
             // with no conversation left at all is deleted.
             for contact_id in &contacts {
-                let (total, kept): (i64, i64) = sqlx::query_as(
-                    "SELECT COUNT(*), COUNT(*) - COUNT(anonymized_at) FROM conversations WHERE contact_id = $1",
+                let KeptRow { total, kept } = sqlx::query_as(
+                    "SELECT COUNT(*) AS total, COUNT(*) - COUNT(anonymized_at) AS kept FROM conversations WHERE contact_id = $1",
                 )
                 .bind(contact_id)
                 .fetch_one(&mut *tx)
@@ -834,7 +880,7 @@ impl Store {
                         .fetch_one(&mut *tx)
                         .await?;
                 if kept == 0 && anonymized.is_none() {
-                    tx.anonymize_contact_tx(contact_id, &actor, now).await?;
+                    anonymize_contact_tx(&mut tx.conn(), contact_id, &actor, now).await?;
                 }
                 if total == 0 && step == RetentionStep::Delete {
                     sqlx::query("DELETE FROM contact_attributes WHERE contact_id = $1")
@@ -851,7 +897,7 @@ impl Store {
                         .await?;
                 }
             }
-            tx.save_checkpoint_tx(&next, now).await?;
+            save_checkpoint_tx(&mut tx.conn(), &next, now).await?;
             tx.commit().await?;
             (next, rows.len() as u64)
         });
@@ -860,16 +906,15 @@ impl Store {
 }
 
 fn details(row: DetailsRow, identities: Vec<ContactIdentity>) -> ContactDetails {
-    let (id, display_name, email, phone, created_at, anonymized_at) = row;
     ContactDetails {
-        id,
-        display_name,
-        email,
-        phone,
+        id: row.id,
+        display_name: row.display_name,
+        email: row.email,
+        phone: row.phone,
         identities,
         attributes: std::collections::BTreeMap::new(),
-        created_at: from_ms(created_at),
-        anonymized_at: anonymized_at.map(from_ms),
+        created_at: from_ms(row.created_at),
+        anonymized_at: row.anonymized_at.map(from_ms),
     }
 }
 

@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 
-use super::{Backend, Error, Result, Store, WriteTx, from_ms, now_ms, on_pool, push_event};
+use super::dialect::lock_user;
+use super::{AsConn, Error, Result, Store, WriteTx, from_ms, level, now_ms, on_driver, push_event};
 use crate::domain::api::DecisionRecord;
 
 /// Replaces a conversation's skill requirements with its category's, inside `$tx`.
@@ -51,7 +52,7 @@ pub struct AgentRow {
 }
 
 /// An open conversation as stored, for the routing snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct OpenConversationRow {
     /// Id.
     pub id: String,
@@ -77,8 +78,10 @@ pub struct OpenConversationRow {
     pub pin_overrides_skills: bool,
     /// The agent who put it back.
     pub avoid_user_id: Option<String>,
-    /// The agent who last closed a conversation with this contact, and when (epoch ms).
-    pub last_agent: Option<(String, i64)>,
+    /// The agent who last closed a conversation with this contact.
+    pub last_agent: Option<String>,
+    /// When that conversation closed (epoch ms).
+    pub last_agent_closed_at: Option<i64>,
 }
 
 /// A category as stored, for the routing snapshot.
@@ -154,11 +157,6 @@ impl From<NeededSkillRow> for NeededSkill {
     }
 }
 
-/// A stored level (1..=5 by the schema's CHECK) as the routing level.
-fn level(stored: Option<i64>) -> Option<u8> {
-    stored.and_then(|l| u8::try_from(l).ok())
-}
-
 /// Everything the routing service rebuilds its state from.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingRows {
@@ -212,7 +210,7 @@ pub struct Return {
 }
 
 /// A routing signal: an agent-level change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Signal {
     /// Id (monotonic).
     pub id: i64,
@@ -402,81 +400,87 @@ pub enum PickRefusal {
     },
 }
 
-/// `(conversations, categories (id, name, priority, rules), category skills (category, name, min level, optional))`
-type RowsTuple = (
-    Vec<ConvTuple>,
-    Vec<(String, String, i64, String)>,
-    Vec<(String, String, Option<i64>, bool)>,
-);
+/// A category as read (its rules still JSON text).
+#[derive(sqlx::FromRow)]
+struct CategoryRecord {
+    id: String,
+    name: String,
+    priority: i64,
+    rules: String,
+}
 
-/// `(agents (id, auto_allocate, status, last assigned), skills (user, name, active, level), presence (user, sessions, changed))`
-type AgentsTuple = (
-    Vec<(String, bool, Option<String>, Option<i64>)>,
-    Vec<(String, String, bool, Option<i64>)>,
-    Vec<(String, i64, Option<i64>)>,
-);
+/// One skill a category requires, by category.
+#[derive(sqlx::FromRow)]
+struct CategorySkillRow {
+    category_id: String,
+    name: String,
+    min_level: Option<i64>,
+    optional: bool,
+}
 
-/// `(id, contact, channel, app, category, status, assignee, enqueued, assigned_at, pinned,
-/// pin overrides skills, avoid, last agent, last served)`
-type ConvTuple = (
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    i64,
-    Option<i64>,
-    Option<String>,
-    bool,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
+/// A queued conversation whose pin is due to expire.
+#[derive(sqlx::FromRow)]
+struct PinRow {
+    id: String,
+    pinned_user_id: String,
+    pinned_at: i64,
+}
 
-/// The columns of an [`OpenConversationRow`] (a macro so that queries stay `&'static str`).
+/// Why a pick lost: the conversation's state and the agent's load.
+#[derive(sqlx::FromRow)]
+struct PickState {
+    status: String,
+    pinned_user_id: Option<String>,
+    load: i64,
+}
+
+/// A routing decision as read, with the agent's name.
+#[derive(sqlx::FromRow)]
+struct DecisionRow {
+    id: i64,
+    user_id: Option<String>,
+    user_name: Option<String>,
+    kind: String,
+    reason: String,
+    explanation: String,
+    created_at: i64,
+}
+
+/// An agent as read, before their skills and presence are joined in.
+#[derive(sqlx::FromRow)]
+struct AgentRecord {
+    id: String,
+    auto_allocate: bool,
+    status: Option<String>,
+    last_assigned_at: Option<i64>,
+}
+
+/// One skill an agent holds, by agent.
+#[derive(sqlx::FromRow)]
+struct UserSkillRow {
+    user_id: String,
+    name: String,
+    active: bool,
+    level: Option<i64>,
+}
+
+/// An agent's live sessions on fresh replicas and when their presence last changed.
+#[derive(sqlx::FromRow)]
+struct PresenceRow {
+    user_id: String,
+    sessions: i64,
+    changed_at: Option<i64>,
+}
+
+/// The columns of an [`OpenConversationRow`], named as its fields (a macro so that queries stay
+/// `&'static str`).
 macro_rules! conversation_columns {
     () => {
         "c.id, c.contact_id, c.channel, c.channel_app, c.category_id, c.status, c.assigned_user_id, \
-     COALESCE(c.enqueued_at, c.created_at), c.assigned_at, c.pinned_user_id, c.pin_overrides_skills, c.avoid_user_id, \
-     (SELECT x.assigned_user_id FROM conversations x WHERE x.contact_id = c.contact_id AND x.status = 'closed' AND x.assigned_user_id IS NOT NULL ORDER BY x.closed_at DESC LIMIT 1), \
-     (SELECT x.closed_at FROM conversations x WHERE x.contact_id = c.contact_id AND x.status = 'closed' AND x.assigned_user_id IS NOT NULL ORDER BY x.closed_at DESC LIMIT 1)"
+     COALESCE(c.enqueued_at, c.created_at) AS enqueued_at, c.assigned_at, c.pinned_user_id, c.pin_overrides_skills, c.avoid_user_id, \
+     (SELECT x.assigned_user_id FROM conversations x WHERE x.contact_id = c.contact_id AND x.status = 'closed' AND x.assigned_user_id IS NOT NULL ORDER BY x.closed_at DESC LIMIT 1) AS last_agent, \
+     (SELECT x.closed_at FROM conversations x WHERE x.contact_id = c.contact_id AND x.status = 'closed' AND x.assigned_user_id IS NOT NULL ORDER BY x.closed_at DESC LIMIT 1) AS last_agent_closed_at"
     };
-}
-
-fn conversation_row(t: ConvTuple) -> OpenConversationRow {
-    let (
-        id,
-        contact_id,
-        channel,
-        channel_app,
-        category_id,
-        status,
-        assigned_user_id,
-        enqueued_at,
-        assigned_at,
-        pinned_user_id,
-        pin_overrides_skills,
-        avoid_user_id,
-        last,
-        served,
-    ) = t;
-    OpenConversationRow {
-        id,
-        contact_id,
-        channel,
-        channel_app,
-        category_id,
-        status,
-        assigned_user_id,
-        enqueued_at,
-        assigned_at,
-        pinned_user_id,
-        pin_overrides_skills,
-        avoid_user_id,
-        last_agent: last.zip(served),
-    }
 }
 
 /// Claims queued conversation `$3` for agent `$1` at `$2`, unless it is pinned to someone else or
@@ -485,9 +489,8 @@ const CLAIM: &str = "UPDATE conversations SET status = 'assigned', assigned_user
      WHERE id = $3 AND status = 'queued' AND (pinned_user_id IS NULL OR pinned_user_id = $1) \
      AND ($4 IS NULL OR (SELECT COUNT(*) FROM conversations o WHERE o.assigned_user_id = $1 AND o.status = 'assigned') < $4)";
 
-/// PostgreSQL: serializes the claims of one agent (picks and automatic ones).
-const LOCK_AGENT: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
-
+/// Records a routing decision: `$1` conversation, `$2` agent, `$3` kind, `$4` reason, `$5`
+/// explanation (JSON text), `$6` lease epoch, `$7` time.
 fn decision_sql() -> &'static str {
     "INSERT INTO routing_decisions (conversation_id, user_id, kind, reason, explanation, epoch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
 }
@@ -502,7 +505,11 @@ impl Store {
         let events_from = self.last_event_id().await?;
         let signals_from = self.last_signal_id().await?;
         let agents = self.routing_rows_agents(now).await?;
-        let (conversations, categories, category_skills): RowsTuple = on_pool!(self, |pool| {
+        let (conversations, categories, category_skills): (
+            Vec<OpenConversationRow>,
+            Vec<CategoryRecord>,
+            Vec<CategorySkillRow>,
+        ) = on_driver!(self, |pool| {
             let conversations = sqlx::query_as(concat!(
                 "SELECT ",
                 conversation_columns!(),
@@ -523,32 +530,32 @@ impl Store {
             (conversations, categories, category_skills)
         });
         let mut skills_of_category: HashMap<String, Vec<NeededSkill>> = HashMap::new();
-        for (category, name, min_level, optional) in category_skills {
+        for s in category_skills {
             skills_of_category
-                .entry(category)
+                .entry(s.category_id)
                 .or_default()
                 .push(NeededSkill {
-                    name,
-                    min_level: level(min_level),
-                    optional,
+                    name: s.name,
+                    min_level: level(s.min_level),
+                    optional: s.optional,
                 });
         }
         let categories = categories
             .into_iter()
-            .map(|(id, name, priority, rules)| {
+            .map(|c| {
                 Ok(CategoryRow {
-                    rules: serde_json::from_str(&rules)
+                    rules: serde_json::from_str(&c.rules)
                         .map_err(|e| Error::Corrupt(format!("category rules: {e}")))?,
-                    skills: skills_of_category.remove(&id).unwrap_or_default(),
-                    id,
-                    name,
-                    priority,
+                    skills: skills_of_category.remove(&c.id).unwrap_or_default(),
+                    id: c.id,
+                    name: c.name,
+                    priority: c.priority,
                 })
             })
             .collect::<Result<_>>()?;
         Ok(RoutingRows {
             agents,
-            conversations: conversations.into_iter().map(conversation_row).collect(),
+            conversations,
             categories,
             settings: self.tenant_setting("routing").await?,
             events_from,
@@ -558,15 +565,14 @@ impl Store {
 
     /// One conversation as routing sees it (any status).
     pub async fn routing_conversation(&self, id: &str) -> Result<Option<OpenConversationRow>> {
-        let row: Option<ConvTuple> = on_pool!(self, |pool| sqlx::query_as(concat!(
+        Ok(on_driver!(self, |pool| sqlx::query_as(concat!(
             "SELECT ",
             conversation_columns!(),
             " FROM conversations c WHERE c.id = $1"
         ))
         .bind(id)
         .fetch_optional(pool)
-        .await?);
-        Ok(row.map(conversation_row))
+        .await?))
     }
 
     /// A conversation and the text of its first customer message, for categorization.
@@ -574,7 +580,7 @@ impl Store {
         let Some(conversation) = self.routing_conversation(id).await? else {
             return Ok(None);
         };
-        let content: Option<String> = on_pool!(self, |pool| {
+        let content: Option<String> = on_driver!(self, |pool| {
             sqlx::query_scalar(
             "SELECT content FROM messages WHERE conversation_id = $1 AND direction = 'inbound' ORDER BY created_at, id LIMIT 1"
         )
@@ -600,7 +606,7 @@ impl Store {
 
     /// Moves a queued conversation into the category categorization chose (skills follow).
     pub async fn set_conversation_category(&self, id: &str, category_id: &str) -> Result<bool> {
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = sqlx::query(
                 "UPDATE conversations SET category_id = $1 WHERE id = $2 AND status = 'queued'",
@@ -620,7 +626,7 @@ impl Store {
 
     /// Takes the allocator lease if it is free or expired; returns the new epoch.
     pub async fn acquire_lease(&self, holder: &str, now: i64, ttl_ms: i64) -> Result<Option<i64>> {
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             sqlx::query_scalar(
             "INSERT INTO routing_leader (name, holder, epoch, expires_at) VALUES ($1, $2, 1, $3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, epoch = routing_leader.epoch + 1, expires_at = excluded.expires_at \
@@ -644,7 +650,7 @@ impl Store {
         now: i64,
         ttl_ms: i64,
     ) -> Result<bool> {
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             sqlx::query(
             "UPDATE routing_leader SET expires_at = $1 WHERE name = $2 AND holder = $3 AND epoch = $4"
         )
@@ -661,7 +667,7 @@ impl Store {
 
     /// Gives the lease up (graceful shutdown), so another replica takes over at once.
     pub async fn release_lease(&self, holder: &str, epoch: i64) -> Result<()> {
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             sqlx::query(
             "UPDATE routing_leader SET expires_at = 0 WHERE name = $1 AND holder = $2 AND epoch = $3"
         )
@@ -687,18 +693,12 @@ impl Store {
         capacity: Option<i64>,
     ) -> Result<Vec<bool>> {
         let now = now_ms();
-        let postgres = self.backend() == Backend::Postgres;
         let mut agents: Vec<&str> = claims.iter().map(|c| c.user_id.as_str()).collect();
         agents.sort_unstable();
         agents.dedup();
         // PostgreSQL: FOR SHARE makes a takeover (which updates the row) wait for this commit.
-        let fence = match self.backend() {
-            Backend::Postgres => {
-                "SELECT epoch FROM routing_leader WHERE name = $1 AND holder = $2 FOR SHARE"
-            }
-            Backend::Sqlite => "SELECT epoch FROM routing_leader WHERE name = $1 AND holder = $2",
-        };
-        Ok(on_pool!(self, |pool| {
+        let fence = self.dialect().lease_fence();
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let held: Option<i64> = sqlx::query_scalar(fence)
                 .bind(LEASE)
@@ -712,13 +712,8 @@ impl Store {
             // agents' rows (all of them, in id order, before any conversation row, so a pick,
             // which locks its one agent and then its conversation, cannot deadlock with us)
             // makes the capacity check below see it. SQLite runs one writer at a time anyway.
-            if postgres {
-                for agent in &agents {
-                    sqlx::query(LOCK_AGENT)
-                        .bind(*agent)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+            for agent in &agents {
+                lock_user(&mut tx.conn(), agent).await?;
             }
             for r in returns {
                 let n = sqlx::query(
@@ -805,12 +800,9 @@ impl Store {
         t: &AgentTransfer<'_>,
         decide: impl FnOnce(&TransferTarget) -> TransferPlan<M> + Send,
     ) -> Result<TransferOutcome<M>> {
-        let lock = (self.backend() == Backend::Postgres).then_some(LOCK_AGENT);
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            if let Some(lock) = lock {
-                sqlx::query(lock).bind(t.to).execute(&mut *tx).await?;
-            }
+            lock_user(&mut tx.conn(), t.to).await?;
             let target = transfer_target!(tx, t);
             let (waiting_for, overridden) = match decide(&target) {
                 TransferPlan::Refuse(outcome) => return Ok(outcome),
@@ -886,9 +878,9 @@ impl Store {
     /// gets a `transfer` decision (`pin_expired`) and a `conversation_queued` event, and may go
     /// to anyone eligible from now on. Returns their ids.
     pub async fn expire_pins(&self, cutoff: i64, now: i64) -> Result<Vec<String>> {
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            let due: Vec<(String, String, i64)> = sqlx::query_as(
+            let due: Vec<PinRow> = sqlx::query_as(
                 "SELECT id, pinned_user_id, pinned_at FROM conversations \
                  WHERE status = 'queued' AND pinned_user_id IS NOT NULL AND pinned_at IS NOT NULL AND pinned_at <= $1 ORDER BY id",
             )
@@ -896,7 +888,12 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             let mut dropped = Vec::with_capacity(due.len());
-            for (id, user, pinned_at) in due {
+            for PinRow {
+                id,
+                pinned_user_id: user,
+                pinned_at,
+            } in due
+            {
                 let n = sqlx::query(
                     "UPDATE conversations SET pinned_user_id = NULL, pinned_at = NULL, updated_at = $1 \
                      WHERE id = $2 AND status = 'queued' AND pinned_user_id = $3",
@@ -949,16 +946,11 @@ impl Store {
         capacity: Option<i64>,
     ) -> Result<Result<(), PickRefusal>> {
         let now = now_ms();
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             // Two picks by one agent at once must not both pass the capacity check (see
             // `commit_routing` for the lock order).
-            if self.backend() == Backend::Postgres {
-                sqlx::query(LOCK_AGENT)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            lock_user(&mut tx.conn(), user_id).await?;
             let won = sqlx::query(CLAIM)
                 .bind(user_id)
                 .bind(now)
@@ -990,8 +982,8 @@ impl Store {
                 tx.commit().await?;
                 return Ok(Ok(()));
             }
-            let row: Option<(String, Option<String>, i64)> = sqlx::query_as(
-                "SELECT status, pinned_user_id, (SELECT COUNT(*) FROM conversations o WHERE o.assigned_user_id = $2 AND o.status = 'assigned') FROM conversations WHERE id = $1",
+            let row: Option<PickState> = sqlx::query_as(
+                "SELECT status, pinned_user_id, (SELECT COUNT(*) FROM conversations o WHERE o.assigned_user_id = $2 AND o.status = 'assigned') AS load FROM conversations WHERE id = $1",
             )
             .bind(id)
             .bind(user_id)
@@ -1002,13 +994,14 @@ impl Store {
                     what: "conversation",
                     id: id.to_owned(),
                 }),
-                Some((status, _, _)) if status != "queued" => {
+                Some(PickState { status, .. }) if status != "queued" => {
                     Ok(Err(PickRefusal::NotQueued { status }))
                 }
-                Some((_, Some(pinned), _)) if pinned != user_id => {
-                    Ok(Err(PickRefusal::PinnedToOther { user_id: pinned }))
-                }
-                Some((_, _, load)) => Ok(Err(PickRefusal::AtCapacity {
+                Some(PickState {
+                    pinned_user_id: Some(pinned),
+                    ..
+                }) if pinned != user_id => Ok(Err(PickRefusal::PinnedToOther { user_id: pinned })),
+                Some(PickState { load, .. }) => Ok(Err(PickRefusal::AtCapacity {
                     load,
                     capacity: capacity.unwrap_or(load),
                 })),
@@ -1027,7 +1020,7 @@ impl Store {
         by: &str,
     ) -> Result<bool> {
         let now = now_ms();
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = sqlx::query(
                 "UPDATE conversations SET category_id = $1, status = 'queued', avoid_user_id = assigned_user_id, assigned_user_id = NULL, assigned_at = NULL, pinned_user_id = NULL, updated_at = $2 \
@@ -1075,18 +1068,9 @@ impl Store {
 
     /// The routing decisions of a conversation, oldest first.
     pub async fn routing_decisions(&self, conversation_id: &str) -> Result<Vec<DecisionRecord>> {
-        type Row = (
-            i64,
-            Option<String>,
-            Option<String>,
-            String,
-            String,
-            String,
-            i64,
-        );
-        let rows: Vec<Row> = on_pool!(self, |pool| {
+        let rows: Vec<DecisionRow> = on_driver!(self, |pool| {
             sqlx::query_as(
-            "SELECT d.id, d.user_id, u.display_name, d.kind, d.reason, d.explanation, d.created_at \
+            "SELECT d.id, d.user_id, u.display_name AS user_name, d.kind, d.reason, d.explanation, d.created_at \
              FROM routing_decisions d LEFT JOIN users u ON u.id = d.user_id WHERE d.conversation_id = $1 ORDER BY d.id"
         )
         .bind(conversation_id)
@@ -1095,25 +1079,23 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(
-                |(id, user_id, user_name, kind, reason, explanation, created_at)| DecisionRecord {
-                    id,
-                    conversation_id: conversation_id.to_owned(),
-                    user_id,
-                    user_name,
-                    kind,
-                    reason,
-                    explanation: serde_json::from_str(&explanation)
-                        .unwrap_or(serde_json::Value::Null),
-                    created_at: from_ms(created_at),
-                },
-            )
+            .map(|d| DecisionRecord {
+                id: d.id,
+                conversation_id: conversation_id.to_owned(),
+                user_id: d.user_id,
+                user_name: d.user_name,
+                kind: d.kind,
+                reason: d.reason,
+                explanation: serde_json::from_str(&d.explanation)
+                    .unwrap_or(serde_json::Value::Null),
+                created_at: from_ms(d.created_at),
+            })
             .collect())
     }
 
     /// Records an agent-level change for the allocator.
     pub async fn routing_signal(&self, user_id: Option<&str>, kind: &str) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
+        on_driver!(self, |pool| sqlx::query(
             "INSERT INTO routing_signals (user_id, kind, created_at) VALUES ($1, $2, $3)"
         )
         .bind(user_id)
@@ -1127,22 +1109,18 @@ impl Store {
 
     /// Signals after `after`, oldest first.
     pub async fn signals_after(&self, after: i64, limit: i64) -> Result<Vec<Signal>> {
-        let rows: Vec<(i64, Option<String>, String)> = on_pool!(self, |pool| sqlx::query_as(
+        Ok(on_driver!(self, |pool| sqlx::query_as(
             "SELECT id, user_id, kind FROM routing_signals WHERE id > $1 ORDER BY id LIMIT $2"
         )
         .bind(after)
         .bind(limit)
         .fetch_all(pool)
-        .await?);
-        Ok(rows
-            .into_iter()
-            .map(|(id, user_id, kind)| Signal { id, user_id, kind })
-            .collect())
+        .await?))
     }
 
     /// The newest signal id (0 when none).
     pub async fn last_signal_id(&self) -> Result<i64> {
-        let v: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+        let v: Option<i64> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT MAX(id) FROM routing_signals"
         )
         .fetch_one(pool)
@@ -1153,7 +1131,7 @@ impl Store {
     /// Sets an agent's declared status and signals it.
     pub async fn set_agent_status(&self, user_id: &str, status: &str) -> Result<()> {
         let now = now_ms();
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO routing_agents (user_id, status, updated_at) VALUES ($1, $2, $3) \
@@ -1188,7 +1166,7 @@ impl Store {
 
     /// An agent's declared status (`available` when never set).
     pub async fn agent_status(&self, user_id: &str) -> Result<String> {
-        let v: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
+        let v: Option<String> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT status FROM routing_agents WHERE user_id = $1"
         )
         .bind(user_id)
@@ -1200,7 +1178,7 @@ impl Store {
     /// Records how many live sessions `user_id` has on `replica` and signals the change.
     pub async fn set_presence(&self, replica: &str, user_id: &str, sessions: i64) -> Result<()> {
         let now = now_ms();
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO routing_replicas (replica, seen_at) VALUES ($1, $2) \
@@ -1234,7 +1212,7 @@ impl Store {
     /// that just went stale (their presence changed without anyone saying so).
     pub async fn replica_heartbeat(&self, replica: &str, now: i64) -> Result<Vec<String>> {
         let stale = now - REPLICA_STALE_MS;
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO routing_replicas (replica, seen_at) VALUES ($1, $2) \
@@ -1279,52 +1257,55 @@ impl Store {
 
     async fn routing_rows_agents(&self, now: i64) -> Result<Vec<AgentRow>> {
         let fresh = now - REPLICA_STALE_MS;
-        let (agents, skills, presence): AgentsTuple = on_pool!(self, |pool| {
-            let agents = sqlx::query_as(
+        let (agents, skills, presence): (Vec<AgentRecord>, Vec<UserSkillRow>, Vec<PresenceRow>) = on_driver!(
+            self,
+            |pool| {
+                let agents = sqlx::query_as(
                 "SELECT u.id, u.auto_allocate, a.status, \
-                 (SELECT MAX(c.assigned_at) FROM conversations c WHERE c.assigned_user_id = u.id) \
+                 (SELECT MAX(c.assigned_at) FROM conversations c WHERE c.assigned_user_id = u.id) AS last_assigned_at \
                  FROM users u LEFT JOIN routing_agents a ON a.user_id = u.id WHERE u.role = 'agent' ORDER BY u.id",
             )
             .fetch_all(pool)
             .await?;
-            let skills = sqlx::query_as(
+                let skills = sqlx::query_as(
                 "SELECT us.user_id, s.name, us.active, us.level FROM user_skills us JOIN skills s ON s.id = us.skill_id ORDER BY s.name",
             )
             .fetch_all(pool)
             .await?;
-            let presence = sqlx::query_as(
-                "SELECT p.user_id, CAST(SUM(CASE WHEN r.seen_at >= $1 THEN p.sessions ELSE 0 END) AS BIGINT), MAX(p.changed_at) \
+                let presence = sqlx::query_as(
+                "SELECT p.user_id, CAST(SUM(CASE WHEN r.seen_at >= $1 THEN p.sessions ELSE 0 END) AS BIGINT) AS sessions, MAX(p.changed_at) AS changed_at \
                  FROM routing_presence p JOIN routing_replicas r ON r.replica = p.replica GROUP BY p.user_id",
             )
             .bind(fresh)
             .fetch_all(pool)
             .await?;
-            (agents, skills, presence)
-        });
+                (agents, skills, presence)
+            }
+        );
         let mut skills_of: HashMap<String, Vec<HeldSkill>> = HashMap::new();
-        for (user, name, active, stored) in skills {
-            skills_of.entry(user).or_default().push(HeldSkill {
-                name,
-                active,
-                level: level(stored),
+        for s in skills {
+            skills_of.entry(s.user_id).or_default().push(HeldSkill {
+                name: s.name,
+                active: s.active,
+                level: level(s.level),
             });
         }
         let presence: HashMap<String, (i64, Option<i64>)> = presence
             .into_iter()
-            .map(|(u, n, at)| (u, (n, at)))
+            .map(|p| (p.user_id, (p.sessions, p.changed_at)))
             .collect();
         Ok(agents
             .into_iter()
-            .map(|(user_id, auto_allocate, status, last)| {
-                let (sessions, changed) = presence.get(&user_id).copied().unwrap_or((0, None));
+            .map(|a| {
+                let (sessions, changed) = presence.get(&a.id).copied().unwrap_or((0, None));
                 AgentRow {
-                    skills: skills_of.remove(&user_id).unwrap_or_default(),
-                    user_id,
-                    auto_allocate,
-                    status: status.unwrap_or_else(|| "available".to_owned()),
+                    skills: skills_of.remove(&a.id).unwrap_or_default(),
+                    user_id: a.id,
+                    auto_allocate: a.auto_allocate,
+                    status: a.status.unwrap_or_else(|| "available".to_owned()),
                     sessions,
                     presence_changed_at: changed,
-                    last_assigned_at: last,
+                    last_assigned_at: a.last_assigned_at,
                 }
             })
             .collect())

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Error, Result, Store, WriteTx, from_ms, new_id, now_ms, on_pool, push_event};
+use super::{
+    Error, Pair, Result, Store, WriteTx, corrupt, from_ms, new_id, now_ms, on_driver, push_event,
+};
 use crate::domain::CategoryRule;
 use crate::domain::api::{CategoryEdit, ChannelHealth, Figures, Note, QueueItem};
 
@@ -23,12 +25,104 @@ pub struct CategoryRouting {
     pub rules: Vec<CategoryRule>,
 }
 
-/// `(id, author_user_id, author_name, text, created_at)`
-type NoteRow = (String, Option<String>, Option<String>, String, i64);
-/// `(channel_app, failed_at, reason)`
-type FailureRow = (String, i64, Option<String>);
-/// `(id, conversation_id, kind, data, created_at, status, assigned_user_id)`
-type EventTuple = (i64, String, String, String, i64, String, Option<String>);
+/// A queued conversation as read for the queue.
+#[derive(sqlx::FromRow)]
+struct QueueRow {
+    id: String,
+    channel: String,
+    channel_app: String,
+    category_id: Option<String>,
+    category: Option<String>,
+    priority: Option<i64>,
+    contact_name: Option<String>,
+    identity: String,
+    created_at: i64,
+    last_inbound_at: Option<i64>,
+    waiting_for: Option<String>,
+    waiting_for_name: Option<String>,
+}
+
+/// A note as read, with its author's name.
+#[derive(sqlx::FromRow)]
+struct NoteRow {
+    id: String,
+    author_user_id: Option<String>,
+    author_name: Option<String>,
+    text: String,
+    created_at: i64,
+}
+
+/// A user as read for the Workspace's colleague list.
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    id: String,
+    display_name: String,
+    role: String,
+    auto_allocate: bool,
+}
+
+/// A category's routing attributes as read (rules still JSON text).
+#[derive(sqlx::FromRow)]
+struct RoutingAttributesRow {
+    id: String,
+    priority: i64,
+    rules: String,
+}
+
+/// The last inbound message of a channel app.
+#[derive(sqlx::FromRow)]
+struct LastInbound {
+    channel_app: String,
+    at: i64,
+}
+
+/// The last failed outbound message of a channel app.
+#[derive(sqlx::FromRow)]
+struct FailureRow {
+    channel_app: String,
+    failed_at: i64,
+    reason: Option<String>,
+}
+
+/// A count and an average (dashboard figures).
+#[derive(sqlx::FromRow)]
+struct CountAverage {
+    count: i64,
+    average: Option<f64>,
+}
+
+/// A count and the oldest time among the counted (dashboard figures).
+#[derive(sqlx::FromRow)]
+struct CountOldest {
+    count: i64,
+    oldest: Option<i64>,
+}
+
+/// A conversation event as read, with its conversation's status and assignee now.
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRecord {
+    id: i64,
+    conversation_id: String,
+    kind: String,
+    data: String,
+    created_at: i64,
+    status: String,
+    assigned_user_id: Option<String>,
+}
+
+impl From<EventRecord> for EventRow {
+    fn from(e: EventRecord) -> Self {
+        EventRow {
+            id: e.id,
+            conversation_id: e.conversation_id,
+            kind: e.kind,
+            data: serde_json::from_str(&e.data).unwrap_or(serde_json::Value::Null),
+            created_at: from_ms(e.created_at),
+            status: e.status,
+            assigned_user_id: e.assigned_user_id,
+        }
+    }
+}
 
 fn start_of_day_ms(now: i64) -> i64 {
     now - now.rem_euclid(86_400_000)
@@ -48,24 +142,10 @@ fn fk_or(e: sqlx::Error, what: &str) -> Error {
 impl Store {
     /// Queued conversations: highest category priority first, then longest waiting.
     pub async fn queue(&self) -> Result<Vec<QueueItem>> {
-        type Row = (
-            String,
-            String,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            String,
-            i64,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-        );
-        let (rows, skills): (Vec<Row>, Vec<(String, String)>) = on_pool!(self, |pool| {
+        let (rows, skills): (Vec<QueueRow>, Vec<Pair>) = on_driver!(self, |pool| {
             let rows = sqlx::query_as(
-                "SELECT c.id, c.channel, c.channel_app, c.category_id, k.name, k.priority, p.display_name, c.identity, c.created_at, c.last_inbound_at, \
-                 c.pinned_user_id, w.display_name \
+                "SELECT c.id, c.channel, c.channel_app, c.category_id, k.name AS category, k.priority, p.display_name AS contact_name, c.identity, c.created_at, c.last_inbound_at, \
+                 c.pinned_user_id AS waiting_for, w.display_name AS waiting_for_name \
                  FROM conversations c LEFT JOIN categories k ON k.id = c.category_id JOIN contacts p ON p.id = c.contact_id \
                  LEFT JOIN users w ON w.id = c.pinned_user_id \
                  WHERE c.status = 'queued' ORDER BY COALESCE(k.priority, 0) DESC, c.created_at, c.id LIMIT 500",
@@ -73,51 +153,34 @@ impl Store {
             .fetch_all(pool)
             .await?;
             let skills = sqlx::query_as(
-                "SELECT cs.conversation_id, s.name FROM conversation_skills cs JOIN skills s ON s.id = cs.skill_id JOIN conversations c ON c.id = cs.conversation_id WHERE c.status = 'queued' ORDER BY s.name",
+                "SELECT cs.conversation_id AS owner, s.name AS item FROM conversation_skills cs JOIN skills s ON s.id = cs.skill_id JOIN conversations c ON c.id = cs.conversation_id WHERE c.status = 'queued' ORDER BY s.name",
             )
             .fetch_all(pool)
             .await?;
             (rows, skills)
         });
         let mut by_conv: HashMap<String, Vec<String>> = HashMap::new();
-        for (c, s) in skills {
-            by_conv.entry(c).or_default().push(s);
+        for Pair { owner, item } in skills {
+            by_conv.entry(owner).or_default().push(item);
         }
         rows.into_iter()
-            .map(
-                |(
-                    id,
-                    channel,
-                    channel_app,
-                    category_id,
-                    category,
-                    priority,
-                    contact_name,
-                    identity,
-                    created,
-                    last,
-                    waiting_for,
-                    waiting_for_name,
-                )| {
-                    Ok(QueueItem {
-                        required_skills: by_conv.remove(&id).unwrap_or_default(),
-                        id,
-                        channel: channel
-                            .parse()
-                            .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
-                        channel_app,
-                        category_id,
-                        category,
-                        priority: priority.unwrap_or(0),
-                        contact_name,
-                        identity,
-                        queued_since: from_ms(created),
-                        last_inbound_at: last.map(from_ms),
-                        waiting_for,
-                        waiting_for_name,
-                    })
-                },
-            )
+            .map(|r| {
+                Ok(QueueItem {
+                    required_skills: by_conv.remove(&r.id).unwrap_or_default(),
+                    id: r.id,
+                    channel: r.channel.parse().map_err(corrupt)?,
+                    channel_app: r.channel_app,
+                    category_id: r.category_id,
+                    category: r.category,
+                    priority: r.priority.unwrap_or(0),
+                    contact_name: r.contact_name,
+                    identity: r.identity,
+                    queued_since: from_ms(r.created_at),
+                    last_inbound_at: r.last_inbound_at.map(from_ms),
+                    waiting_for: r.waiting_for,
+                    waiting_for_name: r.waiting_for_name,
+                })
+            })
             .collect()
     }
     /// Closes an open conversation; `owner` restricts it to that assignee. Returns whether it
@@ -129,7 +192,7 @@ impl Store {
         by: &str,
     ) -> Result<bool> {
         let now = now_ms();
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = sqlx::query(
                 "UPDATE conversations SET status = 'closed', closed_at = $1, updated_at = $1 WHERE id = $2 AND status <> 'closed' AND ($3 IS NULL OR assigned_user_id = $3)",
@@ -167,7 +230,7 @@ impl Store {
         by: &str,
     ) -> Result<bool> {
         let now = now_ms();
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = match to {
                 Some(to) => sqlx::query(
@@ -206,7 +269,7 @@ impl Store {
 
     /// Open conversations assigned to `user_id`, most recently active first.
     pub async fn assigned_conversation_ids(&self, user_id: &str) -> Result<Vec<String>> {
-        Ok(on_pool!(self, |pool| {
+        Ok(on_driver!(self, |pool| {
             sqlx::query_scalar(
             "SELECT id FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned' ORDER BY updated_at DESC, id LIMIT 200"
         )
@@ -220,7 +283,7 @@ impl Store {
     pub async fn add_note(&self, conversation_id: &str, author: &str, text: &str) -> Result<Note> {
         let id = new_id();
         let now = now_ms();
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO conversation_notes (id, conversation_id, author_user_id, text, created_at) VALUES ($1, $2, $3, $4, $5)",
@@ -255,9 +318,9 @@ impl Store {
 
     /// The notes of a conversation, oldest first.
     pub async fn notes(&self, conversation_id: &str) -> Result<Vec<Note>> {
-        let rows: Vec<NoteRow> = on_pool!(self, |pool| {
+        let rows: Vec<NoteRow> = on_driver!(self, |pool| {
             sqlx::query_as(
-                "SELECT n.id, n.author_user_id, u.display_name, n.text, n.created_at FROM conversation_notes n LEFT JOIN users u ON u.id = n.author_user_id WHERE n.conversation_id = $1 ORDER BY n.created_at, n.id"
+                "SELECT n.id, n.author_user_id, u.display_name AS author_name, n.text, n.created_at FROM conversation_notes n LEFT JOIN users u ON u.id = n.author_user_id WHERE n.conversation_id = $1 ORDER BY n.created_at, n.id"
             )
             .bind(conversation_id)
             .fetch_all(pool)
@@ -265,13 +328,13 @@ impl Store {
         });
         Ok(rows
             .into_iter()
-            .map(|(id, author_user_id, author_name, text, created_at)| Note {
-                id,
+            .map(|n| Note {
+                id: n.id,
                 conversation_id: conversation_id.to_owned(),
-                author_user_id,
-                author_name,
-                text,
-                created_at: from_ms(created_at),
+                author_user_id: n.author_user_id,
+                author_name: n.author_name,
+                text: n.text,
+                created_at: from_ms(n.created_at),
             })
             .collect())
     }
@@ -279,20 +342,18 @@ impl Store {
     /// `(id, display_name, role, auto_allocate)` of every user, in one query (the directory's
     /// `users()` loads skills per user, too slow for views refreshed on every live event).
     pub async fn user_summaries(&self) -> Result<Vec<UserSummary>> {
-        let rows: Vec<(String, String, String, bool)> = on_pool!(self, |pool| sqlx::query_as(
+        let rows: Vec<SummaryRow> = on_driver!(self, |pool| sqlx::query_as(
             "SELECT id, display_name, role, auto_allocate FROM users ORDER BY display_name, id"
         )
         .fetch_all(pool)
         .await?);
         rows.into_iter()
-            .map(|(id, display_name, role, auto_allocate)| {
+            .map(|u| {
                 Ok(UserSummary {
-                    id,
-                    display_name,
-                    role: role
-                        .parse()
-                        .map_err(|e: crate::domain::Error| Error::Corrupt(e.to_string()))?,
-                    auto_allocate,
+                    id: u.id,
+                    display_name: u.display_name,
+                    role: u.role.parse().map_err(corrupt)?,
+                    auto_allocate: u.auto_allocate,
                 })
             })
             .collect()
@@ -300,7 +361,7 @@ impl Store {
 
     /// Whether the user takes automatically allocated conversations.
     pub async fn auto_allocate(&self, user_id: &str) -> Result<bool> {
-        let v: Option<bool> = on_pool!(self, |pool| sqlx::query_scalar(
+        let v: Option<bool> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT auto_allocate FROM users WHERE id = $1"
         )
         .bind(user_id)
@@ -312,19 +373,9 @@ impl Store {
         })
     }
 
-    /// Every user's auto-allocate switch.
-    pub async fn auto_allocate_all(&self) -> Result<HashMap<String, bool>> {
-        let rows: Vec<(String, bool)> = on_pool!(self, |pool| sqlx::query_as(
-            "SELECT id, auto_allocate FROM users"
-        )
-        .fetch_all(pool)
-        .await?);
-        Ok(rows.into_iter().collect())
-    }
-
     /// Sets the auto-allocate switch.
     pub async fn set_auto_allocate(&self, user_id: &str, on: bool) -> Result<()> {
-        on_pool!(self, |pool| sqlx::query(
+        on_driver!(self, |pool| sqlx::query(
             "UPDATE users SET auto_allocate = $1 WHERE id = $2"
         )
         .bind(on)
@@ -342,7 +393,7 @@ impl Store {
         skill_id: &str,
         active: bool,
     ) -> Result<()> {
-        let n = on_pool!(self, |pool| sqlx::query(
+        let n = on_driver!(self, |pool| sqlx::query(
             "UPDATE user_skills SET active = $1 WHERE user_id = $2 AND skill_id = $3"
         )
         .bind(active)
@@ -368,7 +419,7 @@ impl Store {
         skill_ids: &[String],
         levels: &BTreeMap<String, u8>,
     ) -> Result<()> {
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let held: Vec<String> =
                 sqlx::query_scalar("SELECT skill_id FROM user_skills WHERE user_id = $1")
@@ -421,15 +472,18 @@ impl Store {
             Option<f64>,
             i64,
             Option<i64>,
-        ) = on_pool!(self, |pool| {
+        ) = on_driver!(self, |pool| {
             let assigned: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned'",
             )
             .bind(user_id)
             .fetch_one(pool)
             .await?;
-            let (closed, handling): (i64, Option<f64>) = sqlx::query_as(
-                "SELECT COUNT(*), AVG(CAST(closed_at - assigned_at AS DOUBLE PRECISION)) FROM conversations WHERE assigned_user_id = $1 AND status = 'closed' AND closed_at >= $2",
+            let CountAverage {
+                count: closed,
+                average: handling,
+            } = sqlx::query_as(
+                "SELECT COUNT(*) AS count, AVG(CAST(closed_at - assigned_at AS DOUBLE PRECISION)) AS average FROM conversations WHERE assigned_user_id = $1 AND status = 'closed' AND closed_at >= $2",
             )
             .bind(user_id)
             .bind(day)
@@ -444,8 +498,11 @@ impl Store {
             .bind(day)
             .fetch_one(pool)
             .await?;
-            let (waiting, oldest): (i64, Option<i64>) = sqlx::query_as(
-                "SELECT COUNT(*), MIN(created_at) FROM conversations WHERE status = 'queued'",
+            let CountOldest {
+                count: waiting,
+                oldest,
+            } = sqlx::query_as(
+                "SELECT COUNT(*) AS count, MIN(created_at) AS oldest FROM conversations WHERE status = 'queued'",
             )
             .fetch_one(pool)
             .await?;
@@ -464,7 +521,7 @@ impl Store {
     /// Renames a skill.
     pub async fn rename_skill(&self, id: &str, name: &str) -> Result<()> {
         let what = format!("skill `{name}`");
-        let n = on_pool!(self, |pool| sqlx::query(
+        let n = on_driver!(self, |pool| sqlx::query(
             "UPDATE skills SET name = $1 WHERE id = $2"
         )
         .bind(name)
@@ -484,7 +541,7 @@ impl Store {
 
     /// Deletes a skill (users, categories and conversations lose it).
     pub async fn delete_skill(&self, id: &str) -> Result<()> {
-        let n = on_pool!(self, |pool| sqlx::query("DELETE FROM skills WHERE id = $1")
+        let n = on_driver!(self, |pool| sqlx::query("DELETE FROM skills WHERE id = $1")
             .bind(id)
             .execute(pool)
             .await?
@@ -500,16 +557,22 @@ impl Store {
 
     /// Priority and rules of every category, by id.
     pub async fn category_routing(&self) -> Result<HashMap<String, CategoryRouting>> {
-        let rows: Vec<(String, i64, String)> = on_pool!(self, |pool| sqlx::query_as(
+        let rows: Vec<RoutingAttributesRow> = on_driver!(self, |pool| sqlx::query_as(
             "SELECT id, priority, rules FROM categories"
         )
         .fetch_all(pool)
         .await?);
         rows.into_iter()
-            .map(|(id, priority, rules)| {
-                let rules = serde_json::from_str(&rules)
+            .map(|c| {
+                let rules = serde_json::from_str(&c.rules)
                     .map_err(|e| Error::Corrupt(format!("category rules: {e}")))?;
-                Ok((id, CategoryRouting { priority, rules }))
+                Ok((
+                    c.id,
+                    CategoryRouting {
+                        priority: c.priority,
+                        rules,
+                    },
+                ))
             })
             .collect()
     }
@@ -523,7 +586,7 @@ impl Store {
         let id = id.map(str::to_owned);
         let new = id.is_none();
         let id = id.unwrap_or_else(new_id);
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = if new {
                 sqlx::query(
@@ -585,7 +648,7 @@ impl Store {
     pub async fn delete_category(&self, id: &str) -> Result<()> {
         // The caller refuses to delete the default category itself.
         let general = super::GENERAL_CATEGORY_ID;
-        let n = on_pool!(self, |pool| {
+        let n = on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             sqlx::query("UPDATE conversations SET category_id = $1 WHERE category_id = $2")
                 .bind(general)
@@ -611,34 +674,34 @@ impl Store {
 
     /// Last inbound message and last failed outbound message per channel app.
     pub async fn channel_health(&self) -> Result<HashMap<String, ChannelHealth>> {
-        let (inbound, failed): (Vec<(String, i64)>, Vec<FailureRow>) = on_pool!(self, |pool| {
+        let (inbound, failed): (Vec<LastInbound>, Vec<FailureRow>) = on_driver!(self, |pool| {
             let inbound = sqlx::query_as(
-                    "SELECT channel_app, MAX(created_at) FROM messages WHERE direction = 'inbound' GROUP BY channel_app",
+                    "SELECT channel_app, MAX(created_at) AS at FROM messages WHERE direction = 'inbound' GROUP BY channel_app",
                 )
                 .fetch_all(pool)
                 .await?;
             let failed = sqlx::query_as(
-                    "SELECT m.channel_app, m.updated_at, m.status_reason FROM messages m WHERE m.status = 'FAILED' AND m.updated_at = (SELECT MAX(updated_at) FROM messages x WHERE x.channel_app = m.channel_app AND x.status = 'FAILED')",
+                    "SELECT m.channel_app, m.updated_at AS failed_at, m.status_reason AS reason FROM messages m WHERE m.status = 'FAILED' AND m.updated_at = (SELECT MAX(updated_at) FROM messages x WHERE x.channel_app = m.channel_app AND x.status = 'FAILED')",
                 )
                 .fetch_all(pool)
                 .await?;
             (inbound, failed)
         });
         let mut out: HashMap<String, ChannelHealth> = HashMap::new();
-        for (app, at) in inbound {
-            out.entry(app).or_default().last_inbound_at = Some(from_ms(at));
+        for i in inbound {
+            out.entry(i.channel_app).or_default().last_inbound_at = Some(from_ms(i.at));
         }
-        for (app, at, reason) in failed {
-            let h = out.entry(app).or_default();
-            h.last_failure_at = Some(from_ms(at));
-            h.last_failure_reason = reason;
+        for f in failed {
+            let h = out.entry(f.channel_app).or_default();
+            h.last_failure_at = Some(from_ms(f.failed_at));
+            h.last_failure_reason = f.reason;
         }
         Ok(out)
     }
 
     /// A tenant setting (JSON), if set.
     pub async fn tenant_setting(&self, key: &str) -> Result<Option<serde_json::Value>> {
-        let v: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(
+        let v: Option<String> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT value FROM tenant_settings WHERE key = $1"
         )
         .bind(key)
@@ -652,7 +715,7 @@ impl Store {
 
     /// Sets a tenant setting.
     pub async fn set_tenant_setting(&self, key: &str, value: &serde_json::Value) -> Result<()> {
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             sqlx::query(
             "INSERT INTO tenant_settings (key, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
         )
@@ -669,7 +732,7 @@ impl Store {
     /// Conversation events after `after_id` across all conversations, with each conversation's
     /// current status and assignee (what `http::live` needs to filter per user).
     pub async fn events_after(&self, after_id: i64, limit: i64) -> Result<Vec<EventRow>> {
-        let rows: Vec<EventTuple> = on_pool!(self, |pool| {
+        let rows: Vec<EventRecord> = on_driver!(self, |pool| {
             sqlx::query_as(
                 "SELECT e.id, e.conversation_id, e.kind, e.data, e.created_at, c.status, c.assigned_user_id FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id WHERE e.id > $1 ORDER BY e.id LIMIT $2"
             )
@@ -678,27 +741,12 @@ impl Store {
             .fetch_all(pool)
             .await?
         });
-        Ok(rows
-            .into_iter()
-            .map(
-                |(id, conversation_id, kind, data, created_at, status, assigned_user_id)| {
-                    EventRow {
-                        id,
-                        conversation_id,
-                        kind,
-                        data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
-                        created_at: from_ms(created_at),
-                        status,
-                        assigned_user_id,
-                    }
-                },
-            )
-            .collect())
+        Ok(rows.into_iter().map(EventRow::from).collect())
     }
 
     /// The id of the newest conversation event (0 when there is none).
     pub async fn last_event_id(&self) -> Result<i64> {
-        let v: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+        let v: Option<i64> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT MAX(id) FROM conversation_events"
         )
         .fetch_one(pool)

@@ -16,14 +16,12 @@
 
 pub(crate) mod entries;
 
-use super::{Result, Store, WriteTx, on_pool};
+use super::dialect::{link_audit_rows, lock_audit_chain};
+use super::{AsConn, Conn, Result, Store, WriteTx, on_driver};
 use crate::domain::api::ChainReport;
 use crate::domain::audit::{
     AuditChange, ChainVerifier, GENESIS_HASH, Link, StoredEntry, Unchained, link, prepare,
 };
-
-/// Advisory lock key that makes one chainer at a time on PostgreSQL ("audit" in ASCII).
-const PG_AUDIT_LOCK: i64 = 0x0061_7564_6974;
 
 /// Entries linked per chaining transaction.
 pub const CHAIN_BATCH: i64 = 1000;
@@ -33,42 +31,35 @@ const SELECT_ENTRIES: &str = "SELECT seq, at, actor, action, entity, entity_id, 
 
 const INSERT_UNCHAINED: &str = "INSERT INTO audit_log (at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash) ";
 
-/// Appends audit entries on an open connection (inside the caller's write transaction).
-pub(crate) trait AuditTx {
-    /// Inserts `changes` at time `at`, unchained, in one statement.
-    async fn append_audit(&mut self, at: i64, changes: &[AuditChange]) -> Result<()>;
+/// Appends `changes` at time `at`, unchained, in one statement, inside the caller's write
+/// transaction: the change and its entries commit together or not at all.
+pub(crate) async fn append_audit(
+    conn: &mut Conn<'_>,
+    at: i64,
+    changes: &[AuditChange],
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    on_driver!(conn, |c| {
+        let mut q = sqlx::QueryBuilder::new(INSERT_UNCHAINED);
+        q.push_values(changes, |mut row, change| {
+            let e = prepare(at, change);
+            row.push_bind(e.at)
+                .push_bind(e.actor)
+                .push_bind(e.action)
+                .push_bind(e.entity)
+                .push_bind(e.entity_id)
+                .push_bind(e.subject_id)
+                .push_bind(e.attribute)
+                .push_bind(e.new_value)
+                .push_bind(e.salt)
+                .push_bind(e.value_hash);
+        });
+        q.build().execute(&mut **c).await?;
+    });
+    Ok(())
 }
-
-macro_rules! impl_audit_tx {
-    ($conn:ty, $db:ty) => {
-        impl AuditTx for $conn {
-            async fn append_audit(&mut self, at: i64, changes: &[AuditChange]) -> Result<()> {
-                if changes.is_empty() {
-                    return Ok(());
-                }
-                let mut q = sqlx::QueryBuilder::<$db>::new(INSERT_UNCHAINED);
-                q.push_values(changes, |mut row, change| {
-                    let e = prepare(at, change);
-                    row.push_bind(e.at)
-                        .push_bind(e.actor)
-                        .push_bind(e.action)
-                        .push_bind(e.entity)
-                        .push_bind(e.entity_id)
-                        .push_bind(e.subject_id)
-                        .push_bind(e.attribute)
-                        .push_bind(e.new_value)
-                        .push_bind(e.salt)
-                        .push_bind(e.value_hash);
-                });
-                q.build().execute(&mut *self).await?;
-                Ok(())
-            }
-        }
-    };
-}
-
-impl_audit_tx!(sqlx::SqliteConnection, sqlx::Sqlite);
-impl_audit_tx!(sqlx::PgConnection, sqlx::Postgres);
 
 /// How to take the chainer's lock on PostgreSQL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,17 +78,28 @@ const SELECT_UNCHAINED: &str = "SELECT id, at, actor, action, entity, entity_id,
 /// The chain head: the newest chained entry, else the purge anchor, else the genesis.
 macro_rules! chain_head {
     ($tx:expr) => {{
-        let head: Option<(i64, String)> = sqlx::query_as(SELECT_HEAD)
+        let head: Option<ChainPoint> = sqlx::query_as(SELECT_HEAD)
             .fetch_optional(&mut *$tx)
             .await?;
-        match head {
-            Some(h) => h,
-            None => sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                .fetch_optional(&mut *$tx)
-                .await?
-                .unwrap_or((0, GENESIS_HASH.to_owned())),
-        }
+        let head = match head {
+            Some(h) => Some(h),
+            None => {
+                sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
+                    .fetch_optional(&mut *$tx)
+                    .await?
+            }
+        };
+        head.map_or((0, GENESIS_HASH.to_owned()), |h: ChainPoint| {
+            (h.seq, h.hash)
+        })
     }};
+}
+
+/// A position in the chain: an entry's (or the purge anchor's) `seq` and `hash`.
+#[derive(sqlx::FromRow)]
+struct ChainPoint {
+    seq: i64,
+    hash: String,
 }
 
 /// An `audit_log` row as read for the API and verification.
@@ -203,7 +205,7 @@ impl Store {
 
     /// Number of committed entries not chained yet.
     pub async fn audit_pending(&self) -> Result<u64> {
-        let n: i64 = on_pool!(self, |pool| sqlx::query_scalar(
+        let n: i64 = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT COUNT(*) FROM audit_log WHERE seq IS NULL"
         )
         .fetch_one(pool)
@@ -213,7 +215,7 @@ impl Store {
 
     async fn chain_audit_with(&self, batch: i64, wait: Wait) -> Result<u64> {
         // A plain read first: an idle tenant's chainer then never takes the write lock.
-        let any: Option<i64> = on_pool!(self, |pool| sqlx::query_scalar(
+        let any: Option<i64> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT id FROM audit_log WHERE seq IS NULL LIMIT 1"
         )
         .fetch_optional(pool)
@@ -221,89 +223,32 @@ impl Store {
         if any.is_none() {
             return Ok(0);
         }
-        let linked = match self {
-            Store::Sqlite(pool) => {
-                let mut tx = pool.begin_write().await?;
-                let head: (i64, String) = chain_head!(tx);
-                let rows: Vec<UnchainedRow> = sqlx::query_as(SELECT_UNCHAINED)
-                    .bind(batch)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let rows: Vec<Unchained> = rows.into_iter().map(Unchained::from).collect();
-                let links = link((head.0, &head.1), &rows);
-                // In-process statements are cheap on SQLite: one prepared UPDATE per entry.
-                let mut updated = 0;
-                for l in &links {
-                    updated += sqlx::query(
-                        "UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4 AND seq IS NULL",
-                    )
-                    .bind(l.seq)
-                    .bind(&l.prev_hash)
-                    .bind(&l.hash)
-                    .bind(l.id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                }
-                linked_all(updated, &links)?;
-                tx.commit().await?;
-                links.len()
+        let linked = on_driver!(self, |pool| {
+            let mut tx = pool.begin_write().await?;
+            if !lock_audit_chain(&mut tx.conn(), wait == Wait::Yes).await? {
+                return Ok(0);
             }
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin_write().await?;
-                let locked: bool = match wait {
-                    Wait::No => {
-                        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-                            .bind(PG_AUDIT_LOCK)
-                            .fetch_one(&mut *tx)
-                            .await?
-                    }
-                    Wait::Yes => {
-                        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                            .bind(PG_AUDIT_LOCK)
-                            .execute(&mut *tx)
-                            .await?;
-                        true
-                    }
-                };
-                if !locked {
-                    return Ok(0);
-                }
-                let head: (i64, String) = chain_head!(tx);
-                let rows: Vec<UnchainedRow> = sqlx::query_as(SELECT_UNCHAINED)
-                    .bind(batch)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                let rows: Vec<Unchained> = rows.into_iter().map(Unchained::from).collect();
-                let links = link((head.0, &head.1), &rows);
-                // The whole batch in one round trip.
-                let (ids, seqs, prevs, hashes) = columns(&links);
-                let updated = sqlx::query(
-                    "UPDATE audit_log AS a SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash \
-                     FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS v(id, seq, prev_hash, hash) \
-                     WHERE a.id = v.id AND a.seq IS NULL",
-                )
-                .bind(ids)
-                .bind(seqs)
-                .bind(prevs)
-                .bind(hashes)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                linked_all(updated, &links)?;
-                tx.commit().await?;
-                links.len()
-            }
-        };
+            let head: (i64, String) = chain_head!(tx);
+            let rows: Vec<UnchainedRow> = sqlx::query_as(SELECT_UNCHAINED)
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await?;
+            let rows: Vec<Unchained> = rows.into_iter().map(Unchained::from).collect();
+            let links = link((head.0, &head.1), &rows);
+            let updated = link_audit_rows(&mut tx.conn(), &links).await?;
+            linked_all(updated, &links)?;
+            tx.commit().await?;
+            links.len()
+        });
         Ok(linked as u64)
     }
 
     /// Appends `changes` in a transaction of their own (for changes made outside the database,
     /// e.g. an export).
     pub async fn audit_append(&self, at: i64, changes: &[AuditChange]) -> Result<()> {
-        on_pool!(self, |pool| {
+        on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
-            tx.append_audit(at, changes).await?;
+            append_audit(&mut tx.conn(), at, changes).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -313,7 +258,7 @@ impl Store {
     pub async fn audit_entries(&self, q: &AuditQuery) -> Result<Vec<StoredEntry>> {
         self.settle_audit().await?;
         let limit = if q.limit <= 0 { i64::MAX } else { q.limit };
-        let rows: Vec<EntryRow> = on_pool!(self, |pool| sqlx::query_as(SELECT_ENTRIES)
+        let rows: Vec<EntryRow> = on_driver!(self, |pool| sqlx::query_as(SELECT_ENTRIES)
             .bind(&q.subject_id)
             .bind(q.after_seq)
             .bind(limit)
@@ -324,11 +269,12 @@ impl Store {
 
     /// The purge anchor `(seq, hash)`, if entries were ever purged.
     pub async fn audit_anchor(&self) -> Result<Option<(i64, String)>> {
-        Ok(on_pool!(self, |pool| sqlx::query_as(
+        let anchor: Option<ChainPoint> = on_driver!(self, |pool| sqlx::query_as(
             "SELECT seq, hash FROM audit_anchor WHERE id = 1"
         )
         .fetch_optional(pool)
-        .await?))
+        .await?);
+        Ok(anchor.map(|a| (a.seq, a.hash)))
     }
 
     /// Chains what is committed, then verifies the whole stored chain, 1000 entries at a time;
@@ -374,15 +320,10 @@ impl Store {
     pub async fn purge_audit(&self, before_ms: i64, batch: i64) -> Result<u64> {
         self.settle_audit().await?;
         let now = super::now_ms();
-        let deleted = on_pool!(self, |pool| {
+        let deleted = on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             // Moving the anchor under the chainer's lock keeps the head it reads consistent.
-            if self.backend() == super::Backend::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(PG_AUDIT_LOCK)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            lock_audit_chain(&mut tx.conn(), true).await?;
             // The newest entry of the prefix: stop at the first entry that is not old enough,
             // even if later ones are (clock steps must not punch holes into the chain).
             let first_kept: Option<i64> =
@@ -400,13 +341,13 @@ impl Store {
             if let Some(kept) = first_kept {
                 last = last.min(kept - 1);
             }
-            let tail: Option<(i64, String)> = sqlx::query_as(
+            let tail: Option<ChainPoint> = sqlx::query_as(
                 "SELECT seq, hash FROM audit_log WHERE seq <= $1 ORDER BY seq DESC LIMIT 1",
             )
             .bind(last)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some((seq, hash)) = tail else {
+            let Some(ChainPoint { seq, hash }) = tail else {
                 return Ok(0);
             };
             sqlx::query(
@@ -438,21 +379,4 @@ fn linked_all(updated: u64, links: &[Link]) -> Result<()> {
     } else {
         Err(super::Error::Contended)
     }
-}
-
-/// The links as column arrays, for PostgreSQL's `UNNEST`.
-fn columns(links: &[Link]) -> (Vec<i64>, Vec<i64>, Vec<String>, Vec<String>) {
-    let mut out = (
-        Vec::with_capacity(links.len()),
-        Vec::with_capacity(links.len()),
-        Vec::with_capacity(links.len()),
-        Vec::with_capacity(links.len()),
-    );
-    for l in links {
-        out.0.push(l.id);
-        out.1.push(l.seq);
-        out.2.push(l.prev_hash.clone());
-        out.3.push(l.hash.clone());
-    }
-    out
 }
