@@ -362,12 +362,12 @@ async fn store_inbound(
         .bind(now)
         .execute(&mut **c)
         .await?;
-        push_event!(
-            *c,
+        push_event(
+            &mut c.conn(),
             &conversation_id,
             "message_received",
             serde_json::json!({ "message_id": message_id }).to_string(),
-            now
+            now,
         )
         .await?;
     });
@@ -451,12 +451,12 @@ async fn reopen_conversation(
         if touched == 0 {
             return Err(super::Error::Contended);
         }
-        push_event!(
-            *c,
+        push_event(
+            &mut c.conn(),
             id,
             "conversation_reopened",
             serde_json::json!({ "contact_id": contact_id }).to_string(),
-            now
+            now,
         )
         .await?;
     });
@@ -496,12 +496,12 @@ async fn open_conversation(
         .bind(category)
         .execute(&mut **c)
         .await?;
-        push_event!(
-            *c,
+        push_event(
+            &mut c.conn(),
             &id,
             "conversation_opened",
             serde_json::json!({ "contact_id": contact_id }).to_string(),
-            now
+            now,
         )
         .await?;
     });

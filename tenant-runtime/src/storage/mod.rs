@@ -23,16 +23,11 @@ mod privacy;
 mod routing;
 mod workspace;
 
-use std::str::FromStr;
-use std::time::Duration;
-
 use chrono::{DateTime, TimeZone, Utc};
 pub(crate) use dialect::{AsConn, Conn, on_driver};
-pub use dialect::{Dialect, Driver, WriteTransaction, WriteTx};
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+pub use dialect::{ConnectOptions, Dialect, Driver, WriteTransaction, WriteTx};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
 
 pub(crate) use audit::append_audit;
 pub use audit::{AuditQuery, CHAIN_BATCH};
@@ -116,95 +111,30 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// on, busy timeout) or the PostgreSQL pool.
 pub type Store = Driver<SqlitePool, PgPool>;
 
-/// Appends one row to `conversation_events` (the live stream's and the allocator's source) with
-/// the caller's connection, usually its write transaction: `push_event!(tx, id, kind, data, now)`
-/// (`tx` derefs to the connection; `*c` for a [`Conn`]'s), `data` already JSON text.
-macro_rules! push_event {
-    ($tx:expr, $conversation:expr, $kind:expr, $data:expr, $now:expr) => {
+/// Appends one row to `conversation_events` (the live stream's and the allocator's source)
+/// inside the caller's transaction; `data` is JSON text.
+pub(crate) async fn push_event(
+    conn: &mut Conn<'_>,
+    conversation_id: &str,
+    kind: &str,
+    data: String,
+    now: i64,
+) -> Result<()> {
+    on_driver!(conn, |c| {
         sqlx::query(
-            "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind($conversation)
-        .bind($kind)
-        .bind($data)
-        .bind($now)
-        .execute(&mut *$tx)
-    };
-}
-pub(crate) use push_event;
-
-/// Pool sizing and timeouts.
-#[derive(Debug, Clone)]
-pub struct ConnectOptions {
-    /// Largest number of pooled connections.
-    pub max_connections: u32,
-    /// How long SQLite waits on a locked database before giving up.
-    pub busy_timeout: Duration,
-    /// SQLite: fsync every commit (`synchronous=FULL`). With `false` (`NORMAL` in WAL mode) a
-    /// commit survives a process crash but the last ones may be lost on power failure.
-    pub sqlite_fsync_each_commit: bool,
-}
-
-impl Default for ConnectOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 16,
-            busy_timeout: Duration::from_secs(10),
-            sqlite_fsync_each_commit: true,
-        }
-    }
+        "INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(conversation_id)
+    .bind(kind)
+    .bind(data)
+    .bind(now)
+    .execute(&mut **c)
+    .await?;
+    });
+    Ok(())
 }
 
 impl Store {
-    /// Connects to `url` (`sqlite:path?mode=rwc`, `sqlite::memory:` or `postgres://…`).
-    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
-        if url.starts_with("sqlite:") {
-            let connect = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                // A webhook is acknowledged only after its commit, so by default every commit is
-                // fsynced (FULL). NORMAL is durable against process crashes only.
-                .synchronous(if options.sqlite_fsync_each_commit {
-                    SqliteSynchronous::Full
-                } else {
-                    SqliteSynchronous::Normal
-                })
-                .foreign_keys(true)
-                .busy_timeout(options.busy_timeout);
-            let in_memory = url.contains(":memory:");
-            let pool = SqlitePoolOptions::new()
-                // An in-memory database exists per connection: keep exactly one.
-                .max_connections(if in_memory {
-                    1
-                } else {
-                    options.max_connections
-                })
-                .min_connections(if in_memory { 1 } else { 0 })
-                .idle_timeout(if in_memory {
-                    None
-                } else {
-                    Some(Duration::from_secs(600))
-                })
-                .max_lifetime(if in_memory {
-                    None
-                } else {
-                    Some(Duration::from_secs(1800))
-                })
-                .connect_with(connect)
-                .await?;
-            Ok(Store::Sqlite(pool))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(options.max_connections)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
-                .await?;
-            Ok(Store::Postgres(pool))
-        } else {
-            Err(Error::UnsupportedUrl(url.to_owned()))
-        }
-    }
-
     /// Applies the embedded migrations that are not applied yet.
     pub async fn migrate(&self) -> Result<()> {
         let migrator = self.dialect().migrator();

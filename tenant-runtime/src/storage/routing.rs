@@ -9,24 +9,28 @@
 use std::collections::HashMap;
 
 use super::dialect::lock_user;
-use super::{AsConn, Error, Result, Store, WriteTx, from_ms, level, now_ms, on_driver, push_event};
+use super::{
+    AsConn, Conn, Error, Result, Store, WriteTx, from_ms, level, now_ms, on_driver, push_event,
+};
 use crate::domain::api::DecisionRecord;
 
-/// Replaces a conversation's skill requirements with its category's, inside `$tx`.
-macro_rules! replace_skills {
-    ($tx:expr, $id:expr, $category:expr) => {{
+/// Replaces a conversation's skill requirements with its category's, inside the caller's
+/// transaction.
+async fn replace_skills(conn: &mut Conn<'_>, id: &str, category: &str) -> Result<()> {
+    on_driver!(conn, |c| {
         sqlx::query("DELETE FROM conversation_skills WHERE conversation_id = $1")
-            .bind($id)
-            .execute(&mut *$tx)
+            .bind(id)
+            .execute(&mut **c)
             .await?;
         sqlx::query(
             "INSERT INTO conversation_skills (conversation_id, skill_id) SELECT $1, skill_id FROM category_skills WHERE category_id = $2",
         )
-        .bind($id)
-        .bind($category)
-        .execute(&mut *$tx)
+        .bind(id)
+        .bind(category)
+        .execute(&mut **c)
         .await?;
-    }};
+    });
+    Ok(())
 }
 
 /// The lease row's name: one allocator per tenant database.
@@ -329,28 +333,28 @@ fn transfer_explanation(
     }
 }
 
-/// Reads a transfer's [`TransferTarget`] inside `$tx` (a macro: the body runs on either pool).
-macro_rules! transfer_target {
-    ($tx:ident, $t:expr) => {{
+/// Reads a transfer's [`TransferTarget`] inside the caller's transaction.
+async fn transfer_target(conn: &mut Conn<'_>, t: &AgentTransfer<'_>) -> Result<TransferTarget> {
+    on_driver!(conn, |c| {
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM routing_agents WHERE user_id = $1")
-                .bind($t.to)
-                .fetch_optional(&mut *$tx)
+                .bind(t.to)
+                .fetch_optional(&mut **c)
                 .await?;
         let sessions: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(p.sessions), 0) AS BIGINT) FROM routing_presence p \
              JOIN routing_replicas r ON r.replica = p.replica WHERE p.user_id = $1 AND r.seen_at >= $2",
         )
-        .bind($t.to)
-        .bind($t.now - REPLICA_STALE_MS)
-        .fetch_one(&mut *$tx)
+        .bind(t.to)
+        .bind(t.now - REPLICA_STALE_MS)
+        .fetch_one(&mut **c)
         .await?;
         let load: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM conversations WHERE assigned_user_id = $1 AND status = 'assigned' AND id <> $2",
         )
-        .bind($t.to)
-        .bind($t.conversation_id)
-        .fetch_one(&mut *$tx)
+        .bind(t.to)
+        .bind(t.conversation_id)
+        .fetch_one(&mut **c)
         .await?;
         // Read in the transaction, so the verdict is about the skills the commit sees.
         let required: Vec<NeededSkillRow> = sqlx::query_as(
@@ -358,24 +362,24 @@ macro_rules! transfer_target {
              JOIN category_skills cs ON cs.category_id = COALESCE(c.category_id, $2) \
              JOIN skills s ON s.id = cs.skill_id WHERE c.id = $1 ORDER BY s.name",
         )
-        .bind($t.conversation_id)
+        .bind(t.conversation_id)
         .bind(super::GENERAL_CATEGORY_ID)
-        .fetch_all(&mut *$tx)
+        .fetch_all(&mut **c)
         .await?;
         let held: Vec<HeldSkillRow> = sqlx::query_as(
             "SELECT s.name, us.active, us.level FROM user_skills us JOIN skills s ON s.id = us.skill_id WHERE us.user_id = $1",
         )
-        .bind($t.to)
-        .fetch_all(&mut *$tx)
+        .bind(t.to)
+        .fetch_all(&mut **c)
         .await?;
-        TransferTarget {
+        Ok(TransferTarget {
             status,
             sessions,
             load,
             required: required.into_iter().map(NeededSkill::from).collect(),
             held: held.into_iter().map(HeldSkill::from).collect(),
-        }
-    }};
+        })
+    })
 }
 
 /// Why a manual pick was refused.
@@ -617,7 +621,7 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                replace_skills!(tx, id, category_id);
+                replace_skills(&mut tx.conn(), id, category_id).await?;
             }
             tx.commit().await?;
             n == 1
@@ -728,12 +732,12 @@ impl Store {
                 .rows_affected();
                 if n == 1 {
                     let data = serde_json::json!({ "by": "routing", "epoch": epoch, "from": r.user_id, "reason": r.reason });
-                    push_event!(
-                        tx,
+                    push_event(
+                        &mut tx.conn(),
                         &r.conversation_id,
                         "conversation_queued",
                         data.to_string(),
-                        now
+                        now,
                     )
                     .await?;
                     sqlx::query(decision_sql())
@@ -760,12 +764,12 @@ impl Store {
                     .rows_affected();
                 if n == 1 {
                     let data = serde_json::json!({ "user_id": c.user_id, "by": "routing", "epoch": epoch, "reason": c.reason });
-                    push_event!(
-                        tx,
+                    push_event(
+                        &mut tx.conn(),
                         &c.conversation_id,
                         "conversation_assigned",
                         data.to_string(),
-                        now
+                        now,
                     )
                     .await?;
                     sqlx::query(decision_sql())
@@ -803,7 +807,7 @@ impl Store {
         Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             lock_user(&mut tx.conn(), t.to).await?;
-            let target = transfer_target!(tx, t);
+            let target = transfer_target(&mut tx.conn(), t).await?;
             let (waiting_for, overridden) = match decide(&target) {
                 TransferPlan::Refuse(outcome) => return Ok(outcome),
                 TransferPlan::Proceed {
@@ -852,7 +856,14 @@ impl Store {
                     serde_json::json!({ "by": t.by, "pinned_user_id": t.to }),
                 ),
             };
-            push_event!(tx, t.conversation_id, kind, data.to_string(), t.now).await?;
+            push_event(
+                &mut tx.conn(),
+                t.conversation_id,
+                kind,
+                data.to_string(),
+                t.now,
+            )
+            .await?;
             let explanation = transfer_explanation(t, &target, waiting_for, overridden.as_ref());
             if let Some((reason, explanation)) = explanation {
                 sqlx::query(decision_sql())
@@ -922,12 +933,12 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                push_event!(
-                    tx,
+                push_event(
+                    &mut tx.conn(),
                     &id,
                     "conversation_queued",
                     serde_json::json!({ "by": "system:routing", "pin_dropped": user }).to_string(),
-                    now
+                    now,
                 )
                 .await?;
                 dropped.push(id);
@@ -961,12 +972,12 @@ impl Store {
                 .rows_affected()
                 == 1;
             if won {
-                push_event!(
-                    tx,
+                push_event(
+                    &mut tx.conn(),
                     id,
                     "conversation_assigned",
                     serde_json::json!({ "user_id": user_id, "by": "pick" }).to_string(),
-                    now
+                    now,
                 )
                 .await?;
                 sqlx::query(decision_sql())
@@ -1041,13 +1052,13 @@ impl Store {
             })?
             .rows_affected();
             if n == 1 {
-                replace_skills!(tx, id, category_id);
-                push_event!(
-                    tx,
+                replace_skills(&mut tx.conn(), id, category_id).await?;
+                push_event(
+                    &mut tx.conn(),
                     id,
                     "conversation_queued",
                     serde_json::json!({ "by": by, "category_id": category_id }).to_string(),
-                    now
+                    now,
                 )
                 .await?;
                 sqlx::query(decision_sql())

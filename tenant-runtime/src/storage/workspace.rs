@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::{
-    Error, Pair, Result, Store, WriteTx, corrupt, from_ms, new_id, now_ms, on_driver, push_event,
+    AsConn, Error, Pair, Result, Store, WriteTx, corrupt, from_ms, new_id, now_ms, on_driver,
+    push_event,
 };
 use crate::domain::CategoryRule;
 use crate::domain::api::{CategoryEdit, ChannelHealth, Figures, Note, QueueItem};
@@ -204,12 +205,12 @@ impl Store {
             .await?
             .rows_affected();
             if n == 1 {
-                push_event!(
-                    tx,
+                push_event(
+                    &mut tx.conn(),
                     id,
                     "conversation_closed",
                     serde_json::json!({ "by": by }).to_string(),
-                    now
+                    now,
                 )
                 .await?;
             }
@@ -260,7 +261,7 @@ impl Store {
                     ),
                     None => ("conversation_queued", serde_json::json!({ "by": by })),
                 };
-                push_event!(tx, id, kind, data.to_string(), now).await?;
+                push_event(&mut tx.conn(), id, kind, data.to_string(), now).await?;
             }
             tx.commit().await?;
             n == 1
@@ -295,12 +296,12 @@ impl Store {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            push_event!(
-                tx,
+            push_event(
+                &mut tx.conn(),
                 conversation_id,
                 "note_added",
                 serde_json::json!({ "note_id": id }).to_string(),
-                now
+                now,
             )
             .await?;
             tx.commit().await?;

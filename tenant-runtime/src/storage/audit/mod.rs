@@ -76,23 +76,18 @@ const SELECT_UNCHAINED: &str = "SELECT id, at, actor, action, entity, entity_id,
      FROM audit_log WHERE seq IS NULL ORDER BY id LIMIT $1";
 
 /// The chain head: the newest chained entry, else the purge anchor, else the genesis.
-macro_rules! chain_head {
-    ($tx:expr) => {{
-        let head: Option<ChainPoint> = sqlx::query_as(SELECT_HEAD)
-            .fetch_optional(&mut *$tx)
-            .await?;
-        let head = match head {
+async fn chain_head(conn: &mut Conn<'_>) -> Result<(i64, String)> {
+    let head: Option<ChainPoint> = on_driver!(conn, |c| {
+        match sqlx::query_as(SELECT_HEAD).fetch_optional(&mut **c).await? {
             Some(h) => Some(h),
             None => {
                 sqlx::query_as("SELECT seq, hash FROM audit_anchor WHERE id = 1")
-                    .fetch_optional(&mut *$tx)
+                    .fetch_optional(&mut **c)
                     .await?
             }
-        };
-        head.map_or((0, GENESIS_HASH.to_owned()), |h: ChainPoint| {
-            (h.seq, h.hash)
-        })
-    }};
+        }
+    });
+    Ok(head.map_or((0, GENESIS_HASH.to_owned()), |h| (h.seq, h.hash)))
 }
 
 /// A position in the chain: an entry's (or the purge anchor's) `seq` and `hash`.
@@ -228,7 +223,7 @@ impl Store {
             if !lock_audit_chain(&mut tx.conn(), wait == Wait::Yes).await? {
                 return Ok(0);
             }
-            let head: (i64, String) = chain_head!(tx);
+            let head = chain_head(&mut tx.conn()).await?;
             let rows: Vec<UnchainedRow> = sqlx::query_as(SELECT_UNCHAINED)
                 .bind(batch)
                 .fetch_all(&mut *tx)

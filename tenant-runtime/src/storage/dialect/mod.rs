@@ -9,7 +9,8 @@
 //! transaction. `sqlx::Any` would hide the drivers behind one type, but it speaks only a handful
 //! of primitive types and hides each driver's options (WAL, busy timeout, `BEGIN IMMEDIATE`).
 //!
-//! **The differences** are methods of [`Dialect`]: row locks and advisory locks (PostgreSQL
+//! **The differences** are here: how each pool is opened ([`Store::connect`]: WAL, fsync, busy
+//! timeout, one connection for an in-memory SQLite), row locks and advisory locks (PostgreSQL
 //! only; SQLite serializes writers anyway), batch updates through `UNNEST`, writes inside a
 //! `WITH` (PostgreSQL only), the migration folders, and what a logical backup reads and writes
 //! ([`snapshot`]: catalogs, rows as JSON). The two folders hold the same schema
@@ -17,11 +18,16 @@
 
 pub mod snapshot;
 
-use sqlx::postgres::PgPool;
-use sqlx::sqlite::SqlitePool;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{PgConnection, SqliteConnection};
 
-use super::Result;
+use super::{Error, Result, Store};
 use crate::domain::audit::Link;
 
 /// One value per driver: the pools, a transaction or a connection on SQLite or PostgreSQL.
@@ -73,6 +79,79 @@ impl<S, P> Driver<S, P> {
         match self {
             Driver::Sqlite(_) => Dialect::Sqlite,
             Driver::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+/// Pool sizing and timeouts.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+    /// How long SQLite waits on a locked database before giving up.
+    pub busy_timeout: Duration,
+    /// SQLite: fsync every commit (`synchronous=FULL`). With `false` (`NORMAL` in WAL mode) a
+    /// commit survives a process crash but the last ones may be lost on power failure.
+    pub sqlite_fsync_each_commit: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            busy_timeout: Duration::from_secs(10),
+            sqlite_fsync_each_commit: true,
+        }
+    }
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:path?mode=rwc`, `sqlite::memory:` or `postgres://…`).
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // A webhook is acknowledged only after its commit, so by default every commit is
+                // fsynced (FULL). NORMAL is durable against process crashes only.
+                .synchronous(if options.sqlite_fsync_each_commit {
+                    SqliteSynchronous::Full
+                } else {
+                    SqliteSynchronous::Normal
+                })
+                .foreign_keys(true)
+                .busy_timeout(options.busy_timeout);
+            let in_memory = url.contains(":memory:");
+            let pool = SqlitePoolOptions::new()
+                // An in-memory database exists per connection: keep exactly one.
+                .max_connections(if in_memory {
+                    1
+                } else {
+                    options.max_connections
+                })
+                .min_connections(if in_memory { 1 } else { 0 })
+                .idle_timeout(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(600))
+                })
+                .max_lifetime(if in_memory {
+                    None
+                } else {
+                    Some(Duration::from_secs(1800))
+                })
+                .connect_with(connect)
+                .await?;
+            Ok(Driver::Sqlite(pool))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await?;
+            Ok(Driver::Postgres(pool))
+        } else {
+            Err(Error::UnsupportedUrl(url.to_owned()))
         }
     }
 }
