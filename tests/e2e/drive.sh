@@ -4,7 +4,7 @@
 #   the customer writes (simulator → signed webhook → runtime) → the agent logs in, finds it in the
 #   queue, picks it and replies → the simulator receives the reply on messages:send.
 # Used by tests/e2e/kind.sh against a kind cluster (through the tenant's ingress) and by the test
-# suite against a locally started runtime (tenant-runtime/tests/e2e_drive.rs): the same steps.
+# suite against a locally started runtime (tenant-runtime/tests/api/e2e_drive.rs): the same steps.
 #
 #   drive.sh RUNTIME_URL SIMULATOR_URL AGENT_EMAIL AGENT_PASSWORD [HOST_HEADER]
 set -euo pipefail

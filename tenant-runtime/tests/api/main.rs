@@ -1,8 +1,19 @@
-//! The runtime's integration tests: one binary, one module per area. Tests on a database run
-//! on SQLite and on the shared PostgreSQL server (see `support::both!`).
+//! The runtime's integration tests: one binary, one module per area, so the runtime and its
+//! helpers are compiled and linked once, and the tests of every area share one thread pool and
+//! one PostgreSQL server ([`contact_tests::postgres::PgServer::shared`]). Tests on a database
+//! run on SQLite and on PostgreSQL through [`support::both!`].
 
-#[path = "../common/mod.rs"]
 mod support;
 
+mod accounts;
+mod backup;
+mod crash;
+mod e2e_drive;
 mod floors;
+mod openapi_drift;
+mod outbound;
+mod privacy;
+mod routing;
 mod schema;
+mod storage;
+mod webhooks;

@@ -2,34 +2,15 @@
 //! signed delivery reports → status. Channel rules refuse with 4xx and write nothing. The sender
 //! survives 5xx, 429 with `Retry-After` and timeouts without sending twice.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Db, Harness, eventually, inbound_text};
+use crate::support::{Db, Harness, eventually, inbound_text};
 use contact_runtime::channels::simulator::SentLog;
 use contact_runtime::domain::ChannelType;
 use contact_runtime::storage::Store;
 use serde_json::{Value, json};
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() { super::$case(super::Db::Sqlite).await; }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() { super::$case(super::Db::Postgres).await; }
-            )*
-        }
-    };
-}
-
-both!(
+crate::support::both!(
     reply_is_sent_once_and_reaches_read,
     channel_rules_refuse_without_side_effect,
     whatsapp_window_allows_only_templates,
@@ -490,7 +471,7 @@ async fn messages_give_up_after_max_attempts() {
 
 #[tokio::test]
 async fn short_lived_tokens_are_refreshed_before_expiry() {
-    let (url, guard) = common::database_url(Db::Sqlite);
+    let (url, guard) = crate::support::database_url(Db::Sqlite);
     // Tokens live 2 s: the client refreshes after 1 s (half the lifetime for short tokens).
     let h = Harness::start_full(url, guard, |_| {}, |sim| sim.token_ttl_secs = 2).await;
     let conv = customer_writes(&h, "wa", ChannelType::Whatsapp).await;

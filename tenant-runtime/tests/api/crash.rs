@@ -5,13 +5,11 @@
 //!
 //! `CONTACT_CRASH_MESSAGES` lowers the count for quick local runs; the default is 10,000.
 
-mod common;
-
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::eventually;
+use crate::support::eventually;
 use contact_runtime::channels::simulator::{
     SentLog, SimChannel, SimSettings, Simulator, StreamProgress,
 };
@@ -147,7 +145,7 @@ async fn sigkill_during_inbound_stream_and_outbox_drain_loses_nothing_and_duplic
     let identities = 200;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.sqlite");
-    let listen = common::free_addr();
+    let listen = crate::support::free_addr();
     let url = format!("http://{listen}");
     let sim = Simulator::bind(SimSettings {
         listen: "127.0.0.1:0".parse().unwrap(),

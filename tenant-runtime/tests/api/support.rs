@@ -1,6 +1,5 @@
-//! Test helpers shared by the integration tests: stores on both databases, a runtime plus
-//! simulator on real sockets, and signed webhook requests.
-#![allow(dead_code)]
+//! Test helpers shared by the integration tests: the `both!` macro, stores on both databases, a
+//! runtime plus simulator on real sockets, and signed webhook requests.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,10 +12,41 @@ use contact_runtime::domain::ChannelType;
 use contact_runtime::storage::{ConnectOptions, Store};
 use contact_tests::postgres::PgServer;
 
+/// Defines `sqlite::<case>` and `postgres::<case>` tests for every listed `async fn case(db: Db)`
+/// of the calling module. Four worker threads: the racing cases (picks, claims, chainers) need
+/// tasks that really run at once.
+macro_rules! both {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($crate::support::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case($crate::support::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use both;
+
 /// Keeps a test database alive.
 pub enum DbGuard {
     /// SQLite file in a temporary directory.
-    Sqlite(tempfile::TempDir),
+    Sqlite(
+        #[expect(
+            dead_code,
+            reason = "held for its Drop: the directory lives as long as the guard"
+        )]
+        tempfile::TempDir,
+    ),
     /// A database on the shared PostgreSQL (dropped with the server).
     Postgres,
     /// The caller keeps the database alive.

@@ -2,9 +2,10 @@
 //! real binary started locally with the real simulator: what the users' CI does through a
 //! cluster's ingress, this machine does on loopback, with the very same script.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::support::free_addr;
 
 const BIN: &str = env!("CARGO_BIN_EXE_contact-runtime");
 
@@ -17,14 +18,6 @@ impl Drop for Killed {
             let _ = c.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_http(url: &str, children: &mut Killed) {
@@ -53,7 +46,7 @@ fn wait_http(url: &str, children: &mut Killed) {
 #[test]
 fn drive_sh_carries_a_conversation_through_runtime_and_simulator() {
     let dir = tempfile::tempdir().unwrap();
-    let (rp, sp) = (free_port(), free_port());
+    let (rp, sp) = (free_addr().port(), free_addr().port());
     let sim = format!("http://127.0.0.1:{sp}");
     let runtime = format!("http://127.0.0.1:{rp}");
     let config = format!(

@@ -6,12 +6,10 @@
 //! with data needs `--force`; old backups are pruned. Every case runs on SQLite and on
 //! PostgreSQL.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Db, database_url};
+use crate::support::{Db, database_url};
 use contact_runtime::backup::{self, BackupKey, BackupResult, Manifest, snapshot};
 use contact_runtime::domain::api::{ContactIdentity, ContactInput, NewCategory, NewSkill, NewUser};
 use contact_runtime::domain::{ChannelType, MessageContent, Role};
@@ -19,28 +17,7 @@ use contact_runtime::storage::{
     ConnectOptions, InboundMessage, InboundOutcome, NewOutbound, Nonce, Store, new_id, now_ms,
 };
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+crate::support::both!(
     backup_wipe_restore_round_trip,
     backup_under_concurrent_writes_is_consistent,
     tampered_backups_and_manifests_are_refused,

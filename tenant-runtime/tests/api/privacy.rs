@@ -3,11 +3,9 @@
 //! anonymization over real HTTP (proved by scanning every column of every table), and contact
 //! import/export. Every case runs on SQLite and on PostgreSQL.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{Db, Harness, inbound_text, store};
+use crate::support::{Db, Harness, inbound_text, store};
 use contact_runtime::config::RetentionSettings;
 use contact_runtime::domain::audit::{AuditAction, AuditChange, Broken};
 use contact_runtime::domain::{ChannelType, MessageContent};
@@ -21,29 +19,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::AssertSqlSafe;
 
-/// Defines `sqlite::<case>` and `postgres::<case>` tests for every listed case.
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+crate::support::both!(
     migration_0110_keeps_an_existing_chain,
     audit_entries_commit_unchained_and_chain_later,
     background_chainers_on_two_replicas_make_one_chain,
@@ -202,7 +178,7 @@ async fn chained_count(store: &Store) -> i64 {
 /// across the migration, and new entries chain on after it.
 async fn migration_0110_keeps_an_existing_chain(db: Db) {
     use contact_runtime::domain::audit::{GENESIS_HASH, seal};
-    let (url, _g) = common::database_url(db);
+    let (url, _g) = crate::support::database_url(db);
     let store = Store::connect(&url, &Default::default()).await.unwrap();
     let dir = match db {
         Db::Sqlite => "migrations/sqlite",
@@ -315,7 +291,7 @@ async fn audit_entries_commit_unchained_and_chain_later(db: Db) {
 
 async fn background_chainers_on_two_replicas_make_one_chain(db: Db) {
     use contact_runtime::privacy::chainer::AuditChainer;
-    let (url, _g) = common::database_url(db);
+    let (url, _g) = crate::support::database_url(db);
     let connect = || async {
         let s = Store::connect(&url, &Default::default()).await.unwrap();
         s.migrate().await.unwrap();
@@ -374,7 +350,7 @@ async fn audit_chain_detects_tampering(db: Db) {
     assert_eq!(r.broken, Some(Broken::Value { seq: 3 }));
     assert_eq!(r.checked, 2);
 
-    let (store, _g) = common::store(db).await;
+    let (store, _g) = crate::support::store(db).await;
     audit_changes(&store, 5).await;
     exec(&store, "UPDATE audit_log SET at = at + $1 WHERE seq = 2", 1).await;
     assert_eq!(
@@ -382,7 +358,7 @@ async fn audit_chain_detects_tampering(db: Db) {
         Some(Broken::Content { seq: 2 })
     );
 
-    let (store, _g) = common::store(db).await;
+    let (store, _g) = crate::support::store(db).await;
     audit_changes(&store, 5).await;
     exec(&store, "DELETE FROM audit_log WHERE seq = $1", 4).await;
     assert_eq!(

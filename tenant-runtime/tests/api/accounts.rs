@@ -2,11 +2,9 @@
 //! one-time invites, notes, events, figures), plus the HTTP contract of login, CSRF, roles and
 //! rate limits over real sockets.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{Db, Harness, queued, store};
+use crate::support::{Db, Harness, queued, store};
 use contact_runtime::config::Secret;
 use contact_runtime::domain::api::{CategoryEdit, NewSkill, NewUser, SkillOption};
 use contact_runtime::domain::{CategoryRule, ChannelType, Role};
@@ -14,30 +12,7 @@ use contact_runtime::http::auth::password;
 use contact_runtime::storage::{AcceptOutcome, NewInvite, PickRefusal, Store, now_ms};
 use serde_json::{Value, json};
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let (store, _guard) = super::store(super::Db::Sqlite).await;
-                    super::$case(store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    let (store, _guard) = super::store(super::Db::Postgres).await;
-                    super::$case(store).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+crate::support::both!(
     concurrent_picks_have_exactly_one_winner,
     one_agents_simultaneous_picks_stay_within_capacity,
     sessions_expire_and_end,
@@ -60,7 +35,8 @@ async fn agent(store: &Store, email: &str) -> String {
         .id
 }
 
-async fn concurrent_picks_have_exactly_one_winner(store: Store) {
+async fn concurrent_picks_have_exactly_one_winner(db: Db) {
+    let (store, _db) = store(db).await;
     let agents: Vec<String> = futures::future::join_all((0..6).map(|i| {
         let store = store.clone();
         async move { agent(&store, &format!("a{i}@x.test")).await }
@@ -99,7 +75,8 @@ async fn concurrent_picks_have_exactly_one_winner(store: Store) {
     ));
 }
 
-async fn sessions_expire_and_end(store: Store) {
+async fn sessions_expire_and_end(db: Db) {
+    let (store, _db) = store(db).await;
     let user = agent(&store, "s@x.test").await;
     store
         .create_session("live", &user, "csrf1", now_ms() + 60_000)
@@ -144,7 +121,8 @@ async fn sessions_expire_and_end(store: Store) {
     );
 }
 
-async fn invites_work_once_and_expire(store: Store) {
+async fn invites_work_once_and_expire(db: Db) {
+    let (store, _db) = store(db).await;
     let new = |hash: &str, expires_at| NewInvite {
         token_hash: hash.into(),
         email: "Inv@X.test".into(),
@@ -193,7 +171,8 @@ async fn invites_work_once_and_expire(store: Store) {
     );
 }
 
-async fn close_transfer_notes_and_events(store: Store) {
+async fn close_transfer_notes_and_events(db: Db) {
+    let (store, _db) = store(db).await;
     let a = agent(&store, "a@x.test").await;
     let b = agent(&store, "b@x.test").await;
     let id = queued(&store, "4671").await;
@@ -261,7 +240,8 @@ async fn close_transfer_notes_and_events(store: Store) {
     assert!(store.auto_allocate(&b).await.unwrap(), "on by default");
 }
 
-async fn categories_with_routing_attributes(store: Store) {
+async fn categories_with_routing_attributes(db: Db) {
+    let (store, _db) = store(db).await;
     let german = store
         .create_skill(&NewSkill {
             name: "german".into(),
@@ -532,7 +512,7 @@ async fn login_csrf_roles_and_logout_over_http() {
 
 #[tokio::test]
 async fn bootstrap_admin_never_overwrites_a_password() {
-    let (url, guard) = common::database_url(Db::Sqlite);
+    let (url, guard) = crate::support::database_url(Db::Sqlite);
     let h = Harness::start_on(url.clone(), guard, |s| {
         s.auth.bootstrap_admin_email = "boot@x.test".into();
         s.auth.bootstrap_admin_password = Some(Secret("first-password-1".into()));
@@ -556,7 +536,8 @@ async fn bootstrap_admin_never_overwrites_a_password() {
 
 /// One agent picking several conversations at once (two tabs, a double click) never ends above
 /// capacity: on PostgreSQL the claims of one agent serialize on the agent's row.
-async fn one_agents_simultaneous_picks_stay_within_capacity(store: Store) {
+async fn one_agents_simultaneous_picks_stay_within_capacity(db: Db) {
+    let (store, _db) = store(db).await;
     let a = agent(&store, "busy@x.test").await;
     for round in 0..8 {
         let mut ids = Vec::new();

@@ -1,11 +1,9 @@
 //! The repository test suite: every case runs on SQLite and on PostgreSQL (a real server from
 //! the `contact-tests` harness), through the `both!` macro.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{Db, counts, store};
+use crate::support::{Db, counts, store};
 use contact_runtime::domain::api::{NewCategory, NewSkill, NewUser};
 use contact_runtime::domain::{
     ChannelType, ConversationStatus, DeliveryStatus, Direction, MessageContent, Role,
@@ -15,31 +13,7 @@ use contact_runtime::storage::{
     ReportOutcome, RetryAt, Store, new_id, now_ms,
 };
 
-/// Defines `sqlite::<case>` and `postgres::<case>` tests for every listed case.
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (store, _guard) = super::store(super::Db::Sqlite).await;
-                    super::$case(store).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let (store, _guard) = super::store(super::Db::Postgres).await;
-                    super::$case(store).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+crate::support::both!(
     migrations_applied_and_ready,
     inbound_creates_contact_conversation_and_message,
     later_messages_join_the_open_conversation,
@@ -111,7 +85,8 @@ async fn enqueue(store: &Store, conversation_id: &str, key: Option<&str>) -> (St
     (m.id, created)
 }
 
-async fn migrations_applied_and_ready(store: Store) {
+async fn migrations_applied_and_ready(db: Db) {
+    let (store, _db) = store(db).await;
     assert!(store.ready().await.unwrap());
     let categories = store.categories().await.unwrap();
     assert_eq!(categories.len(), 1);
@@ -122,7 +97,8 @@ async fn migrations_applied_and_ready(store: Store) {
     assert!(store.ready().await.unwrap());
 }
 
-async fn inbound_creates_contact_conversation_and_message(store: Store) {
+async fn inbound_creates_contact_conversation_and_message(db: Db) {
+    let (store, _db) = store(db).await;
     let out = store
         .record_inbound(&nonce("n1"), &inbound("46701234567", "EXT1", "parcel?"))
         .await
@@ -167,7 +143,8 @@ async fn inbound_creates_contact_conversation_and_message(store: Store) {
     assert_eq!(kinds, ["conversation_opened", "message_received"]);
 }
 
-async fn later_messages_join_the_open_conversation(store: Store) {
+async fn later_messages_join_the_open_conversation(db: Db) {
+    let (store, _db) = store(db).await;
     let first = store
         .record_inbound(&nonce("n1"), &inbound("111", "E1", "a"))
         .await
@@ -204,7 +181,8 @@ async fn later_messages_join_the_open_conversation(store: Store) {
     assert_eq!(queued.len(), 2);
 }
 
-async fn duplicate_message_id_changes_nothing(store: Store) {
+async fn duplicate_message_id_changes_nothing(db: Db) {
+    let (store, _db) = store(db).await;
     store
         .record_inbound(&nonce("n1"), &inbound("111", "SAME", "a"))
         .await
@@ -225,7 +203,8 @@ async fn duplicate_message_id_changes_nothing(store: Store) {
     assert_eq!(after[5], before[5] + 1);
 }
 
-async fn replayed_nonce_changes_nothing(store: Store) {
+async fn replayed_nonce_changes_nothing(db: Db) {
+    let (store, _db) = store(db).await;
     store
         .record_inbound(&nonce("n1"), &inbound("111", "E1", "a"))
         .await
@@ -239,7 +218,8 @@ async fn replayed_nonce_changes_nothing(store: Store) {
     assert_eq!(counts(&store).await, before);
 }
 
-async fn concurrent_first_messages_make_one_contact_and_conversation(store: Store) {
+async fn concurrent_first_messages_make_one_contact_and_conversation(db: Db) {
+    let (store, _db) = store(db).await;
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = store.clone();
@@ -261,7 +241,8 @@ async fn concurrent_first_messages_make_one_contact_and_conversation(store: Stor
     assert_eq!(store.count("messages").await.unwrap(), 16);
 }
 
-async fn outbound_message_and_outbox_in_one_step(store: Store) {
+async fn outbound_message_and_outbox_in_one_step(db: Db) {
+    let (store, _db) = store(db).await;
     let conv = open_conversation(&store).await;
     let (id, created) = enqueue(&store, &conv, None).await;
     assert!(created);
@@ -303,7 +284,8 @@ async fn outbound_message_and_outbox_in_one_step(store: Store) {
     assert_eq!(counts(&store).await, before);
 }
 
-async fn outbox_lease_expiry_reclaims(store: Store) {
+async fn outbox_lease_expiry_reclaims(db: Db) {
+    let (store, _db) = store(db).await;
     let conv = open_conversation(&store).await;
     let (id, _) = enqueue(&store, &conv, None).await;
     let first = store.claim_outbox(10, 1).await.unwrap();
@@ -316,7 +298,8 @@ async fn outbox_lease_expiry_reclaims(store: Store) {
     assert_eq!(second[0].attempts, 2);
 }
 
-async fn outbox_retry_and_failure(store: Store) {
+async fn outbox_retry_and_failure(db: Db) {
+    let (store, _db) = store(db).await;
     let conv = open_conversation(&store).await;
     let (id, _) = enqueue(&store, &conv, None).await;
     assert_eq!(store.claim_outbox(10, 30_000).await.unwrap().len(), 1);
@@ -350,7 +333,8 @@ fn report(ext: &str, corr: Option<&str>, status: DeliveryStatus) -> DeliveryRepo
     }
 }
 
-async fn delivery_reports_are_monotonic(store: Store) {
+async fn delivery_reports_are_monotonic(db: Db) {
+    let (store, _db) = store(db).await;
     let conv = open_conversation(&store).await;
     let (id, _) = enqueue(&store, &conv, None).await;
     store.mark_outbox_sent(&id, "EXT-OUT").await.unwrap();
@@ -410,7 +394,8 @@ async fn delivery_reports_are_monotonic(store: Store) {
     );
 }
 
-async fn report_before_send_response_matches_by_correlation_id(store: Store) {
+async fn report_before_send_response_matches_by_correlation_id(db: Db) {
+    let (store, _db) = store(db).await;
     let conv = open_conversation(&store).await;
     let (id, _) = enqueue(&store, &conv, None).await;
     // The report overtakes the messages:send response: only our id (correlation_id) is known.
@@ -438,7 +423,8 @@ async fn report_before_send_response_matches_by_correlation_id(store: Store) {
     );
 }
 
-async fn idempotency_key_returns_first_message(store: Store) {
+async fn idempotency_key_returns_first_message(db: Db) {
+    let (store, _db) = store(db).await;
     let conv = open_conversation(&store).await;
     let (a, created_a) = enqueue(&store, &conv, Some("key-1")).await;
     let (b, created_b) = enqueue(&store, &conv, Some("key-1")).await;
@@ -449,7 +435,8 @@ async fn idempotency_key_returns_first_message(store: Store) {
     assert_eq!(store.count("outbox").await.unwrap(), 2);
 }
 
-async fn directory_users_skills_categories(store: Store) {
+async fn directory_users_skills_categories(db: Db) {
+    let (store, _db) = store(db).await;
     let german = store
         .create_skill(&NewSkill {
             name: "german".into(),
@@ -529,7 +516,8 @@ async fn directory_users_skills_categories(store: Store) {
     );
 }
 
-async fn category_skills_become_requirements(store: Store) {
+async fn category_skills_become_requirements(db: Db) {
+    let (store, _db) = store(db).await;
     let skill = store
         .create_skill(&NewSkill {
             name: "billing".into(),
@@ -569,7 +557,8 @@ async fn category_skills_become_requirements(store: Store) {
     );
 }
 
-async fn expired_nonces_are_purged(store: Store) {
+async fn expired_nonces_are_purged(db: Db) {
+    let (store, _db) = store(db).await;
     let mut old = nonce("old");
     old.expires_at = now_ms() - 1;
     store
@@ -587,7 +576,8 @@ async fn expired_nonces_are_purged(store: Store) {
     assert_eq!(ids.len() as i64, store.count("messages").await.unwrap());
 }
 
-async fn closed_conversation_is_not_reused(store: Store) {
+async fn closed_conversation_is_not_reused(db: Db) {
+    let (store, _db) = store(db).await;
     let first = open_conversation(&store).await;
     // Closing is the routing/UI's job (later); do it in SQL here.
     let sql = "UPDATE conversations SET status = 'closed', closed_at = $1 WHERE id = $2";
@@ -622,7 +612,8 @@ async fn closed_conversation_is_not_reused(store: Store) {
     );
 }
 
-async fn concurrent_redeliveries_store_once(store: Store) {
+async fn concurrent_redeliveries_store_once(db: Db) {
+    let (store, _db) = store(db).await;
     open_conversation(&store).await;
     let before = store.count("messages").await.unwrap();
     let mut tasks = Vec::new();
@@ -671,7 +662,8 @@ async fn close_at(store: &Store, id: &str, at: i64) {
     .unwrap();
 }
 
-async fn closed_conversation_reopens_within_the_window(store: Store) {
+async fn closed_conversation_reopens_within_the_window(db: Db) {
+    let (store, _db) = store(db).await;
     let week = 7 * 24 * 3600 * 1000;
     let first = open_conversation(&store).await;
     close_at(&store, &first, now_ms()).await;

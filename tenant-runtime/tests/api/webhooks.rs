@@ -2,30 +2,11 @@
 //! stale, replayed), every callback kind, malformed payloads without side effects, idempotent
 //! duplicates, and a nonce replay caught after a restart.
 
-mod common;
-
-use common::{Db, Harness, inbound_text, signed};
+use crate::support::{Db, Harness, inbound_text, signed};
 use contact_runtime::domain::ChannelType;
 use serde_json::Value;
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() { super::$case(super::Db::Sqlite).await; }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() { super::$case(super::Db::Postgres).await; }
-            )*
-        }
-    };
-}
-
-both!(
+crate::support::both!(
     signed_inbound_is_stored_and_listed,
     forged_signature_is_refused_without_side_effect,
     stale_timestamp_is_refused,
@@ -357,7 +338,7 @@ async fn replay_after_restart_is_caught() {
     let body = inbound_text(ChannelType::Whatsapp, "1", "MSG1", "hi");
     let headers;
     {
-        let h = Harness::start_on(url.clone(), common::DbGuard::External, |_| {}).await;
+        let h = Harness::start_on(url.clone(), crate::support::DbGuard::External, |_| {}).await;
         headers = signed(
             &h.settings,
             "wa",
@@ -370,7 +351,7 @@ async fn replay_after_restart_is_caught() {
         h.stop_runtime();
         h.store.close().await;
     }
-    let h = Harness::start_on(url, common::DbGuard::External, |_| {}).await;
+    let h = Harness::start_on(url, crate::support::DbGuard::External, |_| {}).await;
     let (status, err) = h.post_webhook_with("wa", &body, headers).await;
     assert_eq!(status, 401, "{err}");
     assert_eq!(err["error"]["code"], "replayed_nonce");

@@ -2,14 +2,12 @@
 //! simulator (signed webhooks), agents are real sessions with live event streams (presence), and
 //! every expectation is read back through the HTTP API and the database.
 
-mod common;
-
 use std::time::Duration;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{Db, Harness, eventually, queued};
+use crate::support::{Db, Harness, eventually, queued};
 use contact_runtime::app::Application;
 use contact_runtime::domain::Role;
 use contact_runtime::domain::api::{NewSkill, NewUser};
@@ -19,28 +17,7 @@ use contact_runtime::storage::{Claim, Store, new_id, now_ms};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-macro_rules! both {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(super::Db::Sqlite).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    super::$case(super::Db::Postgres).await;
-                }
-            )*
-        }
-    };
-}
-
-both!(
+crate::support::both!(
     automatic_allocation_spreads_load_pushes_live_and_explains,
     allocation_runs_on_skill_auto_allocate_status_and_close,
     disconnected_agents_conversations_return_after_the_grace,
@@ -1389,7 +1366,7 @@ async fn transfers_to_an_agent_without_the_skills_need_force(db: Db) {
 }
 
 async fn a_deposed_allocator_cannot_claim(db: Db) {
-    let (store, _guard) = common::store(db).await;
+    let (store, _guard) = crate::support::store(db).await;
     let old = store
         .acquire_lease("old", now_ms(), 1)
         .await
@@ -1468,7 +1445,7 @@ impl Replica {
     async fn start(database_url: &str) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let settings = common::settings(database_url, addr, addr);
+        let settings = crate::support::settings(database_url, addr, addr);
         let app = Application::build_on(settings.clone(), listener)
             .await
             .unwrap();
@@ -1491,13 +1468,13 @@ impl Replica {
     }
 
     async fn webhook(&self, http: &reqwest::Client, identity: &str) {
-        let body = common::inbound_text(
+        let body = crate::support::inbound_text(
             contact_runtime::domain::ChannelType::Whatsapp,
             identity,
             &new_id(),
             "hello",
         );
-        let headers = common::signed(
+        let headers = crate::support::signed(
             &self.settings,
             "wa",
             &body,
@@ -1539,7 +1516,7 @@ async fn send_customers(http: &reqwest::Client, from: usize, to: usize, targets:
 async fn two_replicas_never_assign_a_conversation_twice() {
     const CUSTOMERS: usize = 60;
     const CAPACITY: usize = 10;
-    let (url, _guard) = common::database_url(Db::Postgres);
+    let (url, _guard) = crate::support::database_url(Db::Postgres);
     let r1 = Replica::start(&url).await;
     let r2 = Replica::start(&url).await;
     let store = Store::connect(&url, &Default::default()).await.unwrap();
