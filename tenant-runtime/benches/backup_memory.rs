@@ -23,7 +23,7 @@ use contact_runtime::domain::{ChannelType, MessageContent};
 use contact_runtime::storage::{
     self, ConnectOptions, InboundMessage, Nonce, Store, new_id, now_ms,
 };
-use contact_tests::postgres::PgServer;
+use contact_tests::bench::{BACKENDS, BenchDatabases, env_u64};
 
 const CONVERSATIONS: u64 = 1000;
 const KEY: [u8; 32] = [7; 32];
@@ -35,28 +35,18 @@ fn main() {
         return;
     }
     // `cargo bench` passes `--bench`; nothing else is expected.
-    let messages: u64 = std::env::var("CONTACT_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let messages = env_u64("CONTACT_BENCH_MESSAGES", 200_000);
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let pg = PgServer::start().expect("start PostgreSQL for the benchmark");
+    let dbs = BenchDatabases::start().expect("start PostgreSQL for the benchmark");
     println!("backup/restore peak memory, {messages} messages ({CONVERSATIONS} conversations)\n");
     println!(
         "| database | dump size | mode | peak RSS | above idle | wall time |\n|---|---|---|---|---|---|"
     );
-    for backend in ["sqlite", "postgres"] {
-        let url = |tag: &str| match backend {
-            "sqlite" => format!(
-                "sqlite:{}",
-                dir.path().join(format!("{backend}-{tag}.sqlite")).display()
-            ),
-            _ => pg.create_database().expect("create database"),
-        };
+    for backend in BACKENDS {
+        let url = |tag: &str| dbs.url(backend, tag);
         let source = url("source");
         let plaintext = rt.block_on(generate(&source, messages));
-        let backups = dir.path().join(format!("{backend}-backups"));
+        let backups = dbs.dir().join(format!("{backend}-backups"));
         let mut runs: Vec<(String, Report)> = Vec::new();
         let idle = run_child(&["idle", &source]);
         let streamed = run_child(&["backup-streaming", &source, backups.to_str().unwrap()]);

@@ -26,8 +26,10 @@ use contact_runtime::config::{ChannelApp, Region, Secret, Settings};
 use contact_runtime::domain::ChannelType;
 use contact_runtime::domain::audit::{AuditAction, AuditChange, GENESIS_HASH, prepare, seal};
 use contact_runtime::privacy::chainer::AuditChainer;
-use contact_runtime::storage::{ConnectOptions, Store, WriteTx, new_id, now_ms};
-use contact_tests::postgres::PgServer;
+use contact_runtime::storage::{
+    ConnectOptions, Dialect, Store, WriteTx, new_id, now_ms, on_driver,
+};
+use contact_tests::bench::{BACKENDS, BenchDatabases, env_u64, inbound_text, percentile};
 
 const SENDERS: usize = 64;
 const IDENTITIES: u64 = 1000;
@@ -54,25 +56,15 @@ enum Audit {
 }
 
 fn main() {
-    let messages: u64 = std::env::var("CONTACT_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    let messages = env_u64("CONTACT_BENCH_MESSAGES", 20_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let pg = PgServer::start().expect("start PostgreSQL for the benchmark");
+    let dbs = BenchDatabases::start().expect("start PostgreSQL for the benchmark");
     let mut runs = Vec::new();
-    let dir = tempfile::tempdir().expect("tempdir");
-    for backend in ["sqlite", "postgres"] {
-        let url = |tag: &str| match backend {
-            "sqlite" => format!(
-                "sqlite:{}",
-                dir.path().join(format!("{tag}.sqlite")).display()
-            ),
-            _ => pg.create_database().expect("create database"),
-        };
+    for backend in BACKENDS {
+        let url = |tag: &str| dbs.url(backend, tag);
         let urls = [url("webhook"), url("raw"), url("inline")];
         runs.push(rt.block_on(run(backend, messages, &urls)));
     }
@@ -121,16 +113,13 @@ fn settings(database_url: &str) -> Settings {
 }
 
 fn body(i: u64) -> String {
-    serde_json::json!({
-        "app_id": "BENCHAPP", "project_id": "bench", "accepted_time": "2026-01-01T00:00:00Z",
-        "message": {
-            "id": format!("BENCH{i:010}"), "direction": "TO_APP",
-            "contact_message": { "text_message": { "text": format!("benchmark message {i}") } },
-            "channel_identity": { "channel": "WHATSAPP", "identity": format!("4670{:07}", i % IDENTITIES), "app_id": "" },
-            "processing_mode": "CONVERSATION"
-        }
-    })
-    .to_string()
+    inbound_text(
+        "BENCHAPP",
+        "bench",
+        &format!("BENCH{i:010}"),
+        &format!("4670{:07}", i % IDENTITIES),
+        &format!("benchmark message {i}"),
+    )
 }
 
 async fn run(backend: &'static str, messages: u64, urls: &[String; 3]) -> Run {
@@ -208,7 +197,6 @@ async fn run(backend: &'static str, messages: u64, urls: &[String; 3]) -> Run {
         .expect("server stopped cleanly");
     store.close().await;
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
 
     // --- the same rows, inserted raw, with the chainer beside them; then the old inline chain ---
     let raw_rate = measure_raw(raw_url, messages, Audit::Deferred).await;
@@ -217,8 +205,8 @@ async fn run(backend: &'static str, messages: u64, urls: &[String; 3]) -> Run {
         backend,
         messages,
         webhook_rate: messages as f64 / elapsed.as_secs_f64(),
-        p50: pct(0.50),
-        p99: pct(0.99),
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
         raw_rate,
         raw_inline_rate,
         chain_lag,
@@ -279,20 +267,20 @@ async fn prepare_conversations(store: &Store) -> Arc<Vec<String>> {
     for n in 0..IDENTITIES {
         let (contact, conv, now) = (new_id(), new_id(), now_ms());
         let identity = format!("4670{n:07}");
-        macro_rules! prep {
-            ($pool:expr) => {{
-                sqlx::query("INSERT INTO contacts (id, display_name, created_at) VALUES ($1, NULL, $2)")
-                    .bind(&contact).bind(now).execute($pool).await.expect("contact");
-                sqlx::query("INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ('WHATSAPP', $1, $2, $3)")
-                    .bind(&identity).bind(&contact).bind(now).execute($pool).await.expect("identity");
-                sqlx::query("INSERT INTO conversations (id, contact_id, channel, channel_app, identity, category_id, status, created_at, updated_at, last_inbound_at) VALUES ($1, $2, 'WHATSAPP', 'wa', $3, NULL, 'queued', $4, $4, $4)")
-                    .bind(&conv).bind(&contact).bind(&identity).bind(now).execute($pool).await.expect("conversation");
-            }};
-        }
-        match store {
-            Store::Sqlite(p) => prep!(p),
-            Store::Postgres(p) => prep!(p),
-        }
+        on_driver!(store, |pool| {
+            sqlx::query(
+                "INSERT INTO contacts (id, display_name, created_at) VALUES ($1, NULL, $2)",
+            )
+            .bind(&contact)
+            .bind(now)
+            .execute(pool)
+            .await
+            .expect("contact");
+            sqlx::query("INSERT INTO contact_identities (channel, identity, contact_id, created_at) VALUES ('WHATSAPP', $1, $2, $3)")
+                    .bind(&identity).bind(&contact).bind(now).execute(pool).await.expect("identity");
+            sqlx::query("INSERT INTO conversations (id, contact_id, channel, channel_app, identity, category_id, status, created_at, updated_at, last_inbound_at) VALUES ($1, $2, 'WHATSAPP', 'wa', $3, NULL, 'queued', $4, $4, $4)")
+                    .bind(&conv).bind(&contact).bind(&identity).bind(now).execute(pool).await.expect("conversation");
+        });
         ids.push(conv);
     }
     Arc::new(ids)
@@ -313,47 +301,58 @@ async fn raw_insert(store: &Store, i: u64, conversation_id: &str, audit: Audit) 
         Some(content.clone()),
     )
     .about(conversation_id);
-    macro_rules! tx {
-        ($tx:expr) => {{
-            let mut tx = $tx;
-            sqlx::query("INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ('wa', $1, $2)")
-                .bind(&nonce).bind(now + 600_000).execute(&mut *tx).await.expect("nonce");
-            sqlx::query("UPDATE conversations SET last_inbound_at = $1, updated_at = $1 WHERE id = $2")
-                .bind(now).bind(conversation_id).execute(&mut *tx).await.expect("touch");
-            sqlx::query("INSERT INTO messages (id, conversation_id, channel_app, direction, external_id, kind, content, status, status_rank, created_at, updated_at) VALUES ($1, $2, 'wa', 'inbound', $3, 'text', $4, 'RECEIVED', 0, $5, $5)")
+    // The same write-transaction helper the runtime uses (on SQLite: gate + BEGIN IMMEDIATE).
+    on_driver!(store, |pool| {
+        let mut tx = pool.begin_write().await.expect("begin");
+        sqlx::query(
+            "INSERT INTO webhook_nonces (channel_app, nonce, expires_at) VALUES ('wa', $1, $2)",
+        )
+        .bind(&nonce)
+        .bind(now + 600_000)
+        .execute(&mut *tx)
+        .await
+        .expect("nonce");
+        sqlx::query("UPDATE conversations SET last_inbound_at = $1, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(conversation_id)
+            .execute(&mut *tx)
+            .await
+            .expect("touch");
+        sqlx::query("INSERT INTO messages (id, conversation_id, channel_app, direction, external_id, kind, content, status, status_rank, created_at, updated_at) VALUES ($1, $2, 'wa', 'inbound', $3, 'text', $4, 'RECEIVED', 0, $5, $5)")
                 .bind(&message_id).bind(conversation_id).bind(format!("RAW{i:010}")).bind(&content).bind(now)
                 .execute(&mut *tx).await.expect("message");
-            sqlx::query("INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, 'message_received', $2, $3)")
+        sqlx::query("INSERT INTO conversation_events (conversation_id, kind, data, created_at) VALUES ($1, 'message_received', $2, $3)")
                 .bind(conversation_id).bind(format!("{{\"message_id\":\"{message_id}\"}}")).bind(now)
                 .execute(&mut *tx).await.expect("event");
-            match audit {
-                Audit::Deferred => {
-                    let e = prepare(now, &change);
-                    sqlx::query("INSERT INTO audit_log (at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+        match audit {
+            Audit::Deferred => {
+                let e = prepare(now, &change);
+                sqlx::query("INSERT INTO audit_log (at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
                         .bind(e.at).bind(&e.actor).bind(e.action).bind(&e.entity).bind(&e.entity_id).bind(&e.subject_id)
                         .bind(&e.attribute).bind(&e.new_value).bind(&e.salt).bind(&e.value_hash)
                         .execute(&mut *tx).await.expect("audit");
+            }
+            Audit::Inline => {
+                if store.dialect() == Dialect::Postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock(1)")
+                        .execute(&mut *tx)
+                        .await
+                        .expect("lock");
                 }
-                Audit::Inline => {
-                    if matches!(store, Store::Postgres(_)) {
-                        sqlx::query("SELECT pg_advisory_xact_lock(1)").execute(&mut *tx).await.expect("lock");
-                    }
-                    let (seq, prev): (i64, String) = sqlx::query_as("SELECT seq, hash FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)")
-                        .fetch_optional(&mut *tx).await.expect("head")
-                        .unwrap_or((0, GENESIS_HASH.to_owned()));
-                    let e = seal(seq + 1, now, &prev, &change);
-                    sqlx::query("INSERT INTO audit_log (seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+                let (seq, prev): (i64, String) = sqlx::query_as(
+                    "SELECT seq, hash FROM audit_log WHERE seq = (SELECT MAX(seq) FROM audit_log)",
+                )
+                .fetch_optional(&mut *tx)
+                .await
+                .expect("head")
+                .unwrap_or((0, GENESIS_HASH.to_owned()));
+                let e = seal(seq + 1, now, &prev, &change);
+                sqlx::query("INSERT INTO audit_log (seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
                         .bind(e.seq).bind(e.at).bind(&e.actor).bind(&e.action).bind(&e.entity).bind(&e.entity_id).bind(&e.subject_id)
                         .bind(&e.attribute).bind(&e.new_value).bind(&e.salt).bind(&e.value_hash).bind(&e.prev_hash).bind(&e.hash)
                         .execute(&mut *tx).await.expect("audit");
-                }
             }
-            tx.commit().await.expect("commit");
-        }};
-    }
-    match store {
-        // The same write-transaction helper the runtime uses (on SQLite: gate + BEGIN IMMEDIATE).
-        Store::Sqlite(p) => tx!(p.begin_write().await.expect("begin")),
-        Store::Postgres(p) => tx!(p.begin_write().await.expect("begin")),
-    }
+        }
+        tx.commit().await.expect("commit");
+    });
 }

@@ -25,16 +25,9 @@ use contact_runtime::domain::api::NewUser;
 use contact_runtime::domain::{ChannelType, Role};
 use contact_runtime::http::auth::password;
 use contact_runtime::storage::{Store, new_id, now_ms};
-use contact_tests::postgres::PgServer;
+use contact_tests::bench::{BACKENDS, BenchDatabases, env_u64, inbound_text, percentile};
 
 const SECRET: &str = "bench-webhook-secret";
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Run {
     backend: &'static str,
@@ -62,21 +55,17 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let rate = env("CONTACT_BENCH_RATE", 50);
-    let secs = env("CONTACT_BENCH_SECS", 20);
-    let agents = env("CONTACT_BENCH_AGENTS", 50);
+    let rate = env_u64("CONTACT_BENCH_RATE", 50);
+    let secs = env_u64("CONTACT_BENCH_SECS", 20);
+    let agents = env_u64("CONTACT_BENCH_AGENTS", 50);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let pg = PgServer::start().expect("start PostgreSQL for the benchmark");
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dbs = BenchDatabases::start().expect("start PostgreSQL for the benchmark");
     let mut runs = Vec::new();
-    for backend in ["sqlite", "postgres"] {
-        let url = match backend {
-            "sqlite" => format!("sqlite:{}", dir.path().join("routing.sqlite").display()),
-            _ => pg.create_database().expect("create database"),
-        };
+    for backend in BACKENDS {
+        let url = dbs.url(backend, "routing");
         runs.push(rt.block_on(run(backend, &url, rate, secs, agents)));
     }
     println!();
@@ -131,16 +120,13 @@ fn settings(database_url: &str) -> Settings {
 }
 
 fn body(i: u64) -> String {
-    serde_json::json!({
-        "app_id": "BENCHAPP", "project_id": "bench", "accepted_time": "2026-01-01T00:00:00Z",
-        "message": {
-            "id": format!("ROUTE{i:010}"), "direction": "TO_APP",
-            "contact_message": { "text_message": { "text": format!("customer {i} needs help") } },
-            "channel_identity": { "channel": "WHATSAPP", "identity": identity(i), "app_id": "" },
-            "processing_mode": "CONVERSATION"
-        }
-    })
-    .to_string()
+    inbound_text(
+        "BENCHAPP",
+        "bench",
+        &format!("ROUTE{i:010}"),
+        &identity(i),
+        &format!("customer {i} needs help"),
+    )
 }
 
 fn identity(i: u64) -> String {
@@ -311,16 +297,15 @@ async fn run(backend: &'static str, url: &str, rate: u64, secs: u64, agents: u64
     store.close().await;
     acks.sort();
     e2e.sort();
-    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
     Run {
         backend,
         sent: sent.len(),
         rate,
         agents,
-        ack_p50: pct(&acks, 0.50),
-        ack_p99: pct(&acks, 0.99),
-        e2e_p50: pct(&e2e, 0.50),
-        e2e_p99: pct(&e2e, 0.99),
+        ack_p50: percentile(&acks, 0.50),
+        ack_p99: percentile(&acks, 0.99),
+        e2e_p50: percentile(&e2e, 0.50),
+        e2e_p99: percentile(&e2e, 0.99),
         e2e_max: *e2e.last().expect("at least one assignment"),
         unassigned,
         not_pushed: not_pushed - unassigned.min(not_pushed),

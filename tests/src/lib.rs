@@ -1,6 +1,8 @@
 //! Harnesses that start real parts for tests (a kube-apiserver with etcd, PostgreSQL, the helm
-//! CLI), and helpers to put the project's own YAML (CRDs, examples) into them.
+//! CLI), helpers to put the project's own YAML (CRDs, examples) into them, and what the
+//! runtime's benchmarks share ([`bench`]).
 
+pub mod bench;
 pub mod controlplane;
 pub mod kube_helpers;
 pub mod postgres;

@@ -24,7 +24,8 @@ mod routing;
 mod workspace;
 
 use chrono::{DateTime, TimeZone, Utc};
-pub(crate) use dialect::{AsConn, Conn, on_driver};
+pub use dialect::on_driver;
+pub(crate) use dialect::{AsConn, Conn};
 pub use dialect::{ConnectOptions, Dialect, Driver, WriteTransaction, WriteTx};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crate::support::{Db, Harness, eventually, inbound_text};
 use contact_runtime::channels::simulator::SentLog;
 use contact_runtime::domain::ChannelType;
-use contact_runtime::storage::Store;
+use contact_runtime::storage::{Store, on_driver};
 use serde_json::{Value, json};
 
 crate::support::both!(
@@ -199,20 +199,12 @@ async fn whatsapp_window_allows_only_templates(db: Db) {
     // The customer's last message is 25 hours old.
     let old = contact_runtime::storage::now_ms() - 25 * 3600 * 1000;
     let sql = "UPDATE conversations SET last_inbound_at = $1 WHERE id = $2";
-    match &h.store {
-        Store::Sqlite(p) => sqlx::query(sql)
-            .bind(old)
-            .bind(&conv)
-            .execute(p)
-            .await
-            .map(|_| ()),
-        Store::Postgres(p) => sqlx::query(sql)
-            .bind(old)
-            .bind(&conv)
-            .execute(p)
-            .await
-            .map(|_| ()),
-    }
+    on_driver!(&h.store, |p| sqlx::query(sql)
+        .bind(old)
+        .bind(&conv)
+        .execute(p)
+        .await
+        .map(|_| ()))
     .unwrap();
     let r = reply(&h, &conv, json!({ "type": "text", "text": "late" })).await;
     assert_eq!(r.status(), 422);

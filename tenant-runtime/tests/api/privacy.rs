@@ -14,6 +14,7 @@ use contact_runtime::privacy::ManualClock;
 use contact_runtime::privacy::retention::RetentionJob;
 use contact_runtime::storage::{
     AuditQuery, InboundMessage, InboundOutcome, NewOutbound, Nonce, Store, new_id, now_ms,
+    on_driver,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -80,22 +81,13 @@ fn enc(v: &str) -> String {
 
 /// Runs `sql` (an UPDATE/DELETE with one optional i64 parameter) on the raw pool.
 async fn exec(store: &Store, sql: &str, arg: i64) {
-    match store {
-        Store::Sqlite(p) => {
-            sqlx::query(AssertSqlSafe(sql.to_owned()))
-                .bind(arg)
-                .execute(p)
-                .await
-                .unwrap();
-        }
-        Store::Postgres(p) => {
-            sqlx::query(AssertSqlSafe(sql.to_owned()))
-                .bind(arg)
-                .execute(p)
-                .await
-                .unwrap();
-        }
-    }
+    on_driver!(store, |p| {
+        sqlx::query(AssertSqlSafe(sql.to_owned()))
+            .bind(arg)
+            .execute(p)
+            .await
+            .unwrap();
+    });
 }
 
 /// Every (table, column) of the database, and the ones whose text contains `needle`.
@@ -120,18 +112,11 @@ async fn columns_containing(store: &Store, needle: &str) -> (usize, Vec<String>)
     for (t, c) in &cols {
         let sql =
             format!("SELECT COUNT(*) FROM \"{t}\" WHERE LOWER(CAST(\"{c}\" AS TEXT)) LIKE $1");
-        let n: i64 = match store {
-            Store::Sqlite(p) => sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
-                .bind(&pattern)
-                .fetch_one(p)
-                .await
-                .unwrap(),
-            Store::Postgres(p) => sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
-                .bind(&pattern)
-                .fetch_one(p)
-                .await
-                .unwrap(),
-        };
+        let n: i64 = on_driver!(store, |p| sqlx::query_scalar(AssertSqlSafe(sql.as_str()))
+            .bind(&pattern)
+            .fetch_one(p)
+            .await
+            .unwrap());
         if n > 0 {
             hits.push(format!("{t}.{c}"));
         }
@@ -159,19 +144,12 @@ async fn audit_changes(store: &Store, n: usize) {
 }
 
 async fn chained_count(store: &Store) -> i64 {
-    match store {
-        Store::Sqlite(p) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE seq IS NOT NULL")
-                .fetch_one(p)
-                .await
-        }
-        Store::Postgres(p) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE seq IS NOT NULL")
-                .fetch_one(p)
-                .await
-        }
-    }
-    .unwrap()
+    on_driver!(store, |p| sqlx::query_scalar(
+        "SELECT COUNT(*) FROM audit_log WHERE seq IS NOT NULL"
+    )
+    .fetch_one(p)
+    .await
+    .unwrap())
 }
 
 /// A database whose audit log was written before migration 0110 (chained inline) keeps its chain
@@ -213,34 +191,28 @@ async fn migration_0110_keeps_an_existing_chain(db: Db) {
     }
     let insert = "INSERT INTO audit_log (seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash) \
                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
-    macro_rules! old_schema {
-        ($pool:expr) => {{
-            before.run($pool).await.unwrap();
-            for e in &old {
-                sqlx::query(insert)
-                    .bind(e.seq)
-                    .bind(e.at)
-                    .bind(&e.actor)
-                    .bind(&e.action)
-                    .bind(&e.entity)
-                    .bind(&e.entity_id)
-                    .bind(&e.subject_id)
-                    .bind(&e.attribute)
-                    .bind(&e.new_value)
-                    .bind(&e.salt)
-                    .bind(&e.value_hash)
-                    .bind(&e.prev_hash)
-                    .bind(&e.hash)
-                    .execute($pool)
-                    .await
-                    .unwrap();
-            }
-        }};
-    }
-    match &store {
-        Store::Sqlite(p) => old_schema!(p),
-        Store::Postgres(p) => old_schema!(p),
-    }
+    on_driver!(&store, |pool| {
+        before.run(pool).await.unwrap();
+        for e in &old {
+            sqlx::query(insert)
+                .bind(e.seq)
+                .bind(e.at)
+                .bind(&e.actor)
+                .bind(&e.action)
+                .bind(&e.entity)
+                .bind(&e.entity_id)
+                .bind(&e.subject_id)
+                .bind(&e.attribute)
+                .bind(&e.new_value)
+                .bind(&e.salt)
+                .bind(&e.value_hash)
+                .bind(&e.prev_hash)
+                .bind(&e.hash)
+                .execute(pool)
+                .await
+                .unwrap();
+        }
+    });
     store.migrate().await.unwrap();
     audit_changes(&store, 2).await;
     let r = store.verify_audit_chain().await.unwrap();

@@ -10,7 +10,7 @@ use contact_runtime::domain::{
 };
 use contact_runtime::storage::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, NewOutbound, Nonce,
-    ReportOutcome, RetryAt, Store, new_id, now_ms,
+    ReportOutcome, RetryAt, Store, new_id, now_ms, on_driver,
 };
 
 crate::support::both!(
@@ -581,20 +581,12 @@ async fn closed_conversation_is_not_reused(db: Db) {
     let first = open_conversation(&store).await;
     // Closing is the routing/UI's job (later); do it in SQL here.
     let sql = "UPDATE conversations SET status = 'closed', closed_at = $1 WHERE id = $2";
-    match &store {
-        Store::Sqlite(p) => sqlx::query(sql)
-            .bind(now_ms())
-            .bind(&first)
-            .execute(p)
-            .await
-            .map(|_| ()),
-        Store::Postgres(p) => sqlx::query(sql)
-            .bind(now_ms())
-            .bind(&first)
-            .execute(p)
-            .await
-            .map(|_| ()),
-    }
+    on_driver!(&store, |p| sqlx::query(sql)
+        .bind(now_ms())
+        .bind(&first)
+        .execute(p)
+        .await
+        .map(|_| ()))
     .unwrap();
     let second = open_conversation(&store).await;
     assert_ne!(
@@ -645,20 +637,12 @@ async fn concurrent_redeliveries_store_once(db: Db) {
 /// Closes `id` as the Workspace does, `closed_at` set to `at`.
 async fn close_at(store: &Store, id: &str, at: i64) {
     let sql = "UPDATE conversations SET status = 'closed', closed_at = $1, assigned_user_id = NULL WHERE id = $2";
-    match store {
-        Store::Sqlite(p) => sqlx::query(sql)
-            .bind(at)
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|_| ()),
-        Store::Postgres(p) => sqlx::query(sql)
-            .bind(at)
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|_| ()),
-    }
+    on_driver!(store, |p| sqlx::query(sql)
+        .bind(at)
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|_| ()))
     .unwrap();
 }
 

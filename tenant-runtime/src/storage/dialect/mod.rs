@@ -41,16 +41,18 @@ pub enum Driver<S, P> {
 
 /// Runs `$body` with `$v` bound to the concrete value of `$driver` (a [`Driver`]: the store, a
 /// transaction or a connection). The body is compiled once per driver, so it must only use SQL
-/// and types both understand.
+/// and types both understand. Exported so that tests and benchmarks reach both databases the
+/// same way the runtime does.
+#[macro_export]
 macro_rules! on_driver {
     ($driver:expr, |$v:ident| $body:expr) => {
         match $driver {
-            $crate::storage::dialect::Driver::Sqlite($v) => $body,
-            $crate::storage::dialect::Driver::Postgres($v) => $body,
+            $crate::storage::Driver::Sqlite($v) => $body,
+            $crate::storage::Driver::Postgres($v) => $body,
         }
     };
 }
-pub(crate) use on_driver;
+pub use crate::on_driver;
 
 /// A connection borrowed from a transaction, for statements several write paths share.
 pub(crate) type Conn<'a> = Driver<&'a mut SqliteConnection, &'a mut PgConnection>;
