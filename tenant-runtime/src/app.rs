@@ -60,7 +60,7 @@ impl Application {
     }
 
     /// Like [`Application::build`] with an already migrated store.
-    pub async fn with_store(settings: Settings, store: Store) -> Result<Self, Error> {
+    pub(crate) async fn with_store(settings: Settings, store: Store) -> Result<Self, Error> {
         let listener = TcpListener::bind(settings.listen)
             .await
             .map_err(|source| Error::Serve {
@@ -221,7 +221,7 @@ async fn housekeeping(store: Store) {
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Kubernetes sends).
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -32,6 +32,10 @@
 //! chaining, contact import/export parsing), [`backup`], [`live`] (the event hub), [`http`]
 //! (routes, auth, errors, OpenAPI), [`app`] (wiring) and [`cli`].
 
+// Items are `pub(crate)` unless a test, benchmark, the binary or the operator's contract test
+// uses them, so that dead code warns.
+#![warn(unreachable_pub)]
+
 pub mod app;
 pub mod backup;
 pub mod channels;

@@ -30,14 +30,14 @@ use crate::domain::Role;
 use crate::storage::{EventCursor, EventRow, Store};
 
 /// Shortest pause between two reads of the tailer.
-pub const MIN_GAP: Duration = Duration::from_millis(10);
+pub(crate) const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// How often the tailer looks for new events when nothing wakes it.
-pub const TAIL_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const TAIL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What a browser receives.
 #[derive(Debug, Clone, Serialize)]
-pub struct LiveEvent {
+pub(crate) struct LiveEvent {
     /// Event id (also the SSE id).
     pub id: i64,
     /// Kind, e.g. `message_received`.
@@ -72,7 +72,7 @@ impl From<&EventRow> for LiveEvent {
 }
 
 /// Whether a user with `role` (`user_id`: `None` for the API token) may see `event`.
-pub fn visible(role: Role, user_id: Option<&str>, event: &LiveEvent) -> bool {
+pub(crate) fn visible(role: Role, user_id: Option<&str>, event: &LiveEvent) -> bool {
     match role {
         Role::Admin => true,
         Role::Dpo => false,
@@ -110,7 +110,7 @@ impl Default for LiveHub {
 
 impl LiveHub {
     /// Makes the tailer look for new events now (something was written).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
@@ -120,22 +120,22 @@ impl LiveHub {
     }
 
     /// A receiver of every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
         self.tx.subscribe()
     }
 
     /// Turns `true` when the hub closes (graceful shutdown).
-    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+    pub(crate) fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closing.subscribe()
     }
 
     /// Publishes an event to every subscriber.
-    pub fn publish(&self, event: LiveEvent) {
+    pub(crate) fn publish(&self, event: LiveEvent) {
         let _ = self.tx.send(Arc::new(event));
     }
 
     /// Users with at least one open live stream.
-    pub fn connected_users(&self) -> Vec<String> {
+    pub(crate) fn connected_users(&self) -> Vec<String> {
         self.connected
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -146,7 +146,7 @@ impl LiveHub {
 
     /// Session counts per user as they change (`(user, open streams)`), for routing presence.
     /// A new call replaces the previous receiver.
-    pub fn presence_changes(&self) -> tokio::sync::mpsc::UnboundedReceiver<(String, usize)> {
+    pub(crate) fn presence_changes(&self) -> tokio::sync::mpsc::UnboundedReceiver<(String, usize)> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         *self.presence.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         rx
@@ -159,7 +159,7 @@ impl LiveHub {
     }
 
     /// Counts `user` as connected while the returned guard lives (one per open stream).
-    pub fn enter(self: &Arc<Self>, user: &str) -> Presence {
+    pub(crate) fn enter(self: &Arc<Self>, user: &str) -> Presence {
         let sessions = {
             let mut map = self.connected.lock().unwrap_or_else(|e| e.into_inner());
             let n = map.entry(user.to_owned()).or_default();
@@ -176,7 +176,7 @@ impl LiveHub {
 
 /// Counts a user as connected while alive.
 #[derive(Debug)]
-pub struct Presence {
+pub(crate) struct Presence {
     hub: Arc<LiveHub>,
     user: String,
 }
@@ -200,7 +200,7 @@ impl Drop for Presence {
 }
 
 /// Tails `conversation_events` into the hub until aborted.
-pub async fn tail(store: Store, hub: Arc<LiveHub>) {
+pub(crate) async fn tail(store: Store, hub: Arc<LiveHub>) {
     let mut cursor = loop {
         match store.last_event_id().await {
             Ok(id) => break EventCursor::after(id),

@@ -116,7 +116,7 @@ pub fn open(
 }
 
 /// Length of the random nonce prefix of a stream.
-pub const NONCE_PREFIX_BYTES: usize = 7;
+pub(crate) const NONCE_PREFIX_BYTES: usize = 7;
 /// Length of a GCM tag: each sealed chunk is this much longer than its plaintext.
 pub const TAG_BYTES: usize = 16;
 
@@ -129,7 +129,7 @@ fn chunk_nonce(prefix: &[u8; NONCE_PREFIX_BYTES], counter: u32, last: bool) -> [
 }
 
 /// Seals a stream chunk by chunk (see the module documentation).
-pub struct StreamSealer {
+pub(crate) struct StreamSealer {
     cipher: Aes256Gcm,
     prefix: [u8; NONCE_PREFIX_BYTES],
     counter: u32,
@@ -139,7 +139,7 @@ pub struct StreamSealer {
 
 impl StreamSealer {
     /// A sealer with a fresh random nonce prefix, binding `aad` to every chunk.
-    pub fn new(key: &BackupKey, aad: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn new(key: &BackupKey, aad: &[u8]) -> Result<Self, Error> {
         let mut prefix = [0u8; NONCE_PREFIX_BYTES];
         rand::rng().fill_bytes(&mut prefix);
         Ok(Self {
@@ -152,12 +152,12 @@ impl StreamSealer {
     }
 
     /// The nonce prefix (stored in the manifest).
-    pub fn prefix(&self) -> [u8; NONCE_PREFIX_BYTES] {
+    pub(crate) fn prefix(&self) -> [u8; NONCE_PREFIX_BYTES] {
         self.prefix
     }
 
     /// Seals the next chunk; `last` for the final one (which may be empty).
-    pub fn seal(&mut self, plaintext: &[u8], last: bool) -> Result<Vec<u8>, Error> {
+    pub(crate) fn seal(&mut self, plaintext: &[u8], last: bool) -> Result<Vec<u8>, Error> {
         if self.finished {
             return Err(Error::Crypto("the stream is already finished".to_owned()));
         }
@@ -184,7 +184,7 @@ impl StreamSealer {
 }
 
 /// Opens a stream sealed by [`StreamSealer`], chunk by chunk, in order.
-pub struct StreamOpener {
+pub(crate) struct StreamOpener {
     cipher: Aes256Gcm,
     prefix: [u8; NONCE_PREFIX_BYTES],
     counter: u32,
@@ -193,7 +193,7 @@ pub struct StreamOpener {
 
 impl StreamOpener {
     /// An opener for the stream with nonce `prefix` and associated data `aad`.
-    pub fn new(key: &BackupKey, prefix: &[u8], aad: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn new(key: &BackupKey, prefix: &[u8], aad: &[u8]) -> Result<Self, Error> {
         let prefix: [u8; NONCE_PREFIX_BYTES] = prefix.try_into().map_err(|_| {
             Error::Tampered(format!(
                 "the nonce prefix is not {NONCE_PREFIX_BYTES} bytes"
@@ -221,7 +221,7 @@ impl StreamOpener {
     }
 
     /// Opens the next chunk; `last` when the file ends after it.
-    pub fn open(&mut self, ciphertext: &[u8], last: bool) -> Result<Vec<u8>, Error> {
+    pub(crate) fn open(&mut self, ciphertext: &[u8], last: bool) -> Result<Vec<u8>, Error> {
         let n = self.counter;
         match self.try_open(ciphertext, last) {
             Some(plain) => {
@@ -247,7 +247,7 @@ pub fn mac(key: &BackupKey, canonical: &[u8]) -> String {
 }
 
 /// Checks a MAC in constant time.
-pub fn verify_mac(key: &BackupKey, canonical: &[u8], expected_hex: &str) -> bool {
+pub(crate) fn verify_mac(key: &BackupKey, canonical: &[u8], expected_hex: &str) -> bool {
     let Ok(expected) = hex::decode(expected_hex) else {
         return false;
     };

@@ -49,7 +49,7 @@ pub const MANIFEST_FORMAT: u32 = 2;
 /// The format of single-message backups made by earlier versions.
 pub const MANIFEST_FORMAT_SINGLE: u32 = 1;
 /// The environment variable holding the key.
-pub const KEY_ENV: &str = "CONTACT_BACKUP_KEY";
+pub(crate) const KEY_ENV: &str = "CONTACT_BACKUP_KEY";
 
 /// Errors of backup and restore.
 #[derive(Debug, thiserror::Error)]
@@ -309,7 +309,12 @@ pub async fn backup_chunked(
 }
 
 /// Deletes backups (both files) created more than `retain_days` before `now_ms`, never `keep`.
-pub fn prune(dir: &Path, now_ms: i64, retain_days: i64, keep: &str) -> Result<Vec<String>, Error> {
+pub(crate) fn prune(
+    dir: &Path,
+    now_ms: i64,
+    retain_days: i64,
+    keep: &str,
+) -> Result<Vec<String>, Error> {
     if retain_days <= 0 {
         return Ok(Vec::new());
     }
@@ -445,21 +450,9 @@ pub fn open(dir: &Path, name: &str, key: &BackupKey) -> Result<Manifest, Error> 
     Ok(manifest)
 }
 
-/// Restores backup `name` from `dir` into `store` (migrated here), which must hold no data
-/// unless `force`. The file is verified completely first ([`open`]), then streamed into one
-/// transaction that commits only once the stream verified again to its end.
-pub async fn restore(
-    store: &Store,
-    dir: &Path,
-    name: &str,
-    key: &BackupKey,
-    force: bool,
-) -> Result<RestoreResult, Error> {
-    let manifest = open(dir, name, key)?;
-    restore_opened(store, dir, manifest, key, force).await
-}
-
-/// [`restore`] of a backup [`open`] already verified.
+/// Restores a backup [`open`] already verified from `dir` into `store` (migrated here), which
+/// must hold no data unless `force`: streamed into one transaction that commits only once the
+/// stream verified again to its end.
 pub async fn restore_opened(
     store: &Store,
     dir: &Path,
@@ -527,7 +520,7 @@ pub struct RestoreArgs {
 }
 
 /// The key from [`KEY_ENV`].
-pub fn key_from_env() -> Result<BackupKey, Error> {
+pub(crate) fn key_from_env() -> Result<BackupKey, Error> {
     let text = std::env::var(KEY_ENV).map_err(|_| Error::Key("not set".to_owned()))?;
     BackupKey::parse(&text)
 }

@@ -21,9 +21,9 @@ use super::Error;
 use crate::storage::Store;
 
 /// Dump format version.
-pub const DUMP_FORMAT: u32 = 1;
+pub(crate) const DUMP_FORMAT: u32 = 1;
 /// Rows per insert statement on load.
-pub const LOAD_BATCH: usize = 500;
+pub(crate) const LOAD_BATCH: usize = 500;
 
 /// The first line of a dump.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,7 +102,7 @@ impl Dump {
 
 /// Reads a dump line by line: the header first, then one row at a time. Rows must come grouped
 /// by table in the header's order (as [`write_dump`] writes them).
-pub struct DumpReader<R: BufRead> {
+pub(crate) struct DumpReader<R: BufRead> {
     inner: R,
     header: DumpHeader,
     line: Vec<u8>,
@@ -112,7 +112,7 @@ pub struct DumpReader<R: BufRead> {
 
 impl<R: BufRead> DumpReader<R> {
     /// Reads and checks the header line.
-    pub fn new(inner: R) -> Result<Self, Error> {
+    pub(crate) fn new(inner: R) -> Result<Self, Error> {
         let mut reader = Self {
             inner,
             header: DumpHeader {
@@ -141,7 +141,7 @@ impl<R: BufRead> DumpReader<R> {
     }
 
     /// The header.
-    pub fn header(&self) -> &DumpHeader {
+    pub(crate) fn header(&self) -> &DumpHeader {
         &self.header
     }
 
@@ -167,7 +167,7 @@ impl<R: BufRead> DumpReader<R> {
     }
 
     /// The next row and its table, or `None` at the end of the dump.
-    pub fn next_row(&mut self) -> Result<Option<(String, serde_json::Value)>, Error> {
+    pub(crate) fn next_row(&mut self) -> Result<Option<(String, serde_json::Value)>, Error> {
         #[derive(Deserialize)]
         struct Line {
             t: String,
@@ -201,7 +201,9 @@ impl<R: BufRead> DumpReader<R> {
 
 /// Reads every row of `reader` and counts them per table, without a database: the check that
 /// precedes a restore.
-pub fn count_rows<R: BufRead>(reader: &mut DumpReader<R>) -> Result<BTreeMap<String, u64>, Error> {
+pub(crate) fn count_rows<R: BufRead>(
+    reader: &mut DumpReader<R>,
+) -> Result<BTreeMap<String, u64>, Error> {
     let mut counts: BTreeMap<String, u64> = reader
         .header()
         .tables
@@ -224,7 +226,7 @@ fn canonical_json(v: &serde_json::Value) -> String {
 }
 
 /// Orders `tables` so that every table comes after the tables it references.
-pub fn load_order(
+pub(crate) fn load_order(
     tables: &[String],
     references: &[(String, String)],
 ) -> Result<Vec<String>, Error> {
@@ -325,7 +327,7 @@ pub async fn dump(store: &Store) -> Result<Dump, Error> {
 }
 
 /// Rows that count as data (migrations seed a few rows, e.g. the General category).
-pub async fn data_rows(store: &Store) -> Result<u64, Error> {
+pub(crate) async fn data_rows(store: &Store) -> Result<u64, Error> {
     let catalog = store.catalog().await?;
     Ok(store.data_rows(&catalog.tables).await?)
 }
@@ -351,7 +353,7 @@ pub async fn load(store: &Store, dump: &Dump) -> Result<BTreeMap<String, u64>, E
 /// transaction, holding one batch of rows at a time. `check` sees the row counts after the last
 /// row and before the commit: an error from it, from the reader (a chunk that fails
 /// authentication, a truncated file) or from the database rolls everything back.
-pub async fn load_from<R: BufRead>(
+pub(crate) async fn load_from<R: BufRead>(
     store: &Store,
     reader: &mut DumpReader<R>,
     check: impl FnOnce(&BTreeMap<String, u64>) -> Result<(), Error>,

@@ -15,11 +15,11 @@ use super::Error;
 use super::crypto::{self, BackupKey, StreamOpener, StreamSealer};
 
 /// Plaintext bytes per chunk unless a caller chooses otherwise.
-pub const DEFAULT_CHUNK_BYTES: usize = 64 * 1024;
+pub(crate) const DEFAULT_CHUNK_BYTES: usize = 64 * 1024;
 
 /// What a finished stream amounts to (recorded in the manifest).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Digests {
+pub(crate) struct Digests {
     /// SHA-256 of the plaintext, hex.
     pub plaintext_sha256: String,
     /// SHA-256 of the file, hex.
@@ -29,7 +29,7 @@ pub struct Digests {
 }
 
 /// Encrypts everything written to it into `out`, chunk by chunk.
-pub struct EncryptingWriter<W: Write> {
+pub(crate) struct EncryptingWriter<W: Write> {
     out: W,
     sealer: StreamSealer,
     chunk_bytes: usize,
@@ -41,7 +41,12 @@ pub struct EncryptingWriter<W: Write> {
 
 impl<W: Write> EncryptingWriter<W> {
     /// A writer sealing chunks of `chunk_bytes` (at least 1) with `key`, binding `aad`.
-    pub fn new(out: W, key: &BackupKey, aad: &[u8], chunk_bytes: usize) -> Result<Self, Error> {
+    pub(crate) fn new(
+        out: W,
+        key: &BackupKey,
+        aad: &[u8],
+        chunk_bytes: usize,
+    ) -> Result<Self, Error> {
         Ok(Self {
             out,
             sealer: StreamSealer::new(key, aad)?,
@@ -54,7 +59,7 @@ impl<W: Write> EncryptingWriter<W> {
     }
 
     /// The stream's nonce prefix (for the manifest).
-    pub fn nonce_prefix(&self) -> [u8; crypto::NONCE_PREFIX_BYTES] {
+    pub(crate) fn nonce_prefix(&self) -> [u8; crypto::NONCE_PREFIX_BYTES] {
         self.sealer.prefix()
     }
 
@@ -71,7 +76,7 @@ impl<W: Write> EncryptingWriter<W> {
     }
 
     /// Seals the final chunk and returns the output and the digests.
-    pub fn finish(mut self) -> Result<(W, Digests), Error> {
+    pub(crate) fn finish(mut self) -> Result<(W, Digests), Error> {
         self.emit(true).map_err(|e| Error::Crypto(e.to_string()))?;
         self.out.flush().map_err(|e| Error::Crypto(e.to_string()))?;
         Ok((
@@ -109,7 +114,7 @@ impl<W: Write> Write for EncryptingWriter<W> {
 /// [`std::io::Error`] wrapping an [`Error`] (see [`backup_error`]). Bytes are only handed out
 /// after their chunk's tag verified, but the stream as a whole (truncation, digests) is only
 /// proven once `read` returned 0: consumers must not commit anything before that.
-pub struct DecryptingReader<R: BufRead> {
+pub(crate) struct DecryptingReader<R: BufRead> {
     inner: R,
     opener: StreamOpener,
     chunk_bytes: usize,
@@ -125,7 +130,7 @@ pub struct DecryptingReader<R: BufRead> {
 impl<R: BufRead> DecryptingReader<R> {
     /// A reader of the stream with nonce `prefix`, `aad` and `chunk_bytes`, whose digests must
     /// come out as `expected`.
-    pub fn new(
+    pub(crate) fn new(
         inner: R,
         key: &BackupKey,
         prefix: &[u8],
@@ -210,7 +215,7 @@ impl<R: BufRead> Read for DecryptingReader<R> {
 }
 
 /// The backup error inside an I/O error from [`DecryptingReader`], or `context` and the error.
-pub fn backup_error(e: std::io::Error, context: &str) -> Error {
+pub(crate) fn backup_error(e: std::io::Error, context: &str) -> Error {
     let text = e.to_string();
     match e.into_inner().map(|inner| inner.downcast::<Error>()) {
         Some(Ok(inner)) => *inner,
@@ -219,7 +224,7 @@ pub fn backup_error(e: std::io::Error, context: &str) -> Error {
 }
 
 /// SHA-256 and size of everything `r` yields, read in small pieces.
-pub fn digest_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
+pub(crate) fn digest_reader(mut r: impl Read) -> std::io::Result<(String, u64)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; DEFAULT_CHUNK_BYTES];
     let mut size = 0u64;

@@ -12,7 +12,7 @@ use crate::domain::{ChannelType, DeliveryStatus, MessageContent};
 
 /// Why a callback body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The body is not a JSON object.
     #[error("callback body is not a JSON object: {0}")]
     NotJsonObject(String),
@@ -37,7 +37,7 @@ pub enum Error {
 
 /// The kinds the runtime acts on; everything else is acknowledged and ignored.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Callback {
+pub(crate) enum Callback {
     /// MESSAGE_INBOUND: a customer wrote.
     Message(Inbound),
     /// MESSAGE_DELIVERY: what happened to one of our messages.
@@ -51,7 +51,7 @@ pub enum Callback {
 
 impl Callback {
     /// Short label for metrics and logs.
-    pub fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         match self {
             Callback::Message(_) => "message",
             Callback::DeliveryReport(_) => "message_delivery_report",
@@ -62,7 +62,7 @@ impl Callback {
 
 /// An inbound customer message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Inbound {
+pub(crate) struct Inbound {
     /// Conversation API message id.
     pub message_id: String,
     /// The channel it came over.
@@ -75,7 +75,7 @@ pub struct Inbound {
 
 /// A delivery report for an outbound message.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     /// Conversation API message id.
     pub message_id: String,
     /// The `correlation_id` of the send request, when echoed.
@@ -87,7 +87,7 @@ pub struct Report {
 }
 
 /// Every documented top-level key, in the order the official SDK checks them.
-pub const KNOWN_KINDS: &[&str] = &[
+pub(crate) const KNOWN_KINDS: &[&str] = &[
     "message",
     "message_redaction",
     "message_submit_notification",
@@ -185,7 +185,7 @@ fn typed<T: for<'de> Deserialize<'de>>(kind: &'static str, v: Value) -> Result<T
 }
 
 /// Parses a raw callback body.
-pub fn parse(body: &[u8]) -> Result<Callback, Error> {
+pub(crate) fn parse(body: &[u8]) -> Result<Callback, Error> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| Error::NotJsonObject(e.to_string()))?;
     let Value::Object(mut top) = value else {
@@ -294,7 +294,7 @@ fn parse_message(payload: Value) -> Result<Inbound, Error> {
 
 /// Phone-number identities arrive with and without `+`: store them without, so one customer is
 /// one contact whichever way a channel spells the number.
-pub fn normalise_identity(channel: ChannelType, identity: &str) -> String {
+pub(crate) fn normalise_identity(channel: ChannelType, identity: &str) -> String {
     let trimmed = identity.trim();
     match channel {
         ChannelType::Sms | ChannelType::Whatsapp | ChannelType::Rcs | ChannelType::Viber => {

@@ -2,7 +2,7 @@
 //! parsing ([`callbacks`]), channel [`rules`] for outbound messages, the API client ([`sinch`]),
 //! the [`outbox`] sender, and a local [`simulator`] of the API for tests and the demo.
 
-pub mod callbacks;
+pub(crate) mod callbacks;
 pub mod outbox;
 pub mod rules;
 pub mod signature;

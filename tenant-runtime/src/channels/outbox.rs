@@ -28,7 +28,7 @@ pub enum Error {
 
 /// Delay before attempt `attempts + 1`: `base · 2^(attempts-1)`, capped, scaled by `jitter`
 /// (a factor in `[0.5, 1.0]` so that many failed rows do not retry in lockstep).
-pub fn backoff_ms(attempts: i64, base_ms: i64, max_ms: i64, jitter: f64) -> i64 {
+pub(crate) fn backoff_ms(attempts: i64, base_ms: i64, max_ms: i64, jitter: f64) -> i64 {
     let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
     let raw = base_ms.saturating_mul(1_i64 << exp).min(max_ms);
     ((raw as f64) * jitter.clamp(0.5, 1.0)) as i64

@@ -7,13 +7,13 @@ use chrono::{DateTime, Duration, Utc};
 use crate::domain::{ChannelType, MessageContent};
 
 /// Longest SMS text accepted (about ten concatenated segments).
-pub const SMS_MAX_CHARS: usize = 1600;
+pub(crate) const SMS_MAX_CHARS: usize = 1600;
 /// Most SMS segments accepted.
-pub const SMS_MAX_SEGMENTS: usize = 10;
+pub(crate) const SMS_MAX_SEGMENTS: usize = 10;
 
 /// Why an outbound message breaks a channel rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Violation {
+pub(crate) enum Violation {
     /// Text (or caption) longer than the channel allows.
     #[error("{channel} allows at most {limit} characters per message; this one has {actual}")]
     TooLong {
@@ -61,7 +61,7 @@ pub enum Violation {
 }
 
 /// Maximum characters of a generic text message per channel (`None`: segment rules, see SMS).
-pub fn text_limit(channel: ChannelType) -> Option<usize> {
+pub(crate) fn text_limit(channel: ChannelType) -> Option<usize> {
     match channel {
         ChannelType::Whatsapp | ChannelType::Telegram => Some(4096),
         ChannelType::Viber | ChannelType::Instagram => Some(1000),
@@ -76,7 +76,7 @@ const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆ�
 const GSM7_EXTENDED: &str = "^{}\\[~]|€\x0c";
 
 /// `(segments, encoding)` an SMS text needs.
-pub fn sms_segments(text: &str) -> (usize, &'static str) {
+pub(crate) fn sms_segments(text: &str) -> (usize, &'static str) {
     let gsm_units: Option<usize> = text.chars().try_fold(0usize, |n, c| {
         if GSM7_BASIC.contains(c) {
             Some(n + 1)
@@ -126,7 +126,7 @@ fn check_text(channel: ChannelType, text: &str) -> Result<(), Violation> {
 }
 
 /// Checks `content` against the rules of `channel` at time `now`.
-pub fn check_outbound(
+pub(crate) fn check_outbound(
     channel: ChannelType,
     content: &MessageContent,
     last_inbound_at: Option<DateTime<Utc>>,

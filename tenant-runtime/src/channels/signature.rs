@@ -12,15 +12,15 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 /// Header carrying the base64 signature.
-pub const SIGNATURE_HEADER: &str = "x-sinch-webhook-signature";
+pub(crate) const SIGNATURE_HEADER: &str = "x-sinch-webhook-signature";
 /// Header carrying the nonce.
-pub const NONCE_HEADER: &str = "x-sinch-webhook-signature-nonce";
+pub(crate) const NONCE_HEADER: &str = "x-sinch-webhook-signature-nonce";
 /// Header carrying the epoch-seconds timestamp.
-pub const TIMESTAMP_HEADER: &str = "x-sinch-webhook-signature-timestamp";
+pub(crate) const TIMESTAMP_HEADER: &str = "x-sinch-webhook-signature-timestamp";
 /// Header naming the algorithm.
-pub const ALGORITHM_HEADER: &str = "x-sinch-webhook-signature-algorithm";
+pub(crate) const ALGORITHM_HEADER: &str = "x-sinch-webhook-signature-algorithm";
 /// The only documented algorithm.
-pub const ALGORITHM: &str = "HmacSHA256";
+pub(crate) const ALGORITHM: &str = "HmacSHA256";
 
 /// Why a callback's signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -104,11 +104,11 @@ pub struct SimSettings {
 }
 
 /// The reason code of a send outside WhatsApp's customer-care window.
-pub const OUTSIDE_WINDOW: &str = "OUTSIDE_ALLOWED_SENDING_WINDOW";
+pub(crate) const OUTSIDE_WINDOW: &str = "OUTSIDE_ALLOWED_SENDING_WINDOW";
 
 /// `POST /_sim/window` request: when a customer last wrote.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WindowRequest {
+pub(crate) struct WindowRequest {
     /// Channel app name (default: the first one).
     #[serde(default)]
     pub channel: Option<String>,
@@ -184,7 +184,7 @@ pub struct SentLog {
 /// Fault injection knobs (`POST /_sim/faults`; absent fields keep their value).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct Faults {
+pub(crate) struct Faults {
     /// The next N sends answer 500.
     pub fail_next: u32,
     /// The next N sends answer 429.
@@ -200,7 +200,7 @@ pub struct Faults {
 
 /// `POST /_sim/stream` request: many customer messages, each retried until acknowledged.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StreamRequest {
+pub(crate) struct StreamRequest {
     /// Channel app name.
     pub channel: String,
     /// How many messages.
@@ -243,7 +243,7 @@ pub struct StreamProgress {
 
 /// `POST /_sim/inbound` request: a customer writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InboundRequest {
+pub(crate) struct InboundRequest {
     /// Channel app name (default: the first one).
     #[serde(default)]
     pub channel: Option<String>,
@@ -263,7 +263,7 @@ pub struct InboundRequest {
 
 /// `POST /_sim/callback` request: sign and post an arbitrary callback.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CallbackRequest {
+pub(crate) struct CallbackRequest {
     /// Channel app name.
     pub channel: String,
     /// The callback body.
@@ -299,7 +299,7 @@ impl std::fmt::Debug for Simulator {
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// A 26-character ULID-looking id like the Conversation API's (time-ordered, random tail).
-pub fn ulid_like() -> String {
+pub(crate) fn ulid_like() -> String {
     let n = uuid::Uuid::now_v7().as_u128();
     (0..26)
         .rev()
@@ -309,7 +309,7 @@ pub fn ulid_like() -> String {
 
 /// The callback a customer message produces (CONVERSATION-mode shape, compact JSON), with
 /// blank contact and conversation ids.
-pub fn inbound_callback(
+pub(crate) fn inbound_callback(
     ch: &SimChannel,
     identity: &str,
     message_id: &str,
@@ -319,7 +319,7 @@ pub fn inbound_callback(
 }
 
 /// [`inbound_callback`] naming the Conversation API's contact and conversation.
-pub fn inbound_callback_in(
+pub(crate) fn inbound_callback_in(
     ch: &SimChannel,
     identity: &str,
     message_id: &str,
@@ -351,7 +351,7 @@ pub fn inbound_callback_in(
 }
 
 /// A delivery report callback.
-pub fn delivery_report_callback(
+pub(crate) fn delivery_report_callback(
     ch: &SimChannel,
     identity: &str,
     message_id: &str,
@@ -380,7 +380,7 @@ pub fn delivery_report_callback(
 
 /// A `FAILED` delivery report for a send outside WhatsApp's customer-care window, with the
 /// reason the API gives.
-pub fn window_failure_callback(
+pub(crate) fn window_failure_callback(
     ch: &SimChannel,
     identity: &str,
     message_id: &str,
@@ -396,7 +396,7 @@ pub fn window_failure_callback(
 }
 
 /// `contact_create_notification`: the Conversation API created a contact for a new identity.
-pub fn contact_create_callback(ch: &SimChannel, identity: &str, contact_id: &str) -> Value {
+pub(crate) fn contact_create_callback(ch: &SimChannel, identity: &str, contact_id: &str) -> Value {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     json!({
         "app_id": ch.app_id,
@@ -414,7 +414,7 @@ pub fn contact_create_callback(ch: &SimChannel, identity: &str, contact_id: &str
 }
 
 /// `conversation_start_notification`: a new active conversation for the contact on the app.
-pub fn conversation_start_callback(
+pub(crate) fn conversation_start_callback(
     ch: &SimChannel,
     contact_id: &str,
     conversation_id: &str,
@@ -452,7 +452,7 @@ fn outside_window(
 }
 
 /// The `contact_message` of stream message `i`: cycles through every inbound content type.
-pub fn sample_contact_message(i: u64) -> Value {
+pub(crate) fn sample_contact_message(i: u64) -> Value {
     match i % 5 {
         0 | 1 => json!({ "text_message": { "text": format!("Hello, this is message {i}") } }),
         2 => json!({ "media_message": { "url": format!("https://media.example.test/{i}.jpg") } }),

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::config::ChannelApp;
-use crate::domain::{ChannelType, MessageContent};
+use crate::domain::MessageContent;
 
 /// Errors of the client itself (classified into [`SendOutcome`] by [`Client::send`]).
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub enum SendOutcome {
 ///
 /// The recipient is addressed by channel identity (works in CONVERSATION and DISPATCH mode);
 /// `correlation_id` carries our message id, which the far side uses to dedupe retries.
-pub fn send_request(
+pub(crate) fn send_request(
     app: &ChannelApp,
     identity: &str,
     content: &MessageContent,
@@ -103,14 +103,6 @@ pub fn send_request(
         "channel_priority_order": [app.channel.as_str()],
         "correlation_id": correlation_id,
     })
-}
-
-/// The channel a request goes to (for tests and the simulator).
-pub fn request_channel(body: &Value) -> Option<ChannelType> {
-    body.pointer("/channel_priority_order/0")?
-        .as_str()?
-        .parse()
-        .ok()
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +266,7 @@ impl Client {
 mod tests {
     use super::*;
     use crate::config::{Region, Secret};
+    use crate::domain::ChannelType;
 
     fn app() -> ChannelApp {
         ChannelApp {
@@ -312,7 +305,7 @@ mod tests {
             body["recipient"]["identified_by"]["channel_identities"][0]["identity"],
             "46701234567"
         );
-        assert_eq!(request_channel(&body), Some(ChannelType::Whatsapp));
+        assert_eq!(body["channel_priority_order"][0], "WHATSAPP");
     }
 
     #[test]

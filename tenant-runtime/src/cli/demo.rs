@@ -27,12 +27,12 @@ pub struct DemoArgs {
 }
 
 /// The API token the demo uses.
-pub const DEMO_TOKEN: &str = "demo-token";
+pub(crate) const DEMO_TOKEN: &str = "demo-token";
 /// The password of every seeded demo user.
-pub const DEMO_PASSWORD: &str = "contact-demo";
+pub(crate) const DEMO_PASSWORD: &str = "contact-demo";
 
 /// Settings of the demo runtime talking to a simulator at `sim`.
-pub fn demo_settings(args: &DemoArgs) -> Settings {
+pub(crate) fn demo_settings(args: &DemoArgs) -> Settings {
     let sim = format!("http://{}", args.simulator_listen);
     let app = |name: &str, channel: ChannelType, category: Option<&str>| ChannelApp {
         name: name.to_owned(),
@@ -65,7 +65,7 @@ pub fn demo_settings(args: &DemoArgs) -> Settings {
 }
 
 /// Seeds users, skills and categories once (a second run finds them and does nothing).
-pub async fn seed(store: &Store) -> anyhow::Result<()> {
+pub(super) async fn seed(store: &Store) -> anyhow::Result<()> {
     if !store.users().await?.is_empty() {
         return Ok(());
     }
@@ -137,7 +137,7 @@ pub async fn seed(store: &Store) -> anyhow::Result<()> {
 }
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub(super) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let settings = demo_settings(&args);
     let runtime_url = format!("http://{}", args.listen);
     let sim_settings = SimSettings::for_runtime(&settings, args.simulator_listen, &runtime_url);

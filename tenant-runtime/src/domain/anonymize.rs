@@ -4,17 +4,12 @@
 use super::MessageContent;
 
 /// Replaces names.
-pub const ANONYMIZED_NAME: &str = "Anonymized";
+pub(crate) const ANONYMIZED_NAME: &str = "Anonymized";
 /// Replaces texts, captions, titles and labels.
-pub const ANONYMIZED_TEXT: &str = "[anonymized]";
-
-/// The identity that replaces a contact's `n`th identity: unique, and tied to no person.
-pub fn anonymized_identity(contact_id: &str, n: usize) -> String {
-    format!("anonymized:{contact_id}:{n}")
-}
+pub(crate) const ANONYMIZED_TEXT: &str = "[anonymized]";
 
 /// The content that replaces `content`: same kind, nothing said, no media URL, no location.
-pub fn anonymize_content(content: &MessageContent) -> MessageContent {
+pub(crate) fn anonymize_content(content: &MessageContent) -> MessageContent {
     match content {
         MessageContent::Text { .. } => MessageContent::Text {
             text: ANONYMIZED_TEXT.to_owned(),
@@ -52,7 +47,7 @@ pub fn anonymize_content(content: &MessageContent) -> MessageContent {
 
 /// Stored JSON of the anonymized `content_json`; content that does not parse is replaced by an
 /// anonymized text (it cannot be shown anyway, and must not survive).
-pub fn anonymize_content_json(content_json: &str) -> String {
+pub(crate) fn anonymize_content_json(content_json: &str) -> String {
     let replaced = match serde_json::from_str::<MessageContent>(content_json) {
         Ok(c) => anonymize_content(&c),
         Err(_) => MessageContent::Text {

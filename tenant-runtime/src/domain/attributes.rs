@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 
 /// Longest key, in characters.
-pub const MAX_KEY_CHARS: usize = 40;
+pub(crate) const MAX_KEY_CHARS: usize = 40;
 /// Longest value, in characters.
-pub const MAX_VALUE_CHARS: usize = 200;
+pub(crate) const MAX_VALUE_CHARS: usize = 200;
 /// Most attributes one contact (or one rule) has.
-pub const MAX_ATTRIBUTES: usize = 20;
+pub(crate) const MAX_ATTRIBUTES: usize = 20;
 
 /// Why a set of attributes is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub enum AttributeError {
 }
 
 /// Checks one key.
-pub fn check_key(key: &str) -> Result<(), AttributeError> {
+pub(crate) fn check_key(key: &str) -> Result<(), AttributeError> {
     let ok = key.chars().count() <= MAX_KEY_CHARS
         && key.chars().next().is_some_and(|c| c.is_ascii_lowercase())
         && key

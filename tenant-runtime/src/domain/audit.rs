@@ -146,7 +146,7 @@ impl StoredEntry {
 }
 
 /// A fresh random salt, hex.
-pub fn new_salt() -> String {
+pub(crate) fn new_salt() -> String {
     let mut salt = [0u8; 16];
     rand::rng().fill_bytes(&mut salt);
     hex::encode(salt)
@@ -186,7 +186,7 @@ pub fn canonical(
 }
 
 /// `SHA-256(prev_hash || canonical)` as hex.
-pub fn entry_hash(prev_hash: &str, canonical: &str) -> String {
+pub(crate) fn entry_hash(prev_hash: &str, canonical: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");
@@ -240,7 +240,7 @@ pub fn prepare(at: i64, change: &AuditChange) -> PendingEntry {
 /// What the chainer reads of an entry that is not chained yet (the value is not needed: the
 /// chain covers its salted hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unchained {
+pub(crate) struct Unchained {
     /// Row id: the order in which unchained entries are linked.
     pub id: i64,
     /// When (epoch ms).
@@ -263,7 +263,7 @@ pub struct Unchained {
 
 /// An entry's place in the chain, as the chainer assigns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
+pub(crate) struct Link {
     /// The row it belongs to.
     pub id: i64,
     /// Its position.
@@ -275,7 +275,7 @@ pub struct Link {
 }
 
 /// Links `entries`, in the given order, after the chain head `(seq, hash)`.
-pub fn link(head: (i64, &str), entries: &[Unchained]) -> Vec<Link> {
+pub(crate) fn link(head: (i64, &str), entries: &[Unchained]) -> Vec<Link> {
     let (mut seq, mut prev) = (head.0, head.1.to_owned());
     entries
         .iter()
@@ -384,7 +384,7 @@ impl Broken {
 
 /// Incremental verifier: feed entries in `seq` order, batch by batch.
 #[derive(Debug, Clone)]
-pub struct ChainVerifier {
+pub(crate) struct ChainVerifier {
     prev_seq: i64,
     prev_hash: String,
     checked: u64,
@@ -392,7 +392,7 @@ pub struct ChainVerifier {
 
 impl ChainVerifier {
     /// Starts after `anchor` (`(seq, hash)` of the last purged entry) or at the genesis.
-    pub fn new(anchor: Option<(i64, String)>) -> Self {
+    pub(crate) fn new(anchor: Option<(i64, String)>) -> Self {
         let (prev_seq, prev_hash) = anchor.unwrap_or((0, GENESIS_HASH.to_owned()));
         Self {
             prev_seq,
@@ -402,7 +402,7 @@ impl ChainVerifier {
     }
 
     /// Checks the next entry.
-    pub fn check(&mut self, e: &StoredEntry) -> Result<(), Broken> {
+    pub(crate) fn check(&mut self, e: &StoredEntry) -> Result<(), Broken> {
         if e.seq != self.prev_seq + 1 {
             return Err(Broken::Gap {
                 seq: e.seq,
@@ -442,12 +442,12 @@ impl ChainVerifier {
     }
 
     /// Entries checked so far.
-    pub fn checked(&self) -> u64 {
+    pub(crate) fn checked(&self) -> u64 {
         self.checked
     }
 
     /// The last verified `(seq, hash)`.
-    pub fn head(&self) -> (i64, &str) {
+    pub(crate) fn head(&self) -> (i64, &str) {
         (self.prev_seq, &self.prev_hash)
     }
 }

@@ -8,7 +8,7 @@
 //! types ([`api`]) that storage builds and the routes serialize. No I/O, so it
 //! is covered by unit and property tests.
 
-pub mod anonymize;
+pub(crate) mod anonymize;
 pub mod api;
 pub mod attributes;
 pub mod audit;
@@ -84,7 +84,7 @@ impl DeliveryStatus {
     ///
     /// `READ` and `FAILED` share the top rank: whichever terminal status arrives first wins, and
     /// reports that arrive out of order (a late `DELIVERED` after `READ`) change nothing.
-    pub fn rank(self) -> i64 {
+    pub(crate) fn rank(self) -> i64 {
         match self {
             DeliveryStatus::Received => 0,
             DeliveryStatus::Pending => 1,
@@ -95,13 +95,10 @@ impl DeliveryStatus {
         }
     }
 
-    /// Whether no later report can change this status.
-    pub fn is_terminal(self) -> bool {
-        self.rank() == 10
-    }
-
-    /// The status after a report of `next` arrives: `Some(next)` if it moves forward, else `None`.
-    pub fn advance(self, next: DeliveryStatus) -> Option<DeliveryStatus> {
+    /// The status after a report of `next` arrives: `Some(next)` if it moves forward, else `None`
+    /// (the rule the storage's `status_rank` comparison applies; the property tests state it).
+    #[cfg(test)]
+    fn advance(self, next: DeliveryStatus) -> Option<DeliveryStatus> {
         (next.rank() > self.rank()).then_some(next)
     }
 }

@@ -15,14 +15,14 @@ use crate::storage;
 
 /// The JSON error body.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// What went wrong.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// Stable machine-readable code, e.g. `outside_customer_care_window`.
     pub code: String,
     /// Human-readable explanation.
@@ -31,7 +31,7 @@ pub struct ErrorDetail {
 
 impl ErrorBody {
     /// A body with `code` and `message`.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             error: ErrorDetail {
                 code: code.into(),
@@ -111,12 +111,9 @@ pub enum Error {
     Internal(#[source] storage::Error),
 }
 
-/// Shorthand for handler results.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
 impl Error {
     /// A 400 with the given code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Error::BadRequest {
             code,
             message: message.into(),

@@ -7,11 +7,12 @@
 //! and checks roles per route group; webhooks authenticate by signature instead.
 
 pub mod auth;
-pub mod error;
+pub(crate) mod error;
 pub mod openapi;
-pub mod routes;
+pub(crate) mod routes;
 
-pub use error::{Error, ErrorBody};
+pub use error::Error;
+pub(crate) use error::ErrorBody;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use crate::storage::Store;
 
 /// State shared by all handlers.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The database.
     pub store: Store,
     /// Settings in force.
@@ -57,7 +58,7 @@ pub struct AppState {
 const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The whole HTTP surface of the runtime.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     // Each area's routes carry their own role checks (see `routes`); everything under
     // `/api/v1` first needs a principal.
     let api = routes::conversations::routes(state.clone())
@@ -91,7 +92,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Middleware: after a state-changing request (webhook, reply, pick, …) has been answered, its
 /// transaction is committed, so the tailer can pick its events up at once.
-pub async fn wake_on_write(
+pub(crate) async fn wake_on_write(
     State(state): State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,

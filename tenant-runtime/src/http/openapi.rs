@@ -64,7 +64,7 @@ use crate::privacy::transfer::{Format, RowError};
         (name = "privacy", description = "The DPO's search, export and anonymization, the audit log, retention, contact import/export")
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// The integrators' bearer token.
 struct BearerAuth;

@@ -11,7 +11,7 @@ use crate::storage::{CHAIN_BATCH, Store};
 
 /// How often an idle chainer looks for new entries. Short, so the unchained tail stays small;
 /// an idle look is one indexed read that takes no lock.
-pub const CHAIN_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const CHAIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The chainer of one database.
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@
 pub mod chainer;
 pub mod clock;
 pub mod retention;
-pub mod transfer;
+pub(crate) mod transfer;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::ManualClock;
+pub(crate) use clock::SystemClock;

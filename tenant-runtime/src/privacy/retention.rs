@@ -31,7 +31,7 @@ pub struct RetentionReport {
 }
 
 /// The cutoff of a step at `now`: rows older than this are due (`None`: the step is off).
-pub fn cutoff(now_ms: i64, days: i64) -> Option<i64> {
+pub(crate) fn cutoff(now_ms: i64, days: i64) -> Option<i64> {
     (days > 0).then(|| now_ms - days * DAY_MS)
 }
 

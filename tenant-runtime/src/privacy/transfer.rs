@@ -27,7 +27,7 @@ use crate::domain::attributes::{self, MAX_ATTRIBUTES};
 
 /// Errors that refuse a whole file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The CSV header is missing or names an unknown column.
     #[error("invalid CSV header: {0}")]
     Header(String),
@@ -49,7 +49,7 @@ pub enum Error {
 
 /// Why one row was not imported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct RowError {
+pub(crate) struct RowError {
     /// Row number (CSV: line in the file; JSON: position in the array, from 1).
     pub row: u64,
     /// The field at fault (`row` for the row as a whole).
@@ -59,11 +59,11 @@ pub struct RowError {
 }
 
 /// A contact's attributes (`key -> value`).
-pub type Attributes = BTreeMap<String, String>;
+pub(crate) type Attributes = BTreeMap<String, String>;
 
 /// The outcome of parsing: valid rows and row errors.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Parsed {
+pub(crate) struct Parsed {
     /// Valid rows with their row numbers and attributes.
     pub valid: Vec<(u64, ContactInput, Attributes)>,
     /// Invalid rows.
@@ -73,7 +73,7 @@ pub struct Parsed {
 /// Import or export format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Format {
+pub(crate) enum Format {
     /// Comma-separated values with a header row.
     Csv,
     /// A JSON array.
@@ -83,10 +83,10 @@ pub enum Format {
 const COLUMNS: [&str; 4] = ["display_name", "email", "phone", "identities"];
 
 /// Prefix of an attribute column: `attr:tier`.
-pub const ATTRIBUTE_PREFIX: &str = "attr:";
+pub(crate) const ATTRIBUTE_PREFIX: &str = "attr:";
 
 /// Parses and validates a CSV file.
-pub fn parse_csv(bytes: &[u8]) -> Result<Parsed, Error> {
+pub(crate) fn parse_csv(bytes: &[u8]) -> Result<Parsed, Error> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -175,7 +175,7 @@ pub fn parse_csv(bytes: &[u8]) -> Result<Parsed, Error> {
 }
 
 /// Parses and validates a JSON array.
-pub fn parse_json(bytes: &[u8]) -> Result<Parsed, Error> {
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Parsed, Error> {
     let items: Vec<serde_json::Value> =
         serde_json::from_slice(bytes).map_err(|e| Error::Json(e.to_string()))?;
     if items.is_empty() {
@@ -298,7 +298,7 @@ fn push_row(
 
 /// Validates and normalizes one contact: trims, drops empty fields, checks the e-mail address,
 /// reduces the phone number to digits, checks identities.
-pub fn validate(row: u64, raw: ContactInput, errors: &mut Vec<RowError>) -> ContactInput {
+pub(crate) fn validate(row: u64, raw: ContactInput, errors: &mut Vec<RowError>) -> ContactInput {
     let mut err = |field: &str, message: String| {
         errors.push(RowError {
             row,
@@ -384,7 +384,7 @@ fn valid_email(e: &str) -> bool {
 /// `anonymized_at`, then one `attr:<key>` column per attribute key any contact has, in key
 /// order, empty where a contact lacks it); the import reads the same columns back (it ignores
 /// none: strip `id` and the timestamps first).
-pub fn to_csv(contacts: &[ContactDetails]) -> String {
+pub(crate) fn to_csv(contacts: &[ContactDetails]) -> String {
     let keys: BTreeSet<&str> = contacts
         .iter()
         .flat_map(|c| c.attributes.keys().map(String::as_str))

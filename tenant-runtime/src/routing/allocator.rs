@@ -26,11 +26,11 @@ use contact_routing::{
 };
 
 /// The periodic sweep (safety net; widening and grace have their own timers).
-pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// What the caller should do after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Keep going.
     Continue,
     /// Settings or categories changed: rebuild from the database.
@@ -38,7 +38,7 @@ pub enum Step {
 }
 
 /// The lease holder's routing state and its position in the input tables.
-pub struct Allocator {
+pub(crate) struct Allocator {
     store: Store,
     holder: String,
     epoch: i64,
@@ -58,7 +58,7 @@ pub struct Allocator {
 
 impl Allocator {
     /// Rebuilds the state from the database, then sweeps once.
-    pub async fn load(
+    pub(crate) async fn load(
         store: Store,
         holder: String,
         epoch: i64,
@@ -115,13 +115,8 @@ impl Allocator {
         Ok(allocator)
     }
 
-    /// The state (tests and diagnostics).
-    pub fn state(&self) -> &RoutingState {
-        &self.state
-    }
-
     /// When the allocator needs to run again without being woken.
-    pub fn next_deadline(&self) -> Instant {
+    pub(crate) fn next_deadline(&self) -> Instant {
         let now = Utc::now();
         let sweep = self.last_sweep + SWEEP_EVERY;
         let timer = self
@@ -132,7 +127,7 @@ impl Allocator {
     }
 
     /// Reads new signals and events, applies them, fires due timers, persists the decisions.
-    pub async fn step(&mut self) -> Result<Step, Error> {
+    pub(crate) async fn step(&mut self) -> Result<Step, Error> {
         loop {
             let signals = self.store.signals_after(self.signals_from, 500).await?;
             if signals.is_empty() {
@@ -526,16 +521,6 @@ impl Allocator {
             }
         }
         Ok(())
-    }
-
-    /// The capacity every agent gets.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
-    /// The lease epoch.
-    pub fn epoch(&self) -> i64 {
-        self.epoch
     }
 }
 

@@ -15,14 +15,14 @@ use contact_routing::{
 
 /// Interns text ids as the integer ids the routing core uses, both ways.
 #[derive(Debug, Default, Clone)]
-pub struct Interner {
+pub(crate) struct Interner {
     to_int: HashMap<String, i64>,
     to_text: Vec<String>,
 }
 
 impl Interner {
     /// The integer for `text`, allocating one the first time.
-    pub fn id(&mut self, text: &str) -> i64 {
+    pub(crate) fn id(&mut self, text: &str) -> i64 {
         if let Some(&id) = self.to_int.get(text) {
             return id;
         }
@@ -33,12 +33,12 @@ impl Interner {
     }
 
     /// The integer for `text`, if it was interned.
-    pub fn get(&self, text: &str) -> Option<i64> {
+    pub(crate) fn get(&self, text: &str) -> Option<i64> {
         self.to_int.get(text).copied()
     }
 
     /// The text for an interned integer.
-    pub fn text(&self, id: i64) -> Option<&str> {
+    pub(crate) fn text(&self, id: i64) -> Option<&str> {
         usize::try_from(id)
             .ok()
             .and_then(|i| self.to_text.get(i))
@@ -48,7 +48,7 @@ impl Interner {
 
 /// The id spaces of one allocator.
 #[derive(Debug, Default, Clone)]
-pub struct Ids {
+pub(crate) struct Ids {
     /// Users (agents).
     pub agents: Interner,
     /// Conversations.
@@ -68,7 +68,7 @@ struct TenantRouting {
 
 /// Routing settings and agent capacity: the tenant's spec defaults, overridden by what an admin
 /// saved.
-pub fn settings(
+pub(crate) fn settings(
     defaults: &RoutingDefaults,
     saved: Option<&serde_json::Value>,
 ) -> (RoutingSettings, u32) {
@@ -95,7 +95,7 @@ pub fn settings(
 }
 
 /// A category's stored skill requirement as routing's.
-pub fn requirement(s: &NeededSkill) -> SkillRequirement {
+pub(crate) fn requirement(s: &NeededSkill) -> SkillRequirement {
     SkillRequirement {
         skill: s.name.clone(),
         min_level: s.min_level,
@@ -104,7 +104,7 @@ pub fn requirement(s: &NeededSkill) -> SkillRequirement {
 }
 
 /// A skill an agent holds, as routing's (name, skill).
-pub fn held_skill(s: &HeldSkill) -> (String, AgentSkill) {
+pub(crate) fn held_skill(s: &HeldSkill) -> (String, AgentSkill) {
     (
         s.name.clone(),
         AgentSkill {
@@ -115,7 +115,7 @@ pub fn held_skill(s: &HeldSkill) -> (String, AgentSkill) {
 }
 
 /// The tenant's categories: `default_id` is the default, the others are tried in row order.
-pub fn categories(rows: &[CategoryRow], default_id: &str, ids: &mut Ids) -> Categories {
+pub(crate) fn categories(rows: &[CategoryRow], default_id: &str, ids: &mut Ids) -> Categories {
     let mut ordered = Vec::new();
     let mut default = None;
     for row in rows {
@@ -148,7 +148,7 @@ pub fn categories(rows: &[CategoryRow], default_id: &str, ids: &mut Ids) -> Cate
 
 /// An agent as routing sees them. `previous` is the state's view, whose disconnect instant is
 /// kept so that a repeated signal does not restart the grace.
-pub fn agent(
+pub(crate) fn agent(
     row: &AgentRow,
     capacity: u32,
     now: DateTime<Utc>,
@@ -179,7 +179,7 @@ pub fn agent(
 }
 
 /// A stored conversation as routing data; `None` for an unknown channel.
-pub fn conversation(
+pub(crate) fn conversation(
     row: &OpenConversationRow,
     categories: &Categories,
     ids: &mut Ids,
@@ -223,7 +223,7 @@ pub fn conversation(
 
 /// Replaces the routing core's integer agent ids in an explanation (every `"agent": n`) with
 /// the users' ids, so that what is stored means something outside this allocator.
-pub fn name_agents(value: &mut serde_json::Value, agents: &Interner) {
+pub(crate) fn name_agents(value: &mut serde_json::Value, agents: &Interner) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, v) in map.iter_mut() {
@@ -249,11 +249,11 @@ pub fn name_agents(value: &mut serde_json::Value, agents: &Interner) {
 /// Most candidates an explanation keeps of each kind (ranked, excluded); the rest are counted in
 /// `considered_omitted`. A full explanation lists every agent, which with 500 agents is tens of
 /// kilobytes per decision: too much to store for each one.
-pub const KEEP_CANDIDATES: usize = 20;
+pub(crate) const KEEP_CANDIDATES: usize = 20;
 
 /// Trims the `considered` list of an explanation to [`KEEP_CANDIDATES`] ranked and as many
 /// excluded agents (the best-ranked and the first excluded, in the core's order).
-pub fn trim_candidates(value: &mut serde_json::Value) {
+pub(crate) fn trim_candidates(value: &mut serde_json::Value) {
     let Some(list) = value.get_mut("considered").and_then(|v| v.as_array_mut()) else {
         return;
     };
@@ -277,7 +277,7 @@ pub fn trim_candidates(value: &mut serde_json::Value) {
 }
 
 /// The one-word reason of a decision (`least_loaded`, `sticky`, …).
-pub fn reason(reason: &WinReason) -> String {
+pub(crate) fn reason(reason: &WinReason) -> String {
     match serde_json::to_value(reason) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(serde_json::Value::Object(map)) => map.keys().next().cloned().unwrap_or_default(),

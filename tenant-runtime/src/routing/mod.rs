@@ -12,8 +12,8 @@
 //!
 //! See `tenant-runtime/ROUTING.md` § "The service".
 
-pub mod allocator;
-pub mod convert;
+pub(crate) mod allocator;
+pub(crate) mod convert;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -30,20 +30,20 @@ use allocator::{Allocator, Step};
 use contact_routing::{AgentStatus, Exclusion, TransferFacts, TransferVerdict, decide_transfer};
 
 /// How long a lease lasts without renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(10);
+pub(crate) const LEASE_TTL: Duration = Duration::from_secs(10);
 
 /// How often the holder renews its lease, and how often others try to take it.
-pub const LEASE_RENEW: Duration = Duration::from_secs(2);
+pub(crate) const LEASE_RENEW: Duration = Duration::from_secs(2);
 
 /// How often the allocator reads the input tables when nothing wakes it (other replicas' writes).
-pub const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 
 /// How often a replica proves its sessions are alive.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// The allocator state is rebuilt from the database this often (it keeps closed conversations
 /// for sticky routing and reopening; rebuilding bounds that memory).
-pub const REBUILD_EVERY: Duration = Duration::from_secs(600);
+pub(crate) const REBUILD_EVERY: Duration = Duration::from_secs(600);
 
 /// Errors of the routing service.
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +83,7 @@ impl RoutingService {
     }
 
     /// Something was written: let the allocator (if it runs here) read it now.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.wake.notify_one();
     }
 
@@ -98,13 +98,8 @@ impl RoutingService {
     }
 
     /// The routing settings this replica started with (the operator's rendering or the file).
-    pub fn defaults(&self) -> &RoutingDefaults {
+    pub(crate) fn defaults(&self) -> &RoutingDefaults {
         &self.defaults
-    }
-
-    /// This replica's id (as stored in `routing_leader` and `routing_presence`).
-    pub fn replica(&self) -> &str {
-        &self.replica
     }
 
     /// The capacity of every agent now (spec default, or what an admin saved).
@@ -114,7 +109,7 @@ impl RoutingService {
     }
 
     /// Gives a new account the tenant's auto-allocate default (spec, or what an admin saved).
-    pub async fn seed_new_user(&self, user_id: &str) -> storage::Result<()> {
+    pub(crate) async fn seed_new_user(&self, user_id: &str) -> storage::Result<()> {
         let saved = self.store.tenant_setting("routing").await?;
         let on = saved
             .as_ref()
@@ -125,7 +120,7 @@ impl RoutingService {
     }
 
     /// Records an agent-level change and wakes the allocator.
-    pub async fn signal(&self, user_id: Option<&str>, kind: &str) -> storage::Result<()> {
+    pub(crate) async fn signal(&self, user_id: Option<&str>, kind: &str) -> storage::Result<()> {
         self.store.routing_signal(user_id, kind).await?;
         self.wake();
         Ok(())
@@ -134,7 +129,7 @@ impl RoutingService {
     /// Transfers a conversation to a named agent (see [`Store::transfer_to_agent`]), decided by
     /// the routing core's [`decide_transfer`] on what the transaction reads; `force` hands it
     /// over even when the agent lacks required skills.
-    pub async fn transfer_to_agent(
+    pub(crate) async fn transfer_to_agent(
         &self,
         transfer: &AgentTransfer<'_>,
         force: bool,
@@ -147,7 +142,7 @@ impl RoutingService {
 
     /// Gives the lease up if this replica holds it (graceful shutdown, after [`Self::run`] was
     /// aborted), so another replica takes over at its next try instead of after [`LEASE_TTL`].
-    pub async fn release(&self) {
+    pub(crate) async fn release(&self) {
         let epoch = self.epoch();
         if epoch > 0
             && let Err(e) = self.store.release_lease(&self.replica, epoch).await

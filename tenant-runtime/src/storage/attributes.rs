@@ -21,7 +21,7 @@ impl Store {
 
     /// Replaces the attributes of contact `id` with `new` (validated by the caller), auditing
     /// each added, changed or removed key as `actor`; `NotFound` for an unknown contact.
-    pub async fn set_contact_attributes(
+    pub(crate) async fn set_contact_attributes(
         &self,
         id: &str,
         new: &BTreeMap<String, String>,
@@ -75,7 +75,7 @@ impl Store {
     }
 
     /// Whether `user_id` holds an open conversation with contact `contact_id`.
-    pub async fn holds_contact(&self, user_id: &str, contact_id: &str) -> Result<bool> {
+    pub(crate) async fn holds_contact(&self, user_id: &str, contact_id: &str) -> Result<bool> {
         let n: i64 = on_driver!(self, |pool| {
             sqlx::query_scalar(
             "SELECT COUNT(*) FROM conversations WHERE contact_id = $1 AND assigned_user_id = $2 AND status = 'assigned'"

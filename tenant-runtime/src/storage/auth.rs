@@ -126,7 +126,7 @@ impl Store {
     }
 
     /// Sets (or replaces) a user's password hash.
-    pub async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<()> {
+    pub(crate) async fn set_password_hash(&self, user_id: &str, hash: &str) -> Result<()> {
         let n = on_driver!(self, |pool| sqlx::query(
             "UPDATE users SET password_hash = $1 WHERE id = $2"
         )
@@ -300,7 +300,7 @@ impl Store {
     }
 
     /// The invite with this token hash, if any (expired or used ones included).
-    pub async fn invite_by_token_hash(&self, token_hash: &str) -> Result<Option<Invite>> {
+    pub(crate) async fn invite_by_token_hash(&self, token_hash: &str) -> Result<Option<Invite>> {
         let row: Option<InviteRow> = on_driver!(self, |pool| {
             sqlx::query_as(
             "SELECT id, email, display_name, role, created_at, expires_at, accepted_at FROM invites WHERE token_hash = $1"

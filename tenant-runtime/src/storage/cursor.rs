@@ -14,21 +14,21 @@ use super::workspace::EventRecord;
 use super::{EventRow, Result, Store, on_driver};
 
 /// How long a hole in the ids is read again.
-pub const GAP_PATIENCE: Duration = Duration::from_secs(5);
+pub(crate) const GAP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Most holes remembered at once (a burst of rollbacks must not grow it without bound).
 const MAX_GAPS: usize = 10_000;
 
 /// A position in `conversation_events` plus the holes below it.
 #[derive(Debug, Clone)]
-pub struct EventCursor {
+pub(crate) struct EventCursor {
     last: i64,
     gaps: BTreeMap<i64, Instant>,
 }
 
 impl EventCursor {
     /// A cursor that returns events after `last`.
-    pub fn after(last: i64) -> Self {
+    pub(crate) fn after(last: i64) -> Self {
         Self {
             last,
             gaps: BTreeMap::new(),
@@ -36,18 +36,20 @@ impl EventCursor {
     }
 
     /// The highest id returned so far.
-    pub fn last(&self) -> i64 {
+    #[cfg(test)]
+    fn last(&self) -> i64 {
         self.last
     }
 
     /// Ids skipped and still awaited.
-    pub fn pending_gaps(&self) -> usize {
+    #[cfg(test)]
+    fn pending_gaps(&self) -> usize {
         self.gaps.len()
     }
 
     /// The next events: new ones in id order, and late commits that fill earlier holes (each
     /// event is returned once).
-    pub async fn next(&mut self, store: &Store, limit: i64) -> Result<Vec<EventRow>> {
+    pub(crate) async fn next(&mut self, store: &Store, limit: i64) -> Result<Vec<EventRow>> {
         let from = self.from(Instant::now());
         let mut rows = Vec::new();
         if from < self.last {
@@ -95,7 +97,12 @@ impl EventCursor {
 
 impl Store {
     /// Conversation events with `after < id <= upto`, as [`Store::events_after`] returns them.
-    pub async fn events_between(&self, after: i64, upto: i64, limit: i64) -> Result<Vec<EventRow>> {
+    pub(crate) async fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
         let rows: Vec<EventRecord> = on_driver!(self, |pool| {
             sqlx::query_as(
                 "SELECT e.id, e.conversation_id, e.kind, e.data, e.created_at, c.status, c.assigned_user_id FROM conversation_events e JOIN conversations c ON c.id = e.conversation_id WHERE e.id > $1 AND e.id <= $2 ORDER BY e.id LIMIT $3",
@@ -110,7 +117,7 @@ impl Store {
     }
 
     /// Ids of the conversations waiting in the queue (the allocator's periodic reconciliation).
-    pub async fn queued_conversation_ids(&self) -> Result<Vec<String>> {
+    pub(crate) async fn queued_conversation_ids(&self) -> Result<Vec<String>> {
         Ok(on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT id FROM conversations WHERE status = 'queued'"
         )

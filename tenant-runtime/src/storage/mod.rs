@@ -24,28 +24,31 @@ mod routing;
 mod workspace;
 
 use chrono::{DateTime, TimeZone, Utc};
+pub use dialect::Driver;
 pub use dialect::on_driver;
 pub(crate) use dialect::{AsConn, Conn};
-pub use dialect::{ConnectOptions, Dialect, Driver, WriteTransaction, WriteTx};
+pub use dialect::{ConnectOptions, Dialect, WriteTx};
 use sqlx::postgres::PgPool;
 use sqlx::sqlite::SqlitePool;
 
+pub use audit::AuditQuery;
+pub(crate) use audit::CHAIN_BATCH;
 pub(crate) use audit::append_audit;
-pub use audit::{AuditQuery, CHAIN_BATCH};
-pub use auth::{AcceptOutcome, Credentials, NewInvite, SessionRecord};
-pub use cursor::{EventCursor, GAP_PATIENCE};
+pub use auth::{AcceptOutcome, NewInvite};
+pub(crate) use cursor::EventCursor;
 pub use inbound::{
     DeliveryReport, GENERAL_CATEGORY_ID, InboundMessage, InboundOutcome, Nonce, ReportOutcome,
 };
 pub use messages::{ConversationFilter, NewOutbound};
-pub use outbox::{OutboxItem, OutboxState, RetryAt};
-pub use privacy::{Checkpoint, RetentionStep};
-pub use routing::{
-    AgentRow, AgentTransfer, ArrivalFacts, CategoryRow, Claim, HeldSkill, NeededSkill,
-    OpenConversationRow, PickRefusal, REPLICA_STALE_MS, Return, RoutingRows, Signal,
+pub(crate) use outbox::OutboxItem;
+pub use outbox::RetryAt;
+pub(crate) use privacy::{Checkpoint, RetentionStep};
+pub(crate) use routing::{
+    AgentRow, AgentTransfer, CategoryRow, HeldSkill, NeededSkill, OpenConversationRow, Return,
     TransferOutcome, TransferPlan, TransferTarget,
 };
-pub use workspace::{CategoryRouting, EventRow};
+pub use routing::{Claim, PickRefusal};
+pub(crate) use workspace::EventRow;
 
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]

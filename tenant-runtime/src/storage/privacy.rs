@@ -399,7 +399,7 @@ const RETENTION_LOCK: i64 = 0x7265_7465_6e74;
 
 /// Which retention step a batch runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetentionStep {
+pub(crate) enum RetentionStep {
     /// Replace the content of closed conversations older than the cutoff.
     Anonymize,
     /// Delete closed conversations older than the cutoff.
@@ -408,7 +408,7 @@ pub enum RetentionStep {
 
 impl RetentionStep {
     /// The checkpoint's job name.
-    pub fn job(self) -> &'static str {
+    pub(crate) fn job(self) -> &'static str {
         match self {
             RetentionStep::Anonymize => "anonymize_conversations",
             RetentionStep::Delete => "delete_conversations",
@@ -498,7 +498,7 @@ impl Store {
     /// channel identity (phone numbers also match MSISDN identities) or an attribute's value. Earlier values count
     /// too: an address the contact had before an edit is still in the audit log, and so still
     /// the contact's personal data.
-    pub async fn search_subjects(&self, q: &str, limit: i64) -> Result<Vec<String>> {
+    pub(crate) async fn search_subjects(&self, q: &str, limit: i64) -> Result<Vec<String>> {
         let q = q.trim();
         // A one-letter name search would return everyone.
         let name = (q.chars().count() >= 2).then(|| like_pattern(q));
@@ -525,7 +525,7 @@ impl Store {
     }
 
     /// Everything stored about contact `id`.
-    pub async fn subject_data(&self, id: &str) -> Result<SubjectData> {
+    pub(crate) async fn subject_data(&self, id: &str) -> Result<SubjectData> {
         let contact = self.contact_details(id).await?;
         let ids: Vec<String> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT id FROM conversations WHERE contact_id = $1 ORDER BY created_at, id"
@@ -596,7 +596,7 @@ impl Store {
     /// links, but nothing identifies the person any more. Audited as `actor`.
     ///
     /// Retried like [`Store::anonymize_contact`] when the database aborts it for a deadlock.
-    pub async fn anonymize_user(&self, id: &str, actor: &str, now: i64) -> Result<u64> {
+    pub(crate) async fn anonymize_user(&self, id: &str, actor: &str, now: i64) -> Result<u64> {
         let mut attempt = 0;
         loop {
             match self.try_anonymize_user(id, actor, now).await {
@@ -665,7 +665,7 @@ impl Store {
 
     /// Sets the details of contact `id` that `input` names (`Some("")` clears one); identities
     /// in `input` are added. Each changed attribute is audited as `actor`.
-    pub async fn update_contact(
+    pub(crate) async fn update_contact(
         &self,
         id: &str,
         input: &ContactInput,
@@ -774,7 +774,7 @@ impl Store {
     }
 
     /// Forgets the checkpoint of `job` (its run is complete).
-    pub async fn clear_retention_checkpoint(&self, job: &str) -> Result<()> {
+    pub(crate) async fn clear_retention_checkpoint(&self, job: &str) -> Result<()> {
         on_driver!(self, |pool| sqlx::query(
             "DELETE FROM retention_checkpoints WHERE job = $1"
         )
@@ -788,7 +788,7 @@ impl Store {
     /// Runs one batch of `step` after `cp`'s cursor, in one transaction that also advances the
     /// checkpoint. Returns the new checkpoint and how many conversations the batch processed
     /// (0: the run is complete).
-    pub async fn retention_batch(
+    pub(crate) async fn retention_batch(
         &self,
         step: RetentionStep,
         cp: &Checkpoint,

@@ -34,7 +34,7 @@ async fn replace_skills(conn: &mut Conn<'_>, id: &str, category: &str) -> Result
 }
 
 /// The lease row's name: one allocator per tenant database.
-pub const LEASE: &str = "allocator";
+pub(crate) const LEASE: &str = "allocator";
 
 /// An agent as stored, for the routing snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,7 +90,7 @@ pub struct OpenConversationRow {
 
 /// A category as stored, for the routing snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CategoryRow {
+pub(crate) struct CategoryRow {
     /// Id.
     pub id: String,
     /// Name.
@@ -116,7 +116,7 @@ pub struct HeldSkill {
 
 /// A skill a category requires, for the routing snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NeededSkill {
+pub(crate) struct NeededSkill {
     /// Skill name.
     pub name: String,
     /// Minimum proficiency, if any.
@@ -163,7 +163,7 @@ impl From<NeededSkillRow> for NeededSkill {
 
 /// Everything the routing service rebuilds its state from.
 #[derive(Debug, Clone, Default)]
-pub struct RoutingRows {
+pub(crate) struct RoutingRows {
     /// Agents (users with the agent role).
     pub agents: Vec<AgentRow>,
     /// Open conversations.
@@ -180,7 +180,7 @@ pub struct RoutingRows {
 
 /// What categorization looks at for a new conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArrivalFacts {
+pub(crate) struct ArrivalFacts {
     /// The conversation as stored.
     pub conversation: OpenConversationRow,
     /// The text of its first customer message (empty for media without caption, …).
@@ -215,7 +215,7 @@ pub struct Return {
 
 /// A routing signal: an agent-level change.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct Signal {
+pub(crate) struct Signal {
     /// Id (monotonic).
     pub id: i64,
     /// The agent, when the signal is about one.
@@ -226,7 +226,7 @@ pub struct Signal {
 
 /// A transfer to a named agent, as the caller asks for it.
 #[derive(Debug, Clone, Copy)]
-pub struct AgentTransfer<'a> {
+pub(crate) struct AgentTransfer<'a> {
     /// The conversation.
     pub conversation_id: &'a str,
     /// Only if assigned to this user (an agent transfers only their own).
@@ -245,7 +245,7 @@ pub struct AgentTransfer<'a> {
 
 /// What a transfer's transaction reads about its target, for the caller's decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TransferTarget {
+pub(crate) struct TransferTarget {
     /// The target's stored status (`None`: never set one).
     pub status: Option<String>,
     /// The target's live Workspace sessions on replicas with a fresh heartbeat.
@@ -261,7 +261,7 @@ pub struct TransferTarget {
 /// The caller's decision on a transfer, over a [`TransferTarget`]; `M` names the unmet skill
 /// requirements (the routing core's exclusions), which storage records as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransferPlan<M> {
+pub(crate) enum TransferPlan<M> {
     /// Change nothing, answer this.
     Refuse(TransferOutcome<M>),
     /// Hand it over now (`waiting_for: None`), or queue it pinned to the target.
@@ -275,7 +275,7 @@ pub enum TransferPlan<M> {
 
 /// What a transfer to a named agent did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TransferOutcome<M> {
+pub(crate) enum TransferOutcome<M> {
     /// The agent had room: the conversation is theirs now.
     Assigned,
     /// The agent is `away`, `disconnected` or `at_capacity`: the conversation is back in the
@@ -500,12 +500,12 @@ fn decision_sql() -> &'static str {
 }
 
 /// Heartbeats older than this do not count: the replica's sessions are over.
-pub const REPLICA_STALE_MS: i64 = 30_000;
+pub(crate) const REPLICA_STALE_MS: i64 = 30_000;
 
 impl Store {
     /// Reads everything the routing service rebuilds its state from. The event and signal
     /// positions are read first, so replaying from them after the rows never misses a change.
-    pub async fn routing_rows(&self, now: i64) -> Result<RoutingRows> {
+    pub(crate) async fn routing_rows(&self, now: i64) -> Result<RoutingRows> {
         let events_from = self.last_event_id().await?;
         let signals_from = self.last_signal_id().await?;
         let agents = self.routing_rows_agents(now).await?;
@@ -580,7 +580,7 @@ impl Store {
     }
 
     /// A conversation and the text of its first customer message, for categorization.
-    pub async fn arrival_facts(&self, id: &str) -> Result<Option<ArrivalFacts>> {
+    pub(crate) async fn arrival_facts(&self, id: &str) -> Result<Option<ArrivalFacts>> {
         let Some(conversation) = self.routing_conversation(id).await? else {
             return Ok(None);
         };
@@ -609,7 +609,11 @@ impl Store {
     }
 
     /// Moves a queued conversation into the category categorization chose (skills follow).
-    pub async fn set_conversation_category(&self, id: &str, category_id: &str) -> Result<bool> {
+    pub(crate) async fn set_conversation_category(
+        &self,
+        id: &str,
+        category_id: &str,
+    ) -> Result<bool> {
         Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let n = sqlx::query(
@@ -670,7 +674,7 @@ impl Store {
     }
 
     /// Gives the lease up (graceful shutdown), so another replica takes over at once.
-    pub async fn release_lease(&self, holder: &str, epoch: i64) -> Result<()> {
+    pub(crate) async fn release_lease(&self, holder: &str, epoch: i64) -> Result<()> {
         on_driver!(self, |pool| {
             sqlx::query(
             "UPDATE routing_leader SET expires_at = 0 WHERE name = $1 AND holder = $2 AND epoch = $3"
@@ -799,7 +803,7 @@ impl Store {
     /// back. The target's row is locked on PostgreSQL, as claims do, so the capacity read holds
     /// until the commit. A forced hand-over that overrode skill requirements records who did it
     /// (`skills_overridden`).
-    pub async fn transfer_to_agent<M: serde::Serialize + Send>(
+    pub(crate) async fn transfer_to_agent<M: serde::Serialize + Send>(
         &self,
         t: &AgentTransfer<'_>,
         decide: impl FnOnce(&TransferTarget) -> TransferPlan<M> + Send,
@@ -888,7 +892,7 @@ impl Store {
     /// Drops the pins of queued conversations pinned at or before `cutoff` (epoch ms): each
     /// gets a `transfer` decision (`pin_expired`) and a `conversation_queued` event, and may go
     /// to anyone eligible from now on. Returns their ids.
-    pub async fn expire_pins(&self, cutoff: i64, now: i64) -> Result<Vec<String>> {
+    pub(crate) async fn expire_pins(&self, cutoff: i64, now: i64) -> Result<Vec<String>> {
         Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
             let due: Vec<PinRow> = sqlx::query_as(
@@ -1023,7 +1027,7 @@ impl Store {
     /// Moves an open conversation into another category: back in the queue at its old place,
     /// with the category's skills, avoiding the agent who had it. `owner` restricts it to that
     /// assignee. Returns whether it moved.
-    pub async fn transfer_to_category(
+    pub(crate) async fn transfer_to_category(
         &self,
         id: &str,
         owner: Option<&str>,
@@ -1105,7 +1109,7 @@ impl Store {
     }
 
     /// Records an agent-level change for the allocator.
-    pub async fn routing_signal(&self, user_id: Option<&str>, kind: &str) -> Result<()> {
+    pub(crate) async fn routing_signal(&self, user_id: Option<&str>, kind: &str) -> Result<()> {
         on_driver!(self, |pool| sqlx::query(
             "INSERT INTO routing_signals (user_id, kind, created_at) VALUES ($1, $2, $3)"
         )
@@ -1119,7 +1123,7 @@ impl Store {
     }
 
     /// Signals after `after`, oldest first.
-    pub async fn signals_after(&self, after: i64, limit: i64) -> Result<Vec<Signal>> {
+    pub(crate) async fn signals_after(&self, after: i64, limit: i64) -> Result<Vec<Signal>> {
         Ok(on_driver!(self, |pool| sqlx::query_as(
             "SELECT id, user_id, kind FROM routing_signals WHERE id > $1 ORDER BY id LIMIT $2"
         )
@@ -1130,7 +1134,7 @@ impl Store {
     }
 
     /// The newest signal id (0 when none).
-    pub async fn last_signal_id(&self) -> Result<i64> {
+    pub(crate) async fn last_signal_id(&self) -> Result<i64> {
         let v: Option<i64> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT MAX(id) FROM routing_signals"
         )
@@ -1140,7 +1144,7 @@ impl Store {
     }
 
     /// Sets an agent's declared status and signals it.
-    pub async fn set_agent_status(&self, user_id: &str, status: &str) -> Result<()> {
+    pub(crate) async fn set_agent_status(&self, user_id: &str, status: &str) -> Result<()> {
         let now = now_ms();
         on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
@@ -1176,7 +1180,7 @@ impl Store {
     }
 
     /// An agent's declared status (`available` when never set).
-    pub async fn agent_status(&self, user_id: &str) -> Result<String> {
+    pub(crate) async fn agent_status(&self, user_id: &str) -> Result<String> {
         let v: Option<String> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT status FROM routing_agents WHERE user_id = $1"
         )
@@ -1187,7 +1191,12 @@ impl Store {
     }
 
     /// Records how many live sessions `user_id` has on `replica` and signals the change.
-    pub async fn set_presence(&self, replica: &str, user_id: &str, sessions: i64) -> Result<()> {
+    pub(crate) async fn set_presence(
+        &self,
+        replica: &str,
+        user_id: &str,
+        sessions: i64,
+    ) -> Result<()> {
         let now = now_ms();
         on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;
@@ -1221,7 +1230,7 @@ impl Store {
 
     /// Keeps this replica's sessions counting; returns the users whose sessions were on replicas
     /// that just went stale (their presence changed without anyone saying so).
-    pub async fn replica_heartbeat(&self, replica: &str, now: i64) -> Result<Vec<String>> {
+    pub(crate) async fn replica_heartbeat(&self, replica: &str, now: i64) -> Result<Vec<String>> {
         let stale = now - REPLICA_STALE_MS;
         Ok(on_driver!(self, |pool| {
             let mut tx = pool.begin_write().await?;

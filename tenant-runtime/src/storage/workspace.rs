@@ -342,7 +342,7 @@ impl Store {
 
     /// `(id, display_name, role, auto_allocate)` of every user, in one query (the directory's
     /// `users()` loads skills per user, too slow for views refreshed on every live event).
-    pub async fn user_summaries(&self) -> Result<Vec<UserSummary>> {
+    pub(crate) async fn user_summaries(&self) -> Result<Vec<UserSummary>> {
         let rows: Vec<SummaryRow> = on_driver!(self, |pool| sqlx::query_as(
             "SELECT id, display_name, role, auto_allocate FROM users ORDER BY display_name, id"
         )
@@ -388,7 +388,7 @@ impl Store {
     }
 
     /// Switches one of the user's skills on or off; `NotFound` when the user lacks the skill.
-    pub async fn set_user_skill_active(
+    pub(crate) async fn set_user_skill_active(
         &self,
         user_id: &str,
         skill_id: &str,
@@ -414,7 +414,7 @@ impl Store {
 
     /// Grants (or revokes) skills of a user: replaces the user's skill set and levels (a skill
     /// missing from `levels` has none), keeping the agent's on/off switches.
-    pub async fn set_user_skills(
+    pub(crate) async fn set_user_skills(
         &self,
         user_id: &str,
         skill_ids: &[String],
@@ -674,7 +674,7 @@ impl Store {
     }
 
     /// Last inbound message and last failed outbound message per channel app.
-    pub async fn channel_health(&self) -> Result<HashMap<String, ChannelHealth>> {
+    pub(crate) async fn channel_health(&self) -> Result<HashMap<String, ChannelHealth>> {
         let (inbound, failed): (Vec<LastInbound>, Vec<FailureRow>) = on_driver!(self, |pool| {
             let inbound = sqlx::query_as(
                     "SELECT channel_app, MAX(created_at) AS at FROM messages WHERE direction = 'inbound' GROUP BY channel_app",
@@ -701,7 +701,7 @@ impl Store {
     }
 
     /// A tenant setting (JSON), if set.
-    pub async fn tenant_setting(&self, key: &str) -> Result<Option<serde_json::Value>> {
+    pub(crate) async fn tenant_setting(&self, key: &str) -> Result<Option<serde_json::Value>> {
         let v: Option<String> = on_driver!(self, |pool| sqlx::query_scalar(
             "SELECT value FROM tenant_settings WHERE key = $1"
         )
@@ -715,7 +715,11 @@ impl Store {
     }
 
     /// Sets a tenant setting.
-    pub async fn set_tenant_setting(&self, key: &str, value: &serde_json::Value) -> Result<()> {
+    pub(crate) async fn set_tenant_setting(
+        &self,
+        key: &str,
+        value: &serde_json::Value,
+    ) -> Result<()> {
         on_driver!(self, |pool| {
             sqlx::query(
             "INSERT INTO tenant_settings (key, value, updated_at) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at"
@@ -758,7 +762,7 @@ impl Store {
 
 /// A user as the Workspace lists colleagues.
 #[derive(Debug, Clone, Serialize)]
-pub struct UserSummary {
+pub(crate) struct UserSummary {
     /// Id.
     pub id: String,
     /// Name.

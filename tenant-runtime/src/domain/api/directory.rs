@@ -52,7 +52,7 @@ pub struct SkillOption {
 
 impl SkillOption {
     /// Whether it differs from a plain requirement (any level, mandatory).
-    pub fn is_set(&self) -> bool {
+    pub(crate) fn is_set(&self) -> bool {
         self.min_level.is_some() || self.optional
     }
 }

@@ -9,12 +9,13 @@ mod directory;
 mod privacy;
 mod workspace;
 
-pub use conversations::{Contact, ContactIdentity, Conversation, Message};
-pub use directory::{
-    Category, Invite, NewCategory, NewSkill, NewUser, Skill, SkillOption, User, UserSkill,
+pub use conversations::ContactIdentity;
+pub(crate) use conversations::{Contact, Conversation, Message};
+pub(crate) use directory::{Category, Invite, Skill, User, UserSkill};
+pub use directory::{NewCategory, NewSkill, NewUser, SkillOption};
+pub use privacy::ContactInput;
+pub(crate) use privacy::{
+    AnonymizeReport, ChainReport, ContactDetails, IdentityInput, SubjectData, normalize_phone,
 };
-pub use privacy::{
-    AnonymizeReport, ChainReport, ContactDetails, ContactInput, IdentityInput, SubjectData,
-    normalize_phone,
-};
-pub use workspace::{CategoryEdit, ChannelHealth, DecisionRecord, Figures, Note, QueueItem};
+pub use workspace::CategoryEdit;
+pub(crate) use workspace::{ChannelHealth, DecisionRecord, Figures, Note, QueueItem};

@@ -54,7 +54,7 @@ pub struct ContactInput {
 /// A channel identity as given in a request.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct IdentityInput {
+pub(crate) struct IdentityInput {
     /// The channel.
     pub channel: ChannelType,
     /// The identity on that channel.
@@ -75,7 +75,7 @@ fn identities<'de, D: serde::Deserializer<'de>>(
 
 /// Everything stored about one person: the answer to a subject access request.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct SubjectData {
+pub(crate) struct SubjectData {
     /// The contact.
     pub contact: ContactDetails,
     /// Their conversations.
@@ -107,7 +107,7 @@ pub struct AnonymizeReport {
 }
 
 /// Digits of `phone`, or `None` when it has none (or letters).
-pub fn normalize_phone(phone: &str) -> Option<String> {
+pub(crate) fn normalize_phone(phone: &str) -> Option<String> {
     let t = phone.trim();
     if t.is_empty()
         || !t

@@ -101,7 +101,7 @@ pub struct CategoryEdit {
 
 /// Health of one channel app, from what the database saw.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
-pub struct ChannelHealth {
+pub(crate) struct ChannelHealth {
     /// Last customer message.
     pub last_inbound_at: Option<DateTime<Utc>>,
     /// Last failed outbound message.

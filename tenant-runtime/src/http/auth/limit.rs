@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Sliding-window counters of failed logins.
 #[derive(Debug)]
-pub struct FailureLimiter {
+pub(crate) struct FailureLimiter {
     window: Duration,
     per_account: u32,
     per_ip: u32,
@@ -20,7 +20,7 @@ pub struct FailureLimiter {
 
 impl FailureLimiter {
     /// A limiter allowing `per_account` and `per_ip` failures per `window`.
-    pub fn new(window: Duration, per_account: u32, per_ip: u32) -> Self {
+    pub(crate) fn new(window: Duration, per_account: u32, per_ip: u32) -> Self {
         Self {
             window,
             per_account,
@@ -37,7 +37,7 @@ impl FailureLimiter {
     }
 
     /// `Some(seconds to wait)` when the account or the address has used up its failures.
-    pub fn blocked(&self, account: &str, ip: &str, now: Instant) -> Option<u64> {
+    pub(crate) fn blocked(&self, account: &str, ip: &str, now: Instant) -> Option<u64> {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         let [a, i] = Self::keys(account, ip);
         [(a, self.per_account), (i, self.per_ip)]
@@ -62,7 +62,7 @@ impl FailureLimiter {
     }
 
     /// Records a failed login.
-    pub fn fail(&self, account: &str, ip: &str, now: Instant) {
+    pub(crate) fn fail(&self, account: &str, ip: &str, now: Instant) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         // Bound memory under a spray of distinct keys: forget entries whose window is over.
         if map.len() > 50_000 {
@@ -81,7 +81,7 @@ impl FailureLimiter {
     }
 
     /// Clears an account's failures after a successful login.
-    pub fn succeed(&self, account: &str) {
+    pub(crate) fn succeed(&self, account: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(&format!("account:{}", account.to_lowercase()));
     }

@@ -33,19 +33,19 @@ use crate::domain::api::{Conversation, NewUser};
 use crate::storage::{self, Store};
 
 /// Name of the session cookie.
-pub const SESSION_COOKIE: &str = "contact_session";
+pub(crate) const SESSION_COOKIE: &str = "contact_session";
 /// Header carrying the CSRF token.
-pub const CSRF_HEADER: &str = "x-csrf-token";
+pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Sends invite e-mails. The seam for SMTP: without a mailer the admin passes the link on.
-pub trait Mailer: Send + Sync + std::fmt::Debug {
+pub(crate) trait Mailer: Send + Sync + std::fmt::Debug {
     /// Sends the invite link; returns whether it was sent.
     fn send_invite(&self, to: &str, url: &str) -> bool;
 }
 
 /// The mailer used when none is configured: sends nothing.
 #[derive(Debug, Default)]
-pub struct NoMailer;
+pub(crate) struct NoMailer;
 
 impl Mailer for NoMailer {
     fn send_invite(&self, _to: &str, _url: &str) -> bool {
@@ -55,7 +55,7 @@ impl Mailer for NoMailer {
 
 /// Process-wide authentication state shared by the handlers.
 #[derive(Debug)]
-pub struct AuthState {
+pub(crate) struct AuthState {
     /// Failed-login counters.
     pub limiter: limit::FailureLimiter,
     /// Sends invite links (the SMTP seam).
@@ -64,7 +64,7 @@ pub struct AuthState {
 
 impl AuthState {
     /// State for `settings`, without a mailer.
-    pub fn new(settings: &AuthSettings) -> Self {
+    pub(crate) fn new(settings: &AuthSettings) -> Self {
         Self {
             limiter: limit::FailureLimiter::new(
                 std::time::Duration::from_secs(settings.failure_window_secs),
@@ -78,7 +78,7 @@ impl AuthState {
 
 /// How the caller authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Via {
+pub(crate) enum Via {
     /// A browser session (id hash, CSRF token).
     Session {
         /// SHA-256 of the session id.
@@ -92,7 +92,7 @@ pub enum Via {
 
 /// The authenticated caller, put into the request extensions by [`authenticate`].
 #[derive(Debug, Clone)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// The user; `None` for the API token.
     pub user_id: Option<String>,
     /// Role (the API token counts as admin).
@@ -105,7 +105,7 @@ pub struct Principal {
 
 impl Principal {
     /// The user id, or 403 for the API token (the action needs a person).
-    pub fn require_user(&self) -> Result<&str, Error> {
+    pub(crate) fn require_user(&self) -> Result<&str, Error> {
         self.user_id.as_deref().ok_or_else(|| {
             Error::Forbidden("this action needs a signed-in user, not the API token".to_owned())
         })
@@ -140,7 +140,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Whether the request reached us over TLS (directly or through the ingress).
-pub fn came_over_tls(settings: &AuthSettings, headers: &HeaderMap) -> bool {
+pub(crate) fn came_over_tls(settings: &AuthSettings, headers: &HeaderMap) -> bool {
     settings.secure_cookies.unwrap_or_else(|| {
         headers
             .get("x-forwarded-proto")
@@ -150,7 +150,7 @@ pub fn came_over_tls(settings: &AuthSettings, headers: &HeaderMap) -> bool {
 }
 
 /// `Set-Cookie` value for a session (or, with `max_age` 0, one that deletes it).
-pub fn session_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
+pub(crate) fn session_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
@@ -160,7 +160,7 @@ pub fn session_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
 
 /// The client address for rate limiting: the right-most `X-Forwarded-For` entry (the one the
 /// ingress appended, which the client cannot forge), else the peer address.
-pub fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+pub(crate) fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
     headers
         .get("x-forwarded-for")
         .and_then(|v| v.to_str().ok())
@@ -172,7 +172,10 @@ pub fn client_ip(headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
 }
 
 /// Resolves the caller from the session cookie or bearer token (`None`: neither present).
-pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, Error> {
+pub(crate) async fn principal(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, Error> {
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let given = auth
             .to_str()
@@ -211,7 +214,7 @@ pub async fn principal(state: &AppState, headers: &HeaderMap) -> Result<Option<P
 
 /// Middleware: requires a principal, checks CSRF on state changes of sessions, and stores the
 /// principal in the request extensions.
-pub async fn authenticate(
+pub(crate) async fn authenticate(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
@@ -242,7 +245,7 @@ pub async fn authenticate(
 }
 
 /// Route-layer guard: only `roles` may pass (after [`authenticate`]).
-pub fn allow(
+pub(crate) fn allow(
     roles: &'static [Role],
 ) -> impl Fn(Request, Next) -> std::pin::Pin<Box<dyn Future<Output = Response> + Send>>
 + Clone
@@ -271,7 +274,7 @@ pub fn allow(
 
 /// Checks that an agent owns the conversation (admins and the API token may see all; DPOs may
 /// read all). Used by the conversation routes.
-pub async fn check_conversation_access(
+pub(crate) async fn check_conversation_access(
     state: &AppState,
     who: &Principal,
     conversation_id: &str,
@@ -301,7 +304,7 @@ pub async fn check_conversation_access(
 /// Middleware for the `/conversations/{id}…` routes of the REST API: ownership per
 /// [`check_conversation_access`]; writing through these routes is for admins and the API token
 /// (agents write through the Workspace routes, which set the author from the session).
-pub async fn conversation_guard(
+pub(crate) async fn conversation_guard(
     State(state): State<AppState>,
     axum::extract::Path(params): axum::extract::Path<std::collections::HashMap<String, String>>,
     request: Request,
@@ -329,7 +332,7 @@ pub async fn conversation_guard(
 }
 
 /// Requires `Content-Type: application/json` and parses the body.
-pub fn json_body<T: for<'de> serde::Deserialize<'de>>(
+pub(crate) fn json_body<T: for<'de> serde::Deserialize<'de>>(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, Error> {
@@ -375,7 +378,7 @@ pub async fn bootstrap_admin(store: &Store, settings: &AuthSettings) -> Result<(
 }
 
 /// Peer address when the server was started with connect info.
-pub fn peer(request_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
+pub(crate) fn peer(request_extensions: &axum::http::Extensions) -> Option<SocketAddr> {
     request_extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)

@@ -7,9 +7,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 /// Shortest password accepted.
-pub const MIN_PASSWORD_CHARS: usize = 10;
+pub(crate) const MIN_PASSWORD_CHARS: usize = 10;
 /// Longest password accepted (argon2 takes any length; this bounds the work per request).
-pub const MAX_PASSWORD_CHARS: usize = 256;
+pub(crate) const MAX_PASSWORD_CHARS: usize = 256;
 
 /// argon2id with the OWASP-recommended minimum (19 MiB, 2 passes, 1 lane).
 fn argon2() -> Argon2<'static> {
@@ -40,13 +40,13 @@ pub fn verify(password: &str, phc: &str) -> bool {
 
 /// A hash of a random password, verified against when the e-mail is unknown so that a wrong
 /// e-mail and a wrong password take the same time.
-pub fn dummy_hash() -> &'static str {
+pub(crate) fn dummy_hash() -> &'static str {
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     DUMMY.get_or_init(|| hash(&random_token()).unwrap_or_default())
 }
 
 /// Why a new password is refused, if it is.
-pub fn check_new(password: &str) -> Result<(), String> {
+pub(crate) fn check_new(password: &str) -> Result<(), String> {
     let n = password.chars().count();
     if n < MIN_PASSWORD_CHARS {
         return Err(format!(
@@ -62,7 +62,7 @@ pub fn check_new(password: &str) -> Result<(), String> {
 }
 
 /// 32 random bytes, URL-safe base64 (session ids, CSRF and invite tokens).
-pub fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let bytes: [u8; 32] = rand::random();
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -76,7 +76,7 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// Compares two secrets in time independent of where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
+pub(crate) fn same_secret(a: &str, b: &str) -> bool {
     Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
 }
 

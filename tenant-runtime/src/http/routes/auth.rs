@@ -22,7 +22,7 @@ use crate::http::{AppState, Error};
 use crate::storage::{AcceptOutcome, NewInvite, now_ms};
 
 /// `/auth/*`: login and invite acceptance are public; logout needs the session (and CSRF).
-pub fn routes(state: AppState) -> Router<AppState> {
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/auth/logout", post(logout))
         .route_layer(middleware::from_fn_with_state(state, auth::authenticate))
@@ -34,7 +34,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
 /// Login request.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Login {
+pub(crate) struct Login {
     /// E-mail.
     pub email: String,
     /// Password.
@@ -43,7 +43,7 @@ pub struct Login {
 
 /// What a successful login (or `GET /api/v1/me`) tells the browser about the session.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SessionInfo {
+pub(crate) struct SessionInfo {
     /// User id.
     pub user_id: String,
     /// Display name.
@@ -57,7 +57,7 @@ pub struct SessionInfo {
 }
 
 /// The page a role lands on.
-pub fn home(role: Role) -> &'static str {
+pub(crate) fn home(role: Role) -> &'static str {
     match role {
         Role::Admin => "/admin",
         Role::Agent => "/workspace",
@@ -104,7 +104,10 @@ async fn start_session(
 /// `POST /auth/login`: checks the password, starts a session, sets the cookie.
 #[utoipa::path(post, path = "/auth/login", tag = "accounts", security(()), request_body = Login,
     responses((status = 200, description = "Signed in; sets the `contact_session` cookie", body = SessionInfo), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody), (status = 429, description = "Too many failed logins (see `Retry-After`)", body = ErrorBody)))]
-pub async fn login(State(state): State<AppState>, request: Request) -> Result<Response, Error> {
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, Error> {
     let peer = peer(request.extensions());
     let headers = request.headers().clone();
     let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
@@ -151,7 +154,7 @@ pub async fn login(State(state): State<AppState>, request: Request) -> Result<Re
 /// `POST /auth/logout`: ends the session and clears the cookie.
 #[utoipa::path(post, path = "/auth/logout", tag = "accounts",
     responses((status = 204, description = "Signed out; the cookie is cleared"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn logout(
+pub(crate) async fn logout(
     State(state): State<AppState>,
     who: Principal,
     headers: HeaderMap,
@@ -169,7 +172,7 @@ pub async fn logout(
 /// An invite to create.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateInvite {
+pub(crate) struct CreateInvite {
     /// Who.
     pub email: String,
     /// Name for the account (default: the part of the e-mail before `@`).
@@ -181,7 +184,7 @@ pub struct CreateInvite {
 
 /// A created invite with its one-time link (shown once; only its hash is stored).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedInvite {
+pub(crate) struct CreatedInvite {
     /// The invite.
     #[serde(flatten)]
     pub invite: Invite,
@@ -210,7 +213,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
 /// `POST /api/v1/admin/invites` (admin): creates a one-time link that expires.
 #[utoipa::path(post, path = "/api/v1/admin/invites", tag = "configurator", request_body = CreateInvite,
     responses((status = 201, body = CreatedInvite), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn create_invite(
+pub(crate) async fn create_invite(
     State(state): State<AppState>,
     who: Principal,
     headers: HeaderMap,
@@ -264,14 +267,16 @@ pub async fn create_invite(
 /// `GET /api/v1/admin/invites` (admin).
 #[utoipa::path(get, path = "/api/v1/admin/invites", tag = "configurator",
     responses((status = 200, body = Vec<Invite>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list_invites(State(state): State<AppState>) -> Result<Json<Vec<Invite>>, Error> {
+pub(crate) async fn list_invites(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Invite>>, Error> {
     Ok(Json(state.store.invites().await?))
 }
 
 /// An invite's token, sent in the body (never in a URL path, so it stays out of logs).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct InviteToken {
+pub(crate) struct InviteToken {
     /// The token from the link.
     pub token: String,
 }
@@ -279,7 +284,7 @@ pub struct InviteToken {
 /// `POST /auth/invite/lookup`: who the invite is for (so the page can greet them).
 #[utoipa::path(post, path = "/auth/invite/lookup", tag = "accounts", security(()), request_body = InviteToken,
     responses((status = 200, body = Invite), (status = 404, body = ErrorBody), (status = 409, description = "Used or expired", body = ErrorBody)))]
-pub async fn lookup_invite(
+pub(crate) async fn lookup_invite(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -307,7 +312,7 @@ fn gone() -> Error {
 /// Accepting an invite.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AcceptInvite {
+pub(crate) struct AcceptInvite {
     /// The token from the link.
     pub token: String,
     /// The new password.
@@ -320,7 +325,7 @@ pub struct AcceptInvite {
 /// `POST /auth/invite/accept`: sets the password and signs in.
 #[utoipa::path(post, path = "/auth/invite/accept", tag = "accounts", security(()), request_body = AcceptInvite,
     responses((status = 200, description = "Password set and signed in", body = SessionInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, description = "Weak password", body = ErrorBody)))]
-pub async fn accept_invite(
+pub(crate) async fn accept_invite(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,

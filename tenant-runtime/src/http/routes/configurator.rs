@@ -19,7 +19,7 @@ use crate::http::error::ErrorBody;
 use crate::http::{AppState, Error};
 
 /// `/admin/…` (under `/api/v1`, behind `authenticate`): admins only.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/channels", get(channels))
         .route("/admin/categories", get(categories).post(create_category))
@@ -41,7 +41,7 @@ pub fn routes() -> Router<AppState> {
 
 /// A channel app as the Configurator shows it (read-only: the operator owns it).
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ChannelView {
+pub(crate) struct ChannelView {
     /// Name.
     pub name: String,
     /// Channel.
@@ -66,7 +66,9 @@ pub struct ChannelView {
 /// `GET /api/v1/admin/channels`.
 #[utoipa::path(get, path = "/api/v1/admin/channels", tag = "configurator", security(("session" = []), ("bearer" = [])),
     responses((status = 200, body = Vec<ChannelView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn channels(State(state): State<AppState>) -> Result<Json<Vec<ChannelView>>, Error> {
+pub(crate) async fn channels(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ChannelView>>, Error> {
     let mut health = state.store.channel_health().await?;
     Ok(Json(
         state
@@ -90,7 +92,7 @@ pub async fn channels(State(state): State<AppState>) -> Result<Json<Vec<ChannelV
 
 /// A category with its routing attributes.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct CategoryView {
+pub(crate) struct CategoryView {
     /// The category.
     #[serde(flatten)]
     pub category: crate::domain::api::Category,
@@ -105,7 +107,9 @@ pub struct CategoryView {
 /// `GET /api/v1/admin/categories`.
 #[utoipa::path(get, path = "/api/v1/admin/categories", tag = "configurator", security(("session" = []), ("bearer" = [])),
     responses((status = 200, body = Vec<CategoryView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn categories(State(state): State<AppState>) -> Result<Json<Vec<CategoryView>>, Error> {
+pub(crate) async fn categories(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<CategoryView>>, Error> {
     let mut routing = state.store.category_routing().await?;
     Ok(Json(
         state
@@ -174,7 +178,7 @@ fn check_category(edit: &CategoryEdit) -> Result<(), Error> {
 /// `POST /api/v1/admin/categories`.
 #[utoipa::path(post, path = "/api/v1/admin/categories", tag = "configurator", security(("session" = []), ("bearer" = [])), request_body = CategoryEdit,
     responses((status = 201, description = "Created; the body has its id"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn create_category(
+pub(crate) async fn create_category(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
@@ -189,7 +193,7 @@ pub async fn create_category(
 /// `PUT /api/v1/admin/categories/{id}`.
 #[utoipa::path(put, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = CategoryEdit,
     responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn update_category(
+pub(crate) async fn update_category(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -205,7 +209,7 @@ pub async fn update_category(
 /// `DELETE /api/v1/admin/categories/{id}`: its conversations move to General.
 #[utoipa::path(delete, path = "/api/v1/admin/categories/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
     responses((status = 204, description = "Deleted; its conversations moved to General"), (status = 404, body = ErrorBody), (status = 409, description = "The default category", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn delete_category(
+pub(crate) async fn delete_category(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
@@ -224,7 +228,7 @@ pub async fn delete_category(
 /// A skill rename.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RenameSkill {
+pub(crate) struct RenameSkill {
     /// New name.
     pub name: String,
 }
@@ -232,7 +236,7 @@ pub struct RenameSkill {
 /// `PATCH /api/v1/admin/skills/{id}`.
 #[utoipa::path(patch, path = "/api/v1/admin/skills/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = RenameSkill,
     responses((status = 204, description = "Renamed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn rename_skill(
+pub(crate) async fn rename_skill(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -253,7 +257,7 @@ pub async fn rename_skill(
 /// `DELETE /api/v1/admin/skills/{id}`.
 #[utoipa::path(delete, path = "/api/v1/admin/skills/{id}", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
     responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn delete_skill(
+pub(crate) async fn delete_skill(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
@@ -265,7 +269,7 @@ pub async fn delete_skill(
 /// The skills a user holds, with their levels.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UserSkills {
+pub(crate) struct UserSkills {
     /// Skill ids (replaces the user's set; the agent's on/off switches of kept skills stay).
     pub skill_ids: Vec<String>,
     /// Proficiency 1 (basic) to 5 (expert) per skill id; every key must be in `skill_ids`.
@@ -277,7 +281,7 @@ pub struct UserSkills {
 /// `PUT /api/v1/admin/users/{id}/skills`.
 #[utoipa::path(put, path = "/api/v1/admin/users/{id}/skills", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = UserSkills,
     responses((status = 204, description = "Saved"), (status = 400, description = "A level out of 1..=5 or for a skill not in skill_ids", body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn set_user_skills(
+pub(crate) async fn set_user_skills(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -305,7 +309,7 @@ pub async fn set_user_skills(
 /// A role change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RoleChange {
+pub(crate) struct RoleChange {
     /// The new role.
     pub role: Role,
 }
@@ -323,7 +327,7 @@ fn not_yourself(who: &Principal, id: &str, what: &str) -> Result<(), Error> {
 #[utoipa::path(put, path = "/api/v1/admin/users/{id}/role", tag = "configurator", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = RoleChange,
     responses((status = 204, description = "Changed; applies at the user's next request"), (status = 404, body = ErrorBody), (status = 409, description = "Own account", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 /// `PUT /api/v1/admin/users/{id}/role`.
-pub async fn set_user_role(
+pub(crate) async fn set_user_role(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -341,7 +345,7 @@ pub async fn set_user_role(
     responses((status = 204, description = "Password removed and every session ended"), (status = 404, body = ErrorBody), (status = 409, description = "Own account", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 /// `POST /api/v1/admin/users/{id}/deactivate`: signs the user out everywhere and removes the
 /// password; a new invite reactivates the account.
-pub async fn deactivate_user(
+pub(crate) async fn deactivate_user(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -356,7 +360,7 @@ pub async fn deactivate_user(
 /// Routing settings of the tenant.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RoutingSettings {
+pub(crate) struct RoutingSettings {
     /// New agents start with auto-allocate on.
     pub auto_allocate_by_default: bool,
     /// Most open conversations per agent that routing assigns.
@@ -380,7 +384,7 @@ const ROUTING_KEY: &str = "routing";
 /// `GET /api/v1/admin/routing`.
 #[utoipa::path(get, path = "/api/v1/admin/routing", tag = "configurator", security(("session" = []), ("bearer" = [])),
     responses((status = 200, body = RoutingSettings), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn routing(State(state): State<AppState>) -> Result<Json<RoutingSettings>, Error> {
+pub(crate) async fn routing(State(state): State<AppState>) -> Result<Json<RoutingSettings>, Error> {
     Ok(Json(
         state
             .store
@@ -394,7 +398,7 @@ pub async fn routing(State(state): State<AppState>) -> Result<Json<RoutingSettin
 /// `PUT /api/v1/admin/routing`.
 #[utoipa::path(put, path = "/api/v1/admin/routing", tag = "configurator", security(("session" = []), ("bearer" = [])), request_body = RoutingSettings,
     responses((status = 200, body = RoutingSettings), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn set_routing(
+pub(crate) async fn set_routing(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,

@@ -21,7 +21,7 @@ use crate::http::{AppState, Error, auth};
 use crate::storage::{ConversationFilter, NewOutbound, new_id};
 
 /// `/contacts…` and `/conversations…` (under `/api/v1`, behind `authenticate`).
-pub fn routes(state: AppState) -> Router<AppState> {
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
     let readers = Router::new()
         .route("/contacts", get(list_contacts))
         .route("/contacts/{id}", get(get_contact))
@@ -44,7 +44,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
 /// Contacts, newest first.
 #[utoipa::path(get, path = "/api/v1/contacts", tag = "conversations", params(Page),
     responses((status = 200, body = Vec<Contact>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
-pub async fn list_contacts(
+pub(crate) async fn list_contacts(
     State(state): State<AppState>,
     q: Result<Query<Page>, QueryRejection>,
 ) -> Result<Json<Vec<Contact>>, Error> {
@@ -56,7 +56,7 @@ pub async fn list_contacts(
 #[utoipa::path(get, path = "/api/v1/contacts/{id}", tag = "conversations",
     params(("id" = String, Path, description = "Contact id")),
     responses((status = 200, body = Contact), (status = 404, body = ErrorBody)))]
-pub async fn get_contact(
+pub(crate) async fn get_contact(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Contact>, Error> {
@@ -66,7 +66,7 @@ pub async fn get_contact(
 /// Conversation list filter.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct ConversationQuery {
+pub(crate) struct ConversationQuery {
     /// Only this status.
     pub status: Option<ConversationStatus>,
     /// At most this many (1–500, default 100).
@@ -76,7 +76,7 @@ pub struct ConversationQuery {
 /// Conversations, newest first.
 #[utoipa::path(get, path = "/api/v1/conversations", tag = "conversations", params(ConversationQuery),
     responses((status = 200, body = Vec<Conversation>), (status = 400, body = ErrorBody)))]
-pub async fn list_conversations(
+pub(crate) async fn list_conversations(
     State(state): State<AppState>,
     q: Result<Query<ConversationQuery>, QueryRejection>,
 ) -> Result<Json<Vec<Conversation>>, Error> {
@@ -92,7 +92,7 @@ pub async fn list_conversations(
 #[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "conversations",
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Conversation), (status = 404, body = ErrorBody)))]
-pub async fn get_conversation(
+pub(crate) async fn get_conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Conversation>, Error> {
@@ -103,7 +103,7 @@ pub async fn get_conversation(
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "conversations",
     params(("id" = String, Path, description = "Conversation id")),
     responses((status = 200, body = Vec<Message>), (status = 404, body = ErrorBody)))]
-pub async fn list_messages(
+pub(crate) async fn list_messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<Message>>, Error> {
@@ -114,7 +114,7 @@ pub async fn list_messages(
 /// An outbound message.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct SendMessage {
+pub(crate) struct SendMessage {
     /// What to send: `text`, `media` (with optional caption), `location` or `template`
     /// (WhatsApp only; the only kind allowed outside the 24-hour window).
     pub content: MessageContent,
@@ -140,7 +140,7 @@ pub struct SendMessage {
         (status = 409, description = "Conversation closed or its channel app is gone", body = ErrorBody),
         (status = 422, description = "Breaks a channel rule (length, SMS segments, WhatsApp window, content kind)", body = ErrorBody),
     ))]
-pub async fn send_message(
+pub(crate) async fn send_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,

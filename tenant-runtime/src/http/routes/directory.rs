@@ -13,7 +13,7 @@ use crate::http::error::ErrorBody;
 use crate::http::{AppState, Error, auth};
 
 /// `/users`, `/skills`, `/categories` (under `/api/v1`, behind `authenticate`): admins only.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/users", get(list_users).post(create_user))
         .route("/skills", get(list_skills).post(create_skill))
@@ -24,14 +24,14 @@ pub fn routes() -> Router<AppState> {
 /// Every user.
 #[utoipa::path(get, path = "/api/v1/users", tag = "directory",
     responses((status = 200, body = Vec<User>)))]
-pub async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<User>>, Error> {
+pub(crate) async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<User>>, Error> {
     Ok(Json(state.store.users().await?))
 }
 
 /// Creates a user (no password yet: login comes later).
 #[utoipa::path(post, path = "/api/v1/users", tag = "directory", request_body = NewUser,
     responses((status = 201, body = User), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_user(
+pub(crate) async fn create_user(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<User>), Error> {
@@ -50,14 +50,14 @@ pub async fn create_user(
 /// Every skill.
 #[utoipa::path(get, path = "/api/v1/skills", tag = "directory",
     responses((status = 200, body = Vec<Skill>)))]
-pub async fn list_skills(State(state): State<AppState>) -> Result<Json<Vec<Skill>>, Error> {
+pub(crate) async fn list_skills(State(state): State<AppState>) -> Result<Json<Vec<Skill>>, Error> {
     Ok(Json(state.store.skills().await?))
 }
 
 /// Creates a skill.
 #[utoipa::path(post, path = "/api/v1/skills", tag = "directory", request_body = NewSkill,
     responses((status = 201, body = Skill), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_skill(
+pub(crate) async fn create_skill(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Skill>), Error> {
@@ -77,14 +77,16 @@ pub async fn create_skill(
 /// Every category.
 #[utoipa::path(get, path = "/api/v1/categories", tag = "directory",
     responses((status = 200, body = Vec<Category>)))]
-pub async fn list_categories(State(state): State<AppState>) -> Result<Json<Vec<Category>>, Error> {
+pub(crate) async fn list_categories(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Category>>, Error> {
     Ok(Json(state.store.categories().await?))
 }
 
 /// Creates a category.
 #[utoipa::path(post, path = "/api/v1/categories", tag = "directory", request_body = NewCategory,
     responses((status = 201, body = Category), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn create_category(
+pub(crate) async fn create_category(
     State(state): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Category>), Error> {

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::http::{AppState, Error};
 
 /// The probe and metrics routes (public).
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -19,12 +19,12 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Liveness: answers as long as the server runs.
-pub async fn healthz() -> impl IntoResponse {
+pub(crate) async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: 200 when the database answers and the schema is current, else 503.
-pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Error> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Error> {
     match state.store.ready().await {
         Ok(true) => Ok((StatusCode::OK, Json(json!({ "status": "ready" })))),
         Ok(false) => Err(Error::Unavailable(
@@ -38,7 +38,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, 
 }
 
 /// Prometheus metrics.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,

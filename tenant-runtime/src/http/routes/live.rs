@@ -26,7 +26,7 @@ fn sse(event: &LiveEvent) -> Event {
 /// A `Last-Event-ID` header (sent by `EventSource` on reconnect) replays what was missed, up to
 /// 500 events; a subscriber that falls behind the broadcast buffer gets a `resync` event and
 /// should reload its views.
-pub async fn stream(
+pub(crate) async fn stream(
     State(state): State<AppState>,
     who: Principal,
     headers: HeaderMap,

@@ -11,16 +11,16 @@
 //! * [`auth`]: login, logout and invites.
 //! * [`pages`]: the web UI's pages and assets.
 
-pub mod auth;
-pub mod configurator;
-pub mod conversations;
-pub mod directory;
-pub mod health;
-pub mod live;
-pub mod pages;
-pub mod privacy;
-pub mod webhooks;
-pub mod workspace;
+pub(crate) mod auth;
+pub(crate) mod configurator;
+pub(crate) mod conversations;
+pub(crate) mod directory;
+pub(crate) mod health;
+pub(crate) mod live;
+pub(crate) mod pages;
+pub(crate) mod privacy;
+pub(crate) mod webhooks;
+pub(crate) mod workspace;
 
 use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
@@ -43,7 +43,7 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, Error> 
 /// Paging.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct Page {
+pub(crate) struct Page {
     /// At most this many items (1–500, default 100).
     pub limit: Option<i64>,
 }

@@ -23,7 +23,7 @@ use crate::domain::Role;
 use crate::http::{AppState, auth};
 
 /// Content-Security-Policy of every page.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http: data:; media-src https: http:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+pub(crate) const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http: data:; media-src https: http:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 /// The embedded UI files: `(name, content type, body)`.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -173,7 +173,7 @@ async fn asset(Path(name): Path<String>) -> Response {
 }
 
 /// The page and asset routes (public; pages check the session themselves).
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(root))
         .route("/login", get(login_page))

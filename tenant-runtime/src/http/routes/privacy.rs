@@ -30,12 +30,12 @@ use crate::privacy::transfer::{self, Format, RowError};
 use crate::storage::{self, AuditQuery, now_ms};
 
 /// The actor recorded for the integrators' bearer token, which stands for no user.
-pub const API_ACTOR: &str = "api";
+pub(crate) const API_ACTOR: &str = "api";
 
 /// The privacy routes, to merge into `/api/v1` (inside its auth guard). Each handler checks the
 /// role of the authenticated principal itself (dpo; admin too for import, export and
 /// retention) and records it as the actor.
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/privacy/subjects", get(search))
         .route("/privacy/subjects/{id}", get(subject))
@@ -51,7 +51,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Who the audit log records for `who`: the signed-in user's id, or [`API_ACTOR`].
-pub fn actor_id(who: &Principal) -> String {
+pub(crate) fn actor_id(who: &Principal) -> String {
     who.user_id.clone().unwrap_or_else(|| API_ACTOR.to_owned())
 }
 
@@ -60,7 +60,7 @@ pub fn actor_id(who: &Principal) -> String {
 /// The role is the one [`crate::http::auth::authenticate`] read with the session (so a role
 /// change applies at the next request); the API token counts as admin and acts as
 /// [`API_ACTOR`]. Routes for the `dpo` role alone therefore need a signed-in DPO.
-pub fn require(who: &Principal, roles: &[Role]) -> Result<String, Error> {
+pub(crate) fn require(who: &Principal, roles: &[Role]) -> Result<String, Error> {
     if roles.contains(&who.role) {
         return Ok(actor_id(who));
     }
@@ -78,7 +78,7 @@ pub fn require(who: &Principal, roles: &[Role]) -> Result<String, Error> {
 /// Subject search.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct SearchQuery {
+pub(crate) struct SearchQuery {
     /// Part of a name (2+ characters), an e-mail address, a phone number or a channel identity.
     pub q: String,
 }
@@ -86,7 +86,7 @@ pub struct SearchQuery {
 /// `GET /api/v1/privacy/subjects?q=`: the contacts `q` names, with their details.
 #[utoipa::path(get, path = "/api/v1/privacy/subjects", tag = "privacy", params(SearchQuery),
     responses((status = 200, body = Vec<ContactDetails>), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
-pub async fn search(
+pub(crate) async fn search(
     State(state): State<AppState>,
     who: Principal,
     q: Result<Query<SearchQuery>, QueryRejection>,
@@ -107,7 +107,7 @@ pub async fn search(
 #[utoipa::path(get, path = "/api/v1/privacy/subjects/{id}", tag = "privacy",
     params(("id" = String, Path, description = "Contact id")),
     responses((status = 200, body = SubjectData), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn subject(
+pub(crate) async fn subject(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -120,7 +120,7 @@ pub async fn subject(
 #[utoipa::path(get, path = "/api/v1/privacy/subjects/{id}/export", tag = "privacy",
     params(("id" = String, Path, description = "Contact id")),
     responses((status = 200, description = "Attachment `subject-<id>.json`", body = SubjectData), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn export_subject(
+pub(crate) async fn export_subject(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -160,7 +160,7 @@ pub async fn export_subject(
 /// Confirmation of an anonymization.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AnonymizeRequest {
+pub(crate) struct AnonymizeRequest {
     /// Must repeat the contact id: anonymization cannot be undone.
     pub confirm: String,
 }
@@ -170,7 +170,7 @@ pub struct AnonymizeRequest {
 #[utoipa::path(post, path = "/api/v1/privacy/subjects/{id}/anonymize", tag = "privacy",
     params(("id" = String, Path, description = "Contact id")), request_body = AnonymizeRequest,
     responses((status = 200, body = AnonymizeReport), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn anonymize(
+pub(crate) async fn anonymize(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -192,7 +192,7 @@ pub async fn anonymize(
 
 /// What a user anonymization did.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct UserAnonymizeReport {
+pub(crate) struct UserAnonymizeReport {
     /// The user.
     pub user_id: String,
     /// Audit entries whose values were erased.
@@ -205,7 +205,7 @@ pub struct UserAnonymizeReport {
     params(("id" = String, Path, description = "User id")), request_body = AnonymizeRequest,
     responses((status = 200, body = UserAnonymizeReport), (status = 400, body = ErrorBody),
         (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn anonymize_user(
+pub(crate) async fn anonymize_user(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -230,7 +230,7 @@ pub async fn anonymize_user(
 /// Audit log filter.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct AuditParams {
+pub(crate) struct AuditParams {
     /// Only entries about this contact or user.
     pub subject_id: Option<String>,
     /// Only entries after this sequence number.
@@ -242,7 +242,7 @@ pub struct AuditParams {
 /// `GET /api/v1/privacy/audit`: audit entries in order.
 #[utoipa::path(get, path = "/api/v1/privacy/audit", tag = "privacy", params(AuditParams),
     responses((status = 200, body = Vec<StoredEntry>), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
-pub async fn audit(
+pub(crate) async fn audit(
     State(state): State<AppState>,
     who: Principal,
     q: Result<Query<AuditParams>, QueryRejection>,
@@ -271,7 +271,7 @@ pub async fn audit(
 /// `GET /api/v1/privacy/audit/verify`: checks the hash chain; names the first broken entry.
 #[utoipa::path(get, path = "/api/v1/privacy/audit/verify", tag = "privacy",
     responses((status = 200, body = ChainReport), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
-pub async fn verify(
+pub(crate) async fn verify(
     State(state): State<AppState>,
     who: Principal,
 ) -> Result<Json<ChainReport>, Error> {
@@ -282,7 +282,7 @@ pub async fn verify(
 /// `POST /api/v1/privacy/retention/run`: runs the retention job now (role `dpo` or `admin`).
 #[utoipa::path(post, path = "/api/v1/privacy/retention/run", tag = "privacy",
     responses((status = 200, body = RetentionReport), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
-pub async fn run_retention(
+pub(crate) async fn run_retention(
     State(state): State<AppState>,
     who: Principal,
 ) -> Result<Json<RetentionReport>, Error> {
@@ -298,14 +298,14 @@ pub async fn run_retention(
 /// Import/export format.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct FormatQuery {
+pub(crate) struct FormatQuery {
     /// `csv` or `json` (default: from `Content-Type` on import, `json` on export).
     pub format: Option<Format>,
 }
 
 /// One imported row.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ImportedRow {
+pub(crate) struct ImportedRow {
     /// Row number.
     pub row: u64,
     /// The new contact.
@@ -314,7 +314,7 @@ pub struct ImportedRow {
 
 /// What an import did.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ImportReport {
+pub(crate) struct ImportReport {
     /// Rows imported.
     pub imported: Vec<ImportedRow>,
     /// Rows refused, with the reason.
@@ -328,7 +328,7 @@ pub struct ImportReport {
 #[utoipa::path(post, path = "/api/v1/privacy/contacts/import", tag = "privacy", params(FormatQuery),
     request_body(content = String, description = "CSV (header: any of display_name, email, phone, identities, and attr:<key> per contact attribute) or a JSON array of ContactInput with an optional `attributes` object", content_type = "text/csv"),
     responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody), (status = 422, description = "No row could be imported", body = ImportReport)))]
-pub async fn import_contacts(
+pub(crate) async fn import_contacts(
     State(state): State<AppState>,
     who: Principal,
     headers: HeaderMap,
@@ -389,7 +389,7 @@ pub async fn import_contacts(
 /// audited as one export. Role `dpo` or `admin`.
 #[utoipa::path(get, path = "/api/v1/privacy/contacts/export", tag = "privacy", params(FormatQuery),
     responses((status = 200, description = "JSON array, or CSV with `?format=csv`", body = Vec<ContactDetails>), (status = 403, description = "The caller lacks the role (the API token counts as admin)", body = ErrorBody)))]
-pub async fn export_contacts(
+pub(crate) async fn export_contacts(
     State(state): State<AppState>,
     who: Principal,
     q: Result<Query<FormatQuery>, QueryRejection>,
@@ -428,7 +428,7 @@ pub async fn export_contacts(
     params(("id" = String, Path, description = "Contact id")), request_body = ContactInput,
     responses((status = 200, body = ContactDetails), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, description = "An identity belongs to another contact", body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn update_contact(
+pub(crate) async fn update_contact(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,

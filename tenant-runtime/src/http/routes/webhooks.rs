@@ -21,13 +21,13 @@ use crate::http::{AppState, Error};
 use crate::storage::{DeliveryReport, InboundMessage, InboundOutcome, Nonce, ReportOutcome};
 
 /// The webhook route (public: callbacks authenticate by signature).
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     Router::new().route("/webhooks/sinch/{channel_app}", post(sinch_webhook))
 }
 
 /// What the webhook did with a callback.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct WebhookAck {
+pub(crate) struct WebhookAck {
     /// `stored`, `duplicate`, `updated`, `unchanged`, `unknown_message` or `ignored`.
     pub outcome: &'static str,
     /// The callback kind (its top-level key).
@@ -49,7 +49,7 @@ pub struct WebhookAck {
         (status = 404, description = "No such channel app", body = ErrorBody),
     )
 )]
-pub async fn sinch_webhook(
+pub(crate) async fn sinch_webhook(
     State(state): State<AppState>,
     Path(channel_app): Path<String>,
     headers: HeaderMap,

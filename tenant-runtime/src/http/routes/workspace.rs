@@ -27,7 +27,7 @@ use crate::storage::{AgentTransfer, PickRefusal, TransferOutcome, now_ms};
 
 /// Everyone signed in: `/me`, `/live`; agents and admins: the rest (under `/api/v1`, behind
 /// `authenticate`).
-pub fn routes() -> Router<AppState> {
+pub(crate) fn routes() -> Router<AppState> {
     let everyone = Router::new()
         .route("/me", get(me))
         .route("/live", get(super::live::stream))
@@ -56,7 +56,7 @@ pub fn routes() -> Router<AppState> {
 
 /// A skill as the agent sees it.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MySkill {
+pub(crate) struct MySkill {
     /// Id.
     pub id: String,
     /// Name.
@@ -69,7 +69,7 @@ pub struct MySkill {
 
 /// `GET /api/v1/me`.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Me {
+pub(crate) struct Me {
     /// User id (`null` for the API token).
     pub user_id: Option<String>,
     /// E-mail.
@@ -93,7 +93,7 @@ pub struct Me {
 /// `GET /api/v1/me`.
 #[utoipa::path(get, path = "/api/v1/me", tag = "workspace", security(("session" = []), ("bearer" = [])),
     responses((status = 200, body = Me), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me>, Error> {
+pub(crate) async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me>, Error> {
     let maintenance = state
         .settings
         .maintenance
@@ -150,7 +150,7 @@ pub async fn me(State(state): State<AppState>, who: Principal) -> Result<Json<Me
 /// A switch.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Switch {
+pub(crate) struct Switch {
     /// On or off.
     pub enabled: bool,
 }
@@ -158,7 +158,7 @@ pub struct Switch {
 /// `PUT /api/v1/me/auto-allocate`.
 #[utoipa::path(put, path = "/api/v1/me/auto-allocate", tag = "workspace", security(("session" = []), ("bearer" = [])), request_body = Switch,
     responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn set_auto_allocate(
+pub(crate) async fn set_auto_allocate(
     State(state): State<AppState>,
     who: Principal,
     headers: HeaderMap,
@@ -180,7 +180,7 @@ pub async fn set_auto_allocate(
 /// `PUT /api/v1/me/skills/{skill_id}`: switch one of the own skills on or off.
 #[utoipa::path(put, path = "/api/v1/me/skills/{skill_id}", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("skill_id" = String, Path, description = "Skill id")), request_body = Switch,
     responses((status = 204, description = "Saved"), (status = 404, description = "The user lacks this skill", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn set_my_skill(
+pub(crate) async fn set_my_skill(
     State(state): State<AppState>,
     who: Principal,
     Path(skill_id): Path<String>,
@@ -202,7 +202,7 @@ pub async fn set_my_skill(
 /// A status change.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StatusChange {
+pub(crate) struct StatusChange {
     /// The new status.
     pub status: AgentStatus,
 }
@@ -210,7 +210,7 @@ pub struct StatusChange {
 /// `PUT /api/v1/me/status`: available, away or offline.
 #[utoipa::path(put, path = "/api/v1/me/status", tag = "workspace", security(("session" = []), ("bearer" = [])), request_body = StatusChange,
     responses((status = 204, description = "Saved"), (status = 400, body = ErrorBody), (status = 415, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn set_status(
+pub(crate) async fn set_status(
     State(state): State<AppState>,
     who: Principal,
     headers: HeaderMap,
@@ -228,7 +228,7 @@ pub async fn set_status(
 /// its explanation (candidates, why this agent). Admins read any; agents the ones they hold.
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/routing", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
     responses((status = 200, body = Vec<DecisionRecord>), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn routing_decisions(
+pub(crate) async fn routing_decisions(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -239,7 +239,7 @@ pub async fn routing_decisions(
 
 /// Dashboard figures.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Dashboard {
+pub(crate) struct Dashboard {
     /// Own and tenant figures.
     #[serde(flatten)]
     pub figures: Figures,
@@ -252,7 +252,7 @@ pub struct Dashboard {
 /// `GET /api/v1/me/dashboard`.
 #[utoipa::path(get, path = "/api/v1/me/dashboard", tag = "workspace", security(("session" = []), ("bearer" = [])),
     responses((status = 200, body = Dashboard), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn dashboard(
+pub(crate) async fn dashboard(
     State(state): State<AppState>,
     who: Principal,
 ) -> Result<Json<Dashboard>, Error> {
@@ -276,7 +276,7 @@ pub async fn dashboard(
 /// `GET /api/v1/queue`.
 #[utoipa::path(get, path = "/api/v1/queue", tag = "workspace", security(("session" = []), ("bearer" = [])),
     responses((status = 200, body = Vec<QueueItem>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn queue(State(state): State<AppState>) -> Result<Json<Vec<QueueItem>>, Error> {
+pub(crate) async fn queue(State(state): State<AppState>) -> Result<Json<Vec<QueueItem>>, Error> {
     Ok(Json(state.store.queue().await?))
 }
 
@@ -284,7 +284,7 @@ pub async fn queue(State(state): State<AppState>) -> Result<Json<Vec<QueueItem>>
 /// was faster.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/pick", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
     responses((status = 200, description = "Picked: the conversation is the caller's now", body = Conversation), (status = 404, body = ErrorBody), (status = 409, description = "Someone else was faster or it is not queued (`already_taken`), the agent is at capacity (`at_capacity`), or it waits for another agent (`transferred_to_other`)", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn pick(
+pub(crate) async fn pick(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -316,7 +316,7 @@ pub async fn pick(
 
 /// One line of the agent's conversation list.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct MyConversation {
+pub(crate) struct MyConversation {
     /// The conversation.
     #[serde(flatten)]
     pub conversation: Conversation,
@@ -327,7 +327,7 @@ pub struct MyConversation {
 /// `GET /api/v1/me/conversations`: open conversations assigned to the caller.
 #[utoipa::path(get, path = "/api/v1/me/conversations", tag = "workspace", security(("session" = []), ("bearer" = [])),
     responses((status = 200, body = Vec<MyConversation>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn my_conversations(
+pub(crate) async fn my_conversations(
     State(state): State<AppState>,
     who: Principal,
 ) -> Result<Json<Vec<MyConversation>>, Error> {
@@ -353,7 +353,7 @@ pub async fn my_conversations(
 
 /// What the composer must respect.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Composer {
+pub(crate) struct Composer {
     /// Longest text (`null`: SMS segment rules apply).
     pub text_limit: Option<usize>,
     /// SMS: the most characters accepted.
@@ -382,7 +382,7 @@ fn composer(conversation: &Conversation) -> Composer {
 
 /// A colleague to transfer to.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Colleague {
+pub(crate) struct Colleague {
     /// Id.
     pub id: String,
     /// Name.
@@ -393,7 +393,7 @@ pub struct Colleague {
 
 /// Everything the conversation view shows.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct ConversationView {
+pub(crate) struct ConversationView {
     /// The conversation.
     pub conversation: Conversation,
     /// The customer.
@@ -418,7 +418,7 @@ pub struct ConversationView {
 /// `GET /api/v1/workspace/conversations/{id}`.
 #[utoipa::path(get, path = "/api/v1/workspace/conversations/{id}", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
     responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn conversation_view(
+pub(crate) async fn conversation_view(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -469,7 +469,7 @@ pub async fn conversation_view(
 /// A message from the Workspace composer.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Compose {
+pub(crate) struct Compose {
     /// What to send.
     pub content: crate::domain::MessageContent,
 }
@@ -479,7 +479,7 @@ pub struct Compose {
 /// API (channel limits, WhatsApp window, idempotency).
 #[utoipa::path(post, path = "/api/v1/workspace/conversations/{id}/messages", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Compose,
     responses((status = 202, description = "Stored and queued for delivery", body = Message), (status = 409, body = ErrorBody), (status = 422, description = "Breaks a channel rule", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn send(
+pub(crate) async fn send(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -502,7 +502,7 @@ pub async fn send(
 /// `POST /api/v1/conversations/{id}/close`.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/close", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")),
     responses((status = 204, description = "Closed"), (status = 409, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn close(
+pub(crate) async fn close(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -523,7 +523,7 @@ pub async fn close(
 /// A transfer.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Transfer {
+pub(crate) struct Transfer {
     /// The agent to hand it to; `null` (and no category) puts it back in the queue, where
     /// automatic allocation will not give it to the same agent again.
     #[serde(default)]
@@ -540,7 +540,7 @@ pub struct Transfer {
 
 /// A transfer to an agent who cannot take the conversation now: it waits for them.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TransferWaiting {
+pub(crate) struct TransferWaiting {
     /// The agent it waits for.
     pub waiting_for: String,
     /// Their name.
@@ -554,7 +554,7 @@ pub struct TransferWaiting {
 /// `POST /api/v1/conversations/{id}/transfer`.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/transfer", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = Transfer,
     responses((status = 204, description = "Moved: to the agent (who had room), to the queue or to the category"), (status = 202, description = "The agent is away, disconnected or full: the conversation waits for them in the queue (pinned) until they take it or the fallback passes", body = TransferWaiting), (status = 409, description = "Not assigned (to you), closed, the agent is offline (`agent_offline`), or the agent lacks required skills and `force` was not set (`agent_lacks_skill`, naming them)", body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn transfer(
+pub(crate) async fn transfer(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -677,7 +677,7 @@ pub async fn transfer(
 /// `_`, `-`, `.` starting with a letter; values 1 to 200 characters; at most 20).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ContactAttributes {
+pub(crate) struct ContactAttributes {
     /// The attributes by key.
     pub attributes: BTreeMap<String, String>,
 }
@@ -709,7 +709,7 @@ async fn check_contact_access(
 /// `GET /api/v1/contacts/{id}/attributes`.
 #[utoipa::path(get, path = "/api/v1/contacts/{id}/attributes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Contact id")),
     responses((status = 200, body = ContactAttributes), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "An agent who holds no conversation of this contact", body = ErrorBody)))]
-pub async fn contact_attributes(
+pub(crate) async fn contact_attributes(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -724,7 +724,7 @@ pub async fn contact_attributes(
 /// changed or removed key is audited (personal data).
 #[utoipa::path(put, path = "/api/v1/contacts/{id}/attributes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Contact id")), request_body = ContactAttributes,
     responses((status = 200, body = ContactAttributes), (status = 400, description = "A bad key or value, or too many", body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "An agent who holds no conversation of this contact", body = ErrorBody)))]
-pub async fn set_contact_attributes(
+pub(crate) async fn set_contact_attributes(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,
@@ -748,7 +748,7 @@ pub async fn set_contact_attributes(
 /// A note.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewNote {
+pub(crate) struct NewNote {
     /// The text.
     pub text: String,
 }
@@ -756,7 +756,7 @@ pub struct NewNote {
 /// `POST /api/v1/conversations/{id}/notes`.
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/notes", tag = "workspace", security(("session" = []), ("bearer" = [])), params(("id" = String, Path, description = "Id")), request_body = NewNote,
     responses((status = 201, body = Note), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn add_note(
+pub(crate) async fn add_note(
     State(state): State<AppState>,
     who: Principal,
     Path(id): Path<String>,

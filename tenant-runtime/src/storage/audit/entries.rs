@@ -9,18 +9,18 @@ use std::collections::BTreeMap;
 use crate::domain::audit::{AuditAction, AuditChange};
 
 /// The actor of changes made by a channel's inbound traffic.
-pub fn channel_actor(channel_app: &str) -> String {
+pub(crate) fn channel_actor(channel_app: &str) -> String {
     format!("channel:{channel_app}")
 }
 
 /// The actor of changes made by a background job.
-pub fn system_actor(job: &str) -> String {
+pub(crate) fn system_actor(job: &str) -> String {
     format!("system:{job}")
 }
 
 /// Entries for an inbound message: the new contact and identity (when the sender was unknown)
 /// and the message content.
-pub fn inbound(
+pub(crate) fn inbound(
     channel_app: &str,
     contact_id: &str,
     new_identity: Option<(&str, &str)>,
@@ -68,7 +68,7 @@ pub fn inbound(
 }
 
 /// The entry for an outbound message written by `author` (a user id) or an API client.
-pub fn outbound(
+pub(crate) fn outbound(
     author: Option<&str>,
     contact_id: Option<&str>,
     message_id: &str,
@@ -89,7 +89,7 @@ pub fn outbound(
 }
 
 /// Entries for a new user (user data is personal data too).
-pub fn user_created(
+pub(crate) fn user_created(
     actor: &str,
     user_id: &str,
     email: &str,
@@ -118,7 +118,7 @@ pub fn user_created(
 
 /// Entries for an edit of a contact's attributes from `old` to `new`: one per key added
 /// (`create`), changed (`update`) or removed (`delete`, no value), all about the contact.
-pub fn contact_attributes(
+pub(crate) fn contact_attributes(
     actor: &str,
     contact_id: &str,
     old: &BTreeMap<String, String>,

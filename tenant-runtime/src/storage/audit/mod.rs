@@ -24,7 +24,7 @@ use crate::domain::audit::{
 };
 
 /// Entries linked per chaining transaction.
-pub const CHAIN_BATCH: i64 = 1000;
+pub(crate) const CHAIN_BATCH: i64 = 1000;
 
 const SELECT_ENTRIES: &str = "SELECT seq, at, actor, action, entity, entity_id, subject_id, attribute, new_value, salt, value_hash, prev_hash, hash, redacted_at \
      FROM audit_log WHERE ($1 IS NULL OR subject_id = $1) AND seq > $2 ORDER BY seq LIMIT $3";
@@ -263,7 +263,7 @@ impl Store {
     }
 
     /// The purge anchor `(seq, hash)`, if entries were ever purged.
-    pub async fn audit_anchor(&self) -> Result<Option<(i64, String)>> {
+    pub(crate) async fn audit_anchor(&self) -> Result<Option<(i64, String)>> {
         let anchor: Option<ChainPoint> = on_driver!(self, |pool| sqlx::query_as(
             "SELECT seq, hash FROM audit_anchor WHERE id = 1"
         )

@@ -18,7 +18,7 @@ use crate::storage::{Error, GENERAL_CATEGORY_ID, Store};
 
 /// The data tables of a database, the foreign keys between them and the schema version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Catalog {
+pub(crate) struct Catalog {
     /// Table names, sorted (`_sqlx_migrations` and SQLite's own left out).
     pub tables: Vec<String>,
     /// `(table, referenced table)` for every foreign key.
@@ -41,7 +41,7 @@ fn quote(ident: &str) -> String {
 
 impl Store {
     /// The data tables, their foreign keys and the schema version.
-    pub async fn catalog(&self) -> Result<Catalog, Error> {
+    pub(crate) async fn catalog(&self) -> Result<Catalog, Error> {
         let (tables, references) = match self {
             Driver::Sqlite(pool) => {
                 let tables: Vec<String> = sqlx::query_scalar(
@@ -95,7 +95,7 @@ impl Store {
 
     /// Rows that count as data in `tables` (migrations seed a few rows, e.g. the General
     /// category, which do not count).
-    pub async fn data_rows(&self, tables: &[String]) -> Result<u64, Error> {
+    pub(crate) async fn data_rows(&self, tables: &[String]) -> Result<u64, Error> {
         let mut n = 0u64;
         for t in tables {
             let sql = if t == "categories" {
@@ -117,7 +117,7 @@ impl Store {
     /// Hands every row of `tables`, in that order, to `row` as `(table, JSON object text)`, all
     /// read in one consistent snapshot of a live database, one row at a time. Returns the rows
     /// per table.
-    pub async fn dump_rows<E: From<Error>>(
+    pub(crate) async fn dump_rows<E: From<Error>>(
         &self,
         tables: &[String],
         mut row: impl FnMut(&str, &str) -> Result<(), E>,
@@ -175,7 +175,7 @@ impl Store {
     /// `next` yields (`(table, JSON array text)`, `None` at the end), in one transaction. `check`
     /// runs after the last batch, before the commit: an error from it, from `next` or from the
     /// database rolls everything back.
-    pub async fn load_rows<E: From<Error>>(
+    pub(crate) async fn load_rows<E: From<Error>>(
         &self,
         tables: &[String],
         mut next: impl FnMut() -> Result<Option<(String, String)>, E>,
