@@ -173,6 +173,92 @@ fn per_second(decisions: f64, time: Duration) -> f64 {
     decisions / time.as_secs_f64()
 }
 
+/// A state with the snapshot's agents and every waiting conversation applied at its time: the
+/// agents end up full and the rest of the queue waits.
+fn saturated(snapshot: &Snapshot, categories: &Categories) -> RoutingState {
+    let mut state = RoutingState::new(snapshot.settings.clone(), categories.clone());
+    let start = snapshot.now;
+    for agent in &snapshot.agents {
+        state
+            .apply(Event::AgentRegistered(agent.clone()), start)
+            .expect("register");
+    }
+    for c in &snapshot.waiting {
+        let arrival = Arrival {
+            id: c.id,
+            contact: c.contact,
+            channel: ChannelType::Whatsapp,
+            category: c.category,
+            last_agent: c.last_agent,
+        };
+        state
+            .apply(Event::ConversationArrived(arrival), start)
+            .expect("arrival");
+    }
+    state
+}
+
+/// The baseline's handling of one event: update the plain snapshot, re-run the naive scan and
+/// apply its decisions. Returns how many it made.
+fn baseline_event(
+    snapshot: &mut Snapshot,
+    assignment: &mut BTreeMap<ConversationId, AgentId>,
+    categories: &Categories,
+    event: &Event,
+    at: DateTime<Utc>,
+) -> usize {
+    snapshot.now = at;
+    match event {
+        Event::ConversationClosed(c) => {
+            if let Some(agent) = assignment.remove(c)
+                && let Some(a) = snapshot.agents.iter_mut().find(|a| a.id == agent)
+            {
+                a.load -= 1;
+            }
+        }
+        Event::ConversationArrived(arrival) => {
+            let category = categories.get(arrival.category).expect("category");
+            let mut c = WaitingConversation::new(arrival.id, at);
+            c.category = category.id;
+            c.priority = category.priority;
+            c.required_skills = category.required_skills.clone();
+            c.last_agent = arrival.last_agent;
+            snapshot.waiting.push(c);
+        }
+        _ => {}
+    }
+    let made = naive::allocate(snapshot);
+    let count = made.len();
+    for (c, a) in made {
+        snapshot.waiting.retain(|w| w.id != c);
+        if let Some(agent) = snapshot.agents.iter_mut().find(|x| x.id == a) {
+            agent.load += 1;
+            agent.last_assigned_at = Some(at);
+        }
+        assignment.insert(c, a);
+    }
+    count
+}
+
+/// Prints the results as a Markdown table.
+fn print_rows(rows: &[Row]) {
+    println!(
+        "| scenario | engine time/run | engine decisions/s | naive time/run | naive decisions/s | speed-up |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for row in rows {
+        println!(
+            "| {} | {:.3} ms | {:.0} | {:.3} ms | {:.0} | {:.1}x |",
+            row.name,
+            row.engine.as_secs_f64() * 1e3,
+            per_second(row.engine_decisions, row.engine),
+            row.baseline.as_secs_f64() * 1e3,
+            per_second(row.baseline_decisions, row.baseline),
+            row.baseline.as_secs_f64() / row.engine.as_secs_f64(),
+        );
+    }
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let min_time = Duration::from_millis(if quick { 300 } else { 2_000 });
@@ -207,25 +293,8 @@ fn main() {
     });
 
     // Single-event runs on the saturated queue left by the full run.
-    let mut state = RoutingState::new(snapshot.settings.clone(), categories.clone());
     let start = snapshot.now;
-    for agent in &snapshot.agents {
-        state
-            .apply(Event::AgentRegistered(agent.clone()), start)
-            .expect("register");
-    }
-    for c in &snapshot.waiting {
-        let arrival = Arrival {
-            id: c.id,
-            contact: c.contact,
-            channel: ChannelType::Whatsapp,
-            category: c.category,
-            last_agent: c.last_agent,
-        };
-        state
-            .apply(Event::ConversationArrived(arrival), start)
-            .expect("arrival");
-    }
+    let mut state = saturated(&snapshot, &categories);
     let mut baseline_snapshot = state.snapshot(start);
     let mut assignment: BTreeMap<ConversationId, AgentId> = BTreeMap::new();
     for agent in &snapshot.agents {
@@ -279,36 +348,13 @@ fn main() {
     let mut baseline_decisions = 0usize;
     let started = Instant::now();
     for (event, at) in applied.iter().take(sample) {
-        baseline_snapshot.now = *at;
-        match event {
-            Event::ConversationClosed(c) => {
-                if let Some(agent) = assignment.remove(c)
-                    && let Some(a) = baseline_snapshot.agents.iter_mut().find(|a| a.id == agent)
-                {
-                    a.load -= 1;
-                }
-            }
-            Event::ConversationArrived(arrival) => {
-                let category = categories.get(arrival.category).expect("category");
-                let mut c = WaitingConversation::new(arrival.id, *at);
-                c.category = category.id;
-                c.priority = category.priority;
-                c.required_skills = category.required_skills.clone();
-                c.last_agent = arrival.last_agent;
-                baseline_snapshot.waiting.push(c);
-            }
-            _ => {}
-        }
-        let made = naive::allocate(&baseline_snapshot);
-        baseline_decisions += made.len();
-        for (c, a) in made {
-            baseline_snapshot.waiting.retain(|w| w.id != c);
-            if let Some(agent) = baseline_snapshot.agents.iter_mut().find(|x| x.id == a) {
-                agent.load += 1;
-                agent.last_assigned_at = Some(*at);
-            }
-            assignment.insert(c, a);
-        }
+        baseline_decisions += baseline_event(
+            &mut baseline_snapshot,
+            &mut assignment,
+            &categories,
+            event,
+            *at,
+        );
     }
     let baseline_per_event = started.elapsed() / sample as u32;
     rows.push(Row {
@@ -331,21 +377,7 @@ fn main() {
          {CATEGORIES} categories; full run = {} decisions",
         decisions.len()
     );
-    println!(
-        "| scenario | engine time/run | engine decisions/s | naive time/run | naive decisions/s | speed-up |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|");
-    for row in rows {
-        println!(
-            "| {} | {:.3} ms | {:.0} | {:.3} ms | {:.0} | {:.1}x |",
-            row.name,
-            row.engine.as_secs_f64() * 1e3,
-            per_second(row.engine_decisions, row.engine),
-            row.baseline.as_secs_f64() * 1e3,
-            per_second(row.baseline_decisions, row.baseline),
-            row.baseline.as_secs_f64() / row.engine.as_secs_f64(),
-        );
-    }
+    print_rows(&rows);
     println!(
         "single events: {events} engine events ({:.2} decisions/event), {sample} baseline events \
          ({:.2} decisions/event); time/run is per event",

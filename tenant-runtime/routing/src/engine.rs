@@ -729,65 +729,17 @@ impl Index {
             order,
             queued,
             buckets,
-            enqueue_times,
-            one_shot: _,
+            ..
         } = self;
         let full = matches!(scope, Scope::Full);
-        let mut focus_slots: Vec<usize> = Vec::new();
-        let mut focus_keys: Vec<QueueKey> = Vec::new();
-        if let Scope::Incremental {
-            agents,
-            conversations,
-        } = scope
-        {
-            focus_slots = agents
-                .iter()
-                .filter_map(|id| slot_of.get(id).copied())
-                .collect();
-            focus_slots.sort_unstable();
-            focus_slots.dedup();
-            focus_keys = conversations
-                .iter()
-                .filter_map(|id| queued.get(id))
-                .map(|q| QueueKey::of(&q.conversation))
-                .collect();
-            focus_keys.sort_unstable();
-            focus_keys.dedup();
-        }
+        let (focus_slots, focus_keys) = focus(scope, slot_of, queued);
 
         // The conversations to look at, in queue order: all of them in a full run; otherwise the
-        // focus conversations merged with the buckets some focus agent could serve at the
-        // widest widening the settings allow.
+        // focus conversations merged with the buckets some focus agent could serve.
         let keys: Box<dyn Iterator<Item = QueueKey> + '_> = if full {
             Box::new(order.iter().copied())
         } else {
-            let widest = Widening {
-                levels_relaxed: settings.relax_levels_after_secs.is_some(),
-                optional_dropped: settings.drop_optional_after_secs.is_some(),
-            };
-            let mut sources: Vec<Box<dyn Iterator<Item = QueueKey> + '_>> =
-                vec![Box::new(focus_keys.clone().into_iter())];
-            let mut relevant: Vec<(&BucketKey, &BTreeSet<QueueKey>)> = buckets
-                .iter()
-                .filter(|((requirement, pinned), _)| {
-                    let need_id = matcher.need(*requirement, widest);
-                    let need = &matcher.needs[need_id];
-                    focus_slots.iter().any(|&s| {
-                        let slot = &slots[s];
-                        let may = match pinned {
-                            Some(agent) => slot.agent.id == *agent && slot.open(),
-                            None => slot.auto_open(),
-                        };
-                        may && slot.meets(need)
-                    })
-                })
-                .collect();
-            // Deterministic source order (ties are impossible: keys are unique).
-            relevant.sort_unstable_by_key(|(key, _)| **key);
-            for (_, bucket) in relevant {
-                sources.push(Box::new(bucket.iter().copied()));
-            }
-            Box::new(Merge::new(sources))
+            incremental_keys(settings, matcher, slots, buckets, &focus_slots, &focus_keys)
         };
 
         let mut sets = CandidateSets::new(slots.len());
@@ -904,21 +856,95 @@ impl Index {
             }
         }
 
-        for decision in &decisions {
-            if let Some(q) = queued.remove(&decision.conversation) {
-                let key = QueueKey::of(&q.conversation);
-                order.remove(&key);
-                if let Some(bucket) = buckets.get_mut(&q.bucket()) {
-                    bucket.remove(&key);
-                    if bucket.is_empty() {
-                        buckets.remove(&q.bucket());
-                    }
-                }
-                enqueue_times.remove(&(key.1, key.2));
-            }
-        }
+        self.dequeue_decided(&decisions);
         decisions
     }
+
+    /// Takes the conversations just decided out of the queue and its indexes.
+    fn dequeue_decided(&mut self, decisions: &[Decision]) {
+        for decision in decisions {
+            if let Some(q) = self.queued.remove(&decision.conversation) {
+                let key = QueueKey::of(&q.conversation);
+                self.order.remove(&key);
+                if let Some(bucket) = self.buckets.get_mut(&q.bucket()) {
+                    bucket.remove(&key);
+                    if bucket.is_empty() {
+                        self.buckets.remove(&q.bucket());
+                    }
+                }
+                self.enqueue_times.remove(&(key.1, key.2));
+            }
+        }
+    }
+}
+
+/// An incremental run's focus: the slots of its agents and the queue keys of its waiting
+/// conversations, each sorted and without duplicates (both empty for a full run).
+fn focus(
+    scope: &Scope,
+    slot_of: &FxHashMap<AgentId, usize>,
+    queued: &FxHashMap<ConversationId, Queued>,
+) -> (Vec<usize>, Vec<QueueKey>) {
+    let Scope::Incremental {
+        agents,
+        conversations,
+    } = scope
+    else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut focus_slots: Vec<usize> = agents
+        .iter()
+        .filter_map(|id| slot_of.get(id).copied())
+        .collect();
+    focus_slots.sort_unstable();
+    focus_slots.dedup();
+    let mut focus_keys: Vec<QueueKey> = conversations
+        .iter()
+        .filter_map(|id| queued.get(id))
+        .map(|q| QueueKey::of(&q.conversation))
+        .collect();
+    focus_keys.sort_unstable();
+    focus_keys.dedup();
+    (focus_slots, focus_keys)
+}
+
+/// An incremental run's conversations in queue order: the focus conversations merged with the
+/// buckets some focus agent could serve at the widest widening the settings allow.
+fn incremental_keys<'a>(
+    settings: &RoutingSettings,
+    matcher: &mut Matcher,
+    slots: &[Slot],
+    buckets: &'a FxHashMap<BucketKey, BTreeSet<QueueKey>>,
+    focus_slots: &[usize],
+    focus_keys: &'a [QueueKey],
+) -> Box<dyn Iterator<Item = QueueKey> + 'a> {
+    let widest = Widening {
+        levels_relaxed: settings.relax_levels_after_secs.is_some(),
+        optional_dropped: settings.drop_optional_after_secs.is_some(),
+    };
+    let mut sources: Vec<Box<dyn Iterator<Item = QueueKey> + 'a>> =
+        vec![Box::new(focus_keys.iter().copied())];
+    let mut relevant: Vec<(&BucketKey, &BTreeSet<QueueKey>)> = buckets
+        .iter()
+        .filter(|((requirement, pinned), _)| {
+            let need_id = matcher.need(*requirement, widest);
+            let need = &matcher.needs[need_id];
+            focus_slots.iter().any(|&s| {
+                let slot = &slots[s];
+                let may = match pinned {
+                    Some(agent) => slot.agent.id == *agent && slot.open(),
+                    None => slot.auto_open(),
+                };
+                may && slot.meets(need)
+            })
+        })
+        .collect();
+    // Deterministic source order (ties are impossible: keys are unique).
+    relevant.sort_unstable_by_key(|(key, _)| **key);
+    for (_, bucket) in relevant {
+        sources.push(Box::new(bucket.iter().copied()));
+    }
+    Box::new(Merge::new(sources))
 }
 
 /// Merges sorted key streams into one sorted stream without duplicates.

@@ -63,8 +63,10 @@ pub enum ParseError {
 #[macro_export]
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal, { $($(#[$vmeta:meta])* $variant:ident => $wire:literal $(| $alias:literal)*),+ $(,)? }) => {
-        $(#[$meta])*
+        // The derive comes first so that the caller's `#[serde(…)]` follows the derive that
+        // introduces it, with or without the `openapi` feature.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ::serde::Serialize, ::serde::Deserialize)]
+        $(#[$meta])*
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $wire $(, alias = $alias)*)] $variant,)+
         }

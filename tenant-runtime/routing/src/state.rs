@@ -218,6 +218,14 @@ pub struct RoutingState {
     widening_clock: Option<DateTime<Utc>>,
 }
 
+/// The scope that looks for work for one agent.
+fn agents_only(id: AgentId) -> Option<Scope> {
+    Some(Scope::Incremental {
+        agents: vec![id],
+        conversations: vec![],
+    })
+}
+
 impl RoutingState {
     /// An empty state.
     pub fn new(settings: RoutingSettings, categories: Categories) -> Self {
@@ -501,60 +509,9 @@ impl RoutingState {
 
     /// Applies the event's change; returns the scope of the allocation to run, if any.
     fn change(&mut self, event: Event, now: DateTime<Utc>) -> Result<Option<Scope>, EventError> {
-        let agents_only = |id: AgentId| {
-            Some(Scope::Incremental {
-                agents: vec![id],
-                conversations: vec![],
-            })
-        };
         match event {
-            Event::AgentRegistered(mut agent) => {
-                let id = agent.id;
-                agent.load = self.assigned.get(&id).map_or(0, |set| set.len() as u32);
-                if let Some(old) = self.index.agent(id) {
-                    agent.last_assigned_at = agent.last_assigned_at.max(old.last_assigned_at);
-                }
-                let offline = agent.status == AgentStatus::Offline;
-                self.index.put_agent(agent);
-                if offline {
-                    // Offline agents hold no conversations.
-                    let returned = self.release_agent(id);
-                    return Ok(Some(Scope::Incremental {
-                        agents: vec![],
-                        conversations: returned,
-                    }));
-                }
-                Ok(agents_only(id))
-            }
-            Event::ConversationArrived(arrival) => {
-                if self.records.contains_key(&arrival.id) {
-                    return Err(EventError::DuplicateConversation(arrival.id));
-                }
-                let category = self
-                    .categories
-                    .get(arrival.category)
-                    .ok_or(EventError::UnknownCategory(arrival.category))?;
-                let data = WaitingConversation {
-                    id: arrival.id,
-                    contact: arrival.contact,
-                    channel: arrival.channel,
-                    category: category.id,
-                    priority: category.priority,
-                    required_skills: category.required_skills.clone(),
-                    enqueued_at: now,
-                    last_agent: arrival
-                        .last_agent
-                        .or_else(|| self.last_agent_by_contact.get(&arrival.contact).copied()),
-                    pinned_agent: None,
-                    avoid_agent: None,
-                };
-                let id = data.id;
-                self.enqueue(data);
-                Ok(Some(Scope::Incremental {
-                    agents: vec![],
-                    conversations: vec![id],
-                }))
-            }
+            Event::AgentRegistered(agent) => self.agent_registered(agent),
+            Event::ConversationArrived(arrival) => self.conversation_arrived(arrival, now),
             Event::AgentOnline(id) => {
                 self.known_agent(id)?;
                 self.index.update_load(id, |a| {
@@ -594,48 +551,8 @@ impl RoutingState {
                     .update_load(id, |a| a.connection = Connection::Connected);
                 Ok(agents_only(id))
             }
-            Event::GraceExpired(id) => {
-                let agent = self.known_agent(id)?;
-                let Connection::Disconnected { since } = agent.connection else {
-                    return Err(EventError::NotDisconnected(id));
-                };
-                let until = since + self.settings.grace();
-                if now < until {
-                    return Err(EventError::GraceNotElapsed { agent: id, until });
-                }
-                let returned = self.release_agent(id);
-                Ok(Some(Scope::Incremental {
-                    agents: vec![],
-                    conversations: returned,
-                }))
-            }
-            Event::ConversationClosed(id) => {
-                let status = self.record(id)?.status;
-                let freed = match status {
-                    ConversationStatus::Closed { .. } => return Err(EventError::Closed(id)),
-                    ConversationStatus::Waiting => {
-                        self.index.dequeue(id);
-                        None
-                    }
-                    ConversationStatus::Assigned { agent, .. } => {
-                        self.unassign(id, agent);
-                        let last = LastAgent {
-                            agent,
-                            served_at: now,
-                        };
-                        self.last_agent_by_contact
-                            .insert(record_contact(&self.records, id), last);
-                        if let Some(r) = self.records.get_mut(&id) {
-                            r.data.last_agent = Some(last);
-                        }
-                        Some(agent)
-                    }
-                };
-                if let Some(r) = self.records.get_mut(&id) {
-                    r.status = ConversationStatus::Closed { at: now };
-                }
-                Ok(freed.and_then(agents_only))
-            }
+            Event::GraceExpired(id) => self.grace_expired(id, now),
+            Event::ConversationClosed(id) => self.conversation_closed(id, now),
             Event::SkillToggled {
                 agent,
                 skill,
@@ -660,95 +577,228 @@ impl RoutingState {
             Event::TransferToAgent {
                 conversation,
                 agent,
-            } => {
-                let target = self.known_agent(agent)?;
-                if target.status == AgentStatus::Offline {
-                    return Err(EventError::AgentOffline(agent));
-                }
-                let record = self.record(conversation)?;
-                let widening = self.settings.widening(record.data.enqueued_at, now);
-                if let Some(reason) = skill_gap(target, &record.data.required_skills, widening) {
-                    return Err(EventError::TransferRejected {
-                        conversation,
-                        agent,
-                        reason,
-                    });
-                }
-                let freed = self.back_to_queue(conversation, |data| {
-                    data.pinned_agent = Some(agent);
-                    data.avoid_agent = None;
-                })?;
-                Ok(Some(Scope::Incremental {
-                    agents: freed.into_iter().collect(),
-                    conversations: vec![conversation],
-                }))
-            }
+            } => self.transfer_to_agent(conversation, agent, now),
             Event::TransferToCategory {
                 conversation,
                 category,
-            } => {
-                let category = self
-                    .categories
-                    .get(category)
-                    .ok_or(EventError::UnknownCategory(category))?
-                    .clone();
-                self.record(conversation)?;
-                let from = match self.records[&conversation].status {
-                    ConversationStatus::Assigned { agent, .. } => Some(agent),
-                    _ => None,
-                };
-                let freed = self.back_to_queue(conversation, |data| {
-                    data.category = category.id;
-                    data.priority = category.priority;
-                    data.required_skills = category.required_skills.clone();
-                    data.pinned_agent = None;
-                    data.avoid_agent = from;
-                })?;
-                Ok(Some(Scope::Incremental {
-                    agents: freed.into_iter().collect(),
-                    conversations: vec![conversation],
-                }))
-            }
-            Event::Unassigned(conversation) => {
-                let from = match self.record(conversation)?.status {
-                    ConversationStatus::Assigned { agent, .. } => agent,
-                    ConversationStatus::Closed { .. } => {
-                        return Err(EventError::Closed(conversation));
-                    }
-                    ConversationStatus::Waiting => {
-                        return Err(EventError::NotAssigned(conversation));
-                    }
-                };
-                let skills =
-                    category_skills(&self.categories, self.record(conversation)?.data.category);
-                self.back_to_queue(conversation, |data| {
-                    data.pinned_agent = None;
-                    data.required_skills = skills;
-                    data.avoid_agent = Some(from);
-                })?;
-                Ok(Some(Scope::Incremental {
-                    agents: vec![from],
-                    conversations: vec![conversation],
-                }))
-            }
-            Event::Reopened(conversation) => {
-                let record = self.record(conversation)?;
-                if !matches!(record.status, ConversationStatus::Closed { .. }) {
-                    return Err(EventError::NotClosed(conversation));
-                }
-                let mut data = record.data.clone();
-                data.enqueued_at = now;
-                data.pinned_agent = None;
-                data.required_skills = category_skills(&self.categories, data.category);
-                data.avoid_agent = None;
-                self.enqueue(data);
-                Ok(Some(Scope::Incremental {
-                    agents: vec![],
-                    conversations: vec![conversation],
-                }))
-            }
+            } => self.transfer_to_category(conversation, category),
+            Event::Unassigned(conversation) => self.unassigned(conversation),
+            Event::Reopened(conversation) => self.reopened(conversation, now),
             Event::Tick => Ok(Some(Scope::Full)),
         }
+    }
+
+    /// Adds or replaces an agent; an offline one returns what it held.
+    fn agent_registered(&mut self, mut agent: Agent) -> Result<Option<Scope>, EventError> {
+        let id = agent.id;
+        agent.load = self.assigned.get(&id).map_or(0, |set| set.len() as u32);
+        if let Some(old) = self.index.agent(id) {
+            agent.last_assigned_at = agent.last_assigned_at.max(old.last_assigned_at);
+        }
+        let offline = agent.status == AgentStatus::Offline;
+        self.index.put_agent(agent);
+        if offline {
+            // Offline agents hold no conversations.
+            let returned = self.release_agent(id);
+            return Ok(Some(Scope::Incremental {
+                agents: vec![],
+                conversations: returned,
+            }));
+        }
+        Ok(agents_only(id))
+    }
+
+    /// Queues a new conversation with its category's requirements.
+    fn conversation_arrived(
+        &mut self,
+        arrival: Arrival,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Scope>, EventError> {
+        if self.records.contains_key(&arrival.id) {
+            return Err(EventError::DuplicateConversation(arrival.id));
+        }
+        let category = self
+            .categories
+            .get(arrival.category)
+            .ok_or(EventError::UnknownCategory(arrival.category))?;
+        let data = WaitingConversation {
+            id: arrival.id,
+            contact: arrival.contact,
+            channel: arrival.channel,
+            category: category.id,
+            priority: category.priority,
+            required_skills: category.required_skills.clone(),
+            enqueued_at: now,
+            last_agent: arrival
+                .last_agent
+                .or_else(|| self.last_agent_by_contact.get(&arrival.contact).copied()),
+            pinned_agent: None,
+            avoid_agent: None,
+        };
+        let id = data.id;
+        self.enqueue(data);
+        Ok(Some(Scope::Incremental {
+            agents: vec![],
+            conversations: vec![id],
+        }))
+    }
+
+    /// Returns a disconnected agent's conversations once the grace has elapsed.
+    fn grace_expired(
+        &mut self,
+        id: AgentId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Scope>, EventError> {
+        let agent = self.known_agent(id)?;
+        let Connection::Disconnected { since } = agent.connection else {
+            return Err(EventError::NotDisconnected(id));
+        };
+        let until = since + self.settings.grace();
+        if now < until {
+            return Err(EventError::GraceNotElapsed { agent: id, until });
+        }
+        let returned = self.release_agent(id);
+        Ok(Some(Scope::Incremental {
+            agents: vec![],
+            conversations: returned,
+        }))
+    }
+
+    /// Closes a conversation, freeing its agent and remembering them for the contact.
+    fn conversation_closed(
+        &mut self,
+        id: ConversationId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Scope>, EventError> {
+        let status = self.record(id)?.status;
+        let freed = match status {
+            ConversationStatus::Closed { .. } => return Err(EventError::Closed(id)),
+            ConversationStatus::Waiting => {
+                self.index.dequeue(id);
+                None
+            }
+            ConversationStatus::Assigned { agent, .. } => {
+                self.unassign(id, agent);
+                let last = LastAgent {
+                    agent,
+                    served_at: now,
+                };
+                self.last_agent_by_contact
+                    .insert(record_contact(&self.records, id), last);
+                if let Some(r) = self.records.get_mut(&id) {
+                    r.data.last_agent = Some(last);
+                }
+                Some(agent)
+            }
+        };
+        if let Some(r) = self.records.get_mut(&id) {
+            r.status = ConversationStatus::Closed { at: now };
+        }
+        Ok(freed.and_then(agents_only))
+    }
+
+    /// Pins a conversation to an agent who may take it.
+    fn transfer_to_agent(
+        &mut self,
+        conversation: ConversationId,
+        agent: AgentId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Scope>, EventError> {
+        let target = self.known_agent(agent)?;
+        if target.status == AgentStatus::Offline {
+            return Err(EventError::AgentOffline(agent));
+        }
+        let record = self.record(conversation)?;
+        let widening = self.settings.widening(record.data.enqueued_at, now);
+        if let Some(reason) = skill_gap(target, &record.data.required_skills, widening) {
+            return Err(EventError::TransferRejected {
+                conversation,
+                agent,
+                reason,
+            });
+        }
+        let freed = self.back_to_queue(conversation, |data| {
+            data.pinned_agent = Some(agent);
+            data.avoid_agent = None;
+        })?;
+        Ok(Some(Scope::Incremental {
+            agents: freed.into_iter().collect(),
+            conversations: vec![conversation],
+        }))
+    }
+
+    /// Requeues a conversation under another category, avoiding the agent who had it.
+    fn transfer_to_category(
+        &mut self,
+        conversation: ConversationId,
+        category: CategoryId,
+    ) -> Result<Option<Scope>, EventError> {
+        let category = self
+            .categories
+            .get(category)
+            .ok_or(EventError::UnknownCategory(category))?
+            .clone();
+        self.record(conversation)?;
+        let from = match self.records[&conversation].status {
+            ConversationStatus::Assigned { agent, .. } => Some(agent),
+            _ => None,
+        };
+        let freed = self.back_to_queue(conversation, |data| {
+            data.category = category.id;
+            data.priority = category.priority;
+            data.required_skills = category.required_skills.clone();
+            data.pinned_agent = None;
+            data.avoid_agent = from;
+        })?;
+        Ok(Some(Scope::Incremental {
+            agents: freed.into_iter().collect(),
+            conversations: vec![conversation],
+        }))
+    }
+
+    /// Returns an assigned conversation to the queue, avoiding its agent.
+    fn unassigned(&mut self, conversation: ConversationId) -> Result<Option<Scope>, EventError> {
+        let from = match self.record(conversation)?.status {
+            ConversationStatus::Assigned { agent, .. } => agent,
+            ConversationStatus::Closed { .. } => {
+                return Err(EventError::Closed(conversation));
+            }
+            ConversationStatus::Waiting => {
+                return Err(EventError::NotAssigned(conversation));
+            }
+        };
+        let skills = category_skills(&self.categories, self.record(conversation)?.data.category);
+        self.back_to_queue(conversation, |data| {
+            data.pinned_agent = None;
+            data.required_skills = skills;
+            data.avoid_agent = Some(from);
+        })?;
+        Ok(Some(Scope::Incremental {
+            agents: vec![from],
+            conversations: vec![conversation],
+        }))
+    }
+
+    /// Queues a closed conversation again.
+    fn reopened(
+        &mut self,
+        conversation: ConversationId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Scope>, EventError> {
+        let record = self.record(conversation)?;
+        if !matches!(record.status, ConversationStatus::Closed { .. }) {
+            return Err(EventError::NotClosed(conversation));
+        }
+        let mut data = record.data.clone();
+        data.enqueued_at = now;
+        data.pinned_agent = None;
+        data.required_skills = category_skills(&self.categories, data.category);
+        data.avoid_agent = None;
+        self.enqueue(data);
+        Ok(Some(Scope::Incremental {
+            agents: vec![],
+            conversations: vec![conversation],
+        }))
     }
 
     fn enqueue(&mut self, data: WaitingConversation) {

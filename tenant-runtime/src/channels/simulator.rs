@@ -630,46 +630,129 @@ async fn token(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: Bytes) -> 
         .into_response()
 }
 
+/// Whether the request carries a bearer token the simulator issued and that has not expired.
+async fn authorised(sim: &Sim, headers: &HeaderMap) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    sim.tokens
+        .lock()
+        .await
+        .get(bearer)
+        .is_some_and(|exp| *exp > Instant::now())
+}
+
+/// Takes this request's share of the injected faults: a delay, a 500, or a 429's `Retry-After`.
+async fn take_faults(sim: &Sim) -> (Option<Duration>, bool, Option<u64>) {
+    let mut f = sim.faults.lock().await;
+    let delay = (f.delay_next > 0).then(|| {
+        f.delay_next -= 1;
+        Duration::from_millis(f.delay_ms)
+    });
+    let fail = f.fail_next > 0;
+    if fail {
+        f.fail_next -= 1;
+    }
+    let throttle = (!fail && f.throttle_next > 0).then(|| {
+        f.throttle_next -= 1;
+        f.retry_after_secs
+    });
+    (delay, fail, throttle)
+}
+
+/// Logs a send; a repeated `correlation_id` counts as a duplicate of the first send and gets its
+/// message id. Returns the message id and whether the send is new.
+async fn record_send(sim: &Sim, mut record: SentRecord) -> (String, bool) {
+    let mut sent = sim.sent.lock().await;
+    let (records, by_corr, duplicates) = &mut *sent;
+    match record
+        .correlation_id
+        .as_ref()
+        .and_then(|c| by_corr.get(c).copied())
+    {
+        Some(i) => {
+            records[i].received += 1;
+            *duplicates += 1;
+            (records[i].message_id.clone(), false)
+        }
+        None => {
+            record.message_id = sim.next_id();
+            if let Some(c) = &record.correlation_id {
+                by_corr.insert(c.clone(), records.len());
+            }
+            let message_id = record.message_id.clone();
+            records.push(record);
+            (message_id, true)
+        }
+    }
+}
+
+/// Sends a new message's callbacks later: the WhatsApp window refusal when `closed` (accepted
+/// now, refused by the channel a moment later: the API's asynchronous check), else the delivery
+/// reports when they are switched on.
+fn spawn_reports(
+    sim: &Arc<Sim>,
+    ch: SimChannel,
+    identity: String,
+    message_id: String,
+    correlation_id: Option<String>,
+    closed: bool,
+) {
+    let statuses: &[&str] = if closed {
+        &[]
+    } else if sim.settings.delivery_reports {
+        &["QUEUED_ON_CHANNEL", "DELIVERED", "READ"]
+    } else {
+        return;
+    };
+    let sim = sim.clone();
+    tokio::spawn(async move {
+        let delay = Duration::from_millis(sim.settings.report_delay_ms);
+        let bodies: Vec<String> = if closed {
+            vec![
+                window_failure_callback(&ch, &identity, &message_id, correlation_id.as_deref())
+                    .to_string(),
+            ]
+        } else {
+            statuses
+                .iter()
+                .map(|status| {
+                    delivery_report_callback(
+                        &ch,
+                        &identity,
+                        &message_id,
+                        correlation_id.as_deref(),
+                        status,
+                    )
+                    .to_string()
+                })
+                .collect()
+        };
+        for body in bodies {
+            tokio::time::sleep(delay).await;
+            if let Err(e) = sim.post_callback(&ch, body.as_bytes()).await {
+                tracing::debug!(error = %e, "delivery report not delivered");
+            }
+        }
+    });
+}
+
 async fn send(
     State(sim): State<Arc<Sim>>,
     Path(project): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let authorised = sim
-        .tokens
-        .lock()
-        .await
-        .get(bearer)
-        .is_some_and(|exp| *exp > Instant::now());
-    if !authorised {
+    if !authorised(&sim, &headers).await {
         return rpc_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Request had invalid authentication credentials.",
         );
     }
-    let (delay, fail, throttle) = {
-        let mut f = sim.faults.lock().await;
-        let delay = (f.delay_next > 0).then(|| {
-            f.delay_next -= 1;
-            Duration::from_millis(f.delay_ms)
-        });
-        let fail = f.fail_next > 0;
-        if fail {
-            f.fail_next -= 1;
-        }
-        let throttle = (!fail && f.throttle_next > 0).then(|| {
-            f.throttle_next -= 1;
-            f.retry_after_secs
-        });
-        (delay, fail, throttle)
-    };
+    let (delay, fail, throttle) = take_faults(&sim).await;
     if let Some(d) = delay.filter(|_| fail || throttle.is_some()) {
         tokio::time::sleep(d).await;
     }
@@ -733,35 +816,18 @@ async fn send(
         .as_str()
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
-    let (message_id, fresh) = {
-        let mut sent = sim.sent.lock().await;
-        let (records, by_corr, duplicates) = &mut *sent;
-        match correlation_id
-            .as_ref()
-            .and_then(|c| by_corr.get(c).copied())
-        {
-            Some(i) => {
-                records[i].received += 1;
-                *duplicates += 1;
-                (records[i].message_id.clone(), false)
-            }
-            None => {
-                let message_id = sim.next_id();
-                if let Some(c) = &correlation_id {
-                    by_corr.insert(c.clone(), records.len());
-                }
-                records.push(SentRecord {
-                    message_id: message_id.clone(),
-                    correlation_id: correlation_id.clone(),
-                    app_id,
-                    identity: identity.clone(),
-                    body: req.clone(),
-                    received: 1,
-                });
-                (message_id, true)
-            }
-        }
-    };
+    let (message_id, fresh) = record_send(
+        &sim,
+        SentRecord {
+            message_id: String::new(),
+            correlation_id: correlation_id.clone(),
+            app_id,
+            identity: identity.clone(),
+            body: req.clone(),
+            received: 1,
+        },
+    )
+    .await;
     let closed = ch.channel == ChannelType::Whatsapp && {
         let last = sim
             .contacts
@@ -776,38 +842,15 @@ async fn send(
             chrono::Utc::now(),
         )
     };
-    if fresh && closed {
-        // Accepted now, refused by the channel a moment later: the API's asynchronous check.
-        let sim = sim.clone();
-        let message_id = message_id.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(sim.settings.report_delay_ms)).await;
-            let body =
-                window_failure_callback(&ch, &identity, &message_id, correlation_id.as_deref())
-                    .to_string();
-            if let Err(e) = sim.post_callback(&ch, body.as_bytes()).await {
-                tracing::debug!(error = %e, "delivery report not delivered");
-            }
-        });
-    } else if fresh && sim.settings.delivery_reports {
-        let sim = sim.clone();
-        let message_id = message_id.clone();
-        tokio::spawn(async move {
-            for status in ["QUEUED_ON_CHANNEL", "DELIVERED", "READ"] {
-                tokio::time::sleep(Duration::from_millis(sim.settings.report_delay_ms)).await;
-                let body = delivery_report_callback(
-                    &ch,
-                    &identity,
-                    &message_id,
-                    correlation_id.as_deref(),
-                    status,
-                )
-                .to_string();
-                if let Err(e) = sim.post_callback(&ch, body.as_bytes()).await {
-                    tracing::debug!(error = %e, "delivery report not delivered");
-                }
-            }
-        });
+    if fresh {
+        spawn_reports(
+            &sim,
+            ch,
+            identity,
+            message_id.clone(),
+            correlation_id,
+            closed,
+        );
     }
     // A slow answer comes after the send was taken: a client that gives up (or dies) meanwhile
     // has sent it all the same, which is the case the idempotency key exists for.
