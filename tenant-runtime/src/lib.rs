@@ -26,11 +26,15 @@
 //! the vocabulary. The routing engine is not a module here but its own crate
 //! (`contact-routing`), below all of these: pure by what it can link.
 //!
-//! Layout, one folder per concern: [`storage`] (repositories and migrations), [`channels`]
-//! (webhook verification, callback parsing, channel rules, the outbox sender and the simulator),
-//! [`routing`] (the allocator service around the engine), [`privacy`] (retention, audit
-//! chaining, contact import/export parsing), [`backup`], [`live`] (the event hub), [`http`]
-//! (routes, auth, errors, OpenAPI), [`app`] (wiring) and [`cli`].
+//! Layout, one folder per concern: [`domain`] (vocabulary, and the API types in `domain::api`:
+//! the only OpenAPI schemas; storage rows are plain `FromRow` structs), [`storage`]
+//! (repositories, the audit writer, and `storage::dialect`, the one place SQLite and PostgreSQL
+//! differ; migrations in `migrations/{sqlite,postgres}`, kept in step by the `schema` test),
+//! [`channels`] (webhook verification, callback parsing, channel rules, the outbox sender and
+//! the simulator), [`routing`] (the allocator service around the engine), [`privacy`]
+//! (retention, audit chaining, contact import/export parsing), [`backup`], [`live`] (the event
+//! hub), [`http`] (one `routes/` module per area, accounts, the one error type, OpenAPI),
+//! [`app`] (wiring) and [`cli`]. The integration tests are one binary, `tests/api/main.rs`.
 
 // Items are `pub(crate)` unless a test, benchmark, the binary or the operator's contract test
 // uses them, so that dead code warns.
