@@ -415,13 +415,23 @@ async fn login_csrf_roles_and_logout_over_http() {
     .await;
     assert_eq!(status, 201);
 
+    invited_agents_bearer_tokens_and_logout(&h, &post, &session, &csrf).await;
+}
+
+/// The second half of [`login_csrf_roles_and_logout_over_http`]: an invited agent's rights, the bearer token without CSRF, logout, and the stored session hash.
+async fn invited_agents_bearer_tokens_and_logout(
+    h: &Harness,
+    post: &reqwest::Method,
+    session: &str,
+    csrf: &str,
+) {
     // An invited agent: 403 on admin routes, 200 on the Workspace's.
     let (status, invite, _) = call(
-        &h,
+        h,
         post.clone(),
         "/api/v1/admin/invites",
-        Some(&session),
-        Some(&csrf),
+        Some(session),
+        Some(csrf),
         Some(json!({"email": "ag@x.test", "role": "agent"})),
     )
     .await;
@@ -434,7 +444,7 @@ async fn login_csrf_roles_and_logout_over_http() {
         .unwrap()
         .to_owned();
     let (status, body, agent_cookie) = call(
-        &h,
+        h,
         post.clone(),
         "/auth/invite/accept",
         None,
@@ -450,11 +460,11 @@ async fn login_csrf_roles_and_logout_over_http() {
         "/api/v1/contacts",
         "/api/v1/admin/invites",
     ] {
-        let (status, _, _) = call(&h, reqwest::Method::GET, path, Some(&agent), None, None).await;
+        let (status, _, _) = call(h, reqwest::Method::GET, path, Some(&agent), None, None).await;
         assert_eq!(status, 403, "{path}");
     }
     let (status, _, _) = call(
-        &h,
+        h,
         reqwest::Method::GET,
         "/api/v1/queue",
         Some(&agent),
@@ -483,21 +493,21 @@ async fn login_csrf_roles_and_logout_over_http() {
 
     // Logout ends the session for good.
     let (status, _, cleared) = call(
-        &h,
+        h,
         post.clone(),
         "/auth/logout",
-        Some(&session),
-        Some(&csrf),
+        Some(session),
+        Some(csrf),
         None,
     )
     .await;
     assert_eq!(status, 204);
     assert!(cleared.unwrap().contains("Max-Age=0"));
     let (status, _, _) = call(
-        &h,
+        h,
         reqwest::Method::GET,
         "/api/v1/users",
-        Some(&session),
+        Some(session),
         None,
         None,
     )

@@ -136,6 +136,69 @@ async fn reply_to_all(http: reqwest::Client, url: String) -> HashSet<String> {
         .await
 }
 
+/// The channel's log after the restart: no reply delivered twice, every reply delivered, and
+/// every send unanswered at the kill made again and recognised by its correlation id.
+fn delivered_exactly_once(log: &SentLog, replies: &HashSet<String>, in_flight_at_kill: u64) {
+    let delivered: Vec<&str> = log
+        .messages
+        .iter()
+        .filter_map(|m| m.correlation_id.as_deref())
+        .collect();
+    let unique: HashSet<&str> = delivered.iter().copied().collect();
+    assert_eq!(delivered.len(), unique.len(), "no reply delivered twice");
+    // Every send that was unanswered at the kill was made again after the restart and
+    // recognised by its correlation id: the restart did resend, and nothing was doubled.
+    assert!(
+        log.duplicates >= in_flight_at_kill,
+        "{in_flight_at_kill} sends were unanswered at the kill, only {} re-sent",
+        log.duplicates
+    );
+    assert_eq!(
+        unique,
+        replies.iter().map(String::as_str).collect::<HashSet<_>>(),
+        "every reply delivered"
+    );
+}
+
+/// After the restart: the outbox drains, every inbound message is stored exactly once (one
+/// contact and conversation per customer), and every reply is one outbox row, sent.
+async fn stored_exactly_once(store: &Store, count: u64, identities: u64, replies: usize) {
+    eventually(60, "outbox drained", || async {
+        (store.outbox_count("pending").await.unwrap() == 0).then_some(())
+    })
+    .await;
+    let Store::Sqlite(pool) = &store else {
+        unreachable!()
+    };
+    let (total, distinct): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT external_id) FROM messages WHERE direction = 'inbound'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        total, count as i64,
+        "every inbound message stored exactly once"
+    );
+    assert_eq!(distinct, count as i64);
+    let expected_ids: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE direction = 'inbound' AND external_id LIKE 'CRASH%'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(expected_ids, count as i64);
+    assert_eq!(
+        store.count("conversations").await.unwrap(),
+        identities as i64,
+        "one conversation per customer"
+    );
+    assert_eq!(store.count("contacts").await.unwrap(), identities as i64);
+    assert_eq!(replies, identities as usize, "one reply per conversation");
+    assert_eq!(store.count("outbox").await.unwrap(), replies as i64);
+    assert_eq!(store.outbox_count("sent").await.unwrap(), replies as i64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_inbound_stream_and_outbox_drain_loses_nothing_and_duplicates_nothing() {
     let count: u64 = std::env::var("CONTACT_CRASH_MESSAGES")
@@ -262,68 +325,10 @@ channels:
     )
     .await
     .unwrap();
-    eventually(60, "outbox drained", || async {
-        (store.outbox_count("pending").await.unwrap() == 0).then_some(())
-    })
-    .await;
-    let Store::Sqlite(pool) = &store else {
-        unreachable!()
-    };
-    let (total, distinct): (i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COUNT(DISTINCT external_id) FROM messages WHERE direction = 'inbound'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(
-        total, count as i64,
-        "every inbound message stored exactly once"
-    );
-    assert_eq!(distinct, count as i64);
-    let expected_ids: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM messages WHERE direction = 'inbound' AND external_id LIKE 'CRASH%'",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap();
-    assert_eq!(expected_ids, count as i64);
-    assert_eq!(
-        store.count("conversations").await.unwrap(),
-        identities as i64,
-        "one conversation per customer"
-    );
-    assert_eq!(store.count("contacts").await.unwrap(), identities as i64);
-    assert_eq!(
-        replies.len(),
-        identities as usize,
-        "one reply per conversation"
-    );
-    assert_eq!(store.count("outbox").await.unwrap(), replies.len() as i64);
-    assert_eq!(
-        store.outbox_count("sent").await.unwrap(),
-        replies.len() as i64
-    );
+    stored_exactly_once(&store, count, identities, replies.len()).await;
 
     let log = sent_log(&http, &sim_url).await;
-    let delivered: Vec<&str> = log
-        .messages
-        .iter()
-        .filter_map(|m| m.correlation_id.as_deref())
-        .collect();
-    let unique: HashSet<&str> = delivered.iter().copied().collect();
-    assert_eq!(delivered.len(), unique.len(), "no reply delivered twice");
-    // Every send that was unanswered at the kill was made again after the restart and
-    // recognised by its correlation id: the restart did resend, and nothing was doubled.
-    assert!(
-        log.duplicates >= in_flight_at_kill,
-        "{in_flight_at_kill} sends were unanswered at the kill, only {} re-sent",
-        log.duplicates
-    );
-    assert_eq!(
-        unique,
-        replies.iter().map(String::as_str).collect::<HashSet<_>>(),
-        "every reply delivered"
-    );
+    delivered_exactly_once(&log, &replies, in_flight_at_kill);
     eprintln!(
         "crash test: {count} inbound in {} attempts, {} replies, {} re-sends deduped by correlation_id",
         done.attempts,

@@ -736,6 +736,18 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     .unwrap();
     assert_eq!(note.status(), 201);
 
+    search_and_export_find_everything(&h, &dpo, &agent, &supervisor, &contact, &secrets).await;
+}
+
+/// The first half of [`dpo_search_export_anonymize_leaves_no_trace`]: search finds the contact by every key, the export holds all of it.
+async fn search_and_export_find_everything(
+    h: &Harness,
+    dpo: &str,
+    agent: &str,
+    supervisor: &str,
+    contact: &str,
+    secrets: &[&str],
+) {
     // Search by every kind of key finds her, and only her.
     for q in [
         "alice.old@example.com",
@@ -746,8 +758,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         "prefers mornings elmwood",
     ] {
         let found: Value = as_user(
-            &h,
-            &dpo,
+            h,
+            dpo,
             Method::GET,
             &format!("/privacy/subjects?q={}", enc(q)),
         )
@@ -763,13 +775,13 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
             .iter()
             .map(|c| c["id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids, vec![contact.as_str()], "q={q}");
+        assert_eq!(ids, vec![contact], "q={q}");
     }
 
     // An address she had before is hers too: it is found through the audit log.
     let moved = as_user(
-        &h,
-        &agent,
+        h,
+        agent,
         Method::PATCH,
         &format!("/privacy/contacts/{contact}"),
     )
@@ -779,8 +791,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     .unwrap();
     assert_eq!(moved.status(), 200);
     let found: Value = as_user(
-        &h,
-        &dpo,
+        h,
+        dpo,
         Method::GET,
         "/privacy/subjects?q=alice.old%40example.com",
     )
@@ -790,12 +802,12 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     .json()
     .await
     .unwrap();
-    assert_eq!(found[0]["id"], contact.as_str());
+    assert_eq!(found[0]["id"], contact);
 
     // The export holds all of it, including who changed what.
     let export = as_user(
-        &h,
-        &dpo,
+        h,
+        dpo,
         Method::GET,
         &format!("/privacy/subjects/{contact}/export"),
     )
@@ -816,7 +828,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     }
     assert_eq!(export["messages"].as_array().unwrap().len(), 3);
     assert_eq!(export["notes"].as_array().unwrap().len(), 1);
-    assert_eq!(export["notes"][0]["author_user_id"], supervisor.as_str());
+    assert_eq!(export["notes"][0]["author_user_id"], supervisor);
     assert_eq!(export["contact"]["attributes"]["tier"], "gold");
     let audit = export["audit"].as_array().unwrap();
     assert!(audit.iter().any(|e| e["actor"] == "api"
@@ -825,7 +837,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     assert!(
         audit
             .iter()
-            .any(|e| e["actor"] == agent.as_str() && e["attribute"] == "email")
+            .any(|e| e["actor"] == agent && e["attribute"] == "email")
     );
     assert!(
         audit
@@ -833,10 +845,21 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
             .any(|e| e["actor"] == "channel:wa" && e["entity"] == "message")
     );
 
+    anonymize_leaves_no_trace(h, dpo, agent, contact, secrets).await;
+}
+
+/// The second half of [`dpo_search_export_anonymize_leaves_no_trace`]: the DPO anonymizes the contact, then the agent; nothing of either survives anywhere.
+async fn anonymize_leaves_no_trace(
+    h: &Harness,
+    dpo: &str,
+    agent: &str,
+    contact: &str,
+    secrets: &[&str],
+) {
     // Anonymize: the confirmation must name the contact.
     let wrong = as_user(
-        &h,
-        &dpo,
+        h,
+        dpo,
         Method::POST,
         &format!("/privacy/subjects/{contact}/anonymize"),
     )
@@ -846,8 +869,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     .unwrap();
     assert_eq!(wrong.status(), 400);
     let report: Value = as_user(
-        &h,
-        &dpo,
+        h,
+        dpo,
         Method::POST,
         &format!("/privacy/subjects/{contact}/anonymize"),
     )
@@ -875,7 +898,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
     assert_eq!(h.store.count("messages").await.unwrap(), 4);
     assert_eq!(h.store.count("conversation_notes").await.unwrap(), 1);
     // Gone from search and export too.
-    let found: Value = as_user(&h, &dpo, Method::GET, "/privacy/subjects?q=46701112233")
+    let found: Value = as_user(h, dpo, Method::GET, "/privacy/subjects?q=46701112233")
         .send()
         .await
         .unwrap()
@@ -884,8 +907,8 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
         .unwrap();
     assert_eq!(found, json!([]));
     let export: Value = as_user(
-        &h,
-        &dpo,
+        h,
+        dpo,
         Method::GET,
         &format!("/privacy/subjects/{contact}/export"),
     )
@@ -910,7 +933,7 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
             .any(|e| e["action"] == "anonymize" && e["attribute"] == "notes")
     );
     // The chain still verifies, and the anonymization is in it.
-    let verify: Value = as_user(&h, &dpo, Method::GET, "/privacy/audit/verify")
+    let verify: Value = as_user(h, dpo, Method::GET, "/privacy/audit/verify")
         .send()
         .await
         .unwrap()
@@ -923,12 +946,12 @@ async fn dpo_search_export_anonymize_leaves_no_trace(db: Db) {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["action"] == "anonymize" && e["actor"] == dpo.as_str())
+            .any(|e| e["action"] == "anonymize" && e["actor"] == dpo)
     );
     // User data goes only on explicit request; the agent's messages stay counted.
     let gone: Value = as_user(
-        &h,
-        &dpo,
+        h,
+        dpo,
         Method::POST,
         &format!("/privacy/users/{agent}/anonymize"),
     )
@@ -1257,6 +1280,11 @@ async fn contact_import_and_export(db: Db) {
         "nothing lost, nothing added"
     );
 
+    imports_and_exports_are_audited_and_round_trip(&h, &admin).await;
+}
+
+/// The second half of [`contact_import_and_export`]: audit entries name the importer, both export formats are audited, and an export imported again gives the same attributes back.
+async fn imports_and_exports_are_audited_and_round_trip(h: &Harness, admin: &str) {
     // Imports are audited with the importer as actor.
     let entries = h.store.audit_entries(&AuditQuery::default()).await.unwrap();
     assert!(entries.iter().any(|e| e.actor == admin
@@ -1273,18 +1301,13 @@ async fn contact_import_and_export(db: Db) {
         && e.new_value.as_deref() == Some(" padded ")));
 
     // Export in both formats; the export is audited.
-    let csv_out = as_user(
-        &h,
-        &admin,
-        Method::GET,
-        "/privacy/contacts/export?format=csv",
-    )
-    .send()
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let csv_out = as_user(h, admin, Method::GET, "/privacy/contacts/export?format=csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         csv_out.starts_with(
             "id,display_name,email,phone,identities,created_at,anonymized_at,attr:crm.note,attr:tier\n"
@@ -1293,7 +1316,7 @@ async fn contact_import_and_export(db: Db) {
     );
     assert!(csv_out.contains("Ann Import,ann@example.com,46700000001,WHATSAPP:46700000001"));
     assert!(csv_out.contains("SMS:46700000002;TELEGRAM:ben_t"));
-    let json_out: Value = as_user(&h, &admin, Method::GET, "/privacy/contacts/export")
+    let json_out: Value = as_user(h, admin, Method::GET, "/privacy/contacts/export")
         .send()
         .await
         .unwrap()
@@ -1331,8 +1354,8 @@ async fn contact_import_and_export(db: Db) {
             .unwrap();
     }
     let again = as_user(
-        &h,
-        &admin,
+        h,
+        admin,
         Method::POST,
         "/privacy/contacts/import?format=csv",
     )

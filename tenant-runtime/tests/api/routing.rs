@@ -758,27 +758,38 @@ async fn widening_scenario(db: Db, optional: bool) {
         if optional { Value::Null } else { json!(4) }
     );
 
+    widening_hands_over_to_the_less_skilled(&h, &a, &b, &category, optional).await;
+}
+
+/// The second half of [`widening_scenario`]: the better-skilled agent is preferred while she has room; then the conversation waits for the widening and goes to the other agent.
+async fn widening_hands_over_to_the_less_skilled(
+    h: &Harness,
+    a: &Agent,
+    b: &Agent,
+    category: &Value,
+    optional: bool,
+) {
     // Ann takes a general conversation while bob is away: bob is the less loaded one after.
-    let _la = a.live(&h).await;
-    let _lb = b.live(&h).await;
+    let _la = a.live(h).await;
+    let _lb = b.live(h).await;
     assert_eq!(
-        b.put(&h, "/me/status", json!({ "status": "away" })).await,
+        b.put(h, "/me/status", json!({ "status": "away" })).await,
         204
     );
-    customer(&h, "46700007001", "hello").await;
-    let (general, _, _) = conversation_of(&h, "46700007001").await;
-    assert_eq!(assigned(&h, &general).await, a.id);
+    customer(h, "46700007001", "hello").await;
+    let (general, _, _) = conversation_of(h, "46700007001").await;
+    assert_eq!(assigned(h, &general).await, a.id);
     assert_eq!(
-        b.put(&h, "/me/status", json!({ "status": "available" }))
+        b.put(h, "/me/status", json!({ "status": "available" }))
             .await,
         204
     );
 
     // A Spanish conversation goes to ann (1/2) rather than bob (0/2).
-    customer(&h, "46700007002", "hola, una pregunta").await;
-    let (first, _, _) = conversation_of(&h, "46700007002").await;
-    assert_eq!(assigned(&h, &first).await, a.id);
-    let d = decisions(&h, &first).await;
+    customer(h, "46700007002", "hola, una pregunta").await;
+    let (first, _, _) = conversation_of(h, "46700007002").await;
+    assert_eq!(assigned(h, &first).await, a.id);
+    let d = decisions(h, &first).await;
     let e = &d[0]["explanation"];
     assert_eq!(
         e["widening"],
@@ -799,8 +810,8 @@ async fn widening_scenario(db: Db, optional: bool) {
     assert!(bob["excluded"]["reason"].get(why).is_some(), "{bob}");
 
     // Ann is full now: the next one waits for the widening, then bob gets it.
-    customer(&h, "46700007003", "hola otra vez").await;
-    let (second, status, _) = conversation_of(&h, "46700007003").await;
+    customer(h, "46700007003", "hola otra vez").await;
+    let (second, status, _) = conversation_of(h, "46700007003").await;
     assert_eq!(status, "queued");
     // Categorization runs in the allocator right after arrival.
     let c = eventually(10, "categorization", || async {
@@ -815,8 +826,8 @@ async fn widening_scenario(db: Db, optional: bool) {
         (c["category_id"] == category["id"]).then_some(c)
     })
     .await;
-    assert_eq!(assigned(&h, &second).await, b.id);
-    let d = decisions(&h, &second).await;
+    assert_eq!(assigned(h, &second).await, b.id);
+    let d = decisions(h, &second).await;
     assert_eq!(d.len(), 1, "{d:?}");
     let widened = if optional {
         "optional_dropped"
@@ -966,19 +977,24 @@ async fn contact_attributes_sort_into_categories(db: Db) {
     let r = a.call(&h, Method::GET, &path).send().await.unwrap();
     assert_eq!(r.status(), 403);
 
+    gold_customers_are_served_first(&h, &a, &gold, &first).await;
+}
+
+/// The second half of [`contact_attributes_sort_into_categories`]: the gold category's priority puts its conversation first when the agent comes back.
+async fn gold_customers_are_served_first(h: &Harness, a: &Agent, gold: &Value, first: &str) {
     // Ann is away: an ordinary customer writes first, then the gold one.
     assert_eq!(
-        a.put(&h, "/me/status", json!({ "status": "away" })).await,
+        a.put(h, "/me/status", json!({ "status": "away" })).await,
         204
     );
-    customer(&h, "46700008002", "hello").await;
-    let (plain, _, _) = conversation_of(&h, "46700008002").await;
-    customer(&h, "46700008001", "it is me again").await;
-    let (again, _, _) = conversation_of(&h, "46700008001").await;
+    customer(h, "46700008002", "hello").await;
+    let (plain, _, _) = conversation_of(h, "46700008002").await;
+    customer(h, "46700008001", "it is me again").await;
+    let (again, _, _) = conversation_of(h, "46700008001").await;
     assert_ne!(again, first, "a new conversation");
     let queue: Value = eventually(10, "the gold conversation categorized", || async {
         let q: Value = a
-            .call(&h, Method::GET, "/queue")
+            .call(h, Method::GET, "/queue")
             .send()
             .await
             .ok()?
@@ -995,11 +1011,11 @@ async fn contact_attributes_sort_into_categories(db: Db) {
     assert_eq!(queue[1]["id"], plain.as_str());
     // Ann comes back with room for one: the gold customer is served first.
     assert_eq!(
-        a.put(&h, "/me/status", json!({ "status": "available" }))
+        a.put(h, "/me/status", json!({ "status": "available" }))
             .await,
         204
     );
-    assert_eq!(assigned(&h, &again).await, a.id);
+    assert_eq!(assigned(h, &again).await, a.id);
     let c: Value = h
         .api(Method::GET, &format!("/conversations/{plain}"))
         .send()
@@ -1183,13 +1199,18 @@ async fn transfers_wait_for_a_busy_agent_then_fall_back(db: Db) {
     let decided = decisions(&h, &c1).await;
     assert_eq!(decided.last().unwrap()["reason"], "pinned", "{decided:?}");
 
+    transfers_fall_back_after_the_pin(&h, &a, &b).await;
+}
+
+/// The second half of [`transfers_wait_for_a_busy_agent_then_fall_back`]: after the fallback anyone eligible takes the transfer; with room, the target gets it at once.
+async fn transfers_fall_back_after_the_pin(h: &Harness, a: &Agent, b: &Agent) {
     // Another one for bob while he is full: after the fallback anyone eligible (ann) takes it.
-    customer(&h, "46700010003", "hello").await;
-    let (c3, _, _) = conversation_of(&h, "46700010003").await;
-    assert_eq!(assigned(&h, &c3).await, a.id);
+    customer(h, "46700010003", "hello").await;
+    let (c3, _, _) = conversation_of(h, "46700010003").await;
+    assert_eq!(assigned(h, &c3).await, a.id);
     let (status, body) = a
         .post(
-            &h,
+            h,
             &format!("/conversations/{c3}/transfer"),
             json!({ "to_user_id": b.id }),
         )
@@ -1208,7 +1229,7 @@ async fn transfers_wait_for_a_busy_agent_then_fall_back(db: Db) {
     })
     .await;
     assert_eq!(taken, a.id);
-    let decided = decisions(&h, &c3).await;
+    let decided = decisions(h, &c3).await;
     let reasons: Vec<&str> = decided
         .iter()
         .map(|d| d["reason"].as_str().unwrap())
@@ -1229,16 +1250,16 @@ async fn transfers_wait_for_a_busy_agent_then_fall_back(db: Db) {
     );
 
     // With room for two, bob gets a transfer at once.
-    set_routing(&h, 2, 60).await;
+    set_routing(h, 2, 60).await;
     let (status, body) = a
         .post(
-            &h,
+            h,
             &format!("/conversations/{c3}/transfer"),
             json!({ "to_user_id": b.id }),
         )
         .await;
     assert_eq!(status, 204, "{body}");
-    assert_eq!(assigned(&h, &c3).await, b.id);
+    assert_eq!(assigned(h, &c3).await, b.id);
 }
 
 /// A transfer to an agent who lacks the conversation's required skills is refused naming them,
@@ -1508,14 +1529,52 @@ async fn send_customers(http: &reqwest::Client, from: usize, to: usize, targets:
     futures::future::join_all(sends).await;
 }
 
+/// Customers and per-agent capacity of [`two_replicas_never_assign_a_conversation_twice`].
+const CUSTOMERS: usize = 60;
+/// See [`CUSTOMERS`].
+const CAPACITY: usize = 10;
+
+/// After the race of [`two_replicas_never_assign_a_conversation_twice`]: exactly one assignment
+/// event and one decision per conversation, the decision names the assignee, and no agent holds
+/// more than their capacity.
+async fn one_decision_per_conversation(pool: &sqlx::PgPool) {
+    // Exactly one assignment event and one decision per conversation, and the decision names
+    // the assignee.
+    type Row = (String, i64, i64, Option<String>, Option<String>);
+    let per_conversation: Vec<Row> = sqlx::query_as(
+        "SELECT c.id, \
+           (SELECT COUNT(*) FROM conversation_events e WHERE e.conversation_id = c.id AND e.kind = 'conversation_assigned'), \
+           (SELECT COUNT(*) FROM routing_decisions d WHERE d.conversation_id = c.id), \
+           c.assigned_user_id, \
+           (SELECT d.user_id FROM routing_decisions d WHERE d.conversation_id = c.id ORDER BY d.id LIMIT 1) \
+         FROM conversations c",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(per_conversation.len(), CUSTOMERS);
+    for (id, events, decisions, assignee, decided) in &per_conversation {
+        assert_eq!((*events, *decisions), (1, 1), "conversation {id}");
+        assert_eq!(assignee, decided, "conversation {id}");
+    }
+    let loads: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT assigned_user_id, COUNT(*) FROM conversations WHERE status = 'assigned' GROUP BY assigned_user_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(
+        loads.iter().all(|(_, n)| *n <= CAPACITY as i64),
+        "{loads:?}"
+    );
+}
+
 /// Two replicas on one PostgreSQL database: automatic allocation (only the lease holder
 /// allocates, and the holder changes mid-run) races with manual picks sent to both replicas,
 /// while webhooks arrive at both. No conversation is ever assigned twice and no agent goes over
 /// capacity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_never_assign_a_conversation_twice() {
-    const CUSTOMERS: usize = 60;
-    const CAPACITY: usize = 10;
     let (url, _guard) = crate::support::database_url(Db::Postgres);
     let r1 = Replica::start(&url).await;
     let r2 = Replica::start(&url).await;
@@ -1634,35 +1693,7 @@ async fn two_replicas_never_assign_a_conversation_twice() {
     for t in pick_tasks {
         t.await.unwrap();
     }
-    // Exactly one assignment event and one decision per conversation, and the decision names
-    // the assignee.
-    type Row = (String, i64, i64, Option<String>, Option<String>);
-    let per_conversation: Vec<Row> = sqlx::query_as(
-        "SELECT c.id, \
-           (SELECT COUNT(*) FROM conversation_events e WHERE e.conversation_id = c.id AND e.kind = 'conversation_assigned'), \
-           (SELECT COUNT(*) FROM routing_decisions d WHERE d.conversation_id = c.id), \
-           c.assigned_user_id, \
-           (SELECT d.user_id FROM routing_decisions d WHERE d.conversation_id = c.id ORDER BY d.id LIMIT 1) \
-         FROM conversations c",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert_eq!(per_conversation.len(), CUSTOMERS);
-    for (id, events, decisions, assignee, decided) in &per_conversation {
-        assert_eq!((*events, *decisions), (1, 1), "conversation {id}");
-        assert_eq!(assignee, decided, "conversation {id}");
-    }
-    let loads: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT assigned_user_id, COUNT(*) FROM conversations WHERE status = 'assigned' GROUP BY assigned_user_id",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert!(
-        loads.iter().all(|(_, n)| *n <= CAPACITY as i64),
-        "{loads:?}"
-    );
+    one_decision_per_conversation(pool).await;
     // Both paths decided: manual picks and automatic claims, the latter under both leases.
     let by_kind: Vec<(String, Option<i64>, i64)> = sqlx::query_as(
         "SELECT kind, epoch, COUNT(*) FROM routing_decisions GROUP BY kind, epoch ORDER BY kind, epoch",
