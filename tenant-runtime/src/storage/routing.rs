@@ -493,10 +493,38 @@ const CLAIM: &str = "UPDATE conversations SET status = 'assigned', assigned_user
      WHERE id = $3 AND status = 'queued' AND (pinned_user_id IS NULL OR pinned_user_id = $1) \
      AND ($4 IS NULL OR (SELECT COUNT(*) FROM conversations o WHERE o.assigned_user_id = $1 AND o.status = 'assigned') < $4)";
 
-/// Records a routing decision: `$1` conversation, `$2` agent, `$3` kind, `$4` reason, `$5`
-/// explanation (JSON text), `$6` lease epoch, `$7` time.
-fn decision_sql() -> &'static str {
-    "INSERT INTO routing_decisions (conversation_id, user_id, kind, reason, explanation, epoch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+/// A routing decision, recorded in the transaction that carries it out.
+struct NewDecision<'a> {
+    conversation_id: &'a str,
+    /// The agent it went to (none for a transfer to a category).
+    user_id: Option<&'a str>,
+    /// `automatic`, `manual`, `returned` or `transfer`.
+    kind: &'a str,
+    reason: &'a str,
+    /// JSON text.
+    explanation: String,
+    /// The allocator's lease epoch (automatic decisions and returns only).
+    epoch: Option<i64>,
+    at: i64,
+}
+
+/// Inserts `d` into `routing_decisions` inside the caller's transaction.
+async fn record_decision(conn: &mut Conn<'_>, d: NewDecision<'_>) -> Result<()> {
+    on_driver!(conn, |c| {
+        sqlx::query(
+            "INSERT INTO routing_decisions (conversation_id, user_id, kind, reason, explanation, epoch, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(d.conversation_id)
+        .bind(d.user_id)
+        .bind(d.kind)
+        .bind(d.reason)
+        .bind(d.explanation)
+        .bind(d.epoch)
+        .bind(d.at)
+        .execute(&mut **c)
+        .await?;
+    });
+    Ok(())
 }
 
 /// Heartbeats older than this do not count: the replica's sessions are over.
@@ -744,16 +772,19 @@ impl Store {
                         now,
                     )
                     .await?;
-                    sqlx::query(decision_sql())
-                        .bind(&r.conversation_id)
-                        .bind(&r.user_id)
-                        .bind("returned")
-                        .bind(&r.reason)
-                        .bind("{}")
-                        .bind(epoch)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    record_decision(
+                        &mut tx.conn(),
+                        NewDecision {
+                            conversation_id: &r.conversation_id,
+                            user_id: Some(&r.user_id),
+                            kind: "returned",
+                            reason: &r.reason,
+                            explanation: "{}".to_owned(),
+                            epoch: Some(epoch),
+                            at: now,
+                        },
+                    )
+                    .await?;
                 }
             }
             let mut won = Vec::with_capacity(claims.len());
@@ -776,16 +807,19 @@ impl Store {
                         now,
                     )
                     .await?;
-                    sqlx::query(decision_sql())
-                        .bind(&c.conversation_id)
-                        .bind(&c.user_id)
-                        .bind("automatic")
-                        .bind(&c.reason)
-                        .bind(c.explanation.to_string())
-                        .bind(epoch)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
+                    record_decision(
+                        &mut tx.conn(),
+                        NewDecision {
+                            conversation_id: &c.conversation_id,
+                            user_id: Some(&c.user_id),
+                            kind: "automatic",
+                            reason: &c.reason,
+                            explanation: c.explanation.to_string(),
+                            epoch: Some(epoch),
+                            at: now,
+                        },
+                    )
+                    .await?;
                 }
                 won.push(n == 1);
             }
@@ -870,16 +904,19 @@ impl Store {
             .await?;
             let explanation = transfer_explanation(t, &target, waiting_for, overridden.as_ref());
             if let Some((reason, explanation)) = explanation {
-                sqlx::query(decision_sql())
-                    .bind(t.conversation_id)
-                    .bind(t.to)
-                    .bind("transfer")
-                    .bind(reason)
-                    .bind(explanation.to_string())
-                    .bind(None::<i64>)
-                    .bind(t.now)
-                    .execute(&mut *tx)
-                    .await?;
+                record_decision(
+                    &mut tx.conn(),
+                    NewDecision {
+                        conversation_id: t.conversation_id,
+                        user_id: Some(t.to),
+                        kind: "transfer",
+                        reason,
+                        explanation: explanation.to_string(),
+                        epoch: None,
+                        at: t.now,
+                    },
+                )
+                .await?;
             }
             tx.commit().await?;
             match waiting_for {
@@ -927,16 +964,19 @@ impl Store {
                     "waited_for": user,
                     "waited_secs": (now - pinned_at) / 1000,
                 });
-                sqlx::query(decision_sql())
-                    .bind(&id)
-                    .bind(&user)
-                    .bind("transfer")
-                    .bind("pin_expired")
-                    .bind(explanation.to_string())
-                    .bind(None::<i64>)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                record_decision(
+                    &mut tx.conn(),
+                    NewDecision {
+                        conversation_id: &id,
+                        user_id: Some(&user),
+                        kind: "transfer",
+                        reason: "pin_expired",
+                        explanation: explanation.to_string(),
+                        epoch: None,
+                        at: now,
+                    },
+                )
+                .await?;
                 push_event(
                     &mut tx.conn(),
                     &id,
@@ -984,16 +1024,19 @@ impl Store {
                     now,
                 )
                 .await?;
-                sqlx::query(decision_sql())
-                    .bind(id)
-                    .bind(user_id)
-                    .bind("manual")
-                    .bind("manual_pick")
-                    .bind(serde_json::json!({ "reason": "manual_pick" }).to_string())
-                    .bind(Option::<i64>::None)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                record_decision(
+                    &mut tx.conn(),
+                    NewDecision {
+                        conversation_id: id,
+                        user_id: Some(user_id),
+                        kind: "manual",
+                        reason: "manual_pick",
+                        explanation: serde_json::json!({ "reason": "manual_pick" }).to_string(),
+                        epoch: None,
+                        at: now,
+                    },
+                )
+                .await?;
                 tx.commit().await?;
                 return Ok(Ok(()));
             }
@@ -1065,16 +1108,20 @@ impl Store {
                     now,
                 )
                 .await?;
-                sqlx::query(decision_sql())
-                    .bind(id)
-                    .bind(Option::<String>::None)
-                    .bind("transfer")
-                    .bind("transfer_to_category")
-                    .bind(serde_json::json!({ "category_id": category_id, "by": by }).to_string())
-                    .bind(Option::<i64>::None)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                record_decision(
+                    &mut tx.conn(),
+                    NewDecision {
+                        conversation_id: id,
+                        user_id: None,
+                        kind: "transfer",
+                        reason: "transfer_to_category",
+                        explanation: serde_json::json!({ "category_id": category_id, "by": by })
+                            .to_string(),
+                        epoch: None,
+                        at: now,
+                    },
+                )
+                .await?;
             }
             tx.commit().await?;
             n == 1
