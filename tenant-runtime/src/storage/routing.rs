@@ -527,6 +527,19 @@ async fn record_decision(conn: &mut Conn<'_>, d: NewDecision<'_>) -> Result<()> 
     Ok(())
 }
 
+/// Records decision `d` and appends its conversation's `kind` event (`data` is JSON text), both
+/// inside the caller's transaction: a decision never commits without the event the live stream
+/// and the allocator read, nor the event without its decision.
+async fn record_with_event(
+    conn: &mut Conn<'_>,
+    kind: &str,
+    data: String,
+    d: NewDecision<'_>,
+) -> Result<()> {
+    push_event(conn, d.conversation_id, kind, data, d.at).await?;
+    record_decision(conn, d).await
+}
+
 /// Heartbeats older than this do not count: the replica's sessions are over.
 pub(crate) const REPLICA_STALE_MS: i64 = 30_000;
 
@@ -764,16 +777,10 @@ impl Store {
                 .rows_affected();
                 if n == 1 {
                     let data = serde_json::json!({ "by": "routing", "epoch": epoch, "from": r.user_id, "reason": r.reason });
-                    push_event(
+                    record_with_event(
                         &mut tx.conn(),
-                        &r.conversation_id,
                         "conversation_queued",
                         data.to_string(),
-                        now,
-                    )
-                    .await?;
-                    record_decision(
-                        &mut tx.conn(),
                         NewDecision {
                             conversation_id: &r.conversation_id,
                             user_id: Some(&r.user_id),
@@ -799,16 +806,10 @@ impl Store {
                     .rows_affected();
                 if n == 1 {
                     let data = serde_json::json!({ "user_id": c.user_id, "by": "routing", "epoch": epoch, "reason": c.reason });
-                    push_event(
+                    record_with_event(
                         &mut tx.conn(),
-                        &c.conversation_id,
                         "conversation_assigned",
                         data.to_string(),
-                        now,
-                    )
-                    .await?;
-                    record_decision(
-                        &mut tx.conn(),
                         NewDecision {
                             conversation_id: &c.conversation_id,
                             user_id: Some(&c.user_id),
@@ -964,8 +965,10 @@ impl Store {
                     "waited_for": user,
                     "waited_secs": (now - pinned_at) / 1000,
                 });
-                record_decision(
+                record_with_event(
                     &mut tx.conn(),
+                    "conversation_queued",
+                    serde_json::json!({ "by": "system:routing", "pin_dropped": user }).to_string(),
                     NewDecision {
                         conversation_id: &id,
                         user_id: Some(&user),
@@ -975,14 +978,6 @@ impl Store {
                         epoch: None,
                         at: now,
                     },
-                )
-                .await?;
-                push_event(
-                    &mut tx.conn(),
-                    &id,
-                    "conversation_queued",
-                    serde_json::json!({ "by": "system:routing", "pin_dropped": user }).to_string(),
-                    now,
                 )
                 .await?;
                 dropped.push(id);
@@ -1016,16 +1011,10 @@ impl Store {
                 .rows_affected()
                 == 1;
             if won {
-                push_event(
+                record_with_event(
                     &mut tx.conn(),
-                    id,
                     "conversation_assigned",
                     serde_json::json!({ "user_id": user_id, "by": "pick" }).to_string(),
-                    now,
-                )
-                .await?;
-                record_decision(
-                    &mut tx.conn(),
                     NewDecision {
                         conversation_id: id,
                         user_id: Some(user_id),
@@ -1100,16 +1089,10 @@ impl Store {
             .rows_affected();
             if n == 1 {
                 replace_skills(&mut tx.conn(), id, category_id).await?;
-                push_event(
+                record_with_event(
                     &mut tx.conn(),
-                    id,
                     "conversation_queued",
                     serde_json::json!({ "by": by, "category_id": category_id }).to_string(),
-                    now,
-                )
-                .await?;
-                record_decision(
-                    &mut tx.conn(),
                     NewDecision {
                         conversation_id: id,
                         user_id: None,
