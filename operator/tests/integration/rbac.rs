@@ -31,31 +31,27 @@ fn helm_template(extra: &[&str]) -> String {
     out.stdout
 }
 
-#[tokio::test]
-async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
-    let cp = ControlPlane::start().await.expect("control plane starts");
-    let admin = cp.client();
-    create_namespace(&admin, RELEASE_NS).await;
-    create_namespace(&admin, NS).await;
-    put_channel_secret(&admin).await;
-
-    // The chart, as `helm install` would create it: the CRD first, then everything else.
+/// The chart, as `helm install` would create it: the CRD first, then everything else. Returns
+/// the name of the operator's ServiceAccount.
+async fn install_chart(admin: &Client) -> String {
     install_crds(
-        &admin,
+        admin,
         &helm_template(&["--show-only", "templates/crds.yaml"]),
     )
     .await
     .expect("the chart's CRD installs");
-    let applied = apply_yaml(&admin, &helm_template(&[]), RELEASE_NS)
+    let applied = apply_yaml(admin, &helm_template(&[]), RELEASE_NS)
         .await
         .expect("the chart applies");
-    let sa = applied
+    applied
         .iter()
         .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "ServiceAccount"))
         .expect("the chart has a ServiceAccount")
-        .name_any();
+        .name_any()
+}
 
-    // The operator's client acts as that ServiceAccount, as its pod would.
+/// A client that acts as the chart's ServiceAccount `sa`, as the operator's pod would.
+async fn client_as(cp: &ControlPlane, sa: &str) -> Client {
     let mut config = cp.config().clone();
     config.auth_info.impersonate = Some(format!("system:serviceaccount:{RELEASE_NS}:{sa}"));
     config.auth_info.impersonate_groups = Some(vec![
@@ -72,24 +68,102 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
             .is_err(),
         "the impersonated client must be held to the chart's RBAC"
     );
+    as_operator
+}
+
+/// The operator's settings with a Lease in the release namespace.
+fn settings() -> Settings {
+    Settings {
+        config: OperatorConfig::default(),
+        lease: Some(LeaseSettings {
+            namespace: RELEASE_NS.into(),
+            name: "contact-operator".into(),
+            identity: "operator-0".into(),
+            timing: test_lease_timing(),
+        }),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        sweep_interval: Duration::from_secs(3600),
+        instance: Some("operator-0".into()),
+    }
+}
+
+/// The Lease was created in the release namespace and has been renewed since.
+async fn assert_lease_renewed(admin: &Client) {
+    let leases = Api::<Lease>::namespaced(admin.clone(), RELEASE_NS);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let spec = leases
+            .get("contact-operator")
+            .await
+            .expect("the lease is in the release namespace")
+            .spec
+            .expect("spec");
+        assert_eq!(spec.holder_identity.as_deref(), Some("operator-0"));
+        if spec.renew_time.is_some() && spec.renew_time != spec.acquire_time {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease was never renewed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The Event goes out beside the status write, so it may land just after it.
+async fn assert_an_event(admin: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let reasons = event_reasons(admin).await;
+        if !reasons.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Event about the tenant under the chart's RBAC"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Deletion under the same RBAC: the finalizer's cleanup (detaching the data from the tenant)
+/// runs and releases the object.
+async fn assert_deletion_completes(admin: &Client) {
+    tenants(admin)
+        .delete("acme", &Default::default())
+        .await
+        .expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tenants(admin).get_opt("acme").await.expect("get").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the finalizer was not released under the chart's RBAC"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let keys = Api::<Secret>::namespaced(admin.clone(), NS)
+        .get("acme-keys")
+        .await
+        .expect("the key Secret stays for the grace period");
+    assert!(
+        keys.owner_references().is_empty(),
+        "detached from the deleted tenant"
+    );
+}
+
+#[tokio::test]
+async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
+    let cp = ControlPlane::start().await.expect("control plane starts");
+    let admin = cp.client();
+    create_namespace(&admin, RELEASE_NS).await;
+    create_namespace(&admin, NS).await;
+    put_channel_secret(&admin).await;
+    let sa = install_chart(&admin).await;
+    let as_operator = client_as(&cp, &sa).await;
 
     let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let operator = tokio::spawn(run(
         as_operator,
-        Settings {
-            config: OperatorConfig::default(),
-            lease: Some(LeaseSettings {
-                namespace: RELEASE_NS.into(),
-                name: "contact-operator".into(),
-                identity: "operator-0".into(),
-                timing: test_lease_timing(),
-            }),
-            http_addr: "127.0.0.1:0".parse().expect("addr"),
-            sweep_interval: Duration::from_secs(3600),
-            instance: Some("operator-0".into()),
-        },
+        settings(),
         metrics.clone(),
         health.clone(),
         async move {
@@ -123,41 +197,13 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
 
     // Everything a reconcile does went through: children (the key Secret among them), the
     // status, an Event, and the Lease in the release namespace.
-    // The Lease was created in the release namespace and has been renewed since.
-    let leases = Api::<Lease>::namespaced(admin.clone(), RELEASE_NS);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let spec = leases
-            .get("contact-operator")
-            .await
-            .expect("the lease is in the release namespace")
-            .spec
-            .expect("spec");
-        assert_eq!(spec.holder_identity.as_deref(), Some("operator-0"));
-        if spec.renew_time.is_some() && spec.renew_time != spec.acquire_time {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the lease was never renewed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_lease_renewed(&admin).await;
     assert!(health.is_leader());
     Api::<Secret>::namespaced(admin.clone(), NS)
         .get("acme-keys")
         .await
         .expect("the generated key Secret exists");
-    // The Event goes out beside the status write, so it may land just after it.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let reasons = event_reasons(&admin).await;
-        if !reasons.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Event about the tenant under the chart's RBAC"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    assert_an_event(&admin).await;
     assert!(
         !metrics
             .encode()
@@ -166,34 +212,7 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
         "no reconcile failed for want of a permission:\n{}",
         metrics.encode()
     );
-
-    // Deletion under the same RBAC: the finalizer's cleanup (detaching the data from the tenant)
-    // runs and releases the object.
-    tenants(&admin)
-        .delete("acme", &Default::default())
-        .await
-        .expect("delete");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tenants(&admin)
-        .get_opt("acme")
-        .await
-        .expect("get")
-        .is_some()
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the finalizer was not released under the chart's RBAC"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let keys = Api::<Secret>::namespaced(admin.clone(), NS)
-        .get("acme-keys")
-        .await
-        .expect("the key Secret stays for the grace period");
-    assert!(
-        keys.owner_references().is_empty(),
-        "detached from the deleted tenant"
-    );
+    assert_deletion_completes(&admin).await;
 
     let _ = stop.send(());
     let stopped = tokio::time::timeout(Duration::from_secs(30), operator).await;
