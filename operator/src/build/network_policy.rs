@@ -3,7 +3,7 @@
 
 use super::{names, owned_meta, selector_labels};
 use crate::labels::RUNTIME_PORT;
-use crate::reconcile::validate::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
     NetworkPolicySpec,
@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 /// Builds the NetworkPolicy; `ingress_namespace` is the ingress controller's namespace.
-pub fn build_network_policy(t: &ValidatedTenant, ingress_namespace: &str) -> NetworkPolicy {
+pub(crate) fn build_network_policy(t: &ValidatedTenant, ingress_namespace: &str) -> NetworkPolicy {
     // `kubernetes.io/metadata.name` is set by the API server on every namespace (1.21+), so it
     // selects a namespace by name without asking admins to label anything.
     let ns = |name: &str| NetworkPolicyPeer {

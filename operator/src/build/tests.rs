@@ -1,8 +1,10 @@
 //! Unit tests of the builders: the fields that matter asserted one by one, plus snapshots of the
 //! two workload shapes so any change to them is reviewed.
 
+use super::secret::SECRET_KEYS;
+use super::workload::pod_template;
 use super::*;
-use crate::reconcile::validate::{Database, ValidatedTenant};
+use crate::tenant::{Database, ValidatedTenant};
 use k8s_openapi::ByteString;
 use rand::SeedableRng;
 use rand::rngs::StdRng;

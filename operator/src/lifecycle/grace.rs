@@ -168,7 +168,7 @@ fn detach_patch<K: Resource>(
 
 /// Detaches every data-bearing object of `tenant`: drops owner references to it and stamps the
 /// deletion and purge times. Idempotent (a repeated cleanup keeps the first times).
-pub async fn detach(
+pub(crate) async fn detach(
     client: &Client,
     tenant: &ContactTenant,
     grace_days: u32,
@@ -203,7 +203,7 @@ pub async fn detach(
 
 /// Re-attaches detached data of a (re-created) tenant: removes the grace annotations. Returns the
 /// objects re-attached (empty, with no writes, in the common case).
-pub async fn reattach(
+pub(crate) async fn reattach(
     client: &Client,
     namespace: &str,
     tenant: &str,

@@ -4,6 +4,7 @@
 //! a condition with a precise reason and an Event, and the reconcile requeues (no crash loop).
 
 use super::cache::{self, Cached, Caches};
+use crate::build::Child;
 use crate::build::names;
 use crate::labels;
 use contact_crds::v1alpha1::{ContactTenant, DatabaseKind};
@@ -33,7 +34,7 @@ pub enum Error {
 
 /// What is wrong with a referenced Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretProblem {
+pub(crate) enum SecretProblem {
     /// The Secret does not exist.
     NotFound {
         /// Secret name.
@@ -54,7 +55,7 @@ pub enum SecretProblem {
 
 impl SecretProblem {
     /// Condition reason.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             SecretProblem::NotFound { .. } => "SecretNotFound",
             SecretProblem::KeyMissing { .. } => "SecretKeyMissing",
@@ -62,7 +63,7 @@ impl SecretProblem {
     }
 
     /// Human message.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             SecretProblem::NotFound { secret, used_by } => {
                 format!("secret {secret:?} (for {used_by}) not found")
@@ -80,7 +81,7 @@ impl SecretProblem {
 
 /// The workload that exists now, whichever kind.
 #[derive(Debug, Clone)]
-pub enum ExistingWorkload {
+pub(crate) enum ExistingWorkload {
     /// A StatefulSet.
     StatefulSet(StatefulSet),
     /// A Deployment.
@@ -89,7 +90,7 @@ pub enum ExistingWorkload {
 
 /// Everything read from the API server for one reconcile.
 #[derive(Debug, Clone, Default)]
-pub struct Dereferenced {
+pub(crate) struct Dereferenced {
     /// Problems with referenced Secrets, in spec order.
     pub secret_problems: Vec<SecretProblem>,
     /// Current data of the generated key Secret (empty if it does not exist yet).
@@ -105,7 +106,7 @@ pub struct Dereferenced {
 
 /// A Secret key the tenant refers to, and who refers to it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SecretRef {
+pub(crate) struct SecretRef {
     /// Secret name.
     pub name: String,
     /// Key in it.
@@ -115,7 +116,7 @@ pub struct SecretRef {
 }
 
 /// Every Secret key the spec refers to (channel credentials, webhook secrets, PostgreSQL URL).
-pub fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
+pub(crate) fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
     let mut out = Vec::new();
     for c in &t.spec.channels {
         let api = &c.conversation_api;
@@ -144,12 +145,12 @@ pub fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
 }
 
 /// Names of the Secrets a tenant refers to (for mapping Secret events back to tenants).
-pub fn referenced_secret_names(t: &ContactTenant) -> BTreeSet<String> {
+pub(crate) fn referenced_secret_names(t: &ContactTenant) -> BTreeSet<String> {
     referenced_secrets(t).into_iter().map(|r| r.name).collect()
 }
 
 /// The tenants in `ns` that refer to Secret `name` (for mapping Secret events to reconciles).
-pub fn tenants_for_secret(
+pub(crate) fn tenants_for_secret(
     tenants: &[std::sync::Arc<ContactTenant>],
     ns: &str,
     name: &str,
@@ -167,7 +168,7 @@ pub fn tenants_for_secret(
 /// whose resourceVersion has not moved is not read again: a reconcile reads no Secret at all
 /// unless one changed.
 #[derive(Debug, Clone, Default)]
-pub struct SecretKeys(Arc<Mutex<HashMap<String, KeysAt>>>);
+pub(crate) struct SecretKeys(Arc<Mutex<HashMap<String, KeysAt>>>);
 
 /// A Secret's resourceVersion and key names at that version.
 type KeysAt = (String, BTreeSet<String>);
@@ -204,7 +205,7 @@ async fn secret_keys(
         // reconcile that finds it).
         let (user, ours) = (
             c.secret_meta.get(&ObjectRef::new(name).within(ns)),
-            c.secrets.get(&ObjectRef::new(name).within(ns)),
+            c.children.keys.get(&ObjectRef::new(name).within(ns)),
         );
         let resource_version = match (user, ours) {
             (Some(m), _) => m.metadata.resource_version.clone(),
@@ -240,7 +241,7 @@ where
     })
 }
 
-async fn cached<K: Cached>(
+async fn cached<K: Cached + Child<Live = K>>(
     caches: Option<&Caches>,
     api: &Api<K>,
     ns: &str,
@@ -257,7 +258,7 @@ async fn cached<K: Cached>(
 }
 
 /// Reads referenced Secrets, the key Secret and the existing workload.
-pub async fn dereference(
+pub(crate) async fn dereference(
     client: &Client,
     caches: Option<&Caches>,
     secret_memo: &SecretKeys,
@@ -318,7 +319,7 @@ pub async fn dereference(
 }
 
 /// Whether an object was made by this operator (never touch a same-named object we did not make).
-pub fn is_ours(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+pub(crate) fn is_ours(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
     meta.labels
         .as_ref()
         .and_then(|l| l.get(labels::MANAGED_BY))

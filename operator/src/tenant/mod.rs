@@ -1,5 +1,8 @@
-//! Step 2 of the pipeline: turn the user's `ContactTenant` (plus what `dereference` read) into a
-//! `ValidatedTenant` the builders can trust. Pure: no client, no clock.
+//! The validated tenant: step 2 of the pipeline turns the user's `ContactTenant` into a
+//! `ValidatedTenant`, the only input of the builders. Pure: no client, no clock.
+//!
+//! It has a module of its own because two floors stand on it: `build` (which only reads it) and
+//! `reconcile` (which makes it and hands it to `build`). Neither imports the other through it.
 //!
 //! Everything the builders need is parsed here once ("parse, don't validate"), so a bad field
 //! becomes one precise condition instead of a half-applied tenant. The CRD's admission rules catch
@@ -13,6 +16,9 @@ use contact_crds::v1alpha1::{ContactTenant, DatabaseKind, RetentionSpec, Routing
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+
+#[cfg(test)]
+mod fixtures;
 
 /// Why a tenant's spec cannot be built; each variant maps to a condition reason.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +58,7 @@ pub enum Error {
 
 impl Error {
     /// One-word CamelCase reason for the Ready condition and Events.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Error::MissingMetadata(_) => "MissingMetadata",
             Error::MaintenanceWindow(_) => "InvalidMaintenanceWindow",
@@ -94,7 +100,7 @@ pub enum Database {
 
 impl Database {
     /// Short name, used in labels and pending-change messages.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Database::Sqlite { .. } => "sqlite",
             Database::Postgres { .. } => "postgres",
@@ -203,7 +209,7 @@ pub struct ValidatedTenant {
 }
 
 /// Default resources: a runtime must always have requests so the scheduler can place it fairly.
-pub fn default_resources() -> ResourceRequirements {
+pub(crate) fn default_resources() -> ResourceRequirements {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     ResourceRequirements {
         requests: Some(BTreeMap::from([
@@ -355,7 +361,7 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
 }
 
 /// Converts an API `Time` to chrono.
-pub fn to_chrono(
+pub(crate) fn to_chrono(
     t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(

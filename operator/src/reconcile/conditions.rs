@@ -1,0 +1,472 @@
+//! What the status says (pure): from the validated tenant, what the apply step did and observed,
+//! and the clock, the conditions, url, window, pending changes and last backup. No client: the
+//! pipeline gathers `Observed`, this decides, `status::publish` writes.
+
+use super::backups;
+use super::gating::{self, Change};
+use super::status::{Cond, Desired};
+use super::storage::StorageProblem;
+use crate::build;
+use crate::lifecycle::{self, Phase};
+use crate::maintenance::WindowState;
+use crate::tenant::{Database, ValidatedTenant};
+use chrono::{DateTime, Utc};
+use contact_crds::v1alpha1::BackupRecord;
+use k8s_openapi::api::batch::v1::CronJob;
+
+/// The CloudNativePG `Cluster` as the apply step saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cnpg {
+    /// Its CRD is not installed (the apply was refused with 404).
+    Missing,
+    /// Its ready instances (0 when it could not be read, or the tenant has none).
+    Ready(i64),
+}
+
+/// What the apply step did and observed, for the status.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    /// The tenant's generation this pass acted on.
+    pub(crate) generation: Option<i64>,
+    /// The last backup the status recorded (kept: the Pods it came from are pruned).
+    pub(crate) previous_backup: Option<BackupRecord>,
+    /// Ready replicas of the live workload.
+    pub(crate) ready_replicas: i32,
+    /// Volumes the API server refused to grow.
+    pub(crate) storage_problems: Vec<StorageProblem>,
+    /// The CloudNativePG Cluster.
+    pub(crate) cnpg: Cnpg,
+    /// Whether the ingress controller has assigned the Ingress an address.
+    pub(crate) ingress_address: bool,
+    /// The backup Jobs and Pods (empty when backups are off).
+    pub(crate) backups: backups::Observed,
+    /// The backup CronJob as it was before this pass's apply.
+    pub(crate) backup_schedule: Option<CronJob>,
+    /// Restart-requiring changes held for the maintenance window.
+    pub(crate) pending: Vec<Change>,
+}
+
+/// The status of a tenant that could not be provisioned (a Secret problem, an invalid spec).
+pub(crate) fn problem(
+    generation: Option<i64>,
+    previous_backup: Option<BackupRecord>,
+    reason: &str,
+    message: &str,
+) -> Desired {
+    Desired {
+        observed_generation: generation,
+        conditions: vec![
+            Cond::new("Ready", Some(false), reason, message),
+            Cond::new("Provisioned", Some(false), reason, message),
+            Cond::new("DatabaseReady", None, "NotProvisioned", ""),
+            Cond::new("IngressReady", None, "NotProvisioned", ""),
+            Cond::new("BackupsHealthy", None, "NotProvisioned", ""),
+            Cond::new("MaintenancePending", Some(false), "NothingPending", ""),
+            Cond::new("TrialExpired", None, "NotProvisioned", ""),
+        ],
+        url: None,
+        next_maintenance_window: None,
+        pending_changes: Vec::new(),
+        // A spec problem does not make the last backup any less taken.
+        last_backup: previous_backup,
+    }
+}
+
+/// The status of a provisioned tenant at `now`.
+pub(crate) fn status(v: &ValidatedTenant, seen: Observed, now: DateTime<Utc>) -> Desired {
+    let phase = lifecycle::phase(v, now);
+    let window = v.window.map(|w| w.state_at(now));
+    let (backups_healthy, last_backup) = backups::assess(
+        v.backups.is_some(),
+        &seen.backups,
+        seen.backup_schedule.as_ref(),
+        seen.previous_backup.as_ref(),
+        now,
+    );
+    let conditions = vec![
+        ready(v, phase, seen.ready_replicas),
+        provisioned(&seen.storage_problems),
+        database_ready(v, phase, &seen),
+        ingress_ready(v, seen.ingress_address),
+        backups_healthy,
+        maintenance_pending(&seen.pending, window.as_ref()),
+        trial_expired(v, phase),
+    ];
+    Desired {
+        observed_generation: seen.generation,
+        conditions,
+        url: Some(build::ingress_url(v)),
+        next_maintenance_window: window.map(|s| s.occurrence()),
+        pending_changes: seen.pending,
+        last_backup,
+    }
+}
+
+fn ready(v: &ValidatedTenant, phase: Phase, ready: i32) -> Cond {
+    let replicas = lifecycle::effective_replicas(v, phase);
+    match phase {
+        Phase::Suspended => Cond::new(
+            "Ready",
+            Some(false),
+            "Suspended",
+            "suspended: runtime scaled to zero, data kept",
+        ),
+        Phase::TrialExpired => Cond::new(
+            "Ready",
+            Some(false),
+            "TrialExpired",
+            "trial ended: runtime scaled to zero, data kept",
+        ),
+        Phase::Active if replicas > 0 && ready >= replicas => Cond::new(
+            "Ready",
+            Some(true),
+            "RuntimeReady",
+            format!("{ready}/{replicas} replicas ready"),
+        ),
+        Phase::Active => Cond::new(
+            "Ready",
+            Some(false),
+            "RuntimeNotReady",
+            format!("{ready}/{replicas} replicas ready"),
+        ),
+    }
+}
+
+fn provisioned(storage_problems: &[StorageProblem]) -> Cond {
+    if storage_problems.is_empty() {
+        return Cond::new("Provisioned", Some(true), "Applied", "all children applied");
+    }
+    let message = storage_problems
+        .iter()
+        .map(StorageProblem::describe)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Cond::new("Provisioned", Some(false), "StorageNotExpandable", message)
+}
+
+fn database_ready(v: &ValidatedTenant, phase: Phase, seen: &Observed) -> Cond {
+    let cond = |ok: bool, reason: &str, message: String| {
+        Cond::new("DatabaseReady", Some(ok), reason, message)
+    };
+    match (&v.database, seen.cnpg) {
+        (Database::Sqlite { .. }, _) if seen.ready_replicas > 0 => {
+            cond(true, "SqliteReady", "embedded SQLite on its volume".into())
+        }
+        (Database::Sqlite { .. }, _) if phase.scaled_down() => cond(
+            false,
+            phase.reason(),
+            "runtime scaled to zero; the SQLite volume is kept".into(),
+        ),
+        (Database::Sqlite { .. }, _) => cond(
+            false,
+            "WaitingForRuntime",
+            "embedded SQLite opens when the runtime starts".into(),
+        ),
+        (Database::Postgres { secret_name, .. }, _) => cond(
+            true,
+            "SecretResolved",
+            format!("database URL from secret {secret_name}"),
+        ),
+        (Database::CloudNativePg { .. }, Cnpg::Missing) => cond(
+            false,
+            "CloudNativePGNotInstalled",
+            "the postgresql.cnpg.io Cluster CRD is not installed".into(),
+        ),
+        (Database::CloudNativePg { instances, .. }, Cnpg::Ready(ready)) => {
+            let message = format!("{ready}/{instances} instances ready");
+            if ready >= *instances {
+                cond(true, "ClusterReady", message)
+            } else {
+                cond(false, "ClusterNotReady", message)
+            }
+        }
+    }
+}
+
+fn ingress_ready(v: &ValidatedTenant, has_address: bool) -> Cond {
+    if has_address {
+        Cond::new(
+            "IngressReady",
+            Some(true),
+            "AddressAssigned",
+            format!("serving {}", v.host),
+        )
+    } else {
+        Cond::new(
+            "IngressReady",
+            Some(false),
+            "AwaitingAddress",
+            "the ingress controller has not assigned an address yet",
+        )
+    }
+}
+
+fn maintenance_pending(pending: &[Change], window: Option<&WindowState>) -> Cond {
+    match window {
+        Some(w) if !pending.is_empty() => Cond::new(
+            "MaintenancePending",
+            Some(true),
+            "WaitingForWindow",
+            format!(
+                "{} wait for the maintenance window opening at {}",
+                gating::describe(pending),
+                w.occurrence().start.to_rfc3339()
+            ),
+        ),
+        _ => Cond::new("MaintenancePending", Some(false), "NothingPending", ""),
+    }
+}
+
+fn trial_expired(v: &ValidatedTenant, phase: Phase) -> Cond {
+    match (phase, v.trial_ends_at) {
+        (Phase::TrialExpired, Some(end)) => Cond::new(
+            "TrialExpired",
+            Some(true),
+            "TrialEnded",
+            format!("trial ended at {}", end.to_rfc3339()),
+        ),
+        (_, Some(end)) => Cond::new(
+            "TrialExpired",
+            Some(false),
+            "TrialActive",
+            format!("trial ends at {}", end.to_rfc3339()),
+        ),
+        (_, None) => Cond::new("TrialExpired", Some(false), "NoTrial", ""),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::status::CONDITION_TYPES;
+
+    /// Wednesday 2026-11-25 09:00 UTC: the test tenant's window (Saturday 22:00 UTC) is closed.
+    fn wednesday() -> DateTime<Utc> {
+        "2026-11-25T09:00:00Z".parse().expect("now")
+    }
+
+    fn seen() -> Observed {
+        Observed {
+            generation: Some(3),
+            previous_backup: None,
+            ready_replicas: 1,
+            storage_problems: Vec::new(),
+            cnpg: Cnpg::Ready(0),
+            ingress_address: true,
+            backups: backups::Observed::default(),
+            backup_schedule: None,
+            pending: Vec::new(),
+        }
+    }
+
+    fn by_type<'a>(d: &'a Desired, type_: &str) -> &'a Cond {
+        d.conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("every condition type is present")
+    }
+
+    fn reason(d: &Desired, type_: &str) -> (Option<bool>, String) {
+        let c = by_type(d, type_);
+        (c.status, c.reason.clone())
+    }
+
+    #[test]
+    fn a_running_tenant_is_ready_with_every_condition_in_order() {
+        let v = ValidatedTenant::test();
+        let d = status(&v, seen(), wednesday());
+        let types: Vec<_> = d.conditions.iter().map(|c| c.type_).collect();
+        assert_eq!(types, CONDITION_TYPES);
+        assert_eq!(reason(&d, "Ready"), (Some(true), "RuntimeReady".into()));
+        assert_eq!(by_type(&d, "Ready").message, "1/1 replicas ready");
+        assert_eq!(reason(&d, "Provisioned"), (Some(true), "Applied".into()));
+        assert_eq!(
+            reason(&d, "DatabaseReady"),
+            (Some(true), "SqliteReady".into())
+        );
+        assert_eq!(
+            reason(&d, "IngressReady"),
+            (Some(true), "AddressAssigned".into())
+        );
+        assert_eq!(
+            reason(&d, "MaintenancePending"),
+            (Some(false), "NothingPending".into())
+        );
+        assert_eq!(reason(&d, "TrialExpired"), (Some(false), "NoTrial".into()));
+        assert_eq!(d.observed_generation, Some(3));
+        assert_eq!(d.url.as_deref(), Some("https://acme.contact.example.com"));
+        let window = d.next_maintenance_window.expect("a window");
+        assert_eq!(
+            window.start,
+            "2026-11-28T22:00:00Z".parse::<DateTime<Utc>>().expect("t")
+        );
+    }
+
+    #[test]
+    fn a_suspended_or_expired_tenant_is_not_ready_and_keeps_its_data() {
+        let mut v = ValidatedTenant::test();
+        v.suspend = true;
+        let d = status(
+            &v,
+            Observed {
+                ready_replicas: 0,
+                ..seen()
+            },
+            wednesday(),
+        );
+        assert_eq!(reason(&d, "Ready"), (Some(false), "Suspended".into()));
+        assert_eq!(
+            reason(&d, "DatabaseReady"),
+            (Some(false), "Suspended".into())
+        );
+
+        let mut v = ValidatedTenant::test();
+        v.trial_ends_at = Some(wednesday() - chrono::Duration::days(1));
+        let d = status(
+            &v,
+            Observed {
+                ready_replicas: 0,
+                ..seen()
+            },
+            wednesday(),
+        );
+        assert_eq!(reason(&d, "Ready"), (Some(false), "TrialExpired".into()));
+        assert_eq!(
+            reason(&d, "TrialExpired"),
+            (Some(true), "TrialEnded".into())
+        );
+        assert!(by_type(&d, "TrialExpired").is_warning());
+
+        v.trial_ends_at = Some(wednesday() + chrono::Duration::days(1));
+        let d = status(
+            &v,
+            Observed {
+                ready_replicas: 0,
+                ..seen()
+            },
+            wednesday(),
+        );
+        assert_eq!(reason(&d, "Ready"), (Some(false), "RuntimeNotReady".into()));
+        assert_eq!(
+            reason(&d, "DatabaseReady"),
+            (Some(false), "WaitingForRuntime".into())
+        );
+        assert_eq!(
+            reason(&d, "TrialExpired"),
+            (Some(false), "TrialActive".into())
+        );
+    }
+
+    #[test]
+    fn a_refused_resize_is_a_provisioning_problem_naming_the_claim() {
+        let problem = StorageProblem {
+            claim: "data-acme-0".into(),
+            from: "5Gi".into(),
+            to: "20Gi".into(),
+            message: "storageclass does not allow expansion".into(),
+        };
+        let d = status(
+            &ValidatedTenant::test(),
+            Observed {
+                storage_problems: vec![problem],
+                ..seen()
+            },
+            wednesday(),
+        );
+        let c = by_type(&d, "Provisioned");
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (Some(false), "StorageNotExpandable")
+        );
+        assert!(c.message.contains("data-acme-0") && c.message.contains("5Gi to 20Gi"));
+    }
+
+    #[test]
+    fn cloudnativepg_readiness_follows_the_cluster() {
+        let mut v = ValidatedTenant::test().with_postgres(2);
+        v.database = Database::CloudNativePg {
+            instances: 3,
+            size: "10Gi".into(),
+        };
+        let at = |cnpg| status(&v, Observed { cnpg, ..seen() }, wednesday());
+        assert_eq!(
+            reason(&at(Cnpg::Missing), "DatabaseReady"),
+            (Some(false), "CloudNativePGNotInstalled".into())
+        );
+        let d = at(Cnpg::Ready(2));
+        assert_eq!(
+            reason(&d, "DatabaseReady"),
+            (Some(false), "ClusterNotReady".into())
+        );
+        assert_eq!(by_type(&d, "DatabaseReady").message, "2/3 instances ready");
+        assert_eq!(
+            reason(&at(Cnpg::Ready(3)), "DatabaseReady"),
+            (Some(true), "ClusterReady".into())
+        );
+        let postgres = ValidatedTenant::test().with_postgres(2);
+        let d = status(&postgres, seen(), wednesday());
+        assert_eq!(
+            reason(&d, "DatabaseReady"),
+            (Some(true), "SecretResolved".into())
+        );
+        assert_eq!(
+            reason(&d, "Ready"),
+            (Some(false), "RuntimeNotReady".into()),
+            "1 of 2 replicas"
+        );
+    }
+
+    #[test]
+    fn held_changes_wait_for_the_window_and_are_listed() {
+        let pending = vec![Change {
+            field: "image",
+            description: "image: a → b".into(),
+        }];
+        let d = status(
+            &ValidatedTenant::test(),
+            Observed {
+                pending: pending.clone(),
+                ingress_address: false,
+                ..seen()
+            },
+            wednesday(),
+        );
+        let c = by_type(&d, "MaintenancePending");
+        assert_eq!(
+            (c.status, c.reason.as_str()),
+            (Some(true), "WaitingForWindow")
+        );
+        assert_eq!(
+            c.message,
+            "image: a → b wait for the maintenance window opening at 2026-11-28T22:00:00+00:00"
+        );
+        assert_eq!(d.pending_changes, pending);
+        assert_eq!(
+            reason(&d, "IngressReady"),
+            (Some(false), "AwaitingAddress".into())
+        );
+    }
+
+    #[test]
+    fn a_problem_fails_ready_and_provisioned_and_keeps_the_last_backup() {
+        let record =
+            backups::parse_result(r#"{"name":"b-1","time":"2026-11-24T02:00:05Z","sizeBytes":1}"#);
+        let d = problem(
+            Some(4),
+            record.clone(),
+            "SecretNotFound",
+            "secret \"x\" not found",
+        );
+        let types: Vec<_> = d.conditions.iter().map(|c| c.type_).collect();
+        assert_eq!(types, CONDITION_TYPES);
+        assert_eq!(reason(&d, "Ready"), (Some(false), "SecretNotFound".into()));
+        assert_eq!(
+            reason(&d, "Provisioned"),
+            (Some(false), "SecretNotFound".into())
+        );
+        assert_eq!(reason(&d, "DatabaseReady"), (None, "NotProvisioned".into()));
+        assert_eq!(d.last_backup, record);
+        assert!(d.last_backup.is_some());
+        assert_eq!((d.url, d.observed_generation), (None, Some(4)));
+    }
+}

@@ -1,0 +1,303 @@
+//! The controller: watches of tenants and of every child kind (whose stores become the
+//! reconciler's `Caches`), what of their events triggers a reconcile, and the kube-rs `Controller`
+//! that calls `reconcile` and `error_policy`.
+
+use super::apply::{self, Memo};
+use super::cache::{self, Cached, Caches, Stores};
+use super::{Ctx, dereference, error_policy, reconcile};
+use crate::build::{Child, Children, Slot};
+use crate::labels;
+use contact_crds::v1alpha1::ContactTenant;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::Store;
+use kube::runtime::utils::PredicateConfig;
+use kube::runtime::{
+    WatchStreamExt, reflector,
+    watcher::{self, watcher},
+};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What of a tenant triggers a reconcile: its spec (generation), its annotations (`apply-now`)
+/// and its deletion. Not its status, which only the reconcile writes.
+fn tenant_trigger(t: &ContactTenant) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    t.metadata.generation.hash(&mut h);
+    t.metadata.annotations.hash(&mut h);
+    t.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|d| d.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// A watch-event filter that drops the echo of our own apply: it tells the reconcile nothing new
+/// and would only bring the tenant back for a pass with nothing to do (the store still takes it
+/// in). A write by someone else landing while our apply of the same hash is in flight would be
+/// taken for the echo; the next event or the resync covers it.
+fn not_echo<K>(memo: &Memo) -> impl FnMut(&K) -> futures::future::Ready<bool> + use<K>
+where
+    K: Resource,
+    K::DynamicType: Default,
+{
+    let memo = memo.clone();
+    move |o: &K| {
+        let echo = memo.is_echo(
+            &apply::key_of(o),
+            o.meta().resource_version.as_deref(),
+            o.annotations().get(labels::SPEC_HASH).map(String::as_str),
+        );
+        futures::future::ready(!echo)
+    }
+}
+
+/// The children bundle as the watch streams that feed `Stores`: each triggers reconciles of
+/// the tenant its objects belong to.
+enum Streams {}
+
+type Events<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+impl Slot for Streams {
+    type One<K: Child> = Events<K::Live>;
+    type Maybe<K: Child> = Events<K::Live>;
+    type Unwatched<K> = ();
+}
+
+/// One reflector of a child kind: its store serves the reconciler's reads (see `cache`), its
+/// stream triggers reconciles (as `owns` would). Only what this operator made (by label) is
+/// watched, and only what `Child::Live` says is kept: Api<PartialObjectMeta<K>> sends
+/// metadata-only requests, so no body is encoded, sent, decoded or kept.
+fn reflect<K: Cached>(client: &Client, memo: &Memo) -> (Store<K::Live>, Events<K::Live>)
+where
+    K::Live: cache::Slim,
+{
+    let owned = watcher::Config::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::FIELD_MANAGER
+    ));
+    let (reader, writer) = reflector::store::<K::Live>();
+    let stream = watcher(Api::<K::Live>::all(client.clone()), owned)
+        .default_backoff()
+        // managedFields are most of an object's size and never read here (nor are pod
+        // templates: see `cache::Slim`).
+        .modify(cache::Slim::slim)
+        .reflect(writer)
+        .touched_objects()
+        .try_filter(not_echo(memo))
+        .boxed();
+    (reader, stream)
+}
+
+/// A reflector of every child kind, as the two bundles of stores and of streams.
+fn watch_children(client: &Client, memo: &Memo) -> (Children<Stores>, Children<Streams>) {
+    let (service_account, service_account_s) = reflect::<ServiceAccount>(client, memo);
+    let (keys, keys_s) = reflect::<Secret>(client, memo);
+    let (config_map, config_map_s) = reflect::<ConfigMap>(client, memo);
+    let (service, service_s) = reflect::<Service>(client, memo);
+    let (network_policy, network_policy_s) = reflect::<NetworkPolicy>(client, memo);
+    let (ingress, ingress_s) = reflect::<Ingress>(client, memo);
+    let (backup_pvc, backup_pvc_s) = reflect::<PersistentVolumeClaim>(client, memo);
+    let (backup_job, backup_job_s) = reflect::<CronJob>(client, memo);
+    let (statefulset, statefulset_s) = reflect::<StatefulSet>(client, memo);
+    let (deployment, deployment_s) = reflect::<Deployment>(client, memo);
+    let (pdb, pdb_s) = reflect::<PodDisruptionBudget>(client, memo);
+    let stores = Children {
+        service_account,
+        keys,
+        config_map,
+        service,
+        network_policy,
+        ingress,
+        backup_pvc,
+        backup_job,
+        statefulset,
+        deployment,
+        pdb,
+        cnpg: (),
+    };
+    let streams = Children {
+        service_account: service_account_s,
+        keys: keys_s,
+        config_map: config_map_s,
+        service: service_s,
+        network_policy: network_policy_s,
+        ingress: ingress_s,
+        backup_pvc: backup_pvc_s,
+        backup_job: backup_job_s,
+        statefulset: statefulset_s,
+        deployment: deployment_s,
+        pdb: pdb_s,
+        cnpg: (),
+    };
+    (stores, streams)
+}
+
+/// A reflector of the backup component's objects of kind `K` (Jobs, Pods): the runtime's own
+/// pods never matter here.
+fn reflect_backups<K>(client: &Client) -> (Store<K>, Events<K>)
+where
+    K: cache::Slim + Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync,
+    K: 'static,
+{
+    let backup_only = watcher::Config::default().labels(&format!(
+        "{}={},{}=backup",
+        labels::MANAGED_BY,
+        labels::FIELD_MANAGER,
+        labels::COMPONENT
+    ));
+    let (reader, writer) = reflector::store::<K>();
+    let stream = watcher(Api::<K>::all(client.clone()), backup_only)
+        .default_backoff()
+        .modify(cache::Slim::slim)
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// Channel and database Secrets are the user's: watch their metadata only (the name maps an
+/// event to tenants, the resourceVersion says whether a Secret changed since we read its keys),
+/// so Secret data never has to sit in this process's memory. Our own key Secrets are left out:
+/// the children's key store has them, and each would otherwise cost a second watch event per
+/// write.
+fn reflect_user_secrets(
+    client: &Client,
+) -> (
+    Store<PartialObjectMeta<Secret>>,
+    Events<PartialObjectMeta<Secret>>,
+) {
+    let not_ours = watcher::Config::default().labels(&format!(
+        "{}!={}",
+        labels::MANAGED_BY,
+        labels::FIELD_MANAGER
+    ));
+    let (reader, writer) = reflector::store::<PartialObjectMeta<Secret>>();
+    let stream = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        not_ours,
+    )
+    .default_backoff()
+    .modify(|o| o.managed_fields_mut().clear())
+    .reflect(writer)
+    .touched_objects()
+    .boxed();
+    (reader, stream)
+}
+
+/// Data-bearing objects carry no owner reference: map them back by their tenant label.
+fn by_tenant_label<K: Resource>(obj: K) -> Option<ObjectRef<ContactTenant>> {
+    let tenant = obj.labels().get(labels::TENANT)?;
+    Some(ObjectRef::new(tenant).within(&obj.namespace()?))
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run_controller(
+    ctx: Arc<Ctx>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (tenant_store, tenant_writer) = reflector::store::<ContactTenant>();
+    let tenant_stream = watcher(
+        Api::<ContactTenant>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|t| t.managed_fields_mut().clear())
+    .reflect(tenant_writer)
+    .applied_objects()
+    // Only what the reconcile acts on triggers it: our own status patch (and finalizer) would
+    // otherwise bring every tenant back for a pass with nothing to do. The store above still
+    // sees every change.
+    .predicate_filter(tenant_trigger, PredicateConfig::default());
+    let controller = Controller::for_stream(tenant_stream, tenant_store);
+    let tenants = controller.store();
+
+    let (stores, streams) = watch_children(&client, &ctx.memo);
+    let (jobs, jobs_s) = reflect_backups::<Job>(&client);
+    let (pods, pods_s) = reflect_backups::<Pod>(&client);
+    let (secret_meta, secret_meta_s) = reflect_user_secrets(&client);
+    let caches = Caches {
+        children: stores,
+        jobs,
+        pods,
+        secret_meta,
+        ready: Arc::default(),
+    };
+    if ctx.caches.set(caches).is_ok() {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            if let Some(caches) = ctx.caches.get() {
+                caches.wait_ready().await;
+            }
+        });
+    }
+    let Children {
+        service_account,
+        keys,
+        config_map,
+        service,
+        network_policy,
+        ingress,
+        backup_pvc,
+        backup_job,
+        statefulset,
+        deployment,
+        pdb,
+        cnpg: (),
+    } = streams;
+    controller
+        .owns_stream(statefulset)
+        .owns_stream(deployment)
+        .owns_stream(service)
+        .owns_stream(ingress)
+        .owns_stream(network_policy)
+        .owns_stream(pdb)
+        .owns_stream(backup_job)
+        .owns_stream(config_map)
+        .owns_stream(service_account)
+        // Data (the backup and SQLite claims, the key Secret) is not owned: mapped by label.
+        .watches_stream(backup_pvc, by_tenant_label)
+        .watches_stream(keys, by_tenant_label)
+        // Backup Jobs are owned by the CronJob, their Pods by the Job: map them by label too.
+        .watches_stream(jobs_s, by_tenant_label)
+        .watches_stream(pods_s, by_tenant_label)
+        // Channel and database Secrets are the user's, not owned: map each Secret event to the
+        // tenants that refer to it (the generated key Secret is mapped by label above).
+        .watches_stream(secret_meta_s, move |secret| {
+            let ns = secret.namespace().unwrap_or_default();
+            dereference::tenants_for_secret(&tenants.state(), &ns, &secret.name_any())
+        })
+        // A short debounce folds the burst of watch events our own applies cause into one reconcile.
+        .with_config(
+            controller::Config::default()
+                .concurrency(ctx.config.concurrency)
+                .debounce(Duration::from_millis(300)),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(tenant = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile error"),
+            }
+        })
+        .await;
+}
