@@ -241,33 +241,20 @@ mod tests {
         let t = ValidatedTenant::test();
         let built = all(&t, inputs(&keys, 1), &mut StdRng::seed_from_u64(1));
         let named = Children::<Names>::of(&t.name);
-        let Children {
-            service_account,
-            keys,
-            config_map,
-            service,
-            network_policy,
-            ingress,
-            backup_pvc,
-            backup_job,
-            statefulset,
-            deployment,
-            pdb,
-            cnpg,
-        } = built;
-        assert_eq!(service_account.name_any(), named.service_account.name);
-        assert_eq!(keys.name_any(), named.keys.name);
-        assert_eq!(config_map.name_any(), named.config_map.name);
-        assert_eq!(service.name_any(), named.service.name);
-        assert_eq!(network_policy.name_any(), named.network_policy.name);
-        assert_eq!(ingress.name_any(), named.ingress.name);
-        let pvc = backup_pvc.expect("backups are on");
+        let b = &built;
+        assert_eq!(b.service_account.name_any(), named.service_account.name);
+        assert_eq!(b.keys.name_any(), named.keys.name);
+        assert_eq!(b.config_map.name_any(), named.config_map.name);
+        assert_eq!(b.service.name_any(), named.service.name);
+        assert_eq!(b.network_policy.name_any(), named.network_policy.name);
+        assert_eq!(b.ingress.name_any(), named.ingress.name);
+        let pvc = b.backup_pvc.as_ref().expect("backups are on");
         assert_eq!(pvc.name_any(), named.backup_pvc.name);
-        let job = backup_job.expect("backups are on");
+        let job = b.backup_job.as_ref().expect("backups are on");
         assert_eq!(job.name_any(), named.backup_job.name);
-        let sts = statefulset.expect("SQLite runs a StatefulSet");
+        let sts = b.statefulset.as_ref().expect("SQLite runs a StatefulSet");
         assert_eq!(sts.name_any(), named.statefulset.name);
-        assert!(deployment.is_none() && pdb.is_none() && cnpg.is_none());
+        assert!(b.deployment.is_none() && b.pdb.is_none() && b.cnpg.is_none());
         assert_eq!(named.statefulset.kind, "StatefulSet");
         assert_eq!(named.cnpg.kind, "Cluster");
 

@@ -55,58 +55,31 @@ pub struct Caches {
     pub(crate) ready: Arc<AtomicBool>,
 }
 
-type Listed<'a> = Pin<Box<dyn Future<Output = bool> + Send + 'a>>;
+/// A store's initial list: `true` once it has listed, `false` if its writer is gone.
+pub(crate) type Listed = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-fn listed<K>(store: &Store<K>) -> Listed<'_>
+/// The initial list of `store` (each reflector registers its own as it is made).
+pub(crate) fn listed<K>(store: &Store<K>) -> Listed
 where
     K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
+    let store = store.clone();
     Box::pin(async move { store.wait_until_ready().await.is_ok() })
+}
+
+/// Waits for every store's initial list, then marks the caches ready. A store that never lists
+/// means the writer is gone (the controller stopped): reads stay on GETs.
+pub(crate) async fn mark_ready(ready: Arc<AtomicBool>, listed: Vec<Listed>) {
+    let all = futures::future::join_all(listed).await;
+    if all.iter().all(|ok| *ok) {
+        ready.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Caches {
     /// Whether every store has completed its initial list.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
-    }
-
-    /// Waits for every store's initial list, then marks the caches ready.
-    pub(crate) async fn wait_ready(&self) {
-        let Children {
-            service_account,
-            keys,
-            config_map,
-            service,
-            network_policy,
-            ingress,
-            backup_pvc,
-            backup_job,
-            statefulset,
-            deployment,
-            pdb,
-            cnpg: (),
-        } = &self.children;
-        let all = futures::future::join_all([
-            listed(service_account),
-            listed(keys),
-            listed(config_map),
-            listed(service),
-            listed(network_policy),
-            listed(ingress),
-            listed(backup_pvc),
-            listed(backup_job),
-            listed(statefulset),
-            listed(deployment),
-            listed(pdb),
-            listed(&self.jobs),
-            listed(&self.pods),
-            listed(&self.secret_meta),
-        ])
-        .await;
-        // A store that never lists means the writer is gone (controller stopped): stay on GETs.
-        if all.iter().all(|ok| *ok) {
-            self.ready.store(true, Ordering::SeqCst);
-        }
     }
 }
 

@@ -3,9 +3,9 @@
 //! that calls `reconcile` and `error_policy`.
 
 use super::apply::{self, Memo};
-use super::cache::{self, Cached, Caches, Stores};
+use super::cache::{self, Cached, Caches, Listed, Stores};
 use super::{Ctx, dereference, error_policy, reconcile};
-use crate::build::{Child, Children, Slot};
+use crate::build::Children;
 use crate::labels;
 use contact_crds::v1alpha1::ContactTenant;
 use futures::stream::BoxStream;
@@ -68,86 +68,68 @@ where
     }
 }
 
-/// The children bundle as the watch streams that feed `Stores`: each triggers reconciles of
-/// the tenant its objects belong to.
-enum Streams {}
-
 type Events<K> = BoxStream<'static, Result<K, watcher::Error>>;
 
-impl Slot for Streams {
-    type One<K: Child> = Events<K::Live>;
-    type Maybe<K: Child> = Events<K::Live>;
-    type Unwatched<K> = ();
+/// The controller being wired: each child kind's reflector registers its stream here (so its
+/// events trigger reconciles of the tenant they belong to) and its readiness, and hands back
+/// its store.
+struct Wiring {
+    controller: Option<Controller<ContactTenant>>,
+    client: Client,
+    memo: Memo,
+    listed: Vec<Listed>,
 }
 
-/// One reflector of a child kind: its store serves the reconciler's reads (see `cache`), its
-/// stream triggers reconciles (as `owns` would). Only what this operator made (by label) is
-/// watched, and only what `Child::Live` says is kept: Api<PartialObjectMeta<K>> sends
-/// metadata-only requests, so no body is encoded, sent, decoded or kept.
-fn reflect<K: Cached>(client: &Client, memo: &Memo) -> (Store<K::Live>, Events<K::Live>)
-where
-    K::Live: cache::Slim,
-{
-    let owned = watcher::Config::default().labels(&format!(
-        "{}={}",
-        labels::MANAGED_BY,
-        labels::FIELD_MANAGER
-    ));
-    let (reader, writer) = reflector::store::<K::Live>();
-    let stream = watcher(Api::<K::Live>::all(client.clone()), owned)
-        .default_backoff()
-        // managedFields are most of an object's size and never read here (nor are pod
-        // templates: see `cache::Slim`).
-        .modify(cache::Slim::slim)
-        .reflect(writer)
-        .touched_objects()
-        .try_filter(not_echo(memo))
-        .boxed();
-    (reader, stream)
-}
+impl Wiring {
+    /// A child kind the tenant owns: its events map to the tenant by owner reference.
+    fn owned<K: Cached>(&mut self) -> Store<K::Live>
+    where
+        K::Live: cache::Slim,
+    {
+        let (store, stream) = self.reflect::<K>();
+        self.controller = self.controller.take().map(|c| c.owns_stream(stream));
+        store
+    }
 
-/// A reflector of every child kind, as the two bundles of stores and of streams.
-fn watch_children(client: &Client, memo: &Memo) -> (Children<Stores>, Children<Streams>) {
-    let (service_account, service_account_s) = reflect::<ServiceAccount>(client, memo);
-    let (keys, keys_s) = reflect::<Secret>(client, memo);
-    let (config_map, config_map_s) = reflect::<ConfigMap>(client, memo);
-    let (service, service_s) = reflect::<Service>(client, memo);
-    let (network_policy, network_policy_s) = reflect::<NetworkPolicy>(client, memo);
-    let (ingress, ingress_s) = reflect::<Ingress>(client, memo);
-    let (backup_pvc, backup_pvc_s) = reflect::<PersistentVolumeClaim>(client, memo);
-    let (backup_job, backup_job_s) = reflect::<CronJob>(client, memo);
-    let (statefulset, statefulset_s) = reflect::<StatefulSet>(client, memo);
-    let (deployment, deployment_s) = reflect::<Deployment>(client, memo);
-    let (pdb, pdb_s) = reflect::<PodDisruptionBudget>(client, memo);
-    let stores = Children {
-        service_account,
-        keys,
-        config_map,
-        service,
-        network_policy,
-        ingress,
-        backup_pvc,
-        backup_job,
-        statefulset,
-        deployment,
-        pdb,
-        cnpg: (),
-    };
-    let streams = Children {
-        service_account: service_account_s,
-        keys: keys_s,
-        config_map: config_map_s,
-        service: service_s,
-        network_policy: network_policy_s,
-        ingress: ingress_s,
-        backup_pvc: backup_pvc_s,
-        backup_job: backup_job_s,
-        statefulset: statefulset_s,
-        deployment: deployment_s,
-        pdb: pdb_s,
-        cnpg: (),
-    };
-    (stores, streams)
+    /// A data-bearing child kind (no owner reference): its events map to the tenant by label.
+    fn data<K: Cached>(&mut self) -> Store<K::Live>
+    where
+        K::Live: cache::Slim,
+    {
+        let (store, stream) = self.reflect::<K>();
+        self.controller = self
+            .controller
+            .take()
+            .map(|c| c.watches_stream(stream, by_tenant_label));
+        store
+    }
+
+    /// One reflector of a child kind: its store serves the reconciler's reads (see `cache`),
+    /// its stream triggers reconciles. Only what this operator made (by label) is watched, and
+    /// only what `Child::Live` says is kept: Api<PartialObjectMeta<K>> sends metadata-only
+    /// requests, so no body is encoded, sent, decoded or kept.
+    fn reflect<K: Cached>(&mut self) -> (Store<K::Live>, Events<K::Live>)
+    where
+        K::Live: cache::Slim,
+    {
+        let owned = watcher::Config::default().labels(&format!(
+            "{}={}",
+            labels::MANAGED_BY,
+            labels::FIELD_MANAGER
+        ));
+        let (reader, writer) = reflector::store::<K::Live>();
+        let stream = watcher(Api::<K::Live>::all(self.client.clone()), owned)
+            .default_backoff()
+            // managedFields are most of an object's size and never read here (nor are pod
+            // templates: see `cache::Slim`).
+            .modify(cache::Slim::slim)
+            .reflect(writer)
+            .touched_objects()
+            .try_filter(not_echo(&self.memo))
+            .boxed();
+        self.listed.push(cache::listed(&reader));
+        (reader, stream)
+    }
 }
 
 /// A reflector of the backup component's objects of kind `K` (Jobs, Pods): the runtime's own
@@ -230,52 +212,55 @@ pub async fn run_controller(
     let controller = Controller::for_stream(tenant_stream, tenant_store);
     let tenants = controller.store();
 
-    let (stores, streams) = watch_children(&client, &ctx.memo);
+    let mut w = Wiring {
+        controller: Some(controller),
+        client: client.clone(),
+        memo: ctx.memo.clone(),
+        listed: Vec::new(),
+    };
+    let children = Children::<Stores> {
+        service_account: w.owned::<ServiceAccount>(),
+        keys: w.data::<Secret>(),
+        config_map: w.owned::<ConfigMap>(),
+        service: w.owned::<Service>(),
+        network_policy: w.owned::<NetworkPolicy>(),
+        ingress: w.owned::<Ingress>(),
+        // Every claim the operator labels: the backup claim and the SQLite data claims.
+        backup_pvc: w.data::<PersistentVolumeClaim>(),
+        backup_job: w.owned::<CronJob>(),
+        statefulset: w.owned::<StatefulSet>(),
+        deployment: w.owned::<Deployment>(),
+        pdb: w.owned::<PodDisruptionBudget>(),
+        cnpg: (),
+    };
+    let Wiring {
+        controller,
+        mut listed,
+        ..
+    } = w;
+    let Some(controller) = controller else {
+        return;
+    };
     let (jobs, jobs_s) = reflect_backups::<Job>(&client);
     let (pods, pods_s) = reflect_backups::<Pod>(&client);
     let (secret_meta, secret_meta_s) = reflect_user_secrets(&client);
+    listed.extend([
+        cache::listed(&jobs),
+        cache::listed(&pods),
+        cache::listed(&secret_meta),
+    ]);
     let caches = Caches {
-        children: stores,
+        children,
         jobs,
         pods,
         secret_meta,
         ready: Arc::default(),
     };
+    let ready = caches.ready.clone();
     if ctx.caches.set(caches).is_ok() {
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            if let Some(caches) = ctx.caches.get() {
-                caches.wait_ready().await;
-            }
-        });
+        tokio::spawn(cache::mark_ready(ready, listed));
     }
-    let Children {
-        service_account,
-        keys,
-        config_map,
-        service,
-        network_policy,
-        ingress,
-        backup_pvc,
-        backup_job,
-        statefulset,
-        deployment,
-        pdb,
-        cnpg: (),
-    } = streams;
     controller
-        .owns_stream(statefulset)
-        .owns_stream(deployment)
-        .owns_stream(service)
-        .owns_stream(ingress)
-        .owns_stream(network_policy)
-        .owns_stream(pdb)
-        .owns_stream(backup_job)
-        .owns_stream(config_map)
-        .owns_stream(service_account)
-        // Data (the backup and SQLite claims, the key Secret) is not owned: mapped by label.
-        .watches_stream(backup_pvc, by_tenant_label)
-        .watches_stream(keys, by_tenant_label)
         // Backup Jobs are owned by the CronJob, their Pods by the Job: map them by label too.
         .watches_stream(jobs_s, by_tenant_label)
         .watches_stream(pods_s, by_tenant_label)

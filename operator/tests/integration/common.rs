@@ -219,6 +219,40 @@ pub async fn condition(client: &Client, type_: &str) -> Option<(String, String, 
         })
 }
 
+/// Asserts that the tenant's condition `type_` has `status` and `reason`; returns its message.
+pub async fn assert_condition(client: &Client, type_: &str, status: &str, reason: &str) -> String {
+    let (s, r, message) = condition(client, type_).await.expect(type_);
+    assert_eq!(
+        (s.as_str(), r.as_str()),
+        (status, reason),
+        "{type_}: {message}"
+    );
+    message
+}
+
+/// Object `name` of kind `K` in `NS`, if it exists.
+pub async fn get_opt<K>(client: &Client, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), NS)
+        .get_opt(name)
+        .await
+        .expect("get")
+}
+
+/// Object `name` of kind `K` in `NS`, which must exist.
+pub async fn get<K>(client: &Client, name: &str) -> K
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    get_opt(client, name)
+        .await
+        .unwrap_or_else(|| panic!("{} {name} exists", K::kind(&())))
+}
+
 /// The live tenant status as JSON.
 pub async fn status(client: &Client) -> serde_json::Value {
     let t = tenants(client).get("acme").await.expect("tenant");

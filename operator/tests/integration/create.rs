@@ -218,11 +218,7 @@ async fn cloudnativepg_without_its_crd_is_a_condition_not_a_crash() {
     // The CRD may be installed later (an add-on): look again now and then.
     assert_eq!(action, Action::requeue(Duration::from_secs(60)));
     assert!(
-        Api::<Deployment>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_some(),
+        get_opt::<Deployment>(&env.admin, "acme").await.is_some(),
         "the runtime is still provisioned"
     );
 }
@@ -242,19 +238,9 @@ async fn unknown_hosting_location_is_reported_and_nothing_is_built() {
     create_tenant(&env.admin, tenant_json()).await;
     let action = settle(&env).await;
     assert_eq!(action, Action::await_change());
-    let (status, reason, message) = condition(&env.admin, "Ready").await.expect("Ready");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "UnknownHostingLocation")
-    );
+    let message = assert_condition(&env.admin, "Ready", "False", "UnknownHostingLocation").await;
     assert!(message.contains("us-east"), "{message}");
-    assert!(
-        Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(get_opt::<StatefulSet>(&env.admin, "acme").await.is_none());
 }
 
 /// A stand-in for CloudNativePG's `clusters.postgresql.cnpg.io` CRD: the group, version, kind,

@@ -6,16 +6,12 @@ use crate::common::*;
 use chrono::{Duration as ChronoDuration, TimeZone, Utc};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use serde_json::json;
 use std::time::Duration;
 
 async fn image(env: &Env) -> String {
-    let sts = Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-        .get("acme")
-        .await
-        .expect("sts");
+    let sts = get::<StatefulSet>(&env.admin, "acme").await;
     sts.spec.template.spec.expect("pod").containers[0]
         .image
         .clone()
@@ -23,10 +19,7 @@ async fn image(env: &Env) -> String {
 }
 
 async fn routing(env: &Env) -> serde_json::Value {
-    let cm = Api::<ConfigMap>::namespaced(env.admin.clone(), NS)
-        .get("acme-config")
-        .await
-        .expect("cm");
+    let cm = get::<ConfigMap>(&env.admin, "acme-config").await;
     let cfg: serde_json::Value =
         serde_json::from_str(&cm.data.expect("data")["runtime.json"]).expect("json");
     cfg["routing"].clone()
@@ -57,10 +50,8 @@ async fn image_waits_for_the_window_config_does_not() {
         9,
         "config applied at once"
     );
-    let (st, reason, message) = condition(&env.admin, "MaintenancePending")
-        .await
-        .expect("cond");
-    assert_eq!((st.as_str(), reason.as_str()), ("True", "WaitingForWindow"));
+    let message =
+        assert_condition(&env.admin, "MaintenancePending", "True", "WaitingForWindow").await;
     assert!(
         message.contains("2.0.0") && message.contains("2026-11-28T22:00:00"),
         "{message}"

@@ -138,10 +138,7 @@ async fn assert_deletion_completes(admin: &Client) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let keys = Api::<Secret>::namespaced(admin.clone(), NS)
-        .get("acme-keys")
-        .await
-        .expect("the key Secret stays for the grace period");
+    let keys = get::<Secret>(admin, "acme-keys").await;
     assert!(
         keys.owner_references().is_empty(),
         "detached from the deleted tenant"
@@ -199,10 +196,7 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
     // status, an Event, and the Lease in the release namespace.
     assert_lease_renewed(&admin).await;
     assert!(health.is_leader());
-    Api::<Secret>::namespaced(admin.clone(), NS)
-        .get("acme-keys")
-        .await
-        .expect("the generated key Secret exists");
+    get::<Secret>(&admin, "acme-keys").await;
     assert_an_event(&admin).await;
     assert!(
         !metrics

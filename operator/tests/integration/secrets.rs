@@ -4,7 +4,6 @@
 use crate::common::*;
 use contact_operator::reconcile::SECRET_RETRY;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 
 #[tokio::test]
@@ -17,11 +16,7 @@ async fn missing_secret_then_missing_key_then_recovery() {
         Action::requeue(SECRET_RETRY),
         "requeue, no error, no crash loop"
     );
-    let (status, reason, message) = condition(&env.admin, "Ready").await.expect("Ready");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "SecretNotFound")
-    );
+    let message = assert_condition(&env.admin, "Ready", "False", "SecretNotFound").await;
     assert!(message.contains("acme-sinch"), "{message}");
     assert_eq!(
         condition(&env.admin, "Provisioned").await.map(|c| c.1),
@@ -33,13 +28,7 @@ async fn missing_secret_then_missing_key_then_recovery() {
             .iter()
             .any(|r| r == "SecretNotFound")
     );
-    assert!(
-        Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(get_opt::<StatefulSet>(&env.admin, "acme").await.is_none());
 
     // The Secret appears without the webhook key.
     put_secret(
@@ -75,13 +64,7 @@ async fn missing_secret_then_missing_key_then_recovery() {
         condition(&env.admin, "Provisioned").await.map(|c| c.0),
         Some("True".into())
     );
-    assert!(
-        Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_some()
-    );
+    assert!(get_opt::<StatefulSet>(&env.admin, "acme").await.is_some());
 }
 
 /// With the controller running, creating the missing Secret wakes the tenant through the Secret
