@@ -156,6 +156,16 @@ cached!(
     PodDisruptionBudget => pdb,
 );
 
+/// The stored object `ns/name`, or `None` while the stores are not ready (or there are none).
+fn stored<K: Cached>(
+    caches: Option<&Caches>,
+    ns: &str,
+    name: &str,
+) -> Option<Option<Arc<K::Live>>> {
+    let c = caches.filter(|c| c.is_ready())?;
+    Some(K::store(&c.children).get(&ObjectRef::new(name).within(ns)))
+}
+
 /// The live object `ns/name`: from the cache when it is ready, else by GET.
 pub(crate) async fn live<K: Cached + Child<Live = K>>(
     caches: Option<&Caches>,
@@ -163,12 +173,10 @@ pub(crate) async fn live<K: Cached + Child<Live = K>>(
     ns: &str,
     name: &str,
 ) -> Result<Option<K>, kube::Error> {
-    if let Some(c) = caches.filter(|c| c.is_ready()) {
-        return Ok(K::store(&c.children)
-            .get(&ObjectRef::new(name).within(ns))
-            .map(|o| (*o).clone()));
+    match stored::<K>(caches, ns, name) {
+        Some(o) => Ok(o.map(|o| (*o).clone())),
+        None => api.get_opt(name).await,
     }
-    api.get_opt(name).await
 }
 
 /// The live metadata of `ns/name`: from the cache when it is ready, else by a metadata GET.
@@ -178,9 +186,8 @@ pub(crate) async fn live_meta<K: Cached>(
     ns: &str,
     name: &str,
 ) -> Result<Option<ObjectMeta>, kube::Error> {
-    if let Some(c) = caches.filter(|c| c.is_ready()) {
-        let live = K::store(&c.children).get(&ObjectRef::new(name).within(ns));
-        return Ok(live.map(|o| o.meta().clone()));
+    match stored::<K>(caches, ns, name) {
+        Some(o) => Ok(o.map(|o| o.meta().clone())),
+        None => Ok(api.get_metadata_opt(name).await?.map(|o| o.metadata)),
     }
-    Ok(api.get_metadata_opt(name).await?.map(|o| o.metadata))
 }

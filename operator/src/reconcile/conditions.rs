@@ -242,7 +242,7 @@ mod tests {
 
     /// Wednesday 2026-11-25 09:00 UTC: the test tenant's window (Saturday 22:00 UTC) is closed.
     fn wednesday() -> DateTime<Utc> {
-        "2026-11-25T09:00:00Z".parse().expect("now")
+        at("2026-11-25T09:00:00Z")
     }
 
     fn seen() -> Observed {
@@ -266,95 +266,69 @@ mod tests {
             .expect("every condition type is present")
     }
 
-    fn reason(d: &Desired, type_: &str) -> (Option<bool>, String) {
+    /// `Status/Reason` of one condition.
+    fn cond(d: &Desired, type_: &str) -> String {
         let c = by_type(d, type_);
-        (c.status, c.reason.clone())
+        format!("{}/{}", c.status_str(), c.reason)
+    }
+
+    /// Every condition as `Type=Status/Reason`, in order.
+    fn summary(d: &Desired) -> String {
+        let all: Vec<_> = d
+            .conditions
+            .iter()
+            .map(|c| format!("{}={}/{}", c.type_, c.status_str(), c.reason))
+            .collect();
+        all.join(" ")
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().expect("instant")
     }
 
     #[test]
     fn a_running_tenant_is_ready_with_every_condition_in_order() {
-        let v = ValidatedTenant::test();
-        let d = status(&v, seen(), wednesday());
+        let d = status(&ValidatedTenant::test(), seen(), wednesday());
+        assert_eq!(
+            summary(&d),
+            "Ready=True/RuntimeReady Provisioned=True/Applied DatabaseReady=True/SqliteReady \
+             IngressReady=True/AddressAssigned BackupsHealthy=Unknown/NoBackupYet \
+             MaintenancePending=False/NothingPending TrialExpired=False/NoTrial"
+        );
         let types: Vec<_> = d.conditions.iter().map(|c| c.type_).collect();
         assert_eq!(types, CONDITION_TYPES);
-        assert_eq!(reason(&d, "Ready"), (Some(true), "RuntimeReady".into()));
         assert_eq!(by_type(&d, "Ready").message, "1/1 replicas ready");
-        assert_eq!(reason(&d, "Provisioned"), (Some(true), "Applied".into()));
-        assert_eq!(
-            reason(&d, "DatabaseReady"),
-            (Some(true), "SqliteReady".into())
-        );
-        assert_eq!(
-            reason(&d, "IngressReady"),
-            (Some(true), "AddressAssigned".into())
-        );
-        assert_eq!(
-            reason(&d, "MaintenancePending"),
-            (Some(false), "NothingPending".into())
-        );
-        assert_eq!(reason(&d, "TrialExpired"), (Some(false), "NoTrial".into()));
         assert_eq!(d.observed_generation, Some(3));
         assert_eq!(d.url.as_deref(), Some("https://acme.contact.example.com"));
         let window = d.next_maintenance_window.expect("a window");
-        assert_eq!(
-            window.start,
-            "2026-11-28T22:00:00Z".parse::<DateTime<Utc>>().expect("t")
-        );
+        assert_eq!(window.start, at("2026-11-28T22:00:00Z"));
     }
 
     #[test]
     fn a_suspended_or_expired_tenant_is_not_ready_and_keeps_its_data() {
+        let stopped = || Observed {
+            ready_replicas: 0,
+            ..seen()
+        };
         let mut v = ValidatedTenant::test();
         v.suspend = true;
-        let d = status(
-            &v,
-            Observed {
-                ready_replicas: 0,
-                ..seen()
-            },
-            wednesday(),
-        );
-        assert_eq!(reason(&d, "Ready"), (Some(false), "Suspended".into()));
-        assert_eq!(
-            reason(&d, "DatabaseReady"),
-            (Some(false), "Suspended".into())
-        );
+        let d = status(&v, stopped(), wednesday());
+        assert_eq!(cond(&d, "Ready"), "False/Suspended");
+        assert_eq!(cond(&d, "DatabaseReady"), "False/Suspended");
 
         let mut v = ValidatedTenant::test();
         v.trial_ends_at = Some(wednesday() - chrono::Duration::days(1));
-        let d = status(
-            &v,
-            Observed {
-                ready_replicas: 0,
-                ..seen()
-            },
-            wednesday(),
-        );
-        assert_eq!(reason(&d, "Ready"), (Some(false), "TrialExpired".into()));
-        assert_eq!(
-            reason(&d, "TrialExpired"),
-            (Some(true), "TrialEnded".into())
-        );
+        let d = status(&v, stopped(), wednesday());
+        assert_eq!(cond(&d, "Ready"), "False/TrialExpired");
+        assert_eq!(cond(&d, "TrialExpired"), "True/TrialEnded");
         assert!(by_type(&d, "TrialExpired").is_warning());
 
+        // Before the trial ends, a runtime that is not up yet is just that.
         v.trial_ends_at = Some(wednesday() + chrono::Duration::days(1));
-        let d = status(
-            &v,
-            Observed {
-                ready_replicas: 0,
-                ..seen()
-            },
-            wednesday(),
-        );
-        assert_eq!(reason(&d, "Ready"), (Some(false), "RuntimeNotReady".into()));
-        assert_eq!(
-            reason(&d, "DatabaseReady"),
-            (Some(false), "WaitingForRuntime".into())
-        );
-        assert_eq!(
-            reason(&d, "TrialExpired"),
-            (Some(false), "TrialActive".into())
-        );
+        let d = status(&v, stopped(), wednesday());
+        assert_eq!(cond(&d, "Ready"), "False/RuntimeNotReady");
+        assert_eq!(cond(&d, "DatabaseReady"), "False/WaitingForRuntime");
+        assert_eq!(cond(&d, "TrialExpired"), "False/TrialActive");
     }
 
     #[test]
@@ -365,20 +339,14 @@ mod tests {
             to: "20Gi".into(),
             message: "storageclass does not allow expansion".into(),
         };
-        let d = status(
-            &ValidatedTenant::test(),
-            Observed {
-                storage_problems: vec![problem],
-                ..seen()
-            },
-            wednesday(),
-        );
-        let c = by_type(&d, "Provisioned");
-        assert_eq!(
-            (c.status, c.reason.as_str()),
-            (Some(false), "StorageNotExpandable")
-        );
-        assert!(c.message.contains("data-acme-0") && c.message.contains("5Gi to 20Gi"));
+        let seen = Observed {
+            storage_problems: vec![problem],
+            ..seen()
+        };
+        let d = status(&ValidatedTenant::test(), seen, wednesday());
+        assert_eq!(cond(&d, "Provisioned"), "False/StorageNotExpandable");
+        let message = &by_type(&d, "Provisioned").message;
+        assert!(message.contains("data-acme-0") && message.contains("5Gi to 20Gi"));
     }
 
     #[test]
@@ -389,29 +357,31 @@ mod tests {
             size: "10Gi".into(),
         };
         let at = |cnpg| status(&v, Observed { cnpg, ..seen() }, wednesday());
+        let missing = at(Cnpg::Missing);
         assert_eq!(
-            reason(&at(Cnpg::Missing), "DatabaseReady"),
-            (Some(false), "CloudNativePGNotInstalled".into())
+            cond(&missing, "DatabaseReady"),
+            "False/CloudNativePGNotInstalled"
         );
-        let d = at(Cnpg::Ready(2));
+        let coming_up = at(Cnpg::Ready(2));
+        assert_eq!(cond(&coming_up, "DatabaseReady"), "False/ClusterNotReady");
         assert_eq!(
-            reason(&d, "DatabaseReady"),
-            (Some(false), "ClusterNotReady".into())
-        );
-        assert_eq!(by_type(&d, "DatabaseReady").message, "2/3 instances ready");
-        assert_eq!(
-            reason(&at(Cnpg::Ready(3)), "DatabaseReady"),
-            (Some(true), "ClusterReady".into())
-        );
-        let postgres = ValidatedTenant::test().with_postgres(2);
-        let d = status(&postgres, seen(), wednesday());
-        assert_eq!(
-            reason(&d, "DatabaseReady"),
-            (Some(true), "SecretResolved".into())
+            by_type(&coming_up, "DatabaseReady").message,
+            "2/3 instances ready"
         );
         assert_eq!(
-            reason(&d, "Ready"),
-            (Some(false), "RuntimeNotReady".into()),
+            cond(&at(Cnpg::Ready(3)), "DatabaseReady"),
+            "True/ClusterReady"
+        );
+
+        let postgres = status(
+            &ValidatedTenant::test().with_postgres(2),
+            seen(),
+            wednesday(),
+        );
+        assert_eq!(cond(&postgres, "DatabaseReady"), "True/SecretResolved");
+        assert_eq!(
+            cond(&postgres, "Ready"),
+            "False/RuntimeNotReady",
             "1 of 2 replicas"
         );
     }
@@ -422,51 +392,40 @@ mod tests {
             field: "image",
             description: "image: a → b".into(),
         }];
-        let d = status(
-            &ValidatedTenant::test(),
-            Observed {
-                pending: pending.clone(),
-                ingress_address: false,
-                ..seen()
-            },
-            wednesday(),
-        );
-        let c = by_type(&d, "MaintenancePending");
+        let seen = Observed {
+            pending: pending.clone(),
+            ingress_address: false,
+            ..seen()
+        };
+        let d = status(&ValidatedTenant::test(), seen, wednesday());
+        assert_eq!(cond(&d, "MaintenancePending"), "True/WaitingForWindow");
         assert_eq!(
-            (c.status, c.reason.as_str()),
-            (Some(true), "WaitingForWindow")
-        );
-        assert_eq!(
-            c.message,
+            by_type(&d, "MaintenancePending").message,
             "image: a → b wait for the maintenance window opening at 2026-11-28T22:00:00+00:00"
         );
         assert_eq!(d.pending_changes, pending);
-        assert_eq!(
-            reason(&d, "IngressReady"),
-            (Some(false), "AwaitingAddress".into())
-        );
+        assert_eq!(cond(&d, "IngressReady"), "False/AwaitingAddress");
     }
 
     #[test]
     fn a_problem_fails_ready_and_provisioned_and_keeps_the_last_backup() {
         let record =
             backups::parse_result(r#"{"name":"b-1","time":"2026-11-24T02:00:05Z","sizeBytes":1}"#);
+        assert!(record.is_some());
         let d = problem(
             Some(4),
             record.clone(),
             "SecretNotFound",
             "secret \"x\" not found",
         );
-        let types: Vec<_> = d.conditions.iter().map(|c| c.type_).collect();
-        assert_eq!(types, CONDITION_TYPES);
-        assert_eq!(reason(&d, "Ready"), (Some(false), "SecretNotFound".into()));
         assert_eq!(
-            reason(&d, "Provisioned"),
-            (Some(false), "SecretNotFound".into())
+            summary(&d),
+            "Ready=False/SecretNotFound Provisioned=False/SecretNotFound \
+             DatabaseReady=Unknown/NotProvisioned IngressReady=Unknown/NotProvisioned \
+             BackupsHealthy=Unknown/NotProvisioned MaintenancePending=False/NothingPending \
+             TrialExpired=Unknown/NotProvisioned"
         );
-        assert_eq!(reason(&d, "DatabaseReady"), (None, "NotProvisioned".into()));
         assert_eq!(d.last_backup, record);
-        assert!(d.last_backup.is_some());
         assert_eq!((d.url, d.observed_generation), (None, Some(4)));
     }
 }

@@ -63,7 +63,7 @@ impl Cond {
         }
     }
 
-    fn status_str(&self) -> &'static str {
+    pub(crate) fn status_str(&self) -> &'static str {
         match self.status {
             Some(true) => "True",
             Some(false) => "False",

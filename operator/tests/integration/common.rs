@@ -272,6 +272,55 @@ pub async fn event_reasons(client: &Client) -> Vec<String> {
         .collect()
 }
 
+/// The operator's controller running in this process (`run_controller` on the env's context).
+pub struct RunningController {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the controller on `env`'s context.
+pub fn start_controller(env: &Env) -> RunningController {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(contact_operator::reconcile::run_controller(
+        env.ctx.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    RunningController { stop, task }
+}
+
+impl RunningController {
+    /// Stops it gracefully (waiting at most 10 s).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Whether an Event about the tenant has `reason`.
+pub async fn has_event(client: &Client, reason: &str) -> bool {
+    event_reasons(client).await.iter().any(|r| r == reason)
+}
+
+/// The status (`True`, `False`, `Unknown`) of the tenant's condition `type_`.
+pub async fn condition_status(client: &Client, type_: &str) -> Option<String> {
+    condition(client, type_).await.map(|c| c.0)
+}
+
+/// Polls `check` until it holds; fails the test with `what` once `within` has passed.
+pub async fn eventually<F, Fut>(what: &str, within: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Whether an object's owner references point at the tenant as controller.
 pub fn owned_by_tenant<K: kube::Resource>(obj: &K, tenant: &ContactTenant) -> bool {
     obj.owner_references().iter().any(|o| {

@@ -113,41 +113,13 @@ async fn runtime_goes_at_once_data_after_the_grace_period() {
     assert_eq!(env.ctx.memo.len(), 0, "memo after deletion");
     let now = wednesday();
     for gone in [
-        Api::<StatefulSet>::namespaced(c.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none(),
-        Api::<Service>::namespaced(c.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none(),
-        Api::<Ingress>::namespaced(c.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none(),
-        Api::<NetworkPolicy>::namespaced(c.clone(), NS)
-            .get_opt("acme-runtime")
-            .await
-            .expect("get")
-            .is_none(),
-        Api::<CronJob>::namespaced(c.clone(), NS)
-            .get_opt("acme-backup")
-            .await
-            .expect("get")
-            .is_none(),
-        Api::<ConfigMap>::namespaced(c.clone(), NS)
-            .get_opt("acme-config")
-            .await
-            .expect("get")
-            .is_none(),
-        Api::<ServiceAccount>::namespaced(c.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none(),
+        get_opt::<StatefulSet>(c, "acme").await.is_none(),
+        get_opt::<Service>(c, "acme").await.is_none(),
+        get_opt::<Ingress>(c, "acme").await.is_none(),
+        get_opt::<NetworkPolicy>(c, "acme-runtime").await.is_none(),
+        get_opt::<CronJob>(c, "acme-backup").await.is_none(),
+        get_opt::<ConfigMap>(c, "acme-config").await.is_none(),
+        get_opt::<ServiceAccount>(c, "acme").await.is_none(),
     ] {
         assert!(gone, "the runtime is removed at once");
     }
@@ -167,7 +139,7 @@ async fn runtime_goes_at_once_data_after_the_grace_period() {
         stamp(&keys, "contact.dev/purge-after"),
         Some(now + ChronoDuration::days(30))
     );
-    assert!(event_reasons(c).await.iter().any(|r| r == "DataDetached"));
+    assert!(has_event(c, "DataDetached").await);
 
     // Within the grace period the sweeper leaves everything alone.
     let purged_early = grace::sweep(&env.ctx.client, now + ChronoDuration::days(29))

@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use contact_operator::config::OperatorConfig;
-use contact_operator::reconcile::run_controller;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
@@ -13,6 +12,17 @@ use std::time::Duration;
 
 fn image(sts: &StatefulSet) -> Option<String> {
     sts.spec.template.spec.as_ref()?.containers[0].image.clone()
+}
+
+/// Replaces the rendered configuration by hand (kubectl edit sends the same kind of patch).
+async fn hand_edit_config(cms: &Api<ConfigMap>) {
+    cms.patch(
+        "acme-config",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "runtime.json": "{}" } })),
+    )
+    .await
+    .expect("edit cm");
 }
 
 #[tokio::test]
@@ -25,13 +35,7 @@ async fn a_hand_edit_is_reverted_by_the_next_reconcile() {
     let rendered = cms.get("acme-config").await.expect("cm").data;
 
     // Someone edits both by hand (kubectl edit would send the same kind of patch).
-    cms.patch(
-        "acme-config",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "data": { "runtime.json": "{}" } })),
-    )
-    .await
-    .expect("edit cm");
+    hand_edit_config(&cms).await;
     let edited = stss
         .patch(
             "acme",
@@ -108,10 +112,7 @@ async fn the_running_controller_reverts_an_edit_on_its_own() {
         ..OperatorConfig::default()
     };
     let env = env_with(config, true).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(env.ctx.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let controller = start_controller(&env);
     create_tenant(&env.admin, tenant_json()).await;
     let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -124,13 +125,7 @@ async fn the_running_controller_reverts_an_edit_on_its_own() {
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    cms.patch(
-        "acme-config",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "data": { "runtime.json": "{}" } })),
-    )
-    .await
-    .expect("edit cm");
+    hand_edit_config(&cms).await;
     // No resync within the test: the edit's own watch event must bring the reconcile.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -143,6 +138,5 @@ async fn the_running_controller_reverts_an_edit_on_its_own() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    controller.stop().await;
 }

@@ -59,12 +59,7 @@ async fn image_waits_for_the_window_config_does_not() {
     let s = status(&env.admin).await;
     assert_eq!(s["pendingChanges"][0]["field"], "image");
     assert_eq!(s["observedGeneration"], 2);
-    assert!(
-        event_reasons(&env.admin)
-            .await
-            .iter()
-            .any(|r| r == "WaitingForWindow")
-    );
+    assert!(has_event(&env.admin, "WaitingForWindow").await);
     // Requeued for the resync or the window opening, whichever is first.
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
 
@@ -89,9 +84,7 @@ async fn image_waits_for_the_window_config_does_not() {
         "ghcr.io/contact-dev/contact-runtime:2.0.0"
     );
     assert_eq!(
-        condition(&env.admin, "MaintenancePending")
-            .await
-            .map(|c| c.0),
+        condition_status(&env.admin, "MaintenancePending").await,
         Some("False".into())
     );
     assert!(
@@ -100,12 +93,7 @@ async fn image_waits_for_the_window_config_does_not() {
             .get("pendingChanges")
             .is_none_or(|p| p.as_array().is_none_or(Vec::is_empty))
     );
-    assert!(
-        event_reasons(&env.admin)
-            .await
-            .iter()
-            .any(|r| r == "RestartChangesApplied")
-    );
+    assert!(has_event(&env.admin, "RestartChangesApplied").await);
 }
 
 #[tokio::test]
@@ -127,9 +115,7 @@ async fn apply_now_annotation_skips_the_wait() {
         "ghcr.io/contact-dev/contact-runtime:3.0.0"
     );
     assert_eq!(
-        condition(&env.admin, "MaintenancePending")
-            .await
-            .map(|c| c.0),
+        condition_status(&env.admin, "MaintenancePending").await,
         Some("False".into())
     );
 }

@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use contact_operator::config::OperatorConfig;
-use contact_operator::reconcile::run_controller;
 use std::time::Duration;
 
 #[tokio::test]
@@ -30,11 +29,7 @@ async fn the_running_controller_idles_without_writes() {
         ..OperatorConfig::default()
     };
     let env = env_with(config, true).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ctx = env.ctx.clone();
-    let controller = tokio::spawn(run_controller(ctx, async move {
-        let _ = stopped.await;
-    }));
+    let controller = start_controller(&env);
     create_tenant(&env.admin, tenant_json()).await;
 
     // Wait for the controller to provision the tenant on its own.
@@ -70,6 +65,5 @@ async fn the_running_controller_idles_without_writes() {
         "after {ran} idle reconciles"
     );
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    controller.stop().await;
 }

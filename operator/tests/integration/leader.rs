@@ -52,6 +52,15 @@ fn start(env: &Env, identity: &str) -> Replica {
     }
 }
 
+/// Who holds the Lease.
+async fn holder(env: &Env) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(env.admin.clone(), "default")
+        .get("contact-operator")
+        .await
+        .expect("lease");
+    lease.spec.and_then(|s| s.holder_identity)
+}
+
 async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
@@ -83,14 +92,7 @@ async fn one_leader_among_two_and_failover() {
     } else {
         (&mut b, &mut a, "replica-b", "replica-a")
     };
-    let lease = Api::<Lease>::namespaced(env.admin.clone(), "default")
-        .get("contact-operator")
-        .await
-        .expect("lease");
-    assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity).as_deref(),
-        Some(leader_id)
-    );
+    assert_eq!(holder(&env).await.as_deref(), Some(leader_id));
 
     // The leader reconciles.
     create_tenant(&env.admin, tenant_json()).await;
@@ -118,14 +120,7 @@ async fn one_leader_among_two_and_failover() {
         f.is_leader()
     })
     .await;
-    let lease = Api::<Lease>::namespaced(env.admin.clone(), "default")
-        .get("contact-operator")
-        .await
-        .expect("lease");
-    assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity).as_deref(),
-        Some(follower_id)
-    );
+    assert_eq!(holder(&env).await.as_deref(), Some(follower_id));
 
     let _ = follower.stop.take().map(|s| s.send(()));
     let _ = tokio::time::timeout(Duration::from_secs(30), &mut follower.task).await;

@@ -45,7 +45,7 @@ async fn trial_expiry_scales_to_zero_and_keeps_data() {
         Some(("False".into(), "TrialExpired".into()))
     );
     assert_eq!(
-        condition(&env.admin, "TrialExpired").await.map(|c| c.0),
+        condition_status(&env.admin, "TrialExpired").await,
         Some("True".into())
     );
     let cj = get::<CronJob>(&env.admin, "acme-backup").await;
@@ -60,12 +60,7 @@ async fn trial_expiry_scales_to_zero_and_keeps_data() {
         keys_before, keys_after,
         "generated keys are never regenerated"
     );
-    assert!(
-        event_reasons(&env.admin)
-            .await
-            .iter()
-            .any(|r| r == "TrialEnded")
-    );
+    assert!(has_event(&env.admin, "TrialEnded").await);
 }
 
 #[tokio::test]
