@@ -298,6 +298,58 @@ impl RunningController {
     }
 }
 
+/// A whole operator replica (`run::run`: leader election, HTTP endpoints, controller) running in
+/// this process.
+pub struct Replica {
+    /// Whether it leads.
+    pub health: Arc<contact_operator::http::Health>,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    /// Stops it gracefully (taken when sent).
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Its task: `Ok` once stopped, `Err` when it lost its lease.
+    pub task: tokio::task::JoinHandle<Result<(), contact_operator::run::Error>>,
+}
+
+/// Settings of a replica `identity` electing its leader on the Lease `contact-operator` in
+/// `lease_namespace` (test timings, HTTP on a free port, no sweep within a test).
+pub fn replica_settings(lease_namespace: &str, identity: &str) -> contact_operator::run::Settings {
+    contact_operator::run::Settings {
+        config: OperatorConfig::default(),
+        lease: Some(contact_operator::run::LeaseSettings {
+            namespace: lease_namespace.into(),
+            name: "contact-operator".into(),
+            identity: identity.into(),
+            timing: test_lease_timing(),
+        }),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        sweep_interval: std::time::Duration::from_secs(3600),
+        instance: Some(identity.into()),
+    }
+}
+
+/// Starts a replica with `client` and `settings`.
+pub fn start_replica(client: Client, settings: contact_operator::run::Settings) -> Replica {
+    let health = Arc::new(contact_operator::http::Health::default());
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(contact_operator::run::run(
+        client,
+        settings,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Replica {
+        health,
+        metrics,
+        stop: Some(stop),
+        task,
+    }
+}
+
 /// Whether an Event about the tenant has `reason`.
 pub async fn has_event(client: &Client, reason: &str) -> bool {
     event_reasons(client).await.iter().any(|r| r == reason)
@@ -306,6 +358,11 @@ pub async fn has_event(client: &Client, reason: &str) -> bool {
 /// The status (`True`, `False`, `Unknown`) of the tenant's condition `type_`.
 pub async fn condition_status(client: &Client, type_: &str) -> Option<String> {
     condition(client, type_).await.map(|c| c.0)
+}
+
+/// Whether the tenant's `Provisioned` condition is `True`.
+pub async fn is_provisioned(client: &Client) -> bool {
+    condition_status(client, "Provisioned").await.as_deref() == Some("True")
 }
 
 /// Polls `check` until it holds; fails the test with `what` once `within` has passed.

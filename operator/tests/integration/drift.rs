@@ -114,29 +114,20 @@ async fn the_running_controller_reverts_an_edit_on_its_own() {
     let env = env_with(config, true).await;
     let controller = start_controller(&env);
     create_tenant(&env.admin, tenant_json()).await;
-    let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let rendered = loop {
-        if let Ok(cm) = cms.get("acme-config").await {
-            break cm.data;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never provisioned");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let cms = &Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
+    let provisioned = || async { cms.get("acme-config").await.is_ok() };
+    eventually("never provisioned", Duration::from_secs(60), provisioned).await;
+    let rendered = &cms.get("acme-config").await.expect("cm").data;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    hand_edit_config(&cms).await;
+    hand_edit_config(cms).await;
     // No resync within the test: the edit's own watch event must bring the reconcile.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if cms.get("acme-config").await.expect("cm").data == rendered {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the edit was not reverted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let reverted = || async { &cms.get("acme-config").await.expect("cm").data == rendered };
+    eventually(
+        "the edit was not reverted",
+        Duration::from_secs(30),
+        reverted,
+    )
+    .await;
     controller.stop().await;
 }

@@ -33,20 +33,12 @@ async fn the_running_controller_idles_without_writes() {
     create_tenant(&env.admin, tenant_json()).await;
 
     // Wait for the controller to provision the tenant on its own.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if condition(&env.admin, "Provisioned")
-            .await
-            .is_some_and(|c| c.0 == "True")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "controller never provisioned the tenant"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "controller never provisioned the tenant",
+        Duration::from_secs(60),
+        || is_provisioned(&env.admin),
+    )
+    .await;
     // Let the watch events caused by our own writes drain.
     tokio::time::sleep(Duration::from_secs(2)).await;
 

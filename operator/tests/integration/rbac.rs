@@ -5,10 +5,6 @@
 //! all run as cluster admin.
 
 use crate::common::*;
-use contact_operator::config::OperatorConfig;
-use contact_operator::http::Health;
-use contact_operator::metrics::Metrics;
-use contact_operator::run::{LeaseSettings, Settings, run};
 use contact_tests::controlplane::ControlPlane;
 use contact_tests::kube_helpers::{apply_yaml, install_crds};
 use contact_tests::tools::run_helm;
@@ -16,7 +12,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -71,27 +66,10 @@ async fn client_as(cp: &ControlPlane, sa: &str) -> Client {
     as_operator
 }
 
-/// The operator's settings with a Lease in the release namespace.
-fn settings() -> Settings {
-    Settings {
-        config: OperatorConfig::default(),
-        lease: Some(LeaseSettings {
-            namespace: RELEASE_NS.into(),
-            name: "contact-operator".into(),
-            identity: "operator-0".into(),
-            timing: test_lease_timing(),
-        }),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        sweep_interval: Duration::from_secs(3600),
-        instance: Some("operator-0".into()),
-    }
-}
-
 /// The Lease was created in the release namespace and has been renewed since.
 async fn assert_lease_renewed(admin: &Client) {
     let leases = Api::<Lease>::namespaced(admin.clone(), RELEASE_NS);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let renewed = || async {
         let spec = leases
             .get("contact-operator")
             .await
@@ -99,28 +77,24 @@ async fn assert_lease_renewed(admin: &Client) {
             .spec
             .expect("spec");
         assert_eq!(spec.holder_identity.as_deref(), Some("operator-0"));
-        if spec.renew_time.is_some() && spec.renew_time != spec.acquire_time {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the lease was never renewed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        spec.renew_time.is_some() && spec.renew_time != spec.acquire_time
+    };
+    eventually(
+        "the lease was never renewed",
+        Duration::from_secs(15),
+        renewed,
+    )
+    .await;
 }
 
 /// The Event goes out beside the status write, so it may land just after it.
 async fn assert_an_event(admin: &Client) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let reasons = event_reasons(admin).await;
-        if !reasons.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no Event about the tenant under the chart's RBAC"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "no Event about the tenant under the chart's RBAC",
+        Duration::from_secs(15),
+        || async { !event_reasons(admin).await.is_empty() },
+    )
+    .await;
 }
 
 /// Deletion under the same RBAC: the finalizer's cleanup (detaching the data from the tenant)
@@ -130,14 +104,12 @@ async fn assert_deletion_completes(admin: &Client) {
         .delete("acme", &Default::default())
         .await
         .expect("delete");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tenants(admin).get_opt("acme").await.expect("get").is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the finalizer was not released under the chart's RBAC"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the finalizer was not released under the chart's RBAC",
+        Duration::from_secs(30),
+        || async { tenants(admin).get_opt("acme").await.expect("get").is_none() },
+    )
+    .await;
     let keys = get::<Secret>(admin, "acme-keys").await;
     assert!(
         keys.owner_references().is_empty(),
@@ -155,18 +127,13 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
     let sa = install_chart(&admin).await;
     let as_operator = client_as(&cp, &sa).await;
 
-    let metrics = Arc::new(Metrics::default());
-    let health = Arc::new(Health::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let operator = tokio::spawn(run(
-        as_operator,
-        settings(),
-        metrics.clone(),
-        health.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    // The operator's Lease is in the release namespace, where the chart grants it.
+    let Replica {
+        health,
+        metrics,
+        stop,
+        task: operator,
+    } = start_replica(as_operator, replica_settings(RELEASE_NS, "operator-0"));
 
     create_tenant(&admin, tenant_json()).await;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -208,7 +175,7 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
     );
     assert_deletion_completes(&admin).await;
 
-    let _ = stop.send(());
+    let _ = stop.map(|s| s.send(()));
     let stopped = tokio::time::timeout(Duration::from_secs(30), operator).await;
     assert!(
         matches!(stopped, Ok(Ok(Ok(())))),
