@@ -140,26 +140,6 @@ impl WeeklyWindow {
         Self::new(day, start, dur, tz).map_err(|_| Error::Duration(duration.to_string()))
     }
 
-    /// The configured weekday.
-    pub fn day(&self) -> Weekday {
-        self.day
-    }
-
-    /// The configured local start time.
-    pub fn start(&self) -> NaiveTime {
-        self.start
-    }
-
-    /// The configured elapsed duration.
-    pub fn duration(&self) -> Duration {
-        self.duration
-    }
-
-    /// The configured time zone.
-    pub fn time_zone(&self) -> Tz {
-        self.tz
-    }
-
     /// The occurrence whose start is on local date `date` (which must be a `day`).
     fn occurrence_on(&self, date: NaiveDate) -> Occurrence {
         let start = resolve_local(self.tz, date.and_time(self.start));
@@ -197,23 +177,6 @@ impl WeeklyWindow {
             self.occurrence_on(d)
         });
         WindowState::Closed { next }
-    }
-
-    /// Whether the window is open at `now`.
-    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
-        self.state_at(now).is_open()
-    }
-
-    /// The first occurrence that opens strictly after `now` (ignores a window open now).
-    pub fn next_opening(&self, now: DateTime<Utc>) -> Occurrence {
-        match self.state_at(now) {
-            WindowState::Closed { next } => next,
-            WindowState::Open { current } => match self.state_at(current.end) {
-                WindowState::Closed { next } => next,
-                // Back-to-back windows cannot happen with duration <= 24h and weekly repeat.
-                WindowState::Open { current: c } => c,
-            },
-        }
     }
 }
 
