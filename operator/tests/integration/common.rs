@@ -202,6 +202,15 @@ pub async fn settle(env: &Env) -> Action {
     reconcile_once(env).await
 }
 
+/// `env()` with the tenant `acme` (`tenant_json`) created and settled; returns the tenant as
+/// created.
+pub async fn settled_env() -> (Env, ContactTenant) {
+    let env = env().await;
+    let t = create_tenant(&env.admin, tenant_json()).await;
+    settle(&env).await;
+    (env, t)
+}
+
 /// The condition `type_` of the live tenant as (status, reason, message).
 pub async fn condition(client: &Client, type_: &str) -> Option<(String, String, String)> {
     let t = tenants(client).get("acme").await.ok()?;

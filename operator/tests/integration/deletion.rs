@@ -98,9 +98,7 @@ where
 
 #[tokio::test]
 async fn runtime_goes_at_once_data_after_the_grace_period() {
-    let env = env().await;
-    let t = create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, t) = settled_env().await;
     sqlite_pvc(&env.admin, &t.uid().unwrap_or_default()).await;
     let c = &env.admin;
     assert!(
@@ -169,9 +167,7 @@ async fn runtime_goes_at_once_data_after_the_grace_period() {
 
 #[tokio::test]
 async fn recreating_within_grace_reattaches_the_data() {
-    let env = env().await;
-    let t = create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, t) = settled_env().await;
     sqlite_pvc(&env.admin, &t.uid().unwrap_or_default()).await;
     let secrets = Api::<Secret>::namespaced(env.admin.clone(), NS);
     let keys_before = secrets.get("acme-keys").await.expect("keys").data;

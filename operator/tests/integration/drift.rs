@@ -27,9 +27,7 @@ async fn hand_edit_config(cms: &Api<ConfigMap>) {
 
 #[tokio::test]
 async fn a_hand_edit_is_reverted_by_the_next_reconcile() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
     let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
     let stss = Api::<StatefulSet>::namespaced(env.admin.clone(), NS);
     let rendered = cms.get("acme-config").await.expect("cm").data;

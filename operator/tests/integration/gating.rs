@@ -27,9 +27,7 @@ async fn routing(env: &Env) -> serde_json::Value {
 
 #[tokio::test]
 async fn image_waits_for_the_window_config_does_not() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
 
     patch_tenant(
         &env.admin,
@@ -98,9 +96,7 @@ async fn image_waits_for_the_window_config_does_not() {
 
 #[tokio::test]
 async fn apply_now_annotation_skips_the_wait() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
     patch_tenant(
         &env.admin,
         json!({

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 #[tokio::test]
 async fn a_reconcile_with_nothing_to_do_writes_nothing() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
     assert!(
         !env.counter.writes().is_empty(),
         "the first passes did write"

@@ -65,9 +65,7 @@ async fn trial_expiry_scales_to_zero_and_keeps_data() {
 
 #[tokio::test]
 async fn suspension_scales_to_zero_and_back() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
     patch_tenant(&env.admin, json!({ "spec": { "suspend": true } })).await;
     reconcile_once(&env).await;
     assert_eq!(replicas(&env).await, Some(0));
