@@ -71,7 +71,10 @@ pub fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr);
     let format = std::env::var("CONTACT_LOG_FORMAT").ok();
-    if json_logs(format.as_deref(), std::io::IsTerminal::is_terminal(&std::io::stderr())) {
+    if json_logs(
+        format.as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    ) {
         logs.json().init();
     } else {
         logs.init();
