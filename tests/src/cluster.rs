@@ -30,10 +30,7 @@ use k8s_openapi::api::core::v1::{Node, PersistentVolume, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 
 /// Where the running cluster keeps everything (fixed, so leftovers of a killed run are found).
 pub const CLUSTER_DIR: &str = "/var/tmp/contact-cluster";
@@ -951,17 +948,7 @@ struct Certs {
 
 impl Certs {
     fn generate(dir: &Path) -> Result<Self, ClusterError> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "contact-cluster-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let ca = crate::controlplane::certificate_authority("contact-cluster-ca")?;
         let write = |name: &str, pem: String| -> Result<PathBuf, std::io::Error> {
             let path = dir.join(name);
             fs::write(&path, pem)?;

@@ -497,14 +497,7 @@ impl Simulator {
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(256)
             .build()
-            .map_err(|e| {
-                Error::Http(format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ))
-            })?;
+            .map_err(|e| Error::Http(super::sinch::build_error(&e)))?;
         Ok(Self {
             listener,
             sim: Arc::new(Sim {

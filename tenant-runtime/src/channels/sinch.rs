@@ -141,6 +141,15 @@ struct SendResponse {
     message_id: String,
 }
 
+/// reqwest's error when a client cannot be built, with its cause: its own message is only
+/// "builder error".
+pub(crate) fn build_error(e: &reqwest::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
 /// Conversation API client shared by every channel app.
 #[derive(Debug)]
 pub struct Client {
@@ -158,15 +167,7 @@ impl Client {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
-            // `{:#}`-style chain: reqwest's own message is only "builder error".
-            .map_err(|e| {
-                Error::Http(format!(
-                    "{e}: {}",
-                    std::error::Error::source(&e)
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ))
-            })?;
+            .map_err(|e| Error::Http(build_error(&e)))?;
         Ok(Self {
             http,
             auth_url: auth_url.to_owned(),
