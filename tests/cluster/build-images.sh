@@ -29,7 +29,9 @@ done
 # namespace (no bridge, so no addresses outside loopback) and the host's own limits (a container
 # here cannot raise rlimits; root is not held to RLIMIT_NPROC, so 1024 only has to be settable).
 PODMAN=(podman --runtime runc)
-BUILD=(build --network host --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=1024:1024)
+# --no-cache: the cargo step must always run (cargo itself decides what changed, the target
+# folder is a cache mount); a layer cache hit on `COPY . .` would ship a stale binary.
+BUILD=(build --no-cache --network host --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=1024:1024)
 BASE_RUNTIME=localhost/contact-base/runtime:$SUITE
 BASE_BUILDER=localhost/contact-base/builder:$SUITE-r2
 
@@ -91,6 +93,7 @@ start=$SECONDS
 "${PODMAN[@]}" "${BUILD[@]}" -q -t "localhost/pause:contact" "$ctx" >&2
 rm -rf "$ctx"
 record localhost/pause:contact $((SECONDS - start))
+rm -f "$OUT/pause.tar"
 "${PODMAN[@]}" save -q -o "$OUT/pause.tar" localhost/pause:contact
 
 # Dangling layers of earlier builds would otherwise pile up in podman's storage.

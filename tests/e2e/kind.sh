@@ -26,6 +26,11 @@ if [[ "${1:-}" == diagnose ]]; then
   exit 0
 fi
 
+if [[ "${1:-}" == kill ]]; then # kill CONTAINER_ID: SIGKILL a container on the kind node
+  docker exec "$CLUSTER-control-plane" sh -c "kill -9 \$(crictl inspect --output go-template --template '{{.info.pid}}' $2)"
+  exit 0
+fi
+
 for tool in docker kind kubectl helm curl openssl python3; do
   command -v "$tool" >/dev/null || { echo "kind.sh needs $tool" >&2; exit 1; }
 done
@@ -58,5 +63,6 @@ log "the scenario"
 OPERATOR_IMAGE=docker.io/library/contact-operator:e2e RUNTIME_IMAGE=docker.io/library/contact-runtime:e2e \
   IMAGE_PULL_POLICY=Never INGRESS_CLASS=traefik INGRESS_NAMESPACE=traefik INGRESS_HTTPS=127.0.0.1:8443 \
   TLS_CERT="$tls/tls.crt" TLS_KEY="$tls/tls.key" TLS_CA="$tls/ca.crt" \
+  KILL_CONTAINER="$PWD/tests/e2e/kind.sh kill" \
   tests/e2e/scenario.sh
 log "ok"

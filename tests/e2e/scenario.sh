@@ -23,12 +23,13 @@
 #   INGRESS_HTTPS   host:port where the ingress controller serves HTTPS, as seen from here
 #   TLS_CERT, TLS_KEY  certificate and key for e2e.contact.test (the test makes them)
 #   TLS_CA          the CA that signed TLS_CERT (curl verifies the ingress with it)
+#   KILL_CONTAINER  a command that SIGKILLs the container whose runtime id it is given
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 KUBECTL="${KUBECTL:-kubectl}" HELM="${HELM:-helm}"
 PULL="${IMAGE_PULL_POLICY:-Never}"
 INGRESS_CLASS="${INGRESS_CLASS:-traefik}" INGRESS_NAMESPACE="${INGRESS_NAMESPACE:-traefik}"
-: "${OPERATOR_IMAGE:?}" "${RUNTIME_IMAGE:?}" "${INGRESS_HTTPS:?}" "${TLS_CERT:?}" "${TLS_KEY:?}" "${TLS_CA:?}"
+: "${OPERATOR_IMAGE:?}" "${RUNTIME_IMAGE:?}" "${KILL_CONTAINER:?}" "${INGRESS_HTTPS:?}" "${TLS_CERT:?}" "${TLS_KEY:?}" "${TLS_CA:?}"
 OPS=contact-system NS=tenant-e2e HOST=e2e.contact.test RELEASE=contact
 DEPLOY=contact-contact-operator LEASE=contact-operator
 k() { "$KUBECTL" "$@"; }
@@ -51,7 +52,8 @@ log "1. helm install (two replicas, leader election, PDB, metrics Service)"
 k rollout status -n "$OPS" "deploy/$DEPLOY" --timeout=180s
 ready="$(jsonpath deploy -n "$OPS" "$DEPLOY" -o jsonpath='{.status.readyReplicas}')"
 [[ "$ready" == 2 ]] || fail "want 2 Ready operator pods, have ${ready:-0}"
-k get pdb,svc -n "$OPS" "$DEPLOY" >/dev/null || fail "the chart's PDB or metrics Service is missing"
+k get pdb -n "$OPS" "$DEPLOY" >/dev/null || fail "the chart's PodDisruptionBudget is missing"
+k get svc -n "$OPS" "$DEPLOY-metrics" >/dev/null || fail "the chart's metrics Service is missing"
 pods() { k get pods -n "$OPS" -l app.kubernetes.io/name=contact-operator --field-selector=status.phase=Running -o jsonpath='{.items[*].metadata.name}'; }
 leads() { local h; h="$(holder)"; [[ -n "$h" && " $(pods) " == *" $h "* ]]; }
 until_true 60 "one of the operator pods holds the Lease" leads
@@ -63,14 +65,15 @@ k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
 k create secret tls e2e-tls -n "$NS" --cert="$TLS_CERT" --key="$TLS_KEY" --dry-run=client -o yaml | k apply -f - >/dev/null
 sed "s/className: .*/className: $INGRESS_CLASS/" tests/e2e/tenant.yaml | k apply -n "$NS" -f -
 k wait -n "$NS" configmap/e2e-config --for=create --timeout=120s
-k apply -n "$NS" -f tests/e2e/simulator.yaml
+sed "s|image: contact-runtime:e2e|image: $RUNTIME_IMAGE|; s|imagePullPolicy: Never|imagePullPolicy: $PULL|" tests/e2e/simulator.yaml \
+  | k apply -n "$NS" -f -
 k rollout status -n "$NS" deploy/contact-simulator --timeout=180s
 k wait -n "$NS" contacttenant/e2e --for=condition=Ready --timeout=300s
 runtime_pod=e2e-0 # the StatefulSet's pod
 [[ "$(k get pod -n "$NS" "$runtime_pod" -o jsonpath='{.status.containerStatuses[0].ready}')" == true ]] || fail "the runtime pod is not Ready"
 sc="$(k get pod -n "$NS" "$runtime_pod" -o jsonpath='{.spec.securityContext.runAsNonRoot}/{.spec.containers[0].securityContext.readOnlyRootFilesystem}')"
 [[ "$sc" == true/true ]] || fail "the runtime pod is not hardened (runAsNonRoot/readOnlyRootFilesystem = $sc)"
-first_line="$(k logs -n "$NS" "$runtime_pod" | head -1)"
+first_line="$(k logs -n "$NS" "$runtime_pod" | sed -n 1p)"
 python3 -c 'import json,sys; json.loads(sys.argv[1])' "$first_line" 2>/dev/null \
   || fail "the runtime's log lines are not JSON: $first_line"
 
@@ -122,6 +125,10 @@ echo "BackupsHealthy=False: $why" >&2
 log "5. the leader dies; the other replica takes over and reconciles"
 lease_seconds="$(jsonpath lease -n "$OPS" "$LEASE" -o jsonpath='{.spec.leaseDurationSeconds}')"
 leader="$(holder)"
+# Killed outright (SIGKILL, no chance to release the Lease), then its pod removed so it does not
+# come back under the same identity.
+container="$(k get pod -n "$OPS" "$leader" -o jsonpath='{.status.containerStatuses[0].containerID}')"
+$KILL_CONTAINER "${container#*://}"
 k delete pod -n "$OPS" "$leader" --grace-period=0 --force --wait=false >/dev/null 2>&1
 start=$SECONDS
 k patch contacttenant -n "$NS" e2e --type=merge -p '{"spec":{"displayName":"E2E Tenant (after failover)"}}'

@@ -471,6 +471,9 @@ impl Cluster {
                     "--entrypoints.websecure.address={NODE_IP}:{}",
                     self.ingress_port
                 ))
+                // As Traefik's own chart does: routers on this entry point are TLS routers
+                // (an Ingress's spec.tls only supplies the certificates).
+                .arg("--entrypoints.websecure.http.tls=true")
                 .arg(format!("--entrypoints.ping.address=127.0.0.1:{ping}"))
                 .arg("--ping.entrypoint=ping")
                 .arg("--ping=true")
@@ -508,6 +511,15 @@ impl Cluster {
     /// Where Traefik serves HTTPS (`NODE_IP:port`).
     pub fn ingress_https(&self) -> String {
         format!("{NODE_IP}:{}", self.ingress_port)
+    }
+
+    /// A command line that SIGKILLs a container given its id (what a crash or the OOM killer
+    /// does: no signal handler runs).
+    pub fn kill_container_command(&self) -> String {
+        format!(
+            "ctr --address {} -n k8s.io tasks kill --signal SIGKILL",
+            self.dir.join("containerd/containerd.sock").display()
+        )
     }
 
     /// The cluster's folder (logs of each component are `<name>.log` there).

@@ -63,6 +63,7 @@ async fn the_production_path_runs_on_a_real_node() {
         .env("TLS_CERT", &tls.cert)
         .env("TLS_KEY", &tls.key)
         .env("TLS_CA", &tls.ca)
+        .env("KILL_CONTAINER", cluster.kill_container_command())
         .output()
         .expect("bash runs scenario.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
