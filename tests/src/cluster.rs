@@ -325,7 +325,10 @@ impl Cluster {
         .await?;
 
         // kubelet: cgroup v1 with cgroupfs, swap tolerated, its server on the node address (the
-        // apiserver reaches it there for logs and port-forward), pod logs in our folder.
+        // apiserver reaches it there for logs and port-forward), pod logs in our folder. No
+        // eviction and no image garbage collection: the disk is shared with other builds, and
+        // when it filled up for a moment the kubelet evicted the operator and removed the pause
+        // image (containerd 1.6 does not pin it), so no pod could start again.
         let kubelet_port = free_port(NODE_IP)?;
         fs::write(dir.join("resolv.conf"), "")?;
         fs::write(
@@ -875,7 +878,7 @@ resolvConf: {d}/resolv.conf
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {{ memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1% }}
+evictionHard: {{ memory.available: "0%", nodefs.available: "0%", imagefs.available: "0%", nodefs.inodesFree: "0%" }}
 syncFrequency: 10s
 "#,
         sock = sock.display()
