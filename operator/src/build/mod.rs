@@ -31,6 +31,7 @@ mod workload;
 pub use backup::build_backup_cronjob;
 pub use children::{Built, Child, Children, Inputs, Slot, all};
 pub use config_map::build_config_map;
+pub(crate) use secret::SECRET_KEYS;
 pub use secret::build_secret;
 pub use workload::secret_mount_path;
 

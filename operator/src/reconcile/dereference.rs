@@ -51,6 +51,15 @@ pub(crate) enum SecretProblem {
         /// Who refers to it.
         used_by: String,
     },
+    /// The tenant's own key Secret, or a key in it, is gone after the tenant was provisioned: a
+    /// new key would make every earlier backup unreadable (or lock the admin out), so none is
+    /// generated.
+    KeysMissing {
+        /// Secret name (`<tenant>-keys`).
+        secret: String,
+        /// The missing keys (all of them when the Secret is gone).
+        keys: Vec<String>,
+    },
 }
 
 impl SecretProblem {
@@ -59,6 +68,7 @@ impl SecretProblem {
         match self {
             SecretProblem::NotFound { .. } => "SecretNotFound",
             SecretProblem::KeyMissing { .. } => "SecretKeyMissing",
+            SecretProblem::KeysMissing { .. } => "KeysMissing",
         }
     }
 
@@ -75,6 +85,12 @@ impl SecretProblem {
             } => {
                 format!("secret {secret:?} (for {used_by}) has no key {key:?}")
             }
+            SecretProblem::KeysMissing { secret, keys } => format!(
+                "secret {secret:?} lacks {} although the tenant was provisioned with it: no new \
+                 key is generated (earlier backups would become unreadable); restore the Secret \
+                 from your copy",
+                keys.join(", ")
+            ),
         }
     }
 }
@@ -298,7 +314,7 @@ pub(crate) async fn dereference(
     }
 
     let name = t.name_any();
-    if let Some(keys) = cached(caches, &secrets, &ns, "Secret", &names::keys(&name)).await? {
+    if let Some(keys) = key_secret(caches, &secrets, &ns, &names::keys(&name)).await? {
         out.keys_detached = keys.annotations().contains_key(labels::PURGE_AFTER);
         out.keys = keys.data.unwrap_or_default();
         out.keys_exist = true;
@@ -315,7 +331,82 @@ pub(crate) async fn dereference(
     {
         out.workloads.push(ExistingWorkload::Deployment(d));
     }
+    let existing = out.keys_exist.then_some(&out.keys);
+    let made = keys_were_made(t, !out.workloads.is_empty());
+    if let Some(p) = keys_missing(made, &names::keys(&name), existing) {
+        out.secret_problems.push(p);
+    }
     Ok(out)
+}
+
+/// The tenant's key Secret, looked up by name whatever its labels. The key store holds only
+/// Secrets labelled as ours; one whose label was removed or changed is in the metadata store of
+/// the other Secrets instead, and is read by GET. Never inferring "absent" from a label is what
+/// keeps a label edit from regenerating the keys.
+async fn key_secret(
+    caches: Option<&Caches>,
+    api: &Api<Secret>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Secret>, Error> {
+    if let Some(s) = cached(caches, api, ns, "Secret", name).await? {
+        return Ok(Some(s));
+    }
+    match caches.filter(|c| c.is_ready()) {
+        Some(c)
+            if c.secret_meta
+                .get(&ObjectRef::new(name).within(ns))
+                .is_none() =>
+        {
+            Ok(None)
+        }
+        // Relabelled (in the other store), or no stores yet (then `cached` already did a GET
+        // and found nothing: this one confirms it).
+        _ => get_opt(api, "Secret", name).await,
+    }
+}
+
+/// Whether the tenant's keys were made before: its workload exists (applied only after the keys
+/// were), it has a backup, its status says it was provisioned, or it already reports them
+/// missing.
+fn keys_were_made(t: &ContactTenant, workload_exists: bool) -> bool {
+    let Some(status) = t.status.as_ref() else {
+        return workload_exists;
+    };
+    workload_exists
+        || status.last_backup.is_some()
+        || status
+            .conditions
+            .iter()
+            .any(|c| (c.type_ == "Provisioned" && c.status == "True") || c.reason == "KeysMissing")
+}
+
+/// Whether the tenant's keys are missing where they must exist: once they were made, the key
+/// Secret holds the keys its data and backups were made with, and generating new ones would
+/// silently make those unusable: that is a condition for a human, not a new key. A new tenant
+/// gets its keys generated.
+pub(crate) fn keys_missing(
+    made: bool,
+    secret: &str,
+    existing: Option<&BTreeMap<String, ByteString>>,
+) -> Option<SecretProblem> {
+    if !made {
+        return None;
+    }
+    let keys: Vec<String> = crate::build::SECRET_KEYS
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| {
+            existing
+                .and_then(|e| e.get(*k))
+                .is_none_or(|v| v.0.is_empty())
+        })
+        .map(String::from)
+        .collect();
+    (!keys.is_empty()).then(|| SecretProblem::KeysMissing {
+        secret: secret.to_string(),
+        keys,
+    })
 }
 
 /// Whether an object was made by this operator (never touch a same-named object we did not make).

@@ -10,6 +10,7 @@ mod deletion;
 mod drift;
 mod gating;
 mod idle;
+mod keys;
 mod leader;
 mod lifecycle;
 mod rbac;
