@@ -164,6 +164,7 @@ impl RunArgs {
                     .into_iter()
                     .filter(|n| !n.is_empty())
                     .collect(),
+                own_namespace: lease_namespace.clone(),
             },
             lease: leader_election.then(|| LeaseSettings {
                 namespace: lease_namespace,

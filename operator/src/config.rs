@@ -21,6 +21,9 @@ pub struct OperatorConfig {
     pub resync: std::time::Duration,
     /// Tenants reconciled at once.
     pub concurrency: u16,
+    /// The operator's own namespace: where it keeps the record of deletions whose data it may
+    /// purge (`lifecycle::ledger`), beside its Lease.
+    pub own_namespace: String,
 }
 
 impl Default for OperatorConfig {
@@ -33,6 +36,7 @@ impl Default for OperatorConfig {
             resync: std::time::Duration::from_secs(300),
             concurrency: 16,
             watch_namespaces: Vec::new(),
+            own_namespace: "default".into(),
         }
     }
 }

@@ -168,9 +168,18 @@ fn value_switches_change_what_renders() {
         !k.iter().any(|k| k == "PodDisruptionBudget"),
         "one replica needs no PDB"
     );
+    let roles: Vec<_> = objs
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Role"))
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
     assert!(
-        !k.iter().any(|k| k == "Role"),
-        "no lease RBAC without leader election"
+        !roles.iter().any(|r| r.ends_with("-leader-election")),
+        "no lease RBAC without leader election: {roles:?}"
+    );
+    assert!(
+        roles.iter().any(|r| r.ends_with("-deletions")),
+        "the record of deletions is written with or without leader election: {roles:?}"
     );
 
     let objs = render(&[

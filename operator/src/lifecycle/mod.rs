@@ -2,9 +2,11 @@
 //! and deletion grace (remove the runtime at once, keep the data for `dataGraceDays`, then purge).
 //!
 //! The phase decision is pure and takes `now` from the injected clock; `grace` holds the API
-//! calls of detaching, re-attaching and sweeping data.
+//! calls of detaching, re-attaching and sweeping data, `ledger` the record of deletions the
+//! sweeper reads.
 
 pub mod grace;
+pub mod ledger;
 
 use crate::tenant::ValidatedTenant;
 use chrono::{DateTime, Utc};

@@ -124,8 +124,7 @@ async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Err
     delete(at, c, &ns, service_account).await?;
     // The data objects are found by their labels (SQLite claims too, which no field names).
     let grace_days = tenant.spec.deletion.data_grace_days;
-    let detached = grace::detach(c, tenant, grace_days, now).await?;
-    let purge = now + chrono::Duration::days(i64::from(grace_days));
+    let (detached, purge) = grace::detach(c, &ctx.ledger, tenant, grace_days, now).await?;
     let what: Vec<_> = detached
         .iter()
         .map(|d| format!("{}/{}", d.kind, d.name))
@@ -149,4 +148,65 @@ async fn cleanup_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Action, Err
     }
     ctx.metrics.set_conditions(&format!("{ns}/{name}"), None);
     Ok(Action::await_change())
+}
+
+/// Purges the data of deleted tenants whose grace has passed (`grace::sweep`, in the namespaces
+/// this operator watches), and says so: one Warning Event per purged object on its namespace,
+/// and the `data_purged` metric. Returns what was purged.
+pub async fn sweep(
+    ctx: &Ctx,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<grace::DataObject>, grace::Error> {
+    let swept = grace::sweep(&ctx.client, &ctx.ledger, &ctx.config.watch_namespaces, now).await?;
+    for d in &swept.purged {
+        ctx.metrics.purged(&d.kind);
+        let note = format!(
+            "{} {} of a deleted tenant purged after its grace period",
+            d.kind, d.name
+        );
+        namespace_event(ctx, d, EventType::Warning, "DataPurged", note).await;
+    }
+    for (d, why) in &swept.failed {
+        let note = format!("{} {} not purged: {why}", d.kind, d.name);
+        namespace_event(ctx, d, EventType::Warning, "PurgeFailed", note).await;
+    }
+    Ok(swept.purged)
+}
+
+/// One Event about the namespace of `d` (the tenant it belonged to is gone) naming `d` as the
+/// related object, so Events about different objects are not folded into one series; best
+/// effort.
+async fn namespace_event(
+    ctx: &Ctx,
+    d: &grace::DataObject,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ns = &d.namespace;
+    let object = k8s_openapi::api::core::v1::ObjectReference {
+        kind: Some(d.kind.clone()),
+        name: Some(d.name.clone()),
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    let ev = kube::runtime::events::Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Purge".into(),
+        secondary: Some(object),
+    };
+    let namespace = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Namespace".into()),
+        name: Some(ns.clone()),
+        // The Event lives in the namespace itself, where its tenants' people look (and where a
+        // namespaced operator may write Events).
+        namespace: Some(ns.clone()),
+        ..Default::default()
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &namespace).await {
+        tracing::warn!(error = %e, "failed to publish event");
+    }
 }

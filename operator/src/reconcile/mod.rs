@@ -32,6 +32,7 @@ mod storage;
 pub use apply::Memo;
 pub use backups::parse_result;
 pub use cache::Caches;
+pub use cleanup::sweep;
 pub use controller::run_controller;
 pub use status::CONDITION_TYPES;
 
@@ -39,6 +40,7 @@ use crate::clock::Clock;
 use crate::config::OperatorConfig;
 use crate::labels;
 use crate::lifecycle::grace;
+use crate::lifecycle::ledger::LedgerStore;
 use crate::metrics::Metrics;
 use contact_crds::v1alpha1::ContactTenant;
 use kube::runtime::controller::Action;
@@ -66,6 +68,8 @@ pub struct Ctx {
     pub memo: Memo,
     /// Key names of referenced Secrets by resourceVersion (no re-read of unchanged Secrets).
     pub(crate) secret_keys: dereference::SecretKeys,
+    /// The record of deletions whose data the sweeper may purge.
+    pub(crate) ledger: LedgerStore,
 }
 
 impl Ctx {
@@ -84,7 +88,9 @@ impl Ctx {
                 instance,
             },
         );
+        let ledger = LedgerStore::new(client.clone(), &config.own_namespace);
         Self {
+            ledger,
             client,
             config,
             clock,

@@ -55,7 +55,15 @@ pub(crate) async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Ac
     let decision = gating::decide(&facts, live_facts.as_ref(), window.as_ref(), v.apply_now);
 
     // 4. provision, in dependency order: identity and config before the workload that mounts them
-    if deref.keys_detached {
+    // Data a deletion recorded is re-attached (the key Secret's mark covers data detached before
+    // the ledger existed).
+    if deref.keys_detached
+        || ctx
+            .ledger
+            .holds(&v.namespace, &v.name)
+            .await
+            .map_err(grace::Error::from)?
+    {
         reattach(ctx, tenant, &v).await?;
     }
     let ready_replicas = ready_replicas(live_workload(&deref, &children));
@@ -95,7 +103,7 @@ pub(crate) async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Ac
 
 /// A tenant re-created within its data's grace period: its data is attached again.
 async fn reattach(ctx: &Ctx, tenant: &ContactTenant, v: &ValidatedTenant) -> Result<(), Error> {
-    let back = grace::reattach(&ctx.client, &v.namespace, &v.name).await?;
+    let back = grace::reattach(&ctx.client, &ctx.ledger, &v.namespace, &v.name).await?;
     let what: Vec<_> = back
         .iter()
         .map(|d| format!("{}/{}", d.kind, d.name))

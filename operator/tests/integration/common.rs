@@ -324,7 +324,11 @@ pub struct Replica {
 /// `lease_namespace` (test timings, HTTP on a free port, no sweep within a test).
 pub fn replica_settings(lease_namespace: &str, identity: &str) -> contact_operator::run::Settings {
     contact_operator::run::Settings {
-        config: OperatorConfig::default(),
+        // The record of deletions lives beside the Lease, in the operator's own namespace.
+        config: OperatorConfig {
+            own_namespace: lease_namespace.into(),
+            ..OperatorConfig::default()
+        },
         lease: Some(contact_operator::run::LeaseSettings {
             namespace: lease_namespace.into(),
             name: "contact-operator".into(),
