@@ -288,11 +288,12 @@ pub(crate) fn verdict(
 }
 
 /// What `apply` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum Outcome {
     /// The object was created or changed.
     Applied,
-    /// The live object already matched; no write.
+    /// The live object already matched; no write (or the apply failed: see `provision`).
+    #[default]
     Unchanged,
 }
 

@@ -23,6 +23,13 @@ pub(crate) enum Cnpg {
     Ready(i64),
 }
 
+impl Default for Cnpg {
+    /// Not read (or not readable): no ready instance.
+    fn default() -> Self {
+        Cnpg::Ready(0)
+    }
+}
+
 /// What the apply step did and observed, for the status.
 #[derive(Debug, Clone)]
 pub(crate) struct Observed {

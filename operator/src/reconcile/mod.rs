@@ -23,6 +23,7 @@ mod cleanup;
 mod conditions;
 mod controller;
 mod dereference;
+mod failure;
 mod gating;
 mod pipeline;
 mod provision;
@@ -128,19 +129,40 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("failed to manage the finalizer")]
     Finalizer(#[source] kube::Error),
+    /// Several steps failed in one pass (each independent child is tried).
+    #[error("{0}")]
+    Several(Several),
+}
+
+/// The failures of one pass, each with its causes.
+#[derive(Debug)]
+pub struct Several(Vec<Error>);
+
+impl From<Vec<Error>> for Several {
+    fn from(errors: Vec<Error>) -> Self {
+        Self(errors)
+    }
+}
+
+impl std::fmt::Display for Several {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let each: Vec<_> = self.0.iter().map(|e| error_chain(e)).collect();
+        f.write_str(&each.join("; "))
+    }
 }
 
 impl Error {
-    /// Short category for metrics and logs.
-    pub(crate) fn category(&self) -> &'static str {
+    /// The condition reason, Event reason and metric label of the failure.
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
-            Error::Dereference(_) => "dereference",
-            Error::Apply(_) => "apply",
-            Error::Status(_) => "status",
-            Error::Storage(_) => "storage",
-            Error::Backups(_) => "backups",
-            Error::Grace(_) => "grace",
-            Error::Finalizer(_) => "finalizer",
+            Error::Dereference(_) => "ReadFailed",
+            Error::Apply(_) => "ApplyFailed",
+            Error::Status(_) => "StatusWriteFailed",
+            Error::Storage(_) => "StorageFailed",
+            Error::Backups(_) => "BackupsReadFailed",
+            Error::Grace(_) => "DataGraceFailed",
+            Error::Finalizer(_) => "FinalizerFailed",
+            Error::Several(s) => s.0.first().map_or("ApplyFailed", Error::reason),
         }
     }
 }
@@ -171,13 +193,16 @@ pub async fn reconcile(tenant: Arc<ContactTenant>, ctx: Arc<Ctx>) -> Result<Acti
         }
     };
     ctx.metrics.reconciled(started.elapsed());
+    if let Err(e) = &result {
+        failure::report(&tenant, &ctx, e).await;
+    }
     result
 }
 
-/// What to do after a failed reconcile: count it and retry soon (only transient failures get
-/// here; invalid specs are conditions and wait for a change).
-pub(crate) fn error_policy(tenant: Arc<ContactTenant>, error: &Error, ctx: Arc<Ctx>) -> Action {
-    ctx.metrics.failed(error.category());
+/// What to do after a failed reconcile (`reconcile` has reported it on the tenant and counted
+/// it): retry soon. Only transient failures get here; invalid specs are conditions and wait for
+/// a change.
+pub(crate) fn error_policy(tenant: Arc<ContactTenant>, error: &Error, _ctx: Arc<Ctx>) -> Action {
     warn!(tenant = %tenant.name_any(), error = %error_chain(error), "reconcile failed");
     Action::requeue(Duration::from_secs(15))
 }

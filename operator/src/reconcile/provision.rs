@@ -70,32 +70,45 @@ pub(crate) async fn provision(
     } = children;
     let k = Kit::new(ctx, v);
     let (backup_job_name, ingress_name) = (names::backup_job(&v.name), names::runtime(&v.name));
-    let (sa, keys, cm, svc, np, (claim, claim_problem), (cron, backup_schedule), (ing, live_ing)) =
-        futures::try_join!(
-            k.apply(service_account),
-            k.apply(keys),
-            k.apply(config_map),
-            k.apply(service),
-            k.apply(network_policy),
-            backup_claim(&k, v, backup_pvc),
-            k.apply_keeping_live(backup_job, &backup_job_name),
-            k.apply_keeping_live(Some(ingress), &ingress_name),
-        )?;
+    // All of them are tried, whatever happens to the others: one the API server refuses (an
+    // Ingress annotation, a CronJob schedule) must not keep the rest, or the workload, from
+    // being applied. Only what the runtime's pods use (identity, keys, configuration) holds the
+    // workload back.
+    let (sa, keys, cm, svc, np, claim, cron, ing) = futures::join!(
+        k.apply(service_account),
+        k.apply(keys),
+        k.apply(config_map),
+        k.apply(service),
+        k.apply(network_policy),
+        backup_claim(&k, v, backup_pvc),
+        k.apply_keeping_live(backup_job, &backup_job_name),
+        k.apply_keeping_live(Some(ingress), &ingress_name),
+    );
+    let mut failed = Failed::default();
+    let pods_can_start = sa.is_ok() && keys.is_ok() && cm.is_ok();
+    let [sa, keys, cm, svc, np] = [sa, keys, cm, svc, np].map(|r| failed.take(r));
+    let (claim, claim_problem) = failed.take(claim);
+    let (cron, backup_schedule) = failed.take(cron);
+    let (ing, live_ing) = failed.take(ing);
     let mut written = count([sa, keys, cm, svc, np, claim, cron, ing]);
     let mut storage_problems = Vec::from_iter(claim_problem);
-    storage_problems.extend(grow_sqlite(&k, v, deref).await?);
+    storage_problems.extend(failed.take(grow_sqlite(&k, v, deref).await));
 
     let cnpg = match decision {
         Decision::Apply { .. } => {
-            let (applied, cnpg) = k.apply_cnpg(cnpg).await?;
-            let (statefulset, deployment) = stamped(statefulset, deployment, facts);
-            let workload = k.apply_workload(statefulset, deployment, deref).await?;
-            let pdb = k.apply_or_delete(pdb, &names::runtime(&v.name)).await?;
-            written += count([applied, workload[0], workload[1], pdb]);
+            let (applied, cnpg) = failed.take(k.apply_cnpg(cnpg).await);
+            if pods_can_start {
+                let (statefulset, deployment) = stamped(statefulset, deployment, facts);
+                let workload = failed.take(k.apply_workload(statefulset, deployment, deref).await);
+                let pdb = failed.take(k.apply_or_delete(pdb, &names::runtime(&v.name)).await);
+                written += count([workload[0], workload[1], pdb]);
+            }
+            written += count([applied]);
             cnpg
         }
         Decision::Hold { .. } => k.read_cnpg(cnpg.is_some()).await,
     };
+    failed.into_result()?;
     Ok(Provisioned {
         written,
         storage_problems,
@@ -103,6 +116,29 @@ pub(crate) async fn provision(
         ingress: live_ing,
         cnpg,
     })
+}
+
+/// The failures of one pass, gathered so every child is tried before the pass reports them.
+#[derive(Default)]
+struct Failed(Vec<Error>);
+
+impl Failed {
+    /// The value of `r`, or its default after noting the failure.
+    fn take<T: Default>(&mut self, r: Result<T, Error>) -> T {
+        r.unwrap_or_else(|e| {
+            self.0.push(e);
+            T::default()
+        })
+    }
+
+    fn into_result(self) -> Result<(), Error> {
+        let mut errors = self.0;
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Error::Several(errors.into())),
+        }
+    }
 }
 
 fn count<const N: usize>(outcomes: [Outcome; N]) -> usize {

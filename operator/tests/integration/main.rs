@@ -8,6 +8,7 @@ mod common;
 mod create;
 mod deletion;
 mod drift;
+mod failures;
 mod gating;
 mod idle;
 mod keys;
