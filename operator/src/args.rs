@@ -77,6 +77,15 @@ pub struct RunArgs {
         default_value = ""
     )]
     pub watch_namespaces: Vec<String>,
+    /// Conversation API hosts (`host` or `host:port`, comma-separated) tenants may point
+    /// `apiBaseUrl`/`authUrl` at besides Sinch's own https hosts (the simulator in tests).
+    #[arg(
+        long,
+        env = "CONTACT_CONVERSATION_API_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub conversation_api_hosts: Vec<String>,
     /// JSON map of hosting location to required node labels.
     #[arg(long, env = "CONTACT_HOSTING_LOCATIONS", default_value = "{}")]
     pub hosting_locations: String,
@@ -133,6 +142,7 @@ impl RunArgs {
             lease_retry_period_seconds,
             pod_name,
             watch_namespaces,
+            conversation_api_hosts,
             hosting_locations,
             ingress_controller_namespace,
             metrics_addr,
@@ -165,6 +175,10 @@ impl RunArgs {
                     .filter(|n| !n.is_empty())
                     .collect(),
                 own_namespace: lease_namespace.clone(),
+                conversation_api_hosts: conversation_api_hosts
+                    .into_iter()
+                    .filter(|h| !h.is_empty())
+                    .collect(),
             },
             lease: leader_election.then(|| LeaseSettings {
                 namespace: lease_namespace,
@@ -197,6 +211,8 @@ mod tests {
             "127.0.0.1:9090",
             "--concurrency",
             "64",
+            "--conversation-api-hosts",
+            "simulator.tests.svc:9090,10.0.0.7",
         ])
         .expect("parses");
         let Command::Run(args) = cli.command;
@@ -212,6 +228,26 @@ mod tests {
         );
         assert_eq!(s.http_addr.port(), 9090);
         assert_eq!(s.config.concurrency, 64);
+        assert_eq!(
+            s.config.conversation_api_hosts,
+            vec![
+                "simulator.tests.svc:9090".to_string(),
+                "10.0.0.7".to_string()
+            ]
+        );
+        assert!(
+            Cli::try_parse_from(["contact-operator", "run"])
+                .map(|c| {
+                    let Command::Run(a) = c.command;
+                    a.settings()
+                        .expect("settings")
+                        .config
+                        .conversation_api_hosts
+                })
+                .expect("parses")
+                .is_empty(),
+            "Sinch's hosts only by default"
+        );
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct OperatorConfig {
     pub resync: std::time::Duration,
     /// Tenants reconciled at once.
     pub concurrency: u16,
+    /// Conversation API hosts (`host` or `host:port`) a tenant may point `apiBaseUrl`/`authUrl`
+    /// at besides Sinch's own (https) hosts: the simulator in tests. Empty: Sinch's only.
+    pub conversation_api_hosts: Vec<String>,
     /// The operator's own namespace: where it keeps the record of deletions whose data it may
     /// purge (`lifecycle::ledger`), beside its Lease.
     pub own_namespace: String,
@@ -37,6 +40,7 @@ impl Default for OperatorConfig {
             concurrency: 16,
             watch_namespaces: Vec::new(),
             own_namespace: "default".into(),
+            conversation_api_hosts: Vec::new(),
         }
     }
 }

@@ -48,7 +48,8 @@ log "1. helm install (two replicas, leader election, PDB, metrics Service)"
   --wait --timeout 5m \
   --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" --set image.pullPolicy="$PULL" \
   --set runtimeImage.repository="${RUNTIME_IMAGE%:*}" --set runtimeImage.tag="${RUNTIME_IMAGE##*:}" \
-  --set ingressControllerNamespace="$INGRESS_NAMESPACE"
+  --set ingressControllerNamespace="$INGRESS_NAMESPACE" \
+  --set 'conversationApiHosts={contact-simulator.tenant-e2e.svc:9090}'
 k rollout status -n "$OPS" "deploy/$DEPLOY" --timeout=180s
 ready="$(jsonpath deploy -n "$OPS" "$DEPLOY" -o jsonpath='{.status.readyReplicas}')"
 [[ "$ready" == 2 ]] || fail "want 2 Ready operator pods, have ${ready:-0}"

@@ -54,6 +54,31 @@ pub enum Error {
     /// `routing.returnToQueueAfterDisconnect` does not parse.
     #[error("invalid routing.returnToQueueAfterDisconnect")]
     ReturnToQueue(#[source] maintenance::Error),
+    /// `backups.timeZone` is not in the time zone database.
+    #[error("backups.timeZone {0:?} is not an IANA time zone (such as Europe/Berlin)")]
+    BackupTimeZone(String),
+    /// A channel's Conversation API or OAuth2 URL points at a host that is neither Sinch's nor
+    /// on the operator's allow-list (`--conversation-api-hosts`).
+    #[error(
+        "channel {channel} {field} {url:?}: host {host:?} is not a Conversation API host; \
+         allowed: {allowed}"
+    )]
+    HostNotAllowed {
+        /// Channel name.
+        channel: String,
+        /// `apiBaseUrl` or `authUrl`.
+        field: &'static str,
+        /// The URL given.
+        url: String,
+        /// Its host (and port).
+        host: String,
+        /// The hosts allowed.
+        allowed: String,
+    },
+    /// Channels name different OAuth2 URLs: the runtime has one token endpoint, so a channel's
+    /// credentials would be sent to another channel's host.
+    #[error("channels {0} and {1} name different authUrls: every channel must use the same one")]
+    AuthUrlsDiffer(String, String),
 }
 
 impl Error {
@@ -68,6 +93,9 @@ impl Error {
             Error::NegativeReplicas(_) => "InvalidReplicas",
             Error::DuplicateChannel(_) => "DuplicateChannel",
             Error::ReturnToQueue(_) => "InvalidRouting",
+            Error::BackupTimeZone(_) => "InvalidTimeZone",
+            Error::HostNotAllowed { .. } => "ConversationApiHostNotAllowed",
+            Error::AuthUrlsDiffer(..) => "AuthUrlsDiffer",
         }
     }
 }
@@ -312,7 +340,13 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
             webhook_key: api.webhook_secret_ref.key.clone(),
         });
     }
+    check_hosts(&channels, &config.conversation_api_hosts)?;
     let b = &spec.backups;
+    if let Some(tz) = &b.time_zone
+        && tz.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(Error::BackupTimeZone(tz.clone()));
+    }
 
     Ok(ValidatedTenant {
         name: tenant.name_any(),
@@ -360,6 +394,75 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
     })
 }
 
+/// Sinch's own hosts: the regional Conversation API hosts and the OAuth2 host (https only).
+const SINCH_API_HOSTS: &[&str] = &[
+    "us.conversation.api.sinch.com",
+    "eu.conversation.api.sinch.com",
+    "br.conversation.api.sinch.com",
+];
+const SINCH_AUTH_HOST: &str = "auth.sinch.com";
+
+/// The authority (`host` or `host:port`) of an http(s) URL, and whether it is https.
+fn authority(url: &str) -> Option<(&str, bool)> {
+    let (rest, https) = match url.strip_prefix("https://") {
+        Some(r) => (r, true),
+        None => (url.strip_prefix("http://")?, false),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let auth = &rest[..end];
+    // Credentials in the URL (`user@host`) would hide the real host from a reader.
+    (!auth.is_empty() && !auth.contains('@')).then_some((auth, https))
+}
+
+/// The runtime is told where to send each channel's messages and credentials: only Sinch's hosts
+/// (https), or hosts the operator was started with (`--conversation-api-hosts`: the simulator in
+/// tests), so a tenant's author cannot make the runtime fetch internal URLs. Every channel must
+/// use the same OAuth2 URL, since the runtime has one.
+fn check_hosts(channels: &[Channel], allowed: &[String]) -> Result<(), Error> {
+    let allowed_text = || {
+        let mut all: Vec<String> = SINCH_API_HOSTS
+            .iter()
+            .chain([&SINCH_AUTH_HOST])
+            .map(|h| format!("https://{h}"))
+            .collect();
+        all.extend(allowed.iter().cloned());
+        all.join(", ")
+    };
+    let ok = |url: &str, sinch: &[&str]| match authority(url) {
+        Some((host, https)) => {
+            (https && sinch.contains(&host)) || allowed.iter().any(|a| a == host)
+        }
+        None => false,
+    };
+    for c in channels {
+        let checks = [
+            ("apiBaseUrl", Some(c.api_base_url.as_str()), SINCH_API_HOSTS),
+            ("authUrl", c.auth_url.as_deref(), &[SINCH_AUTH_HOST][..]),
+        ];
+        for (field, url, sinch) in checks {
+            if let Some(url) = url
+                && !ok(url, sinch)
+            {
+                return Err(Error::HostNotAllowed {
+                    channel: c.name.clone(),
+                    field,
+                    url: url.to_string(),
+                    host: authority(url).map(|(h, _)| h).unwrap_or(url).to_string(),
+                    allowed: allowed_text(),
+                });
+            }
+        }
+    }
+    if let Some((a, b)) = channels
+        .iter()
+        .zip(channels.iter().skip(1))
+        .find(|(a, b)| a.auth_url != b.auth_url)
+    {
+        return Err(Error::AuthUrlsDiffer(a.name.clone(), b.name.clone()));
+    }
+    Ok(())
+}
+
 /// Converts an API `Time` to chrono.
 pub(crate) fn to_chrono(
     t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
@@ -376,4 +479,83 @@ fn enum_str<T: serde::Serialize>(v: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    fn channel(name: &str, api: &str, auth: Option<&str>) -> Channel {
+        Channel {
+            name: name.into(),
+            channel_type: "SMS".into(),
+            region: "eu".into(),
+            project_id: "p".into(),
+            app_id: "a".into(),
+            api_base_url: api.into(),
+            auth_url: auth.map(str::to_string),
+            credentials_secret: "s".into(),
+            key_id_key: "key-id".into(),
+            key_secret_key: "key-secret".into(),
+            webhook_secret: "s".into(),
+            webhook_key: "webhook-secret".into(),
+        }
+    }
+
+    #[test]
+    fn sinch_hosts_over_https_or_allow_listed_hosts_only() {
+        let eu = "https://eu.conversation.api.sinch.com";
+        let ok = |c: Channel, allowed: &[&str]| {
+            let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+            check_hosts(&[c], &allowed).is_ok()
+        };
+        assert!(ok(channel("a", eu, None), &[]));
+        assert!(ok(
+            channel("a", eu, Some("https://auth.sinch.com/oauth2/token")),
+            &[]
+        ));
+        assert!(
+            !ok(
+                channel("a", "http://eu.conversation.api.sinch.com", None),
+                &[]
+            ),
+            "plain http"
+        );
+        assert!(!ok(
+            channel("a", "https://eu.conversation.api.sinch.com.evil.io", None),
+            &[]
+        ));
+        assert!(
+            !ok(channel("a", "https://x@10.0.0.1/", None), &["10.0.0.1"]),
+            "userinfo"
+        );
+        assert!(!ok(channel("a", "http://10.0.0.1:8080", None), &[]));
+        assert!(ok(
+            channel("a", "http://10.0.0.1:8080/v1", None),
+            &["10.0.0.1:8080"]
+        ));
+        assert!(
+            !ok(
+                channel("a", "http://10.0.0.1:9999", None),
+                &["10.0.0.1:8080"]
+            ),
+            "port"
+        );
+        assert!(!ok(
+            channel("a", eu, Some("http://169.254.169.254/token")),
+            &[]
+        ));
+    }
+
+    #[test]
+    fn every_channel_uses_the_same_token_endpoint() {
+        let eu = "https://eu.conversation.api.sinch.com";
+        let a = channel("a", eu, None);
+        let b = channel("b", eu, Some("https://auth.sinch.com/oauth2/token"));
+        assert!(matches!(
+            check_hosts(&[a.clone(), b], &[]),
+            Err(Error::AuthUrlsDiffer(x, y)) if x == "a" && y == "b"
+        ));
+        assert!(check_hosts(&[a.clone(), a], &[]).is_ok());
+    }
 }

@@ -17,3 +17,4 @@ mod lifecycle;
 mod rbac;
 mod secrets;
 mod storage;
+mod validation;
