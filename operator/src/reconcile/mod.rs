@@ -27,6 +27,7 @@ mod failure;
 mod gating;
 mod pipeline;
 mod provision;
+mod rollout;
 mod status;
 mod storage;
 
@@ -129,6 +130,9 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("failed to manage the finalizer")]
     Finalizer(#[source] kube::Error),
+    /// Reading or replacing a runtime pod stuck on an old revision failed.
+    #[error("failed to repair a rollout")]
+    Rollout(#[from] rollout::Error),
     /// Several steps failed in one pass (each independent child is tried).
     #[error("{0}")]
     Several(Several),
@@ -162,6 +166,7 @@ impl Error {
             Error::Backups(_) => "BackupsReadFailed",
             Error::Grace(_) => "DataGraceFailed",
             Error::Finalizer(_) => "FinalizerFailed",
+            Error::Rollout(_) => "RolloutRepairFailed",
             Error::Several(s) => s.0.first().map_or("ApplyFailed", Error::reason),
         }
     }

@@ -6,7 +6,7 @@ use super::dereference::{self, Dereferenced, ExistingWorkload};
 use super::gating::{self, Change, Decision, RestartFacts};
 use super::provision::{Provisioned, provision};
 use super::status::{self, note};
-use super::{Ctx, Error, SECRET_RETRY, backups, error_chain};
+use super::{Ctx, Error, SECRET_RETRY, backups, error_chain, rollout};
 use crate::build::{self, Children, Inputs};
 use crate::lifecycle::{self, grace};
 use crate::maintenance::WindowState;
@@ -72,6 +72,7 @@ pub(crate) async fn apply_tenant(tenant: &ContactTenant, ctx: &Ctx) -> Result<Ac
         info!(applied = done.written, "applied changed children");
     }
     let pending = announce_or_hold(ctx, tenant, decision, live_facts.is_some()).await;
+    repair_rollout(ctx, tenant, &deref).await?;
 
     // 5. status
     let wake = requeue_after(&v, done.cnpg, window, ctx.config.resync, now);
@@ -110,6 +111,29 @@ async fn reattach(ctx: &Ctx, tenant: &ContactTenant, v: &ValidatedTenant) -> Res
         .collect();
     let what = what.join(", ");
     note(ctx, tenant, EventType::Normal, "DataReattached", what).await;
+    Ok(())
+}
+
+/// A pod stuck on an old revision that the StatefulSet controller will not replace (see
+/// `rollout`) is deleted, so the new revision (a fixed image, say) can start.
+async fn repair_rollout(
+    ctx: &Ctx,
+    tenant: &ContactTenant,
+    deref: &Dereferenced,
+) -> Result<(), Error> {
+    for w in &deref.workloads {
+        let ExistingWorkload::StatefulSet(sts) = w else {
+            continue;
+        };
+        let ns = sts.metadata.namespace.as_deref().unwrap_or_default();
+        for (pod, revision) in rollout::replace_stuck_pods(&ctx.client, ns, sts).await? {
+            let what = format!(
+                "pod {pod} of revision {revision} never became Ready: deleted so the StatefulSet \
+                 controller recreates it from the new revision"
+            );
+            note(ctx, tenant, EventType::Warning, "StuckPodReplaced", what).await;
+        }
+    }
     Ok(())
 }
 

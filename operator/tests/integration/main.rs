@@ -15,6 +15,7 @@ mod keys;
 mod leader;
 mod lifecycle;
 mod rbac;
+mod rollout;
 mod secrets;
 mod storage;
 mod validation;
