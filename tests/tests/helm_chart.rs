@@ -210,6 +210,19 @@ fn value_switches_change_what_renders() {
             .clone()
     };
     assert_eq!(value("CONTACT_WATCH_NAMESPACES"), "tenant-a,tenant-b");
+    // Namespaced mode: a Role per watched namespace, nothing cluster-wide.
+    assert!(
+        !k.iter().any(|k| k.starts_with("Cluster")),
+        "watchNamespaces grants nothing cluster-wide: {k:?}"
+    );
+    let mut role_namespaces: Vec<_> = objs
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Role"))
+        .filter(|o| o.metadata.name.as_deref() == Some("contact-contact-operator"))
+        .filter_map(|o| o.metadata.namespace.clone())
+        .collect();
+    role_namespaces.sort();
+    assert_eq!(role_namespaces, vec!["tenant-a", "tenant-b"]);
     assert_eq!(value("CONTACT_CONCURRENCY"), "64");
     let locations: serde_json::Value =
         serde_json::from_str(value("CONTACT_HOSTING_LOCATIONS").as_str().unwrap()).unwrap();

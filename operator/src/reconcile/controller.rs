@@ -4,12 +4,13 @@
 
 use super::apply::{self, Memo};
 use super::cache::{self, Cached, Caches, Listed, Stores};
-use super::{Ctx, dereference, error_policy, reconcile};
+use super::{Ctx, dereference, error_policy, reconcile, scope};
 use crate::build::Children;
 use crate::labels;
 use contact_crds::v1alpha1::ContactTenant;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
@@ -17,7 +18,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -25,7 +25,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::utils::PredicateConfig;
 use kube::runtime::{
     WatchStreamExt, reflector,
-    watcher::{self, watcher},
+    watcher::{self},
 };
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -76,6 +76,8 @@ type Events<K> = BoxStream<'static, Result<K, watcher::Error>>;
 struct Wiring {
     controller: Option<Controller<ContactTenant>>,
     client: Client,
+    /// The namespaces watched (empty: all).
+    namespaces: Vec<String>,
     memo: Memo,
     listed: Vec<Listed>,
 }
@@ -84,7 +86,7 @@ impl Wiring {
     /// A child kind the tenant owns: its events map to the tenant by owner reference.
     fn owned<K: Cached>(&mut self) -> Store<K::Live>
     where
-        K::Live: cache::Slim,
+        K::Live: cache::Slim + Resource<Scope = NamespaceResourceScope>,
     {
         let (store, stream) = self.reflect::<K>();
         self.controller = self.controller.take().map(|c| c.owns_stream(stream));
@@ -94,7 +96,7 @@ impl Wiring {
     /// A data-bearing child kind (no owner reference): its events map to the tenant by label.
     fn data<K: Cached>(&mut self) -> Store<K::Live>
     where
-        K::Live: cache::Slim,
+        K::Live: cache::Slim + Resource<Scope = NamespaceResourceScope>,
     {
         let (store, stream) = self.reflect::<K>();
         self.controller = self
@@ -110,7 +112,7 @@ impl Wiring {
     /// requests, so no body is encoded, sent, decoded or kept.
     fn reflect<K: Cached>(&mut self) -> (Store<K::Live>, Events<K::Live>)
     where
-        K::Live: cache::Slim,
+        K::Live: cache::Slim + Resource<Scope = NamespaceResourceScope>,
     {
         let owned = watcher::Config::default().labels(&format!(
             "{}={}",
@@ -118,8 +120,7 @@ impl Wiring {
             labels::FIELD_MANAGER
         ));
         let (reader, writer) = reflector::store::<K::Live>();
-        let stream = watcher(Api::<K::Live>::all(self.client.clone()), owned)
-            .default_backoff()
+        let stream = scope::watch(&self.client, &self.namespaces, owned, reader.clone())
             // managedFields are most of an object's size and never read here (nor are pod
             // templates: see `cache::Slim`).
             .modify(cache::Slim::slim)
@@ -134,10 +135,10 @@ impl Wiring {
 
 /// A reflector of the backup component's objects of kind `K` (Jobs, Pods): the runtime's own
 /// pods never matter here.
-fn reflect_backups<K>(client: &Client) -> (Store<K>, Events<K>)
+fn reflect_backups<K>(client: &Client, namespaces: &[String]) -> (Store<K>, Events<K>)
 where
-    K: cache::Slim + Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync,
-    K: 'static,
+    K: cache::Slim + Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    K: Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let backup_only = watcher::Config::default().labels(&format!(
         "{}={},{}=backup",
@@ -146,8 +147,7 @@ where
         labels::COMPONENT
     ));
     let (reader, writer) = reflector::store::<K>();
-    let stream = watcher(Api::<K>::all(client.clone()), backup_only)
-        .default_backoff()
+    let stream = scope::watch(client, namespaces, backup_only, reader.clone())
         .modify(cache::Slim::slim)
         .reflect(writer)
         .touched_objects()
@@ -162,6 +162,7 @@ where
 /// write.
 fn reflect_user_secrets(
     client: &Client,
+    namespaces: &[String],
 ) -> (
     Store<PartialObjectMeta<Secret>>,
     Events<PartialObjectMeta<Secret>>,
@@ -172,15 +173,11 @@ fn reflect_user_secrets(
         labels::FIELD_MANAGER
     ));
     let (reader, writer) = reflector::store::<PartialObjectMeta<Secret>>();
-    let stream = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        not_ours,
-    )
-    .default_backoff()
-    .modify(|o| o.managed_fields_mut().clear())
-    .reflect(writer)
-    .touched_objects()
-    .boxed();
+    let stream = scope::watch(client, namespaces, not_ours, reader.clone())
+        .modify(|o| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
     (reader, stream)
 }
 
@@ -197,11 +194,13 @@ pub async fn run_controller(
 ) {
     let client = ctx.client.clone();
     let (tenant_store, tenant_writer) = reflector::store::<ContactTenant>();
-    let tenant_stream = watcher(
-        Api::<ContactTenant>::all(client.clone()),
+    let namespaces = ctx.config.watch_namespaces.clone();
+    let tenant_stream = scope::watch(
+        &client,
+        &namespaces,
         watcher::Config::default(),
+        tenant_store.clone(),
     )
-    .default_backoff()
     .modify(|t| t.managed_fields_mut().clear())
     .reflect(tenant_writer)
     .applied_objects()
@@ -215,6 +214,7 @@ pub async fn run_controller(
     let mut w = Wiring {
         controller: Some(controller),
         client: client.clone(),
+        namespaces: namespaces.clone(),
         memo: ctx.memo.clone(),
         listed: Vec::new(),
     };
@@ -241,9 +241,9 @@ pub async fn run_controller(
     let Some(controller) = controller else {
         return;
     };
-    let (jobs, jobs_s) = reflect_backups::<Job>(&client);
-    let (pods, pods_s) = reflect_backups::<Pod>(&client);
-    let (secret_meta, secret_meta_s) = reflect_user_secrets(&client);
+    let (jobs, jobs_s) = reflect_backups::<Job>(&client, &namespaces);
+    let (pods, pods_s) = reflect_backups::<Pod>(&client, &namespaces);
+    let (secret_meta, secret_meta_s) = reflect_user_secrets(&client, &namespaces);
     listed.extend([
         cache::listed(&jobs),
         cache::listed(&pods),

@@ -28,6 +28,7 @@ mod gating;
 mod pipeline;
 mod provision;
 mod rollout;
+mod scope;
 mod status;
 mod storage;
 

@@ -2,7 +2,9 @@
 //! the real helm CLI and applied, and the operator's client impersonates the chart's
 //! ServiceAccount (the API server runs with `--authorization-mode=RBAC`). A verb or resource the
 //! operator uses but the chart forgot fails this test; no other test would notice, because they
-//! all run as cluster admin.
+//! all run as cluster admin. Both modes of the chart: cluster mode (a ClusterRole) and namespaced
+//! mode (`watchNamespaces`: a Role per watched namespace, nothing cluster-wide, not even reading
+//! Secrets); and a chart with one verb taken out does not provision.
 
 use crate::common::*;
 use contact_tests::controlplane::ControlPlane;
@@ -26,16 +28,22 @@ fn helm_template(extra: &[&str]) -> String {
     out.stdout
 }
 
-/// The chart, as `helm install` would create it: the CRD first, then everything else. Returns
-/// the name of the operator's ServiceAccount.
-async fn install_chart(admin: &Client) -> String {
+/// The chart, as `helm install` would create it with `values` (`--set` pairs): the CRD first,
+/// then everything else, after `edit` (to take a verb out). Returns the name of the operator's
+/// ServiceAccount.
+async fn install_chart(admin: &Client, values: &[&str], edit: impl Fn(String) -> String) -> String {
     install_crds(
         admin,
         &helm_template(&["--show-only", "templates/crds.yaml"]),
     )
     .await
     .expect("the chart's CRD installs");
-    let applied = apply_yaml(admin, &helm_template(&[]), RELEASE_NS)
+    let mut args = Vec::new();
+    for v in values {
+        args.extend(["--set", v]);
+    }
+    let rendered = edit(helm_template(&args));
+    let applied = apply_yaml(admin, &rendered, RELEASE_NS)
         .await
         .expect("the chart applies");
     applied
@@ -117,23 +125,69 @@ async fn assert_deletion_completes(admin: &Client) {
     );
 }
 
-#[tokio::test]
-async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
+/// The chart's modes.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// `watchNamespaces` empty: a ClusterRole.
+    Cluster,
+    /// `watchNamespaces: [NS]`: a Role in NS.
+    Namespaced,
+}
+
+impl Mode {
+    fn values(self) -> Vec<String> {
+        match self {
+            Mode::Cluster => Vec::new(),
+            Mode::Namespaced => vec![format!("watchNamespaces={{{NS}}}")],
+        }
+    }
+
+    fn watch(self) -> Vec<String> {
+        match self {
+            Mode::Cluster => Vec::new(),
+            Mode::Namespaced => vec![NS.to_string()],
+        }
+    }
+}
+
+/// A control plane with the chart installed in `mode` (after `edit`), the tenant's namespace and
+/// channel Secret, and an operator replica running as the chart's ServiceAccount.
+async fn operator_under_chart(
+    mode: Mode,
+    edit: impl Fn(String) -> String,
+) -> (ControlPlane, Client, Replica) {
     let cp = ControlPlane::start().await.expect("control plane starts");
     let admin = cp.client();
     create_namespace(&admin, RELEASE_NS).await;
     create_namespace(&admin, NS).await;
     put_channel_secret(&admin).await;
-    let sa = install_chart(&admin).await;
+    let values = mode.values();
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    let sa = install_chart(&admin, &values, edit).await;
     let as_operator = client_as(&cp, &sa).await;
+    if let Mode::Namespaced = mode {
+        assert!(
+            Api::<Secret>::all(as_operator.clone())
+                .list_metadata(&Default::default())
+                .await
+                .is_err(),
+            "namespaced mode grants no cluster-wide Secret access"
+        );
+    }
+    let mut settings = replica_settings(RELEASE_NS, "operator-0");
+    settings.config.watch_namespaces = mode.watch();
+    let replica = start_replica(as_operator, settings);
+    (cp, admin, replica)
+}
 
-    // The operator's Lease is in the release namespace, where the chart grants it.
+async fn provisions_a_tenant_with_only_the_charts_rbac(mode: Mode) {
+    let (_cp, admin, replica) = operator_under_chart(mode, |y| y).await;
     let Replica {
         health,
         metrics,
         stop,
         task: operator,
-    } = start_replica(as_operator, replica_settings(RELEASE_NS, "operator-0"));
+    } = replica;
 
     create_tenant(&admin, tenant_json()).await;
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -148,7 +202,7 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
         );
         assert!(
             Instant::now() < deadline,
-            "not provisioned under the chart's RBAC (reconcile errors: {})",
+            "{mode:?}: not provisioned under the chart's RBAC (reconcile errors: {})",
             metrics
                 .encode()
                 .lines()
@@ -170,7 +224,7 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
             .encode()
             .lines()
             .any(|l| l.starts_with("contact_operator_reconcile_errors_total")),
-        "no reconcile failed for want of a permission:\n{}",
+        "{mode:?}: no reconcile failed for want of a permission:\n{}",
         metrics.encode()
     );
     assert_deletion_completes(&admin).await;
@@ -181,4 +235,40 @@ async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
         matches!(stopped, Ok(Ok(Ok(())))),
         "the operator exits cleanly: {stopped:?}"
     );
+}
+
+#[tokio::test]
+async fn the_operator_provisions_a_tenant_with_only_the_charts_rbac() {
+    provisions_a_tenant_with_only_the_charts_rbac(Mode::Cluster).await;
+}
+
+#[tokio::test]
+async fn namespaced_mode_is_enough_with_no_cluster_wide_rights() {
+    provisions_a_tenant_with_only_the_charts_rbac(Mode::Namespaced).await;
+}
+
+/// The proof is not vacuous: the same chart with `patch` taken off the tenants' status (the
+/// operator's status write) never gets a tenant to `Provisioned=True`, and the failure shows.
+#[tokio::test]
+async fn a_verb_taken_out_of_the_namespaced_role_is_missed() {
+    let without_status_patch = |yaml: String| {
+        let rule = "resources: [contacttenants/status]\n    verbs: [get, patch, update]";
+        assert!(yaml.contains(rule), "the rendered chart names the rule");
+        yaml.replace(
+            rule,
+            "resources: [contacttenants/status]\n    verbs: [get, update]",
+        )
+    };
+    let (_cp, admin, replica) = operator_under_chart(Mode::Namespaced, without_status_patch).await;
+    create_tenant(&admin, tenant_json()).await;
+    let failed = || async {
+        replica
+            .metrics
+            .encode()
+            .lines()
+            .any(|l| l.starts_with("contact_operator_reconcile_errors_total"))
+    };
+    eventually("no reconcile failed", Duration::from_secs(60), failed).await;
+    assert!(!is_provisioned(&admin).await);
+    let _ = replica.stop.map(|s| s.send(()));
 }
