@@ -41,7 +41,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "CONTACT_RUNTIME_IMAGE",
-        default_value = "ghcr.io/contact-dev/contact-runtime:latest"
+        default_value = concat!("ghcr.io/contact-dev/contact-runtime:", env!("CARGO_PKG_VERSION"))
     )]
     pub runtime_image: String,
     /// Elect a leader through a Lease so several replicas are safe.

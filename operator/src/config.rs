@@ -32,7 +32,12 @@ pub struct OperatorConfig {
 impl Default for OperatorConfig {
     fn default() -> Self {
         Self {
-            default_image: "ghcr.io/contact-dev/contact-runtime:latest".into(),
+            // The runtime of the same release, never a moving `latest`.
+            default_image: concat!(
+                "ghcr.io/contact-dev/contact-runtime:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
             ingress_namespace: "ingress-nginx".into(),
             locations: BTreeMap::new(),
             cnpg_image: None,

@@ -62,6 +62,7 @@ fn default_values_render_a_hardened_ha_operator() {
         "Deployment",
         "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     ] {
         assert!(
             kinds.iter().any(|k| k == kind),

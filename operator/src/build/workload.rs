@@ -237,7 +237,8 @@ pub(crate) fn pod_template(t: &ValidatedTenant) -> PodTemplateSpec {
             ),
             plain_env("CONTACT_LISTEN", format!("0.0.0.0:{RUNTIME_PORT}")),
             database_env(t),
-            secret_env("CONTACT_SESSION_KEY", &keys, "session-key"),
+            // The session key stays in the key Secret (it is generated once and kept), but the
+            // runtime does not read it: no need to put a secret in its environment.
             secret_env("CONTACT_BACKUP_KEY", &keys, "backup-encryption-key"),
             secret_env("CONTACT_BOOTSTRAP_ADMIN_PASSWORD", &keys, "admin-password"),
         ]),
