@@ -86,6 +86,24 @@ pub struct RunArgs {
         default_value = ""
     )]
     pub conversation_api_hosts: Vec<String>,
+    /// Runtime images tenants may pin (comma-separated repositories, or prefixes ending in `/`;
+    /// empty: only the repository of `--runtime-image`).
+    #[arg(
+        long,
+        env = "CONTACT_RUNTIME_IMAGES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub runtime_images: Vec<String>,
+    /// Ingress annotation keys tenants may set (comma-separated; `prefix/*` for a prefix, `*`
+    /// for any).
+    #[arg(
+        long,
+        env = "CONTACT_INGRESS_ANNOTATIONS",
+        value_delimiter = ',',
+        default_value = "cert-manager.io/*"
+    )]
+    pub ingress_annotations: Vec<String>,
     /// JSON map of hosting location to required node labels.
     #[arg(long, env = "CONTACT_HOSTING_LOCATIONS", default_value = "{}")]
     pub hosting_locations: String,
@@ -143,6 +161,8 @@ impl RunArgs {
             pod_name,
             watch_namespaces,
             conversation_api_hosts,
+            runtime_images,
+            ingress_annotations,
             hosting_locations,
             ingress_controller_namespace,
             metrics_addr,
@@ -178,6 +198,14 @@ impl RunArgs {
                 conversation_api_hosts: conversation_api_hosts
                     .into_iter()
                     .filter(|h| !h.is_empty())
+                    .collect(),
+                runtime_images: runtime_images
+                    .into_iter()
+                    .filter(|i| !i.is_empty())
+                    .collect(),
+                ingress_annotations: ingress_annotations
+                    .into_iter()
+                    .filter(|a| !a.is_empty())
                     .collect(),
             },
             lease: leader_election.then(|| LeaseSettings {
@@ -247,6 +275,18 @@ mod tests {
                 .expect("parses")
                 .is_empty(),
             "Sinch's hosts only by default"
+        );
+        let Command::Run(defaults) = Cli::try_parse_from(["contact-operator", "run"])
+            .expect("parses")
+            .command;
+        let config = defaults.settings().expect("settings").config;
+        assert_eq!(
+            config.ingress_annotations,
+            vec!["cert-manager.io/*".to_string()]
+        );
+        assert!(
+            config.runtime_images.is_empty(),
+            "the default image's repository only"
         );
     }
 

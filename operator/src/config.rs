@@ -24,6 +24,13 @@ pub struct OperatorConfig {
     /// Conversation API hosts (`host` or `host:port`) a tenant may point `apiBaseUrl`/`authUrl`
     /// at besides Sinch's own (https) hosts: the simulator in tests. Empty: Sinch's only.
     pub conversation_api_hosts: Vec<String>,
+    /// Runtime images tenants may pin (`spec.runtime.image`): repositories (`registry/name`,
+    /// any tag or digest), or prefixes ending in `/`. Empty: only the repository of
+    /// `default_image`.
+    pub runtime_images: Vec<String>,
+    /// Ingress annotation keys tenants may set: exact keys, or `prefix/*` for every key under a
+    /// prefix, or `*` for any. Empty: none.
+    pub ingress_annotations: Vec<String>,
     /// The operator's own namespace: where it keeps the record of deletions whose data it may
     /// purge (`lifecycle::ledger`), beside its Lease.
     pub own_namespace: String,
@@ -46,6 +53,8 @@ impl Default for OperatorConfig {
             watch_namespaces: Vec::new(),
             own_namespace: "default".into(),
             conversation_api_hosts: Vec::new(),
+            runtime_images: Vec::new(),
+            ingress_annotations: vec!["cert-manager.io/*".into()],
         }
     }
 }

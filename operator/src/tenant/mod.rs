@@ -75,6 +75,22 @@ pub enum Error {
         /// The hosts allowed.
         allowed: String,
     },
+    /// `runtime.image` is not of a repository the platform allows.
+    #[error("runtime.image {image:?} is not an allowed runtime image; allowed: {allowed}")]
+    ImageNotAllowed {
+        /// The image asked for.
+        image: String,
+        /// The allowed repositories.
+        allowed: String,
+    },
+    /// An Ingress annotation the platform does not allow (ingress-controller snippets, say).
+    #[error("ingress annotation {key:?} is not allowed; allowed: {allowed}")]
+    AnnotationNotAllowed {
+        /// The annotation key.
+        key: String,
+        /// The allowed keys.
+        allowed: String,
+    },
     /// Channels name different OAuth2 URLs: the runtime has one token endpoint, so a channel's
     /// credentials would be sent to another channel's host.
     #[error("channels {0} and {1} name different authUrls: every channel must use the same one")]
@@ -96,6 +112,8 @@ impl Error {
             Error::BackupTimeZone(_) => "InvalidTimeZone",
             Error::HostNotAllowed { .. } => "ConversationApiHostNotAllowed",
             Error::AuthUrlsDiffer(..) => "AuthUrlsDiffer",
+            Error::ImageNotAllowed { .. } => "RuntimeImageNotAllowed",
+            Error::AnnotationNotAllowed { .. } => "IngressAnnotationNotAllowed",
         }
     }
 }
@@ -341,6 +359,10 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
         });
     }
     check_hosts(&channels, &config.conversation_api_hosts)?;
+    if let Some(image) = &spec.runtime.image {
+        check_image(image, config)?;
+    }
+    check_annotations(&spec.ingress.annotations, &config.ingress_annotations)?;
     let b = &spec.backups;
     if let Some(tz) = &b.time_zone
         && tz.parse::<chrono_tz::Tz>().is_err()
@@ -392,6 +414,64 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
             .get(crate::labels::APPLY_NOW)
             .is_some_and(|v| v == "true"),
     })
+}
+
+/// The repository of an image reference (`registry/name`, without tag or digest).
+fn repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    }
+}
+
+/// A tenant may pin a version of an allowed runtime image, not any image: the platform decides
+/// what runs with the tenant's keys (`--runtime-images`; by default the default image's
+/// repository).
+fn check_image(image: &str, config: &OperatorConfig) -> Result<(), Error> {
+    let default = [repository(&config.default_image).to_string()];
+    let allowed = if config.runtime_images.is_empty() {
+        &default[..]
+    } else {
+        &config.runtime_images[..]
+    };
+    let repo = repository(image);
+    let ok = allowed
+        .iter()
+        .any(|a| repo == a || (a.ends_with('/') && repo.starts_with(a.as_str())));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::ImageNotAllowed {
+            image: image.to_string(),
+            allowed: allowed.join(", "),
+        })
+    }
+}
+
+/// Ingress annotations reach the ingress controller, and some of them (configuration snippets)
+/// are code: only keys the platform allows pass (`--ingress-annotations`).
+fn check_annotations(
+    annotations: &BTreeMap<String, String>,
+    allowed: &[String],
+) -> Result<(), Error> {
+    let ok = |key: &str| {
+        allowed.iter().any(|a| match a.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == a,
+        })
+    };
+    match annotations.keys().find(|k| !ok(k)) {
+        Some(key) => Err(Error::AnnotationNotAllowed {
+            key: key.clone(),
+            allowed: if allowed.is_empty() {
+                "none".into()
+            } else {
+                allowed.join(", ")
+            },
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Sinch's own hosts: the regional Conversation API hosts and the OAuth2 host (https only).
@@ -557,5 +637,46 @@ mod host_tests {
             Err(Error::AuthUrlsDiffer(x, y)) if x == "a" && y == "b"
         ));
         assert!(check_hosts(&[a.clone(), a], &[]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn a_version_of_an_allowed_repository_only() {
+        let mut config = OperatorConfig {
+            default_image: "ghcr.io/contact-dev/contact-runtime:1.0.0".into(),
+            ..OperatorConfig::default()
+        };
+        let ok = |i: &str, c: &OperatorConfig| check_image(i, c).is_ok();
+        assert!(ok("ghcr.io/contact-dev/contact-runtime:2.0.0", &config));
+        assert!(ok(
+            "ghcr.io/contact-dev/contact-runtime@sha256:abcd",
+            &config
+        ));
+        assert!(!ok("ghcr.io/contact-dev/contact-runtime-evil:1", &config));
+        assert!(!ok("example.com/evil:1", &config));
+        config.runtime_images = vec!["registry.internal:5000/contact/".into()];
+        assert!(ok("registry.internal:5000/contact/runtime:3", &config));
+        assert!(!ok("ghcr.io/contact-dev/contact-runtime:2.0.0", &config));
+    }
+
+    #[test]
+    fn annotations_by_key_or_prefix() {
+        let allowed = vec!["cert-manager.io/*".to_string(), "a.io/b".to_string()];
+        let check = |k: &str| {
+            let a = BTreeMap::from([(k.to_string(), "v".to_string())]);
+            check_annotations(&a, &allowed).is_ok()
+        };
+        assert!(check("cert-manager.io/cluster-issuer"));
+        assert!(check("a.io/b"));
+        assert!(!check("a.io/bc"));
+        assert!(!check("nginx.ingress.kubernetes.io/server-snippet"));
+        let any = vec!["*".to_string()];
+        let a = BTreeMap::from([("x".to_string(), "v".to_string())]);
+        assert!(check_annotations(&a, &any).is_ok());
+        assert!(check_annotations(&a, &[]).is_err());
     }
 }

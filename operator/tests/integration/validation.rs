@@ -76,3 +76,37 @@ async fn an_allow_listed_host_is_accepted() {
     settle(&env).await;
     assert!(is_provisioned(&env.admin).await);
 }
+
+#[tokio::test]
+async fn the_platform_decides_runtime_images_and_ingress_annotations() {
+    let env = env().await;
+    let mut t = tenant_json();
+    t["spec"]["runtime"]["image"] = json!("example.com/evil:1");
+    create_tenant(&env.admin, t).await;
+    settle(&env).await;
+    let message = assert_condition(&env.admin, "Ready", "False", "RuntimeImageNotAllowed").await;
+    assert!(message.contains("example.com/evil:1"), "{message}");
+    assert!(get_opt::<StatefulSet>(&env.admin, "acme").await.is_none());
+
+    // Another version of the platform's image is the tenant's to pick; a snippet annotation is
+    // not.
+    let patch = json!({ "spec": {
+        "runtime": { "image": "ghcr.io/contact-dev/contact-runtime:1.2.3" },
+        "ingress": { "annotations": {
+            "cert-manager.io/cluster-issuer": "letsencrypt",
+            "nginx.ingress.kubernetes.io/server-snippet": "location / { proxy_pass http://10.0.0.1; }"
+        } }
+    } });
+    patch_tenant(&env.admin, patch).await;
+    reconcile_once(&env).await;
+    let message =
+        assert_condition(&env.admin, "Ready", "False", "IngressAnnotationNotAllowed").await;
+    assert!(message.contains("server-snippet"), "{message}");
+
+    let drop_snippet = json!({ "spec": { "ingress": { "annotations": {
+        "nginx.ingress.kubernetes.io/server-snippet": null
+    } } } });
+    patch_tenant(&env.admin, drop_snippet).await;
+    reconcile_once(&env).await;
+    assert!(is_provisioned(&env.admin).await);
+}
