@@ -166,10 +166,8 @@ mod tests {
         let mut m = Merge::new(vec!["a".into(), "b".into()], reader.clone());
         let mut feed = |m: &mut Merge<ConfigMap>, i, e| {
             let out = m.step(i, Ok(e));
-            for e in &out {
-                if let Ok(e) = e {
-                    writer.apply_watcher_event(e);
-                }
+            for e in out.iter().flatten() {
+                writer.apply_watcher_event(e);
             }
             out.len()
         };
