@@ -15,8 +15,9 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, VolumeResourceRequir
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
+use serde_json::json;
 use std::collections::BTreeMap;
 
 /// What the StatefulSet controller would create from the volume claim template (no
@@ -328,4 +329,115 @@ async fn the_sweeper_purges_only_what_it_recorded_in_its_namespaces_and_says_so(
         .await
         .expect("sweep");
     assert!(again.is_empty(), "{again:?}");
+}
+
+/// An admission policy that refuses every update of the claim `data-acme-0`: a detach that
+/// fails for one object, as a webhook or a quota might make it.
+const FREEZE_CLAIM: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: { name: freeze-claim }
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - { apiGroups: [""], apiVersions: [v1], operations: [UPDATE], resources: [persistentvolumeclaims] }
+  validations:
+    - expression: "object.metadata.name != 'data-acme-0'"
+      message: data-acme-0 is frozen
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: { name: freeze-claim }
+spec:
+  policyName: freeze-claim
+  validationActions: [Deny]
+"#;
+
+#[tokio::test]
+async fn a_detach_failing_for_one_object_detaches_the_others_and_keeps_the_finalizer() {
+    let (env, t) = settled_env().await;
+    sqlite_pvc(&env.admin, &t.uid().unwrap_or_default()).await;
+    contact_tests::kube_helpers::apply_yaml(&env.admin, FREEZE_CLAIM, NS)
+        .await
+        .expect("policy");
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(env.admin.clone(), NS);
+    let touch = json!({ "metadata": { "annotations": { "probe": "1" } } });
+    let frozen = || async {
+        pvcs.patch(
+            "data-acme-0",
+            &PatchParams::default(),
+            &Patch::Merge(&touch),
+        )
+        .await
+        .is_err()
+    };
+    eventually(
+        "the policy never took effect",
+        std::time::Duration::from_secs(30),
+        frozen,
+    )
+    .await;
+
+    tenants(&env.admin)
+        .delete("acme", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let live = tenants(&env.admin)
+        .get("acme")
+        .await
+        .expect("held by the finalizer");
+    let failed =
+        contact_operator::reconcile::reconcile(std::sync::Arc::new(live), env.ctx.clone()).await;
+    assert!(failed.is_err(), "the frozen claim could not be detached");
+    assert!(
+        tenants(&env.admin)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_some(),
+        "the finalizer stays while an object is still attached"
+    );
+    // The others were detached all the same.
+    let keys = Api::<Secret>::namespaced(env.admin.clone(), NS)
+        .get("acme-keys")
+        .await
+        .expect("keys");
+    assert!(
+        stamp(&keys, "contact.dev/purge-after").is_some(),
+        "keys detached"
+    );
+    let backups = pvcs.get("acme-backups").await.expect("backup claim");
+    assert!(
+        stamp(&backups, "contact.dev/purge-after").is_some(),
+        "backup claim detached"
+    );
+    assert!(has_event(&env.admin, "DataGraceFailed").await);
+
+    // Once the object can be written, the retry completes the deletion.
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding>::all(
+        env.admin.clone(),
+    )
+    .delete("freeze-claim", &DeleteParams::default())
+    .await
+    .expect("unfreeze");
+    let released = || async {
+        if let Some(t) = tenants(&env.admin).get_opt("acme").await.expect("get") {
+            let _ = contact_operator::reconcile::reconcile(std::sync::Arc::new(t), env.ctx.clone())
+                .await;
+        }
+        tenants(&env.admin)
+            .get_opt("acme")
+            .await
+            .expect("get")
+            .is_none()
+    };
+    eventually(
+        "never released",
+        std::time::Duration::from_secs(30),
+        released,
+    )
+    .await;
+    let p = pvcs.get("data-acme-0").await.expect("kept");
+    assert!(p.owner_references().is_empty(), "detached");
 }
