@@ -24,14 +24,11 @@ use std::collections::BTreeMap;
 /// controller-manager runs here). It carries an owner reference to the tenant to prove detach
 /// removes it.
 async fn sqlite_pvc(client: &Client, tenant_uid: &str) {
-    let labels: BTreeMap<String, String> = [
+    let labels = string_map(&[
         ("contact.dev/tenant", "acme"),
         ("contact.dev/data", "true"),
         ("contact.dev/component", "data"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     let pvc = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data-acme-0".into()),
@@ -61,6 +58,13 @@ async fn sqlite_pvc(client: &Client, tenant_uid: &str) {
         .create(&PostParams::default(), &pvc)
         .await
         .expect("pvc");
+}
+
+fn string_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn stamp(obj: &impl kube::Resource, key: &str) -> Option<DateTime<Utc>> {
@@ -242,21 +246,15 @@ async fn a_second_deletion_restarts_the_grace_period() {
 
 /// A labelled, annotated object of someone else's: what the sweeper once purged on sight.
 async fn bait_secret(client: &Client, ns: &str, name: &str) {
-    let labels: BTreeMap<String, String> = [
+    let labels = string_map(&[
         ("contact.dev/tenant", "acme"),
         ("contact.dev/data", "true"),
         ("app.kubernetes.io/managed-by", "contact-operator"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let annotations: BTreeMap<String, String> = [
+    ]);
+    let annotations = string_map(&[
         ("contact.dev/tenant-deleted-at", "2020-01-01T00:00:00Z"),
         ("contact.dev/purge-after", "2020-01-02T00:00:00Z"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),

@@ -254,10 +254,7 @@ async fn a_verb_taken_out_of_the_namespaced_role_is_missed() {
     let without_status_patch = |yaml: String| {
         let rule = "resources: [contacttenants/status]\n    verbs: [get, patch]";
         assert!(yaml.contains(rule), "the rendered chart names the rule");
-        yaml.replace(
-            rule,
-            "resources: [contacttenants/status]\n    verbs: [get]",
-        )
+        yaml.replace(rule, "resources: [contacttenants/status]\n    verbs: [get]")
     };
     let (_cp, admin, replica) = operator_under_chart(Mode::Namespaced, without_status_patch).await;
     create_tenant(&admin, tenant_json()).await;
