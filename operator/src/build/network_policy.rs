@@ -1,12 +1,15 @@
 //! NetworkPolicy: only the ingress controller's namespace and the tenant's own namespace may reach
-//! the runtime. Egress stays open: the runtime calls the Conversation API and its database.
+//! the runtime. Egress goes to any pod of the cluster (DNS, an in-cluster database) and any
+//! address outside it (the Conversation API, an external database) except the link-local ranges,
+//! where clouds serve instance metadata and credentials: a runtime talked into fetching a URL
+//! of a tenant author's choosing cannot reach them.
 
 use super::{names, owned_meta, selector_labels};
 use crate::labels::RUNTIME_PORT;
 use crate::tenant::ValidatedTenant;
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -33,7 +36,19 @@ pub(crate) fn build_network_policy(t: &ValidatedTenant, ingress_namespace: &str)
                 match_labels: Some(selector_labels(t)),
                 ..Default::default()
             }),
-            policy_types: Some(vec!["Ingress".into()]),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(vec![
+                    // Every pod of every namespace (ipBlock need not match pod addresses).
+                    NetworkPolicyPeer {
+                        namespace_selector: Some(LabelSelector::default()),
+                        ..Default::default()
+                    },
+                    outside("0.0.0.0/0", "169.254.0.0/16"),
+                    outside("::/0", "fe80::/10"),
+                ]),
+                ports: None,
+            }]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![ns(ingress_namespace), ns(&t.namespace)]),
                 ports: Some(vec![NetworkPolicyPort {
@@ -44,5 +59,16 @@ pub(crate) fn build_network_policy(t: &ValidatedTenant, ingress_namespace: &str)
             }]),
             ..Default::default()
         }),
+    }
+}
+
+/// Every address of `cidr` but `except`.
+fn outside(cidr: &str, except: &str) -> NetworkPolicyPeer {
+    NetworkPolicyPeer {
+        ip_block: Some(IPBlock {
+            cidr: cidr.into(),
+            except: Some(vec![except.into()]),
+        }),
+        ..Default::default()
     }
 }

@@ -252,7 +252,27 @@ fn service_and_ingress_route_the_host_to_port_8080() {
 fn network_policy_admits_only_ingress_and_own_namespace() {
     let np = build_network_policy(&tenant(), "ingress-nginx");
     let spec = np.spec.expect("spec");
-    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    assert_eq!(
+        spec.policy_types,
+        Some(vec!["Ingress".to_string(), "Egress".to_string()])
+    );
+    // Egress: anywhere but the link-local ranges (cloud instance metadata and credentials).
+    let egress = spec.egress.clone().expect("egress");
+    let blocks: Vec<_> = egress[0]
+        .to
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.ip_block)
+        .map(|b| (b.cidr, b.except.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        blocks,
+        vec![
+            ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
+            ("::/0".to_string(), vec!["fe80::/10".to_string()]),
+        ]
+    );
     let rules = spec.ingress.expect("rules");
     assert_eq!(rules.len(), 1);
     let names: Vec<String> = rules[0]
