@@ -2,7 +2,8 @@
 //! the runtime. Egress goes to any pod of the cluster (DNS, an in-cluster database) and any
 //! address outside it (the Conversation API, an external database) except the link-local ranges,
 //! where clouds serve instance metadata and credentials: a runtime talked into fetching a URL
-//! of a tenant author's choosing cannot reach them.
+//! of a tenant author's choosing cannot reach them. DNS (port 53) goes anywhere, link-local
+//! included (NodeLocal DNSCache).
 
 use super::{names, owned_meta, selector_labels};
 use crate::labels::RUNTIME_PORT;
@@ -37,18 +38,33 @@ pub(crate) fn build_network_policy(t: &ValidatedTenant, ingress_namespace: &str)
                 ..Default::default()
             }),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            egress: Some(vec![NetworkPolicyEgressRule {
-                to: Some(vec![
-                    // Every pod of every namespace (ipBlock need not match pod addresses).
-                    NetworkPolicyPeer {
-                        namespace_selector: Some(LabelSelector::default()),
-                        ..Default::default()
-                    },
-                    outside("0.0.0.0/0", "169.254.0.0/16"),
-                    outside("::/0", "fe80::/10"),
-                ]),
-                ports: None,
-            }]),
+            egress: Some(vec![
+                NetworkPolicyEgressRule {
+                    to: Some(vec![
+                        // Every pod of every namespace (ipBlock need not match pod addresses).
+                        NetworkPolicyPeer {
+                            namespace_selector: Some(LabelSelector::default()),
+                            ..Default::default()
+                        },
+                        outside("0.0.0.0/0", "169.254.0.0/16"),
+                        outside("::/0", "fe80::/10"),
+                    ]),
+                    ports: None,
+                },
+                // DNS anywhere: NodeLocal DNSCache listens on a link-local address (169.254.20.10).
+                NetworkPolicyEgressRule {
+                    to: None,
+                    ports: Some(
+                        ["UDP", "TCP"]
+                            .map(|protocol| NetworkPolicyPort {
+                                port: Some(IntOrString::Int(53)),
+                                protocol: Some(protocol.into()),
+                                ..Default::default()
+                            })
+                            .to_vec(),
+                    ),
+                },
+            ]),
             ingress: Some(vec![NetworkPolicyIngressRule {
                 from: Some(vec![ns(ingress_namespace), ns(&t.namespace)]),
                 ports: Some(vec![NetworkPolicyPort {

@@ -6,6 +6,7 @@ use super::workload::pod_template;
 use super::*;
 use crate::tenant::{Database, ValidatedTenant};
 use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -271,6 +272,24 @@ fn network_policy_admits_only_ingress_and_own_namespace() {
         vec![
             ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
             ("::/0".to_string(), vec!["fe80::/10".to_string()]),
+        ]
+    );
+    let dns: Vec<_> = egress[1]
+        .ports
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.port, p.protocol))
+        .collect();
+    assert!(
+        egress[1].to.is_none(),
+        "DNS to any address, link-local included"
+    );
+    assert_eq!(
+        dns,
+        vec![
+            (Some(IntOrString::Int(53)), Some("UDP".to_string())),
+            (Some(IntOrString::Int(53)), Some("TCP".to_string())),
         ]
     );
     let rules = spec.ingress.expect("rules");
