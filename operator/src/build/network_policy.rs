@@ -73,7 +73,6 @@ pub(crate) fn build_network_policy(t: &ValidatedTenant, ingress_namespace: &str)
                     ..Default::default()
                 }]),
             }]),
-            ..Default::default()
         }),
     }
 }
