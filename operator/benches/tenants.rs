@@ -25,8 +25,8 @@ use contact_operator::config::OperatorConfig;
 use contact_operator::instrument::{RequestCounter, counting_client};
 use contact_operator::labels::FIELD_MANAGER;
 use contact_operator::metrics::Metrics;
-use contact_operator::reconcile::validate::validate;
-use contact_operator::reconcile::{Ctx, run_controller};
+use contact_operator::reconcile::{CONDITION_TYPES, Ctx, run_controller};
+use contact_operator::tenant::validate;
 use contact_tests::controlplane::ControlPlane;
 use contact_tests::kube_helpers::install_crds;
 use futures::StreamExt;
@@ -35,6 +35,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Secret};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -431,67 +432,85 @@ async fn run_operator(cp: &ControlPlane, n: usize, ns: &str, details: bool) -> D
         operator_time.saturating_sub(created).as_secs_f64()
     );
     if details {
-        tokio::time::sleep(Duration::from_secs(2)).await; // let own-write watch events drain
-        report("operator", &counter, n);
-        println!(
-            "operator   writes by resource: {:?}",
-            writes_by_resource(&counter)
-        );
-        // Mean reconcile time from the duration histogram; with the window's length it gives
-        // the mean number of reconciles in flight (the controller allows CONCURRENCY).
-        let text = metrics.encode();
-        let series = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let (sum, count) = (
-            series("contact_operator_reconcile_duration_seconds_sum"),
-            series("contact_operator_reconcile_duration_seconds_count"),
-        );
-        println!(
-            "operator   reconciles: {} ({:.2}/tenant), mean {:.0} ms, {:.1} in flight on average",
-            metrics.reconciles(),
-            metrics.reconciles() as f64 / n as f64,
-            1000.0 * sum / count.max(1.0),
-            sum / operator_time.as_secs_f64()
-        );
+        report_details(&counter, &metrics, n, operator_time).await;
         println!(
             "operator   RSS: {} MiB before controller, peak {} MiB while provisioning, growth {} MiB",
             rss_before / 1024,
             peak / 1024,
             peak.saturating_sub(rss_before) / 1024,
         );
-
-        // --- idle: a full pass over every applied tenant
-        counter.reset();
-        let idle_start = Instant::now();
-        let all = tenants_api
-            .list(&ListParams::default())
-            .await
-            .expect("list")
-            .items;
-        futures::stream::iter(all)
-            .for_each_concurrent(CONCURRENCY, |t| {
-                let ctx = ctx.clone();
-                async move {
-                    contact_operator::reconcile::reconcile(Arc::new(t), ctx)
-                        .await
-                        .expect("reconcile");
-                }
-            })
-            .await;
-        println!(
-            "idle       full resync of {n} tenants in {:.2}s",
-            idle_start.elapsed().as_secs_f64()
-        );
-        report("idle", &counter, n);
+        idle_resync(&ctx, &counter, &tenants_api, n).await;
     }
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(30), controller).await;
     operator_time
+}
+
+/// The operator's requests by method and resource, and its reconciles (first round only).
+async fn report_details(
+    counter: &RequestCounter,
+    metrics: &Metrics,
+    n: usize,
+    operator_time: Duration,
+) {
+    tokio::time::sleep(Duration::from_secs(2)).await; // let own-write watch events drain
+    report("operator", counter, n);
+    println!(
+        "operator   writes by resource: {:?}",
+        writes_by_resource(counter)
+    );
+    // Mean reconcile time from the duration histogram; with the window's length it gives
+    // the mean number of reconciles in flight (the controller allows CONCURRENCY).
+    let text = metrics.encode();
+    let series = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (sum, count) = (
+        series("contact_operator_reconcile_duration_seconds_sum"),
+        series("contact_operator_reconcile_duration_seconds_count"),
+    );
+    println!(
+        "operator   reconciles: {} ({:.2}/tenant), mean {:.0} ms, {:.1} in flight on average",
+        metrics.reconciles(),
+        metrics.reconciles() as f64 / n as f64,
+        1000.0 * sum / count.max(1.0),
+        sum / operator_time.as_secs_f64()
+    );
+}
+
+/// A full pass over every applied tenant: the requests it makes (expected: none).
+async fn idle_resync(
+    ctx: &Arc<Ctx>,
+    counter: &RequestCounter,
+    tenants_api: &Api<ContactTenant>,
+    n: usize,
+) {
+    counter.reset();
+    let idle_start = Instant::now();
+    let all = tenants_api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items;
+    futures::stream::iter(all)
+        .for_each_concurrent(CONCURRENCY, |t| {
+            let ctx = ctx.clone();
+            async move {
+                contact_operator::reconcile::reconcile(Arc::new(t), ctx)
+                    .await
+                    .expect("reconcile");
+            }
+        })
+        .await;
+    println!(
+        "idle       full resync of {n} tenants in {:.2}s",
+        idle_start.elapsed().as_secs_f64()
+    );
+    report("idle", counter, n);
 }
 
 /// What a baseline loop writes per tenant.
@@ -517,126 +536,10 @@ async fn run_baseline(
     let admin = cp.client();
     namespace_with_secret(&admin, ns).await;
     let (plain, plain_counter) = counting_client(cp.config().clone()).expect("client");
-    let config = OperatorConfig::default();
     let cpu_before = cpu_split();
     let started = Instant::now();
     futures::stream::iter(0..n)
-        .for_each_concurrent(CONCURRENCY, |i| {
-            let client = plain.clone();
-            let config = config.clone();
-            async move {
-                let mut t = tenant(ns, i);
-                let tenants = Api::<ContactTenant>::namespaced(client.clone(), ns);
-                if mode == Baseline::ChildrenOnly {
-                    t.meta_mut().uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
-                } else {
-                    t = tenants
-                        .create(&PostParams::default(), &t)
-                        .await
-                        .expect("create tenant");
-                }
-                if mode == Baseline::AllOperatorWrites {
-                    let finalizer = json!([
-                        { "op": "test", "path": "/metadata/finalizers", "value": null },
-                        { "op": "add", "path": "/metadata/finalizers", "value": [contact_operator::labels::FINALIZER] },
-                    ]);
-                    let patch: json_patch::Patch =
-                        serde_json::from_value(finalizer).expect("json patch");
-                    tenants
-                        .patch(
-                            &t.name_any(),
-                            &PatchParams::default(),
-                            &Patch::Json::<()>(patch),
-                        )
-                        .await
-                        .expect("finalizer");
-                }
-                let v = validate(&t, &config).expect("valid");
-                ssa(&client, ns, build::build_service_account(&v)).await;
-                ssa(
-                    &client,
-                    ns,
-                    build::build_secret(&v, &Default::default(), &mut rand::rng()),
-                )
-                .await;
-                ssa(&client, ns, build::build_config_map(&v, None)).await;
-                ssa(&client, ns, build::build_service(&v)).await;
-                ssa(
-                    &client,
-                    ns,
-                    build::build_network_policy(&v, "ingress-nginx"),
-                )
-                .await;
-                if let Some(p) = build::build_backup_pvc(&v) {
-                    ssa::<PersistentVolumeClaim>(&client, ns, p).await;
-                }
-                match build::build_workload(&v, v.replicas) {
-                    build::Workload::StatefulSet(s) => ssa(&client, ns, s).await,
-                    build::Workload::Deployment(d) => ssa::<Deployment>(&client, ns, d).await,
-                }
-                if let Some(c) = build::build_backup_cronjob(&v, false) {
-                    ssa::<CronJob>(&client, ns, c).await;
-                }
-                ssa::<Ingress>(&client, ns, build::build_ingress(&v)).await;
-                if mode == Baseline::AllOperatorWrites {
-                    let conditions: Vec<serde_json::Value> = [
-                        "Ready",
-                        "Provisioned",
-                        "DatabaseReady",
-                        "IngressReady",
-                        "BackupsHealthy",
-                        "MaintenancePending",
-                        "TrialExpired",
-                    ]
-                    .iter()
-                    .map(|c| {
-                        json!({
-                            "type": c, "status": "True", "reason": "Baseline",
-                            "message": "baseline", "observedGeneration": 1,
-                            "lastTransitionTime": "2026-11-25T00:00:00Z",
-                        })
-                    })
-                    .collect();
-                    let status = json!({
-                        "apiVersion": "contact.dev/v1alpha1",
-                        "kind": "ContactTenant",
-                        "status": {
-                            "observedGeneration": 1,
-                            "url": format!("https://t{i}.contact.example.com"),
-                            "conditions": conditions,
-                        }
-                    });
-                    tenants
-                        .patch_status(
-                            &t.name_any(),
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&status),
-                        )
-                        .await
-                        .expect("status");
-                    let recorder = kube::runtime::events::Recorder::new(
-                        client.clone(),
-                        kube::runtime::events::Reporter {
-                            controller: FIELD_MANAGER.into(),
-                            instance: None,
-                        },
-                    );
-                    recorder
-                        .publish(
-                            &kube::runtime::events::Event {
-                                type_: kube::runtime::events::EventType::Normal,
-                                reason: "Provisioned".into(),
-                                note: Some("Provisioned=True: baseline".into()),
-                                action: "Reconcile".into(),
-                                secondary: None,
-                            },
-                            &t.object_ref(&()),
-                        )
-                        .await
-                        .expect("event");
-                }
-            }
-        })
+        .for_each_concurrent(CONCURRENCY, |i| baseline_tenant(&plain, ns, i, mode))
         .await;
     let elapsed = started.elapsed();
     println!(
@@ -647,4 +550,142 @@ async fn run_baseline(
     report_cpu("baseline", cpu_before);
     report("baseline", &plain_counter, n);
     elapsed
+}
+
+/// One tenant of a baseline: what `mode` writes, in the operator's order.
+async fn baseline_tenant(client: &Client, ns: &str, i: usize, mode: Baseline) {
+    let mut t = tenant(ns, i);
+    let tenants = Api::<ContactTenant>::namespaced(client.clone(), ns);
+    if mode == Baseline::ChildrenOnly {
+        t.meta_mut().uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
+    } else {
+        t = tenants
+            .create(&PostParams::default(), &t)
+            .await
+            .expect("create tenant");
+    }
+    if mode == Baseline::AllOperatorWrites {
+        let finalizer = json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [contact_operator::labels::FINALIZER] },
+        ]);
+        let patch: json_patch::Patch = serde_json::from_value(finalizer).expect("json patch");
+        tenants
+            .patch(
+                &t.name_any(),
+                &PatchParams::default(),
+                &Patch::Json::<()>(patch),
+            )
+            .await
+            .expect("finalizer");
+    }
+    let v = validate(&t, &OperatorConfig::default()).expect("valid");
+    let inputs = build::Inputs {
+        existing_keys: &Default::default(),
+        next_window: None,
+        replicas: v.replicas,
+        scaled_down: false,
+        ingress_namespace: "ingress-nginx",
+        cnpg_image: None,
+    };
+    apply_children(client, ns, build::all(&v, inputs, &mut rand::rng())).await;
+    if mode == Baseline::AllOperatorWrites {
+        status_and_event(client, &tenants, &t, i).await;
+    }
+}
+
+/// Applies a tenant's children as the operator orders them, with none of its reads.
+async fn apply_children(client: &Client, ns: &str, children: build::Children) {
+    let build::Children {
+        service_account,
+        keys,
+        config_map,
+        service,
+        network_policy,
+        ingress,
+        backup_pvc,
+        backup_job,
+        statefulset,
+        deployment,
+        pdb,
+        cnpg,
+    } = children;
+    assert!(cnpg.is_none(), "the bench's tenants run on SQLite");
+    ssa(client, ns, service_account).await;
+    ssa(client, ns, keys).await;
+    ssa(client, ns, config_map).await;
+    ssa(client, ns, service).await;
+    ssa(client, ns, network_policy).await;
+    if let Some(p) = backup_pvc {
+        ssa::<PersistentVolumeClaim>(client, ns, p).await;
+    }
+    if let Some(s) = statefulset {
+        ssa::<StatefulSet>(client, ns, s).await;
+    }
+    if let Some(d) = deployment {
+        ssa::<Deployment>(client, ns, d).await;
+    }
+    if let Some(p) = pdb {
+        ssa::<PodDisruptionBudget>(client, ns, p).await;
+    }
+    if let Some(c) = backup_job {
+        ssa::<CronJob>(client, ns, c).await;
+    }
+    ssa::<Ingress>(client, ns, ingress).await;
+}
+
+/// The operator's last two writes for a new tenant: its status and an Event.
+async fn status_and_event(
+    client: &Client,
+    tenants: &Api<ContactTenant>,
+    t: &ContactTenant,
+    i: usize,
+) {
+    let conditions: Vec<serde_json::Value> = CONDITION_TYPES
+        .iter()
+        .map(|c| {
+            json!({
+                "type": c, "status": "True", "reason": "Baseline",
+                "message": "baseline", "observedGeneration": 1,
+                "lastTransitionTime": "2026-11-25T00:00:00Z",
+            })
+        })
+        .collect();
+    let status = json!({
+        "apiVersion": "contact.dev/v1alpha1",
+        "kind": "ContactTenant",
+        "status": {
+            "observedGeneration": 1,
+            "url": format!("https://t{i}.contact.example.com"),
+            "conditions": conditions,
+        }
+    });
+    tenants
+        .patch_status(
+            &t.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .expect("status");
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance: None,
+        },
+    );
+    recorder
+        .publish(
+            &kube::runtime::events::Event {
+                type_: kube::runtime::events::EventType::Normal,
+                reason: "Provisioned".into(),
+                note: Some("Provisioned=True: baseline".into()),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+            &t.object_ref(&()),
+        )
+        .await
+        .expect("event");
 }

@@ -41,7 +41,7 @@ pub struct RunArgs {
     #[arg(
         long,
         env = "CONTACT_RUNTIME_IMAGE",
-        default_value = "ghcr.io/contact-dev/contact-runtime:latest"
+        default_value = concat!("ghcr.io/contact-dev/contact-runtime:", env!("CARGO_PKG_VERSION"))
     )]
     pub runtime_image: String,
     /// Elect a leader through a Lease so several replicas are safe.
@@ -77,6 +77,33 @@ pub struct RunArgs {
         default_value = ""
     )]
     pub watch_namespaces: Vec<String>,
+    /// Conversation API hosts (`host` or `host:port`, comma-separated) tenants may point
+    /// `apiBaseUrl`/`authUrl` at besides Sinch's own https hosts (the simulator in tests).
+    #[arg(
+        long,
+        env = "CONTACT_CONVERSATION_API_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub conversation_api_hosts: Vec<String>,
+    /// Runtime images tenants may pin (comma-separated repositories, or prefixes ending in `/`;
+    /// empty: only the repository of `--runtime-image`).
+    #[arg(
+        long,
+        env = "CONTACT_RUNTIME_IMAGES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub runtime_images: Vec<String>,
+    /// Ingress annotation keys tenants may set (comma-separated; `prefix/*` for a prefix, `*`
+    /// for any).
+    #[arg(
+        long,
+        env = "CONTACT_INGRESS_ANNOTATIONS",
+        value_delimiter = ',',
+        default_value = "cert-manager.io/*"
+    )]
+    pub ingress_annotations: Vec<String>,
     /// JSON map of hosting location to required node labels.
     #[arg(long, env = "CONTACT_HOSTING_LOCATIONS", default_value = "{}")]
     pub hosting_locations: String,
@@ -133,6 +160,9 @@ impl RunArgs {
             lease_retry_period_seconds,
             pod_name,
             watch_namespaces,
+            conversation_api_hosts,
+            runtime_images,
+            ingress_annotations,
             hosting_locations,
             ingress_controller_namespace,
             metrics_addr,
@@ -163,6 +193,19 @@ impl RunArgs {
                 watch_namespaces: watch_namespaces
                     .into_iter()
                     .filter(|n| !n.is_empty())
+                    .collect(),
+                own_namespace: lease_namespace.clone(),
+                conversation_api_hosts: conversation_api_hosts
+                    .into_iter()
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+                runtime_images: runtime_images
+                    .into_iter()
+                    .filter(|i| !i.is_empty())
+                    .collect(),
+                ingress_annotations: ingress_annotations
+                    .into_iter()
+                    .filter(|a| !a.is_empty())
                     .collect(),
             },
             lease: leader_election.then(|| LeaseSettings {
@@ -196,6 +239,8 @@ mod tests {
             "127.0.0.1:9090",
             "--concurrency",
             "64",
+            "--conversation-api-hosts",
+            "simulator.tests.svc:9090,10.0.0.7",
         ])
         .expect("parses");
         let Command::Run(args) = cli.command;
@@ -211,6 +256,38 @@ mod tests {
         );
         assert_eq!(s.http_addr.port(), 9090);
         assert_eq!(s.config.concurrency, 64);
+        assert_eq!(
+            s.config.conversation_api_hosts,
+            vec![
+                "simulator.tests.svc:9090".to_string(),
+                "10.0.0.7".to_string()
+            ]
+        );
+        assert!(
+            Cli::try_parse_from(["contact-operator", "run"])
+                .map(|c| {
+                    let Command::Run(a) = c.command;
+                    a.settings()
+                        .expect("settings")
+                        .config
+                        .conversation_api_hosts
+                })
+                .expect("parses")
+                .is_empty(),
+            "Sinch's hosts only by default"
+        );
+        let Command::Run(defaults) = Cli::try_parse_from(["contact-operator", "run"])
+            .expect("parses")
+            .command;
+        let config = defaults.settings().expect("settings").config;
+        assert_eq!(
+            config.ingress_annotations,
+            vec!["cert-manager.io/*".to_string()]
+        );
+        assert!(
+            config.runtime_images.is_empty(),
+            "the default image's repository only"
+        );
     }
 
     #[test]

@@ -21,18 +21,40 @@ pub struct OperatorConfig {
     pub resync: std::time::Duration,
     /// Tenants reconciled at once.
     pub concurrency: u16,
+    /// Conversation API hosts (`host` or `host:port`) a tenant may point `apiBaseUrl`/`authUrl`
+    /// at besides Sinch's own (https) hosts: the simulator in tests. Empty: Sinch's only.
+    pub conversation_api_hosts: Vec<String>,
+    /// Runtime images tenants may pin (`spec.runtime.image`): repositories (`registry/name`,
+    /// any tag or digest), or prefixes ending in `/`. Empty: only the repository of
+    /// `default_image`.
+    pub runtime_images: Vec<String>,
+    /// Ingress annotation keys tenants may set: exact keys, or `prefix/*` for every key under a
+    /// prefix, or `*` for any. Empty: none.
+    pub ingress_annotations: Vec<String>,
+    /// The operator's own namespace: where it keeps the record of deletions whose data it may
+    /// purge (`lifecycle::ledger`), beside its Lease.
+    pub own_namespace: String,
 }
 
 impl Default for OperatorConfig {
     fn default() -> Self {
         Self {
-            default_image: "ghcr.io/contact-dev/contact-runtime:latest".into(),
+            // The runtime of the same release, never a moving `latest`.
+            default_image: concat!(
+                "ghcr.io/contact-dev/contact-runtime:",
+                env!("CARGO_PKG_VERSION")
+            )
+            .into(),
             ingress_namespace: "ingress-nginx".into(),
             locations: BTreeMap::new(),
             cnpg_image: None,
             resync: std::time::Duration::from_secs(300),
             concurrency: 16,
             watch_namespaces: Vec::new(),
+            own_namespace: "default".into(),
+            conversation_api_hosts: Vec::new(),
+            runtime_images: Vec::new(),
+            ingress_annotations: vec!["cert-manager.io/*".into()],
         }
     }
 }

@@ -5,6 +5,7 @@ use contact_operator::args::{Cli, Command, LogFormat};
 use contact_operator::http::Health;
 use contact_operator::metrics::Metrics;
 use std::sync::Arc;
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -21,8 +22,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = args.settings()?;
     let client = kube::Client::try_default().await?;
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // As PID 1 in a container nothing stops the process on SIGTERM unless it handles it: the
+    // kubelet would kill it after the grace period and the Lease would stay held until it expired.
+    // Registered before anything else runs, so an early SIGTERM is not lost.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
     };
     contact_operator::run::run(
         client,

@@ -18,6 +18,13 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// Labels of the purged-data counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// Kind of the object (PersistentVolumeClaim, Secret, Cluster).
+    pub kind: String,
+}
+
 /// Labels of the tenants-by-condition gauge.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConditionLabels {
@@ -35,6 +42,7 @@ pub struct Metrics {
     failures: Family<ErrorLabels, Counter>,
     duration: Histogram,
     tenants: Family<ConditionLabels, Gauge>,
+    purged: Family<KindLabels, Counter>,
     by_tenant: Mutex<HashMap<String, Vec<(String, String)>>>,
 }
 
@@ -61,8 +69,15 @@ impl Default for Metrics {
             "Tenants by condition and status",
             tenants.clone(),
         );
+        let purged = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "data_purged",
+            "Data objects of deleted tenants purged after their grace period, by kind",
+            purged.clone(),
+        );
         Self {
             registry,
+            purged,
             reconciles,
             failures,
             duration,
@@ -82,6 +97,24 @@ impl Metrics {
     /// Reconciles run so far.
     pub fn reconciles(&self) -> u64 {
         self.reconciles.get()
+    }
+
+    /// Records a purged data object of `kind`.
+    pub fn purged(&self, kind: &str) {
+        self.purged
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .inc();
+    }
+
+    /// Data objects of `kind` purged so far.
+    pub fn purged_count(&self, kind: &str) -> u64 {
+        self.purged
+            .get_or_create(&KindLabels {
+                kind: kind.to_string(),
+            })
+            .get()
     }
 
     /// Records a failed reconcile.

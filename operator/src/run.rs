@@ -7,7 +7,6 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::OperatorConfig;
 use crate::http::{Health, router};
 use crate::leader::{Elector, Ended, Timing};
-use crate::lifecycle::grace;
 use crate::metrics::Metrics;
 use crate::reconcile::{Ctx, run_controller};
 use futures::FutureExt;
@@ -146,7 +145,7 @@ async fn lead(
                     _ = tick.tick() => {}
                     () = stop.clone() => break,
                 }
-                match grace::sweep(&ctx.client, ctx.clock.now()).await {
+                match crate::reconcile::sweep(&ctx, ctx.clock.now()).await {
                     Ok(purged) if !purged.is_empty() => {
                         info!(?purged, "purged data past its grace period")
                     }

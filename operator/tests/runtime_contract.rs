@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use contact_crds::v1alpha1::ContactTenant;
 use contact_operator::build::build_config_map;
 use contact_operator::config::OperatorConfig;
-use contact_operator::reconcile::validate::validate;
+use contact_operator::tenant::validate;
 use contact_runtime::config::Settings;
 
 fn tenant_from_example(file: &str) -> ContactTenant {
@@ -69,7 +69,7 @@ fn the_runtime_reads_what_the_operator_renders() {
         let dir = tempfile::tempdir().unwrap();
         let mut rewritten = body.clone();
         for channel in &tenant.spec.channels {
-            let secret_dir = contact_operator::build::workload::secret_mount_path(
+            let secret_dir = contact_operator::build::secret_mount_path(
                 &channel.conversation_api.credentials_secret_ref.name,
             );
             let local = dir
@@ -195,10 +195,9 @@ fn the_backup_job_speaks_the_runtime_cli_and_its_key_decodes() {
         size_bytes: 48_213,
         pruned: vec!["backup-20261110T020001Z".into()],
     };
-    let record = contact_operator::reconcile::backups::parse_result(
-        &serde_json::to_string(&result).unwrap(),
-    )
-    .expect("the operator reads the runtime's result line");
+    let record =
+        contact_operator::reconcile::parse_result(&serde_json::to_string(&result).unwrap())
+            .expect("the operator reads the runtime's result line");
     assert_eq!(record.name, result.name);
     assert_eq!(record.size_bytes, Some(48_213));
     assert_eq!(record.time.0.as_millisecond(), 1_795_572_003_250);

@@ -33,6 +33,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The outbox sender (its Conversation API client) could not be built.
+    #[error(transparent)]
+    Outbox(#[from] crate::channels::outbox::Error),
 }
 
 /// A runtime ready to serve.
@@ -114,7 +117,7 @@ impl Application {
             &settings.sinch.auth_url,
             wake.clone(),
             metrics.clone(),
-        );
+        )?;
         crate::http::auth::bootstrap_admin(&store, &settings.auth).await?;
         let live = Arc::new(crate::live::LiveHub::default());
         let routing = Arc::new(crate::routing::RoutingService::new(

@@ -7,13 +7,16 @@
 # suite against a locally started runtime (tenant-runtime/tests/api/e2e_drive.rs): the same steps.
 #
 #   drive.sh RUNTIME_URL SIMULATOR_URL AGENT_EMAIL AGENT_PASSWORD [HOST_HEADER]
+# CURL_EXTRA: more curl options for the requests to the runtime (tests/e2e/scenario.sh passes
+# --resolve and --cacert to reach it through the Ingress over HTTPS).
 set -euo pipefail
 runtime="$1" sim="$2" email="$3" password="$4" host="${5:-}"
 identity="4670$(date +%s | tail -c 8)"
 text="Hello from the e2e drive $identity"
 reply="Thanks, an agent is on it ($identity)"
 jar="$(mktemp)"; trap 'rm -f "$jar"' EXIT
-hdr=(-H 'Content-Type: application/json')
+read -r -a extra <<<"${CURL_EXTRA:-}"
+hdr=("${extra[@]}" -H 'Content-Type: application/json')
 [[ -n "$host" ]] && hdr+=(-H "Host: $host")
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {'d': d, 'json': json}))" "$1"; }
 step() { printf 'drive: %s\n' "$*" >&2; }

@@ -1,30 +1,37 @@
 #!/usr/bin/env bash
-# End to end on kind, for users' CI (needs docker, kind, kubectl, helm, curl, python3):
-#   create a cluster → build and load the operator and runtime images → install ingress-nginx and
-#   the chart → apply a tenant → wait for Ready → drive one conversation through the simulator
-#   over the tenant's ingress with tests/e2e/drive.sh (the same script the test suite runs
-#   against a locally started runtime).
+# End to end on kind, for users' CI (needs docker, kind, kubectl, helm, curl, openssl, python3):
+#   create a cluster → build the operator and runtime images from their Dockerfiles and load them →
+#   install Traefik → run tests/e2e/scenario.sh: the chart, a tenant with the Conversation API
+#   simulator as a pod, a conversation through the tenant's Ingress over HTTPS, backups, leader
+#   failover, `kubectl get contacttenants`. The project's own CI runs the same scenario.sh on a
+#   single-node cluster it builds on the machine (tests/tests/cluster.rs).
 #
 #   tests/e2e/kind.sh            # run it (KEEP_CLUSTER=1 keeps the cluster afterwards)
 #   tests/e2e/kind.sh diagnose   # print what a failed run left behind
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CLUSTER="${CLUSTER:-contact-e2e}"
-INGRESS_NGINX_VERSION="${INGRESS_NGINX_VERSION:-controller-v1.12.1}"
+TRAEFIK_CHART_VERSION="${TRAEFIK_CHART_VERSION:-}" # empty: the chart repository's newest
 log() { printf '\n=== %s\n' "$*"; }
 
 if [[ "${1:-}" == diagnose ]]; then
-  kubectl get contacttenants -A -o wide || true
+  kubectl get pods -A -o wide || true
+  kubectl get contacttenants,jobs,pvc -A -o wide || true
   kubectl describe contacttenant -n tenant-e2e e2e || true
-  kubectl get all,ingress,pvc,networkpolicy -n tenant-e2e || true
-  kubectl get events -A --sort-by=.lastTimestamp | tail -50 || true
-  kubectl logs -n contact-system deploy/contact-contact-operator --tail=200 || true
-  kubectl logs -n tenant-e2e statefulset/e2e --tail=200 || true
-  kubectl logs -n tenant-e2e deploy/contact-simulator --tail=100 || true
+  kubectl get events -A --sort-by=.lastTimestamp | tail -60 || true
+  for pod in $(kubectl get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{" "}{end}'); do
+    echo "--- logs of $pod"
+    kubectl logs -n "${pod%/*}" "${pod#*/}" --all-containers --tail=40 || true
+  done
   exit 0
 fi
 
-for tool in docker kind kubectl helm curl python3; do
+if [[ "${1:-}" == kill ]]; then # kill CONTAINER_ID: SIGKILL a container on the kind node
+  docker exec "$CLUSTER-control-plane" sh -c "kill -9 \$(crictl inspect --output go-template --template '{{.info.pid}}' $2)"
+  exit 0
+fi
+
+for tool in docker kind kubectl helm curl openssl python3; do
   command -v "$tool" >/dev/null || { echo "kind.sh needs $tool" >&2; exit 1; }
 done
 
@@ -32,34 +39,30 @@ log "cluster $CLUSTER"
 kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --config tests/e2e/kind-config.yaml --wait 120s
 [[ -n "${KEEP_CLUSTER:-}" ]] || trap 'kind delete cluster --name "$CLUSTER"' EXIT
 
-log "images"
+log "images, from the Dockerfiles"
 docker build -f operator/Dockerfile -t contact-operator:e2e .
 docker build -f tenant-runtime/Dockerfile -t contact-runtime:e2e .
 kind load docker-image --name "$CLUSTER" contact-operator:e2e contact-runtime:e2e
 
-log "ingress-nginx $INGRESS_NGINX_VERSION"
-kubectl apply -f "https://raw.githubusercontent.com/kubernetes/ingress-nginx/$INGRESS_NGINX_VERSION/deploy/static/provider/kind/deploy.yaml"
-kubectl wait -n ingress-nginx --for=condition=Ready pod -l app.kubernetes.io/component=controller --timeout=180s
+log "Traefik (IngressClass traefik, HTTPS on the host's 8443)"
+helm repo add traefik https://traefik.github.io/charts >/dev/null
+helm upgrade --install traefik traefik/traefik ${TRAEFIK_CHART_VERSION:+--version "$TRAEFIK_CHART_VERSION"} \
+  --namespace traefik --create-namespace --wait \
+  --set service.type=NodePort --set ports.websecure.nodePort=30443 \
+  --set ingressClass.enabled=true --set ingressClass.name=traefik
 
-log "the operator chart"
-helm upgrade --install contact charts/contact-operator --namespace contact-system --create-namespace --wait \
-  --set image.repository=contact-operator --set image.tag=e2e --set image.pullPolicy=Never \
-  --set runtimeImage.repository=contact-runtime --set runtimeImage.tag=e2e
+log "a certificate for the tenant's host"
+tls="$(mktemp -d)"
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=contact-e2e-ca \
+  -addext basicConstraints=critical,CA:TRUE -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj /CN=e2e.contact.test -keyout "$tls/tls.key" -out "$tls/tls.csr" 2>/dev/null
+openssl x509 -req -in "$tls/tls.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial -days 1 \
+  -extfile <(printf 'subjectAltName=DNS:e2e.contact.test') -out "$tls/tls.crt" 2>/dev/null
 
-log "a tenant"
-kubectl create namespace tenant-e2e --dry-run=client -o yaml | kubectl apply -f -
-kubectl apply -n tenant-e2e -f tests/e2e/tenant.yaml
-kubectl wait -n tenant-e2e configmap/e2e-config --for=create --timeout=120s
-kubectl apply -n tenant-e2e -f tests/e2e/simulator.yaml
-kubectl wait -n tenant-e2e contacttenant/e2e --for=condition=Ready --timeout=300s
-kubectl rollout status -n tenant-e2e deploy/contact-simulator --timeout=120s
-kubectl get contacttenants -n tenant-e2e
-
-log "drive a conversation over the tenant's ingress"
-kubectl port-forward -n tenant-e2e svc/contact-simulator 19090:9090 >/dev/null &
-pf=$!
-trap 'kill $pf 2>/dev/null || true; [[ -n "${KEEP_CLUSTER:-}" ]] || kind delete cluster --name "$CLUSTER"' EXIT
-for _ in $(seq 50); do curl -sf http://127.0.0.1:19090/_sim/healthz >/dev/null && break; sleep 0.2; done
-password="$(kubectl get secret -n tenant-e2e e2e-keys -o jsonpath='{.data.admin-password}' | base64 -d)"
-tests/e2e/drive.sh http://127.0.0.1:8080 http://127.0.0.1:19090 admin@contact.local "$password" e2e.contact.test
+log "the scenario"
+OPERATOR_IMAGE=docker.io/library/contact-operator:e2e RUNTIME_IMAGE=docker.io/library/contact-runtime:e2e \
+  IMAGE_PULL_POLICY=Never INGRESS_CLASS=traefik INGRESS_NAMESPACE=traefik INGRESS_HTTPS=127.0.0.1:8443 \
+  TLS_CERT="$tls/tls.crt" TLS_KEY="$tls/tls.key" TLS_CA="$tls/ca.crt" \
+  KILL_CONTAINER="$PWD/tests/e2e/kind.sh kill" \
+  tests/e2e/scenario.sh
 log "ok"

@@ -298,6 +298,21 @@ fn locate_or_build() -> Result<PathBuf, ControlPlaneError> {
         .map_err(ControlPlaneError::Binaries)
 }
 
+/// A fresh self-signed CA named `name`, for a test's certificates.
+pub(crate) fn certificate_authority(
+    name: &str,
+) -> Result<CertifiedIssuer<'static, KeyPair>, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    CertifiedIssuer::self_signed(params, KeyPair::generate()?)
+}
+
 /// The certificates and keys of one control plane, written as PEM files.
 struct Certs {
     ca_cert: PathBuf,
@@ -311,17 +326,7 @@ struct Certs {
 
 impl Certs {
     fn generate(dir: &Path) -> Result<Self, ControlPlaneError> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "contact-test-ca");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let ca = certificate_authority("contact-test-ca")?;
 
         let mut serving =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;

@@ -3,6 +3,7 @@
 //! runtime's benchmarks share ([`bench`]).
 
 pub mod bench;
+pub mod cluster;
 pub mod controlplane;
 pub mod kube_helpers;
 pub mod postgres;
@@ -18,9 +19,15 @@ pub fn repo_root() -> PathBuf {
 /// Runs one of the repository's caching build scripts (they print the built path last on
 /// stdout, and are idempotent and locked, so parallel tests may call them) and returns that path.
 pub fn run_build_script(relative: &str) -> Result<PathBuf, String> {
+    run_build_script_with(relative, &[])
+}
+
+/// [`run_build_script`] with arguments.
+pub fn run_build_script_with(relative: &str, args: &[&str]) -> Result<PathBuf, String> {
     let script = repo_root().join(relative);
     let out = std::process::Command::new("bash")
         .arg(&script)
+        .args(args)
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| format!("failed to run {}: {e}", script.display()))?;

@@ -392,3 +392,32 @@ async fn short_name_and_category_are_served() {
     assert_eq!(res["categories"], serde_json::json!(["contact"]));
     assert!(discovery.has_group("contact.dev"));
 }
+
+/// The cron rule is strict (five real fields with their ranges), but not stricter than the
+/// CronJob controller: what it schedules, the CRD accepts.
+#[tokio::test]
+async fn cron_schedules_the_cronjob_controller_accepts_are_accepted() {
+    let (_cp, client) = control_plane_with_crd().await;
+    namespace(&client, "cron").await;
+    let api: Api<ContactTenant> = Api::namespaced(client.clone(), "cron");
+    let schedules = [
+        "0 2 * * *",
+        "*/15 0-6,22-23 * * *",
+        "30 3 1,15 * 0",
+        "59 23 31 12 7",
+        "0 4 * JAN-MAR mon-fri",
+        "5 0 ? * SUN",
+        "0 0/6 1-31/2 */3 *",
+        "@daily",
+        "@weekly",
+    ];
+    for (i, schedule) in schedules.into_iter().enumerate() {
+        let mut t = full_tenant();
+        t.metadata.name = Some(format!("cron-{i}"));
+        t.metadata.namespace = Some("cron".into());
+        t.spec.backups.schedule = schedule.into();
+        api.create(&PostParams::default(), &t)
+            .await
+            .unwrap_or_else(|e| panic!("{schedule:?} must be accepted: {e}"));
+    }
+}

@@ -62,6 +62,7 @@ fn default_values_render_a_hardened_ha_operator() {
         "Deployment",
         "Service",
         "PodDisruptionBudget",
+        "NetworkPolicy",
     ] {
         assert!(
             kinds.iter().any(|k| k == kind),
@@ -168,9 +169,18 @@ fn value_switches_change_what_renders() {
         !k.iter().any(|k| k == "PodDisruptionBudget"),
         "one replica needs no PDB"
     );
+    let roles: Vec<_> = objs
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Role"))
+        .filter_map(|o| o.metadata.name.clone())
+        .collect();
     assert!(
-        !k.iter().any(|k| k == "Role"),
-        "no lease RBAC without leader election"
+        !roles.iter().any(|r| r.ends_with("-leader-election")),
+        "no lease RBAC without leader election: {roles:?}"
+    );
+    assert!(
+        roles.iter().any(|r| r.ends_with("-deletions")),
+        "the record of deletions is written with or without leader election: {roles:?}"
     );
 
     let objs = render(&[
@@ -201,6 +211,19 @@ fn value_switches_change_what_renders() {
             .clone()
     };
     assert_eq!(value("CONTACT_WATCH_NAMESPACES"), "tenant-a,tenant-b");
+    // Namespaced mode: a Role per watched namespace, nothing cluster-wide.
+    assert!(
+        !k.iter().any(|k| k.starts_with("Cluster")),
+        "watchNamespaces grants nothing cluster-wide: {k:?}"
+    );
+    let mut role_namespaces: Vec<_> = objs
+        .iter()
+        .filter(|o| o.types.as_ref().is_some_and(|t| t.kind == "Role"))
+        .filter(|o| o.metadata.name.as_deref() == Some("contact-contact-operator"))
+        .filter_map(|o| o.metadata.namespace.clone())
+        .collect();
+    role_namespaces.sort();
+    assert_eq!(role_namespaces, vec!["tenant-a", "tenant-b"]);
     assert_eq!(value("CONTACT_CONCURRENCY"), "64");
     let locations: serde_json::Value =
         serde_json::from_str(value("CONTACT_HOSTING_LOCATIONS").as_str().unwrap()).unwrap();

@@ -372,19 +372,28 @@ fn default_audit_days() -> u32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupsSpec {
-    /// When backups run: a standard five-field cron expression (minute hour day-of-month month
-    /// day-of-week) or a macro such as `@daily`, in `timeZone`.
+    /// When backups run: a standard five-field cron expression (minute 0-59, hour 0-23,
+    /// day-of-month 1-31, month 1-12 or JAN-DEC, day-of-week 0-7 or SUN-SAT; each field `*`, a
+    /// value, a range `a-b`, a list `a,b`, with an optional step `/n`) or a macro such as
+    /// `@daily`, in `timeZone`.
     #[serde(default = "default_backup_schedule")]
     #[schemars(length(min = 1, max = 100))]
-    #[x_kube(validation = Rule::new(concat!(
-        "self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|",
-        "[0-9*?/,A-Za-z-]+ +[0-9*?/,A-Za-z-]+ +[0-9*?/,A-Za-z-]+ +[0-9*?/,A-Za-z-]+ +[0-9*?/,A-Za-z-]+)$')"
-    )).message("backups.schedule must be a five-field cron expression such as \"0 2 * * *\" or a macro such as @daily"))]
+    #[x_kube(validation = Rule::new(format!(
+        "self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|{} +{} +{} +{} +{})$')",
+        cron_field("[1-5]?[0-9]"),
+        cron_field("(1?[0-9]|2[0-3])"),
+        cron_field("([1-9]|[12][0-9]|3[01])"),
+        cron_field("([1-9]|1[0-2]|(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec))"),
+        cron_field("([0-7]|(?i:sun|mon|tue|wed|thu|fri|sat))"),
+    )).message("backups.schedule must be a five-field cron expression such as \"0 2 * * *\" (minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT) or a macro such as @daily"))]
     pub schedule: String,
 
-    /// The time zone of the schedule (an IANA name). Unset means UTC.
+    /// The time zone of the schedule (an IANA name such as `Europe/Berlin`). Unset means UTC. The
+    /// operator checks the name against its time zone database: an unknown one is a
+    /// `Ready=False/InvalidTimeZone` condition, not a CronJob the API server refuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self == 'UTC' || self.matches('^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)+$')").message("backups.timeZone must be an IANA time zone name such as UTC or Europe/Berlin"))]
     pub time_zone: Option<String>,
 
     /// Backups older than this many days are pruned.
@@ -411,6 +420,13 @@ impl Default for BackupsSpec {
             suspend: false,
         }
     }
+}
+
+/// One cron field as a regular expression: a comma-separated list of `*` or `?` or a value or a
+/// range of values, each with an optional step (what the CronJob controller's parser accepts).
+fn cron_field(value: &str) -> String {
+    let item = format!("([*?]|{value}(-{value})?)(/[0-9]+)?");
+    format!("{item}(,{item})*")
 }
 
 fn default_backup_schedule() -> String {

@@ -6,7 +6,7 @@
 
 use super::workload::{container_security, database_env, node_affinity, pod_security};
 use super::{common_labels, data_meta, names, owned_meta, selector_labels};
-use crate::reconcile::validate::{Backups, Database, ValidatedTenant};
+use crate::tenant::{Backups, Database, ValidatedTenant};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, Container, EnvVar, EnvVarSource, PersistentVolumeClaim, PersistentVolumeClaimSpec,
@@ -20,12 +20,12 @@ use std::collections::BTreeMap;
 const BACKUP_DIR: &str = "/backups";
 /// Where the backup container leaves its result (or error) for the kubelet: the container's
 /// termination message, which the operator reads into `status.lastBackup` / `BackupsHealthy`.
-pub const TERMINATION_LOG: &str = "/dev/termination-log";
+pub(crate) const TERMINATION_LOG: &str = "/dev/termination-log";
 /// The backup container's name (the operator finds its termination state by it).
-pub const CONTAINER: &str = "backup";
+pub(crate) const CONTAINER: &str = "backup";
 
 /// Builds the backup PVC, or `None` when backups are off.
-pub fn build_backup_pvc(t: &ValidatedTenant) -> Option<PersistentVolumeClaim> {
+pub(crate) fn build_backup_pvc(t: &ValidatedTenant) -> Option<PersistentVolumeClaim> {
     let b = t.backups.as_ref()?;
     Some(PersistentVolumeClaim {
         metadata: data_meta(t, names::backup_pvc(&t.name), "backups"),

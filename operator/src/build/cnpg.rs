@@ -3,13 +3,13 @@
 //! a clear condition instead). It holds the tenant's data, so it is not owned: see `build`.
 
 use super::{data_meta, names};
-use crate::reconcile::validate::{Database, ValidatedTenant};
+use crate::tenant::{Database, ValidatedTenant};
 use kube::api::{ApiResource, DynamicObject};
 use kube::core::GroupVersionKind;
 use serde_json::json;
 
 /// The API resource of `postgresql.cnpg.io/v1` `Cluster`.
-pub fn cnpg_api_resource() -> ApiResource {
+pub(crate) fn cnpg_api_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
         "clusters",
@@ -17,7 +17,10 @@ pub fn cnpg_api_resource() -> ApiResource {
 }
 
 /// Builds the Cluster, or `None` unless the tenant uses CloudNativePG.
-pub fn build_cnpg_cluster(t: &ValidatedTenant, image: Option<&str>) -> Option<DynamicObject> {
+pub(crate) fn build_cnpg_cluster(
+    t: &ValidatedTenant,
+    image: Option<&str>,
+) -> Option<DynamicObject> {
     let Database::CloudNativePg { instances, size } = &t.database else {
         return None;
     };

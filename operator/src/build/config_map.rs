@@ -8,19 +8,19 @@
 use super::{names, owned_meta, workload::secret_mount_path};
 use crate::build::ingress::url;
 use crate::maintenance::Occurrence;
-use crate::reconcile::validate::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// Key of the rendered file in the ConfigMap.
-pub const CONFIG_KEY: &str = "runtime.json";
+pub(crate) const CONFIG_KEY: &str = "runtime.json";
 
 /// The runtime's settings file, in the runtime's own format (`contact_runtime::config::Settings`,
 /// snake_case, unknown fields refused). JSON is YAML, which the runtime reads. The contract is
 /// held by a test in `tests/` that parses this output with the runtime's own loader.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RuntimeConfig {
+pub(crate) struct RuntimeConfig {
     /// Who the tenant is.
     pub tenant: TenantConfig,
     /// Accounts: the public URL for invite links.
@@ -41,7 +41,7 @@ pub struct RuntimeConfig {
 
 /// The tenant's identity.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TenantConfig {
+pub(crate) struct TenantConfig {
     /// The ContactTenant's name.
     pub name: String,
     /// `spec.displayName`.
@@ -50,21 +50,21 @@ pub struct TenantConfig {
 
 /// Account settings the operator knows.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AuthConfig {
+pub(crate) struct AuthConfig {
     /// Public base URL (invite links).
     pub public_url: String,
 }
 
 /// Shared Conversation API endpoints.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct SinchConfig {
+pub(crate) struct SinchConfig {
     /// OAuth2 token URL override (for the simulator).
     pub auth_url: String,
 }
 
 /// A channel app in the runtime configuration.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ChannelConfig {
+pub(crate) struct ChannelConfig {
     /// Channel name.
     pub name: String,
     /// Channel type.
@@ -89,7 +89,7 @@ pub struct ChannelConfig {
 
 /// Routing defaults.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RoutingConfig {
+pub(crate) struct RoutingConfig {
     /// New agents start with automatic allocation on.
     pub auto_allocate_by_default: bool,
     /// Concurrent conversations per agent.
@@ -100,7 +100,7 @@ pub struct RoutingConfig {
 
 /// Retention in days.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RetentionConfig {
+pub(crate) struct RetentionConfig {
     /// Closed conversations are anonymized after this many days.
     pub anonymize_conversations_after_days: i64,
     /// Closed conversations are deleted after this many days.
@@ -111,7 +111,7 @@ pub struct RetentionConfig {
 
 /// The maintenance window occurrence the Workspace warns agents about.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MaintenanceConfig {
+pub(crate) struct MaintenanceConfig {
     /// Start of the window that is open now or opens next (RFC 3339).
     pub start: String,
     /// Its end (RFC 3339).
@@ -120,7 +120,7 @@ pub struct MaintenanceConfig {
 
 impl RuntimeConfig {
     /// Renders the configuration of `t`; `next_window` is the open-or-next window occurrence.
-    pub fn render(t: &ValidatedTenant, next_window: Option<Occurrence>) -> Self {
+    pub(crate) fn render(t: &ValidatedTenant, next_window: Option<Occurrence>) -> Self {
         let file = |secret: &str, key: &str| format!("{}/{key}", secret_mount_path(secret));
         // The runtime has one token URL for all apps; the CRD allows one per channel for tests
         // against the simulator, where they are all the same.

@@ -2,14 +2,14 @@
 
 use super::{names, owned_meta};
 use crate::labels::RUNTIME_PORT;
-use crate::reconcile::validate::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 use k8s_openapi::api::networking::v1::{
     HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressRule,
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 
 /// Builds the Ingress.
-pub fn build_ingress(t: &ValidatedTenant) -> Ingress {
+pub(crate) fn build_ingress(t: &ValidatedTenant) -> Ingress {
     let mut metadata = owned_meta(t, names::runtime(&t.name), "runtime");
     if !t.ingress_annotations.is_empty() {
         metadata.annotations = Some(t.ingress_annotations.clone());
@@ -50,7 +50,7 @@ pub fn build_ingress(t: &ValidatedTenant) -> Ingress {
 }
 
 /// The URL users reach the tenant at.
-pub fn url(t: &ValidatedTenant) -> String {
+pub(crate) fn url(t: &ValidatedTenant) -> String {
     let scheme = if t.tls_secret.is_some() {
         "https"
     } else {

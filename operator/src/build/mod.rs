@@ -1,6 +1,8 @@
-//! Step 3 of the pipeline: pure builders, one `build_<kind>` per object a tenant owns.
+//! Step 3 of the pipeline: pure builders, one `build_<kind>` per object a tenant owns, and
+//! `all`, which builds them together into the `Children` bundle.
 //!
-//! Each builder takes the `ValidatedTenant` (and, where a value must never change once made, the
+//! This floor stands on `tenant` only: nothing here knows the client, the controller or the
+//! reconcile that calls it. Each builder takes the `ValidatedTenant` (and, where a value must never change once made, the
 //! existing value) and returns the full desired object. No client, no clock, no randomness except
 //! through a caller-supplied RNG: the same input always gives the same object, which is what makes
 //! the hash-based "skip unchanged apply" in `reconcile::apply` sound.
@@ -13,6 +15,7 @@
 //! without the backup encryption key the surviving backups are unreadable.
 
 mod backup;
+mod children;
 mod cnpg;
 mod config_map;
 mod ingress;
@@ -21,70 +24,76 @@ mod pdb;
 mod secret;
 mod service;
 mod service_account;
-pub mod workload;
+mod workload;
 
-pub use backup::{
-    CONTAINER as BACKUP_CONTAINER, TERMINATION_LOG, build_backup_cronjob, build_backup_pvc,
-};
-pub use cnpg::{build_cnpg_cluster, cnpg_api_resource};
-pub use config_map::{RuntimeConfig, build_config_map};
-pub use ingress::{build_ingress, url as ingress_url};
-pub use network_policy::build_network_policy;
-pub use pdb::build_pdb;
-pub use secret::{SECRET_KEYS, build_secret};
-pub use service::build_service;
-pub use service_account::build_service_account;
-pub use workload::{Workload, build_workload, pod_template};
+// What the binary, the benchmark and the contract test use: the bundle and the builders whose
+// output the runtime reads. Everything else serves `reconcile` only.
+pub use backup::build_backup_cronjob;
+pub use children::{Built, Child, Children, Inputs, Slot, all};
+pub use config_map::build_config_map;
+pub(crate) use secret::SECRET_KEYS;
+pub use secret::build_secret;
+pub use workload::secret_mount_path;
+
+pub(crate) use backup::{CONTAINER as BACKUP_CONTAINER, build_backup_pvc};
+pub(crate) use children::{Name, Names};
+pub(crate) use cnpg::{build_cnpg_cluster, cnpg_api_resource};
+pub(crate) use ingress::{build_ingress, url as ingress_url};
+pub(crate) use network_policy::build_network_policy;
+pub(crate) use pdb::build_pdb;
+pub(crate) use service::build_service;
+pub(crate) use service_account::build_service_account;
+pub(crate) use workload::{Workload, build_workload};
 
 use crate::labels;
-use crate::reconcile::validate::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::BTreeMap;
 
 /// Names of the children of a tenant, derived from its name in one place.
-pub mod names {
+pub(crate) mod names {
     /// ServiceAccount, Service, workload and Ingress share the tenant's name.
-    pub fn runtime(tenant: &str) -> String {
+    pub(crate) fn runtime(tenant: &str) -> String {
         tenant.to_string()
     }
     /// ConfigMap with the runtime configuration.
-    pub fn config(tenant: &str) -> String {
+    pub(crate) fn config(tenant: &str) -> String {
         format!("{tenant}-config")
     }
     /// Secret with the generated keys.
-    pub fn keys(tenant: &str) -> String {
+    pub(crate) fn keys(tenant: &str) -> String {
         format!("{tenant}-keys")
     }
     /// Backup PVC.
-    pub fn backup_pvc(tenant: &str) -> String {
+    pub(crate) fn backup_pvc(tenant: &str) -> String {
         format!("{tenant}-backups")
     }
     /// Backup CronJob.
-    pub fn backup_job(tenant: &str) -> String {
+    pub(crate) fn backup_job(tenant: &str) -> String {
         format!("{tenant}-backup")
     }
     /// CloudNativePG Cluster.
-    pub fn cnpg(tenant: &str) -> String {
+    pub(crate) fn cnpg(tenant: &str) -> String {
         format!("{tenant}-db")
     }
     /// Secret CloudNativePG creates with the application user's URI.
-    pub fn cnpg_app_secret(tenant: &str) -> String {
+    pub(crate) fn cnpg_app_secret(tenant: &str) -> String {
         format!("{tenant}-db-app")
     }
     /// NetworkPolicy.
-    pub fn network_policy(tenant: &str) -> String {
+    pub(crate) fn network_policy(tenant: &str) -> String {
         format!("{tenant}-runtime")
     }
     /// Name of the volume claim template of the StatefulSet (PVCs are `data-<tenant>-<ordinal>`).
-    pub const DATA_VOLUME: &str = "data";
+    pub(crate) const DATA_VOLUME: &str = "data";
     /// PVC of the first SQLite replica.
-    pub fn sqlite_pvc(tenant: &str) -> String {
+    pub(crate) fn sqlite_pvc(tenant: &str) -> String {
         format!("{DATA_VOLUME}-{tenant}-0")
     }
 }
 
 /// Labels selecting a tenant's runtime pods (kept minimal and stable: selectors are immutable).
-pub fn selector_labels(t: &ValidatedTenant) -> BTreeMap<String, String> {
+pub(crate) fn selector_labels(t: &ValidatedTenant) -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::APP_NAME.to_string(), "contact-runtime".to_string()),
         (labels::APP_INSTANCE.to_string(), t.name.clone()),
@@ -92,7 +101,7 @@ pub fn selector_labels(t: &ValidatedTenant) -> BTreeMap<String, String> {
 }
 
 /// Labels every child carries.
-pub fn common_labels(t: &ValidatedTenant, component: &str) -> BTreeMap<String, String> {
+pub(crate) fn common_labels(t: &ValidatedTenant, component: &str) -> BTreeMap<String, String> {
     let mut l = selector_labels(t);
     l.insert(labels::TENANT.to_string(), t.name.clone());
     l.insert(labels::COMPONENT.to_string(), component.to_string());
@@ -104,14 +113,14 @@ pub fn common_labels(t: &ValidatedTenant, component: &str) -> BTreeMap<String, S
 }
 
 /// Labels of a data-bearing child: the tenant labels plus `contact.dev/data=true`.
-pub fn data_labels(t: &ValidatedTenant, component: &str) -> BTreeMap<String, String> {
+pub(crate) fn data_labels(t: &ValidatedTenant, component: &str) -> BTreeMap<String, String> {
     let mut l = common_labels(t, component);
     l.insert(labels::DATA.to_string(), "true".to_string());
     l
 }
 
 /// The controller owner reference to the tenant.
-pub fn owner_reference(t: &ValidatedTenant) -> OwnerReference {
+pub(crate) fn owner_reference(t: &ValidatedTenant) -> OwnerReference {
     OwnerReference {
         api_version: "contact.dev/v1alpha1".into(),
         kind: "ContactTenant".into(),
@@ -123,7 +132,7 @@ pub fn owner_reference(t: &ValidatedTenant) -> OwnerReference {
 }
 
 /// Metadata of an owned child.
-pub fn owned_meta(t: &ValidatedTenant, name: String, component: &str) -> ObjectMeta {
+pub(crate) fn owned_meta(t: &ValidatedTenant, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(t.namespace.clone()),
@@ -134,7 +143,7 @@ pub fn owned_meta(t: &ValidatedTenant, name: String, component: &str) -> ObjectM
 }
 
 /// Metadata of a data-bearing child: labels, no owner reference (see the module docs).
-pub fn data_meta(t: &ValidatedTenant, name: String, component: &str) -> ObjectMeta {
+pub(crate) fn data_meta(t: &ValidatedTenant, name: String, component: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(t.namespace.clone()),
@@ -143,7 +152,5 @@ pub fn data_meta(t: &ValidatedTenant, name: String, component: &str) -> ObjectMe
     }
 }
 
-#[cfg(test)]
-pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;

@@ -2,13 +2,13 @@
 //! would block node drains forever, which is worse than the brief outage it prevents.
 
 use super::{names, owned_meta, selector_labels};
-use crate::reconcile::validate::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// Builds the PDB for `replicas` running replicas, or `None` when there is at most one.
-pub fn build_pdb(t: &ValidatedTenant, replicas: i32) -> Option<PodDisruptionBudget> {
+pub(crate) fn build_pdb(t: &ValidatedTenant, replicas: i32) -> Option<PodDisruptionBudget> {
     (replicas > 1).then(|| PodDisruptionBudget {
         metadata: owned_meta(t, names::runtime(&t.name), "runtime"),
         spec: Some(PodDisruptionBudgetSpec {

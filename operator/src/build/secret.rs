@@ -4,7 +4,7 @@
 //! out, make old backups unreadable, or lock the admin out.
 
 use super::{data_meta, names};
-use crate::reconcile::validate::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 use base64::Engine;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -12,7 +12,7 @@ use rand::RngCore;
 use std::collections::BTreeMap;
 
 /// Keys of the generated Secret and their length in random bytes.
-pub const SECRET_KEYS: &[(&str, usize)] = &[
+pub(crate) const SECRET_KEYS: &[(&str, usize)] = &[
     ("session-key", 64),
     ("backup-encryption-key", 32),
     ("admin-password", 18),

@@ -2,12 +2,12 @@
 
 use super::{names, owned_meta, selector_labels};
 use crate::labels::RUNTIME_PORT;
-use crate::reconcile::validate::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// Builds the runtime Service.
-pub fn build_service(t: &ValidatedTenant) -> Service {
+pub(crate) fn build_service(t: &ValidatedTenant) -> Service {
     Service {
         metadata: owned_meta(t, names::runtime(&t.name), "runtime"),
         spec: Some(ServiceSpec {

@@ -1,9 +1,12 @@
 //! Unit tests of the builders: the fields that matter asserted one by one, plus snapshots of the
 //! two workload shapes so any change to them is reviewed.
 
+use super::secret::SECRET_KEYS;
+use super::workload::pod_template;
 use super::*;
-use crate::reconcile::validate::{Database, ValidatedTenant};
+use crate::tenant::{Database, ValidatedTenant};
 use k8s_openapi::ByteString;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -250,7 +253,45 @@ fn service_and_ingress_route_the_host_to_port_8080() {
 fn network_policy_admits_only_ingress_and_own_namespace() {
     let np = build_network_policy(&tenant(), "ingress-nginx");
     let spec = np.spec.expect("spec");
-    assert_eq!(spec.policy_types, Some(vec!["Ingress".to_string()]));
+    assert_eq!(
+        spec.policy_types,
+        Some(vec!["Ingress".to_string(), "Egress".to_string()])
+    );
+    // Egress: anywhere but the link-local ranges (cloud instance metadata and credentials).
+    let egress = spec.egress.clone().expect("egress");
+    let blocks: Vec<_> = egress[0]
+        .to
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.ip_block)
+        .map(|b| (b.cidr, b.except.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        blocks,
+        vec![
+            ("0.0.0.0/0".to_string(), vec!["169.254.0.0/16".to_string()]),
+            ("::/0".to_string(), vec!["fe80::/10".to_string()]),
+        ]
+    );
+    let dns: Vec<_> = egress[1]
+        .ports
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|p| (p.port, p.protocol))
+        .collect();
+    assert!(
+        egress[1].to.is_none(),
+        "DNS to any address, link-local included"
+    );
+    assert_eq!(
+        dns,
+        vec![
+            (Some(IntOrString::Int(53)), Some("UDP".to_string())),
+            (Some(IntOrString::Int(53)), Some("TCP".to_string())),
+        ]
+    );
     let rules = spec.ingress.expect("rules");
     assert_eq!(rules.len(), 1);
     let names: Vec<String> = rules[0]

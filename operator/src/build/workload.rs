@@ -7,7 +7,7 @@
 
 use super::{common_labels, data_labels, names, owned_meta, selector_labels};
 use crate::labels::{self, RUNTIME_PORT};
-use crate::reconcile::validate::{Database, ValidatedTenant};
+use crate::tenant::{Database, ValidatedTenant};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
     StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The runtime workload, whichever kind the database calls for.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Workload {
+pub(crate) enum Workload {
     /// SQLite: stable identity and a volume per pod.
     StatefulSet(StatefulSet),
     /// PostgreSQL/CloudNativePG: stateless replicas.
@@ -67,7 +67,7 @@ fn plain_env(name: &str, value: impl Into<String>) -> EnvVar {
 }
 
 /// Env var holding the database URL, per database kind.
-pub fn database_env(t: &ValidatedTenant) -> EnvVar {
+pub(crate) fn database_env(t: &ValidatedTenant) -> EnvVar {
     match &t.database {
         Database::Sqlite { .. } => plain_env(
             "CONTACT_DATABASE_URL",
@@ -86,7 +86,7 @@ pub fn database_env(t: &ValidatedTenant) -> EnvVar {
 }
 
 /// Hardened container security context, shared with the backup job.
-pub fn container_security() -> SecurityContext {
+pub(crate) fn container_security() -> SecurityContext {
     SecurityContext {
         run_as_non_root: Some(true),
         read_only_root_filesystem: Some(true),
@@ -104,7 +104,7 @@ pub fn container_security() -> SecurityContext {
 }
 
 /// Hardened pod security context, shared with the backup job.
-pub fn pod_security() -> PodSecurityContext {
+pub(crate) fn pod_security() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUNTIME_UID),
@@ -119,7 +119,7 @@ pub fn pod_security() -> PodSecurityContext {
 }
 
 /// Required node affinity for the hosting location's node labels (`None` when unconstrained).
-pub fn node_affinity(t: &ValidatedTenant) -> Option<Affinity> {
+pub(crate) fn node_affinity(t: &ValidatedTenant) -> Option<Affinity> {
     (!t.node_labels.is_empty()).then(|| Affinity {
         node_affinity: Some(NodeAffinity {
             required_during_scheduling_ignored_during_execution: Some(NodeSelector {
@@ -158,7 +158,7 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
 }
 
 /// The runtime pod template (shared by both workload kinds).
-pub fn pod_template(t: &ValidatedTenant) -> PodTemplateSpec {
+pub(crate) fn pod_template(t: &ValidatedTenant) -> PodTemplateSpec {
     // Distinct channel Secrets, each mounted once, read-only, at a path the config file names.
     let secrets: BTreeSet<&str> = t
         .channels
@@ -237,7 +237,8 @@ pub fn pod_template(t: &ValidatedTenant) -> PodTemplateSpec {
             ),
             plain_env("CONTACT_LISTEN", format!("0.0.0.0:{RUNTIME_PORT}")),
             database_env(t),
-            secret_env("CONTACT_SESSION_KEY", &keys, "session-key"),
+            // The session key stays in the key Secret (it is generated once and kept), but the
+            // runtime does not read it: no need to put a secret in its environment.
             secret_env("CONTACT_BACKUP_KEY", &keys, "backup-encryption-key"),
             secret_env("CONTACT_BOOTSTRAP_ADMIN_PASSWORD", &keys, "admin-password"),
         ]),
@@ -268,7 +269,7 @@ pub fn pod_template(t: &ValidatedTenant) -> PodTemplateSpec {
 }
 
 /// Builds the workload with `replicas` (which lifecycle may have set to 0).
-pub fn build_workload(t: &ValidatedTenant, replicas: i32) -> Workload {
+pub(crate) fn build_workload(t: &ValidatedTenant, replicas: i32) -> Workload {
     let mut meta = owned_meta(t, names::runtime(&t.name), "runtime");
     // Records which database the workload was built for, so a database change is recognised as a
     // restart-requiring change even when it also changes the workload kind.

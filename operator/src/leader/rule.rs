@@ -89,7 +89,7 @@ impl Timing {
 
 /// The part of a Lease the rule reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     /// Who holds it; `None` or empty when it was released.
     pub holder: Option<&'a str>,
     /// The holder's promised lease duration, if it wrote one.
@@ -98,7 +98,7 @@ pub struct Record<'a> {
 
 /// What to do with the Lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// There is no Lease: create it, held by us.
     Create,
     /// It is free or its holder let it expire: take it (a conditional update).
@@ -113,7 +113,7 @@ pub enum Step {
 }
 
 /// Decides the next step for `me`, with `record` first observed at `observed_at`.
-pub fn decide(
+pub(crate) fn decide(
     me: &str,
     record: Option<Record<'_>>,
     observed_at: Instant,

@@ -1,18 +1,22 @@
 //! Deletion grace: data outlives its tenant for `dataGraceDays`.
 //!
-//! On delete (the finalizer's cleanup), every data-bearing object of the tenant (found by the
-//! `contact.dev/tenant` + `contact.dev/data` labels: SQLite PVCs, the backup PVC, the key Secret,
-//! the CloudNativePG Cluster) loses any owner reference to the tenant and is annotated with the
-//! deletion time and the purge time. A sweeper deletes them once the purge time has passed and
-//! no tenant of that name exists. Re-creating the tenant in time re-attaches them (the annotations
-//! go; the workload picks up its PVC by name, the key Secret keeps its values).
+//! On delete (the finalizer's cleanup), every data-bearing object of the tenant that the operator
+//! makes (the key Secret, the backup claim, the SQLite claims, the CloudNativePG Cluster: found by
+//! the `contact.dev/tenant` + `contact.dev/data` labels, kept only if the name is one the operator
+//! gives) loses any owner reference to the tenant, is annotated with the deletion and purge times
+//! (for people), and is recorded in the `ledger` with its uid. The sweeper reads only the ledger:
+//! it purges what a deletion recorded, in the namespaces this operator watches, once that
+//! deletion's grace has passed and no tenant of that name exists. Re-creating the tenant in time
+//! re-attaches its data (the annotations go, the record is forgotten; the workload picks up its
+//! claim by name, the key Secret keeps its values).
 
-use crate::build::cnpg_api_resource;
+use super::ledger::{self, Deletion, LedgerStore, Recorded};
+use crate::build::{cnpg_api_resource, names};
 use crate::labels;
 use chrono::{DateTime, Utc};
 use contact_crds::v1alpha1::ContactTenant;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -56,6 +60,14 @@ pub enum Error {
     /// Checking whether the tenant exists failed.
     #[error("failed to read tenant {0}")]
     Tenant(String, #[source] kube::Error),
+    /// Reading or writing the record of deletions failed.
+    #[error("failed to record the deletion")]
+    Ledger(#[from] ledger::Error),
+    /// Some objects could not be detached (the others were): retried, and the finalizer stays
+    /// until every one is, since an owner reference left on one would let the garbage collector
+    /// delete it with the tenant.
+    #[error("failed to detach {0}")]
+    Detach(String),
 }
 
 /// One data-bearing object acted on.
@@ -69,16 +81,16 @@ pub struct DataObject {
     pub name: String,
 }
 
-fn selector(tenant: Option<&str>) -> ListParams {
-    let s = match tenant {
-        Some(t) => format!("{}={t},{}=true", labels::TENANT, labels::DATA),
-        None => format!("{}=true", labels::DATA),
-    };
-    ListParams::default().labels(&s)
+fn selector(tenant: &str) -> ListParams {
+    ListParams::default().labels(&format!(
+        "{}={tenant},{}=true",
+        labels::TENANT,
+        labels::DATA
+    ))
 }
 
-/// The API of each data-bearing kind in `ns` (all namespaces if `None`). The CloudNativePG kind is
-/// included; where its CRD is absent the list fails with 404 and is skipped.
+/// The API of each data-bearing kind in a namespace. The CloudNativePG kind is included; where
+/// its CRD is absent the list fails with 404 and is skipped.
 struct DataApis {
     pvcs: Api<PersistentVolumeClaim>,
     secrets: Api<Secret>,
@@ -86,19 +98,11 @@ struct DataApis {
 }
 
 impl DataApis {
-    fn new(client: &Client, ns: Option<&str>) -> Self {
-        let ar = cnpg_api_resource();
-        match ns {
-            Some(ns) => Self {
-                pvcs: Api::namespaced(client.clone(), ns),
-                secrets: Api::namespaced(client.clone(), ns),
-                clusters: Api::namespaced_with(client.clone(), ns, &ar),
-            },
-            None => Self {
-                pvcs: Api::all(client.clone()),
-                secrets: Api::all(client.clone()),
-                clusters: Api::all_with(client.clone(), &ar),
-            },
+    fn new(client: &Client, ns: &str) -> Self {
+        Self {
+            pvcs: Api::namespaced(client.clone(), ns),
+            secrets: Api::namespaced(client.clone(), ns),
+            clusters: Api::namespaced_with(client.clone(), ns, &cnpg_api_resource()),
         }
     }
 }
@@ -133,10 +137,28 @@ where
         })
 }
 
+/// Whether `name` of `kind` is a data object the operator makes for `tenant` (the key Secret,
+/// the backup claim, the SQLite claims `data-<tenant>-<ordinal>`, the CloudNativePG Cluster).
+/// Labels can be put on anything by anyone who can edit it; the names the operator gives are the
+/// only data it detaches, records and ever purges.
+pub(crate) fn made_by_operator(kind: &str, tenant: &str, name: &str) -> bool {
+    match kind {
+        "Secret" => name == names::keys(tenant),
+        "PersistentVolumeClaim" => {
+            name == names::backup_pvc(tenant)
+                || name
+                    .strip_prefix(&format!("{}-{tenant}-", names::DATA_VOLUME))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        }
+        "Cluster" => name == names::cnpg(tenant),
+        _ => false,
+    }
+}
+
 fn detach_patch<K: Resource>(
     obj: &K,
     tenant_uid: &str,
-    now: DateTime<Utc>,
+    deleted_at: DateTime<Utc>,
     purge: DateTime<Utc>,
 ) -> Option<serde_json::Value> {
     let owners = obj.owner_references();
@@ -145,16 +167,16 @@ fn detach_patch<K: Resource>(
         .filter(|o| o.uid != tenant_uid)
         .cloned()
         .collect();
-    let already = obj.annotations().contains_key(labels::PURGE_AFTER);
-    if already && kept.len() == owners.len() {
-        return None; // idempotent: keep the first deletion time
+    let (at, after) = (deleted_at.to_rfc3339(), purge.to_rfc3339());
+    let a = obj.annotations();
+    let stamped =
+        a.get(labels::DELETED_AT) == Some(&at) && a.get(labels::PURGE_AFTER) == Some(&after);
+    if stamped && kept.len() == owners.len() {
+        return None; // idempotent: this deletion is stamped already
     }
     let mut meta = json!({});
-    if !already {
-        meta["annotations"] = json!({
-            labels::DELETED_AT: now.to_rfc3339(),
-            labels::PURGE_AFTER: purge.to_rfc3339(),
-        });
+    if !stamped {
+        meta["annotations"] = json!({ labels::DELETED_AT: at, labels::PURGE_AFTER: after });
     }
     if kept.len() != owners.len() {
         meta["ownerReferences"] = if kept.is_empty() {
@@ -166,50 +188,100 @@ fn detach_patch<K: Resource>(
     Some(json!({ "metadata": meta }))
 }
 
-/// Detaches every data-bearing object of `tenant`: drops owner references to it and stamps the
-/// deletion and purge times. Idempotent (a repeated cleanup keeps the first times).
-pub async fn detach(
+/// Detaches every data object the operator made for `tenant`: drops owner references to it,
+/// stamps the deletion and purge times, and records them in the ledger. A repeated cleanup of
+/// the same deletion keeps its times; a deletion of a newer incarnation of the name moves them
+/// (the newest deletion decides). One object failing does not stop the others: all are tried,
+/// then the failures are returned together (the caller retries).
+pub(crate) async fn detach(
     client: &Client,
+    store: &LedgerStore,
     tenant: &ContactTenant,
     grace_days: u32,
     now: DateTime<Utc>,
-) -> Result<Vec<DataObject>, Error> {
+) -> Result<(Vec<DataObject>, DateTime<Utc>), Error> {
     let ns = tenant.namespace().unwrap_or_default();
     let name = tenant.name_any();
     let uid = tenant.uid().unwrap_or_default();
-    let purge = now + chrono::Duration::days(i64::from(grace_days));
-    let apis = DataApis::new(client, Some(&ns));
-    let lp = selector(Some(&name));
+    let grace = chrono::Duration::days(i64::from(grace_days));
+    let (deleted_at, purge) = store.read().await?.times(&ns, &name, &uid, now, grace);
+    let apis = DataApis::new(client, &ns);
+    let lp = selector(&name);
     let mut out = Vec::new();
+    let mut recorded = Vec::new();
+    let mut failed = Vec::new();
     macro_rules! each {
         ($api:expr, $kind:expr) => {
-            for obj in list(&$api, $kind, &lp).await? {
-                if let Some(p) = detach_patch(&obj, &uid, now, purge) {
-                    merge(&$api, $kind, &obj, p).await?;
+            match list(&$api, $kind, &lp).await {
+                Err(e) => failed.push(e),
+                Ok(objs) => {
+                    for obj in objs {
+                        if !made_by_operator($kind, &name, &obj.name_any()) {
+                            continue;
+                        }
+                        recorded.push(Recorded {
+                            kind: $kind.into(),
+                            name: obj.name_any(),
+                            uid: obj.uid().unwrap_or_default(),
+                        });
+                        if let Some(p) = detach_patch(&obj, &uid, deleted_at, purge)
+                            && let Err(e) = merge(&$api, $kind, &obj, p).await
+                        {
+                            failed.push(e);
+                            continue;
+                        }
+                        out.push(DataObject {
+                            kind: $kind.into(),
+                            namespace: ns.clone(),
+                            name: obj.name_any(),
+                        });
+                    }
                 }
-                out.push(DataObject {
-                    kind: $kind.into(),
-                    namespace: ns.clone(),
-                    name: obj.name_any(),
-                });
             }
         };
     }
     each!(apis.pvcs, "PersistentVolumeClaim");
     each!(apis.secrets, "Secret");
     each!(apis.clusters, "Cluster");
-    Ok(out)
+    // Recorded even when some failed: what is recorded is purged only after the grace period,
+    // and the retry records the rest.
+    let deletion = Deletion {
+        namespace: ns.clone(),
+        tenant: name.clone(),
+        tenant_uid: uid,
+        deleted_at,
+        purge_after: purge,
+        objects: recorded,
+    };
+    store.update(|l| l.record(deletion.clone())).await?;
+    if !failed.is_empty() {
+        let what: Vec<_> = failed.iter().map(chain).collect();
+        return Err(Error::Detach(what.join("; ")));
+    }
+    Ok((out, purge))
 }
 
-/// Re-attaches detached data of a (re-created) tenant: removes the grace annotations. Returns the
-/// objects re-attached (empty, with no writes, in the common case).
-pub async fn reattach(
+fn chain(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Re-attaches detached data of a (re-created) tenant: removes the grace annotations, then
+/// forgets the recorded deletion. Returns the objects re-attached.
+pub(crate) async fn reattach(
     client: &Client,
+    store: &LedgerStore,
     namespace: &str,
     tenant: &str,
 ) -> Result<Vec<DataObject>, Error> {
-    let apis = DataApis::new(client, Some(namespace));
-    let lp = selector(Some(tenant));
+    let apis = DataApis::new(client, namespace);
+    let lp = selector(tenant);
     let patch = json!({ "metadata": { "annotations": { labels::DELETED_AT: null, labels::PURGE_AFTER: null } } });
     let mut out = Vec::new();
     macro_rules! each {
@@ -229,80 +301,101 @@ pub async fn reattach(
     each!(apis.pvcs, "PersistentVolumeClaim");
     each!(apis.secrets, "Secret");
     each!(apis.clusters, "Cluster");
+    store.update(|l| l.forget(namespace, tenant)).await?;
     Ok(out)
 }
 
-fn due<K: Resource>(obj: &K, now: DateTime<Utc>) -> bool {
-    obj.annotations()
-        .get(labels::PURGE_AFTER)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .is_some_and(|t| t.with_timezone(&Utc) <= now)
+/// What a sweep did.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Objects purged.
+    pub purged: Vec<DataObject>,
+    /// Objects that could not be purged (kept in the ledger for the next sweep), with why.
+    pub failed: Vec<(DataObject, String)>,
 }
 
-/// Purges detached data whose grace has passed, in all namespaces, unless a tenant of the same
-/// name exists again (then the next reconcile re-attaches it). Returns what was purged.
-pub async fn sweep(client: &Client, now: DateTime<Utc>) -> Result<Vec<DataObject>, Error> {
-    let apis = DataApis::new(client, None);
-    let lp = selector(None);
-    let mut out = Vec::new();
-    macro_rules! each {
-        ($api:expr, $kind:expr, $ns_api:expr) => {
-            for obj in list(&$api, $kind, &lp).await? {
-                if !due(&obj, now) {
-                    continue;
+/// Purges the data of recorded deletions whose grace has passed, in the namespaces `watched`
+/// (empty: all), unless a tenant of the same name exists again (its reconcile re-attaches the
+/// data). Each object is deleted only if it still has the uid recorded for it.
+pub async fn sweep(
+    client: &Client,
+    store: &LedgerStore,
+    watched: &[String],
+    now: DateTime<Utc>,
+) -> Result<Swept, Error> {
+    let in_scope = |ns: &str| watched.is_empty() || watched.iter().any(|w| w == ns);
+    let mut swept = Swept::default();
+    for d in store.read().await?.due(now, in_scope) {
+        let tenants: Api<ContactTenant> = Api::namespaced(client.clone(), &d.namespace);
+        if tenants
+            .get_opt(&d.tenant)
+            .await
+            .map_err(|e| Error::Tenant(d.tenant.clone(), e))?
+            .is_some()
+        {
+            continue;
+        }
+        let mut gone = Vec::new();
+        for o in &d.objects {
+            let obj = DataObject {
+                kind: o.kind.clone(),
+                namespace: d.namespace.clone(),
+                name: o.name.clone(),
+            };
+            match purge(client, &d.namespace, o).await {
+                Ok(Purged::Deleted) => {
+                    swept.purged.push(obj);
+                    gone.push(o.clone());
                 }
-                let ns = obj.namespace().unwrap_or_default();
-                let tenant = obj
-                    .labels()
-                    .get(labels::TENANT)
-                    .cloned()
-                    .unwrap_or_default();
-                let tenants: Api<ContactTenant> = Api::namespaced(client.clone(), &ns);
-                if tenants
-                    .get_opt(&tenant)
-                    .await
-                    .map_err(|e| Error::Tenant(tenant.clone(), e))?
-                    .is_some()
-                {
-                    continue;
-                }
-                let api = $ns_api(&ns);
-                match api
-                    .delete(&obj.name_any(), &DeleteParams::background())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(source) => {
-                        return Err(Error::Purge {
-                            kind: $kind.into(),
-                            name: obj.name_any(),
-                            source,
-                        });
-                    }
-                }
-                out.push(DataObject {
-                    kind: $kind.into(),
-                    namespace: ns,
-                    name: obj.name_any(),
-                });
+                Ok(Purged::Absent) => gone.push(o.clone()),
+                Err(e) => swept.failed.push((obj, chain(&e))),
             }
-        };
+        }
+        store
+            .update(|l| l.purged(&d.namespace, &d.tenant, &gone))
+            .await?;
     }
-    let ar = cnpg_api_resource();
-    each!(apis.pvcs, "PersistentVolumeClaim", |ns: &str| Api::<
-        PersistentVolumeClaim,
-    >::namespaced(
-        client.clone(),
-        ns
-    ));
-    each!(
-        apis.secrets,
-        "Secret",
-        |ns: &str| Api::<Secret>::namespaced(client.clone(), ns)
-    );
-    each!(apis.clusters, "Cluster", |ns: &str| {
-        Api::<DynamicObject>::namespaced_with(client.clone(), ns, &ar)
-    });
-    Ok(out)
+    Ok(swept)
+}
+
+enum Purged {
+    Deleted,
+    /// Gone already, or another object has its name now (the uid precondition failed).
+    Absent,
+}
+
+async fn purge(client: &Client, ns: &str, o: &Recorded) -> Result<Purged, Error> {
+    let dp = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(o.uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    let deleted = match o.kind.as_str() {
+        "PersistentVolumeClaim" => Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+            .delete(&o.name, &dp)
+            .await
+            .map(|_| ()),
+        "Secret" => Api::<Secret>::namespaced(client.clone(), ns)
+            .delete(&o.name, &dp)
+            .await
+            .map(|_| ()),
+        "Cluster" => {
+            Api::<DynamicObject>::namespaced_with(client.clone(), ns, &cnpg_api_resource())
+                .delete(&o.name, &dp)
+                .await
+                .map(|_| ())
+        }
+        _ => return Ok(Purged::Absent),
+    };
+    match deleted {
+        Ok(()) => Ok(Purged::Deleted),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(Purged::Absent),
+        Err(source) => Err(Error::Purge {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            source,
+        }),
+    }
 }

@@ -2,16 +2,18 @@
 //! and deletion grace (remove the runtime at once, keep the data for `dataGraceDays`, then purge).
 //!
 //! The phase decision is pure and takes `now` from the injected clock; `grace` holds the API
-//! calls of detaching, re-attaching and sweeping data.
+//! calls of detaching, re-attaching and sweeping data, `ledger` the record of deletions the
+//! sweeper reads.
 
 pub mod grace;
+pub mod ledger;
 
-use crate::reconcile::validate::ValidatedTenant;
+use crate::tenant::ValidatedTenant;
 use chrono::{DateTime, Utc};
 
 /// Whether a tenant should be running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Running normally.
     Active,
     /// `spec.suspend: true`: scaled to zero by the platform team.
@@ -22,12 +24,12 @@ pub enum Phase {
 
 impl Phase {
     /// Whether the runtime is scaled to zero.
-    pub fn scaled_down(self) -> bool {
+    pub(crate) fn scaled_down(self) -> bool {
         self != Phase::Active
     }
 
     /// Reason for the Ready condition when scaled down.
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             Phase::Active => "Active",
             Phase::Suspended => "Suspended",
@@ -37,7 +39,7 @@ impl Phase {
 }
 
 /// The phase of `t` at `now`. Suspension wins over trial expiry: it is the explicit decision.
-pub fn phase(t: &ValidatedTenant, now: DateTime<Utc>) -> Phase {
+pub(crate) fn phase(t: &ValidatedTenant, now: DateTime<Utc>) -> Phase {
     if t.suspend {
         Phase::Suspended
     } else if t.trial_ends_at.is_some_and(|end| now >= end) {
@@ -48,12 +50,12 @@ pub fn phase(t: &ValidatedTenant, now: DateTime<Utc>) -> Phase {
 }
 
 /// Replicas to run in `phase`.
-pub fn effective_replicas(t: &ValidatedTenant, phase: Phase) -> i32 {
+pub(crate) fn effective_replicas(t: &ValidatedTenant, phase: Phase) -> i32 {
     if phase.scaled_down() { 0 } else { t.replicas }
 }
 
 /// Time until the trial ends, if it ends in the future (so the controller wakes up for it).
-pub fn until_trial_end(t: &ValidatedTenant, now: DateTime<Utc>) -> Option<chrono::Duration> {
+pub(crate) fn until_trial_end(t: &ValidatedTenant, now: DateTime<Utc>) -> Option<chrono::Duration> {
     t.trial_ends_at
         .filter(|end| *end > now)
         .map(|end| end - now)

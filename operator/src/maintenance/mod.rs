@@ -28,23 +28,23 @@ use chrono_tz::Tz;
 use std::fmt;
 
 /// Longest window we accept: longer windows would make consecutive weekly windows merge across DST.
-pub const MAX_DURATION: Duration = Duration::hours(24);
+pub(crate) const MAX_DURATION: Duration = Duration::hours(24);
 
 /// Why a maintenance window could not be understood.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
     /// The day is not an English weekday name.
     #[error("invalid day {0:?}: expected Monday..Sunday")]
-    InvalidDay(String),
+    Day(String),
     /// The start is not a 24h "HH:MM" time.
     #[error("invalid start {0:?}: expected HH:MM (24h)")]
-    InvalidStart(String),
+    Start(String),
     /// The duration does not parse or is out of range.
     #[error("invalid duration {0:?}: expected e.g. 4h, 90m, 1h30m, greater than 0 and at most 24h")]
-    InvalidDuration(String),
+    Duration(String),
     /// The time zone is not in the IANA database.
     #[error("invalid time zone {0:?}: expected an IANA name such as Europe/Berlin or UTC")]
-    InvalidTimeZone(String),
+    TimeZone(String),
 }
 
 /// One concrete occurrence of a window, as absolute instants.
@@ -119,10 +119,7 @@ impl WeeklyWindow {
     /// Builds a window from already-typed parts.
     pub fn new(day: Weekday, start: NaiveTime, duration: Duration, tz: Tz) -> Result<Self, Error> {
         if duration <= Duration::zero() || duration > MAX_DURATION {
-            return Err(Error::InvalidDuration(format!(
-                "{}s",
-                duration.num_seconds()
-            )));
+            return Err(Error::Duration(format!("{}s", duration.num_seconds())));
         }
         Ok(Self {
             day,
@@ -139,28 +136,8 @@ impl WeeklyWindow {
         let dur = parse_duration(duration)?;
         let tz: Tz = time_zone
             .parse()
-            .map_err(|_| Error::InvalidTimeZone(time_zone.to_string()))?;
-        Self::new(day, start, dur, tz).map_err(|_| Error::InvalidDuration(duration.to_string()))
-    }
-
-    /// The configured weekday.
-    pub fn day(&self) -> Weekday {
-        self.day
-    }
-
-    /// The configured local start time.
-    pub fn start(&self) -> NaiveTime {
-        self.start
-    }
-
-    /// The configured elapsed duration.
-    pub fn duration(&self) -> Duration {
-        self.duration
-    }
-
-    /// The configured time zone.
-    pub fn time_zone(&self) -> Tz {
-        self.tz
+            .map_err(|_| Error::TimeZone(time_zone.to_string()))?;
+        Self::new(day, start, dur, tz).map_err(|_| Error::Duration(duration.to_string()))
     }
 
     /// The occurrence whose start is on local date `date` (which must be a `day`).
@@ -201,27 +178,10 @@ impl WeeklyWindow {
         });
         WindowState::Closed { next }
     }
-
-    /// Whether the window is open at `now`.
-    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
-        self.state_at(now).is_open()
-    }
-
-    /// The first occurrence that opens strictly after `now` (ignores a window open now).
-    pub fn next_opening(&self, now: DateTime<Utc>) -> Occurrence {
-        match self.state_at(now) {
-            WindowState::Closed { next } => next,
-            WindowState::Open { current } => match self.state_at(current.end) {
-                WindowState::Closed { next } => next,
-                // Back-to-back windows cannot happen with duration <= 24h and weekly repeat.
-                WindowState::Open { current: c } => c,
-            },
-        }
-    }
 }
 
 /// Maps a local wall-clock time to an instant, with the gap/overlap rules of the module docs.
-pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
+pub(crate) fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => t.with_timezone(&Utc),
         LocalResult::Ambiguous(earliest, _) => earliest.with_timezone(&Utc),
@@ -239,7 +199,7 @@ pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 }
 
 /// Parses an English weekday name, case-insensitive, full or three-letter.
-pub fn parse_day(s: &str) -> Result<Weekday, Error> {
+pub(crate) fn parse_day(s: &str) -> Result<Weekday, Error> {
     let l = s.trim().to_ascii_lowercase();
     let d = match l.as_str() {
         "monday" | "mon" => Weekday::Mon,
@@ -249,14 +209,14 @@ pub fn parse_day(s: &str) -> Result<Weekday, Error> {
         "friday" | "fri" => Weekday::Fri,
         "saturday" | "sat" => Weekday::Sat,
         "sunday" | "sun" => Weekday::Sun,
-        _ => return Err(Error::InvalidDay(s.to_string())),
+        _ => return Err(Error::Day(s.to_string())),
     };
     Ok(d)
 }
 
 /// Parses a 24h "HH:MM" start time (exactly two digits each).
-pub fn parse_start(s: &str) -> Result<NaiveTime, Error> {
-    let bad = || Error::InvalidStart(s.to_string());
+pub(crate) fn parse_start(s: &str) -> Result<NaiveTime, Error> {
+    let bad = || Error::Start(s.to_string());
     let (h, m) = s.split_once(':').ok_or_else(bad)?;
     if h.len() != 2 || m.len() != 2 || !h.bytes().chain(m.bytes()).all(|b| b.is_ascii_digit()) {
         return Err(bad());
@@ -266,8 +226,8 @@ pub fn parse_start(s: &str) -> Result<NaiveTime, Error> {
 }
 
 /// Parses a duration such as `4h`, `90m`, `1h30m`, `3600s` (Go/Kubernetes style, no fractions).
-pub fn parse_duration(s: &str) -> Result<Duration, Error> {
-    let bad = || Error::InvalidDuration(s.to_string());
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, Error> {
+    let bad = || Error::Duration(s.to_string());
     let mut total = Duration::zero();
     let mut digits = String::new();
     let mut saw_unit = false;

@@ -18,7 +18,7 @@
 //! are only reverted with the next change of the desired object (restarting must not cost one
 //! write per child of every tenant).
 
-use super::cache::{self, Caches, MetaCached};
+use super::cache::{self, Cached, Caches};
 use crate::labels;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -81,7 +81,7 @@ impl Error {
 
 /// What our last apply of one object left behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// The hash we applied.
     pub hash: String,
     /// `metadata.generation` after the apply (kinds without one: `None`).
@@ -102,7 +102,7 @@ impl Applied {
     /// Whether `live` was written after our apply. Generation counts where the kind has one
     /// (spec writes only; status updates by other controllers do not); else resourceVersion. A
     /// live object OLDER than our apply is a cache that has not caught up, not an edit.
-    pub fn written_since(&self, live: &ObjectMeta) -> bool {
+    pub(crate) fn written_since(&self, live: &ObjectMeta) -> bool {
         if let (Some(ours), Some(now)) = (self.generation, live.generation) {
             return now > ours;
         }
@@ -117,7 +117,7 @@ impl Applied {
 
     /// Whether `live` is our apply or a later version of the object (not a cache that has not
     /// caught up with our write yet).
-    pub fn not_older_than_ours(&self, live: &ObjectMeta) -> bool {
+    pub(crate) fn not_older_than_ours(&self, live: &ObjectMeta) -> bool {
         let rv = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
         match (rv(&self.resource_version), rv(&live.resource_version)) {
             (Some(ours), Some(now)) => now >= ours,
@@ -129,7 +129,7 @@ impl Applied {
 
 /// Whether `live` lacks a label, annotation or owner reference of `desired`, or carries another
 /// value for it. Keys others add (controllers, admission) are theirs and do not count.
-pub fn metadata_drifted(desired: &ObjectMeta, live: &ObjectMeta) -> bool {
+pub(crate) fn metadata_drifted(desired: &ObjectMeta, live: &ObjectMeta) -> bool {
     let missing = |want: &Option<std::collections::BTreeMap<String, String>>,
                    have: &Option<std::collections::BTreeMap<String, String>>| {
         want.iter()
@@ -165,7 +165,7 @@ impl Memo {
     }
 
     /// The record of `key`.
-    pub fn get(&self, key: &str) -> Option<Applied> {
+    pub(crate) fn get(&self, key: &str) -> Option<Applied> {
         self.lock().applied.get(key).cloned()
     }
 
@@ -173,7 +173,12 @@ impl Memo {
     /// echo of our own apply: the resourceVersion our last apply's response carried, or, while
     /// that apply is still in flight (its watch event often arrives before its response), the
     /// hash it is writing. An echo tells the reconcile nothing new.
-    pub fn is_echo(&self, key: &str, resource_version: Option<&str>, hash: Option<&str>) -> bool {
+    pub(crate) fn is_echo(
+        &self,
+        key: &str,
+        resource_version: Option<&str>,
+        hash: Option<&str>,
+    ) -> bool {
         let m = self.lock();
         let by_rv = resource_version.is_some()
             && m.applied
@@ -184,14 +189,14 @@ impl Memo {
     }
 
     /// Marks an apply of `hash` to `key` as in flight.
-    pub fn begin(&self, key: &str, hash: &str) {
+    pub(crate) fn begin(&self, key: &str, hash: &str) {
         self.lock()
             .in_flight
             .insert(key.to_string(), hash.to_string());
     }
 
     /// Records `key` (`None`: we deleted it, or the apply failed) and ends its apply in flight.
-    pub fn record(&self, key: String, applied: Option<Applied>) {
+    pub(crate) fn record(&self, key: String, applied: Option<Applied>) {
         let mut m = self.lock();
         m.in_flight.remove(&key);
         match applied {
@@ -201,7 +206,7 @@ impl Memo {
     }
 
     /// Forgets `key` entirely (its tenant is gone).
-    pub fn forget(&self, key: &str) {
+    pub(crate) fn forget(&self, key: &str) {
         let mut m = self.lock();
         m.applied.remove(key);
         m.in_flight.remove(key);
@@ -218,23 +223,30 @@ impl Memo {
     }
 
     /// Ends an apply in flight that failed, keeping the last record.
-    pub fn abort(&self, key: &str) {
+    pub(crate) fn abort(&self, key: &str) {
         self.lock().in_flight.remove(key);
     }
 }
 
 /// Where children are read from and what we remember of our writes.
 #[derive(Clone, Copy)]
-pub struct Children<'a> {
+pub(crate) struct At<'a> {
     /// The controller's stores (`None`: every read is a GET).
-    pub caches: Option<&'a Caches>,
+    pub(crate) caches: Option<&'a Caches>,
     /// Our last applies.
-    pub memo: &'a Memo,
+    pub(crate) memo: &'a Memo,
+}
+
+impl<'a> At<'a> {
+    /// Reads by GET (no stores), remembering in `memo`.
+    pub(crate) fn uncached(memo: &'a Memo) -> Self {
+        Self { caches: None, memo }
+    }
 }
 
 /// What to do with one desired object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Write it.
     Apply,
     /// Nothing to do.
@@ -245,7 +257,7 @@ pub enum Verdict {
 
 /// The pure decision: apply unless the live object is the one we applied with this very hash
 /// and nobody wrote it since (its spec, or our labels, annotations and owner references).
-pub fn verdict(
+pub(crate) fn verdict(
     desired: &ObjectMeta,
     live: Option<&ObjectMeta>,
     hash: &str,
@@ -276,22 +288,23 @@ pub fn verdict(
 }
 
 /// What `apply` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Outcome {
     /// The object was created or changed.
     Applied,
-    /// The live object already matched; no write.
+    /// The live object already matched; no write (or the apply failed: see `provision`).
+    #[default]
     Unchanged,
 }
 
 /// Hash of a desired object (before the hash annotation is added).
-pub fn hash_of<T: Serialize>(obj: &T) -> String {
+pub(crate) fn hash_of<T: Serialize>(obj: &T) -> String {
     let bytes = serde_json::to_vec(obj).unwrap_or_default();
     hex::encode(&Sha256::digest(&bytes)[..16])
 }
 
 /// Stamps `obj` with the hash of its content, returning the hash.
-pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> String {
+pub(crate) fn stamp<K: Resource + Serialize>(obj: &mut K) -> String {
     let h = hash_of(obj);
     obj.annotations_mut()
         .insert(labels::SPEC_HASH.to_string(), h.clone());
@@ -299,22 +312,27 @@ pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> String {
 }
 
 /// The memo key of an object: `Kind/namespace/name`.
-pub fn key_of<K: Resource>(obj: &K) -> String
+pub(crate) fn memo_key(kind: &str, ns: &str, name: &str) -> String {
+    format!("{kind}/{ns}/{name}")
+}
+
+/// The memo key of `obj`.
+pub(crate) fn key_of<K: Resource>(obj: &K) -> String
 where
     K::DynamicType: Default,
 {
-    format!(
-        "{}/{}/{}",
-        K::kind(&K::DynamicType::default()),
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
+    let dt = K::DynamicType::default();
+    memo_key(
+        &K::kind(&dt),
+        &obj.namespace().unwrap_or_default(),
+        &obj.name_any(),
     )
 }
 
 /// Applies `desired` unless `live` (already read by the caller) is what we last applied with
 /// the same hash and was not written since (see `verdict`).
-pub async fn apply_with_live<K>(
-    at: Children<'_>,
+pub(crate) async fn apply_with_live<K>(
+    at: At<'_>,
     api: &Api<K>,
     desired: K,
     live: Option<&K>,
@@ -329,8 +347,8 @@ where
 /// `apply_with_live`, where `adjust` edits the object after its hash is taken: for fields the
 /// API server will not let us change (immutable specs), which we copy from the live object. The
 /// hash stays that of what we built, so it is stable across reconciles.
-pub async fn apply_adjusted<K>(
-    at: Children<'_>,
+pub(crate) async fn apply_adjusted<K>(
+    at: At<'_>,
     api: &Api<K>,
     desired: K,
     live: Option<&K>,
@@ -345,7 +363,7 @@ where
 
 /// The apply itself, given only the live object's metadata (all the verdict reads).
 async fn apply_over<K>(
-    at: Children<'_>,
+    at: At<'_>,
     api: &Api<K>,
     mut desired: K,
     live: Option<&ObjectMeta>,
@@ -365,7 +383,7 @@ where
 /// The verdict on a stamped object and, unless it says skip (or adopt), the write, with the memo
 /// told of the apply in flight and of what it left.
 async fn write_unless_current<K>(
-    at: Children<'_>,
+    at: At<'_>,
     api: &Api<K>,
     desired: K,
     live: Option<&ObjectMeta>,
@@ -403,9 +421,9 @@ where
 }
 
 /// Looks up the live object's metadata (cache or GET), then applies `desired` if it differs.
-pub async fn apply<K>(at: Children<'_>, api: &Api<K>, desired: K) -> Result<Outcome, Error>
+pub(crate) async fn apply<K>(at: At<'_>, api: &Api<K>, desired: K) -> Result<Outcome, Error>
 where
-    K: MetaCached + Serialize,
+    K: Cached + Serialize,
 {
     let name = desired.name_any();
     let ns = desired.namespace().unwrap_or_default();
@@ -421,14 +439,14 @@ where
 
 /// Deletes an object we made if it exists. The existence check goes through the cache when
 /// there is one, so an absent object costs no request at all.
-pub async fn delete_if_ours<K>(
-    at: Children<'_>,
+pub(crate) async fn delete_if_ours<K>(
+    at: At<'_>,
     api: &Api<K>,
     ns: &str,
     name: &str,
 ) -> Result<bool, Error>
 where
-    K: MetaCached + Serialize,
+    K: Cached + Serialize,
 {
     let kind = || K::kind(&()).to_string();
     let live = cache::live_meta(at.caches, api, ns, name)
@@ -442,7 +460,7 @@ where
     if live.deletion_timestamp.is_some() || !super::dereference::is_ours(&live) {
         return Ok(false);
     }
-    at.memo.record(format!("{}/{ns}/{name}", kind()), None);
+    at.memo.record(memo_key(&kind(), ns, name), None);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
@@ -456,8 +474,8 @@ where
 
 /// `apply_with_live` for a `DynamicObject` (whose kind lives in the object, not the type): the
 /// same verdict and memo, so hand edits of a CloudNativePG `Cluster` are reverted too.
-pub async fn apply_dynamic(
-    at: Children<'_>,
+pub(crate) async fn apply_dynamic(
+    at: At<'_>,
     api: &Api<kube::api::DynamicObject>,
     mut desired: kube::api::DynamicObject,
     live: Option<&kube::api::DynamicObject>,
@@ -471,10 +489,10 @@ pub async fn apply_dynamic(
         .as_ref()
         .map(|t| t.kind.clone())
         .unwrap_or_default();
-    let key = format!(
-        "{kind}/{}/{}",
-        desired.namespace().unwrap_or_default(),
-        desired.name_any()
+    let key = memo_key(
+        &kind,
+        &desired.namespace().unwrap_or_default(),
+        &desired.name_any(),
     );
     write_unless_current(at, api, desired, live.map(|l| l.meta()), &hash, key, kind).await
 }
@@ -502,6 +520,11 @@ mod tests {
         }
     }
 
+    /// The verdict on our object with hash `h` (desired `ours_meta("h")`).
+    fn verdict_h(live: Option<&ObjectMeta>, memo: Option<&Applied>) -> Verdict {
+        verdict(&ours_meta("h"), live, "h", memo)
+    }
+
     fn applied(hash: &str, generation: Option<i64>, rv: &str) -> Applied {
         Applied {
             hash: hash.into(),
@@ -512,19 +535,11 @@ mod tests {
 
     #[test]
     fn missing_objects_and_new_hashes_are_applied() {
-        assert_eq!(verdict(&ours_meta("h"), None, "h", None), Verdict::Apply);
+        assert_eq!(verdict_h(None, None), Verdict::Apply);
         let live = meta(Some("old"), Some(1), "10");
+        assert_eq!(verdict_h(Some(&live), None), Verdict::Apply);
         assert_eq!(
-            verdict(&ours_meta("h"), Some(&live), "h", None),
-            Verdict::Apply
-        );
-        assert_eq!(
-            verdict(
-                &ours_meta("h"),
-                Some(&live),
-                "h",
-                Some(&applied("old", Some(1), "10"))
-            ),
+            verdict_h(Some(&live), Some(&applied("old", Some(1), "10"))),
             Verdict::Apply
         );
     }
@@ -533,32 +548,17 @@ mod tests {
     fn our_own_untouched_apply_is_skipped_even_from_a_stale_cache() {
         let ours = applied("h", Some(3), "20");
         assert_eq!(
-            verdict(
-                &ours_meta("h"),
-                Some(&meta(Some("h"), Some(3), "20")),
-                "h",
-                Some(&ours)
-            ),
+            verdict_h(Some(&meta(Some("h"), Some(3), "20")), Some(&ours)),
             Verdict::Skip
         );
         // The cache still shows the object before our write (older generation and hash).
         assert_eq!(
-            verdict(
-                &ours_meta("h"),
-                Some(&meta(Some("old"), Some(2), "12")),
-                "h",
-                Some(&ours)
-            ),
+            verdict_h(Some(&meta(Some("old"), Some(2), "12")), Some(&ours)),
             Verdict::Skip
         );
         // Status updates by another controller move resourceVersion, not generation.
         assert_eq!(
-            verdict(
-                &ours_meta("h"),
-                Some(&meta(Some("h"), Some(3), "25")),
-                "h",
-                Some(&ours)
-            ),
+            verdict_h(Some(&meta(Some("h"), Some(3), "25")), Some(&ours)),
             Verdict::Skip
         );
     }
@@ -568,32 +568,17 @@ mod tests {
         // A kind with a generation: a spec edit bumps it.
         let ours = applied("h", Some(3), "20");
         assert_eq!(
-            verdict(
-                &ours_meta("h"),
-                Some(&meta(Some("h"), Some(4), "21")),
-                "h",
-                Some(&ours)
-            ),
+            verdict_h(Some(&meta(Some("h"), Some(4), "21")), Some(&ours)),
             Verdict::Apply
         );
         // A kind without one (ConfigMap): any write moves resourceVersion.
         let ours = applied("h", None, "20");
         assert_eq!(
-            verdict(
-                &ours_meta("h"),
-                Some(&meta(Some("h"), None, "21")),
-                "h",
-                Some(&ours)
-            ),
+            verdict_h(Some(&meta(Some("h"), None, "21")), Some(&ours)),
             Verdict::Apply
         );
         assert_eq!(
-            verdict(
-                &ours_meta("h"),
-                Some(&meta(Some("h"), None, "20")),
-                "h",
-                Some(&ours)
-            ),
+            verdict_h(Some(&meta(Some("h"), None, "20")), Some(&ours)),
             Verdict::Skip
         );
     }
@@ -604,33 +589,21 @@ mod tests {
         // Our label removed by hand: resourceVersion moves, generation does not.
         let mut edited = meta(Some("h"), Some(3), "21");
         edited.labels = None;
-        assert_eq!(
-            verdict(&ours_meta("h"), Some(&edited), "h", Some(&ours)),
-            Verdict::Apply
-        );
+        assert_eq!(verdict_h(Some(&edited), Some(&ours)), Verdict::Apply);
         // Our hash annotation changed by hand.
         let edited = meta(Some("forged"), Some(3), "21");
-        assert_eq!(
-            verdict(&ours_meta("h"), Some(&edited), "h", Some(&ours)),
-            Verdict::Apply
-        );
+        assert_eq!(verdict_h(Some(&edited), Some(&ours)), Verdict::Apply);
         // Someone else's label next to ours is theirs.
         let mut added = meta(Some("h"), Some(3), "21");
         added
             .labels
             .get_or_insert_with(Default::default)
             .insert("team".into(), "x".into());
-        assert_eq!(
-            verdict(&ours_meta("h"), Some(&added), "h", Some(&ours)),
-            Verdict::Skip
-        );
+        assert_eq!(verdict_h(Some(&added), Some(&ours)), Verdict::Skip);
         // A cache older than our apply is not an edit, whatever its metadata.
         let mut stale = meta(None, Some(2), "12");
         stale.labels = None;
-        assert_eq!(
-            verdict(&ours_meta("h"), Some(&stale), "h", Some(&ours)),
-            Verdict::Skip
-        );
+        assert_eq!(verdict_h(Some(&stale), Some(&ours)), Verdict::Skip);
     }
 
     #[test]
@@ -662,7 +635,7 @@ mod tests {
     fn without_a_memo_a_matching_object_is_adopted() {
         let live = meta(Some("h"), Some(7), "99");
         assert_eq!(
-            verdict(&ours_meta("h"), Some(&live), "h", None),
+            verdict_h(Some(&live), None),
             Verdict::Adopt(applied("h", Some(7), "99"))
         );
     }
@@ -703,12 +676,7 @@ mod tests {
             .get_or_insert_with(Default::default)
             .insert(labels::PURGE_AFTER.into(), "2026-12-01T00:00:00Z".into());
         assert_eq!(
-            verdict(
-                &ours_meta("h"),
-                Some(&live),
-                "h",
-                Some(&applied("h", None, "5"))
-            ),
+            verdict_h(Some(&live), Some(&applied("h", None, "5"))),
             Verdict::Apply
         );
     }

@@ -31,7 +31,7 @@ pub enum Error {
 /// What the runtime's `backup` writes on success (the fields the status needs).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ResultLine {
+pub(crate) struct ResultLine {
     /// Backup name.
     pub name: String,
     /// When it was taken (RFC 3339).
@@ -53,7 +53,7 @@ pub fn parse_result(message: &str) -> Option<BackupRecord> {
 
 /// The backup Jobs and Pods of one tenant.
 #[derive(Debug, Clone, Default)]
-pub struct Observed {
+pub(crate) struct Observed {
     /// Jobs the CronJob made (labelled by the job template).
     pub jobs: Vec<Job>,
     /// Their Pods.
@@ -76,7 +76,7 @@ fn of_tenant<K: kube::Resource>(o: &K, ns: &str, tenant: &str) -> bool {
 }
 
 /// Reads the tenant's backup Jobs and Pods: from the stores when they are ready, else by LIST.
-pub async fn read(
+pub(crate) async fn read(
     client: &Client,
     caches: Option<&Caches>,
     ns: &str,
@@ -174,7 +174,7 @@ fn finished_at(t: &ContainerStateTerminated) -> i64 {
 
 /// The newest successful backup among the pods, or `previous` if that is newer (pods are pruned
 /// by the CronJob's history limits; the status keeps the record).
-pub fn last_backup(pods: &[Pod], previous: Option<&BackupRecord>) -> Option<BackupRecord> {
+pub(crate) fn last_backup(pods: &[Pod], previous: Option<&BackupRecord>) -> Option<BackupRecord> {
     let newest = pods
         .iter()
         .flat_map(terminations)
@@ -189,7 +189,7 @@ pub fn last_backup(pods: &[Pod], previous: Option<&BackupRecord>) -> Option<Back
 }
 
 /// `BackupsHealthy` and `status.lastBackup`, from what the CronJob made.
-pub fn assess(
+pub(crate) fn assess(
     configured: bool,
     observed: &Observed,
     cron: Option<&CronJob>,

@@ -13,6 +13,7 @@
 //! When no controller runs (tests calling `reconcile` directly), or before the stores have listed
 //! once, lookups fall back to a GET.
 
+use crate::build::{Child, Children, Slot};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
@@ -24,43 +25,55 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// One store per managed kind.
-#[derive(Clone)]
+/// The children bundle as the controller's stores: one per watched child kind, keeping what the
+/// kind's `Child::Live` says (the whole object, or its metadata).
+pub(crate) enum Stores {}
+
+impl Slot for Stores {
+    type One<K: Child> = Store<K::Live>;
+    type Maybe<K: Child> = Store<K::Live>;
+    type Unwatched<K> = ();
+}
+
+/// The controller's stores.
 pub struct Caches {
-    /// StatefulSets.
-    pub statefulsets: Store<StatefulSet>,
-    /// Deployments.
-    pub deployments: Store<Deployment>,
-    /// Services (metadata).
-    pub services: Store<PartialObjectMeta<Service>>,
-    /// Ingresses.
-    pub ingresses: Store<Ingress>,
-    /// NetworkPolicies (metadata).
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    /// PodDisruptionBudgets (metadata).
-    pub pdbs: Store<PartialObjectMeta<PodDisruptionBudget>>,
-    /// CronJobs.
-    pub cronjobs: Store<CronJob>,
-    /// ConfigMaps (metadata).
-    pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
-    /// ServiceAccounts (metadata).
-    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    /// PVCs (backup and SQLite data).
-    pub pvcs: Store<PersistentVolumeClaim>,
-    /// Secrets the operator generated.
-    pub secrets: Store<Secret>,
+    /// One store per watched child kind. The PersistentVolumeClaim store (`backup_pvc`) holds
+    /// every claim the operator labels, the SQLite data claims too.
+    pub(crate) children: Children<Stores>,
     /// Backup Jobs (made by the backup CronJobs, labelled by their template).
-    pub jobs: Store<Job>,
+    pub(crate) jobs: Store<Job>,
     /// Backup Pods (their termination messages are the backups' results).
-    pub pods: Store<Pod>,
+    pub(crate) pods: Store<Pod>,
     /// Metadata of every Secret the operator can see but its own key Secrets (to know whether a
     /// referenced Secret exists and changed without reading it).
-    pub secret_meta: Store<PartialObjectMeta<Secret>>,
+    pub(crate) secret_meta: Store<PartialObjectMeta<Secret>>,
     /// Set once every store has listed once.
-    pub ready: Arc<AtomicBool>,
+    pub(crate) ready: Arc<AtomicBool>,
+}
+
+/// A store's initial list: `true` once it has listed, `false` if its writer is gone.
+pub(crate) type Listed = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+/// The initial list of `store` (each reflector registers its own as it is made).
+pub(crate) fn listed<K>(store: &Store<K>) -> Listed
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let store = store.clone();
+    Box::pin(async move { store.wait_until_ready().await.is_ok() })
+}
+
+/// Waits for every store's initial list, then marks the caches ready. A store that never lists
+/// means the writer is gone (the controller stopped): reads stay on GETs.
+pub(crate) async fn mark_ready(ready: Arc<AtomicBool>, listed: Vec<Listed>) {
+    let all = futures::future::join_all(listed).await;
+    if all.iter().all(|ok| *ok) {
+        ready.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Caches {
@@ -68,39 +81,13 @@ impl Caches {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
-
-    /// Waits for every store's initial list, then marks the caches ready.
-    pub async fn wait_ready(&self) {
-        // An error means the writer is gone (controller stopped): stay on GETs.
-        let all = futures::future::join_all([
-            Box::pin(self.statefulsets.wait_until_ready())
-                as std::pin::Pin<Box<dyn Future<Output = _> + Send>>,
-            Box::pin(self.deployments.wait_until_ready()),
-            Box::pin(self.services.wait_until_ready()),
-            Box::pin(self.ingresses.wait_until_ready()),
-            Box::pin(self.network_policies.wait_until_ready()),
-            Box::pin(self.pdbs.wait_until_ready()),
-            Box::pin(self.cronjobs.wait_until_ready()),
-            Box::pin(self.config_maps.wait_until_ready()),
-            Box::pin(self.service_accounts.wait_until_ready()),
-            Box::pin(self.pvcs.wait_until_ready()),
-            Box::pin(self.secrets.wait_until_ready()),
-            Box::pin(self.secret_meta.wait_until_ready()),
-            Box::pin(self.jobs.wait_until_ready()),
-            Box::pin(self.pods.wait_until_ready()),
-        ])
-        .await;
-        if all.iter().all(Result::is_ok) {
-            self.ready.store(true, Ordering::SeqCst);
-        }
-    }
 }
 
 /// What a store keeps of an object beyond what watching it brings: managed fields never, and pod
 /// templates of workloads and CronJobs neither, since no read looks at them (a workload's restart
 /// facts are in an annotation; see `gating`). They were most of the operator's memory: at 500
 /// tenants the StatefulSet and CronJob templates alone were ~14 MiB of the stores' ~29 MiB.
-pub trait Slim: kube::Resource + ResourceExt {
+pub(crate) trait Slim: kube::Resource + ResourceExt {
     /// Drops what the stores never read (called on every watched object before it is stored).
     fn slim(&mut self) {
         self.managed_fields_mut().clear();
@@ -137,99 +124,70 @@ impl Slim for Job {}
 impl Slim for Pod {}
 impl<K: kube::Resource> Slim for PartialObjectMeta<K> {}
 
-/// A kind with a store in `Caches`.
-pub trait Cached:
-    kube::Resource<DynamicType = ()>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
+/// A child kind with a store in `Caches` (every watched one: the compiler asks for an entry here
+/// when an apply or a deletion of a new kind needs it).
+pub(crate) trait Cached:
+    Child + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
 {
     /// Its store.
-    fn store(c: &Caches) -> &Store<Self>;
-}
-
-/// A kind whose live metadata can be looked up, from a full store or a metadata-only one.
-pub trait MetaCached:
-    kube::Resource<DynamicType = ()>
-    + Clone
-    + serde::de::DeserializeOwned
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    /// The cached metadata of `ns/name`, if the store has it.
-    fn cached_meta(c: &Caches, ns: &str, name: &str) -> Option<ObjectMeta>;
+    fn store(c: &Children<Stores>) -> &Store<Self::Live>;
 }
 
 macro_rules! cached {
     ($($k:ty => $f:ident),* $(,)?) => {
         $(impl Cached for $k {
-            fn store(c: &Caches) -> &Store<Self> {
+            fn store(c: &Children<Stores>) -> &Store<Self::Live> {
                 &c.$f
             }
         })*
     };
 }
 cached!(
-    StatefulSet => statefulsets,
-    Deployment => deployments,
-    Ingress => ingresses,
-    CronJob => cronjobs,
-    PersistentVolumeClaim => pvcs,
-    Secret => secrets,
+    ServiceAccount => service_account,
+    Secret => keys,
+    ConfigMap => config_map,
+    Service => service,
+    NetworkPolicy => network_policy,
+    Ingress => ingress,
+    PersistentVolumeClaim => backup_pvc,
+    CronJob => backup_job,
+    StatefulSet => statefulset,
+    Deployment => deployment,
+    PodDisruptionBudget => pdb,
 );
 
-macro_rules! meta_cached {
-    ($($k:ty => $f:ident),* $(,)?) => {
-        $(impl MetaCached for $k {
-            fn cached_meta(c: &Caches, ns: &str, name: &str) -> Option<ObjectMeta> {
-                c.$f.get(&ObjectRef::new(name).within(ns)).map(|o| o.meta().clone())
-            }
-        })*
-    };
+/// The stored object `ns/name`, or `None` while the stores are not ready (or there are none).
+fn stored<K: Cached>(
+    caches: Option<&Caches>,
+    ns: &str,
+    name: &str,
+) -> Option<Option<Arc<K::Live>>> {
+    let c = caches.filter(|c| c.is_ready())?;
+    Some(K::store(&c.children).get(&ObjectRef::new(name).within(ns)))
 }
-meta_cached!(
-    StatefulSet => statefulsets,
-    Deployment => deployments,
-    Ingress => ingresses,
-    CronJob => cronjobs,
-    PersistentVolumeClaim => pvcs,
-    Secret => secrets,
-    Service => services,
-    NetworkPolicy => network_policies,
-    PodDisruptionBudget => pdbs,
-    ConfigMap => config_maps,
-    ServiceAccount => service_accounts,
-);
 
 /// The live object `ns/name`: from the cache when it is ready, else by GET.
-pub async fn live<K: Cached>(
+pub(crate) async fn live<K: Cached + Child<Live = K>>(
     caches: Option<&Caches>,
     api: &Api<K>,
     ns: &str,
     name: &str,
 ) -> Result<Option<K>, kube::Error> {
-    if let Some(c) = caches.filter(|c| c.is_ready()) {
-        return Ok(K::store(c)
-            .get(&ObjectRef::new(name).within(ns))
-            .map(|o| (*o).clone()));
+    match stored::<K>(caches, ns, name) {
+        Some(o) => Ok(o.map(|o| (*o).clone())),
+        None => api.get_opt(name).await,
     }
-    api.get_opt(name).await
 }
 
 /// The live metadata of `ns/name`: from the cache when it is ready, else by a metadata GET.
-pub async fn live_meta<K: MetaCached>(
+pub(crate) async fn live_meta<K: Cached>(
     caches: Option<&Caches>,
     api: &Api<K>,
     ns: &str,
     name: &str,
 ) -> Result<Option<ObjectMeta>, kube::Error> {
-    if let Some(c) = caches.filter(|c| c.is_ready()) {
-        return Ok(K::cached_meta(c, ns, name));
+    match stored::<K>(caches, ns, name) {
+        Some(o) => Ok(o.map(|o| o.meta().clone())),
+        None => Ok(api.get_metadata_opt(name).await?.map(|o| o.metadata)),
     }
-    Ok(api.get_metadata_opt(name).await?.map(|o| o.metadata))
 }

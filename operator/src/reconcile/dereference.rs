@@ -4,6 +4,7 @@
 //! a condition with a precise reason and an Event, and the reconcile requeues (no crash loop).
 
 use super::cache::{self, Cached, Caches};
+use crate::build::Child;
 use crate::build::names;
 use crate::labels;
 use contact_crds::v1alpha1::{ContactTenant, DatabaseKind};
@@ -33,7 +34,7 @@ pub enum Error {
 
 /// What is wrong with a referenced Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretProblem {
+pub(crate) enum SecretProblem {
     /// The Secret does not exist.
     NotFound {
         /// Secret name.
@@ -50,19 +51,29 @@ pub enum SecretProblem {
         /// Who refers to it.
         used_by: String,
     },
+    /// The tenant's own key Secret, or a key in it, is gone after the tenant was provisioned: a
+    /// new key would make every earlier backup unreadable (or lock the admin out), so none is
+    /// generated.
+    KeysMissing {
+        /// Secret name (`<tenant>-keys`).
+        secret: String,
+        /// The missing keys (all of them when the Secret is gone).
+        keys: Vec<String>,
+    },
 }
 
 impl SecretProblem {
     /// Condition reason.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             SecretProblem::NotFound { .. } => "SecretNotFound",
             SecretProblem::KeyMissing { .. } => "SecretKeyMissing",
+            SecretProblem::KeysMissing { .. } => "KeysMissing",
         }
     }
 
     /// Human message.
-    pub fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         match self {
             SecretProblem::NotFound { secret, used_by } => {
                 format!("secret {secret:?} (for {used_by}) not found")
@@ -74,13 +85,19 @@ impl SecretProblem {
             } => {
                 format!("secret {secret:?} (for {used_by}) has no key {key:?}")
             }
+            SecretProblem::KeysMissing { secret, keys } => format!(
+                "secret {secret:?} lacks {} although the tenant was provisioned with it: no new \
+                 key is generated (earlier backups would become unreadable); restore the Secret \
+                 from your copy",
+                keys.join(", ")
+            ),
         }
     }
 }
 
 /// The workload that exists now, whichever kind.
 #[derive(Debug, Clone)]
-pub enum ExistingWorkload {
+pub(crate) enum ExistingWorkload {
     /// A StatefulSet.
     StatefulSet(StatefulSet),
     /// A Deployment.
@@ -89,7 +106,7 @@ pub enum ExistingWorkload {
 
 /// Everything read from the API server for one reconcile.
 #[derive(Debug, Clone, Default)]
-pub struct Dereferenced {
+pub(crate) struct Dereferenced {
     /// Problems with referenced Secrets, in spec order.
     pub secret_problems: Vec<SecretProblem>,
     /// Current data of the generated key Secret (empty if it does not exist yet).
@@ -105,7 +122,7 @@ pub struct Dereferenced {
 
 /// A Secret key the tenant refers to, and who refers to it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct SecretRef {
+pub(crate) struct SecretRef {
     /// Secret name.
     pub name: String,
     /// Key in it.
@@ -115,7 +132,7 @@ pub struct SecretRef {
 }
 
 /// Every Secret key the spec refers to (channel credentials, webhook secrets, PostgreSQL URL).
-pub fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
+pub(crate) fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
     let mut out = Vec::new();
     for c in &t.spec.channels {
         let api = &c.conversation_api;
@@ -144,12 +161,12 @@ pub fn referenced_secrets(t: &ContactTenant) -> Vec<SecretRef> {
 }
 
 /// Names of the Secrets a tenant refers to (for mapping Secret events back to tenants).
-pub fn referenced_secret_names(t: &ContactTenant) -> BTreeSet<String> {
+pub(crate) fn referenced_secret_names(t: &ContactTenant) -> BTreeSet<String> {
     referenced_secrets(t).into_iter().map(|r| r.name).collect()
 }
 
 /// The tenants in `ns` that refer to Secret `name` (for mapping Secret events to reconciles).
-pub fn tenants_for_secret(
+pub(crate) fn tenants_for_secret(
     tenants: &[std::sync::Arc<ContactTenant>],
     ns: &str,
     name: &str,
@@ -167,7 +184,7 @@ pub fn tenants_for_secret(
 /// whose resourceVersion has not moved is not read again: a reconcile reads no Secret at all
 /// unless one changed.
 #[derive(Debug, Clone, Default)]
-pub struct SecretKeys(Arc<Mutex<HashMap<String, KeysAt>>>);
+pub(crate) struct SecretKeys(Arc<Mutex<HashMap<String, KeysAt>>>);
 
 /// A Secret's resourceVersion and key names at that version.
 type KeysAt = (String, BTreeSet<String>);
@@ -204,7 +221,7 @@ async fn secret_keys(
         // reconcile that finds it).
         let (user, ours) = (
             c.secret_meta.get(&ObjectRef::new(name).within(ns)),
-            c.secrets.get(&ObjectRef::new(name).within(ns)),
+            c.children.keys.get(&ObjectRef::new(name).within(ns)),
         );
         let resource_version = match (user, ours) {
             (Some(m), _) => m.metadata.resource_version.clone(),
@@ -240,7 +257,7 @@ where
     })
 }
 
-async fn cached<K: Cached>(
+async fn cached<K: Cached + Child<Live = K>>(
     caches: Option<&Caches>,
     api: &Api<K>,
     ns: &str,
@@ -257,7 +274,7 @@ async fn cached<K: Cached>(
 }
 
 /// Reads referenced Secrets, the key Secret and the existing workload.
-pub async fn dereference(
+pub(crate) async fn dereference(
     client: &Client,
     caches: Option<&Caches>,
     secret_memo: &SecretKeys,
@@ -297,7 +314,7 @@ pub async fn dereference(
     }
 
     let name = t.name_any();
-    if let Some(keys) = cached(caches, &secrets, &ns, "Secret", &names::keys(&name)).await? {
+    if let Some(keys) = key_secret(caches, &secrets, &ns, &names::keys(&name)).await? {
         out.keys_detached = keys.annotations().contains_key(labels::PURGE_AFTER);
         out.keys = keys.data.unwrap_or_default();
         out.keys_exist = true;
@@ -314,11 +331,86 @@ pub async fn dereference(
     {
         out.workloads.push(ExistingWorkload::Deployment(d));
     }
+    let existing = out.keys_exist.then_some(&out.keys);
+    let made = keys_were_made(t, !out.workloads.is_empty());
+    if let Some(p) = keys_missing(made, &names::keys(&name), existing) {
+        out.secret_problems.push(p);
+    }
     Ok(out)
 }
 
+/// The tenant's key Secret, looked up by name whatever its labels. The key store holds only
+/// Secrets labelled as ours; one whose label was removed or changed is in the metadata store of
+/// the other Secrets instead, and is read by GET. Never inferring "absent" from a label is what
+/// keeps a label edit from regenerating the keys.
+async fn key_secret(
+    caches: Option<&Caches>,
+    api: &Api<Secret>,
+    ns: &str,
+    name: &str,
+) -> Result<Option<Secret>, Error> {
+    if let Some(s) = cached(caches, api, ns, "Secret", name).await? {
+        return Ok(Some(s));
+    }
+    match caches.filter(|c| c.is_ready()) {
+        Some(c)
+            if c.secret_meta
+                .get(&ObjectRef::new(name).within(ns))
+                .is_none() =>
+        {
+            Ok(None)
+        }
+        // Relabelled (in the other store), or no stores yet (then `cached` already did a GET
+        // and found nothing: this one confirms it).
+        _ => get_opt(api, "Secret", name).await,
+    }
+}
+
+/// Whether the tenant's keys were made before: its workload exists (applied only after the keys
+/// were), it has a backup, its status says it was provisioned, or it already reports them
+/// missing.
+fn keys_were_made(t: &ContactTenant, workload_exists: bool) -> bool {
+    let Some(status) = t.status.as_ref() else {
+        return workload_exists;
+    };
+    workload_exists
+        || status.last_backup.is_some()
+        || status
+            .conditions
+            .iter()
+            .any(|c| (c.type_ == "Provisioned" && c.status == "True") || c.reason == "KeysMissing")
+}
+
+/// Whether the tenant's keys are missing where they must exist: once they were made, the key
+/// Secret holds the keys its data and backups were made with, and generating new ones would
+/// silently make those unusable: that is a condition for a human, not a new key. A new tenant
+/// gets its keys generated.
+pub(crate) fn keys_missing(
+    made: bool,
+    secret: &str,
+    existing: Option<&BTreeMap<String, ByteString>>,
+) -> Option<SecretProblem> {
+    if !made {
+        return None;
+    }
+    let keys: Vec<String> = crate::build::SECRET_KEYS
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| {
+            existing
+                .and_then(|e| e.get(*k))
+                .is_none_or(|v| v.0.is_empty())
+        })
+        .map(String::from)
+        .collect();
+    (!keys.is_empty()).then(|| SecretProblem::KeysMissing {
+        secret: secret.to_string(),
+        keys,
+    })
+}
+
 /// Whether an object was made by this operator (never touch a same-named object we did not make).
-pub fn is_ours(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+pub(crate) fn is_ours(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
     meta.labels
         .as_ref()
         .and_then(|l| l.get(labels::MANAGED_BY))

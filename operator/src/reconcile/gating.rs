@@ -12,18 +12,18 @@
 //! Nothing waits when no runtime pod would be disturbed: on creation, when scaling to zero
 //! (suspension and trial expiry act at once), or when nothing is running (resuming).
 
-use crate::build::Workload;
+use crate::build::Children;
 use crate::maintenance::WindowState;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Annotation on the workload holding its `RestartFacts` as JSON.
-pub const RESTART_FACTS: &str = "contact.dev/restart-facts";
+pub(crate) const RESTART_FACTS: &str = "contact.dev/restart-facts";
 
 /// The parts of a workload whose change restarts runtime pods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RestartFacts {
+pub(crate) struct RestartFacts {
     /// `StatefulSet` or `Deployment`.
     pub kind: String,
     /// Database identity (kind and, for CloudNativePG, the cluster shape).
@@ -44,31 +44,37 @@ fn short_hash<T: Serialize>(v: &T) -> String {
 }
 
 impl RestartFacts {
-    /// Facts of a desired workload; `database` identifies the database (see `ValidatedTenant`).
-    pub fn of(w: &Workload, database: String) -> Self {
-        let (kind, replicas, template) = match w {
-            Workload::StatefulSet(s) => (
+    /// Facts of the workload among `children` (whichever kind the database calls for);
+    /// `database` identifies the database (kind and, for CloudNativePG, the cluster's shape).
+    pub(crate) fn of(children: &Children, database: String) -> Self {
+        let (kind, replicas, template) = match (&children.statefulset, &children.deployment) {
+            (Some(s), _) => (
                 "StatefulSet",
                 s.spec.replicas.unwrap_or(1),
-                &s.spec.template,
+                Some(&s.spec.template),
             ),
-            Workload::Deployment(d) => {
-                ("Deployment", d.spec.replicas.unwrap_or(1), &d.spec.template)
-            }
+            (None, Some(d)) => (
+                "Deployment",
+                d.spec.replicas.unwrap_or(1),
+                Some(&d.spec.template),
+            ),
+            (None, None) => ("None", 0, None),
         };
-        let container = template.spec.as_ref().and_then(|p| p.containers.first());
+        let container = template
+            .and_then(|t| t.spec.as_ref())
+            .and_then(|p| p.containers.first());
         Self {
             kind: kind.into(),
             database,
             image: container.and_then(|c| c.image.clone()).unwrap_or_default(),
             resources: short_hash(&container.and_then(|c| c.resources.clone())),
             replicas,
-            template: short_hash(template),
+            template: short_hash(&template),
         }
     }
 
     /// Reads facts from a workload's annotations (`None` for workloads made before facts existed).
-    pub fn from_annotation(
+    pub(crate) fn from_annotation(
         meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     ) -> Option<Self> {
         let raw = meta.annotations.as_ref()?.get(RESTART_FACTS)?;
@@ -76,12 +82,12 @@ impl RestartFacts {
     }
 
     /// JSON for the annotation.
-    pub fn to_annotation(&self) -> String {
+    pub(crate) fn to_annotation(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
 
     /// Human descriptions of what differs from `old`, most specific first; empty if nothing does.
-    pub fn changes_from(&self, old: &RestartFacts) -> Vec<Change> {
+    pub(crate) fn changes_from(&self, old: &RestartFacts) -> Vec<Change> {
         let mut out = Vec::new();
         if self.database != old.database || self.kind != old.kind {
             out.push(Change::new(
@@ -116,7 +122,7 @@ impl RestartFacts {
 
 /// One restart-requiring change: which part, and from what to what.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     /// The part that changes: `database`, `image`, `resources`, `replicas` or `podTemplate`.
     pub field: &'static str,
     /// Human description, e.g. `image: a → b`.
@@ -130,7 +136,7 @@ impl Change {
 }
 
 /// The descriptions of `changes`, joined for a message.
-pub fn describe(changes: &[Change]) -> String {
+pub(crate) fn describe(changes: &[Change]) -> String {
     changes
         .iter()
         .map(|c| c.description.as_str())
@@ -140,7 +146,7 @@ pub fn describe(changes: &[Change]) -> String {
 
 /// What to do with the workload in this reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Apply it now; `changes` lists what restarts (empty for creation or no change).
     Apply {
         /// Restart-requiring changes being applied.
@@ -154,7 +160,7 @@ pub enum Decision {
 }
 
 /// Decides whether a change of restart facts from `existing` to `desired` may be applied now.
-pub fn decide(
+pub(crate) fn decide(
     desired: &RestartFacts,
     existing: Option<&RestartFacts>,
     window: Option<&WindowState>,

@@ -1,15 +1,19 @@
 //! Step 5 of the pipeline: the tenant's status (conditions with `observedGeneration`, url, next
 //! maintenance window, pending changes), patched through the status subresource by server-side
 //! apply, and only when it changed. Condition transitions are returned so the caller publishes
-//! one Event per transition. `plan` is pure; `write` is the I/O.
+//! one Event per transition. `plan` is pure; `write` and `publish` are the I/O. What the status
+//! says is decided in `conditions`.
 
+use super::Ctx;
 use crate::labels;
 use chrono::{DateTime, Utc};
 use contact_crds::v1alpha1::ContactTenant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::Api;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
+use tracing::warn;
 
 /// Condition types, in the order they are written.
 pub const CONDITION_TYPES: &[&str] = &[
@@ -32,7 +36,7 @@ pub enum Error {
 
 /// A condition as the reconciler decides it, before transition bookkeeping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cond {
+pub(crate) struct Cond {
     /// Condition type.
     pub type_: &'static str,
     /// `Some(true)` True, `Some(false)` False, `None` Unknown.
@@ -45,7 +49,7 @@ pub struct Cond {
 
 impl Cond {
     /// A condition.
-    pub fn new(
+    pub(crate) fn new(
         type_: &'static str,
         status: Option<bool>,
         reason: impl Into<String>,
@@ -59,7 +63,7 @@ impl Cond {
         }
     }
 
-    fn status_str(&self) -> &'static str {
+    pub(crate) fn status_str(&self) -> &'static str {
         match self.status {
             Some(true) => "True",
             Some(false) => "False",
@@ -68,7 +72,7 @@ impl Cond {
     }
 
     /// Whether this condition describes a problem (for the Event type).
-    pub fn is_warning(&self) -> bool {
+    pub(crate) fn is_warning(&self) -> bool {
         match self.type_ {
             "MaintenancePending" => false,
             "TrialExpired" => self.status == Some(true),
@@ -90,7 +94,7 @@ impl Cond {
 
 /// The status the reconciler wants.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Desired {
+pub(crate) struct Desired {
     /// Generation acted on.
     pub observed_generation: Option<i64>,
     /// Conditions (every type in `CONDITION_TYPES` should be present).
@@ -111,7 +115,7 @@ fn to_time(t: DateTime<Utc>) -> Time {
 
 /// Turns decided conditions into API conditions, keeping `lastTransitionTime` of conditions whose
 /// status did not change. Returns the conditions and those that transitioned.
-pub fn conditions(
+pub(crate) fn conditions(
     desired: &Desired,
     previous: &[Condition],
     now: DateTime<Utc>,
@@ -141,7 +145,7 @@ pub fn conditions(
 }
 
 /// The status object as JSON (only the fields this operator owns).
-pub fn render(desired: &Desired, conditions: &[Condition]) -> Value {
+pub(crate) fn render(desired: &Desired, conditions: &[Condition]) -> Value {
     let mut s = json!({ "conditions": conditions });
     if let Some(g) = desired.observed_generation {
         s["observedGeneration"] = json!(g);
@@ -177,7 +181,7 @@ fn is_empty(v: Option<&Value>) -> bool {
 
 /// Whether the live status differs from `rendered` in any field we own (absent, null and empty
 /// are the same thing, since the CRD types may serialize defaults either way).
-pub fn differs(live: &Value, rendered: &Value) -> bool {
+pub(crate) fn differs(live: &Value, rendered: &Value) -> bool {
     const OWNED: &[&str] = &[
         "conditions",
         "observedGeneration",
@@ -198,7 +202,7 @@ pub fn differs(live: &Value, rendered: &Value) -> bool {
 /// What `update` decided: the condition transitions (one Event each) and the status to write,
 /// if it differs from the live one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Conditions that transitioned.
     pub transitions: Vec<Cond>,
     /// The server-side-apply body for the status subresource (`None`: unchanged).
@@ -206,7 +210,7 @@ pub struct Plan {
 }
 
 /// Decides the status write and the transitions (pure).
-pub fn plan(tenant: &ContactTenant, desired: &Desired, now: DateTime<Utc>) -> Plan {
+pub(crate) fn plan(tenant: &ContactTenant, desired: &Desired, now: DateTime<Utc>) -> Plan {
     let live = tenant
         .status
         .as_ref()
@@ -234,7 +238,11 @@ pub fn plan(tenant: &ContactTenant, desired: &Desired, now: DateTime<Utc>) -> Pl
 }
 
 /// Writes a planned status (server-side apply on the status subresource).
-pub async fn write(api: &Api<ContactTenant>, name: &str, patch: &Value) -> Result<(), Error> {
+pub(crate) async fn write(
+    api: &Api<ContactTenant>,
+    name: &str,
+    patch: &Value,
+) -> Result<(), Error> {
     api.patch_status(
         name,
         &PatchParams::apply(labels::FIELD_MANAGER).force(),
@@ -243,6 +251,70 @@ pub async fn write(api: &Api<ContactTenant>, name: &str, patch: &Value) -> Resul
     .await
     .map(|_| ())
     .map_err(|e| Error::Patch(name.to_string(), e))
+}
+
+/// Publishes `desired`: the status write (if it changed) and one Event per condition
+/// transition, then the tenant's condition gauges.
+pub(crate) async fn publish(
+    tenant: &ContactTenant,
+    ctx: &Ctx,
+    desired: &Desired,
+) -> Result<(), super::Error> {
+    let ns = tenant.namespace().unwrap_or_default();
+    let api: Api<ContactTenant> = Api::namespaced(ctx.client.clone(), &ns);
+    let plan = plan(tenant, desired, ctx.clock.now());
+    let name = tenant.name_any();
+    let written = async {
+        match &plan.patch {
+            Some(p) => write(&api, &name, p).await,
+            None => Ok(()),
+        }
+    };
+    let events = async {
+        for c in &plan.transitions {
+            let type_ = if c.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            let text = format!("{}={}: {}", c.type_, c.status_str(), c.message);
+            note(ctx, tenant, type_, &c.reason, text).await;
+        }
+    };
+    // The Events go out alongside the status write rather than after it: they are best effort,
+    // and a reconcile should not wait a round trip for them (client-go's recorder is
+    // asynchronous for the same reason).
+    let (written, ()) = futures::join!(written, events);
+    written?;
+    let gauges = desired
+        .conditions
+        .iter()
+        .map(|c| (c.type_.to_string(), c.status_str().to_string()))
+        .collect();
+    ctx.metrics
+        .set_conditions(&format!("{ns}/{name}"), Some(gauges));
+    Ok(())
+}
+
+/// Publishes one Event about `tenant` (best effort: failing to record one must not fail the
+/// reconcile). The note is cut to the API's 1,000 characters.
+pub(crate) async fn note(
+    ctx: &Ctx,
+    tenant: &ContactTenant,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &tenant.object_ref(&())).await {
+        warn!(error = %e, "failed to publish event");
+    }
 }
 
 #[cfg(test)]

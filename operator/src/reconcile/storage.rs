@@ -27,7 +27,7 @@ pub enum Error {
 
 /// A resize the API server refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageProblem {
+pub(crate) struct StorageProblem {
     /// Claim name.
     pub claim: String,
     /// Its current request.
@@ -40,7 +40,7 @@ pub struct StorageProblem {
 
 impl StorageProblem {
     /// Human message for the condition.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "cannot grow PersistentVolumeClaim {} from {} to {}: {}",
             self.claim, self.from, self.to, self.message
@@ -50,7 +50,7 @@ impl StorageProblem {
 
 /// Bytes of a Kubernetes quantity such as `5Gi`, `500M`, `1.5Ti` or `1e9` (`None` if it is not
 /// one). A float is exact enough to compare volume sizes.
-pub fn bytes(q: &str) -> Option<f64> {
+pub(crate) fn bytes(q: &str) -> Option<f64> {
     let q = q.trim();
     let split = q
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
@@ -79,12 +79,12 @@ pub fn bytes(q: &str) -> Option<f64> {
 }
 
 /// Whether `desired` is larger than `current` (both quantities; unparsable: no).
-pub fn grows(current: &str, desired: &str) -> bool {
+pub(crate) fn grows(current: &str, desired: &str) -> bool {
     matches!((bytes(current), bytes(desired)), (Some(c), Some(d)) if d > c)
 }
 
 /// The storage request of a claim.
-pub fn requested(pvc: &PersistentVolumeClaim) -> Option<String> {
+pub(crate) fn requested(pvc: &PersistentVolumeClaim) -> Option<String> {
     pvc.spec
         .as_ref()?
         .resources
@@ -97,12 +97,12 @@ pub fn requested(pvc: &PersistentVolumeClaim) -> Option<String> {
 
 /// Whether an API error is the server refusing the resize (forbidden by the StorageClass or
 /// the resize admission, or invalid for an unbound claim), not a transient failure.
-pub fn is_refusal(e: &kube::Error) -> bool {
+pub(crate) fn is_refusal(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 403 || s.code == 422)
 }
 
 /// Grows `live` to `size` if that is larger. A refusal is returned as a problem, not an error.
-pub async fn grow(
+pub(crate) async fn grow(
     api: &Api<PersistentVolumeClaim>,
     live: &PersistentVolumeClaim,
     size: &str,
@@ -133,7 +133,7 @@ pub async fn grow(
 }
 
 /// The API server's message of a refusal.
-pub fn refusal_message(e: &kube::Error) -> String {
+pub(crate) fn refusal_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),

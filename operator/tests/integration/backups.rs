@@ -15,10 +15,7 @@ use serde_json::json;
 /// Creates Job `name` from the CronJob's template and one Pod for it, ended with `exit_code`
 /// and `message` at `at`, then ends the Job (Complete for 0, Failed otherwise).
 async fn run_backup_job(env: &Env, name: &str, exit_code: i32, message: &str, at: &str) {
-    let cron = Api::<CronJob>::namespaced(env.admin.clone(), NS)
-        .get("acme-backup")
-        .await
-        .expect("the operator made the backup CronJob");
+    let cron = get::<CronJob>(&env.admin, "acme-backup").await;
     let template = cron.spec.job_template.clone();
     let labels = template
         .metadata
@@ -97,11 +94,7 @@ async fn the_last_backup_and_a_failure_reach_the_status() {
     t["spec"]["backups"] = json!({ "schedule": "0 2 * * *" });
     create_tenant(&env.admin, t).await;
     settle(&env).await;
-    let (state, reason, _) = condition(&env.admin, "BackupsHealthy").await.expect("cond");
-    assert_eq!(
-        (state.as_str(), reason.as_str()),
-        ("Unknown", "NoBackupYet")
-    );
+    assert_condition(&env.admin, "BackupsHealthy", "Unknown", "NoBackupYet").await;
 
     // What the runtime's `backup --termination-log` writes, from the runtime's own type.
     let result = contact_runtime::backup::BackupResult {
@@ -125,11 +118,8 @@ async fn the_last_backup_and_a_failure_reach_the_status() {
         st["lastBackup"],
         json!({ "name": "backup-20261125T020003Z", "time": "2026-11-25T02:00:03Z", "sizeBytes": 48213 })
     );
-    let (state, reason, message) = condition(&env.admin, "BackupsHealthy").await.expect("cond");
-    assert_eq!(
-        (state.as_str(), reason.as_str()),
-        ("True", "LastBackupSucceeded")
-    );
+    let message =
+        assert_condition(&env.admin, "BackupsHealthy", "True", "LastBackupSucceeded").await;
     assert!(message.contains("backup-20261125T020003Z"), "{message}");
 
     // The next night's backup fails: the runtime's error is the reason.
@@ -142,8 +132,7 @@ async fn the_last_backup_and_a_failure_reach_the_status() {
     )
     .await;
     reconcile_once(&env).await;
-    let (state, reason, message) = condition(&env.admin, "BackupsHealthy").await.expect("cond");
-    assert_eq!((state.as_str(), reason.as_str()), ("False", "BackupFailed"));
+    let message = assert_condition(&env.admin, "BackupsHealthy", "False", "BackupFailed").await;
     assert!(
         message.contains("acme-backup-29401440") && message.contains("No space left on device"),
         "{message}"

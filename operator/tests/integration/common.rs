@@ -202,6 +202,15 @@ pub async fn settle(env: &Env) -> Action {
     reconcile_once(env).await
 }
 
+/// `env()` with the tenant `acme` (`tenant_json`) created and settled; returns the tenant as
+/// created.
+pub async fn settled_env() -> (Env, ContactTenant) {
+    let env = env().await;
+    let t = create_tenant(&env.admin, tenant_json()).await;
+    settle(&env).await;
+    (env, t)
+}
+
 /// The condition `type_` of the live tenant as (status, reason, message).
 pub async fn condition(client: &Client, type_: &str) -> Option<(String, String, String)> {
     let t = tenants(client).get("acme").await.ok()?;
@@ -217,6 +226,40 @@ pub async fn condition(client: &Client, type_: &str) -> Option<(String, String, 
                 c["message"].as_str().unwrap_or_default().to_string(),
             )
         })
+}
+
+/// Asserts that the tenant's condition `type_` has `status` and `reason`; returns its message.
+pub async fn assert_condition(client: &Client, type_: &str, status: &str, reason: &str) -> String {
+    let (s, r, message) = condition(client, type_).await.expect(type_);
+    assert_eq!(
+        (s.as_str(), r.as_str()),
+        (status, reason),
+        "{type_}: {message}"
+    );
+    message
+}
+
+/// Object `name` of kind `K` in `NS`, if it exists.
+pub async fn get_opt<K>(client: &Client, name: &str) -> Option<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Api::<K>::namespaced(client.clone(), NS)
+        .get_opt(name)
+        .await
+        .expect("get")
+}
+
+/// Object `name` of kind `K` in `NS`, which must exist.
+pub async fn get<K>(client: &Client, name: &str) -> K
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    get_opt(client, name)
+        .await
+        .unwrap_or_else(|| panic!("{} {name} exists", K::kind(&())))
 }
 
 /// The live tenant status as JSON.
@@ -236,6 +279,116 @@ pub async fn event_reasons(client: &Client) -> Vec<String> {
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("acme"))
         .filter_map(|e| e.reason)
         .collect()
+}
+
+/// The operator's controller running in this process (`run_controller` on the env's context).
+pub struct RunningController {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the controller on `env`'s context.
+pub fn start_controller(env: &Env) -> RunningController {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(contact_operator::reconcile::run_controller(
+        env.ctx.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    RunningController { stop, task }
+}
+
+impl RunningController {
+    /// Stops it gracefully (waiting at most 10 s).
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// A whole operator replica (`run::run`: leader election, HTTP endpoints, controller) running in
+/// this process.
+pub struct Replica {
+    /// Whether it leads.
+    pub health: Arc<contact_operator::http::Health>,
+    /// Its metrics.
+    pub metrics: Arc<Metrics>,
+    /// Stops it gracefully (taken when sent).
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Its task: `Ok` once stopped, `Err` when it lost its lease.
+    pub task: tokio::task::JoinHandle<Result<(), contact_operator::run::Error>>,
+}
+
+/// Settings of a replica `identity` electing its leader on the Lease `contact-operator` in
+/// `lease_namespace` (test timings, HTTP on a free port, no sweep within a test).
+pub fn replica_settings(lease_namespace: &str, identity: &str) -> contact_operator::run::Settings {
+    contact_operator::run::Settings {
+        // The record of deletions lives beside the Lease, in the operator's own namespace.
+        config: OperatorConfig {
+            own_namespace: lease_namespace.into(),
+            ..OperatorConfig::default()
+        },
+        lease: Some(contact_operator::run::LeaseSettings {
+            namespace: lease_namespace.into(),
+            name: "contact-operator".into(),
+            identity: identity.into(),
+            timing: test_lease_timing(),
+        }),
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        sweep_interval: std::time::Duration::from_secs(3600),
+        instance: Some(identity.into()),
+    }
+}
+
+/// Starts a replica with `client` and `settings`.
+pub fn start_replica(client: Client, settings: contact_operator::run::Settings) -> Replica {
+    let health = Arc::new(contact_operator::http::Health::default());
+    let metrics = Arc::new(Metrics::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(contact_operator::run::run(
+        client,
+        settings,
+        metrics.clone(),
+        health.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Replica {
+        health,
+        metrics,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Whether an Event about the tenant has `reason`.
+pub async fn has_event(client: &Client, reason: &str) -> bool {
+    event_reasons(client).await.iter().any(|r| r == reason)
+}
+
+/// The status (`True`, `False`, `Unknown`) of the tenant's condition `type_`.
+pub async fn condition_status(client: &Client, type_: &str) -> Option<String> {
+    condition(client, type_).await.map(|c| c.0)
+}
+
+/// Whether the tenant's `Provisioned` condition is `True`.
+pub async fn is_provisioned(client: &Client) -> bool {
+    condition_status(client, "Provisioned").await.as_deref() == Some("True")
+}
+
+/// Polls `check` until it holds; fails the test with `what` once `within` has passed.
+pub async fn eventually<F, Fut>(what: &str, within: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Whether an object's owner references point at the tenant as controller.

@@ -32,17 +32,11 @@ async fn sqlite_tenant_gets_every_child() {
             .any(|f| f == "contact.dev/finalizer")
     );
 
-    let sa = Api::<ServiceAccount>::namespaced(c.clone(), NS)
-        .get("acme")
-        .await
-        .expect("sa");
+    let sa = get::<ServiceAccount>(c, "acme").await;
     assert_eq!(sa.automount_service_account_token, Some(false));
     assert!(owned_by_tenant(&sa, &tenant));
 
-    let sts = Api::<StatefulSet>::namespaced(c.clone(), NS)
-        .get("acme")
-        .await
-        .expect("statefulset");
+    let sts = get::<StatefulSet>(c, "acme").await;
     assert!(owned_by_tenant(&sts, &tenant));
     assert_eq!(sts.spec.replicas, Some(1));
     let pod = sts.spec.template.spec.clone().expect("pod");
@@ -64,23 +58,13 @@ async fn sqlite_tenant_gets_every_child() {
         Some(1)
     );
     assert!(
-        Api::<Deployment>::namespaced(c.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none(),
+        get_opt::<Deployment>(c, "acme").await.is_none(),
         "SQLite runs a StatefulSet, not a Deployment"
     );
 
-    let svc = Api::<Service>::namespaced(c.clone(), NS)
-        .get("acme")
-        .await
-        .expect("service");
+    let svc = get::<Service>(c, "acme").await;
     assert!(owned_by_tenant(&svc, &tenant));
-    let ing = Api::<Ingress>::namespaced(c.clone(), NS)
-        .get("acme")
-        .await
-        .expect("ingress");
+    let ing = get::<Ingress>(c, "acme").await;
     assert!(owned_by_tenant(&ing, &tenant));
     let spec = ing.spec.expect("ingress spec");
     assert_eq!(spec.ingress_class_name.as_deref(), Some("nginx"));
@@ -88,50 +72,31 @@ async fn sqlite_tenant_gets_every_child() {
         spec.rules.expect("rules")[0].host.as_deref(),
         Some("acme.contact.example.com")
     );
-    let np = Api::<NetworkPolicy>::namespaced(c.clone(), NS)
-        .get("acme-runtime")
-        .await
-        .expect("netpol");
+    let np = get::<NetworkPolicy>(c, "acme-runtime").await;
     assert!(owned_by_tenant(&np, &tenant));
-    let cm = Api::<ConfigMap>::namespaced(c.clone(), NS)
-        .get("acme-config")
-        .await
-        .expect("configmap");
+    let cm = get::<ConfigMap>(c, "acme-config").await;
     assert!(owned_by_tenant(&cm, &tenant));
     let cfg: serde_json::Value =
         serde_json::from_str(&cm.data.expect("data")["runtime.json"]).expect("runtime.json");
     assert_eq!(cfg["channels"][0]["name"], "whatsapp-main");
     assert_eq!(cfg["maintenance"]["start"], "2026-11-28T22:00:00+00:00");
-    let cj = Api::<CronJob>::namespaced(c.clone(), NS)
-        .get("acme-backup")
-        .await
-        .expect("cronjob");
+    let cj = get::<CronJob>(c, "acme-backup").await;
     assert!(owned_by_tenant(&cj, &tenant));
     assert_eq!(cj.spec.schedule, "0 2 * * *");
     assert!(
-        Api::<PodDisruptionBudget>::namespaced(c.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none(),
+        get_opt::<PodDisruptionBudget>(c, "acme").await.is_none(),
         "no PDB for a single replica"
     );
 
     // Data-bearing children: labelled, never owned.
-    let keys = Api::<Secret>::namespaced(c.clone(), NS)
-        .get("acme-keys")
-        .await
-        .expect("keys");
+    let keys = get::<Secret>(c, "acme-keys").await;
     assert!(keys.owner_references().is_empty());
     assert_eq!(
         keys.labels().get("contact.dev/tenant").map(String::as_str),
         Some("acme")
     );
     assert_eq!(keys.data.as_ref().map(|d| d.len()), Some(3));
-    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), NS)
-        .get("acme-backups")
-        .await
-        .expect("backup pvc");
+    let pvc = get::<PersistentVolumeClaim>(c, "acme-backups").await;
     assert!(pvc.owner_references().is_empty());
     assert_eq!(
         pvc.labels().get("contact.dev/data").map(String::as_str),
@@ -143,7 +108,7 @@ async fn sqlite_tenant_gets_every_child() {
     assert_eq!(st["url"], "https://acme.contact.example.com");
     assert_eq!(st["nextMaintenanceWindow"]["start"], "2026-11-28T22:00:00Z");
     assert_eq!(
-        condition(c, "Provisioned").await.map(|c| c.0),
+        condition_status(c, "Provisioned").await,
         Some("True".into())
     );
     // No kubelet here: the runtime never becomes ready, and says so.
@@ -152,7 +117,7 @@ async fn sqlite_tenant_gets_every_child() {
         Some(("False".into(), "RuntimeNotReady".into()))
     );
     assert_eq!(
-        condition(c, "MaintenancePending").await.map(|c| c.0),
+        condition_status(c, "MaintenancePending").await,
         Some("False".into())
     );
     assert_eq!(
@@ -178,23 +143,11 @@ async fn postgres_tenant_gets_a_deployment_and_a_pdb() {
     create_tenant(&env.admin, t).await;
     settle(&env).await;
     let c = &env.admin;
-    let d = Api::<Deployment>::namespaced(c.clone(), NS)
-        .get("acme")
-        .await
-        .expect("deployment");
+    let d = get::<Deployment>(c, "acme").await;
     assert_eq!(d.spec.replicas, Some(3));
-    let pdb = Api::<PodDisruptionBudget>::namespaced(c.clone(), NS)
-        .get("acme")
-        .await
-        .expect("pdb");
+    let pdb = get::<PodDisruptionBudget>(c, "acme").await;
     assert!(pdb.spec.and_then(|s| s.max_unavailable).is_some());
-    assert!(
-        Api::<StatefulSet>::namespaced(c.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(get_opt::<StatefulSet>(c, "acme").await.is_none());
     assert_eq!(
         condition(c, "DatabaseReady").await.map(|c| (c.0, c.1)),
         Some(("True".into(), "SecretResolved".into()))
@@ -218,11 +171,7 @@ async fn cloudnativepg_without_its_crd_is_a_condition_not_a_crash() {
     // The CRD may be installed later (an add-on): look again now and then.
     assert_eq!(action, Action::requeue(Duration::from_secs(60)));
     assert!(
-        Api::<Deployment>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_some(),
+        get_opt::<Deployment>(&env.admin, "acme").await.is_some(),
         "the runtime is still provisioned"
     );
 }
@@ -242,19 +191,9 @@ async fn unknown_hosting_location_is_reported_and_nothing_is_built() {
     create_tenant(&env.admin, tenant_json()).await;
     let action = settle(&env).await;
     assert_eq!(action, Action::await_change());
-    let (status, reason, message) = condition(&env.admin, "Ready").await.expect("Ready");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "UnknownHostingLocation")
-    );
+    let message = assert_condition(&env.admin, "Ready", "False", "UnknownHostingLocation").await;
     assert!(message.contains("us-east"), "{message}");
-    assert!(
-        Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(get_opt::<StatefulSet>(&env.admin, "acme").await.is_none());
 }
 
 /// A stand-in for CloudNativePG's `clusters.postgresql.cnpg.io` CRD: the group, version, kind,

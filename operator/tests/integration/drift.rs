@@ -3,7 +3,6 @@
 
 use crate::common::*;
 use contact_operator::config::OperatorConfig;
-use contact_operator::reconcile::run_controller;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
@@ -15,16 +14,8 @@ fn image(sts: &StatefulSet) -> Option<String> {
     sts.spec.template.spec.as_ref()?.containers[0].image.clone()
 }
 
-#[tokio::test]
-async fn a_hand_edit_is_reverted_by_the_next_reconcile() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
-    let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
-    let stss = Api::<StatefulSet>::namespaced(env.admin.clone(), NS);
-    let rendered = cms.get("acme-config").await.expect("cm").data;
-
-    // Someone edits both by hand (kubectl edit would send the same kind of patch).
+/// Replaces the rendered configuration by hand (kubectl edit sends the same kind of patch).
+async fn hand_edit_config(cms: &Api<ConfigMap>) {
     cms.patch(
         "acme-config",
         &PatchParams::default(),
@@ -32,6 +23,17 @@ async fn a_hand_edit_is_reverted_by_the_next_reconcile() {
     )
     .await
     .expect("edit cm");
+}
+
+#[tokio::test]
+async fn a_hand_edit_is_reverted_by_the_next_reconcile() {
+    let (env, _) = settled_env().await;
+    let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
+    let stss = Api::<StatefulSet>::namespaced(env.admin.clone(), NS);
+    let rendered = cms.get("acme-config").await.expect("cm").data;
+
+    // Someone edits both by hand (kubectl edit would send the same kind of patch).
+    hand_edit_config(&cms).await;
     let edited = stss
         .patch(
             "acme",
@@ -108,41 +110,22 @@ async fn the_running_controller_reverts_an_edit_on_its_own() {
         ..OperatorConfig::default()
     };
     let env = env_with(config, true).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(env.ctx.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let controller = start_controller(&env);
     create_tenant(&env.admin, tenant_json()).await;
-    let cms = Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let rendered = loop {
-        if let Ok(cm) = cms.get("acme-config").await {
-            break cm.data;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "never provisioned");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let cms = &Api::<ConfigMap>::namespaced(env.admin.clone(), NS);
+    let provisioned = || async { cms.get("acme-config").await.is_ok() };
+    eventually("never provisioned", Duration::from_secs(60), provisioned).await;
+    let rendered = &cms.get("acme-config").await.expect("cm").data;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    cms.patch(
-        "acme-config",
-        &PatchParams::default(),
-        &Patch::Merge(json!({ "data": { "runtime.json": "{}" } })),
-    )
-    .await
-    .expect("edit cm");
+    hand_edit_config(cms).await;
     // No resync within the test: the edit's own watch event must bring the reconcile.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if cms.get("acme-config").await.expect("cm").data == rendered {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the edit was not reverted"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    let reverted = || async { &cms.get("acme-config").await.expect("cm").data == rendered };
+    eventually(
+        "the edit was not reverted",
+        Duration::from_secs(30),
+        reverted,
+    )
+    .await;
+    controller.stop().await;
 }

@@ -6,16 +6,12 @@ use crate::common::*;
 use chrono::{Duration as ChronoDuration, TimeZone, Utc};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::Api;
 use kube::runtime::controller::Action;
 use serde_json::json;
 use std::time::Duration;
 
 async fn image(env: &Env) -> String {
-    let sts = Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-        .get("acme")
-        .await
-        .expect("sts");
+    let sts = get::<StatefulSet>(&env.admin, "acme").await;
     sts.spec.template.spec.expect("pod").containers[0]
         .image
         .clone()
@@ -23,10 +19,7 @@ async fn image(env: &Env) -> String {
 }
 
 async fn routing(env: &Env) -> serde_json::Value {
-    let cm = Api::<ConfigMap>::namespaced(env.admin.clone(), NS)
-        .get("acme-config")
-        .await
-        .expect("cm");
+    let cm = get::<ConfigMap>(&env.admin, "acme-config").await;
     let cfg: serde_json::Value =
         serde_json::from_str(&cm.data.expect("data")["runtime.json"]).expect("json");
     cfg["routing"].clone()
@@ -34,9 +27,7 @@ async fn routing(env: &Env) -> serde_json::Value {
 
 #[tokio::test]
 async fn image_waits_for_the_window_config_does_not() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
 
     patch_tenant(
         &env.admin,
@@ -57,10 +48,8 @@ async fn image_waits_for_the_window_config_does_not() {
         9,
         "config applied at once"
     );
-    let (st, reason, message) = condition(&env.admin, "MaintenancePending")
-        .await
-        .expect("cond");
-    assert_eq!((st.as_str(), reason.as_str()), ("True", "WaitingForWindow"));
+    let message =
+        assert_condition(&env.admin, "MaintenancePending", "True", "WaitingForWindow").await;
     assert!(
         message.contains("2.0.0") && message.contains("2026-11-28T22:00:00"),
         "{message}"
@@ -68,12 +57,7 @@ async fn image_waits_for_the_window_config_does_not() {
     let s = status(&env.admin).await;
     assert_eq!(s["pendingChanges"][0]["field"], "image");
     assert_eq!(s["observedGeneration"], 2);
-    assert!(
-        event_reasons(&env.admin)
-            .await
-            .iter()
-            .any(|r| r == "WaitingForWindow")
-    );
+    assert!(has_event(&env.admin, "WaitingForWindow").await);
     // Requeued for the resync or the window opening, whichever is first.
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
 
@@ -98,9 +82,7 @@ async fn image_waits_for_the_window_config_does_not() {
         "ghcr.io/contact-dev/contact-runtime:2.0.0"
     );
     assert_eq!(
-        condition(&env.admin, "MaintenancePending")
-            .await
-            .map(|c| c.0),
+        condition_status(&env.admin, "MaintenancePending").await,
         Some("False".into())
     );
     assert!(
@@ -109,19 +91,12 @@ async fn image_waits_for_the_window_config_does_not() {
             .get("pendingChanges")
             .is_none_or(|p| p.as_array().is_none_or(Vec::is_empty))
     );
-    assert!(
-        event_reasons(&env.admin)
-            .await
-            .iter()
-            .any(|r| r == "RestartChangesApplied")
-    );
+    assert!(has_event(&env.admin, "RestartChangesApplied").await);
 }
 
 #[tokio::test]
 async fn apply_now_annotation_skips_the_wait() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
     patch_tenant(
         &env.admin,
         json!({
@@ -136,9 +111,7 @@ async fn apply_now_annotation_skips_the_wait() {
         "ghcr.io/contact-dev/contact-runtime:3.0.0"
     );
     assert_eq!(
-        condition(&env.admin, "MaintenancePending")
-            .await
-            .map(|c| c.0),
+        condition_status(&env.admin, "MaintenancePending").await,
         Some("False".into())
     );
 }

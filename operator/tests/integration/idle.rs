@@ -3,14 +3,11 @@
 
 use crate::common::*;
 use contact_operator::config::OperatorConfig;
-use contact_operator::reconcile::run_controller;
 use std::time::Duration;
 
 #[tokio::test]
 async fn a_reconcile_with_nothing_to_do_writes_nothing() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
     assert!(
         !env.counter.writes().is_empty(),
         "the first passes did write"
@@ -30,28 +27,16 @@ async fn the_running_controller_idles_without_writes() {
         ..OperatorConfig::default()
     };
     let env = env_with(config, true).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let ctx = env.ctx.clone();
-    let controller = tokio::spawn(run_controller(ctx, async move {
-        let _ = stopped.await;
-    }));
+    let controller = start_controller(&env);
     create_tenant(&env.admin, tenant_json()).await;
 
     // Wait for the controller to provision the tenant on its own.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if condition(&env.admin, "Provisioned")
-            .await
-            .is_some_and(|c| c.0 == "True")
-        {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "controller never provisioned the tenant"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "controller never provisioned the tenant",
+        Duration::from_secs(60),
+        || is_provisioned(&env.admin),
+    )
+    .await;
     // Let the watch events caused by our own writes drain.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -70,6 +55,5 @@ async fn the_running_controller_idles_without_writes() {
         "after {ran} idle reconciles"
     );
 
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(10), controller).await;
+    controller.stop().await;
 }

@@ -2,62 +2,30 @@
 //! the other takes over; a leader whose lease is taken from it stops leading at once.
 
 use crate::common::*;
-use contact_operator::config::OperatorConfig;
-use contact_operator::http::Health;
-use contact_operator::metrics::Metrics;
-use contact_operator::run::{LeaseSettings, Settings, run};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 const LEASE: &str = "contact-operator";
 
-struct Replica {
-    health: Arc<Health>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), contact_operator::run::Error>>,
-}
-
+/// A replica with the admin client, electing its leader on `LEASE` in `default`.
 fn start(env: &Env, identity: &str) -> Replica {
-    let settings = Settings {
-        config: OperatorConfig::default(),
-        lease: Some(LeaseSettings {
-            namespace: "default".into(),
-            name: LEASE.into(),
-            identity: identity.into(),
-            timing: test_lease_timing(),
-        }),
-        http_addr: "127.0.0.1:0".parse().expect("addr"),
-        sweep_interval: Duration::from_secs(3600),
-        instance: Some(identity.into()),
-    };
-    let health = Arc::new(Health::default());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(run(
-        env.admin.clone(),
-        settings,
-        Arc::new(Metrics::default()),
-        health.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Replica {
-        health,
-        stop: Some(stop),
-        task,
-    }
+    start_replica(env.admin.clone(), replica_settings("default", identity))
 }
 
+/// Who holds the Lease.
+async fn holder(env: &Env) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(env.admin.clone(), "default")
+        .get("contact-operator")
+        .await
+        .expect("lease");
+    lease.spec.and_then(|s| s.holder_identity)
+}
+
+/// `eventually` for a check that needs no I/O (a replica's health).
 async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("timed out waiting for {what}");
+    eventually(&what, timeout, || std::future::ready(f())).await;
 }
 
 #[tokio::test]
@@ -83,28 +51,16 @@ async fn one_leader_among_two_and_failover() {
     } else {
         (&mut b, &mut a, "replica-b", "replica-a")
     };
-    let lease = Api::<Lease>::namespaced(env.admin.clone(), "default")
-        .get("contact-operator")
-        .await
-        .expect("lease");
-    assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity).as_deref(),
-        Some(leader_id)
-    );
+    assert_eq!(holder(&env).await.as_deref(), Some(leader_id));
 
     // The leader reconciles.
     create_tenant(&env.admin, tenant_json()).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while condition(&env.admin, "Provisioned")
-        .await
-        .is_none_or(|c| c.0 != "True")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the leader never provisioned the tenant"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        "the leader never provisioned the tenant",
+        Duration::from_secs(60),
+        || is_provisioned(&env.admin),
+    )
+    .await;
 
     // The leader stops: the follower takes over.
     let _ = leader.stop.take().map(|s| s.send(()));
@@ -118,14 +74,7 @@ async fn one_leader_among_two_and_failover() {
         f.is_leader()
     })
     .await;
-    let lease = Api::<Lease>::namespaced(env.admin.clone(), "default")
-        .get("contact-operator")
-        .await
-        .expect("lease");
-    assert_eq!(
-        lease.spec.and_then(|s| s.holder_identity).as_deref(),
-        Some(follower_id)
-    );
+    assert_eq!(holder(&env).await.as_deref(), Some(follower_id));
 
     let _ = follower.stop.take().map(|s| s.send(()));
     let _ = tokio::time::timeout(Duration::from_secs(30), &mut follower.task).await;

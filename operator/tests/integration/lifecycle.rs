@@ -6,16 +6,10 @@ use chrono::Duration as ChronoDuration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::Api;
 use serde_json::json;
 
 async fn replicas(env: &Env) -> Option<i32> {
-    Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-        .get("acme")
-        .await
-        .expect("sts")
-        .spec
-        .replicas
+    get::<StatefulSet>(&env.admin, "acme").await.spec.replicas
 }
 
 #[tokio::test]
@@ -37,11 +31,7 @@ async fn trial_expiry_scales_to_zero_and_keeps_data() {
         condition(&env.admin, "TrialExpired").await.map(|c| c.1),
         Some("TrialActive".into())
     );
-    let keys_before = Api::<Secret>::namespaced(env.admin.clone(), NS)
-        .get("acme-keys")
-        .await
-        .expect("keys")
-        .data;
+    let keys_before = get::<Secret>(&env.admin, "acme-keys").await.data;
 
     env.clock.advance(ChronoDuration::hours(2));
     reconcile_once(&env).await;
@@ -55,43 +45,27 @@ async fn trial_expiry_scales_to_zero_and_keeps_data() {
         Some(("False".into(), "TrialExpired".into()))
     );
     assert_eq!(
-        condition(&env.admin, "TrialExpired").await.map(|c| c.0),
+        condition_status(&env.admin, "TrialExpired").await,
         Some("True".into())
     );
-    let cj = Api::<CronJob>::namespaced(env.admin.clone(), NS)
-        .get("acme-backup")
-        .await
-        .expect("cronjob");
+    let cj = get::<CronJob>(&env.admin, "acme-backup").await;
     assert_eq!(cj.spec.suspend, Some(true), "no new backups while expired");
     assert!(
-        Api::<PersistentVolumeClaim>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme-backups")
+        get_opt::<PersistentVolumeClaim>(&env.admin, "acme-backups")
             .await
-            .expect("get")
             .is_some()
     );
-    let keys_after = Api::<Secret>::namespaced(env.admin.clone(), NS)
-        .get("acme-keys")
-        .await
-        .expect("keys")
-        .data;
+    let keys_after = get::<Secret>(&env.admin, "acme-keys").await.data;
     assert_eq!(
         keys_before, keys_after,
         "generated keys are never regenerated"
     );
-    assert!(
-        event_reasons(&env.admin)
-            .await
-            .iter()
-            .any(|r| r == "TrialEnded")
-    );
+    assert!(has_event(&env.admin, "TrialEnded").await);
 }
 
 #[tokio::test]
 async fn suspension_scales_to_zero_and_back() {
-    let env = env().await;
-    create_tenant(&env.admin, tenant_json()).await;
-    settle(&env).await;
+    let (env, _) = settled_env().await;
     patch_tenant(&env.admin, json!({ "spec": { "suspend": true } })).await;
     reconcile_once(&env).await;
     assert_eq!(replicas(&env).await, Some(0));

@@ -4,8 +4,8 @@
 use crate::common::*;
 use contact_operator::reconcile::SECRET_RETRY;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use kube::api::Api;
 use kube::runtime::controller::Action;
+use std::time::Duration;
 
 #[tokio::test]
 async fn missing_secret_then_missing_key_then_recovery() {
@@ -17,29 +17,14 @@ async fn missing_secret_then_missing_key_then_recovery() {
         Action::requeue(SECRET_RETRY),
         "requeue, no error, no crash loop"
     );
-    let (status, reason, message) = condition(&env.admin, "Ready").await.expect("Ready");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "SecretNotFound")
-    );
+    let message = assert_condition(&env.admin, "Ready", "False", "SecretNotFound").await;
     assert!(message.contains("acme-sinch"), "{message}");
     assert_eq!(
         condition(&env.admin, "Provisioned").await.map(|c| c.1),
         Some("SecretNotFound".into())
     );
-    assert!(
-        event_reasons(&env.admin)
-            .await
-            .iter()
-            .any(|r| r == "SecretNotFound")
-    );
-    assert!(
-        Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    assert!(has_event(&env.admin, "SecretNotFound").await);
+    assert!(get_opt::<StatefulSet>(&env.admin, "acme").await.is_none());
 
     // The Secret appears without the webhook key.
     put_secret(
@@ -52,12 +37,7 @@ async fn missing_secret_then_missing_key_then_recovery() {
     let (_, reason, message) = condition(&env.admin, "Ready").await.expect("Ready");
     assert_eq!(reason, "SecretKeyMissing");
     assert!(message.contains("webhook-secret"), "{message}");
-    assert!(
-        event_reasons(&env.admin)
-            .await
-            .iter()
-            .any(|r| r == "SecretKeyMissing")
-    );
+    assert!(has_event(&env.admin, "SecretKeyMissing").await);
 
     // Fixed: the tenant is provisioned.
     put_secret(
@@ -72,16 +52,10 @@ async fn missing_secret_then_missing_key_then_recovery() {
     .await;
     reconcile_once(&env).await;
     assert_eq!(
-        condition(&env.admin, "Provisioned").await.map(|c| c.0),
+        condition_status(&env.admin, "Provisioned").await,
         Some("True".into())
     );
-    assert!(
-        Api::<StatefulSet>::namespaced(env.admin.clone(), NS)
-            .get_opt("acme")
-            .await
-            .expect("get")
-            .is_some()
-    );
+    assert!(get_opt::<StatefulSet>(&env.admin, "acme").await.is_some());
 }
 
 /// With the controller running, creating the missing Secret wakes the tenant through the Secret
@@ -89,27 +63,21 @@ async fn missing_secret_then_missing_key_then_recovery() {
 #[tokio::test]
 async fn the_secret_watch_wakes_the_tenant() {
     let env = env_with(Default::default(), false).await;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(contact_operator::reconcile::run_controller(
-        env.ctx.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let controller = start_controller(&env);
     create_tenant(&env.admin, tenant_json()).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while condition(&env.admin, "Ready")
-        .await
-        .is_none_or(|c| c.1 != "SecretNotFound")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no SecretNotFound condition"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let c = &env.admin;
+    eventually(
+        "no SecretNotFound condition",
+        Duration::from_secs(20),
+        || async {
+            condition(c, "Ready")
+                .await
+                .is_some_and(|c| c.1 == "SecretNotFound")
+        },
+    )
+    .await;
     put_secret(
-        &env.admin,
+        c,
         "acme-sinch",
         &[
             ("key-id", "i"),
@@ -119,17 +87,12 @@ async fn the_secret_watch_wakes_the_tenant() {
     )
     .await;
     // Strictly less than SECRET_RETRY after the last reconcile: only the watch can explain it.
-    let deadline = tokio::time::Instant::now() + SECRET_RETRY - std::time::Duration::from_secs(5);
-    while condition(&env.admin, "Provisioned")
-        .await
-        .is_none_or(|c| c.0 != "True")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the Secret watch did not wake the tenant"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), controller).await;
+    let within = SECRET_RETRY - Duration::from_secs(5);
+    eventually(
+        "the Secret watch did not wake the tenant",
+        within,
+        || async { condition_status(c, "Provisioned").await.as_deref() == Some("True") },
+    )
+    .await;
+    controller.stop().await;
 }

@@ -138,11 +138,8 @@ async fn a_class_that_cannot_expand_is_a_condition() {
     .await;
     reconcile_once(&env).await;
     assert_eq!(requested(&env, "data-acme-0").await.as_deref(), Some("5Gi"));
-    let (status, reason, message) = condition(&env.admin, "Provisioned").await.expect("cond");
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "StorageNotExpandable")
-    );
+    let message =
+        assert_condition(&env.admin, "Provisioned", "False", "StorageNotExpandable").await;
     assert!(
         message.contains("data-acme-0") && message.contains("5Gi") && message.contains("20Gi"),
         "{message}"

@@ -24,6 +24,9 @@ pub enum Error {
     /// The outbox could not be read or updated.
     #[error("outbox storage failed")]
     Storage(#[from] storage::Error),
+    /// The Conversation API client could not be built.
+    #[error(transparent)]
+    Client(#[from] super::sinch::Error),
 }
 
 /// Delay before attempt `attempts + 1`: `base · 2^(attempts-1)`, capped, scaled by `jitter`
@@ -54,19 +57,19 @@ impl Sender {
         auth_url: &str,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
-    ) -> Self {
+    ) -> Result<Self, Error> {
         let client = Arc::new(Client::new(
             auth_url,
             Duration::from_millis(settings.request_timeout_ms),
-        ));
-        Self {
+        )?);
+        Ok(Self {
             store,
             client,
             apps,
             settings,
             wake,
             metrics,
-        }
+        })
     }
 
     /// Runs forever (abort the task to stop it).

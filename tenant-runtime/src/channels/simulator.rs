@@ -60,6 +60,11 @@ pub enum Error {
     /// Serving failed.
     #[error("simulator server failed")]
     Serve(#[source] std::io::Error),
+    /// Its HTTP client could not be built (in practice: no CA certificates on the system).
+    #[error(
+        "cannot build the simulator's HTTP client: {0} (install CA certificates or set SSL_CERT_FILE)"
+    )]
+    Http(String),
 }
 
 /// One channel app as the simulator sees it.
@@ -492,7 +497,7 @@ impl Simulator {
             .timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(256)
             .build()
-            .unwrap_or_default();
+            .map_err(|e| Error::Http(super::sinch::build_error(&e)))?;
         Ok(Self {
             listener,
             sim: Arc::new(Sim {

@@ -18,6 +18,12 @@ pub enum Error {
     /// The token endpoint could not be reached or answered with an error.
     #[error("failed to obtain an access token: {0}")]
     Token(String),
+    /// The HTTP client could not be built; in practice: no CA certificates to verify the API's
+    /// TLS certificate with (an image without a CA bundle).
+    #[error(
+        "cannot build the Conversation API client: {0} (it verifies the API's TLS certificate with the system's CA certificates: install them, e.g. Debian's ca-certificates, or set SSL_CERT_FILE to a bundle)"
+    )]
+    Http(String),
 }
 
 /// Result of one `messages:send` attempt.
@@ -127,6 +133,15 @@ struct SendResponse {
     message_id: String,
 }
 
+/// reqwest's error when a client cannot be built, with its cause: its own message is only
+/// "builder error".
+pub(crate) fn build_error(e: &reqwest::Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
 /// Conversation API client shared by every channel app.
 #[derive(Debug)]
 pub struct Client {
@@ -136,19 +151,20 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client using `auth_url` for tokens and `timeout` per request.
-    pub fn new(auth_url: &str, timeout: Duration) -> Self {
+    /// A client using `auth_url` for tokens and `timeout` per request. Fails, naming what is
+    /// missing, when the system has no CA certificates.
+    pub fn new(auth_url: &str, timeout: Duration) -> Result<Self, Error> {
         crate::install_tls_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|e| Error::Http(build_error(&e)))?;
+        Ok(Self {
             http,
             auth_url: auth_url.to_owned(),
             tokens: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// A bearer token for `app`'s access key, from cache when still fresh.

@@ -66,13 +66,21 @@ pub fn main() -> ExitCode {
     // One TLS provider for the whole process (ring, as kube uses in the operator); installing
     // it explicitly keeps reqwest from having to guess. An error means one is installed already.
     crate::install_tls_provider();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CONTACT_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    let format = std::env::var("CONTACT_LOG_FORMAT").ok();
+    if json_logs(
+        format.as_deref(),
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    ) {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -91,6 +99,17 @@ pub fn main() -> ExitCode {
             }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether log lines are JSON: as `CONTACT_LOG_FORMAT` (`json` or `text`) says, else JSON unless
+/// stderr is a terminal, so a container's log (collected from a pipe) holds one JSON object a
+/// line rather than text with colour codes.
+fn json_logs(format: Option<&str>, stderr_is_terminal: bool) -> bool {
+    match format {
+        Some("json") => true,
+        Some("text") => false,
+        _ => !stderr_is_terminal,
     }
 }
 
@@ -178,6 +197,15 @@ async fn backup_with_termination_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_are_json_off_a_terminal_unless_told_otherwise() {
+        assert!(json_logs(None, false));
+        assert!(!json_logs(None, true));
+        assert!(json_logs(Some("json"), true));
+        assert!(!json_logs(Some("text"), false));
+        assert!(!json_logs(Some("bogus"), true));
+    }
 
     #[test]
     fn the_termination_log_flag_parses() {

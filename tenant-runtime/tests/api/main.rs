@@ -15,5 +15,6 @@ mod outbound;
 mod privacy;
 mod routing;
 mod schema;
+mod startup;
 mod storage;
 mod webhooks;

@@ -1,7 +1,7 @@
 //! Test fixtures: a validated tenant built field by field, with `with_*` tweaks.
 
 use crate::maintenance::WeeklyWindow;
-use crate::reconcile::validate::{Backups, Channel, Database, ValidatedTenant, default_resources};
+use crate::tenant::{Backups, Channel, Database, ValidatedTenant, default_resources};
 use std::collections::BTreeMap;
 
 impl ValidatedTenant {

@@ -1,5 +1,8 @@
-//! Step 2 of the pipeline: turn the user's `ContactTenant` (plus what `dereference` read) into a
-//! `ValidatedTenant` the builders can trust. Pure: no client, no clock.
+//! The validated tenant: step 2 of the pipeline turns the user's `ContactTenant` into a
+//! `ValidatedTenant`, the only input of the builders. Pure: no client, no clock.
+//!
+//! It has a module of its own because two floors stand on it: `build` (which only reads it) and
+//! `reconcile` (which makes it and hands it to `build`). Neither imports the other through it.
 //!
 //! Everything the builders need is parsed here once ("parse, don't validate"), so a bad field
 //! becomes one precise condition instead of a half-applied tenant. The CRD's admission rules catch
@@ -13,6 +16,9 @@ use contact_crds::v1alpha1::{ContactTenant, DatabaseKind, RetentionSpec, Routing
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
+
+#[cfg(test)]
+mod fixtures;
 
 /// Why a tenant's spec cannot be built; each variant maps to a condition reason.
 #[derive(Debug, thiserror::Error)]
@@ -48,11 +54,52 @@ pub enum Error {
     /// `routing.returnToQueueAfterDisconnect` does not parse.
     #[error("invalid routing.returnToQueueAfterDisconnect")]
     ReturnToQueue(#[source] maintenance::Error),
+    /// `backups.timeZone` is not in the time zone database.
+    #[error("backups.timeZone {0:?} is not an IANA time zone (such as Europe/Berlin)")]
+    BackupTimeZone(String),
+    /// A channel's Conversation API or OAuth2 URL points at a host that is neither Sinch's nor
+    /// on the operator's allow-list (`--conversation-api-hosts`).
+    #[error(
+        "channel {channel} {field} {url:?}: host {host:?} is not a Conversation API host; \
+         allowed: {allowed}"
+    )]
+    HostNotAllowed {
+        /// Channel name.
+        channel: String,
+        /// `apiBaseUrl` or `authUrl`.
+        field: &'static str,
+        /// The URL given.
+        url: String,
+        /// Its host (and port).
+        host: String,
+        /// The hosts allowed.
+        allowed: String,
+    },
+    /// `runtime.image` is not of a repository the platform allows.
+    #[error("runtime.image {image:?} is not an allowed runtime image; allowed: {allowed}")]
+    ImageNotAllowed {
+        /// The image asked for.
+        image: String,
+        /// The allowed repositories.
+        allowed: String,
+    },
+    /// An Ingress annotation the platform does not allow (ingress-controller snippets, say).
+    #[error("ingress annotation {key:?} is not allowed; allowed: {allowed}")]
+    AnnotationNotAllowed {
+        /// The annotation key.
+        key: String,
+        /// The allowed keys.
+        allowed: String,
+    },
+    /// Channels name different OAuth2 URLs: the runtime has one token endpoint, so a channel's
+    /// credentials would be sent to another channel's host.
+    #[error("channels {0} and {1} name different authUrls: every channel must use the same one")]
+    AuthUrlsDiffer(String, String),
 }
 
 impl Error {
     /// One-word CamelCase reason for the Ready condition and Events.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Error::MissingMetadata(_) => "MissingMetadata",
             Error::MaintenanceWindow(_) => "InvalidMaintenanceWindow",
@@ -62,6 +109,11 @@ impl Error {
             Error::NegativeReplicas(_) => "InvalidReplicas",
             Error::DuplicateChannel(_) => "DuplicateChannel",
             Error::ReturnToQueue(_) => "InvalidRouting",
+            Error::BackupTimeZone(_) => "InvalidTimeZone",
+            Error::HostNotAllowed { .. } => "ConversationApiHostNotAllowed",
+            Error::AuthUrlsDiffer(..) => "AuthUrlsDiffer",
+            Error::ImageNotAllowed { .. } => "RuntimeImageNotAllowed",
+            Error::AnnotationNotAllowed { .. } => "IngressAnnotationNotAllowed",
         }
     }
 }
@@ -94,7 +146,7 @@ pub enum Database {
 
 impl Database {
     /// Short name, used in labels and pending-change messages.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Database::Sqlite { .. } => "sqlite",
             Database::Postgres { .. } => "postgres",
@@ -203,7 +255,7 @@ pub struct ValidatedTenant {
 }
 
 /// Default resources: a runtime must always have requests so the scheduler can place it fairly.
-pub fn default_resources() -> ResourceRequirements {
+pub(crate) fn default_resources() -> ResourceRequirements {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     ResourceRequirements {
         requests: Some(BTreeMap::from([
@@ -306,7 +358,17 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
             webhook_key: api.webhook_secret_ref.key.clone(),
         });
     }
+    check_hosts(&channels, &config.conversation_api_hosts)?;
+    if let Some(image) = &spec.runtime.image {
+        check_image(image, config)?;
+    }
+    check_annotations(&spec.ingress.annotations, &config.ingress_annotations)?;
     let b = &spec.backups;
+    if let Some(tz) = &b.time_zone
+        && tz.parse::<chrono_tz::Tz>().is_err()
+    {
+        return Err(Error::BackupTimeZone(tz.clone()));
+    }
 
     Ok(ValidatedTenant {
         name: tenant.name_any(),
@@ -354,8 +416,135 @@ pub fn validate(tenant: &ContactTenant, config: &OperatorConfig) -> Result<Valid
     })
 }
 
+/// The repository of an image reference (`registry/name`, without tag or digest).
+fn repository(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(i) if !image[i..].contains('/') => &image[..i],
+        _ => image,
+    }
+}
+
+/// A tenant may pin a version of an allowed runtime image, not any image: the platform decides
+/// what runs with the tenant's keys (`--runtime-images`; by default the default image's
+/// repository).
+fn check_image(image: &str, config: &OperatorConfig) -> Result<(), Error> {
+    let default = [repository(&config.default_image).to_string()];
+    let allowed = if config.runtime_images.is_empty() {
+        &default[..]
+    } else {
+        &config.runtime_images[..]
+    };
+    let repo = repository(image);
+    let ok = allowed
+        .iter()
+        .any(|a| repo == a || (a.ends_with('/') && repo.starts_with(a.as_str())));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::ImageNotAllowed {
+            image: image.to_string(),
+            allowed: allowed.join(", "),
+        })
+    }
+}
+
+/// Ingress annotations reach the ingress controller, and some of them (configuration snippets)
+/// are code: only keys the platform allows pass (`--ingress-annotations`).
+fn check_annotations(
+    annotations: &BTreeMap<String, String>,
+    allowed: &[String],
+) -> Result<(), Error> {
+    let ok = |key: &str| {
+        allowed.iter().any(|a| match a.strip_suffix('*') {
+            Some(prefix) => key.starts_with(prefix),
+            None => key == a,
+        })
+    };
+    match annotations.keys().find(|k| !ok(k)) {
+        Some(key) => Err(Error::AnnotationNotAllowed {
+            key: key.clone(),
+            allowed: if allowed.is_empty() {
+                "none".into()
+            } else {
+                allowed.join(", ")
+            },
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Sinch's own hosts: the regional Conversation API hosts and the OAuth2 host (https only).
+const SINCH_API_HOSTS: &[&str] = &[
+    "us.conversation.api.sinch.com",
+    "eu.conversation.api.sinch.com",
+    "br.conversation.api.sinch.com",
+];
+const SINCH_AUTH_HOST: &str = "auth.sinch.com";
+
+/// The authority (`host` or `host:port`) of an http(s) URL, and whether it is https.
+fn authority(url: &str) -> Option<(&str, bool)> {
+    let (rest, https) = match url.strip_prefix("https://") {
+        Some(r) => (r, true),
+        None => (url.strip_prefix("http://")?, false),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let auth = &rest[..end];
+    // Credentials in the URL (`user@host`) would hide the real host from a reader.
+    (!auth.is_empty() && !auth.contains('@')).then_some((auth, https))
+}
+
+/// The runtime is told where to send each channel's messages and credentials: only Sinch's hosts
+/// (https), or hosts the operator was started with (`--conversation-api-hosts`: the simulator in
+/// tests), so a tenant's author cannot make the runtime fetch internal URLs. Every channel must
+/// use the same OAuth2 URL, since the runtime has one.
+fn check_hosts(channels: &[Channel], allowed: &[String]) -> Result<(), Error> {
+    let allowed_text = || {
+        let mut all: Vec<String> = SINCH_API_HOSTS
+            .iter()
+            .chain([&SINCH_AUTH_HOST])
+            .map(|h| format!("https://{h}"))
+            .collect();
+        all.extend(allowed.iter().cloned());
+        all.join(", ")
+    };
+    let ok = |url: &str, sinch: &[&str]| match authority(url) {
+        Some((host, https)) => {
+            (https && sinch.contains(&host)) || allowed.iter().any(|a| a == host)
+        }
+        None => false,
+    };
+    for c in channels {
+        let checks = [
+            ("apiBaseUrl", Some(c.api_base_url.as_str()), SINCH_API_HOSTS),
+            ("authUrl", c.auth_url.as_deref(), &[SINCH_AUTH_HOST][..]),
+        ];
+        for (field, url, sinch) in checks {
+            if let Some(url) = url
+                && !ok(url, sinch)
+            {
+                return Err(Error::HostNotAllowed {
+                    channel: c.name.clone(),
+                    field,
+                    url: url.to_string(),
+                    host: authority(url).map(|(h, _)| h).unwrap_or(url).to_string(),
+                    allowed: allowed_text(),
+                });
+            }
+        }
+    }
+    if let Some((a, b)) = channels
+        .iter()
+        .zip(channels.iter().skip(1))
+        .find(|(a, b)| a.auth_url != b.auth_url)
+    {
+        return Err(Error::AuthUrlsDiffer(a.name.clone(), b.name.clone()));
+    }
+    Ok(())
+}
+
 /// Converts an API `Time` to chrono.
-pub fn to_chrono(
+pub(crate) fn to_chrono(
     t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 ) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(
@@ -370,4 +559,124 @@ fn enum_str<T: serde::Serialize>(v: &T) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::*;
+
+    fn channel(name: &str, api: &str, auth: Option<&str>) -> Channel {
+        Channel {
+            name: name.into(),
+            channel_type: "SMS".into(),
+            region: "eu".into(),
+            project_id: "p".into(),
+            app_id: "a".into(),
+            api_base_url: api.into(),
+            auth_url: auth.map(str::to_string),
+            credentials_secret: "s".into(),
+            key_id_key: "key-id".into(),
+            key_secret_key: "key-secret".into(),
+            webhook_secret: "s".into(),
+            webhook_key: "webhook-secret".into(),
+        }
+    }
+
+    #[test]
+    fn sinch_hosts_over_https_or_allow_listed_hosts_only() {
+        let eu = "https://eu.conversation.api.sinch.com";
+        let ok = |c: Channel, allowed: &[&str]| {
+            let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+            check_hosts(&[c], &allowed).is_ok()
+        };
+        assert!(ok(channel("a", eu, None), &[]));
+        assert!(ok(
+            channel("a", eu, Some("https://auth.sinch.com/oauth2/token")),
+            &[]
+        ));
+        assert!(
+            !ok(
+                channel("a", "http://eu.conversation.api.sinch.com", None),
+                &[]
+            ),
+            "plain http"
+        );
+        assert!(!ok(
+            channel("a", "https://eu.conversation.api.sinch.com.evil.io", None),
+            &[]
+        ));
+        assert!(
+            !ok(channel("a", "https://x@10.0.0.1/", None), &["10.0.0.1"]),
+            "userinfo"
+        );
+        assert!(!ok(channel("a", "http://10.0.0.1:8080", None), &[]));
+        assert!(ok(
+            channel("a", "http://10.0.0.1:8080/v1", None),
+            &["10.0.0.1:8080"]
+        ));
+        assert!(
+            !ok(
+                channel("a", "http://10.0.0.1:9999", None),
+                &["10.0.0.1:8080"]
+            ),
+            "port"
+        );
+        assert!(!ok(
+            channel("a", eu, Some("http://169.254.169.254/token")),
+            &[]
+        ));
+    }
+
+    #[test]
+    fn every_channel_uses_the_same_token_endpoint() {
+        let eu = "https://eu.conversation.api.sinch.com";
+        let a = channel("a", eu, None);
+        let b = channel("b", eu, Some("https://auth.sinch.com/oauth2/token"));
+        assert!(matches!(
+            check_hosts(&[a.clone(), b], &[]),
+            Err(Error::AuthUrlsDiffer(x, y)) if x == "a" && y == "b"
+        ));
+        assert!(check_hosts(&[a.clone(), a], &[]).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+
+    #[test]
+    fn a_version_of_an_allowed_repository_only() {
+        let mut config = OperatorConfig {
+            default_image: "ghcr.io/contact-dev/contact-runtime:1.0.0".into(),
+            ..OperatorConfig::default()
+        };
+        let ok = |i: &str, c: &OperatorConfig| check_image(i, c).is_ok();
+        assert!(ok("ghcr.io/contact-dev/contact-runtime:2.0.0", &config));
+        assert!(ok(
+            "ghcr.io/contact-dev/contact-runtime@sha256:abcd",
+            &config
+        ));
+        assert!(!ok("ghcr.io/contact-dev/contact-runtime-evil:1", &config));
+        assert!(!ok("example.com/evil:1", &config));
+        config.runtime_images = vec!["registry.internal:5000/contact/".into()];
+        assert!(ok("registry.internal:5000/contact/runtime:3", &config));
+        assert!(!ok("ghcr.io/contact-dev/contact-runtime:2.0.0", &config));
+    }
+
+    #[test]
+    fn annotations_by_key_or_prefix() {
+        let allowed = vec!["cert-manager.io/*".to_string(), "a.io/b".to_string()];
+        let check = |k: &str| {
+            let a = BTreeMap::from([(k.to_string(), "v".to_string())]);
+            check_annotations(&a, &allowed).is_ok()
+        };
+        assert!(check("cert-manager.io/cluster-issuer"));
+        assert!(check("a.io/b"));
+        assert!(!check("a.io/bc"));
+        assert!(!check("nginx.ingress.kubernetes.io/server-snippet"));
+        let any = vec!["*".to_string()];
+        let a = BTreeMap::from([("x".to_string(), "v".to_string())]);
+        assert!(check_annotations(&a, &any).is_ok());
+        assert!(check_annotations(&a, &[]).is_err());
+    }
 }
