@@ -142,6 +142,42 @@ pub(crate) fn build_error(e: &reqwest::Error) -> String {
     }
 }
 
+/// The most of a response body the client reads. A Conversation API answer is a few hundred
+/// bytes; a host that sends more is not one, and must not cost the runtime memory.
+const MAX_BODY: usize = 64 * 1024;
+
+/// How much of a refused request's body a reason keeps. Reasons are stored with the message and
+/// shown in the Configurator: enough to name the API's error, never a page of someone's server.
+const REASON_CHARS: usize = 200;
+
+/// The body of `resp`, at most [`MAX_BODY`] bytes of it (lossy UTF-8); the rest is not read.
+async fn read_bounded(mut resp: reqwest::Response) -> Result<String, String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        let room = MAX_BODY - buf.len();
+        if chunk.len() >= room {
+            buf.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// `body` as it may appear in a reason: control characters and runs of whitespace become one
+/// space, and at most [`REASON_CHARS`] characters are kept (an ellipsis says that more was cut).
+fn excerpt(body: &str) -> String {
+    let folded = body
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    match folded.char_indices().nth(REASON_CHARS) {
+        Some((at, _)) => format!("{}…", &folded[..at]),
+        None => folded,
+    }
+}
+
 /// Conversation API client shared by every channel app.
 #[derive(Debug)]
 pub struct Client {
@@ -186,11 +222,12 @@ impl Client {
             .await
             .map_err(|e| Error::Token(e.to_string()))?;
         let status = resp.status();
+        let body = read_bounded(resp).await.map_err(Error::Token)?;
         if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(Error::Token(format!("{status}: {body}")));
+            return Err(Error::Token(format!("{status}: {}", excerpt(&body))));
         }
-        let token: TokenResponse = resp.json().await.map_err(|e| Error::Token(e.to_string()))?;
+        let token: TokenResponse =
+            serde_json::from_str(&body).map_err(|e| Error::Token(e.to_string()))?;
         // Refresh a minute early (or halfway for very short-lived tokens).
         let lifetime = Duration::from_secs(token.expires_in);
         let margin = Duration::from_secs(60).min(lifetime / 2);
@@ -251,7 +288,14 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = resp.text().await.unwrap_or_default();
+        let text = match read_bounded(resp).await {
+            Ok(t) => t,
+            Err(e) => {
+                return SendOutcome::Transient {
+                    reason: format!("{status}, body unreadable: {e}"),
+                };
+            }
+        };
         match status.as_u16() {
             200..=299 => match serde_json::from_str::<SendResponse>(&text) {
                 Ok(r) => SendOutcome::Accepted {
@@ -265,14 +309,14 @@ impl Client {
             401 => {
                 self.forget_token(app).await;
                 SendOutcome::Transient {
-                    reason: format!("401: {text}"),
+                    reason: format!("401: {}", excerpt(&text)),
                 }
             }
             408 | 500..=599 => SendOutcome::Transient {
-                reason: format!("{status}: {text}"),
+                reason: format!("{status}: {}", excerpt(&text)),
             },
             _ => SendOutcome::Rejected {
-                reason: format!("{status}: {text}"),
+                reason: format!("{status}: {}", excerpt(&text)),
             },
         }
     }
@@ -373,5 +417,61 @@ mod tests {
             loc["message"]["location_message"]["coordinates"]["longitude"],
             2.5
         );
+    }
+
+    #[test]
+    fn an_excerpt_is_short_and_on_one_line() {
+        assert_eq!(
+            excerpt("  {\"error\":\n\t\"bad\"}\r\n"),
+            "{\"error\": \"bad\"}"
+        );
+        let long = "é".repeat(REASON_CHARS + 50);
+        let cut = excerpt(&long);
+        assert_eq!(cut.chars().count(), REASON_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(excerpt(&"x".repeat(REASON_CHARS)), "x".repeat(REASON_CHARS));
+    }
+
+    /// A host that answers a refusal with a megabyte of HTML costs the runtime at most
+    /// `MAX_BODY` and leaves a one-line reason, not the page.
+    #[tokio::test]
+    async fn a_huge_refusal_is_read_bounded_and_kept_short() {
+        use axum::{Json, Router, routing::post};
+        let page = format!("<html>{}</html>", "<p>internal</p>\n".repeat(70_000));
+        let router = Router::new()
+            .route(
+                "/token",
+                post(|| async {
+                    Json(serde_json::json!({ "access_token": "t", "expires_in": 3600 }))
+                }),
+            )
+            .route(
+                "/v1/projects/p/messages:send",
+                post(move || async move { (axum::http::StatusCode::BAD_REQUEST, page) }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+
+        let client = Client::new(&format!("http://{addr}/token"), Duration::from_secs(5)).unwrap();
+        let mut a = app();
+        a.base_url = Some(format!("http://{addr}"));
+        match client.send(&a, "{}").await {
+            SendOutcome::Rejected { reason } => {
+                assert!(
+                    reason.starts_with("400 Bad Request: <html><p>internal</p>"),
+                    "{reason}"
+                );
+                assert!(reason.chars().count() <= REASON_CHARS + 20, "{reason}");
+                assert!(!reason.contains('\n'), "{reason}");
+            }
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+        let resp = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/projects/p/messages:send"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read_bounded(resp).await.unwrap().len(), MAX_BODY);
     }
 }
