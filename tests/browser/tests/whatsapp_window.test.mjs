@@ -35,7 +35,8 @@ test('outside the WhatsApp window only a template can be sent', async () => {
   const { page } = b;
   await customerWrites(stack, { identity: '46700000024', text: 'Yesterday I asked…' });
   // The customer's last message was 25 hours ago.
-  execFileSync('sqlite3', [path.join(stack.dir, 'contact.sqlite'),
+  // The runtime writes to the same file: wait for its lock instead of failing with SQLITE_BUSY.
+  execFileSync('sqlite3', ['-cmd', '.timeout 10000', path.join(stack.dir, 'contact.sqlite'),
     'UPDATE conversations SET last_inbound_at = last_inbound_at - 90000000']);
   await login(page, stack, agent.email, agent.password);
   await page.click('button[data-tab=queue]');
